@@ -1,0 +1,27 @@
+# The README's two commands: `make demo` (set up + the main job) and `make test` (set up + the tests).
+VENV := .venv
+STAMP := $(VENV)/.setup-done
+
+.PHONY: setup demo test lint bench
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/setup.sh scripts/install_k8s_tools.py
+	bash scripts/setup.sh
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/vft demo
+
+test: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+bench: setup
+	$(VENV)/bin/python bench/train_step.py
+	$(VENV)/bin/python bench/inference.py
+	$(VENV)/bin/python bench/api.py
+	$(VENV)/bin/python bench/operator.py

