@@ -1,0 +1,105 @@
+"""Durations of named operations (prepare_data, training, model_load, inference_*, s3_upload...).
+
+Each finished operation is one JSON line appended to ``state/ops.jsonl``; averages and history are served from
+memory and survive restarts by replaying that file.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+HISTORY_IN_MEMORY = 10_000
+
+
+class OpsLog:
+    def __init__(self, path: Path | None):
+        self.path = path
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._running: dict[int, dict[str, Any]] = {}
+        self._history: list[dict[str, Any]] = []
+        self._totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._replay(path)
+
+    def _replay(self, path: Path) -> None:
+        if not path.exists():
+            return
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                try:
+                    self._remember(json.loads(line))
+                except (ValueError, KeyError):
+                    continue  # a torn last line after a crash
+
+    def _remember(self, record: dict[str, Any]) -> None:
+        total = self._totals[record["op_name"]]
+        total[0] += record["duration_seconds"]
+        total[1] += 1
+        self._history.append(record)
+        if len(self._history) > HISTORY_IN_MEMORY:
+            del self._history[: len(self._history) - HISTORY_IN_MEMORY]
+
+    def record(self, op_name: str, duration_seconds: float, job_id: str | None = None, **details: Any) -> None:
+        """Record an operation that already finished."""
+        record = {
+            "op_name": op_name,
+            "job_id": job_id,
+            "started_at": time.time() - duration_seconds,
+            "duration_seconds": round(duration_seconds, 6),
+            **details,
+        }
+        with self._lock:
+            self._remember(record)
+            if self.path is not None:
+                with open(self.path, "a", encoding="utf-8") as handle:
+                    handle.write(json.dumps(record) + "\n")
+
+    @contextmanager
+    def track(self, op_name: str, job_id: str | None = None, **details: Any) -> Iterator[dict[str, Any]]:
+        """Time the block; it shows in ``running()`` meanwhile. Failed operations are recorded with ``ok: false``."""
+        op_id = next(self._ids)
+        started = time.monotonic()
+        entry = {"op_name": op_name, "job_id": job_id, "started_at": time.time(), **details}
+        with self._lock:
+            self._running[op_id] = entry
+        ok = False
+        try:
+            yield entry
+            ok = True
+        finally:
+            with self._lock:
+                self._running.pop(op_id, None)
+            self.record(op_name, time.monotonic() - started, job_id, ok=ok, **details)
+
+    def averages(self) -> dict[str, dict[str, float | int]]:
+        with self._lock:
+            return {
+                name: {"avg_seconds": round(total / count, 4), "count": count}
+                for name, (total, count) in sorted(self._totals.items())
+                if count
+            }
+
+    def history(self, job_id: str | None = None, op_name: str | None = None, limit: int | None = None) -> list[dict]:
+        """Newest first."""
+        with self._lock:
+            records = [
+                r
+                for r in reversed(self._history)
+                if (job_id is None or r.get("job_id") == job_id) and (op_name is None or r["op_name"] == op_name)
+            ]
+        return records[:limit] if limit is not None else records
+
+    def running(self) -> list[dict[str, Any]]:
+        now = time.time()
+        with self._lock:
+            return [{**entry, "elapsed_seconds": round(now - entry["started_at"], 3)} for entry in self._running.values()]

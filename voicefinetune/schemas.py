@@ -1,0 +1,304 @@
+"""The seed API's request and response bodies (field names, types and defaults as in seed-api.md).
+
+Item-level checks (text, filename, language) are plain functions rather than model validators so that a batch
+can report one bad item in its place without refusing the whole request.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+SERVICE_NAME = "qwen3-tts-finetune-api"
+SAMPLE_RATE = 24000
+PRESIGNED_URL_SECONDS = 24 * 3600
+
+JOB_STATUSES = ("queued", "preparing", "training", "loading", "ready", "failed")
+JobStatusName = Literal["queued", "preparing", "training", "loading", "ready", "failed"]
+TERMINAL_STATUSES = ("ready", "failed")
+
+SUPPORTED_LANGUAGES = (
+    "Auto", "Chinese", "English", "Japanese", "Korean", "German", "French", "Russian", "Portuguese", "Spanish",
+    "Italian",
+)
+
+SPEAKER_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+SPEAKER_UNDERSCORE_DIGIT = re.compile(r"_\d")
+SPEAKER_NAME_HELP = (
+    "speaker_name must not contain an underscore followed by a number (e.g. use 'Hero1' instead of 'Hero_1'): "
+    "it causes library parsing errors"
+)
+JOB_ID_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+FILENAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+
+
+class InvalidInput(ValueError):
+    """A request value that the caller must fix; the message says how."""
+
+
+def check_speaker_name(name: str) -> str:
+    if SPEAKER_UNDERSCORE_DIGIT.search(name):
+        raise InvalidInput(f"{SPEAKER_NAME_HELP}; got {name!r}")
+    if not SPEAKER_NAME_PATTERN.match(name):
+        raise InvalidInput(
+            f"speaker_name must start with a letter and use only letters, digits, '_' or '-' (64 at most); got {name!r}"
+        )
+    return name
+
+
+def check_job_id(job_id: str) -> str:
+    if not JOB_ID_PATTERN.match(job_id):
+        raise InvalidInput(
+            "job_id must be 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit; "
+            f"got {job_id!r}"
+        )
+    return job_id
+
+
+def check_text(text: str | None, max_chars: int) -> str:
+    if text is None or not text.strip():
+        raise InvalidInput("text must not be empty")
+    if len(text) > max_chars:
+        raise InvalidInput(f"text is {len(text)} characters long; the limit is {max_chars}")
+    return text
+
+
+def check_language(language: str | None) -> str:
+    """Return the canonical spelling of a supported language name (case-insensitive)."""
+    wanted = (language or "English").strip().lower()
+    for name in SUPPORTED_LANGUAGES:
+        if name.lower() == wanted:
+            return name
+    raise InvalidInput(f"unsupported language {language!r}; supported: {', '.join(SUPPORTED_LANGUAGES)}")
+
+
+def check_filename(filename: str) -> str:
+    """A safe single-segment object name ending in .wav (appended when missing)."""
+    if not FILENAME_PATTERN.match(filename) or ".." in filename:
+        raise InvalidInput(
+            f"unsafe filename {filename!r}: use letters, digits, '.', '_' or '-' only, no folders and no '..'"
+        )
+    return filename if filename.lower().endswith(".wav") else f"{filename}.wav"
+
+
+# --- fine-tuning -------------------------------------------------------------------------------------------------
+
+
+class FinetuneRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset_s3_key: str = Field(description="S3 key of the dataset .zip, e.g. datasets/Hero1/dataset.zip")
+    speaker_name: str = Field("speaker_custom", description="Name of the fine-tuned voice (no '_' + number)")
+    num_epochs: int = Field(15, ge=1, le=1000, description="Training epochs")
+    batch_size: int = Field(2, ge=1, le=1024, description="Batch size (increase on larger GPUs)")
+    lr: float = Field(1e-6, gt=0, le=1.0, description="Learning rate")
+    book_id: str | None = Field(None, description="Optional book ID for S3 organization")
+    chapter_id: str | None = Field(None, description="Optional chapter ID for S3 organization")
+    character_id: str | None = Field(None, description="Optional character ID for local directory organization")
+    resume_job_id: str | None = Field(
+        None, description="A previous job to continue training from; falls back to the base model if not found"
+    )
+    job_id: str | None = Field(
+        None, description="Optional client-chosen job id; repeating a call with an active job's id returns that job"
+    )
+
+    @field_validator("speaker_name")
+    @classmethod
+    def _speaker(cls, value: str) -> str:
+        return check_speaker_name(value)
+
+    @field_validator("dataset_s3_key")
+    @classmethod
+    def _dataset_key(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("dataset_s3_key must not be empty")
+        return value
+
+    @field_validator("job_id")
+    @classmethod
+    def _job_id(cls, value: str | None) -> str | None:
+        return None if value is None else check_job_id(value)
+
+
+class FinetuneConfig(BaseModel):
+    num_epochs: int
+    batch_size: int
+    lr: float
+    flash_attn: bool
+
+
+class FinetuneResponse(BaseModel):
+    job_id: str
+    status: JobStatusName
+    speaker_name: str
+    config: FinetuneConfig
+
+
+class Progress(BaseModel):
+    stage: str
+    epoch: int = 0
+    total_epochs: int = 0
+    step: int = 0
+    loss: float | None = None
+    global_step: int = 0
+
+
+class Job(BaseModel):
+    """A fine-tuning job as `GET /jobs/{job_id}` shows it."""
+
+    job_id: str
+    status: JobStatusName
+    speaker_name: str | None = None
+    progress: Progress | None = None
+    inference_url: str | None = None
+    checkpoint_path: str | None = None
+    error: str | None = None
+    warnings: list[str] = Field(default_factory=list)
+    config: FinetuneConfig | None = None
+    dataset_s3_key: str | None = None
+    book_id: str | None = None
+    chapter_id: str | None = None
+    character_id: str | None = None
+    resume_job_id: str | None = None
+    created_at: float | None = None
+    updated_at: float | None = None
+
+
+# --- inference ---------------------------------------------------------------------------------------------------
+
+
+class InferRequest(BaseModel):
+    text: str = Field(description="Text to synthesize")
+    language: str = Field("English", description="Language name")
+    instruct: str = Field("", description="Style/emotion instruction")
+    upload_to_s3: bool | None = Field(
+        None, description="Upload the result to S3 (the default when storage is configured); false returns the WAV"
+    )
+    s3_filename: str | None = Field(None, description="Custom filename for the S3 upload")
+    book_id: str | None = Field(None, description="Triggers the path audio/segments/{book_id}/")
+    chapter_id: str | None = Field(None, description="Used with book_id for the chapter path")
+    overwrite: bool = Field(True, description="false: answer with an existing object of that name, not regenerate")
+
+
+class BatchItem(BaseModel):
+    text: str | None = None
+    filename: str | None = None
+    language: str | None = None
+    instruct: str | None = None
+
+
+class BatchInferRequest(BaseModel):
+    items: list[BatchItem] = Field(min_length=1, max_length=1000)
+    language: str = Field("English", description="Default language for all items")
+    instruct: str = Field("", description="Default instruction for all items")
+    book_id: str | None = None
+    chapter_id: str | None = None
+    overwrite: bool = True
+
+
+class InferS3Response(BaseModel):
+    s3_url: str
+    presigned_url: str
+    s3_key: str
+    sample_rate: int = SAMPLE_RATE
+    text: str
+    job_id: str | None = None
+
+
+class BatchItemError(BaseModel):
+    index: int
+    filename: str | None = None
+    text: str | None = None
+    error: str
+    status_code: int = 400
+
+
+class VoiceDesignRequest(BaseModel):
+    text: str
+    instruct: str = Field(description="Voice description")
+    language: str = "English"
+    upload_to_s3: bool = False
+    s3_filename: str | None = None
+    overwrite: bool = True
+
+
+class CloneItem(BaseModel):
+    text: str | None = None
+    filename: str | None = None
+
+
+class VoiceCloneBatchRequest(BaseModel):
+    ref_audio_url: str = Field(description="http(s) URL, base64 or data: URL of the reference audio")
+    ref_text: str = Field("", description="Transcript of the reference audio (ICL mode; ignored with use_xvec)")
+    items: list[CloneItem] = Field(min_length=1, max_length=1000)
+    language: str = "English"
+    use_xvec: bool = False
+    upload_to_s3: bool = True
+    overwrite: bool = False
+
+
+class VoiceCloneRequest(BaseModel):
+    ref_audio_url: str
+    ref_text: str = ""
+    text: str
+    language: str = "English"
+    use_xvec: bool = False
+    upload_to_s3: bool | None = None
+    s3_filename: str | None = None
+    overwrite: bool = False
+
+
+# --- service -----------------------------------------------------------------------------------------------------
+
+
+class Health(BaseModel):
+    service: str = SERVICE_NAME
+    status: str = "ok"
+    storage_configured: bool
+
+
+class GPUStatus(BaseModel):
+    model_loaded: bool
+    loaded_checkpoint: str | None
+    speaker_name: str | None
+    auto_unload_enabled: bool
+    idle_timeout_seconds: int
+    idle_seconds: float | None
+    total_requests: int
+    total_loads: int
+    total_unloads: int
+    gpu_name: str | None
+    gpu_memory_total_gb: float | None
+    gpu_memory_allocated_gb: float | None
+    gpu_memory_reserved_gb: float | None
+    gpu_memory_free_gb: float | None
+    loaded_models: list[dict[str, Any]] = Field(default_factory=list)
+    max_models: int | None = None
+
+
+class GPUConfig(BaseModel):
+    idle_timeout_seconds: int = Field(300, ge=0, description="Seconds idle before auto-unload; 0 disables")
+
+
+class StorageStatus(BaseModel):
+    configured: bool
+    endpoint: str
+    bucket: str
+
+
+class StorageFile(BaseModel):
+    key: str
+    url: str
+
+
+class StorageList(BaseModel):
+    job_id: str
+    count: int
+    files: list[StorageFile]
+
+
+class OpAverage(BaseModel):
+    avg_seconds: float
+    count: int

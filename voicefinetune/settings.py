@@ -1,0 +1,85 @@
+"""Configuration from the environment: the seed API's variables with the seed's defaults, plus ``VFT_*``.
+
+This is the one place that reads configuration variables; every component takes a ``Settings``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+SEED_BASE_MODEL = "Qwen/Qwen3-TTS-12Hz-1.7B-Base"
+SEED_VOICE_DESIGN_MODEL = "Qwen/Qwen3-TTS-12Hz-1.7B-VoiceDesign"
+
+
+def _bool(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _optional(value: str) -> str | None:
+    return value or None
+
+
+@dataclass(frozen=True)
+class Settings:
+    # name: (environment variable, parser) in the field metadata; the default is the seed's.
+    device: str = field(default="cuda:0", metadata={"env": "DEVICE"})
+    use_flash_attn: bool = field(default=True, metadata={"env": "USE_FLASH_ATTN", "parse": _bool})
+    gpu_idle_timeout: int = field(default=300, metadata={"env": "GPU_IDLE_TIMEOUT", "parse": int})
+    gpu_max_concurrency: int = field(default=16, metadata={"env": "GPU_MAX_CONCURRENCY", "parse": int})
+    gpu_max_models: int = field(default=4, metadata={"env": "GPU_MAX_MODELS", "parse": int})
+    s3_access_key: str | None = field(default=None, metadata={"env": "E2E_ACCESS_KEY", "parse": _optional})
+    s3_secret_key: str | None = field(default=None, metadata={"env": "E2E_SECRET_KEY", "parse": _optional})
+    s3_bucket: str = field(default="qwen3-tts", metadata={"env": "E2E_BUCKET"})
+    s3_endpoint_url: str = field(default="https://objectstore.e2enetworks.net", metadata={"env": "E2E_ENDPOINT_URL"})
+
+    data_dir: Path = field(default=Path("data"), metadata={"env": "VFT_DATA_DIR", "parse": Path})
+    base_model: str = field(default=SEED_BASE_MODEL, metadata={"env": "VFT_BASE_MODEL"})
+    voice_design_model: str = field(default=SEED_VOICE_DESIGN_MODEL, metadata={"env": "VFT_VOICE_DESIGN_MODEL"})
+    tiny_models: bool = field(default=False, metadata={"env": "VFT_TINY_MODELS", "parse": _bool})
+    tiny_models_dir: Path | None = field(
+        default=None, metadata={"env": "VFT_TINY_MODELS_DIR", "parse": lambda v: Path(v) if v else None}
+    )
+    s3_region: str = field(default="us-east-1", metadata={"env": "VFT_S3_REGION"})
+    s3_max_attempts: int = field(default=5, metadata={"env": "VFT_S3_MAX_ATTEMPTS", "parse": int})
+    s3_connect_timeout: float = field(default=5.0, metadata={"env": "VFT_S3_CONNECT_TIMEOUT", "parse": float})
+    disk_cache_gb: float = field(default=20.0, metadata={"env": "VFT_DISK_CACHE_GB", "parse": float})
+    max_concurrent_trainings: int = field(default=1, metadata={"env": "VFT_MAX_CONCURRENT_TRAININGS", "parse": int})
+    max_text_chars: int = field(default=2000, metadata={"env": "VFT_MAX_TEXT_CHARS", "parse": int})
+    allow_private_urls: bool = field(default=False, metadata={"env": "VFT_ALLOW_PRIVATE_URLS", "parse": _bool})
+    inference_url: str | None = field(default=None, metadata={"env": "VFT_INFERENCE_URL", "parse": _optional})
+    namespace: str = field(default="default", metadata={"env": "VFT_NAMESPACE"})
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> Settings:
+        env = os.environ if environ is None else environ
+        values = {}
+        for f in fields(cls):
+            name = f.metadata["env"]
+            if name in env:
+                values[f.name] = f.metadata.get("parse", str)(env[name])
+        values.update(overrides)
+        return cls(**values)
+
+    @property
+    def storage_configured(self) -> bool:
+        return bool(self.s3_access_key and self.s3_secret_key)
+
+    @property
+    def jobs_dir(self) -> Path:
+        """Per-job folders (dataset, checkpoints); the disk LRU works here."""
+        return self.data_dir / "jobs"
+
+    @property
+    def state_dir(self) -> Path:
+        """Job records, the ops log and the voice registry."""
+        return self.data_dir / "state"
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.jobs_dir / job_id
+
+
+def env_table() -> list[tuple[str, str]]:
+    """(variable, default) for every variable Settings reads, for docs and `vft` help."""
+    return [(f.metadata["env"], "" if f.default is None else str(f.default)) for f in fields(Settings)]
