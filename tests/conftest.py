@@ -51,37 +51,37 @@ def bucket_name() -> str:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, s3_endpoint: str, bucket_name: str, tiny_models) -> Settings:
-    """Settings with storage on the moto server (a fresh bucket), a fresh data dir, tiny models, CPU."""
-    environ = {
+def vft_environ(tmp_path: Path, s3_endpoint: str, bucket_name: str) -> dict[str, str]:
+    """VFT configuration variables: storage on the moto server (a fresh bucket), a fresh data dir, CPU."""
+    return {
         **s3_environment(s3_endpoint, bucket_name),
         "DEVICE": "cpu",
         "USE_FLASH_ATTN": "0",
         "VFT_DATA_DIR": str(tmp_path / "data"),
-        "VFT_TINY_MODELS": "1",
-        "VFT_TINY_MODELS_DIR": str(tiny_models.root),
         "VFT_S3_MAX_ATTEMPTS": "2",
     }
-    return Settings.from_env(environ)
 
 
 @pytest.fixture
-def storage(settings: Settings) -> Storage:
-    store = Storage(settings)
+def tiny_environ(vft_environ: dict[str, str], tiny_models) -> dict[str, str]:
+    return {**vft_environ, "VFT_TINY_MODELS": "1", "VFT_TINY_MODELS_DIR": str(tiny_models.root)}
+
+
+@pytest.fixture
+def settings(tiny_environ: dict[str, str]) -> Settings:
+    """Settings with storage on the moto server, a fresh data dir, tiny models, CPU."""
+    return Settings.from_env(tiny_environ)
+
+
+@pytest.fixture
+def storage(vft_environ: dict[str, str]) -> Storage:
+    """Storage on the moto server with its bucket created (no models needed)."""
+    store = Storage(Settings.from_env(vft_environ))
     store.ensure_bucket()
     return store
 
 
 @pytest.fixture
-def settings_env(settings: Settings, tiny_models, s3_endpoint: str, bucket_name: str) -> dict[str, str]:
-    """The same configuration as environment variables, for child processes (vft train, vft serve...)."""
-    return {
-        **os.environ,
-        **s3_environment(s3_endpoint, bucket_name),
-        "DEVICE": "cpu",
-        "USE_FLASH_ATTN": "0",
-        "VFT_DATA_DIR": str(settings.data_dir),
-        "VFT_TINY_MODELS": "1",
-        "VFT_TINY_MODELS_DIR": str(tiny_models.root),
-        "VFT_S3_MAX_ATTEMPTS": "2",
-    }
+def settings_env(tiny_environ: dict[str, str]) -> dict[str, str]:
+    """The `settings` configuration as a full environment, for child processes (vft train, vft serve...)."""
+    return {**os.environ, **tiny_environ}
