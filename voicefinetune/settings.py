@@ -50,6 +50,16 @@ class Settings:
     allow_private_urls: bool = field(default=False, metadata={"env": "VFT_ALLOW_PRIVATE_URLS", "parse": _bool})
     inference_url: str | None = field(default=None, metadata={"env": "VFT_INFERENCE_URL", "parse": _optional})
     namespace: str = field(default="default", metadata={"env": "VFT_NAMESPACE"})
+    # Trainer progress: events are also POSTed here (bearer token), besides the JSON lines on stdout.
+    progress_url: str | None = field(default=None, metadata={"env": "VFT_PROGRESS_URL", "parse": _optional})
+    progress_token: str | None = field(
+        default=None, repr=False, metadata={"env": "VFT_PROGRESS_TOKEN", "parse": _optional}
+    )
+    # Inference request fusion: concurrent requests for one model wait this long to share one generate call.
+    inference_batch_window_ms: float = field(
+        default=15.0, metadata={"env": "VFT_INFERENCE_BATCH_WINDOW_MS", "parse": float}
+    )
+    inference_max_batch: int = field(default=8, metadata={"env": "VFT_INFERENCE_MAX_BATCH", "parse": int})
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> Settings:

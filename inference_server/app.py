@@ -1,0 +1,42 @@
+"""The standalone inference server (`vft inference`, the Kubernetes Deployment): the router plus health and docs."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from ..opslog import OpsLog
+from ..schemas import SERVICE_NAME, Health
+from ..settings import Settings
+from ..storage import Storage
+from .api import build_router
+from .service import InferenceService
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+    storage = Storage(settings)
+    service = InferenceService(settings, storage, OpsLog(settings.state_dir / "ops.jsonl"))
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = FastAPI(
+        title="voicefinetune inference server",
+        description="Many fine-tuned Qwen3-TTS voices on one GPU: VRAM and disk LRU caches, request fusion, S3 outputs.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+
+    @app.get("/", response_model=Health, tags=["health"])
+    async def health() -> Health:
+        return Health(service=SERVICE_NAME, status="ok", storage_configured=storage.configured)
+
+    app.include_router(build_router(service))
+    return app

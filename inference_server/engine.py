@@ -1,0 +1,127 @@
+"""Generation with qwen_tts: loading a checkpoint, batched generate calls, voice-clone prompts, GPU figures.
+
+Every call here is blocking and runs in a worker thread; a model's lock serializes calls on it because the
+upstream model is not safe for concurrent use.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..schemas import SAMPLE_RATE
+from ..settings import Settings
+
+GIB = 1024**3
+
+
+@dataclass
+class LoadedModel:
+    tts: Any  # qwen_tts.Qwen3TTSModel
+    kind: str  # config.tts_model_type: "custom_voice" | "voice_design" | "base"
+    path: str
+    size_bytes: int
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def speakers(self) -> list[str]:
+        return self.tts.get_supported_speakers() or []
+
+
+@dataclass(frozen=True)
+class SpeechItem:
+    """One utterance to generate; ``speaker`` for custom voices, ``clone_prompt`` for the Base model."""
+
+    text: str
+    language: str
+    instruct: str = ""
+    speaker: str | None = None
+    clone_prompt: Any = None
+
+
+def load(path: str, settings: Settings) -> LoadedModel:
+    from ..qwen import load_model
+
+    tts = load_model(path, settings)
+    size = sum(p.numel() * p.element_size() for p in tts.model.parameters())
+    return LoadedModel(tts=tts, kind=str(tts.model.tts_model_type), path=str(path), size_bytes=int(size))
+
+
+def release(loaded: LoadedModel) -> None:
+    """Drop the model's weights and give cached GPU memory back."""
+    loaded.tts = None
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+
+
+def generate(loaded: LoadedModel, items: list[SpeechItem]) -> list[np.ndarray]:
+    """One batched generate call for ``items``; waveforms (float32, 24 kHz) in the same order."""
+    texts = [item.text for item in items]
+    languages = [item.language for item in items]
+    with loaded.lock:
+        if loaded.kind == "custom_voice":
+            wavs, rate = loaded.tts.generate_custom_voice(
+                text=texts, speaker=[item.speaker for item in items], language=languages,
+                instruct=[item.instruct or "" for item in items],
+            )
+        elif loaded.kind == "voice_design":
+            wavs, rate = loaded.tts.generate_voice_design(
+                text=texts, instruct=[item.instruct or "" for item in items], language=languages
+            )
+        elif loaded.kind == "base":
+            wavs, rate = loaded.tts.generate_voice_clone(
+                text=texts, language=languages, voice_clone_prompt=[item.clone_prompt for item in items]
+            )
+        else:
+            raise ValueError(f"checkpoint {loaded.path} has unknown tts_model_type {loaded.kind!r}")
+    if int(rate) != SAMPLE_RATE:
+        import librosa
+
+        wavs = [librosa.resample(np.asarray(w, dtype=np.float32), orig_sr=int(rate), target_sr=SAMPLE_RATE) for w in wavs]
+    return [np.asarray(w, dtype=np.float32) for w in wavs]
+
+
+def clone_prompt(loaded: LoadedModel, waveform: np.ndarray, sample_rate: int, ref_text: str, use_xvec: bool) -> Any:
+    """The reusable voice-clone prompt of one reference recording (Base model)."""
+    with loaded.lock:
+        return loaded.tts.create_voice_clone_prompt(
+            ref_audio=(waveform, sample_rate), ref_text=None if use_xvec else ref_text, x_vector_only_mode=use_xvec
+        )[0]
+
+
+def gpu_memory(settings: Settings) -> dict[str, Any]:
+    """GPU name and memory figures in GB from torch.cuda; all None when no CUDA device is used."""
+    figures: dict[str, Any] = dict.fromkeys(
+        ("gpu_name", "gpu_memory_total_gb", "gpu_memory_allocated_gb", "gpu_memory_reserved_gb", "gpu_memory_free_gb")
+    )
+    import torch
+
+    if not settings.device.startswith("cuda") or not torch.cuda.is_available():
+        return figures
+    device = torch.device(settings.device)
+    free, total = torch.cuda.mem_get_info(device)
+    figures.update(
+        gpu_name=torch.cuda.get_device_name(device),
+        gpu_memory_total_gb=round(total / GIB, 3),
+        gpu_memory_allocated_gb=round(torch.cuda.memory_allocated(device) / GIB, 3),
+        gpu_memory_reserved_gb=round(torch.cuda.memory_reserved(device) / GIB, 3),
+        gpu_memory_free_gb=round(free / GIB, 3),
+    )
+    return figures
+
+
+def vram_used_bytes(settings: Settings) -> float:
+    import torch
+
+    if settings.device.startswith("cuda") and torch.cuda.is_available():
+        return float(torch.cuda.memory_allocated(torch.device(settings.device)))
+    return 0.0

@@ -1,0 +1,52 @@
+"""Where generated audio goes: S3 objects under the seed's keys, answered with permanent and presigned URLs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+from ..opslog import OpsLog
+from ..schemas import SAMPLE_RATE, InferS3Response
+from ..storage import Storage, StorageNotConfigured
+from . import metrics
+
+
+def auto_filename(prefix: str = "tts") -> str:
+    return f"{prefix}_{int(time.time() * 1000)}_{uuid.uuid4().hex[:8]}.wav"
+
+
+class AudioOutputs:
+    def __init__(self, storage: Storage, opslog: OpsLog):
+        self.storage = storage
+        self.opslog = opslog
+
+    def require_storage(self) -> None:
+        if not self.storage.configured:
+            raise StorageNotConfigured(
+                "S3 storage is not configured (set E2E_ACCESS_KEY and E2E_SECRET_KEY), so audio cannot be "
+                "uploaded; ask for the WAV instead (upload_to_s3: false) where the endpoint offers it"
+            )
+
+    def response(self, key: str, text: str, job_id: str | None) -> InferS3Response:
+        return InferS3Response(
+            s3_url=self.storage.url(key),
+            presigned_url=self.storage.presigned_url(key),
+            s3_key=key,
+            sample_rate=SAMPLE_RATE,
+            text=text,
+            job_id=job_id,
+        )
+
+    async def existing(self, key: str) -> bool:
+        return await asyncio.to_thread(self.storage.exists, key)
+
+    async def upload(self, key: str, wav: bytes, text: str, job_id: str | None) -> InferS3Response:
+        def put() -> None:
+            started = time.monotonic()
+            with self.opslog.track("s3_upload", job_id=job_id, key=key, bytes=len(wav)):
+                self.storage.upload_bytes(wav, key)
+            metrics.S3_UPLOAD_SECONDS.observe(time.monotonic() - started)
+
+        await asyncio.to_thread(put)
+        return self.response(key, text, job_id)

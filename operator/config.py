@@ -1,0 +1,162 @@
+"""The operator's configuration: the seed settings (``Settings``) plus what only the operator needs (``VFT_*``).
+
+The Helm chart fills these variables from values.yaml through a ConfigMap; every one has a default that works in
+a cluster where the chart installed the operator.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from ..settings import Settings
+
+log = logging.getLogger(__name__)
+
+GPU_RESOURCE = "nvidia.com/gpu"
+DEFAULT_GPU_TOLERATIONS = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
+INFERENCE_PORT = 8000
+
+# Seed settings the trainer and inference pods get as plain values (the S3 keys come from the Secret instead).
+POD_SETTINGS = (
+    "device", "use_flash_attn", "s3_bucket", "s3_endpoint_url", "s3_region", "base_model", "voice_design_model",
+    "tiny_models",
+)
+
+
+def _json(value: str) -> Any:
+    return json.loads(value) if value.strip() else None
+
+
+def _bool(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    settings: Settings = field(default_factory=Settings)
+    namespace: str = field(default="default", metadata={"env": "VFT_OPERATOR_NAMESPACE"})
+    trainer_image: str = field(default="ghcr.io/voicefinetune/trainer:0.1.0", metadata={"env": "VFT_TRAINER_IMAGE"})
+    inference_image: str = field(
+        default="ghcr.io/voicefinetune/inference:0.1.0", metadata={"env": "VFT_INFERENCE_IMAGE"}
+    )
+    image_pull_policy: str = field(default="IfNotPresent", metadata={"env": "VFT_IMAGE_PULL_POLICY"})
+    # The Secret holding the S3 keys, and the keys in it.
+    s3_secret: str = field(default="voicefinetune-s3", metadata={"env": "VFT_S3_SECRET"})
+    s3_secret_access_key: str = field(default="E2E_ACCESS_KEY", metadata={"env": "VFT_S3_SECRET_ACCESS_KEY"})
+    s3_secret_secret_key: str = field(default="E2E_SECRET_KEY", metadata={"env": "VFT_S3_SECRET_SECRET_KEY"})
+    # Training Jobs
+    train_gpus: int = field(default=1, metadata={"env": "VFT_TRAIN_GPUS", "parse": int})
+    train_node_selector: dict[str, str] = field(
+        default_factory=dict, metadata={"env": "VFT_TRAIN_NODE_SELECTOR", "parse": _json}
+    )
+    train_tolerations: list[dict[str, Any]] = field(
+        default_factory=lambda: list(DEFAULT_GPU_TOLERATIONS), metadata={"env": "VFT_TRAIN_TOLERATIONS", "parse": _json}
+    )
+    train_cpu: str = field(default="4", metadata={"env": "VFT_TRAIN_CPU"})
+    train_memory: str = field(default="32Gi", metadata={"env": "VFT_TRAIN_MEMORY"})
+    train_shm_size: str = field(default="8Gi", metadata={"env": "VFT_TRAIN_SHM_SIZE"})
+    train_scratch_size: str = field(default="50Gi", metadata={"env": "VFT_TRAIN_SCRATCH_SIZE"})
+    train_backoff_limit: int = field(default=1, metadata={"env": "VFT_TRAIN_BACKOFF_LIMIT", "parse": int})
+    train_deadline_seconds: int = field(default=86400, metadata={"env": "VFT_TRAIN_DEADLINE_SECONDS", "parse": int})
+    train_ttl_seconds: int = field(default=86400, metadata={"env": "VFT_TRAIN_TTL_SECONDS", "parse": int})
+    train_service_account: str = field(default="", metadata={"env": "VFT_TRAIN_SERVICE_ACCOUNT"})
+    # Progress receiver: trainer pods POST to {progress_base_url}/progress/{namespace}/{name}.
+    port: int = field(default=8081, metadata={"env": "VFT_OPERATOR_PORT", "parse": int})
+    progress_base_url: str = field(default="", metadata={"env": "VFT_PROGRESS_BASE_URL"})
+    secret_key: str = field(default="", repr=False, metadata={"env": "VFT_OPERATOR_SECRET_KEY"})
+    progress_interval: float = field(default=2.0, metadata={"env": "VFT_PROGRESS_INTERVAL", "parse": float})
+    # The inference Deployment and Service the operator keeps.
+    inference_name: str = field(default="voicefinetune-inference", metadata={"env": "VFT_INFERENCE_NAME"})
+    inference_replicas: int = field(default=1, metadata={"env": "VFT_INFERENCE_REPLICAS", "parse": int})
+    inference_gpus: int = field(default=1, metadata={"env": "VFT_INFERENCE_GPUS", "parse": int})
+    inference_memory: str = field(default="32Gi", metadata={"env": "VFT_INFERENCE_MEMORY"})
+    inference_cache_pvc: str = field(default="", metadata={"env": "VFT_INFERENCE_CACHE_PVC"})
+    inference_node_selector: dict[str, str] = field(
+        default_factory=dict, metadata={"env": "VFT_INFERENCE_NODE_SELECTOR", "parse": _json}
+    )
+    inference_tolerations: list[dict[str, Any]] = field(
+        default_factory=lambda: list(DEFAULT_GPU_TOLERATIONS),
+        metadata={"env": "VFT_INFERENCE_TOLERATIONS", "parse": _json},
+    )
+    inference_service_account: str = field(default="", metadata={"env": "VFT_INFERENCE_SERVICE_ACCOUNT"})
+    manage_inference: bool = field(default=True, metadata={"env": "VFT_MANAGE_INFERENCE", "parse": _bool})
+    repair_interval: float = field(default=30.0, metadata={"env": "VFT_REPAIR_INTERVAL", "parse": float})
+    load_timeout: float = field(default=900.0, metadata={"env": "VFT_LOAD_TIMEOUT", "parse": float})
+    # The operator's own Deployment: owner of the inference objects, so `helm uninstall` removes them too.
+    owner_deployment: str = field(default="", metadata={"env": "VFT_OWNER_DEPLOYMENT"})
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> OperatorConfig:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {"settings": Settings.from_env(dict(env))}
+        for f in fields(cls):
+            name = f.metadata.get("env")
+            if name and env.get(name, "") != "":
+                parsed = f.metadata.get("parse", str)(env[name])
+                if parsed is not None:
+                    values[f.name] = parsed
+        if "namespace" not in values:
+            values["namespace"] = env.get("POD_NAMESPACE") or values["settings"].namespace
+        values.update(overrides)
+        config = cls(**values)
+        if not config.secret_key:
+            log.warning(
+                "VFT_OPERATOR_SECRET_KEY is not set: progress tokens are valid for this process only "
+                "(trainers of Jobs started before a restart cannot report progress)"
+            )
+            config = _replace(config, secret_key=secrets.token_hex(32))
+        return config
+
+    @property
+    def inference_url(self) -> str:
+        """Base URL of the inference Service; its host names every ready replica (a headless Service)."""
+        return self.settings.inference_url or (
+            f"http://{self.inference_name}.{self.namespace}.svc.cluster.local:{INFERENCE_PORT}"
+        )
+
+    @property
+    def progress_url_base(self) -> str:
+        return (self.progress_base_url or f"http://{MANAGED_SERVICE}.{self.namespace}.svc:{self.port}").rstrip("/")
+
+    def pod_settings_env(self) -> list[dict[str, str]]:
+        """The seed settings that trainer and inference pods share with the operator, as container env."""
+        by_name = {f.name: f for f in fields(Settings)}
+        env = []
+        for name in POD_SETTINGS:
+            value = getattr(self.settings, name)
+            if isinstance(value, bool):
+                value = "1" if value else "0"
+            env.append({"name": by_name[name].metadata["env"], "value": str(value)})
+        return env
+
+    def s3_secret_env(self) -> list[dict[str, Any]]:
+        """S3 keys as references to the Secret: they never appear in a spec."""
+        return [
+            {
+                "name": env_name,
+                "valueFrom": {"secretKeyRef": {"name": self.s3_secret, "key": key}},
+            }
+            for env_name, key in (
+                (_env_name("s3_access_key"), self.s3_secret_access_key),
+                (_env_name("s3_secret_key"), self.s3_secret_secret_key),
+            )
+        ]
+
+
+# The Service in front of the operator's progress receiver (the chart names it so).
+MANAGED_SERVICE = "voicefinetune-operator"
+
+
+def _env_name(settings_field: str) -> str:
+    return next(f.metadata["env"] for f in fields(Settings) if f.name == settings_field)
+
+
+def _replace(config: OperatorConfig, **changes: Any) -> OperatorConfig:
+    from dataclasses import replace
+
+    return replace(config, **changes)

@@ -1,0 +1,136 @@
+"""A real `vft serve` subprocess (tiny models, moto S3 over HTTP) and helpers to drive it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from voicefinetune.sample_data import make_dataset_zip
+from voicefinetune.settings import Settings
+from voicefinetune.storage import Storage
+
+SERVER_START_TIMEOUT = 90.0
+TERMINAL = ("ready", "failed")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Server:
+    """One `vft serve` process; ``restart`` keeps its data dir and port."""
+
+    env: dict[str, str]
+    port: int
+    log_path: Path
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def settings(self) -> Settings:
+        return Settings.from_env(self.env)
+
+    def start(self) -> Server:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "voicefinetune.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + SERVER_START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"vft serve exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                if httpx.get(self.url + "/", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"vft serve did not answer in {SERVER_START_TIMEOUT}s:\n{self.log_tail()}")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(30)
+
+    def stop(self) -> None:
+        self.kill(signal.SIGTERM)
+
+    def restart(self) -> Server:
+        self.stop()
+        return self.start()
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def client(self, timeout: float = 60.0) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=timeout)
+
+    def wait_for(self, job_id: str, statuses: tuple[str, ...] = TERMINAL, timeout: float = 120.0) -> dict:
+        deadline = time.monotonic() + timeout
+        job: dict = {}
+        while time.monotonic() < deadline:
+            response = httpx.get(f"{self.url}/jobs/{job_id}", timeout=10)
+            if response.status_code == 200:
+                job = response.json()
+                if job["status"] in statuses:
+                    return job
+            time.sleep(0.2)
+        raise AssertionError(f"job {job_id} not in {statuses} after {timeout}s: {job}\n{self.log_tail()}")
+
+
+def server_environment(data_dir: Path, s3_endpoint: str, bucket: str, tiny_root: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "E2E_ACCESS_KEY": "testing",
+        "E2E_SECRET_KEY": "testing",
+        "E2E_BUCKET": bucket,
+        "E2E_ENDPOINT_URL": s3_endpoint,
+        "DEVICE": "cpu",
+        "USE_FLASH_ATTN": "0",
+        "VFT_DATA_DIR": str(data_dir),
+        "VFT_TINY_MODELS": "1",
+        "VFT_TINY_MODELS_DIR": str(tiny_root),
+        "VFT_S3_MAX_ATTEMPTS": "2",
+    }
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, s3_endpoint: str, tiny_models) -> Iterator[Server]:
+    """A `vft serve` shared by a test module, with its own bucket (created) and data dir."""
+    root = tmp_path_factory.mktemp("serve")
+    env = server_environment(root / "data", s3_endpoint, f"vft-facade-{uuid.uuid4().hex[:10]}", tiny_models.root)
+    Storage(Settings.from_env(env)).ensure_bucket()
+    server = Server(env=env, port=free_port(), log_path=root / "serve.log").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def dataset_zip(tmp_path_factory) -> Path:
+    """A small dataset zip in the dataset-maker layout (4 clips)."""
+    return make_dataset_zip(tmp_path_factory.mktemp("dataset") / "voice_dataset.zip", count=4)

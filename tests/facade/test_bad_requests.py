@@ -1,0 +1,121 @@
+"""Bad requests get a 4xx with a message saying what to fix (the facade in-process, real moto S3)."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from voicefinetune.facade.app import create_local_app
+from voicefinetune.settings import Settings
+from voicefinetune.storage import Storage
+
+DATASET_KEY = "datasets/Hero1/dataset.zip"
+
+
+@pytest.fixture
+def client(settings: Settings, storage: Storage, dataset_zip: Path) -> Iterator[TestClient]:
+    storage.upload_file(dataset_zip, DATASET_KEY)
+    with TestClient(create_local_app(settings)) as http:
+        yield http
+
+
+def body(**changes) -> dict:
+    return {"dataset_s3_key": DATASET_KEY, "speaker_name": "hero_voice", "num_epochs": 2, **changes}
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "hint"),
+    [
+        ({"speaker_name": "Hero_1"}, "speaker_name", "Hero1"),
+        ({"num_epochs": 0}, "num_epochs", "greater than or equal to 1"),
+        ({"num_epochs": -1}, "num_epochs", "greater than or equal to 1"),
+        ({"batch_size": 0}, "batch_size", "greater than or equal to 1"),
+        ({"lr": 0}, "lr", "greater than 0"),
+        ({"lr": -1e-6}, "lr", "greater than 0"),
+        ({"num_epochs": "ten"}, "num_epochs", "integer"),
+    ],
+)
+def test_bad_json_fields_are_refused_with_the_field_named(client: TestClient, changes, field, hint) -> None:
+    r = client.post("/finetune", json=body(**changes))
+    assert r.status_code == 422, r.text
+    assert field in r.json()["message"] and hint in r.json()["message"]
+    assert client.get("/jobs").json() == []
+
+
+@pytest.mark.parametrize(
+    ("form", "field"),
+    [
+        ({"speaker_name": "Hero_1"}, "speaker_name"),
+        ({"num_epochs": "0"}, "num_epochs"),
+        ({"num_epochs": "-1"}, "num_epochs"),
+        ({"batch_size": "0"}, "batch_size"),
+        ({"lr": "0"}, "lr"),
+        ({"lr": "-0.001"}, "lr"),
+    ],
+)
+def test_bad_form_fields_are_refused_like_json(client: TestClient, dataset_zip: Path, form, field) -> None:
+    with open(dataset_zip, "rb") as handle:
+        r = client.post("/finetune", files={"dataset": handle}, data=form)
+    assert r.status_code == 422, r.text
+    assert field in r.json()["message"]
+    assert client.get("/jobs").json() == []
+
+
+def test_missing_dataset_key_is_named(client: TestClient) -> None:
+    r = client.post("/finetune", json=body(dataset_s3_key="datasets/nobody/missing.zip"))
+    assert r.status_code == 400
+    assert "datasets/nobody/missing.zip" in r.json()["detail"]
+
+
+def test_unsafe_dataset_key_is_refused(client: TestClient) -> None:
+    r = client.post("/finetune", json=body(dataset_s3_key="../etc/passwd"))
+    assert 400 <= r.status_code < 500
+
+
+def test_upload_that_is_not_a_dataset_zip(client: TestClient) -> None:
+    r = client.post("/finetune", files={"dataset": ("x.zip", b"not a zip at all")}, data={"speaker_name": "Hero"})
+    assert r.status_code == 400 and "zip" in r.json()["detail"]
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("data/a.wav", b"RIFF")
+    r = client.post("/finetune", files={"dataset": ("d.zip", buffer.getvalue())}, data={"speaker_name": "Hero"})
+    assert r.status_code == 400 and "missing train.jsonl" in r.json()["detail"]
+    r = client.post("/finetune", data={"speaker_name": "Hero"})
+    assert r.status_code == 422 and "dataset_s3_key" in r.json()["message"]
+    r = client.post("/finetune", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert r.status_code == 400
+
+
+def test_unknown_job_is_404_everywhere(client: TestClient) -> None:
+    assert client.get("/jobs/nosuchjob").status_code == 404
+    assert client.delete("/jobs/nosuchjob").status_code == 404
+    r = client.post("/infer/nosuchjob", json={"text": "Hello."})
+    assert r.status_code == 404 and "nosuchjob" in r.json()["detail"]
+    assert client.post("/infer/nosuchjob/batch", json={"items": [{"text": "a", "filename": "a.wav"}]}).status_code == 404
+
+
+def test_client_job_id_is_idempotent(client: TestClient) -> None:
+    first = client.post("/finetune", json=body(job_id="my-voice-1"))
+    again = client.post("/finetune", json=body(job_id="my-voice-1"))
+    assert first.status_code == again.status_code == 202
+    assert first.json()["job_id"] == again.json()["job_id"] == "my-voice-1"
+    assert [job["job_id"] for job in client.get("/jobs").json()] == ["my-voice-1"]
+    r = client.post("/finetune", json=body(job_id="my-voice-1", num_epochs=3))
+    assert r.status_code == 409 and "my-voice-1" in r.json()["detail"]
+    assert client.post("/finetune", json=body(job_id="Not Valid")).status_code == 422
+    assert client.delete("/jobs/my-voice-1").status_code == 200
+
+
+def test_no_storage_and_no_upload_is_503(tmp_path: Path, tiny_models) -> None:
+    settings = Settings(device="cpu", use_flash_attn=False, data_dir=tmp_path / "data", tiny_models=True,
+                        tiny_models_dir=tiny_models.root)
+    with TestClient(create_local_app(settings)) as http:
+        assert http.get("/").json()["storage_configured"] is False
+        r = http.post("/finetune", json=body())
+        assert r.status_code == 503 and "E2E_ACCESS_KEY" in r.json()["detail"]
+        assert http.get("/jobs").json() == []

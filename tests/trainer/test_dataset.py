@@ -1,0 +1,230 @@
+"""Dataset intake in-process: safe extraction, line-by-line checks reported at once, 24 kHz mono output."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from voicefinetune.dataset import DatasetError, DatasetLimits, manifest_folder, open_dataset
+from voicefinetune.sample_data import Clip, manifest_lines, write_bad_dataset_zip, write_dataset_zip
+from voicefinetune.schemas import SAMPLE_RATE
+from voicefinetune.zipsafe import ZipLimits
+
+
+def _zip(path: Path, members: dict[str, bytes]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+def _wav(seconds: float, rate: int = SAMPLE_RATE, channels: int = 1) -> bytes:
+    t = np.arange(int(seconds * rate)) / rate
+    wave = 0.3 * np.sin(2 * np.pi * 220 * t)
+    data = np.stack([wave] * channels, axis=1) if channels > 1 else wave
+    buffer = io.BytesIO()
+    soundfile.write(buffer, data, rate, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def _line(audio: str, text: str = "Hello there.", ref: str = "./data/ref.wav") -> str:
+    return json.dumps({"audio": audio, "text": text, "ref_audio": ref})
+
+
+def files_under(root: Path) -> set[Path]:
+    return set(root.rglob("*"))
+
+
+def test_bad_dataset_is_refused_with_a_clear_message_and_nothing_left(bad_dataset, tmp_path):
+    before = files_under(tmp_path)
+    dest = tmp_path / "job" / "dataset"
+    with pytest.raises(DatasetError) as caught:
+        open_dataset(bad_dataset.path, dest)
+    for fragment in bad_dataset.fragments:
+        assert fragment in str(caught.value), str(caught.value)
+    assert not dest.exists()
+    assert files_under(tmp_path) - before <= {tmp_path / "job"}
+    assert not Path("/etc/x").exists()
+
+
+def test_archive_checks_happen_before_anything_is_written(tmp_path, clips, ref_clip):
+    for kind in ("no-train-jsonl", "parent-member", "absolute-member", "symlink-member", "zip-bomb"):
+        archive = write_bad_dataset_zip(kind, tmp_path / f"{kind}.zip", clips, ref_clip)
+        with pytest.raises(DatasetError):
+            open_dataset(archive, tmp_path / kind / "dataset")
+        assert not (tmp_path / kind).exists(), kind
+
+
+def test_dataset_maker_layout_gives_24khz_mono_clips(tmp_path, clips, ref_clip):
+    archive = write_dataset_zip(tmp_path / "ds.zip", clips, ref_clip)
+    dataset = open_dataset(archive, tmp_path / "dataset")
+    assert [e.line for e in dataset.entries] == [1, 2, 3, 4]
+    loaded = dataset.load()
+    assert [c.text for c in loaded] == [c.text for c in clips]
+    for clip, source in zip(loaded, clips, strict=True):
+        assert clip.audio.dtype == np.float32 and clip.audio.ndim == 1
+        assert abs(len(clip.audio) / SAMPLE_RATE - source.seconds) < 0.01
+        assert np.abs(clip.audio).max() > 0.01
+    assert loaded[0].ref_audio is loaded[1].ref_audio  # one shared reference decoded once
+
+
+def test_stereo_44k_audio_is_resampled_to_24k_mono(tmp_path):
+    lines = [_line("./data/a.wav"), _line("data/b.wav")]
+    archive = _zip(tmp_path / "ds.zip", {
+        "train.jsonl": "\n".join(lines).encode(),
+        "data/a.wav": _wav(1.0, 44100, channels=2),
+        "data/b.wav": _wav(0.5, 16000),
+        "data/ref.wav": _wav(2.0, 48000),
+    })
+    clips = open_dataset(archive, tmp_path / "dataset").load()
+    assert [len(c.audio) for c in clips] == [24000, 12000]
+    assert len(clips[0].ref_audio) == 48000
+
+
+def test_dataset_zipped_with_its_folder_is_accepted(tmp_path, clips, ref_clip):
+    archive = write_dataset_zip(tmp_path / "ds.zip", clips, ref_clip, top_folder="Hero1")
+    with zipfile.ZipFile(archive, "a") as extra:
+        extra.writestr("__MACOSX/Hero1/._train.jsonl", b"\x00\x05")
+    dataset = open_dataset(archive, tmp_path / "dataset")
+    assert dataset.root == (tmp_path / "dataset" / "Hero1").resolve()
+    assert len(dataset.entries) == 4
+
+
+def test_manifest_folder_rules():
+    assert manifest_folder([Path("train.jsonl"), Path("data/a.wav")]).as_posix() == "."
+    assert manifest_folder([Path("x/train.jsonl"), Path("x/data/a.wav")]).as_posix() == "x"
+    with pytest.raises(DatasetError, match="missing train.jsonl.*found a/b/train.jsonl"):
+        manifest_folder([Path("a/b/train.jsonl")])
+    with pytest.raises(DatasetError, match="missing train.jsonl"):
+        manifest_folder([Path("x/train.jsonl"), Path("y/data.wav")])
+
+
+def test_every_bad_line_is_reported_at_once(tmp_path):
+    lines = [
+        _line("./data/a.wav"),
+        "{not json",
+        _line("./data/a.wav", text="   "),
+        json.dumps({"text": "no audio", "ref_audio": "./data/ref.wav"}),
+        json.dumps({"audio": "./data/a.wav", "text": "no ref"}),
+        _line("../outside.wav"),
+        _line("/abs/a.wav"),
+        _line("./data/short.wav"),
+        "",
+        "[1, 2]",
+        _line("./data/a.wav", ref="./data/nope.wav"),
+    ]
+    archive = _zip(tmp_path / "ds.zip", {
+        "train.jsonl": "\n".join(lines).encode(),
+        "data/a.wav": _wav(1.0),
+        "data/short.wav": _wav(0.1),
+        "data/ref.wav": _wav(2.0),
+    })
+    with pytest.raises(DatasetError) as caught:
+        open_dataset(archive, tmp_path / "dataset")
+    message = str(caught.value)
+    expected = {
+        2: "invalid JSON", 3: "'text' is empty", 4: "'audio' is missing", 5: "'ref_audio' is missing",
+        6: "outside the archive", 7: "absolute", 8: "lasts 0.10 s", 10: "expected a JSON object",
+        11: "'./data/nope.wav' is missing",
+    }
+    assert "train.jsonl has 9 bad line(s)" in message
+    for number, fragment in expected.items():
+        assert any(p.startswith(f"line {number}:") and fragment in p for p in caught.value.problems), (number, message)
+    assert "line 1:" not in message and "line 9:" not in message
+    assert not (tmp_path / "dataset").exists()
+
+
+def test_duration_bounds_follow_the_limits(tmp_path):
+    archive = _zip(tmp_path / "ds.zip", {
+        "train.jsonl": _line("./data/a.wav").encode(), "data/a.wav": _wav(3.0), "data/ref.wav": _wav(2.0),
+    })
+    assert open_dataset(archive, tmp_path / "ok")
+    with pytest.raises(DatasetError, match=r"line 1: audio './data/a.wav' lasts 3.00 s; clips must last 0.3 to 2 s"):
+        open_dataset(archive, tmp_path / "bad", DatasetLimits(max_seconds=2.0))
+
+
+def test_empty_manifest_and_non_utf8_manifest(tmp_path):
+    with pytest.raises(DatasetError, match="no clips"):
+        open_dataset(_zip(tmp_path / "a.zip", {"train.jsonl": b"\n\n"}), tmp_path / "a")
+    with pytest.raises(DatasetError, match="not UTF-8"):
+        open_dataset(_zip(tmp_path / "b.zip", {"train.jsonl": b"\xff\xfe\xfa"}), tmp_path / "b")
+
+
+@pytest.mark.parametrize(
+    ("name", "fragment"),
+    [("data\\x.wav", "backslashes"), ("C:/x.wav", "absolute"), ("data/../../x.wav", "outside"), ("a\x01b", "control")],
+)
+def test_unsafe_member_names(tmp_path, name, fragment):
+    archive = _zip(tmp_path / "ds.zip", {"train.jsonl": b"", name: b"x"})
+    with pytest.raises(DatasetError, match=fragment):
+        open_dataset(archive, tmp_path / "dataset")
+    assert not (tmp_path / "dataset").exists()
+
+
+def test_member_count_total_size_and_ratio_caps(tmp_path):
+    members = {"train.jsonl": b"", **{f"data/{i}.wav": b"x" for i in range(5)}}
+    archive = _zip(tmp_path / "many.zip", members)
+    with pytest.raises(DatasetError, match="6 members; the limit is 4"):
+        open_dataset(archive, tmp_path / "d1", DatasetLimits(zip=ZipLimits(max_members=4)))
+    big = _zip(tmp_path / "big.zip", {"train.jsonl": b"", "data/a.wav": np.random.bytes(3000)})
+    with pytest.raises(DatasetError, match="expands to 3000 bytes; the limit is 2000"):
+        open_dataset(big, tmp_path / "d2", DatasetLimits(zip=ZipLimits(max_total_bytes=2000)))
+    dense = _zip(tmp_path / "dense.zip", {"train.jsonl": b"", "data/a.wav": bytes(2 * 1024 * 1024)})
+    with pytest.raises(DatasetError, match="zip bomb"):
+        open_dataset(dense, tmp_path / "d3")
+    assert not any((tmp_path / d).exists() for d in ("d1", "d2", "d3"))
+
+
+def _lie_about_size(path: Path, member: str, declared: int) -> None:
+    """Rewrite the uncompressed size a member declares (local header and central directory)."""
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(member)
+    struct.pack_into("<I", data, info.header_offset + 22, declared)  # local header: uncompressed size
+    central = data.find(b"PK\x01\x02")
+    while central >= 0:
+        name_length = struct.unpack_from("<H", data, central + 28)[0]
+        if data[central + 46 : central + 46 + name_length] == member.encode():
+            struct.pack_into("<I", data, central + 24, declared)  # central directory: uncompressed size
+            break
+        central = data.find(b"PK\x01\x02", central + 4)
+    path.write_bytes(bytes(data))
+
+
+def test_member_bigger_than_it_declares_stops_extraction(tmp_path, clips, ref_clip):
+    archive = write_dataset_zip(tmp_path / "ds.zip", clips, ref_clip)
+    _lie_about_size(archive, "data/seg_00000001.wav", 100)
+    with zipfile.ZipFile(archive) as check:
+        assert check.getinfo("data/seg_00000001.wav").file_size == 100
+    with pytest.raises(DatasetError, match="damaged"):
+        open_dataset(archive, tmp_path / "dataset")
+    assert not (tmp_path / "dataset").exists()
+
+
+def test_symlink_and_duplicate_members(tmp_path):
+    duplicate = tmp_path / "dup.zip"
+    with zipfile.ZipFile(duplicate, "w") as archive, pytest.warns(UserWarning, match="Duplicate name"):
+        archive.writestr("train.jsonl", b"")
+        archive.writestr("data/a.wav", b"1")
+        archive.writestr("data/a.wav", b"2")
+    with pytest.raises(DatasetError, match="appears twice"):
+        open_dataset(duplicate, tmp_path / "d1")
+    not_zip = tmp_path / "plain.zip"
+    not_zip.write_text("hello")
+    with pytest.raises(DatasetError, match="not a readable zip"):
+        open_dataset(not_zip, tmp_path / "d2")
+
+
+def test_manifest_lines_match_the_dataset_maker_layout():
+    clip = Clip("Hi.", np.zeros(24000, dtype=np.float32), 24000)
+    assert json.loads(manifest_lines([clip])[0]) == {
+        "audio": "./data/seg_00000001.wav", "text": "Hi.", "ref_audio": "./data/ref_audio.wav",
+    }

@@ -1,0 +1,339 @@
+"""The training job, stage by stage: preparing → training → uploading → done (or failed).
+
+- preparing: fetch the dataset zip (S3 key or local path) into the job folder, check and extract it, resample to
+  24 kHz, find the resume checkpoint (falling back to the base model with a warning), encode audio codes.
+- training: the SFT loop (`sft.train`), one checkpoint per epoch; optimizer state is purged afterwards.
+- uploading: the final checkpoint to ``checkpoints/{job_id}`` on S3, verified; the local copy stays.
+
+Whatever happens, the raw dataset is removed from the job folder at the end. Every event carries the six
+progress fields; the last one is ``done`` (with ``checkpoint_path`` and, when uploaded, ``s3_prefix``) or
+``failed`` (with an ``error`` saying what to fix). Heavy imports (torch, qwen_tts) wait until the inputs are
+known to be good, so bad input fails in about a second.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ..dataset import Dataset, DatasetLimits, open_dataset
+from ..schemas import InvalidInput, check_speaker_name
+from ..settings import Settings
+from ..storage import Storage, StorageError, UnsafeKey, build_key, checkpoint_prefix
+from .reporter import Event, Reporter
+
+log = logging.getLogger(__name__)
+
+PREPARING, TRAINING, UPLOADING, DONE, FAILED = "preparing", "training", "uploading", "done", "failed"
+# The job id names a folder and an S3 prefix: one safe path segment (ids made by the API or Kubernetes fit).
+JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+CHECKPOINT_CONFIG = "config.json"
+EPOCH_FOLDER = re.compile(r"^checkpoint-epoch-(\d+)$")
+UPLOAD_ATTEMPTS = 3
+UPLOAD_BACKOFF_SECONDS = 1.0
+
+
+class JobFailed(Exception):
+    """A failure the user can act on; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    job_id: str
+    dataset: str
+    speaker_name: str
+    num_epochs: int
+    batch_size: int
+    lr: float
+    resume_from: str | None = None
+    base_model: str | None = None
+    output_dir: Path | None = None
+
+
+def check_request(request: TrainRequest) -> None:
+    if not JOB_ID_PATTERN.match(request.job_id) or ".." in request.job_id:
+        raise InvalidInput(f"job id {request.job_id!r} must be letters, digits, '.', '_' or '-' (128 at most)")
+    check_speaker_name(request.speaker_name)
+    if request.num_epochs < 1:
+        raise InvalidInput(f"--num-epochs must be at least 1; got {request.num_epochs}")
+    if request.batch_size < 1:
+        raise InvalidInput(f"--batch-size must be at least 1; got {request.batch_size}")
+    if not 0 < request.lr <= 1:
+        raise InvalidInput(f"--lr must be in (0, 1]; got {request.lr}")
+    if not request.dataset.strip():
+        raise InvalidInput("--dataset must name an S3 key or a local .zip file")
+
+
+class Progress:
+    """The job's current counters; every event it emits carries all six progress fields and the time."""
+
+    def __init__(self, reporter: Reporter, job_id: str, total_epochs: int):
+        self.reporter = reporter
+        self.job_id = job_id
+        self.stage = PREPARING
+        self.epoch = 0
+        self.total_epochs = total_epochs
+        self.step = 0
+        self.loss: float | None = None
+        self.global_step = 0
+        self.timings: dict[str, float] = {}
+        self._stage_started = time.monotonic()
+
+    def event(self, **extra: Any) -> Event:
+        event: Event = {
+            "stage": self.stage,
+            "epoch": self.epoch,
+            "total_epochs": self.total_epochs,
+            "step": self.step,
+            "loss": self.loss,
+            "global_step": self.global_step,
+            "job_id": self.job_id,
+            "time": round(time.time(), 3),
+        }
+        event.update({key: value for key, value in extra.items() if value is not None})
+        self.reporter.emit(event)
+        return event
+
+    def enter(self, stage: str, **extra: Any) -> Event:
+        """Close the current stage's timing, switch stage and emit."""
+        now = time.monotonic()
+        self.timings[self.stage] = round(self.timings.get(self.stage, 0.0) + now - self._stage_started, 3)
+        self.stage, self._stage_started = stage, now
+        return self.event(**extra)
+
+    def training_step(self, step_event: Any) -> None:
+        self.epoch = step_event.epoch
+        self.total_epochs = step_event.total_epochs
+        self.step = step_event.step
+        self.global_step = step_event.global_step
+        self.loss = None if step_event.loss is None else float(step_event.loss)
+        self.event()
+
+
+class TrainingPipeline:
+    def __init__(self, request: TrainRequest, settings: Settings, reporter: Reporter, storage: Storage | None = None):
+        self.request = request
+        self.settings = settings
+        self.storage = storage or Storage(settings)
+        self.progress = Progress(reporter, request.job_id, request.num_epochs)
+        self.job_dir = settings.job_dir(request.job_id)
+        self.output_dir = request.output_dir or self.job_dir / "output"
+        self.dataset_dir = self.job_dir / "dataset"
+        self.resume_dir = self.job_dir / "resume"
+        self.limits = DatasetLimits()
+
+    # --- the whole job -------------------------------------------------------------------------------------
+
+    def run(self) -> Event:
+        """Run every stage; return the last event (``done`` or ``failed``). Never raises for job failures."""
+        checkpoint: Path | None = None
+        try:
+            check_request(self.request)
+            samples, base_model, resume_from = self.prepare()
+            checkpoint = self.train(samples, base_model, resume_from)
+            del samples
+            s3_prefix = self.upload(checkpoint)
+            return self.progress.enter(
+                DONE, checkpoint_path=str(checkpoint), s3_prefix=s3_prefix, timings=self.progress.timings,
+                message="checkpoint published" if s3_prefix else "checkpoint kept locally (S3 not configured)",
+            )
+        except (InvalidInput, JobFailed, StorageError, UnsafeKey) as exc:
+            return self._failed(str(exc), checkpoint)
+        except (Exception, KeyboardInterrupt) as exc:
+            log.exception("%s failed", self.progress.stage)
+            return self._failed(f"{self.progress.stage} failed: {type(exc).__name__}: {exc}", checkpoint)
+        finally:
+            self.purge_inputs()
+
+    def _failed(self, error: str, checkpoint: Path | None) -> Event:
+        return self.progress.enter(
+            FAILED, error=error, failed_stage=self.progress.stage, timings=self.progress.timings,
+            checkpoint_path=str(checkpoint) if checkpoint and checkpoint.exists() else None,
+        )
+
+    def purge_inputs(self) -> None:
+        """Remove the raw dataset (and a downloaded resume checkpoint): only model weights stay."""
+        for folder in (self.dataset_dir, self.resume_dir):
+            shutil.rmtree(folder, ignore_errors=True)
+
+    # --- preparing -----------------------------------------------------------------------------------------
+
+    def prepare(self) -> tuple[list[Any], str, Path | None]:
+        self.progress.enter(PREPARING, message=f"fetching dataset {self.request.dataset}")
+        dataset = open_dataset(self.fetch_dataset(), self.dataset_dir / "files", self.limits)
+        self.progress.event(message=f"dataset checked: {len(dataset.entries)} clips, {dataset.total_seconds:.1f} s of audio")
+        base_model = self.request.base_model or self._default_base_model()
+        resume_from = self.find_resume_checkpoint(base_model)
+        samples = self.encode(dataset, base_model)
+        return samples, base_model, resume_from
+
+    def _default_base_model(self) -> str:
+        from ..qwen import resolve_model
+
+        return resolve_model(self.settings, "base")
+
+    def fetch_dataset(self) -> Path:
+        """The dataset zip on local disk: the given file, or the S3 object downloaded into the job folder."""
+        value = self.request.dataset.strip()
+        local = Path(value).expanduser()
+        if local.is_file():
+            return local
+        if local.is_absolute() or value.startswith(("./", "../", "~")):
+            raise JobFailed(f"dataset file {value} does not exist: give an existing .zip path or an S3 key")
+        if not self.storage.configured:
+            raise JobFailed(
+                f"dataset {value!r} is not a local file and S3 is not configured: "
+                "set E2E_ACCESS_KEY/E2E_SECRET_KEY or pass a local .zip path"
+            )
+        key = self._s3_key(value)
+        target = self.dataset_dir / "dataset.zip"
+        try:
+            self.storage.download_file(key, target)
+        except FileNotFoundError as exc:
+            raise JobFailed(
+                f"dataset s3://{self.storage.bucket}/{key} does not exist: upload the zip there or fix the key"
+            ) from exc
+        return target
+
+    def _s3_key(self, value: str) -> str:
+        """An S3 key from ``key`` or ``s3://bucket/key`` (the configured bucket only)."""
+        if value.startswith("s3://"):
+            bucket, _, key = value[len("s3://") :].partition("/")
+            if bucket != self.storage.bucket:
+                raise JobFailed(f"{value} is in bucket {bucket!r}; this trainer reads bucket {self.storage.bucket!r}")
+            value = key
+        try:
+            return build_key(value.strip("/"))
+        except UnsafeKey as exc:
+            raise JobFailed(f"dataset key {value!r} is not usable: {exc}") from exc
+
+    def find_resume_checkpoint(self, base_model: str) -> Path | None:
+        """The checkpoint to continue from, or None (with a warning event) when it cannot be found."""
+        wanted = self.request.resume_from
+        if not wanted:
+            return None
+        try:
+            found = self._resume_folder(wanted)
+        except (FileNotFoundError, StorageError, UnsafeKey, JobFailed) as exc:
+            self.progress.event(
+                warning=f"resume checkpoint {wanted} not found ({exc}); training starts from the base model {base_model}"
+            )
+            return None
+        self.progress.event(message=f"resuming from {wanted}")
+        return found
+
+    def _resume_folder(self, wanted: str) -> Path:
+        local = Path(wanted).expanduser()
+        if local.exists():
+            return latest_checkpoint(local)
+        if not self.storage.configured:
+            raise FileNotFoundError(f"no folder {wanted} here and S3 is not configured")
+        prefix = self._s3_key(wanted)
+        self.storage.download_dir(prefix, self.resume_dir)
+        return latest_checkpoint(self.resume_dir)
+
+    def encode(self, dataset: Dataset, base_model: str) -> list[Any]:
+        from ..qwen import load_model
+        from .codes import encode_samples
+
+        clips = dataset.load()
+        self.progress.event(message=f"encoding audio codes of {len(clips)} clips")
+        model = load_model(base_model, self.settings)
+        try:
+            return encode_samples(model, [(clip.text, clip.audio, clip.ref_audio) for clip in clips])
+        finally:
+            del model
+            _free_memory()
+
+    # --- training ------------------------------------------------------------------------------------------
+
+    def train(self, samples: list[Any], base_model: str, resume_from: Path | None) -> Path:
+        from .checkpoint import purge_training_state
+        from .sft import TrainConfig, train
+
+        self.progress.enter(TRAINING, message=f"training on {len(samples)} clips")
+        config = TrainConfig(
+            speaker_name=self.request.speaker_name,
+            num_epochs=self.request.num_epochs,
+            batch_size=self.request.batch_size,
+            lr=self.request.lr,
+            output_dir=self.output_dir,
+            resume_from=resume_from,
+        )
+        checkpoint = Path(train(base_model, samples, config, self.settings, self.progress.training_step))
+        purge_training_state(self.output_dir)
+        _free_memory()
+        return checkpoint
+
+    # --- uploading -----------------------------------------------------------------------------------------
+
+    def upload(self, checkpoint: Path) -> str | None:
+        if not self.storage.configured:
+            return None
+        prefix = checkpoint_prefix(self.request.job_id)
+        where = f"s3://{self.storage.bucket}/{prefix}"
+        self.progress.enter(UPLOADING, message=f"publishing {checkpoint} to {where}")
+        try:
+            # Objects of an earlier run under this prefix would survive a same-size upload: clear them first.
+            self.storage.delete_prefix(prefix + "/")
+        except (StorageError, BotoCoreError, ClientError) as exc:
+            log.warning("could not clear %s before uploading: %s", where, exc)
+        for attempt in range(1, UPLOAD_ATTEMPTS + 1):
+            try:
+                self.storage.upload_dir(checkpoint, prefix, attempts=1)  # uploads, then verifies every size
+                return prefix
+            except StorageError as exc:
+                if attempt == UPLOAD_ATTEMPTS:
+                    raise JobFailed(
+                        f"could not publish the checkpoint to {where} at {self.storage.endpoint} after "
+                        f"{UPLOAD_ATTEMPTS} attempts ({exc}). The local checkpoint is kept at {checkpoint}: check "
+                        "E2E_ENDPOINT_URL and the S3 credentials, then run the job again"
+                    ) from exc
+                delay = UPLOAD_BACKOFF_SECONDS * attempt
+                self.progress.event(
+                    warning=f"upload attempt {attempt}/{UPLOAD_ATTEMPTS} failed ({exc}); retrying in {delay:g} s"
+                )
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+
+def latest_checkpoint(folder: Path) -> Path:
+    """``folder`` itself when it is a checkpoint, else its highest ``checkpoint-epoch-N``."""
+    if (folder / CHECKPOINT_CONFIG).is_file():
+        return folder
+    epochs = [
+        (int(match.group(1)), child)
+        for child in folder.iterdir() if child.is_dir() and (match := EPOCH_FOLDER.match(child.name))
+    ] if folder.is_dir() else []
+    for _, child in sorted(epochs, reverse=True):
+        if (child / CHECKPOINT_CONFIG).is_file():
+            return child
+    raise FileNotFoundError(f"{folder} holds no checkpoint ({CHECKPOINT_CONFIG} or checkpoint-epoch-N/)")
+
+
+def _free_memory() -> None:
+    gc.collect()
+    try:
+        import torch
+    except ImportError:
+        return
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def run_training(
+    request: TrainRequest, settings: Settings, reporter: Reporter, limits: DatasetLimits | None = None
+) -> Event:
+    """Run one training job; returns its last event."""
+    pipeline = TrainingPipeline(request, settings, reporter)
+    if limits is not None:
+        pipeline.limits = limits
+    return pipeline.run()

@@ -1,0 +1,252 @@
+"""Dataset intake: a dataset zip (``train.jsonl`` + ``data/*.wav``) checked, extracted safely and resampled.
+
+Layout (the dataset-maker tool's export; the whole thing may also sit inside one top-level folder)::
+
+    train.jsonl   {"audio": "./data/seg_00000001.wav", "text": "Hello.", "ref_audio": "./data/ref_audio.wav"}
+    data/*.wav
+
+Every line is checked and every problem is reported at once, with its line number, so a user fixes a dataset in
+one round. Audio comes out as 24 kHz mono float32, what the speech tokenizer expects.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import soundfile
+
+from .schemas import SAMPLE_RATE, InvalidInput
+from .zipsafe import UnsafeArchive, ZipLimits, extract_zip, inspect_zip
+
+MANIFEST = "train.jsonl"
+IGNORED_TOP_FOLDERS = frozenset({"__MACOSX"})  # macOS Finder adds resource forks there
+MAX_REPORTED_PROBLEMS = 200
+
+
+class DatasetError(InvalidInput):
+    """The dataset cannot be used; the message says what to fix. ``problems`` lists each one."""
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        super().__init__(message)
+        self.problems = problems or [message]
+
+
+@dataclass(frozen=True)
+class DatasetLimits:
+    zip: ZipLimits = field(default_factory=ZipLimits)
+    min_seconds: float = 0.3
+    max_seconds: float = 30.0
+    max_ref_seconds: float = 60.0
+    max_lines: int = 100_000
+
+
+@dataclass(frozen=True)
+class ClipEntry:
+    """One checked line of train.jsonl; paths are absolute, inside the extracted dataset."""
+
+    line: int
+    text: str
+    audio: Path
+    ref_audio: Path
+    seconds: float
+
+
+@dataclass(frozen=True)
+class TrainingClip:
+    text: str
+    audio: np.ndarray  # 24 kHz mono float32
+    ref_audio: np.ndarray  # 24 kHz mono float32
+
+
+@dataclass
+class Dataset:
+    root: Path
+    entries: list[ClipEntry]
+
+    @property
+    def total_seconds(self) -> float:
+        return sum(entry.seconds for entry in self.entries)
+
+    def load(self) -> list[TrainingClip]:
+        """Decode every clip and resample it to 24 kHz mono (each reference file is decoded once)."""
+        cache: dict[Path, np.ndarray] = {}
+
+        def audio(path: Path, line: int) -> np.ndarray:
+            if path not in cache:
+                try:
+                    cache[path] = load_audio(path)
+                except (RuntimeError, ValueError, soundfile.LibsndfileError) as exc:
+                    rel = path.relative_to(self.root).as_posix()
+                    raise DatasetError(f"line {line}: {rel} could not be decoded ({exc}): export it again as WAV") from exc
+            return cache[path]
+
+        return [
+            TrainingClip(e.text, audio(e.audio, e.line), audio(e.ref_audio, e.line)) for e in self.entries
+        ]
+
+
+def load_audio(path: Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """A file decoded to mono float32 at ``sample_rate``."""
+    import soxr  # librosa's own resampler, without librosa's slow import
+
+    data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    mono = data.mean(axis=1)
+    if rate != sample_rate:
+        mono = soxr.resample(mono, rate, sample_rate, quality="HQ")
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+# --- archive -----------------------------------------------------------------------------------------------------
+
+
+def manifest_folder(files: list[PurePosixPath]) -> PurePosixPath:
+    """Where train.jsonl is: the archive root, or the single top-level folder the dataset was zipped with."""
+    if PurePosixPath(MANIFEST) in files:
+        return PurePosixPath()
+    tops = {f.parts[0] for f in files if len(f.parts) > 1 and f.parts[0] not in IGNORED_TOP_FOLDERS}
+    loose = [f for f in files if len(f.parts) == 1]
+    if len(tops) == 1 and not loose:
+        (top,) = tops
+        if PurePosixPath(top, MANIFEST) in files:
+            return PurePosixPath(top)
+    elsewhere = sorted(f.as_posix() for f in files if f.name == MANIFEST)
+    hint = f" (found {', '.join(elsewhere[:3])})" if elsewhere else ""
+    raise DatasetError(
+        f"missing train.jsonl{hint}: put train.jsonl at the top of the zip, next to the data/ folder "
+        "(or inside the single folder the zip contains)"
+    )
+
+
+def open_dataset(zip_path: Path, dest: Path, limits: DatasetLimits | None = None) -> Dataset:
+    """Check ``zip_path``, extract it into ``dest`` (replaced) and check every line of train.jsonl.
+
+    Nothing is written when the archive itself is unsafe or has no train.jsonl; ``dest`` is removed when a
+    line is bad.
+    """
+    limits = limits or DatasetLimits()
+    try:
+        folder = manifest_folder(inspect_zip(zip_path, limits.zip))
+        if dest.exists():
+            shutil.rmtree(dest)
+        extract_zip(zip_path, dest, limits.zip)
+    except UnsafeArchive as exc:
+        raise DatasetError(str(exc)) from exc
+    root = dest.joinpath(*folder.parts).resolve()
+    try:
+        entries = read_manifest(root, limits)
+    except DatasetError:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+    return Dataset(root, entries)
+
+
+# --- train.jsonl -------------------------------------------------------------------------------------------------
+
+
+class _AudioChecker:
+    """Resolves a line's path inside the dataset and checks the file once, however many lines name it."""
+
+    def __init__(self, root: Path, limits: DatasetLimits):
+        self.root = root
+        self.limits = limits
+        self._seconds: dict[Path, float | str] = {}
+
+    def resolve(self, value: str, key: str) -> Path:
+        """The file a line names; ValueError (with the fix) when it is outside the archive or absent."""
+        posix = value.replace("\\", "/")
+        if posix.startswith("/") or (len(posix) > 1 and posix[1] == ":"):
+            raise ValueError(f"{key} path {value!r} is absolute: use a path inside the zip such as ./data/x.wav")
+        path = (self.root / posix).resolve()
+        if not path.is_relative_to(self.root):
+            raise ValueError(f"{key} path {value!r} points outside the archive: use a path such as ./data/x.wav")
+        if not path.is_file():
+            raise ValueError(f"{key} file {value!r} is missing from the zip: add it or fix the path")
+        return path
+
+    def seconds(self, path: Path, value: str, key: str) -> float:
+        if path not in self._seconds:
+            try:
+                info = soundfile.info(str(path))
+                self._seconds[path] = info.frames / info.samplerate if info.samplerate else 0.0
+            except (RuntimeError, soundfile.LibsndfileError) as exc:
+                reason = str(exc).split(": ", 1)[-1] if str(exc) else type(exc).__name__
+                self._seconds[path] = (
+                    f"{key} {value!r} could not be decoded as audio ({reason}): export it as a WAV file"
+                )
+        result = self._seconds[path]
+        if isinstance(result, str):
+            raise ValueError(result)
+        return result
+
+    def check(self, value: str, key: str, max_seconds: float) -> tuple[Path, float]:
+        path = self.resolve(value, key)
+        seconds = self.seconds(path, value, key)
+        if not self.limits.min_seconds <= seconds <= max_seconds:
+            raise ValueError(
+                f"{key} {value!r} lasts {seconds:.2f} s; clips must last "
+                f"{self.limits.min_seconds:g} to {max_seconds:g} s: trim, split or remove it"
+            )
+        return path, seconds
+
+
+def _check_line(number: int, raw: str, audio: _AudioChecker, limits: DatasetLimits) -> tuple[ClipEntry | None, list[str]]:
+    try:
+        record = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        return None, [f"line {number}: invalid JSON ({exc.msg} at column {exc.colno}): write one JSON object per line"]
+    if not isinstance(record, dict):
+        return None, [f"line {number}: expected a JSON object with audio, text and ref_audio"]
+    problems: list[str] = []
+    text = record.get("text")
+    if not isinstance(text, str) or not text.strip():
+        problems.append(f"line {number}: 'text' is empty or missing: give the transcript of the clip")
+    found: dict[str, tuple[Path, float]] = {}
+    for key, max_seconds in (("audio", limits.max_seconds), ("ref_audio", limits.max_ref_seconds)):
+        value = record.get(key)
+        if not isinstance(value, str) or not value.strip():
+            problems.append(f"line {number}: '{key}' is missing: give a path inside the zip such as ./data/x.wav")
+            continue
+        try:
+            found[key] = audio.check(value.strip(), key, max_seconds)
+        except ValueError as exc:
+            problems.append(f"line {number}: {exc}")
+    if problems:
+        return None, problems
+    (audio_path, seconds), (ref_path, _) = found["audio"], found["ref_audio"]
+    return ClipEntry(number, text.strip(), audio_path, ref_path, seconds), []
+
+
+def read_manifest(root: Path, limits: DatasetLimits | None = None) -> list[ClipEntry]:
+    """Check every line of ``root/train.jsonl``; DatasetError lists every bad line with its number."""
+    limits = limits or DatasetLimits()
+    try:
+        lines = (root / MANIFEST).read_text(encoding="utf-8-sig").splitlines()
+    except FileNotFoundError as exc:
+        raise DatasetError("missing train.jsonl: put it at the top of the zip, next to the data/ folder") from exc
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"train.jsonl is not UTF-8 text ({exc.reason}): save it as UTF-8") from exc
+    if len(lines) > limits.max_lines:
+        raise DatasetError(f"train.jsonl has {len(lines)} lines; the limit is {limits.max_lines}: split the dataset")
+    checker = _AudioChecker(root, limits)
+    entries: list[ClipEntry] = []
+    problems: list[str] = []
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        entry, line_problems = _check_line(number, raw, checker, limits)
+        problems += line_problems
+        if entry is not None:
+            entries.append(entry)
+    if problems:
+        shown = problems[:MAX_REPORTED_PROBLEMS]
+        more = len(problems) - len(shown)
+        summary = "; ".join(shown) + (f"; and {more} more" if more else "")
+        bad_lines = len({p.split(":", 1)[0] for p in problems})
+        raise DatasetError(f"train.jsonl has {bad_lines} bad line(s): {summary}", problems)
+    if not entries:
+        raise DatasetError("train.jsonl has no clips: add one JSON line per clip with audio, text and ref_audio")
+    return entries

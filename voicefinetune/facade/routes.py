@@ -1,0 +1,165 @@
+"""The seed's job endpoints: `POST /finetune` (JSON or multipart upload), `GET /jobs`, `GET/DELETE /jobs/{id}`."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import TypeAdapter, ValidationError
+from starlette.datastructures import UploadFile
+
+from ..schemas import FinetuneRequest, FinetuneResponse, InvalidInput, Job
+from ..storage import StorageError, StorageNotConfigured, UnsafeKey
+from .backend import DatasetNotFound, JobBackend, JobConflict
+from .metrics import JOBS_SUBMITTED
+
+JOB_LIST = TypeAdapter(list[Job])
+JSON = "application/json"
+UPLOAD_FIELD = "dataset"
+MAX_UPLOAD_BYTES = 4 * 1024**3
+COPY_CHUNK = 1024 * 1024
+FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+_FORM_SCHEMA = {
+    "type": "object",
+    "properties": {
+        UPLOAD_FIELD: {"type": "string", "format": "binary", "description": "Dataset zip (train.jsonl + data/)"},
+        **{
+            name: {"type": "string", "description": field.description or ""}
+            for name, field in FinetuneRequest.model_fields.items()
+        },
+    },
+}
+FINETUNE_OPENAPI = {
+    "requestBody": {
+        "required": True,
+        "description": "JSON with dataset_s3_key, or multipart with the zip in the file field 'dataset' and the "
+        "other fields as form fields (dataset_s3_key then optional).",
+        "content": {
+            "application/json": {"schema": FinetuneRequest.model_json_schema(ref_template="#/components/schemas/{model}")},
+            "multipart/form-data": {"schema": _FORM_SCHEMA},
+        },
+    }
+}
+
+
+def uploaded_key_label(filename: str | None) -> str:
+    """What stands in ``dataset_s3_key`` for an uploaded zip (backends ignore it: the file is the dataset)."""
+    return f"upload:{Path(filename or 'dataset.zip').name}"
+
+
+async def _save_upload(upload: UploadFile, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = tempfile.NamedTemporaryFile(prefix=".incoming-", suffix=".zip", dir=folder, delete=False)  # noqa: SIM115
+    written = 0
+    try:
+        with handle:
+            while chunk := await upload.read(COPY_CHUNK):
+                written += len(chunk)
+                if written > MAX_UPLOAD_BYTES:
+                    raise HTTPException(413, f"the dataset upload exceeds {MAX_UPLOAD_BYTES // 1024**3} GiB")
+                handle.write(chunk)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+    if written == 0:
+        Path(handle.name).unlink(missing_ok=True)
+        raise HTTPException(400, "the uploaded 'dataset' file is empty: send the dataset zip")
+    return Path(handle.name)
+
+
+def _validate(data: Any) -> FinetuneRequest:
+    try:
+        return FinetuneRequest.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
+        ) from exc
+
+
+async def read_finetune_request(request: Request, upload_dir: Path) -> tuple[FinetuneRequest, Path | None]:
+    """The request from a JSON body or from form fields (strings, coerced by the same model) plus a saved upload."""
+    content_type = request.headers.get("content-type", "").lower()
+    if not content_type.startswith(FORM_TYPES):
+        try:
+            body = await request.json()
+        except ValueError as exc:
+            raise HTTPException(
+                400, "the body must be JSON (Content-Type: application/json) or a multipart form with a 'dataset' file"
+            ) from exc
+        return _validate(body), None
+    form = await request.form()
+    fields = {key: value for key, value in form.multi_items() if key != UPLOAD_FIELD and isinstance(value, str)}
+    fields = {key: value for key, value in fields.items() if value.strip() != ""}  # empty form field = not given
+    upload = form.get(UPLOAD_FIELD)
+    if upload is not None and not isinstance(upload, UploadFile):
+        raise HTTPException(400, f"the form field {UPLOAD_FIELD!r} must be a file (the dataset zip)")
+    if upload is not None:
+        fields.setdefault("dataset_s3_key", uploaded_key_label(upload.filename))
+    parsed = _validate(fields)
+    saved = await _save_upload(upload, upload_dir) if upload is not None else None
+    return parsed, saved
+
+
+def build_job_router(backend: JobBackend, upload_dir: Path) -> APIRouter:
+    router = APIRouter(tags=["fine-tuning"])
+
+    @router.post(
+        "/finetune",
+        status_code=202,
+        response_model=FinetuneResponse,
+        openapi_extra=FINETUNE_OPENAPI,
+        summary="Start a fine-tuning job (JSON with dataset_s3_key, or multipart upload of the zip)",
+    )
+    async def finetune(request: Request) -> FinetuneResponse:
+        parsed, upload = await read_finetune_request(request, upload_dir)
+        try:
+            job = await backend.create(parsed, upload)
+        except InvalidInput as exc:
+            raise HTTPException(400, str(exc)) from exc
+        except (DatasetNotFound, UnsafeKey) as exc:
+            raise HTTPException(400, str(exc)) from exc
+        except JobConflict as exc:
+            raise HTTPException(409, str(exc)) from exc
+        except StorageNotConfigured as exc:
+            raise HTTPException(503, str(exc)) from exc
+        except StorageError as exc:
+            raise HTTPException(503, f"S3 storage is unavailable: {exc}") from exc
+        finally:
+            if upload is not None and upload.exists():  # the backend moves it when it keeps it
+                upload.unlink(missing_ok=True)
+        JOBS_SUBMITTED.labels(source="upload" if upload is not None else "s3").inc()
+        return FinetuneResponse(job_id=job.job_id, status=job.status, speaker_name=job.speaker_name, config=job.config)
+
+    # The records are already validated models: serialize them directly (pydantic-core) instead of letting
+    # FastAPI validate them again through response_model, which costs ~10x for GET /jobs with many jobs.
+    @router.get("/jobs", response_model=list[Job], response_model_exclude_none=True, summary="List all jobs")
+    async def list_jobs() -> Response:
+        return Response(JOB_LIST.dump_json(await backend.list(), exclude_none=True), media_type=JSON)
+
+    @router.get("/jobs/{job_id}", response_model=Job, response_model_exclude_none=True, summary="Job status")
+    async def get_job(job_id: str) -> Response:
+        job = await backend.get(job_id)
+        if job is None:
+            raise HTTPException(404, f"job {job_id!r} not found")
+        return Response(job.model_dump_json(exclude_none=True), media_type=JSON)
+
+    @router.delete("/jobs/{job_id}", summary="Cancel a running job or delete a finished one (with its files)")
+    async def delete_job(job_id: str) -> dict[str, Any]:
+        job = await backend.get(job_id)
+        if job is None or not await backend.delete(job_id):
+            raise HTTPException(404, f"job {job_id!r} not found")
+        finished = job.status in ("ready", "failed")
+        return {"job_id": job_id, "status": "deleted" if finished else "cancelled", "previous_status": job.status}
+
+    return router
+
+
+def remove_stale_uploads(upload_dir: Path) -> None:
+    """Uploads interrupted by a crash leave `.incoming-*` files; nothing refers to them."""
+    for path in upload_dir.glob(".incoming-*"):
+        path.unlink(missing_ok=True)
+

@@ -1,0 +1,185 @@
+"""The one way the project imports and loads Qwen3-TTS (`qwen_tts`).
+
+- `import_qwen_tts()` makes `import qwen_tts` work on machines without a usable torchaudio.
+- `resolve_model(settings, kind)` names the checkpoint for "base" or "voice_design" (tiny ones in tests/demo).
+- `load_model(path, settings)` loads a checkpoint on the chosen device/dtype/attention; `choose_runtime(settings)`
+  says what that choice is (the trainer and /gpu/status report it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.machinery
+import importlib.util
+import io
+import logging
+import sys
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from .settings import Settings
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+ModelKind = Literal["base", "voice_design"]
+MODEL_KINDS: tuple[str, ...] = ("base", "voice_design")
+
+# torchaudio is imported by qwen_tts only for the unreleased 25 Hz tokenizer (tokenizer_25hz/vq/speech_vq.py).
+_TORCHAUDIO_MODULES = ("torchaudio", "torchaudio.compliance", "torchaudio.compliance.kaldi")
+
+
+class TorchaudioUnavailable(AttributeError):
+    """Raised when code touches the torchaudio placeholder (only the 25 Hz tokenizer would)."""
+
+
+class _TorchaudioPlaceholder(types.ModuleType):
+    """An importable stand-in whose every public attribute raises a clear error."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise TorchaudioUnavailable(
+            f"{self.__name__}.{name} is unavailable: torchaudio is not installed (or not usable) here and "
+            "voicefinetune registered a placeholder. Only Qwen3-TTS's 25 Hz tokenizer needs it; the 12 Hz "
+            "checkpoints this project uses do not."
+        )
+
+
+def _torchaudio_usable() -> bool:
+    if "torchaudio" in sys.modules:
+        return True  # real or placeholder: already settled
+    if importlib.util.find_spec("torchaudio") is None:
+        return False
+    try:
+        importlib.import_module("torchaudio.compliance.kaldi")
+    except Exception as exc:  # a CUDA-only build raises OSError (missing libc10_cuda.so)
+        log.info("torchaudio is installed but not importable (%s); using a placeholder", exc)
+        for name in [m for m in sys.modules if m == "torchaudio" or m.startswith("torchaudio.")]:
+            del sys.modules[name]
+        return False
+    return True
+
+
+def install_torchaudio_placeholder() -> None:
+    """Register `torchaudio`, `.compliance`, `.compliance.kaldi` placeholders (each with a `__spec__`)."""
+    parent: types.ModuleType | None = None
+    for name in _TORCHAUDIO_MODULES:
+        module = _TorchaudioPlaceholder(name)
+        # transformers' availability checks call importlib.util.find_spec, which needs a __spec__.
+        module.__spec__ = importlib.machinery.ModuleSpec(name, loader=None, is_package=True)
+        module.__path__ = []
+        module.__file__ = None
+        sys.modules[name] = module
+        if parent is not None:
+            setattr(parent, name.rsplit(".", 1)[1], module)
+        parent = module
+
+
+def import_qwen_tts() -> types.ModuleType:
+    """Return the `qwen_tts` module, first making torchaudio importable when the real one is not."""
+    if "qwen_tts" in sys.modules:
+        return sys.modules["qwen_tts"]
+    if not _torchaudio_usable():
+        install_torchaudio_placeholder()
+    # qwen_tts prints a flash-attn banner on stdout at import; stdout belongs to our JSON outputs.
+    banner = io.StringIO()
+    with contextlib.redirect_stdout(banner):
+        module = importlib.import_module("qwen_tts")
+    if banner.getvalue().strip():
+        log.info("qwen_tts: %s", " ".join(banner.getvalue().replace("*", "").split()))
+    return module
+
+
+def resolve_model(settings: Settings, kind: str) -> str:
+    """Local folder or hub id of the checkpoint for `kind` ("base" or "voice_design")."""
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"unknown model kind {kind!r}; expected one of {', '.join(MODEL_KINDS)}")
+    if settings.tiny_models:
+        from .tiny_models import ensure_tiny_models
+
+        tiny = ensure_tiny_models(settings.tiny_models_dir or settings.data_dir / "tiny-models")
+        return str(tiny.base if kind == "base" else tiny.voice_design)
+    return settings.base_model if kind == "base" else settings.voice_design_model
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how a model runs: what `load_model` picks for the given settings on this machine."""
+
+    device: str
+    dtype_name: Literal["bfloat16", "float32"]
+    attn_implementation: Literal["flash_attention_2", "sdpa"]
+    note: str = ""
+
+    @property
+    def dtype(self) -> torch.dtype:
+        import torch
+
+        return getattr(torch, self.dtype_name)
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.device.startswith("cuda")
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "device": self.device,
+            "dtype": self.dtype_name,
+            "attn_implementation": self.attn_implementation,
+            "note": self.note,
+        }
+
+
+def flash_attn_available() -> bool:
+    return importlib.util.find_spec("flash_attn") is not None
+
+
+def choose_runtime(settings: Settings) -> Runtime:
+    """settings.device on CUDA (bf16) when CUDA is available, else CPU (float32); flash attention only when
+    USE_FLASH_ATTN is on, CUDA is there and flash_attn imports, sdpa otherwise."""
+    import torch
+
+    wants_gpu = not settings.device.startswith("cpu")
+    if not (wants_gpu and torch.cuda.is_available()):
+        note = "CUDA not available; running on CPU" if wants_gpu else ""
+        return Runtime(device="cpu", dtype_name="float32", attn_implementation="sdpa", note=note)
+    if not settings.use_flash_attn:
+        return Runtime(settings.device, "bfloat16", "sdpa")
+    if not flash_attn_available():
+        return Runtime(settings.device, "bfloat16", "sdpa", note="USE_FLASH_ATTN=1 but flash_attn is not installed")
+    return Runtime(settings.device, "bfloat16", "flash_attention_2")
+
+
+def load_model(path: str | Path, settings: Settings, runtime: Runtime | None = None) -> Any:
+    """Load a checkpoint folder (or hub id) as `qwen_tts.Qwen3TTSModel` on the runtime `choose_runtime` picks
+    (`loaded_runtime(model)` says what it ended up on)."""
+    qwen_tts = import_qwen_tts()
+    runtime = runtime or choose_runtime(settings)
+    kwargs = {"dtype": runtime.dtype, "device_map": runtime.device}
+    try:
+        return qwen_tts.Qwen3TTSModel.from_pretrained(
+            str(path), attn_implementation=runtime.attn_implementation, **kwargs
+        )
+    except ImportError as exc:
+        if runtime.attn_implementation != "flash_attention_2":
+            raise
+        # flash_attn present but unusable (wrong CUDA/torch build): degrade rather than fail.
+        log.warning("flash_attention_2 failed to load (%s); falling back to sdpa", exc)
+        return qwen_tts.Qwen3TTSModel.from_pretrained(str(path), attn_implementation="sdpa", **kwargs)
+
+
+def loaded_runtime(model: Any) -> Runtime:
+    """The device, dtype and attention a loaded `Qwen3TTSModel` really uses."""
+    inner = model.model
+    dtype_name = str(inner.dtype).removeprefix("torch.")
+    return Runtime(
+        device=str(inner.device),
+        dtype_name=dtype_name,  # type: ignore[arg-type]
+        attn_implementation=inner.talker.config._attn_implementation,
+    )
