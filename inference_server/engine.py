@@ -17,6 +17,9 @@ from ..schemas import SAMPLE_RATE
 from ..settings import Settings
 
 GIB = 1024**3
+# transformers' from_pretrained is not thread-safe (it switches global init state, e.g. meta-device
+# initialisation): two loads in parallel threads can leave one model with meta tensors. Loads take turns.
+_LOAD_LOCK = threading.Lock()
 
 
 @dataclass
@@ -45,7 +48,8 @@ class SpeechItem:
 def load(path: str, settings: Settings) -> LoadedModel:
     from ..qwen import load_model
 
-    tts = load_model(path, settings)
+    with _LOAD_LOCK:
+        tts = load_model(path, settings)
     size = sum(p.numel() * p.element_size() for p in tts.model.parameters())
     return LoadedModel(tts=tts, kind=str(tts.model.tts_model_type), path=str(path), size_bytes=int(size))
 

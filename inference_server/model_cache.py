@@ -124,11 +124,10 @@ class ModelCache:
         async with self._changed:
             while True:
                 entry = self._entries.get(spec.key)
-                if entry is not None:
+                if entry is not None:  # loaded, or loading for another request: no load of its own
                     entry.in_use += 1
-                    if entry.loaded:
-                        self.hits += 1
-                        metrics.CACHE_HITS.inc()
+                    self.hits += 1
+                    metrics.CACHE_HITS.inc()
                     break
                 if self.resident < self.max_models:
                     entry = CachedModel(spec, asyncio.get_running_loop().create_future(), in_use=1)
@@ -203,6 +202,8 @@ class ModelCache:
         del self._entries[entry.spec.key]
         model, entry.model = entry.model, None
         self._unloading += 1
+        self.total_unloads += 1  # counted when it stops being usable, so loads - unloads = loaded, always
+        self._publish()
         self._spawn(self._unload_in_thread(model))
 
     async def _unload_in_thread(self, model: Any) -> None:
@@ -213,9 +214,7 @@ class ModelCache:
             del model
             async with self._changed:
                 self._unloading -= 1
-                self.total_unloads += 1
                 metrics.MODEL_UNLOAD_SECONDS.observe(time.monotonic() - started)
-                self._publish()
                 self._changed.notify_all()
 
     async def unload(self, key: str | None = None) -> int:

@@ -96,6 +96,7 @@ class InferenceService:
         )
         self.idle_timeout = settings.gpu_idle_timeout
         self.total_requests = 0
+        self.clone_prompts = 0  # voice-clone prompts computed (one per clone request, however many items)
         self._gpu_slots = asyncio.Semaphore(max(1, settings.gpu_max_concurrency))
         self._in_flight = 0
         self._last_activity = time.monotonic()
@@ -509,6 +510,7 @@ class InferenceService:
                 prompt = await asyncio.to_thread(engine.clone_prompt, loaded, waveform, rate, ref_text, use_xvec)
             except (ValueError, RuntimeError) as exc:
                 raise RefAudioError(f"the reference audio could not be used for cloning: {exc}") from exc
+        self.clone_prompts += 1
         return spec, prompt
 
     @staticmethod

@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 GPU_RESOURCE = "nvidia.com/gpu"
 DEFAULT_GPU_TOLERATIONS = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
 INFERENCE_PORT = 8000
+# The Service in front of the operator's progress receiver (the chart names it so unless told otherwise).
+OPERATOR_SERVICE = "voicefinetune-operator"
 
 # Seed settings the trainer and inference pods get as plain values (the S3 keys come from the Secret instead).
 POD_SETTINGS = (
@@ -86,6 +88,7 @@ class OperatorConfig:
     inference_service_account: str = field(default="", metadata={"env": "VFT_INFERENCE_SERVICE_ACCOUNT"})
     manage_inference: bool = field(default=True, metadata={"env": "VFT_MANAGE_INFERENCE", "parse": _bool})
     repair_interval: float = field(default=30.0, metadata={"env": "VFT_REPAIR_INTERVAL", "parse": float})
+    resync_interval: float = field(default=60.0, metadata={"env": "VFT_RESYNC_INTERVAL", "parse": float})
     load_timeout: float = field(default=900.0, metadata={"env": "VFT_LOAD_TIMEOUT", "parse": float})
     # The operator's own Deployment: owner of the inference objects, so `helm uninstall` removes them too.
     owner_deployment: str = field(default="", metadata={"env": "VFT_OWNER_DEPLOYMENT"})
@@ -121,7 +124,7 @@ class OperatorConfig:
 
     @property
     def progress_url_base(self) -> str:
-        return (self.progress_base_url or f"http://{MANAGED_SERVICE}.{self.namespace}.svc:{self.port}").rstrip("/")
+        return (self.progress_base_url or f"http://{OPERATOR_SERVICE}.{self.namespace}.svc:{self.port}").rstrip("/")
 
     def pod_settings_env(self) -> list[dict[str, str]]:
         """The seed settings that trainer and inference pods share with the operator, as container env."""
@@ -146,10 +149,6 @@ class OperatorConfig:
                 (_env_name("s3_secret_key"), self.s3_secret_secret_key),
             )
         ]
-
-
-# The Service in front of the operator's progress receiver (the chart names it so).
-MANAGED_SERVICE = "voicefinetune-operator"
 
 
 def _env_name(settings_field: str) -> str:

@@ -56,7 +56,7 @@ def event_path(namespace: str) -> str:
     return _path("/api/v1", namespace, "events")
 
 
-def _path(prefix: str, namespace: str, plural: str, name: str | None, subresource: str | None = None) -> str:
+def _path(prefix: str, namespace: str, plural: str, name: str | None = None, subresource: str | None = None) -> str:
     path = f"{prefix}/namespaces/{namespace}/{plural}"
     if name:
         path += f"/{name}"
@@ -124,12 +124,16 @@ class KubeClient:
             raise
         return True
 
-    async def watch(self, path: str, resource_version: str | None = None) -> AsyncIterator[dict[str, Any]]:
-        """Watch events ({type, object}) from ``resource_version`` on, until the server ends the stream."""
-        query = [("watch", "true"), ("allowWatchBookmarks", "true")]
+    async def watch(
+        self, path: str, resource_version: str | None = None, timeout_seconds: int = 300
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Watch events ({type, object}) from ``resource_version`` on, until the server ends the stream (after
+        about ``timeout_seconds``; a silent connection is dropped a little later)."""
+        query = [("watch", "true"), ("allowWatchBookmarks", "true"), ("timeoutSeconds", str(timeout_seconds))]
         if resource_version:
             query.append(("resourceVersion", resource_version))
-        response = await self._request("GET", path, query=query, preload=False, timeout=None)
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=timeout_seconds + 30)
+        response = await self._request("GET", path, query=query, preload=False, timeout=timeout)
         try:
             while True:
                 line = await response.content.readline()
@@ -159,7 +163,7 @@ class KubeClient:
         body: Any = None,
         content_type: str | None = None,
         preload: bool = True,
-        timeout: float | None = 30.0,
+        timeout: float | aiohttp.ClientTimeout = 30.0,
     ) -> Any:
         headers = {"Accept": "application/json", "Content-Type": content_type or "application/json"}
         try:

@@ -19,15 +19,11 @@ from pathlib import Path
 from typing import IO, NoReturn
 
 from ..settings import Settings
-from .pipeline import FAILED, Progress, TrainRequest, run_training
+from .pipeline import FAILED, JobInterrupted, Progress, TrainRequest, run_training
 from .reporter import FanOutReporter, HttpReporter, JsonLinesReporter, Reporter
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-
-
-class Terminated(Exception):
-    """SIGTERM arrived (Kubernetes deleting the Job's pod)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -96,8 +92,11 @@ def build_reporter(events: IO[str], settings: Settings, progress_url: str | None
     return FanOutReporter(reporters)
 
 
-def _raise_terminated(signum: int, _frame) -> None:
-    raise Terminated(f"stopped by signal {signal.Signals(signum).name}")
+def _raise_interrupted(signum: int, _frame) -> None:
+    raise JobInterrupted(
+        f"stopped by {signal.Signals(signum).name} (cancelled, or the pod was deleted); "
+        "the epochs finished so far stay in the output folder: run again with --resume-from to continue"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         output_dir=args.output_dir,
     )
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
+    previous = signal.signal(signal.SIGTERM, _raise_interrupted) if in_main_thread else None
     try:
         with stdout_for_events() as events:
             reporter = build_reporter(events, settings, args.progress_url)

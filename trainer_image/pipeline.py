@@ -45,6 +45,10 @@ class JobFailed(Exception):
     """A failure the user can act on; the message says what to fix."""
 
 
+class JobInterrupted(JobFailed):
+    """A signal stopped the job (cancelled, or its pod deleted)."""
+
+
 @dataclass(frozen=True)
 class TrainRequest:
     job_id: str
@@ -119,7 +123,10 @@ class Progress:
 
 
 class TrainingPipeline:
-    def __init__(self, request: TrainRequest, settings: Settings, reporter: Reporter, storage: Storage | None = None):
+    def __init__(
+        self, request: TrainRequest, settings: Settings, reporter: Reporter, storage: Storage | None = None,
+        limits: DatasetLimits | None = None,
+    ):
         self.request = request
         self.settings = settings
         self.storage = storage or Storage(settings)
@@ -128,7 +135,7 @@ class TrainingPipeline:
         self.output_dir = request.output_dir or self.job_dir / "output"
         self.dataset_dir = self.job_dir / "dataset"
         self.resume_dir = self.job_dir / "resume"
-        self.limits = DatasetLimits()
+        self.limits = limits or DatasetLimits()
 
     # --- the whole job -------------------------------------------------------------------------------------
 
@@ -141,6 +148,7 @@ class TrainingPipeline:
             checkpoint = self.train(samples, base_model, resume_from)
             del samples
             s3_prefix = self.upload(checkpoint)
+            shutil.rmtree(self.resume_dir, ignore_errors=True)  # kept on failure: a rerun may resume from it
             return self.progress.enter(
                 DONE, checkpoint_path=str(checkpoint), s3_prefix=s3_prefix, timings=self.progress.timings,
                 message="checkpoint published" if s3_prefix else "checkpoint kept locally (S3 not configured)",
@@ -160,9 +168,8 @@ class TrainingPipeline:
         )
 
     def purge_inputs(self) -> None:
-        """Remove the raw dataset (and a downloaded resume checkpoint): only model weights stay."""
-        for folder in (self.dataset_dir, self.resume_dir):
-            shutil.rmtree(folder, ignore_errors=True)
+        """Remove the raw dataset (zip, extracted files): whatever happened, only model weights stay."""
+        shutil.rmtree(self.dataset_dir, ignore_errors=True)
 
     # --- preparing -----------------------------------------------------------------------------------------
 
@@ -231,14 +238,24 @@ class TrainingPipeline:
         return found
 
     def _resume_folder(self, wanted: str) -> Path:
+        """A local folder, else an S3 prefix; a bare job id also names that job's output folder or S3 prefix."""
         local = Path(wanted).expanduser()
+        is_job_id = JOB_ID_PATTERN.match(wanted) is not None and ".." not in wanted
         if local.exists():
             return latest_checkpoint(local)
+        if is_job_id and (self.settings.job_dir(wanted) / "output").is_dir():
+            return latest_checkpoint(self.settings.job_dir(wanted) / "output")
         if not self.storage.configured:
             raise FileNotFoundError(f"no folder {wanted} here and S3 is not configured")
-        prefix = self._s3_key(wanted)
-        self.storage.download_dir(prefix, self.resume_dir)
-        return latest_checkpoint(self.resume_dir)
+        prefixes = [self._s3_key(wanted)] + ([checkpoint_prefix(wanted)] if is_job_id else [])
+        for prefix in prefixes:
+            try:
+                self.storage.download_dir(prefix, self.resume_dir)
+            except FileNotFoundError:
+                continue
+            return latest_checkpoint(self.resume_dir)
+        where = " or ".join(f"s3://{self.storage.bucket}/{p}/" for p in prefixes)
+        raise FileNotFoundError(f"no local folder {wanted} and nothing under {where}")
 
     def encode(self, dataset: Dataset, base_model: str) -> list[Any]:
         from ..qwen import load_model
@@ -256,10 +273,11 @@ class TrainingPipeline:
     # --- training ------------------------------------------------------------------------------------------
 
     def train(self, samples: list[Any], base_model: str, resume_from: Path | None) -> Path:
-        from .checkpoint import purge_training_state
+        from .checkpoint import ResumeCheckpointError, purge_training_state
         from .sft import TrainConfig, train
 
         self.progress.enter(TRAINING, message=f"training on {len(samples)} clips")
+        resume_from = self._clear_earlier_checkpoints(resume_from)
         config = TrainConfig(
             speaker_name=self.request.speaker_name,
             num_epochs=self.request.num_epochs,
@@ -268,10 +286,27 @@ class TrainingPipeline:
             output_dir=self.output_dir,
             resume_from=resume_from,
         )
-        checkpoint = Path(train(base_model, samples, config, self.settings, self.progress.training_step))
+        try:
+            checkpoint = Path(train(base_model, samples, config, self.settings, self.progress.training_step))
+        except ResumeCheckpointError as exc:
+            raise JobFailed(f"cannot resume from {resume_from}: {exc}") from exc
         purge_training_state(self.output_dir)
         _free_memory()
         return checkpoint
+
+    def _clear_earlier_checkpoints(self, resume_from: Path | None) -> Path | None:
+        """Remove checkpoints an earlier run left in the output folder, so that the final checkpoint is this
+        run's; a resume source among them moves to the job's resume folder first."""
+        if not self.output_dir.is_dir():
+            return resume_from
+        if resume_from is not None and resume_from.resolve().is_relative_to(self.output_dir.resolve()):
+            shutil.rmtree(self.resume_dir, ignore_errors=True)
+            resume_from.rename(self.resume_dir)
+            resume_from = self.resume_dir
+        for child in self.output_dir.iterdir():
+            if child.is_dir() and EPOCH_FOLDER.match(child.name):
+                shutil.rmtree(child)
+        return resume_from
 
     # --- uploading -----------------------------------------------------------------------------------------
 
@@ -281,28 +316,36 @@ class TrainingPipeline:
         prefix = checkpoint_prefix(self.request.job_id)
         where = f"s3://{self.storage.bucket}/{prefix}"
         self.progress.enter(UPLOADING, message=f"publishing {checkpoint} to {where}")
-        try:
-            # Objects of an earlier run under this prefix would survive a same-size upload: clear them first.
-            self.storage.delete_prefix(prefix + "/")
-        except (StorageError, BotoCoreError, ClientError) as exc:
-            log.warning("could not clear %s before uploading: %s", where, exc)
+        cleared = False
         for attempt in range(1, UPLOAD_ATTEMPTS + 1):
             try:
+                if not cleared:
+                    # Objects of an earlier run under this prefix would survive a same-size upload.
+                    self._clear_prefix(prefix)
+                    cleared = True
                 self.storage.upload_dir(checkpoint, prefix, attempts=1)  # uploads, then verifies every size
                 return prefix
             except StorageError as exc:
+                # upload_dir wraps the S3 error in "could not upload ... after 1 attempts: <error>"; keep <error>.
+                reason = str(exc).split(" attempts: ", 1)[-1]
                 if attempt == UPLOAD_ATTEMPTS:
                     raise JobFailed(
                         f"could not publish the checkpoint to {where} at {self.storage.endpoint} after "
-                        f"{UPLOAD_ATTEMPTS} attempts ({exc}). The local checkpoint is kept at {checkpoint}: check "
-                        "E2E_ENDPOINT_URL and the S3 credentials, then run the job again"
+                        f"{UPLOAD_ATTEMPTS} attempts (last error: {reason}). The local checkpoint is kept at "
+                        f"{checkpoint}: check E2E_ENDPOINT_URL and the S3 credentials, then run the job again"
                     ) from exc
                 delay = UPLOAD_BACKOFF_SECONDS * attempt
                 self.progress.event(
-                    warning=f"upload attempt {attempt}/{UPLOAD_ATTEMPTS} failed ({exc}); retrying in {delay:g} s"
+                    warning=f"upload attempt {attempt}/{UPLOAD_ATTEMPTS} failed ({reason}); retrying in {delay:g} s"
                 )
                 time.sleep(delay)
         raise AssertionError("unreachable")
+
+    def _clear_prefix(self, prefix: str) -> None:
+        try:
+            self.storage.delete_prefix(prefix + "/")
+        except (BotoCoreError, ClientError) as exc:  # delete_prefix lets the delete call's errors through
+            raise StorageError(f"S3 delete under s3://{self.storage.bucket}/{prefix}/ failed: {exc}") from exc
 
 
 def latest_checkpoint(folder: Path) -> Path:
@@ -333,7 +376,4 @@ def run_training(
     request: TrainRequest, settings: Settings, reporter: Reporter, limits: DatasetLimits | None = None
 ) -> Event:
     """Run one training job; returns its last event."""
-    pipeline = TrainingPipeline(request, settings, reporter)
-    if limits is not None:
-        pipeline.limits = limits
-    return pipeline.run()
+    return TrainingPipeline(request, settings, reporter, limits=limits).run()

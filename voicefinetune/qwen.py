@@ -142,7 +142,8 @@ def flash_attn_available() -> bool:
 
 def choose_runtime(settings: Settings) -> Runtime:
     """settings.device on CUDA (bf16) when CUDA is available, else CPU (float32); flash attention only when
-    USE_FLASH_ATTN is on, CUDA is there and flash_attn imports, sdpa otherwise."""
+    USE_FLASH_ATTN is on, CUDA is there and flash_attn is installed (load_model falls back to sdpa if it still
+    fails to load), sdpa otherwise."""
     import torch
 
     wants_gpu = not settings.device.startswith("cpu")
@@ -156,20 +157,32 @@ def choose_runtime(settings: Settings) -> Runtime:
     return Runtime(settings.device, "bfloat16", "flash_attention_2")
 
 
+def limit_cpu_threads_for_tiny_models() -> None:
+    """One intra-op thread for this process. Tiny models run thousands of microscopic ops per sentence; with
+    several threads each op pays a synchronisation, and on a busy shared CPU spinning threads made generation
+    ~6x slower (measured). Only used with VFT_TINY_MODELS on CPU: real models want every core."""
+    import torch
+
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+
+
 def load_model(path: str | Path, settings: Settings, runtime: Runtime | None = None) -> Any:
     """Load a checkpoint folder (or hub id) as `qwen_tts.Qwen3TTSModel` on the runtime `choose_runtime` picks
     (`loaded_runtime(model)` says what it ended up on)."""
     qwen_tts = import_qwen_tts()
     runtime = runtime or choose_runtime(settings)
+    if settings.tiny_models and not runtime.on_gpu:
+        limit_cpu_threads_for_tiny_models()
     kwargs = {"dtype": runtime.dtype, "device_map": runtime.device}
     try:
         return qwen_tts.Qwen3TTSModel.from_pretrained(
             str(path), attn_implementation=runtime.attn_implementation, **kwargs
         )
-    except ImportError as exc:
+    except (ImportError, ValueError) as exc:
         if runtime.attn_implementation != "flash_attention_2":
             raise
-        # flash_attn present but unusable (wrong CUDA/torch build): degrade rather than fail.
+        # flash_attn installed but unusable (wrong CUDA/torch build, GPU too old): degrade rather than fail.
         log.warning("flash_attention_2 failed to load (%s); falling back to sdpa", exc)
         return qwen_tts.Qwen3TTSModel.from_pretrained(str(path), attn_implementation="sdpa", **kwargs)
 

@@ -387,10 +387,22 @@ def build_tiny_models(directory: str | Path, seed: int = 0) -> TinyModels:
     from .qwen import import_qwen_tts
 
     import_qwen_tts()
-    from qwen_tts.core.models import Qwen3TTSProcessor
-
     models = TinyModels.at(Path(directory))
     models.root.mkdir(parents=True, exist_ok=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: threads only add synchronisation (see qwen.limit_cpu_threads...)
+    try:
+        _build_into(models, seed)
+    finally:
+        torch.set_num_threads(threads)
+    write_json(models.root / MARKER_FILE, {"format_version": FORMAT_VERSION, "seed": seed, **models.as_dict()})
+    return models
+
+
+def _build_into(models: TinyModels, seed: int) -> None:
+    import torch
+    from qwen_tts.core.models import Qwen3TTSProcessor
+
     with torch.random.fork_rng(), torch.inference_mode(False):
         torch.manual_seed(seed)
         text_tokenizer = train_text_tokenizer()
@@ -409,8 +421,6 @@ def build_tiny_models(directory: str | Path, seed: int = 0) -> TinyModels:
         for kind, model in (("base", base), ("voice_design", voice_design), ("custom_voice", custom_voice)):
             folder = getattr(models, kind)
             _write_checkpoint(folder, configs[kind], model, text_tokenizer, speech_tokenizer, Qwen3TTSProcessor)
-    write_json(models.root / MARKER_FILE, {"format_version": FORMAT_VERSION, "seed": seed, **models.as_dict()})
-    return models
 
 
 def _write_checkpoint(folder: Path, config: dict[str, Any], model: Any, text_tokenizer: Any,
@@ -428,8 +438,9 @@ def _write_checkpoint(folder: Path, config: dict[str, Any], model: Any, text_tok
     write_weights(speech_tokenizer, speech)
 
 
-def is_complete(directory: str | Path) -> bool:
-    """True when `directory` holds a finished build of this format (its marker is written last)."""
+def is_complete(directory: str | Path, seed: int | None = None) -> bool:
+    """True when `directory` holds a finished build of this format (and of `seed`, when given); the marker file is
+    written last, after every folder is in place."""
     marker = Path(directory) / MARKER_FILE
     try:
         info = json.loads(marker.read_text(encoding="utf-8"))
@@ -437,7 +448,9 @@ def is_complete(directory: str | Path) -> bool:
         return False
     models = TinyModels.at(Path(directory))
     folders = (models.base, models.voice_design, models.custom_voice)
-    return info.get("format_version") == FORMAT_VERSION and all((f / "model.safetensors").is_file() for f in folders)
+    if info.get("format_version") != FORMAT_VERSION or (seed is not None and info.get("seed") != seed):
+        return False
+    return all((f / "model.safetensors").is_file() for f in folders)
 
 
 @contextlib.contextmanager
@@ -454,11 +467,11 @@ def ensure_tiny_models(directory: str | Path, seed: int = 0) -> TinyModels:
     """The tiny models under `directory`, built on first use. Several processes may call this at once: one builds
     (under a lock file) into a staging folder and moves the finished folders into place; the others wait."""
     root = Path(directory)
-    if is_complete(root):
+    if is_complete(root, seed):
         return TinyModels.at(root)
     root.mkdir(parents=True, exist_ok=True)
     with _exclusive_lock(root / ".lock"):
-        if is_complete(root):
+        if is_complete(root, seed):
             return TinyModels.at(root)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
         try:

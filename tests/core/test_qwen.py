@@ -39,7 +39,7 @@ def test_the_25hz_tokenizer_module_imports_and_torchaudio_fails_clearly_only_whe
     assert importlib.util.find_spec("torchaudio") is not None  # transformers' availability checks need a spec
     assert speech_vq.kaldi is sys.modules["torchaudio.compliance.kaldi"]
     with pytest.raises(TorchaudioUnavailable, match="25 Hz tokenizer"):
-        speech_vq.kaldi.fbank
+        speech_vq.kaldi.fbank(None)
     assert not hasattr(torchaudio, "load")  # introspection sees "absent", not a crash
 
 

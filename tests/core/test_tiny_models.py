@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from voicefinetune.qwen import import_qwen_tts
+from voicefinetune.qwen import import_qwen_tts, limit_cpu_threads_for_tiny_models
 from voicefinetune.schemas import SAMPLE_RATE, SUPPORTED_LANGUAGES
 from voicefinetune.tiny_models import (
     MARKER_FILE,
@@ -32,6 +32,7 @@ TEXT = "Hello there, this is a tiny test."
 def loaded(tiny_models):
     """Each tiny checkpoint loaded with the package's own `Qwen3TTSModel.from_pretrained`."""
     qwen_tts = import_qwen_tts()
+    limit_cpu_threads_for_tiny_models()  # what load_model does with VFT_TINY_MODELS on CPU
     return {
         kind: qwen_tts.Qwen3TTSModel.from_pretrained(str(getattr(tiny_models, kind)), dtype=torch.float32)
         for kind in ("base", "voice_design", "custom_voice")
@@ -215,7 +216,7 @@ def test_vft_models_tiny_cli_in_two_processes_at_once(tmp_path):
     processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
                  for _ in range(2)]
     outputs = [p.communicate(timeout=120) for p in processes]
-    for process, (stdout, stderr) in zip(processes, outputs):
+    for process, (stdout, stderr) in zip(processes, outputs, strict=True):
         assert process.returncode == 0, stderr
         lines = stdout.strip().splitlines()
         assert len(lines) == 1, stdout  # stdout is exactly one JSON document
@@ -225,3 +226,12 @@ def test_vft_models_tiny_cli_in_two_processes_at_once(tmp_path):
         for kind in ("base", "voice_design", "custom_voice"):
             assert (Path(paths[kind]) / "config.json").is_file()
     assert (root / MARKER_FILE).is_file()
+
+
+def test_ensure_rebuilds_when_asked_for_another_seed(tmp_path):
+    root = tmp_path / "seeded"
+    ensure_tiny_models(root, seed=0)
+    seed_zero = (root / "base" / "model.safetensors").read_bytes()
+    ensure_tiny_models(root, seed=1)
+    assert (root / "base" / "model.safetensors").read_bytes() != seed_zero
+    assert json.loads((root / MARKER_FILE).read_text())["seed"] == 1

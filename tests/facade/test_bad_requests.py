@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import time
+import uuid
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,11 +16,21 @@ from voicefinetune.facade.app import create_local_app
 from voicefinetune.settings import Settings
 from voicefinetune.storage import Storage
 
+from .conftest import server_environment
+
 DATASET_KEY = "datasets/Hero1/dataset.zip"
 
 
-@pytest.fixture
-def client(settings: Settings, storage: Storage, dataset_zip: Path) -> Iterator[TestClient]:
+@pytest.fixture(scope="module")
+def client(tmp_path_factory, s3_endpoint: str, tiny_models, dataset_zip: Path) -> Iterator[TestClient]:
+    """One facade for the module (its tests leave no job behind), bound to its own bucket."""
+    env = server_environment(
+        tmp_path_factory.mktemp("bad-requests") / "data", s3_endpoint, f"vft-bad-{uuid.uuid4().hex[:10]}",
+        tiny_models.root,
+    )
+    settings = Settings.from_env(env)
+    storage = Storage(settings)
+    storage.ensure_bucket()
     storage.upload_file(dataset_zip, DATASET_KEY)
     with TestClient(create_local_app(settings)) as http:
         yield http
@@ -119,3 +131,16 @@ def test_no_storage_and_no_upload_is_503(tmp_path: Path, tiny_models) -> None:
         r = http.post("/finetune", json=body())
         assert r.status_code == 503 and "E2E_ACCESS_KEY" in r.json()["detail"]
         assert http.get("/jobs").json() == []
+
+
+def test_resume_from_an_unknown_job_falls_back_with_a_warning(client: TestClient) -> None:
+    job_id = client.post("/finetune", json=body(resume_job_id="neverexisted")).json()["job_id"]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        job = client.get(f"/jobs/{job_id}").json()
+        if job.get("warnings") or job["status"] == "failed":
+            break
+        time.sleep(0.1)
+    assert job["warnings"] == ["resume_job_id 'neverexisted' has no checkpoint; training starts from the base model"]
+    assert job["resume_job_id"] == "neverexisted"
+    assert client.delete(f"/jobs/{job_id}").status_code == 200

@@ -104,3 +104,55 @@ def kit():
         reference_wav=reference_wav,
         speaker=TINY_SPEAKER,
     )
+
+
+@pytest.fixture
+def wav_server():
+    """A real HTTP server on 127.0.0.1 serving a reference WAV (and a few hostile answers); records requests."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    wav = reference_wav()
+    requests: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            requests.append(self.path)
+            if self.path == "/ref.wav":
+                self._answer(200, wav, "audio/wav")
+            elif self.path == "/huge.wav":
+                self.send_response(200)
+                self.send_header("Content-Length", str(500 * 1024 * 1024))
+                self.end_headers()
+                self.wfile.write(b"RIFF")
+            elif self.path == "/to-metadata":
+                self.send_response(302)
+                self.send_header("Location", "http://169.254.169.254/latest/meta-data/")
+                self.end_headers()
+            elif self.path == "/to-ref":
+                self.send_response(302)
+                self.send_header("Location", "/ref.wav")
+                self.end_headers()
+            elif self.path == "/text":
+                self._answer(200, b"this is not audio", "text/plain")
+            else:
+                self._answer(404, b"not found", "text/plain")
+
+        def _answer(self, status: int, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    import types
+
+    yield types.SimpleNamespace(url=f"http://127.0.0.1:{server.server_address[1]}", requests=requests, wav=wav)
+    server.shutdown()
+    server.server_close()

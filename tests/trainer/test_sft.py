@@ -45,6 +45,16 @@ def at_24k(clip: Clip) -> np.ndarray:
     return librosa.resample(clip.waveform, orig_sr=clip.sample_rate, target_sr=SAMPLE_RATE).astype(np.float32)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_cpu_thread():
+    """The tiny model's ops are too small to gain from intra-op threads, and on a busy machine OpenMP threads
+    waiting for each other make a step 10-50× slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def cpu_settings(tmp_path_factory) -> Settings:
     data = tmp_path_factory.mktemp("data")
@@ -128,7 +138,9 @@ def test_talker_loss_is_shifted_once(base_tts, samples):
     with torch.no_grad():
         parts = sft.sft_loss(model, batch)
         logits = model.talker(
-            inputs_embeds=sft.talker_inputs(model, batch), attention_mask=batch.attention_mask, use_cache=False
+            inputs_embeds=sft.talker_inputs(model, batch),
+            attention_mask=batch.attention_mask,
+            use_cache=False,
         ).logits
     targets = batch.labels[:, 1:]
     manual = torch.nn.functional.cross_entropy(
@@ -137,11 +149,18 @@ def test_talker_loss_is_shifted_once(base_tts, samples):
     assert torch.allclose(parts.talker, manual, atol=1e-5)
     assert torch.allclose(parts.total, parts.talker + 0.3 * parts.sub_talker)
     # every frame and the final eos are targets: frames + 1 per sample
-    assert int((batch.labels != sft.IGNORE_INDEX).sum()) == sum(s.audio_codes.shape[0] + 1 for s in samples[:2])
+    assert int((batch.labels != sft.IGNORE_INDEX).sum()) == sum(
+        s.audio_codes.shape[0] + 1 for s in samples[:2]
+    )
 
 
 def test_loss_goes_down_over_two_epochs(trained):
-    assert [(e.epoch, e.step, e.global_step) for e in trained.events] == [(0, 0, 1), (0, 1, 2), (1, 0, 3), (1, 1, 4)]
+    assert [(e.epoch, e.step, e.global_step) for e in trained.events] == [
+        (0, 0, 1),
+        (0, 1, 2),
+        (1, 0, 3),
+        (1, 1, 4),
+    ]
     assert all(e.total_epochs == 2 for e in trained.events)
     losses = epoch_losses(trained.events)
     assert losses[1] < losses[0]
@@ -152,7 +171,9 @@ def test_training_is_deterministic_with_a_seed(tiny_models, samples, cpu_setting
     first = run_training(tiny_models.base, samples, cpu_settings, tmp_path / "a", num_epochs=1, seed=7)
     second = run_training(tiny_models.base, samples, cpu_settings, tmp_path / "b", num_epochs=1, seed=7)
     assert [e.loss for e in first.events] == [e.loss for e in second.events]
-    assert (first.final / "model.safetensors").read_bytes() == (second.final / "model.safetensors").read_bytes()
+    assert (first.final / "model.safetensors").read_bytes() == (
+        second.final / "model.safetensors"
+    ).read_bytes()
 
 
 def test_overfit_sample_is_generated_back_exactly(tiny_models, base_tts, items, cpu_settings, tmp_path):
@@ -177,6 +198,45 @@ def test_overfit_sample_is_generated_back_exactly(tiny_models, base_tts, items, 
         max_new_tokens=12,
     )
     assert torch.equal(codes[0].cpu(), clip.audio_codes)
+
+
+@pytest.mark.parametrize("language", ["auto", "English"])
+def test_training_prompt_matches_the_generate_prefill(language, trained, samples):
+    """The talker inputs up to the codec bos are exactly what `generate_custom_voice` feeds the talker."""
+    tts = import_qwen_tts().Qwen3TTSModel.from_pretrained(str(trained.final))
+    model = tts.model
+    slot = model.config.talker_config.spk_id["hero"]
+    ids = tts.processor(text=sft.assistant_text(samples[0].text), return_tensors="pt")["input_ids"]
+    prepared = sft.PreparedSample(
+        role_ids=ids[0, : sft.ROLE_TOKENS],
+        text_ids=ids[0, sft.ROLE_TOKENS : -sft.TRAILING_TOKENS],
+        codes=samples[0].audio_codes,
+        speaker_embedding=model.talker.get_input_embeddings().weight[slot].detach(),
+        language_id=None
+        if language == "auto"
+        else model.config.talker_config.codec_language_id[language.lower()],
+    )
+    with torch.no_grad():
+        ours = sft.talker_inputs(model, sft.build_batch([prepared], model.config))
+
+    prefills: list[torch.Tensor] = []
+    hook = model.talker.register_forward_pre_hook(
+        lambda module, args, kwargs: prefills.append(kwargs["inputs_embeds"]), with_kwargs=True
+    )
+    try:
+        tts.generate_custom_voice(samples[0].text, speaker=SPEAKER, language=language, max_new_tokens=2)
+    finally:
+        hook.remove()
+    prefill = prefills[0]
+    head = 5 if language == "auto" else 6  # tags, speaker, codec_pad
+    assert prefill.shape[1] == sft.ROLE_TOKENS + head + prepared.text_ids.numel() + 2  # + tts_eos, codec bos
+    assert torch.allclose(ours[:, : prefill.shape[1]], prefill, atol=1e-6)
+
+
+def test_unknown_language_is_refused(base_tts, samples):
+    sample = Sample(samples[0].text, samples[0].audio_codes, samples[0].ref_audio, language="Klingon")
+    with pytest.raises(ValueError, match="language 'Klingon' is not supported"):
+        sft.prepare_samples(base_tts, [sample])
 
 
 # ----- checkpoints -----------------------------------------------------------------------------------------------
@@ -207,7 +267,11 @@ def test_export_is_a_custom_voice_folder(trained, tiny_models, base_tts, items):
     assert not [name for name in weights if name.startswith("speaker_encoder.")]
     expected = base_tts.model.extract_speaker_embedding(items[0][2], SAMPLE_RATE).float()
     assert torch.allclose(weights[CODEC_EMBEDDING_KEY][slot], expected, atol=1e-5)
-    for name in ("speech_tokenizer/model.safetensors", "speech_tokenizer/config.json", "tokenizer_config.json"):
+    for name in (
+        "speech_tokenizer/model.safetensors",
+        "speech_tokenizer/config.json",
+        "tokenizer_config.json",
+    ):
         assert (trained.final / name).read_bytes() == (Path(tiny_models.base) / name).read_bytes()
 
 
@@ -259,7 +323,9 @@ def test_failed_write_leaves_no_partial_folder_and_keeps_the_previous_one(base_t
 # ----- resume ----------------------------------------------------------------------------------------------------
 
 
-def test_resume_with_state_continues_epochs_steps_and_weights(trained, tiny_models, samples, cpu_settings, tmp_path):
+def test_resume_with_state_continues_epochs_steps_and_weights(
+    trained, tiny_models, samples, cpu_settings, tmp_path
+):
     output = tmp_path / "output"
     resumed = run_training(
         tiny_models.base, samples, cpu_settings, output, num_epochs=1, resume_from=trained.final
@@ -289,7 +355,9 @@ def test_resume_from_weights_only_restarts_numbering(trained, tiny_models, sampl
 def test_resume_from_a_folder_without_weights_is_refused(tiny_models, samples, cpu_settings, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ResumeCheckpointError, match="no model.safetensors"):
-        run_training(tiny_models.base, samples, cpu_settings, tmp_path / "out", resume_from=tmp_path / "empty")
+        run_training(
+            tiny_models.base, samples, cpu_settings, tmp_path / "out", resume_from=tmp_path / "empty"
+        )
 
 
 # ----- purge -----------------------------------------------------------------------------------------------------

@@ -7,13 +7,13 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from voicefinetune.trainer.pipeline import latest_checkpoint
+from voicefinetune.trainer.pipeline import TrainingPipeline, TrainRequest, latest_checkpoint, run_training
 from voicefinetune.trainer.reporter import FanOutReporter, HttpReporter
 
 from voicefinetune.sample_data import write_dataset_zip
@@ -226,7 +226,33 @@ def test_bad_arguments_still_end_with_a_failed_event(trainer_env):
     assert run.last["stage"] == "failed" and "--dataset" in run.last["error"]
 
 
+def test_in_process_run_resumes_from_a_local_folder_without_s3(trained, trainer_env, dataset_zip):
+    settings = replace(Settings.from_env(trainer_env), s3_access_key=None, s3_secret_key=None)
+    events: list[dict[str, Any]] = []
+    request = TrainRequest(
+        job_id="hero1-local", dataset=str(dataset_zip), speaker_name=SPEAKER, num_epochs=1, batch_size=4,
+        lr=float(LR), resume_from=trained.last["checkpoint_path"],
+    )
+    last = run_training(request, settings, ListReporter(events))
+    assert last["stage"] == "done", last
+    assert "s3_prefix" not in last and "S3 not configured" in last["message"]
+    assert any(e.get("message") == f"resuming from {request.resume_from}" for e in events)
+    assert events[-2]["loss"] < trained.losses()[0][1]
+    assert_inputs_purged(settings.job_dir("hero1-local"))
+
+
 # --- reporters and helpers, in-process ----------------------------------------------------------------------
+
+
+@dataclass
+class ListReporter:
+    events: list[dict[str, Any]]
+
+    def emit(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+
+    def close(self) -> None:
+        pass
 
 
 def _event(stage: str, step: int) -> dict[str, Any]:
@@ -265,6 +291,18 @@ def test_failing_reporters_never_raise(progress_sink, capsys):
         fan_out.emit(_event(stage, 1))
     fan_out.close()
     assert broken.failed == 4 and dead.failed == 4 and broken.sent == 0
+
+
+def test_checkpoints_of_an_earlier_run_are_cleared_but_a_resume_source_among_them_is_kept(tmp_path):
+    settings = Settings.from_env({"VFT_DATA_DIR": str(tmp_path)})
+    request = TrainRequest(job_id="again", dataset="x.zip", speaker_name=SPEAKER, num_epochs=1, batch_size=1, lr=0.1)
+    pipeline = TrainingPipeline(request, settings, ListReporter([]))
+    for epoch in (1, 9):
+        (pipeline.output_dir / f"checkpoint-epoch-{epoch}").mkdir(parents=True)
+        (pipeline.output_dir / f"checkpoint-epoch-{epoch}" / "config.json").write_text("{}")
+    moved = pipeline._clear_earlier_checkpoints(pipeline.output_dir / "checkpoint-epoch-1")
+    assert moved == pipeline.resume_dir and (moved / "config.json").is_file()
+    assert list(pipeline.output_dir.iterdir()) == []
 
 
 def test_latest_checkpoint_picks_the_highest_epoch(tmp_path):

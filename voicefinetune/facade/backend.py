@@ -24,7 +24,12 @@ class JobBackend(Protocol):
     async def create(self, request: FinetuneRequest, upload: Path | None = None) -> Job:
         """Queue a fine-tuning job. ``upload`` is a dataset zip sent with the request (else dataset_s3_key).
 
-        With ``request.job_id`` set and an active job of that id, returns that job instead of a new one.
+        With an ``upload``, ``request.dataset_s3_key`` is only a label (``upload:{filename}`` unless the client sent
+        a key); the backend owns the file (move it, or copy it) and decides where the dataset lives.
+        With ``request.job_id`` set and a job of that id with the same parameters, returns that job instead of a
+        new one (JobConflict when the parameters differ).
+        Raises ``DatasetNotFound`` for a missing dataset_s3_key, ``StorageNotConfigured`` when it would need S3
+        and S3 is not configured, ``InvalidInput`` for an unusable upload.
         """
 
     async def get(self, job_id: str) -> Job | None: ...

@@ -1,0 +1,90 @@
+{{/* The chart's name. */}}
+{{- define "voicefinetune.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Release-qualified name; the release name alone when it contains the chart name. */}}
+{{- define "voicefinetune.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 50 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 50 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 50 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "voicefinetune.operatorName" -}}{{ include "voicefinetune.fullname" . }}-operator{{- end }}
+{{- define "voicefinetune.facadeName" -}}{{ include "voicefinetune.fullname" . }}-facade{{- end }}
+{{- define "voicefinetune.inferenceName" -}}{{ include "voicefinetune.fullname" . }}-inference{{- end }}
+
+{{- define "voicefinetune.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/name: {{ include "voicefinetune.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: voicefinetune
+{{- end }}
+
+{{/* Selector labels of one component: include with (dict "root" . "component" "operator"). */}}
+{{- define "voicefinetune.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "voicefinetune.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* image reference: include with (dict "root" . "image" .Values.images.operator). */}}
+{{- define "voicefinetune.image" -}}
+{{- printf "%s:%s" .image.repository (default .root.Chart.AppVersion .image.tag) }}
+{{- end }}
+
+{{- define "voicefinetune.s3SecretName" -}}
+{{- default (printf "%s-s3" (include "voicefinetune.fullname" .)) .Values.s3.existingSecret }}
+{{- end }}
+
+{{/* The namespaces whose VoiceFinetunes the operator reconciles (when not cluster-wide). */}}
+{{- define "voicefinetune.watchNamespaces" -}}
+{{- if .Values.operator.watchNamespaces }}{{ join "," .Values.operator.watchNamespaces }}{{ else }}{{ .Release.Namespace }}{{ end }}
+{{- end }}
+
+{{/* Non-root, no privilege escalation, no capabilities: every pod of the chart. */}}
+{{- define "voicefinetune.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 1000
+runAsGroup: 1000
+fsGroup: 1000
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{- define "voicefinetune.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop:
+    - ALL
+{{- end }}
+
+{{/* S3 settings every component shares: keys from the Secret, never as plain values. */}}
+{{- define "voicefinetune.s3Env" -}}
+- name: E2E_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "voicefinetune.s3SecretName" . }}
+      key: {{ .Values.s3.accessKeyKey }}
+- name: E2E_SECRET_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "voicefinetune.s3SecretName" . }}
+      key: {{ .Values.s3.secretKeyKey }}
+- name: E2E_BUCKET
+  value: {{ .Values.s3.bucket | quote }}
+- name: E2E_ENDPOINT_URL
+  value: {{ .Values.s3.endpointUrl | quote }}
+- name: VFT_S3_REGION
+  value: {{ .Values.s3.region | quote }}
+{{- end }}

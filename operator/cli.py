@@ -1,0 +1,56 @@
+"""`vft operator`: the Kopf operator for VoiceFinetune resources.
+
+Cluster-wide unless namespaces are named. Configuration comes from the environment (``OperatorConfig``); the
+API connection from the pod's ServiceAccount, else $KUBECONFIG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="vft operator",
+        description="Reconcile VoiceFinetune resources into training Jobs and a served voice; keep the inference "
+        "Deployment. Configured by VFT_* variables (see the chart's ConfigMap).",
+    )
+    parser.add_argument(
+        "-n", "--namespace", action="append", default=[], dest="namespaces",
+        help="watch this namespace (repeatable); default: all namespaces",
+    )
+    parser.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (the default)")
+    parser.add_argument(
+        "--liveness", metavar="URL", default=None,
+        help="serve Kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz (default: none)",
+    )
+    parser.add_argument("--port", type=int, default=None, help="progress receiver and /metrics port (VFT_OPERATOR_PORT)")
+    parser.add_argument("--verbose", action="store_true", help="log what Kopf does")
+    parser.add_argument("--debug", action="store_true", help="log every API call")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import kopf
+
+    from .config import OperatorConfig
+    from .handlers import build_registry
+
+    kopf.configure(debug=args.debug, verbose=args.verbose)
+    logging.getLogger("voicefinetune").setLevel(logging.DEBUG if args.debug else logging.INFO)
+    if not args.debug:
+        logging.getLogger("kubernetes_asyncio").setLevel(logging.WARNING)
+    overrides = {"port": args.port} if args.port is not None else {}
+    config = OperatorConfig.from_env(**overrides)
+    clusterwide = args.all_namespaces or not args.namespaces
+    kopf.run(
+        registry=build_registry(config),
+        standalone=True,  # one replica (Recreate strategy); no peering objects needed
+        clusterwide=clusterwide,
+        namespaces=() if clusterwide else tuple(args.namespaces),
+        liveness_endpoint=args.liveness,
+        memo=kopf.Memo(),
+    )
+    return 0

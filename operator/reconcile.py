@@ -1,0 +1,264 @@
+"""What the operator does for a VoiceFinetune, independent of Kopf: make its training Job, follow the Job to an
+outcome, load the trained voice for inference, and clean up on deletion. Every step is idempotent, so a
+restarted operator or a re-delivered event repeats it harmlessly."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from ..storage import Storage, checkpoint_prefix
+from .config import OperatorConfig
+from .crd import (
+    FAILED,
+    LOADING,
+    PREPARING,
+    QUEUED,
+    READY,
+    TERMINAL_PHASES,
+    InvalidSpec,
+    object_path,
+    read_spec,
+)
+from .fleet import InferenceFleet, InferenceUnavailable, VoiceRejected
+from .jobs import (
+    belongs_to_job,
+    build_training_job,
+    job_duration,
+    job_name,
+    job_outcome,
+    owned_by,
+    resource_of,
+    termination_message,
+)
+from .kube import Conflict, KubeClient, KubeError, job_path, pod_path
+from .metrics import JOB_SECONDS, PhaseCounter
+from .progress import ProgressThrottle, progress_path, progress_token
+from .status import now
+from .status_writer import StatusWriter
+
+log = logging.getLogger(__name__)
+
+LOAD_RETRY_MAX = 60.0
+
+
+class RetryLater(RuntimeError):
+    """A step could not finish now (the API or the inference Service is unreachable); try it again soon."""
+
+
+def _key(body: dict[str, Any]) -> tuple[str, str]:
+    return body["metadata"]["namespace"], body["metadata"]["name"]
+
+
+class Reconciler:
+    def __init__(
+        self,
+        config: OperatorConfig,
+        kube: KubeClient,
+        writer: StatusWriter,
+        fleet: InferenceFleet,
+        throttle: ProgressThrottle,
+        phases: PhaseCounter,
+    ):
+        self.config = config
+        self.kube = kube
+        self.writer = writer
+        self.fleet = fleet
+        self.throttle = throttle
+        self.phases = phases
+        self.ready_voices: dict[tuple[str, str], tuple[str, str]] = {}
+        self._loading: dict[tuple[str, str], asyncio.Task] = {}
+        self._timed_jobs: set[str] = set()
+
+    # --- training Job ---------------------------------------------------------------------------------------
+
+    async def ensure_training_job(self, body: dict[str, Any]) -> None:
+        """Create the resource's Job, or adopt the one a previous run created (same deterministic name)."""
+        namespace, name = _key(body)
+        status = body.get("status") or {}
+        if status.get("phase") in (*TERMINAL_PHASES, LOADING):
+            return
+        try:
+            spec = read_spec(body)
+        except InvalidSpec as exc:
+            await self.writer.transition(namespace, name, FAILED, "InvalidSpec", str(exc))
+            return
+        progress_url = f"{self.config.progress_url_base}{progress_path(namespace, name)}"
+        token = progress_token(self.config.secret_key, namespace, name)
+        manifest = build_training_job(body, spec, self.config, progress_url, token)
+        job = manifest["metadata"]["name"]
+        try:
+            await self.kube.create(job_path(namespace), manifest)
+            reason, message = "JobCreated", f"created training Job {job}"
+        except Conflict:
+            existing = await self.kube.get(job_path(namespace, job))
+            if existing is None:
+                raise RetryLater(f"Job {job} existed a moment ago and is gone now") from None
+            if not owned_by(existing, body):
+                await self.writer.transition(
+                    namespace, name, FAILED, "JobNameTaken",
+                    f"a Job named {job} exists and does not belong to this resource: delete it, or recreate "
+                    "this resource under another name",
+                )
+                return
+            reason, message = "JobAdopted", f"training Job {job} exists already (made before a restart)"
+        extra = {"jobName": job}
+        if not status.get("startedAt"):
+            extra["startedAt"] = now()
+        await self.writer.transition(namespace, name, QUEUED, reason, message, extra=extra)
+
+    async def on_job(self, event_type: str, job: dict[str, Any]) -> None:
+        """A training Job changed: its outcome moves the resource on (Preparing, Loading or Failed)."""
+        name = resource_of(job)
+        namespace = job.get("metadata", {}).get("namespace")
+        if not name or not namespace:
+            return
+        outcome = job_outcome(job)
+        job_name_ = job["metadata"]["name"]
+        if event_type == "DELETED":
+            if outcome.state in ("pending", "running"):
+                await self.writer.transition(
+                    namespace, name, FAILED, "JobDeleted",
+                    f"the training Job {job_name_} was deleted before it finished",
+                )
+            return
+        self._time_job(job, outcome.state)
+        if outcome.state == "succeeded":
+            if await self.writer.transition(
+                namespace, name, LOADING, "JobSucceeded", f"training Job {job_name_} succeeded; loading the voice"
+            ):
+                self.start_loading(namespace, name)
+        elif outcome.state == "failed":
+            pods = (await self.kube.list(pod_path(namespace), f"batch.kubernetes.io/job-name={job_name_}"))["items"]
+            said = termination_message([pod for pod in pods if belongs_to_job(pod, job_name_)])
+            message = "; ".join(part for part in (outcome.message, said) if part) or outcome.reason
+            await self.writer.transition(namespace, name, FAILED, outcome.reason, message)
+        elif outcome.state == "running":
+            await self.writer.transition(namespace, name, PREPARING, "PodRunning", f"training Job {job_name_} is running")
+
+    def _time_job(self, job: dict[str, Any], state: str) -> None:
+        uid = job["metadata"].get("uid", job["metadata"]["name"])
+        if state not in ("succeeded", "failed") or uid in self._timed_jobs:
+            return
+        seconds = job_duration(job)
+        if seconds is not None:
+            self._timed_jobs.add(uid)
+            JOB_SECONDS.labels(state).observe(seconds)
+
+    # --- voice loading --------------------------------------------------------------------------------------
+
+    def start_loading(self, namespace: str, name: str) -> None:
+        key = (namespace, name)
+        task = self._loading.get(key)
+        if task is None or task.done():
+            self._loading[key] = asyncio.create_task(self._load(namespace, name), name=f"load-{namespace}-{name}")
+
+    async def _load(self, namespace: str, name: str) -> None:
+        """Register and preload the voice; retried (with backoff) while the inference Service cannot take it."""
+        delay = 2.0
+        warned = False
+        while True:
+            body = await self.kube.get(object_path(namespace, name))
+            status = (body or {}).get("status") or {}
+            if body is None or body["metadata"].get("deletionTimestamp") or status.get("phase") != LOADING:
+                return
+            speaker = ((body.get("spec") or {}).get("speakerName")) or "speaker_custom"
+            prefix = status.get("checkpointPath") or checkpoint_prefix(name)
+            try:
+                replica = await self.fleet.register(name, speaker, prefix)
+            except VoiceRejected as exc:
+                await self.writer.transition(namespace, name, FAILED, "LoadFailed", str(exc))
+                return
+            except (InferenceUnavailable, KubeError) as exc:
+                if not warned:
+                    await self.writer.events.post(body, "Warning", "LoadRetrying", f"{exc}; retrying")
+                    warned = True
+                log.warning("loading voice %s/%s: %s; retrying in %.0f s", namespace, name, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, LOAD_RETRY_MAX)
+                continue
+            await self.writer.transition(
+                namespace, name, READY, "VoiceLoaded", f"voice registered and preloaded on {replica}",
+                extra={"inferenceUrl": f"/infer/{name}", "checkpointPath": prefix},
+            )
+            return
+
+    # --- resume, observe, delete ----------------------------------------------------------------------------
+
+    async def resume(self, body: dict[str, Any]) -> None:
+        """After an operator restart: pick up where the resource stands."""
+        phase = (body.get("status") or {}).get("phase")
+        if phase == LOADING:
+            self.start_loading(*_key(body))
+        elif phase not in TERMINAL_PHASES:
+            await self.ensure_training_job(body)
+
+    async def resync(self, body: dict[str, Any]) -> None:
+        """Periodic check of an unfinished resource against its Job, in case a Job event was missed."""
+        namespace, name = _key(body)
+        status = body.get("status") or {}
+        phase = status.get("phase")
+        if phase == LOADING:
+            self.start_loading(namespace, name)
+            return
+        if phase in TERMINAL_PHASES:
+            return
+        job_name_ = status.get("jobName") or job_name(name)
+        job = await self.kube.get(job_path(namespace, job_name_))
+        if job is not None:
+            await self.on_job("MODIFIED", job)
+        elif phase is None:
+            await self.ensure_training_job(body)
+        else:
+            await self.writer.transition(
+                namespace, name, FAILED, "JobDeleted", f"the training Job {job_name_} is gone before it finished"
+            )
+
+    def observe(self, event_type: str, body: dict[str, Any]) -> None:
+        """Every watch event of a resource: the per-phase gauge and the registry of Ready voices."""
+        key = _key(body)
+        status = body.get("status") or {}
+        if event_type == "DELETED":
+            self.phases.gone(*key)
+            self.ready_voices.pop(key, None)
+            return
+        self.phases.seen(*key, status.get("phase"))
+        if status.get("phase") == READY and not body["metadata"].get("deletionTimestamp"):
+            speaker = (body.get("spec") or {}).get("speakerName") or "speaker_custom"
+            self.ready_voices[key] = (speaker, status.get("checkpointPath") or checkpoint_prefix(key[1]))
+        else:
+            self.ready_voices.pop(key, None)
+
+    async def delete(self, body: dict[str, Any], last_attempt: bool) -> None:
+        """Stop the Job (its pods go with it), take the voice out of the inference caches, and delete the S3
+        checkpoint only when ``deletionPolicy: Delete`` says so."""
+        namespace, name = _key(body)
+        status = body.get("status") or {}
+        task = self._loading.pop((namespace, name), None)
+        if task is not None:
+            task.cancel()
+        job = status.get("jobName") or job_name(name)
+        if await self.kube.delete(job_path(namespace, job), propagation="Background"):
+            log.info("%s/%s: deleted training Job %s", namespace, name, job)
+        if status.get("phase") in (LOADING, READY):
+            try:
+                await self.fleet.unregister(name)
+            except InferenceUnavailable as exc:
+                if not last_attempt:
+                    raise RetryLater(f"cannot unregister voice {name}: {exc}") from exc
+                log.warning("%s/%s: giving up unregistering the voice: %s", namespace, name, exc)
+        if (body.get("spec") or {}).get("deletionPolicy") == "Delete":
+            removed = await asyncio.to_thread(self._delete_checkpoint, name)
+            log.info("%s/%s: deleted %d checkpoint objects (deletionPolicy: Delete)", namespace, name, removed)
+        self.writer.forget(namespace, name)
+        self.throttle.forget(namespace, name)
+        self.ready_voices.pop((namespace, name), None)
+
+    def _delete_checkpoint(self, name: str) -> int:
+        return Storage(self.config.settings).delete_prefix(checkpoint_prefix(name) + "/")
+
+    async def close(self) -> None:
+        for task in self._loading.values():
+            task.cancel()
+        await asyncio.gather(*self._loading.values(), return_exceptions=True)

@@ -1,0 +1,43 @@
+"""What the local backend does at start with jobs a previous server left unfinished and whose data is gone."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from voicefinetune.facade.app import create_local_app
+from voicefinetune.facade.jobstore import JobRecord, JobStore
+from voicefinetune.facade.local_backend import RESTART_LOST
+from voicefinetune.schemas import FinetuneRequest, Job, Progress
+from voicefinetune.settings import Settings
+
+
+def leftover(store: JobStore, job_id: str, status: str, upload: Path | None, key: str = "datasets/x.zip") -> None:
+    store.save(JobRecord(
+        job=Job(job_id=job_id, status=status, created_at=time.time(), progress=Progress(stage=status)),
+        request=FinetuneRequest(dataset_s3_key=key, speaker_name="Hero", job_id=job_id),
+        upload_path=str(upload) if upload else None,
+        child_pid=999_999_999,  # no such process: nothing to reap
+    ))
+
+
+def test_unfinished_jobs_without_their_dataset_fail_with_a_message(settings: Settings, storage) -> None:
+    store = JobStore(settings.state_dir / "jobs")
+    store.load()
+    leftover(store, "was-training", "training", settings.data_dir / "uploads" / "gone.zip")
+    leftover(store, "was-preparing", "preparing", None, key="datasets/deleted.zip")
+    leftover(store, "was-ready", "ready", None)
+    with TestClient(create_local_app(settings)) as http:
+        jobs = {job["job_id"]: job for job in http.get("/jobs").json()}
+        assert set(jobs) == {"was-training", "was-preparing", "was-ready"}
+        for job_id in ("was-training", "was-preparing"):
+            assert jobs[job_id]["status"] == "failed"
+            assert "interrupted by a server restart; resubmit" in jobs[job_id]["error"]
+        assert jobs["was-ready"]["status"] == "ready"
+    assert RESTART_LOST.startswith("interrupted by a server restart; resubmit")
+    # The outcome is on disk, not only in memory.
+    assert {r.job.job_id: r.job.status for r in JobStore(settings.state_dir / "jobs").load()} == {
+        "was-training": "failed", "was-preparing": "failed", "was-ready": "ready",
+    }

@@ -1,0 +1,128 @@
+"""/voice-clone and /voice-clone/batch: reference audio as base64, data: URL or a URL behind the SSRF guard."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import pytest
+
+REFUSED_URLS = [
+    "http://127.0.0.1:{port}/ref.wav",
+    "http://169.254.169.254/latest/meta-data/ref.wav",
+    "http://10.0.0.1/ref.wav",
+    "http://localhost:{port}/ref.wav",
+    "http://[::1]:{port}/ref.wav",
+    "http://192.168.1.20/ref.wav",
+    "http://100.100.100.200/ref.wav",
+]
+
+
+def batch_body(ref: str, n: int = 2, **extra) -> dict:
+    return {
+        "ref_audio_url": ref,
+        "ref_text": "This is the reference spoken text.",
+        "items": [{"text": f"Sentence number {i} in this voice.", "filename": f"clone_{i:03d}.wav"} for i in range(n)],
+        "language": "English",
+        **extra,
+    }
+
+
+@pytest.mark.parametrize("template", REFUSED_URLS)
+async def test_private_loopback_and_metadata_urls_are_refused(make_service, kit, wav_server, template):
+    service = await make_service()
+    port = wav_server.url.rsplit(":", 1)[1]
+    url = template.format(port=port)
+    async with kit.http_client(service) as client:
+        started = time.monotonic()
+        answer = await client.post("/voice-clone/batch", json=batch_body(url))
+        elapsed = time.monotonic() - started
+    assert answer.status_code == 400, answer.text
+    assert "refused" in answer.json()["detail"]
+    assert elapsed < 3  # refused after resolving, before any connection attempt (10.0.0.1 would hang)
+    assert wav_server.requests == []  # the loopback server never saw a request
+    assert service.clone_prompts == 0 and service.cache.total_loads == 0
+
+
+async def test_batch_with_base64_and_data_url(make_service, kit):
+    service = await make_service()
+    encoded = base64.b64encode(kit.reference_wav()).decode()
+    async with kit.http_client(service) as client:
+        plain = await client.post("/voice-clone/batch", json=batch_body(encoded, n=3))
+        assert plain.status_code == 200, plain.text
+        results = plain.json()
+        assert [r["s3_key"] for r in results] == [f"audio/shared/clone_{i:03d}.wav" for i in range(3)]
+        assert all(set(r) == {"s3_url", "presigned_url", "s3_key", "sample_rate", "text", "job_id"} for r in results)
+        assert all(r["sample_rate"] == 24000 and r["job_id"] is None for r in results)
+        assert service.clone_prompts == 1  # one prompt for the three items
+
+        data_url = f"data:audio/wav;base64,{encoded}"
+        xvec = await client.post(
+            "/voice-clone/batch",
+            json={**batch_body(data_url, n=2), "ref_text": "", "use_xvec": True, "overwrite": True},
+        )
+        assert xvec.status_code == 200, xvec.text
+        assert service.clone_prompts == 2
+
+        # overwrite false (the default): existing objects come back without generating
+        generated = service.batcher.items
+        again = await client.post("/voice-clone/batch", json=batch_body(encoded, n=3))
+        assert [r["s3_key"] for r in again.json()] == [r["s3_key"] for r in results]
+        assert service.batcher.items == generated
+
+        icl_without_text = await client.post("/voice-clone/batch", json={**batch_body(encoded), "ref_text": ""})
+        assert icl_without_text.status_code == 400 and "ref_text" in icl_without_text.json()["detail"]
+        garbage = await client.post("/voice-clone/batch", json=batch_body("bm90IGF1ZGlv"))
+        assert garbage.status_code == 400 and "audio" in garbage.json()["detail"]
+        ftp = await client.post("/voice-clone/batch", json=batch_body("ftp://example.com/a.wav"))
+        assert ftp.status_code == 400
+
+
+async def test_batch_from_an_allowed_url_fetches_once(make_service, kit, wav_server):
+    service = await make_service(allow_private_urls=True)
+    items = batch_body(f"{wav_server.url}/ref.wav", n=4)
+    items["items"][2]["text"] = ""
+    async with kit.http_client(service) as client:
+        answer = await client.post("/voice-clone/batch", json=items)
+    assert answer.status_code == 200, answer.text
+    results = answer.json()
+    assert len(results) == 4 and results[2]["index"] == 2 and "empty" in results[2]["error"]
+    assert [r["s3_key"] for i, r in enumerate(results) if i != 2] == [
+        f"audio/shared/clone_{i:03d}.wav" for i in (0, 1, 3)
+    ]
+    assert wav_server.requests == ["/ref.wav"] and service.clone_prompts == 1
+
+
+async def test_url_guard_checks_redirects_size_and_content(make_service, kit, wav_server):
+    service = await make_service(allow_private_urls=True)
+    async with kit.http_client(service) as client:
+        metadata = await client.post("/voice-clone/batch", json=batch_body(f"{wav_server.url}/to-metadata"))
+        assert metadata.status_code == 400 and "metadata" in metadata.json()["detail"]
+        huge = await client.post("/voice-clone/batch", json=batch_body(f"{wav_server.url}/huge.wav"))
+        assert huge.status_code == 400 and "limit" in huge.json()["detail"]
+        text = await client.post("/voice-clone/batch", json=batch_body(f"{wav_server.url}/text"))
+        assert text.status_code == 400 and "audio" in text.json()["detail"]
+        missing = await client.post("/voice-clone/batch", json=batch_body(f"{wav_server.url}/nothing.wav"))
+        assert missing.status_code == 400 and "404" in missing.json()["detail"]
+        followed = await client.post(
+            "/voice-clone", json={
+                "ref_audio_url": f"{wav_server.url}/to-ref", "ref_text": "Reference.", "text": "Hello there.",
+                "upload_to_s3": False,
+            },
+        )
+        assert followed.status_code == 200 and followed.headers["content-type"] == "audio/wav"
+        assert kit.read_wav(followed.content)[1] == 24000
+
+
+async def test_single_clone_defaults_to_s3_and_refuses_private_urls(make_service, kit):
+    service = await make_service()
+    encoded = base64.b64encode(kit.reference_wav()).decode()
+    async with kit.http_client(service) as client:
+        uploaded = await client.post(
+            "/voice-clone", json={"ref_audio_url": encoded, "ref_text": "Ref.", "text": "Hi.", "s3_filename": "x.wav"}
+        )
+        assert uploaded.status_code == 200 and uploaded.json()["s3_key"] == "audio/shared/x.wav"
+        refused = await client.post(
+            "/voice-clone", json={"ref_audio_url": "http://10.0.0.1/a.wav", "ref_text": "Ref.", "text": "Hi."}
+        )
+        assert refused.status_code == 400

@@ -1,0 +1,50 @@
+"""Fixtures of the Kubernetes area: a KMock cluster emulator over HTTP, a kubeconfig for it, the real clients."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import kubernetes
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # the helper modules next to this file
+
+from k8s_harness import CRD, api_client  # noqa: E402
+from kmock_cluster import EmulatorThread, crd_resources  # noqa: E402
+
+
+@pytest.fixture
+def cluster() -> Iterator[EmulatorThread]:
+    """A fresh emulated API server (with the VoiceFinetune CRD's resource) for each test."""
+    emulator = EmulatorThread(crd_resources(CRD)).start()
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture
+def kubeconfig(cluster: EmulatorThread, tmp_path: Path) -> Path:
+    return cluster.kubeconfig(tmp_path / "kubeconfig")
+
+
+@pytest.fixture
+def client(cluster: EmulatorThread) -> Iterator[kubernetes.client.ApiClient]:
+    api = api_client(cluster.url)
+    yield api
+    api.close()
+
+
+@pytest.fixture
+def custom(client) -> kubernetes.client.CustomObjectsApi:
+    return kubernetes.client.CustomObjectsApi(client)
+
+
+@pytest.fixture
+def batch(client) -> kubernetes.client.BatchV1Api:
+    return kubernetes.client.BatchV1Api(client)
+
+
+@pytest.fixture
+def core(client) -> kubernetes.client.CoreV1Api:
+    return kubernetes.client.CoreV1Api(client)

@@ -1,0 +1,190 @@
+"""The operator's plain functions: the training Job, its outcome, the inference objects and drift, the status
+rules, and voice routing."""
+
+from __future__ import annotations
+
+import collections
+
+import pytest
+
+from voicefinetune.operator.config import OperatorConfig
+from voicefinetune.operator.crd import InvalidSpec, read_spec
+from voicefinetune.operator.inference import build_inference_deployment, build_inference_service, drift
+from voicefinetune.operator.jobs import (
+    build_training_job,
+    job_name,
+    job_outcome,
+    resource_of,
+    termination_message,
+)
+from voicefinetune.operator.routing import pick, rendezvous_order
+from voicefinetune.operator.status import may_advance, merge_conditions, phase_conditions, progress_status
+from voicefinetune.settings import Settings
+
+CONFIG = OperatorConfig(settings=Settings(), secret_key="k")
+
+
+def resource(name: str = "hero", labels: dict | None = None, **spec) -> dict:
+    return {
+        "apiVersion": "voicefinetune.io/v1alpha1",
+        "kind": "VoiceFinetune",
+        "metadata": {"name": name, "namespace": "voices", "uid": "u-1", "labels": labels or {}},
+        "spec": {"datasetS3Key": "datasets/Hero1/dataset.zip", "speakerName": "hero_voice", **spec},
+    }
+
+
+def training_job(body: dict, config: OperatorConfig = CONFIG) -> dict:
+    return build_training_job(body, read_spec(body), config, "http://op:8081/progress/voices/hero", "token")
+
+
+def test_job_names_are_deterministic_and_fit_a_label():
+    assert job_name("hero") == "vft-train-hero" == job_name("hero")
+    long_a, long_b = "a" * 60 + "-one", "a" * 60 + "-two"
+    assert len(job_name(long_a)) <= 63 and job_name(long_a) != job_name(long_b)
+    assert job_name(long_a) == job_name(long_a)
+    assert not job_name("x" * 53 + "." + "y" * 20).endswith((".", "-"))
+
+
+def test_training_job_runs_vft_train_with_the_spec_and_the_defaults():
+    job = training_job(resource(numEpochs=3, lr=2e-6, resumeJobId="old-voice"))
+    meta, spec = job["metadata"], job["spec"]
+    assert meta["name"] == "vft-train-hero" and meta["namespace"] == "voices"
+    assert meta["ownerReferences"] == [{"apiVersion": "voicefinetune.io/v1alpha1", "kind": "VoiceFinetune",
+                                        "name": "hero", "uid": "u-1", "controller": True,
+                                        "blockOwnerDeletion": True}]
+    assert (spec["backoffLimit"], spec["activeDeadlineSeconds"], spec["ttlSecondsAfterFinished"]) == (1, 86400, 86400)
+    assert "suspend" not in spec
+    pod = spec["template"]["spec"]
+    assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    (container,) = pod["containers"]
+    assert container["command"] == ["vft", "train"]
+    args = container["args"]
+    assert args[args.index("--job-id") + 1] == "hero"
+    assert args[args.index("--dataset") + 1] == "datasets/Hero1/dataset.zip"
+    assert args[args.index("--speaker-name") + 1] == "hero_voice"
+    assert args[args.index("--num-epochs") + 1] == "3" and args[args.index("--batch-size") + 1] == "2"
+    assert float(args[args.index("--lr") + 1]) == 2e-6
+    assert args[args.index("--resume-from") + 1] == "checkpoints/old-voice"
+    assert args[args.index("--progress-url") + 1] == "http://op:8081/progress/voices/hero"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["PYTORCH_CUDA_ALLOC_CONF"]["value"] == "expandable_segments:True"
+    assert env["VFT_PROGRESS_TOKEN"]["value"] == "token"
+    for key in ("E2E_ACCESS_KEY", "E2E_SECRET_KEY"):
+        assert env[key]["valueFrom"]["secretKeyRef"]["name"] == "voicefinetune-s3" and "value" not in env[key]
+    shm = next(v for v in pod["volumes"] if v["name"] == "dshm")
+    assert shm["emptyDir"]["medium"] == "Memory"
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
+
+
+def test_scheduling_comes_from_the_spec_else_the_operator():
+    custom = training_job(resource(gpus=2, nodeSelector={"pool": "a100"}, tolerations=[], trainerImage="my/trainer:1",
+                                   queueName="team-queue"))
+    pod = custom["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"pool": "a100"} and pod["tolerations"] == []
+    assert pod["containers"][0]["resources"]["requests"]["nvidia.com/gpu"] == "2"
+    assert pod["containers"][0]["image"] == "my/trainer:1"
+    assert custom["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-queue"
+    assert custom["spec"]["suspend"] is True  # Kueue admits it
+    by_label = training_job(resource(labels={"kueue.x-k8s.io/queue-name": "q2"}))
+    assert by_label["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "q2"
+    defaults = OperatorConfig(settings=Settings(), secret_key="k", train_gpus=0, train_node_selector={"cpu": "yes"})
+    cpu = training_job(resource(), defaults)
+    container = cpu["spec"]["template"]["spec"]["containers"][0]
+    assert "nvidia.com/gpu" not in container["resources"]["requests"]
+    assert {"name": "DEVICE", "value": "cpu"} in container["env"]
+    assert cpu["spec"]["template"]["spec"]["nodeSelector"] == {"cpu": "yes"}
+
+
+def test_invalid_spec_is_reported_with_the_field():
+    with pytest.raises(InvalidSpec, match="spec.speakerName"):
+        read_spec(resource(speakerName="Hero_1"))
+    with pytest.raises(InvalidSpec, match="spec.numEpochs"):
+        read_spec(resource(numEpochs=0))
+
+
+@pytest.mark.parametrize(
+    ("status", "state", "reason"),
+    [
+        ({}, "pending", ""),
+        ({"active": 1}, "running", ""),
+        ({"succeeded": 1}, "succeeded", "JobSucceeded"),
+        ({"conditions": [{"type": "Complete", "status": "True"}]}, "succeeded", "JobSucceeded"),
+        ({"conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}]}, "failed",
+         "DeadlineExceeded"),
+        ({"failed": 2}, "failed", "BackoffLimitExceeded"),
+        ({"conditions": [{"type": "Failed", "status": "False"}], "active": 1}, "running", ""),
+    ],
+)
+def test_job_outcome(status, state, reason):
+    outcome = job_outcome({"spec": {"backoffLimit": 1}, "status": status})
+    assert (outcome.state, outcome.reason) == (state, reason)
+
+
+def test_termination_message_reads_the_newest_failed_pod():
+    def pod(name, created, message, exit_code=1):
+        return {"metadata": {"name": name, "creationTimestamp": created},
+                "status": {"containerStatuses": [{"name": "trainer", "state": {"terminated": {
+                    "exitCode": exit_code, "reason": "Error", "message": message}}}]}}
+
+    pods = [pod("a", "2026-01-01T00:00:00Z", "old"), pod("b", "2026-01-01T00:05:00Z", "dataset has no train.jsonl")]
+    assert termination_message(pods) == "pod b: trainer exited 1 (Error): dataset has no train.jsonl"
+    assert termination_message([pod("c", "2026-01-01T00:00:00Z", "", exit_code=0)]) is None
+    job = training_job(resource())
+    assert resource_of(job) == "hero"
+
+
+def test_inference_objects_and_drift():
+    deployment = build_inference_deployment(CONFIG)
+    service = build_inference_service(CONFIG)
+    assert service["spec"]["clusterIP"] == "None"  # one DNS record per replica: voices can stick to one
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["GPU_MAX_MODELS"] == "4" and env["GPU_IDLE_TIMEOUT"] == "300"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    actual = {**deployment, "status": {"replicas": 1}}
+    actual["spec"] = {**deployment["spec"], "progressDeadlineSeconds": 600}  # server defaults are fine
+    assert drift(deployment, actual) == []
+    scaled = {**actual, "spec": {**actual["spec"], "replicas": 0}}
+    assert drift(deployment, scaled) == ["spec.replicas"]
+
+
+def test_phases_only_move_forward():
+    assert may_advance(None, "Queued") and may_advance("Queued", "Training")
+    assert not may_advance("Loading", "Training") and not may_advance("Training", "Queued")
+    assert may_advance("Training", "Failed") and not may_advance("Ready", "Failed")
+    assert not may_advance("Failed", "Ready") and not may_advance("Ready", "Ready")
+
+
+def test_conditions_keep_their_transition_time_until_status_changes():
+    first = merge_conditions([], phase_conditions("Queued", "JobCreated", "m"), 1, "T1")
+    again = merge_conditions(first, phase_conditions("Training", "Training", "m"), 2, "T2")
+    ready = {c["type"]: c for c in again}["Ready"]
+    assert (ready["status"], ready["lastTransitionTime"], ready["observedGeneration"]) == ("False", "T1", 2)
+    done = {c["type"]: c for c in merge_conditions(again, phase_conditions("Ready", "VoiceLoaded", "m"), 2, "T3")}
+    assert done["Ready"]["status"] == "True" and done["Ready"]["lastTransitionTime"] == "T3"
+    assert done["TrainingJobCreated"]["status"] == "True"
+
+
+def test_progress_status_reads_trainer_events():
+    progress = progress_status({"stage": "training", "epoch": 2, "total_epochs": 5, "step": 7, "loss": 0.25,
+                                "global_step": 17, "extra": "dropped"}, "T")
+    assert progress == {"stage": "training", "epoch": 2, "totalEpochs": 5, "step": 7, "loss": 0.25,
+                        "globalStep": 17, "updatedAt": "T"}
+    assert "loss" not in progress_status({"stage": "training", "loss": float("nan")}, "T")
+
+
+def test_rendezvous_keeps_voices_on_their_replica():
+    replicas = [f"http://10.0.0.{i}:8000" for i in range(1, 5)]
+    voices = [f"voice-{i}" for i in range(400)]
+    owners = {voice: pick(voice, replicas) for voice in voices}
+    assert owners == {voice: pick(voice, list(reversed(replicas))) for voice in voices}  # order-independent
+    spread = collections.Counter(owners.values())
+    assert len(spread) == 4 and min(spread.values()) > 60
+    survivors = replicas[:3]
+    for voice in voices:  # a replica leaving moves only its own voices
+        if owners[voice] in survivors:
+            assert pick(voice, survivors) == owners[voice]
+    assert rendezvous_order("voice-1", replicas)[0] == owners["voice-1"]

@@ -1,0 +1,159 @@
+"""The Helm chart, rendered by the real helm: lint, Kubernetes 1.30 schema validation, least-privilege RBAC,
+non-root pods, and the values schema."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from k8s_harness import CRD, REPO
+
+CHART = REPO / "charts" / "voicefinetune"
+BIN = Path(sys.executable).parent
+HELM = shutil.which("helm", path=str(BIN)) or "helm"
+VALIDATE = shutil.which("kubernetes-validate", path=str(BIN)) or "kubernetes-validate"
+VARIANTS = {
+    "defaults": [],
+    "monitoring-clusterwide": ["--set", "monitoring.serviceMonitor.enabled=true", "--set",
+                               "monitoring.prometheusRule.enabled=true", "--set", "operator.clusterWide=true"],
+    "namespaces-existing-secret": ["--set", "operator.watchNamespaces={voices,team-b}", "--set",
+                                   "s3.existingSecret=my-s3"],
+    "kind-cpu": ["-f", str(CHART / "ci" / "kind-cpu-values.yaml")],
+}
+
+
+def helm(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([HELM, *args], capture_output=True, text=True, timeout=60)
+
+
+def render(*extra: str, crds: bool = False) -> list[dict[str, Any]]:
+    args = ["template", "vft", str(CHART), "--namespace", "voices", *extra]
+    result = helm(*args, *(["--include-crds"] if crds else []))
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [doc for doc in docs if doc["kind"] == kind]
+
+
+def test_helm_lint_strict():
+    result = helm("lint", "--strict", str(CHART))
+    assert result.returncode == 0, result.stdout + result.stderr
+    result = helm("lint", "--strict", str(CHART), "-f", str(CHART / "ci" / "kind-cpu-values.yaml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_rendered_manifests_validate_for_kubernetes_1_30(variant, tmp_path):
+    result = helm("template", "vft", str(CHART), "--namespace", "voices", "--include-crds", *VARIANTS[variant])
+    assert result.returncode == 0, result.stderr
+    manifest = tmp_path / "rendered.yaml"
+    manifest.write_text(result.stdout)
+    check = subprocess.run([VALIDATE, "-k", "1.30.0", "--strict", str(manifest)], capture_output=True, text=True,
+                           timeout=120)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "ERROR" not in check.stdout + check.stderr
+
+
+def test_chart_ships_the_crd_unchanged():
+    (crd,) = of_kind(render(crds=True), "CustomResourceDefinition")
+    assert crd == yaml.safe_load(CRD.read_text())
+
+
+def rules_of(docs: list[dict[str, Any]], name: str) -> set[tuple[str, str, str, str]]:
+    """(apiGroup, resource, verb, resourceName or '') of every rule of the Roles/ClusterRoles called ``name``."""
+    granted = set()
+    for role in docs:
+        if role["kind"] in ("Role", "ClusterRole") and role["metadata"]["name"] == name:
+            for rule in role["rules"]:
+                for group in rule["apiGroups"]:
+                    for resource in rule["resources"]:
+                        for verb in rule["verbs"]:
+                            for resource_name in rule.get("resourceNames") or [""]:
+                                granted.add((group, resource, verb, resource_name))
+    return granted
+
+
+OPERATOR_RULES = {
+    ("voicefinetune.io", "voicefinetunes", verb, "") for verb in ("get", "list", "watch", "patch")
+} | {
+    ("voicefinetune.io", "voicefinetunes/status", "patch", ""),
+    ("", "pods", "list", ""),
+    ("", "events", "create", ""),
+} | {("batch", "jobs", verb, "") for verb in ("get", "list", "watch", "create", "delete")}
+
+
+def test_rbac_grants_only_what_operator_and_facade_call():
+    docs = render()
+    assert rules_of(docs, "vft-voicefinetune-operator") == OPERATOR_RULES
+    inference = "vft-voicefinetune-inference"
+    assert rules_of(docs, "vft-voicefinetune-operator-inference") == {
+        ("apps", "deployments", "create", ""),
+        ("apps", "deployments", "get", inference),
+        ("apps", "deployments", "patch", inference),
+        ("apps", "deployments", "get", "vft-voicefinetune-operator"),
+        ("", "services", "create", ""),
+        ("", "services", "get", inference),
+        ("", "services", "patch", inference),
+    }
+    assert rules_of(docs, "vft-voicefinetune-facade") == {
+        ("voicefinetune.io", "voicefinetunes", verb, "") for verb in ("get", "list", "watch", "create", "delete")
+    }
+    assert not of_kind(docs, "ClusterRole") and not of_kind(docs, "ClusterRoleBinding")
+    for role in of_kind(docs, "Role"):
+        for rule in role["rules"]:
+            assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
+            assert "secrets" not in rule["resources"]
+
+
+def test_rbac_follows_the_watched_namespaces():
+    docs = render(*VARIANTS["namespaces-existing-secret"])
+    namespaces = {r["metadata"]["namespace"] for r in of_kind(docs, "Role") if r["metadata"]["name"] ==
+                  "vft-voicefinetune-operator"}
+    assert namespaces == {"voices", "team-b"}
+    (operator,) = [d for d in of_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-operator")]
+    args = operator["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--namespace=voices" in args and "--namespace=team-b" in args
+    clusterwide = render(*VARIANTS["monitoring-clusterwide"])
+    (role,) = of_kind(clusterwide, "ClusterRole")
+    assert rules_of(clusterwide, role["metadata"]["name"]) == OPERATOR_RULES
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_pods_run_as_non_root_without_privilege_escalation(variant):
+    for deployment in of_kind(render(*VARIANTS[variant]), "Deployment"):
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        for container in pod["containers"]:
+            assert container["securityContext"]["allowPrivilegeEscalation"] is False
+            assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+
+
+def test_s3_keys_come_from_a_secret_and_monitoring_objects_render():
+    docs = render(*VARIANTS["monitoring-clusterwide"])
+    for deployment in of_kind(docs, "Deployment"):
+        env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+        for key in ("E2E_ACCESS_KEY", "E2E_SECRET_KEY"):
+            assert "value" not in env[key] and env[key]["valueFrom"]["secretKeyRef"]["name"] == "vft-voicefinetune-s3"
+    assert of_kind(docs, "ServiceMonitor") and of_kind(docs, "PrometheusRule")
+    dashboard = [c for c in of_kind(docs, "ConfigMap") if c["metadata"]["name"].endswith("-dashboard")]
+    assert yaml.safe_load(dashboard[0]["data"]["voicefinetune.json"])["panels"]
+    operator_config = [c for c in of_kind(docs, "ConfigMap") if c["metadata"]["name"] == "vft-voicefinetune-operator"]
+    assert operator_config[0]["data"]["VFT_INFERENCE_NAME"] == "vft-voicefinetune-inference"
+
+
+@pytest.mark.parametrize(
+    ("setting", "complaint"),
+    [("training.gpus=-1", "minimum"), ("inference.replicas=many", "integer"), ("bogus=1", "additional properties"),
+     ("imagePullPolicy=Sometimes", "must be one of")],
+)
+def test_values_schema_refuses_bad_values(setting, complaint):
+    result = helm("template", "vft", str(CHART), "--set", setting)
+    assert result.returncode != 0
+    assert complaint in result.stderr
