@@ -137,7 +137,8 @@ class ModelCache:
                     metrics.CACHE_MISSES.inc()
                     self._spawn(self._load(entry))
                     break
-                victim = self._least_recently_used_free()
+                # an unload in flight frees a slot soon: wait for it rather than evicting one more model
+                victim = None if self._unloading else self._least_recently_used_free()
                 if victim is not None:
                     self._evict(victim)
                 else:

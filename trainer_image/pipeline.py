@@ -220,7 +220,7 @@ class TrainingPipeline:
         try:
             return build_key(value.strip("/"))
         except UnsafeKey as exc:
-            raise JobFailed(f"dataset key {value!r} is not usable: {exc}") from exc
+            raise JobFailed(f"S3 key {value!r} is not usable: {exc}") from exc
 
     def find_resume_checkpoint(self, base_model: str) -> Path | None:
         """The checkpoint to continue from, or None (with a warning event) when it cannot be found."""

@@ -48,3 +48,21 @@ def batch(client) -> kubernetes.client.BatchV1Api:
 @pytest.fixture
 def core(client) -> kubernetes.client.CoreV1Api:
     return kubernetes.client.CoreV1Api(client)
+
+
+@pytest.fixture
+def start_operator(kubeconfig: Path, tmp_path: Path):
+    """Start `vft operator` processes against the emulator; all are stopped at the end of the test."""
+    from k8s_harness import OperatorProcess, operator_environment
+
+    started: list[OperatorProcess] = []
+
+    def start(inference_url: str = "http://127.0.0.1:9", env: dict[str, str] | None = None) -> OperatorProcess:
+        environment = env or operator_environment(kubeconfig, inference_url)
+        process = OperatorProcess(environment, tmp_path / f"operator-{len(started)}.log")
+        started.append(process)
+        return process.start()
+
+    yield start
+    for process in started:
+        process.stop()

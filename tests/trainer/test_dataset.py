@@ -13,7 +13,14 @@ import pytest
 import soundfile
 
 from voicefinetune.dataset import DatasetError, DatasetLimits, manifest_folder, open_dataset
-from voicefinetune.sample_data import Clip, manifest_lines, write_bad_dataset_zip, write_dataset_zip
+from voicefinetune.sample_data import (
+    Clip,
+    manifest_lines,
+    reference_clip,
+    speech_clips,
+    write_bad_dataset_zip,
+    write_dataset_zip,
+)
 from voicefinetune.schemas import SAMPLE_RATE
 from voicefinetune.zipsafe import ZipLimits
 
@@ -228,3 +235,10 @@ def test_manifest_lines_match_the_dataset_maker_layout():
     assert json.loads(manifest_lines([clip])[0]) == {
         "audio": "./data/seg_00000001.wav", "text": "Hi.", "ref_audio": "./data/ref_audio.wav",
     }
+
+
+def test_tone_clips_make_a_valid_dataset_without_espeak(tmp_path):
+    tone_clips = speech_clips(3, seed=5, use_espeak=False)
+    assert len({c.text for c in tone_clips}) == 3 and all(0.5 < c.seconds < 10 for c in tone_clips)
+    archive = write_dataset_zip(tmp_path / "ds.zip", tone_clips, reference_clip(5, use_espeak=False))
+    assert len(open_dataset(archive, tmp_path / "dataset").load()) == 3

@@ -386,6 +386,8 @@ def test_purge_keeps_only_the_final_weights(trained, tmp_path):
         ({"lr": 0.0}, "lr"),
         ({"lr": float("nan")}, "lr"),
         ({"speaker_name": " "}, "speaker_name"),
+        ({"grad_clip": 0.0}, "grad_clip"),
+        ({"weight_decay": -0.1}, "weight_decay"),
     ],
 )
 def test_train_config_refuses_bad_values(change, message, tmp_path):

@@ -1,0 +1,128 @@
+"""ModelCache and Batcher on their own, with plain objects as models: ordering and waiting made deterministic."""
+
+from __future__ import annotations
+
+import asyncio
+
+from voicefinetune.inference_server.batcher import Batcher
+from voicefinetune.inference_server.model_cache import ModelCache, ModelSpec
+
+
+class Model:
+    size_bytes = 10
+
+    def __init__(self, name: str):
+        self.name = name
+
+
+def spec(name: str, loads: list[str]) -> ModelSpec:
+    def load() -> Model:
+        loads.append(name)
+        return Model(name)
+
+    return ModelSpec(key=name, kind="custom_voice", path=f"/models/{name}", load=load, job_id=name)
+
+
+async def test_a_model_in_use_is_never_evicted_the_newcomer_waits():
+    loads: list[str] = []
+    unloaded: list[str] = []
+    cache = ModelCache(1, lambda model: unloaded.append(model.name))
+    holding = asyncio.Event()
+    release = asyncio.Event()
+
+    async def hold_a() -> None:
+        async with cache.use(spec("a", loads)) as model:
+            assert model.name == "a"
+            holding.set()
+            await release.wait()
+
+    async def use_b() -> str:
+        async with cache.use(spec("b", loads)) as model:
+            return model.name
+
+    holder = asyncio.create_task(hold_a())
+    await holding.wait()
+    waiter = asyncio.create_task(use_b())
+    await asyncio.sleep(0.2)
+    assert not waiter.done() and loads == ["a"] and unloaded == []  # b waits; a (in use) stays
+    release.set()
+    assert await waiter == "b"
+    await holder
+    await cache.settle()
+    assert loads == ["a", "b"] and unloaded == ["a"]
+    assert [(e.key, e.in_use) for e in cache.evictions] == [("a", 0)]
+    assert cache.total_loads == 2 and cache.total_unloads == 1 and cache.peak_resident == 1
+
+
+async def test_least_recently_used_is_evicted_and_only_when_room_is_needed():
+    loads: list[str] = []
+    cache = ModelCache(2, lambda model: None)
+    for name in ("a", "b", "a"):
+        async with cache.use(spec(name, loads)):
+            pass
+    assert cache.eviction_count == 0 and {e.spec.key for e in cache.loaded()} == {"a", "b"}
+    async with cache.use(spec("c", loads)):
+        pass
+    assert [e.key for e in cache.evictions] == ["b"]  # "a" was used after "b"
+    assert [e.spec.key for e in cache.loaded()] == ["c", "a"]
+
+
+async def test_a_failed_load_frees_its_slot_and_reaches_every_waiter():
+    cache = ModelCache(1, lambda model: None)
+
+    def broken() -> Model:
+        raise OSError("no such checkpoint")
+
+    bad = ModelSpec(key="bad", kind="custom_voice", path="/nowhere", load=broken)
+
+    async def attempt() -> str:
+        try:
+            async with cache.use(bad):
+                return "loaded"
+        except OSError as exc:
+            return str(exc)
+
+    assert await asyncio.gather(attempt(), attempt()) == ["no such checkpoint"] * 2
+    assert cache.resident == 0 and cache.total_loads == 0
+    async with cache.use(spec("good", [])) as model:
+        assert model.name == "good"
+
+
+async def test_unload_of_a_busy_model_happens_when_its_request_ends():
+    cache = ModelCache(2, lambda model: None)
+    async with cache.use(spec("a", [])):
+        await cache.unload()
+        assert [e.spec.key for e in cache.loaded()] == ["a"]
+    await cache.settle()
+    assert cache.loaded() == [] and cache.total_unloads == 1
+
+
+async def test_batcher_fuses_concurrent_items_in_order_and_caps_the_batch():
+    calls: list[list[int]] = []
+
+    async def run(key: str, items: list[int]) -> list[object]:
+        calls.append(items)
+        await asyncio.sleep(0.01)
+        return [ValueError(f"bad {i}") if i == 5 else i * 10 for i in items]
+
+    batcher = Batcher(run, window_seconds=0.02, max_batch=4)
+    results = await batcher.submit_many("voice", list(range(10)))
+    assert [r if not isinstance(r, Exception) else str(r) for r in results] == [
+        0, 10, 20, 30, 40, "bad 5", 60, 70, 80, 90
+    ]
+    assert [len(c) for c in calls] == [4, 4, 2] and sum(calls, []) == list(range(10))
+    assert batcher.largest_batch == 4 and batcher.calls == 3
+
+
+async def test_batcher_keys_run_separately_and_a_failing_call_fails_only_its_items():
+    async def run(key: str, items: list[str]) -> list[str]:
+        if key == "broken":
+            raise RuntimeError("model exploded")
+        return [f"{key}:{i}" for i in items]
+
+    batcher = Batcher(run, window_seconds=0.005, max_batch=8)
+    good, bad = await asyncio.gather(
+        batcher.submit_many("ok", ["x", "y"]), batcher.submit_many("broken", ["z"]), return_exceptions=True
+    )
+    assert good == ["ok:x", "ok:y"]
+    assert isinstance(bad[0], RuntimeError)

@@ -1,0 +1,200 @@
+"""The real operator (`vft operator` processes) against the emulated API server, driven by the real clients."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import subprocess
+import time
+
+import httpx
+import kubernetes
+import pytest
+import yaml
+from k8s_harness import (
+    GROUP,
+    JOBS,
+    PLURAL,
+    REPO,
+    VERSION,
+    VFT,
+    mark_job,
+    operator_environment,
+    voicefinetune,
+    wait_for,
+)
+
+from voicefinetune.operator.progress import progress_token
+
+KUBECTL = str(REPO / ".venv" / "bin" / "kubectl")
+
+
+def status_of(cluster, name: str) -> dict:
+    objects = [o for o in cluster.objects(VFT) if o["metadata"]["name"] == name]
+    return (objects[0].get("status") or {}) if objects else {}
+
+
+def jobs_of(cluster) -> list[dict]:
+    return cluster.objects(JOBS)
+
+
+def create(custom: kubernetes.client.CustomObjectsApi, body: dict) -> dict:
+    return custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, body)
+
+
+def readme_example_path(tmp_path):
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Kubernetes"):]
+    example = section[section.index("```yaml\n") + len("```yaml\n"):]
+    path = tmp_path / "voicefinetune.yaml"
+    path.write_text(example[: example.index("```")])
+    return path
+
+
+def test_readme_example_applied_with_kubectl_yields_a_gpu_job_owned_by_it_within_2s(
+    cluster, kubeconfig, start_operator, tmp_path
+):
+    start_operator()
+    example = readme_example_path(tmp_path)
+    name = yaml.safe_load(example.read_text())["metadata"]["name"]
+    started = time.monotonic()
+    applied = subprocess.run([KUBECTL, "apply", "--validate=false", "-f", str(example)],
+                             env={"KUBECONFIG": str(kubeconfig), "PATH": "/usr/bin:/bin"},
+                             capture_output=True, text=True, timeout=30)
+    assert applied.returncode == 0, applied.stderr
+    (job,) = wait_for(lambda: jobs_of(cluster), timeout=2.0, what="the training Job")
+    assert time.monotonic() - started < 2.0
+    (resource,) = cluster.objects(VFT)
+    (owner,) = job["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["name"], owner["uid"]) == ("VoiceFinetune", name, resource["metadata"]["uid"])
+    assert owner["controller"] is True
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["resources"]["requests"]["nvidia.com/gpu"] == "1"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert wait_for(lambda: status_of(cluster, name).get("phase") == "Queued", what="phase Queued")
+
+
+def test_failed_job_fails_the_resource_with_the_pods_message(cluster, start_operator, custom, batch, core):
+    start_operator()
+    create(custom, voicefinetune("broken"))
+    (job,) = wait_for(lambda: jobs_of(cluster), what="the training Job")
+    job_name = job["metadata"]["name"]
+    said = "the dataset zip has no train.jsonl: put train.jsonl and data/*.wav in it"
+    core.create_namespaced_pod("default", {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": f"{job_name}-x7k2p", "labels": {"batch.kubernetes.io/job-name": job_name,
+                                                            "job-name": job_name},
+                     "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": job_name,
+                                          "uid": job["metadata"]["uid"]}]},
+        "spec": job["spec"]["template"]["spec"],
+        "status": {"phase": "Failed", "containerStatuses": [{"name": "trainer", "ready": False, "restartCount": 0,
+                   "image": "trainer", "imageID": "", "state": {"terminated": {"exitCode": 1, "reason": "Error",
+                                                                              "message": said}}}]},
+    })
+    mark_job(batch, job_name, "Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit")
+    status = wait_for(lambda: status_of(cluster, "broken").get("phase") == "Failed" and status_of(cluster, "broken"),
+                      what="phase Failed")
+    assert said in status["error"] and "backoff limit" in status["error"]
+    ready = {c["type"]: c for c in status["conditions"]}["Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", "BackoffLimitExceeded")
+    assert said in ready["message"] and ready["observedGeneration"] == 1
+    events = wait_for(lambda: [e for e in cluster.objects("v1/events") if e["reason"] == "BackoffLimitExceeded"],
+                      what="the Failed event")
+    assert events[0]["type"] == "Warning" and events[0]["involvedObject"]["name"] == "broken"
+    reasons = [e["reason"] for e in cluster.objects("v1/events")]
+    assert "JobCreated" in reasons
+
+
+def test_operator_restarted_midway_makes_no_second_job(cluster, kubeconfig, start_operator, custom, batch):
+    env = operator_environment(kubeconfig, "http://127.0.0.1:9")
+    first = start_operator(env=env)
+    create(custom, voicefinetune("steady"))
+    (job,) = wait_for(lambda: jobs_of(cluster), what="the training Job")
+    wait_for(lambda: status_of(cluster, "steady").get("phase") == "Queued", what="phase Queued")
+    first.stop()
+    second = start_operator(env=env)
+    time.sleep(1.5)  # the new operator has listed everything and resumed it
+    assert [j["metadata"]["uid"] for j in jobs_of(cluster)] == [job["metadata"]["uid"]]
+    mark_job(batch, job["metadata"]["name"], "Failed", "DeadlineExceeded", "Job was active longer than specified")
+    assert wait_for(lambda: status_of(cluster, "steady").get("phase") == "Failed", what="phase Failed")
+    assert len(jobs_of(cluster)) == 1
+    assert "JobAdopted" in second.log() or "steady" in second.log()
+
+
+def test_fifty_resources_at_once_get_exactly_one_job_each(cluster, start_operator, custom):
+    start_operator()
+    names = [f"voice-{i:02d}" for i in range(50)]
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        created = list(pool.map(lambda n: create(custom, voicefinetune(n)), names))
+    uids = {c["metadata"]["name"]: c["metadata"]["uid"] for c in created}
+    wait_for(lambda: len(jobs_of(cluster)) >= 50, timeout=30, what="50 Jobs")
+    time.sleep(1.0)  # late duplicates would show up now
+    jobs = jobs_of(cluster)
+    assert len(jobs) == 50
+    owners = sorted(j["metadata"]["ownerReferences"][0]["name"] for j in jobs)
+    assert owners == names
+    assert all(j["metadata"]["ownerReferences"][0]["uid"] == uids[j["metadata"]["ownerReferences"][0]["name"]]
+               for j in jobs)
+    wait_for(lambda: all(status_of(cluster, n).get("phase") == "Queued" for n in names), timeout=20,
+             what="every resource Queued")
+
+
+def test_progress_reports_need_the_resources_token_and_reach_status(cluster, start_operator, custom):
+    operator = start_operator()
+    create(custom, voicefinetune("talky"))
+    wait_for(lambda: status_of(cluster, "talky").get("phase") == "Queued", what="phase Queued")
+    url = f"{operator.url}/progress/default/talky"
+    event = {"stage": "training", "epoch": 1, "total_epochs": 3, "step": 4, "loss": 0.5, "global_step": 9}
+    assert httpx.post(url, json=event).status_code == 401
+    wrong = progress_token("test-secret-key", "default", "other")
+    assert httpx.post(url, json=event, headers={"Authorization": f"Bearer {wrong}"}).status_code == 401
+    token = {"Authorization": f"Bearer {progress_token('test-secret-key', 'default', 'talky')}"}
+    assert httpx.post(url, content=b"not json", headers=token).status_code == 400
+    assert httpx.post(url, json=event, headers=token).status_code == 202
+    status = wait_for(lambda: status_of(cluster, "talky").get("phase") == "Training" and status_of(cluster, "talky"),
+                      what="phase Training")
+    assert status["progress"]["epoch"] == 1 and status["progress"]["globalStep"] == 9
+    answers = [httpx.post(url, json={**event, "global_step": 10 + i}, headers=token).json()["result"]
+               for i in range(5)]
+    assert "throttled" in answers  # within the interval only the newest report is kept...
+    assert wait_for(lambda: status_of(cluster, "talky")["progress"]["globalStep"] == 14, what="the last report")
+    missing = f"{operator.url}/progress/default/nobody"
+    other = {"Authorization": f"Bearer {progress_token('test-secret-key', 'default', 'nobody')}"}
+    assert httpx.post(missing, json=event, headers=other).status_code == 404
+    metrics = httpx.get(f"{operator.url}/metrics").text
+    assert 'vft_operator_progress_events_total{result="rejected"}' in metrics
+    assert "vft_operator_reconcile_duration_seconds_bucket" in metrics
+    assert 'vft_operator_resources{phase="Training"} 1.0' in metrics
+
+
+def test_inference_deployment_and_service_are_kept(cluster, start_operator, client):
+    start_operator()
+    apps = kubernetes.client.AppsV1Api(client)
+    deployment = wait_for(lambda: cluster.objects("apps/v1/deployments"), what="the inference Deployment")[0]
+    assert deployment["metadata"]["name"] == "voicefinetune-inference"
+    assert wait_for(lambda: cluster.objects("v1/services"), what="the inference Service")[0]["spec"]["clusterIP"] == "None"
+    apps.delete_namespaced_deployment("voicefinetune-inference", "default")
+    recreated = wait_for(lambda: cluster.objects("apps/v1/deployments"), what="the Deployment back")[0]
+    assert recreated["metadata"]["uid"] != deployment["metadata"]["uid"]
+    apps.patch_namespaced_deployment("voicefinetune-inference", "default", {"spec": {"replicas": 0}})
+    assert wait_for(lambda: cluster.objects("apps/v1/deployments")[0]["spec"]["replicas"] == 1,
+                    what="replicas patched back")
+
+
+@pytest.mark.parametrize("policy", ["Retain", "Delete"])
+def test_deletion_stops_the_job_and_honours_the_deletion_policy(
+    cluster, kubeconfig, start_operator, custom, storage, settings_env, policy
+):
+    env = operator_environment(kubeconfig, "http://127.0.0.1:9", {
+        key: settings_env[key] for key in ("E2E_ACCESS_KEY", "E2E_SECRET_KEY", "E2E_BUCKET", "E2E_ENDPOINT_URL")})
+    start_operator(env=env)
+    storage.upload_bytes(b"weights", "checkpoints/doomed/model.safetensors")
+    create(custom, voicefinetune("doomed", deletionPolicy=policy))
+    wait_for(lambda: jobs_of(cluster), what="the training Job")
+    resource = wait_for(lambda: [o for o in cluster.objects(VFT) if o["metadata"].get("finalizers")],
+                        what="the finalizer")[0]
+    assert resource["metadata"]["finalizers"] == ["voicefinetune.io/cleanup"]
+    custom.delete_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, "doomed")
+    wait_for(lambda: not cluster.objects(VFT), what="the resource to go")
+    assert not jobs_of(cluster)
+    kept = storage.exists("checkpoints/doomed/model.safetensors")
+    assert kept is (policy == "Retain")
