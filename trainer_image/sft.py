@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -74,6 +75,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     weight_decay: float = 0.01
     resume_from: Path | None = None
+    # Epoch checkpoints kept while training: each is a full model (~3.5 GB at 1.7B), and the seed's 50 GB disk
+    # cannot hold 15 of them.
+    keep_checkpoints: int = 2
 
     def __post_init__(self) -> None:
         if not self.speaker_name.strip():
@@ -82,6 +86,8 @@ class TrainConfig:
             raise ValueError(f"num_epochs must be at least 1, got {self.num_epochs}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.keep_checkpoints < 1:
+            raise ValueError(f"keep_checkpoints must be at least 1, got {self.keep_checkpoints}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive number, got {self.lr}")
         if not self.grad_clip > 0:
@@ -466,7 +472,10 @@ def train(
             optimizer=optimizer,
             state=checkpoint_state,
         )
-        for _, folder in list_checkpoints(config.output_dir):
+        checkpoints = [folder for _, folder in list_checkpoints(config.output_dir)]
+        for folder in checkpoints[: -config.keep_checkpoints]:
+            shutil.rmtree(folder)
+        for folder in checkpoints[-config.keep_checkpoints :]:
             if folder != latest:
                 drop_training_state(folder)  # resume state lives beside the latest checkpoint only
     assert latest is not None

@@ -256,6 +256,12 @@ def test_a_checkpoint_per_epoch_with_resume_state_in_the_latest_only(trained):
     assert not [p for p in trained.output_dir.iterdir() if p.name.startswith(TEMP_PREFIX)]
 
 
+def test_only_the_newest_epoch_checkpoints_stay_on_disk(tiny_models, samples, cpu_settings, tmp_path):
+    run = run_training(tiny_models.base, samples[:2], cpu_settings, tmp_path / "output", num_epochs=3, keep_checkpoints=1)
+    assert [path.name for _, path in list_checkpoints(run.output_dir)] == ["checkpoint-epoch-2"]
+    assert run.final == run.output_dir / "checkpoint-epoch-2"
+
+
 def test_export_is_a_custom_voice_folder(trained, tiny_models, base_tts, items):
     config = json.loads((trained.final / "config.json").read_text())
     slot = config["talker_config"]["spk_id"]["hero"]
