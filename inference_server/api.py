@@ -7,11 +7,13 @@ a job still training). Every error is answered with ``{"detail": message}`` and 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 
@@ -36,6 +38,8 @@ from ..storage import build_key
 from . import metrics
 from .errors import message_for, status_for
 from .service import InferenceService
+
+log = logging.getLogger(__name__)
 
 JobGate = Callable[[str], Awaitable[None]]
 WAV_MEDIA_TYPE = "audio/wav"
@@ -84,6 +88,9 @@ class TimedRoute(APIRoute):
             except HTTPException as exc:
                 status = exc.status_code
                 raise
+            except RequestValidationError:
+                status = 422
+                raise
             finally:
                 metrics.REQUEST_SECONDS.labels(method, endpoint, str(status)).observe(time.monotonic() - started)
 
@@ -101,7 +108,10 @@ async def guarded(call: Awaitable[Any]) -> Any:
     except HTTPException:
         raise
     except Exception as exc:
-        raise http_error(exc) from exc
+        error = http_error(exc)
+        if error.status_code >= 500:
+            log.exception("inference request failed")
+        raise error from exc
 
 
 def audio_answer(result: bytes | InferS3Response) -> Response | InferS3Response:

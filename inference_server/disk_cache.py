@@ -27,7 +27,7 @@ MODEL_MARKER = "config.json"
 class DiskCandidate:
     job_id: str
     folder: Path
-    s3_prefix: str | None
+    s3_prefix: str  # the registered prefix, else the conventional checkpoints/{job_id}
     last_used: float
 
 
@@ -105,22 +105,32 @@ class DiskCache:
             "kept": kept,
         }
 
+    def _remove_empty_parents(self, folder: Path) -> None:
+        """jobs/{id}/output/checkpoint-epoch-N gone: drop output/ and jobs/{id}/ too when nothing else is left."""
+        root = self.jobs_dir.resolve()
+        parent = folder.resolve().parent
+        while parent != root and is_inside(parent, root):
+            try:
+                parent.rmdir()
+            except OSError:  # not empty (logs, other files): keep it
+                return
+            parent = parent.parent
+
     def _refusal(self, candidate: DiskCandidate) -> str | None:
         if not candidate.folder.exists():
             return "not on disk"
         if not is_inside(candidate.folder, self.jobs_dir):
             return "outside the jobs folder"
-        if not candidate.s3_prefix:
-            return "local only (no S3 copy registered)"
         if not self.storage.configured:
             return "local only (storage not configured)"
         return None
 
     def _delete(self, candidate: DiskCandidate, deleted: list[dict]) -> str | None:
         if not self.storage.holds_dir(candidate.folder, candidate.s3_prefix):
-            return f"S3 does not hold a verified copy under {candidate.s3_prefix}"
+            return f"local only: S3 does not hold a verified copy under {candidate.s3_prefix}"
         size = folder_bytes(candidate.folder)
         shutil.rmtree(candidate.folder)
+        self._remove_empty_parents(candidate.folder)
         metrics.DISK_DELETIONS.inc()
         log.info("disk LRU deleted %s (%d bytes; S3 holds it under %s)", candidate.folder, size, candidate.s3_prefix)
         deleted.append({"job_id": candidate.job_id, "folder": str(candidate.folder), "bytes": size})

@@ -6,7 +6,7 @@ import json
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 
@@ -28,8 +28,10 @@ class VoiceRegistry:
         self._lock = threading.Lock()
         self._voices: dict[str, Voice] = {}
         if path.exists():
+            known = {f.name for f in fields(Voice)}
             for job_id, record in json.loads(path.read_text(encoding="utf-8")).items():
-                self._voices[job_id] = Voice(**{**record, "job_id": job_id})
+                values = {k: v for k, v in record.items() if k in known and k != "job_id"}
+                self._voices[job_id] = Voice(job_id=job_id, **values)
 
     def get(self, job_id: str) -> Voice | None:
         return self._voices.get(job_id)

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +37,7 @@ from ..schemas import (
     check_text,
 )
 from ..settings import Settings
-from ..storage import Storage, audio_key, build_key
+from ..storage import Storage, audio_key, build_key, checkpoint_prefix
 from . import engine, metrics
 from .audio import duration_seconds, to_wav_bytes
 from .batcher import Batcher
@@ -98,6 +100,8 @@ class InferenceService:
         self.total_requests = 0
         self.clone_prompts = 0  # voice-clone prompts computed (one per clone request, however many items)
         self._gpu_slots = asyncio.Semaphore(max(1, settings.gpu_max_concurrency))
+        # model calls get their own threads, so that uploads and S3 checks queued in the default pool never delay them
+        self._gpu_pool = ThreadPoolExecutor(max(1, settings.gpu_max_concurrency), thread_name_prefix="vft-generate")
         self._in_flight = 0
         self._last_activity = time.monotonic()
         self._disk_locks: dict[str, threading.Lock] = {}
@@ -105,6 +109,7 @@ class InferenceService:
         self._prune_lock = threading.Lock()
         self._shared_paths: dict[str, str] = {}
         self._idle_task: asyncio.Task | None = None
+        self._idle_config_changed = asyncio.Event()
 
     # --- lifecycle -------------------------------------------------------------------------------------------
 
@@ -122,12 +127,15 @@ class InferenceService:
             self._idle_task = None
         await self.batcher.close()
         await self.cache.close()
+        self._gpu_pool.shutdown(wait=False, cancel_futures=True)
         self.registry.flush()
 
     def _limit_cpu_threads(self) -> None:
         """On CPU, generate calls run in parallel threads: give each a share of the cores rather than letting
         every call spin up one thread per core (oversubscription makes tiny models ~8x slower)."""
-        if not self.settings.device.startswith("cpu") or "OMP_NUM_THREADS" in os.environ:
+        from ..qwen import choose_runtime
+
+        if choose_runtime(self.settings).on_gpu or "OMP_NUM_THREADS" in os.environ:
             return
         import torch
 
@@ -230,6 +238,11 @@ class InferenceService:
                 return path
         return self.settings.job_dir(voice.job_id) / RESTORED_FOLDER
 
+    @staticmethod
+    def _s3_prefix(voice: Voice) -> str:
+        """Where S3 holds (or would hold) the voice's checkpoint: as registered, else the trainer's convention."""
+        return voice.s3_prefix or checkpoint_prefix(voice.job_id)
+
     def _display_path(self, path: Path | str) -> str:
         path = Path(path)
         with contextlib.suppress(ValueError):
@@ -272,15 +285,18 @@ class InferenceService:
             folder = self._model_folder(voice)
             with self.opslog.track("model_load", job_id=voice.job_id, checkpoint=str(folder)):
                 if not has_model(folder):
-                    if not voice.s3_prefix or not self.storage.configured:
+                    if not self.storage.configured:
                         raise VoiceNotReady(
-                            f"job {voice.job_id!r} is not ready: its checkpoint {folder} is not on disk and no S3 "
-                            "copy is registered"
+                            f"job {voice.job_id!r} is not ready: its checkpoint {folder} is not on disk and S3 "
+                            "storage is not configured"
                         )
                     try:
-                        self.disk.restore(folder, voice.s3_prefix)
+                        self.disk.restore(folder, self._s3_prefix(voice))
                     except FileNotFoundError as exc:
-                        raise VoiceNotReady(f"job {voice.job_id!r} is not ready: {exc}") from exc
+                        raise VoiceNotReady(
+                            f"job {voice.job_id!r} is not ready: its checkpoint {folder} is not on disk and S3 has "
+                            f"no copy ({exc})"
+                        ) from exc
                     restored = True
                 loaded = self._load_folder(folder)
         if loaded.kind != "custom_voice":
@@ -317,7 +333,7 @@ class InferenceService:
         async with self.cache.use(spec) as loaded, self._gpu_slots:
             started = time.monotonic()
             try:
-                wavs: list[Any] = await asyncio.to_thread(engine.generate, loaded, items)
+                wavs: list[Any] = await self._on_gpu(engine.generate, loaded, items)
             except Exception as exc:
                 if len(items) == 1:
                     raise
@@ -325,7 +341,7 @@ class InferenceService:
                 wavs = []
                 for item in items:
                     try:
-                        wavs.extend(await asyncio.to_thread(engine.generate, loaded, [item]))
+                        wavs.extend(await self._on_gpu(engine.generate, loaded, [item]))
                     except Exception as item_exc:  # noqa: BLE001 - reported in that item's place
                         wavs.append(item_exc)
         metrics.BATCH_SIZE.observe(len(items))
@@ -334,6 +350,9 @@ class InferenceService:
         metrics.ITEMS.labels(spec.kind).inc(len(produced))
         metrics.AUDIO_SECONDS.labels(spec.kind).inc(sum(duration_seconds(w) for w in produced))
         return wavs
+
+    async def _on_gpu(self, function: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._gpu_pool, functools.partial(function, *args))
 
     async def _generate(self, spec: ModelSpec, item: engine.SpeechItem) -> bytes:
         waveform = await self.batcher.submit(spec.key, _Work(spec, item))
@@ -458,8 +477,8 @@ class InferenceService:
             self.outputs.require_storage()
             filename = check_filename(request.s3_filename) if request.s3_filename else auto_filename("clone")
             key = audio_key(None, filename)
+        waveform, rate = await load_reference_audio(request.ref_audio_url, self.settings.allow_private_urls)
         with self._activity("inference_voice_clone", None):
-            waveform, rate = await load_reference_audio(request.ref_audio_url, self.settings.allow_private_urls)
             if key is not None and not request.overwrite and await self.outputs.existing(key):
                 return self.outputs.response(key, text, None)
             spec, prompt = await self._clone_prompt(waveform, rate, request.ref_text, request.use_xvec)
@@ -491,8 +510,8 @@ class InferenceService:
                 planned.append(_Planned(index, text, language, "", filename, key))
             except Exception as exc:
                 results[index] = self._item_error(index, entry.filename, entry.text, exc)
+        waveform, rate = await load_reference_audio(request.ref_audio_url, self.settings.allow_private_urls)
         with self._activity("inference_voice_clone", None, items=len(request.items)):
-            waveform, rate = await load_reference_audio(request.ref_audio_url, self.settings.allow_private_urls)
             if planned:
                 spec, prompt = await self._clone_prompt(waveform, rate, request.ref_text, request.use_xvec)
                 results.update(await self._produce_all(spec, planned, None, request.overwrite, clone_prompt=prompt))
@@ -507,7 +526,7 @@ class InferenceService:
         spec = await self._shared_spec("base")
         async with self.cache.use(spec) as loaded, self._gpu_slots:
             try:
-                prompt = await asyncio.to_thread(engine.clone_prompt, loaded, waveform, rate, ref_text, use_xvec)
+                prompt = await self._on_gpu(engine.clone_prompt, loaded, waveform, rate, ref_text, use_xvec)
             except (ValueError, RuntimeError) as exc:
                 raise RefAudioError(f"the reference audio could not be used for cloning: {exc}") from exc
         self.clone_prompts += 1
@@ -548,12 +567,16 @@ class InferenceService:
         if seconds < 0:
             raise InvalidInput("idle_timeout_seconds must be 0 (disabled) or more")
         self.idle_timeout = seconds
+        self._idle_config_changed.set()
         return {"idle_timeout_seconds": seconds, "auto_unload_enabled": seconds > 0}
 
     async def _watch_idle(self) -> None:
         while True:
             timeout = self.idle_timeout
-            await asyncio.sleep(min(1.0, max(0.05, timeout / 4)) if timeout > 0 else 1.0)
+            interval = min(1.0, max(0.05, timeout / 4)) if timeout > 0 else 1.0
+            with contextlib.suppress(TimeoutError):  # a new timeout (PUT /gpu/config) applies at once
+                await asyncio.wait_for(self._idle_config_changed.wait(), interval)
+            self._idle_config_changed.clear()
             timeout = self.idle_timeout
             if timeout <= 0 or self._in_flight or self.cache.busy() or not self.cache.loaded():
                 continue
@@ -577,7 +600,7 @@ class InferenceService:
                 DiskCandidate(
                     job_id=voice.job_id,
                     folder=self._model_folder(voice),
-                    s3_prefix=voice.s3_prefix,
+                    s3_prefix=self._s3_prefix(voice),
                     last_used=voice.last_used or voice.registered_at,
                 )
                 for voice in self.registry.all()

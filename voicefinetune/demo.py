@@ -46,6 +46,8 @@ BATCH_ITEMS = (
     {"text": "The hero stood tall.", "filename": "ch1_002.wav"},
     {"text": "A cold wind blew from the north.", "filename": "ch1_003.wav"},
 )
+MIN_CLIP_SECONDS = 0.6  # the trainer accepts clips of 0.3 s and more
+MAX_DESIGN_ATTEMPTS = 24
 SERVER_START_SECONDS = 180.0
 TRAINING_TIMEOUT_SECONDS = 480.0
 
@@ -175,14 +177,21 @@ def voice_design(api: str, out: Path, saved: list[tuple[Path, float]]) -> list[A
     }, timeout=120), "voice design")
     console.print(f"   Voice design: {body['s3_url']}")
     clips = []
-    for i, text in enumerate(DATASET_SENTENCES):
+    for _attempt in range(MAX_DESIGN_ATTEMPTS):
+        if len(clips) == len(DATASET_SENTENCES):
+            break
+        text = DATASET_SENTENCES[len(clips)]
         wav = check(requests.post(f"{api}/voice-design", json={
             "text": text, "instruct": DEMO_INSTRUCT, "language": "English", "upload_to_s3": False,
         }, timeout=120), "voice design").content
-        path = out / "voice_design" / f"clip_{i + 1:02d}.wav"
-        saved.append((path, save_wav(wav, path)))
         waveform, rate = soundfile.read(io.BytesIO(wav), dtype="float32")
+        if len(waveform) < MIN_CLIP_SECONDS * rate:  # a random tiny model sometimes stops at once: sample again
+            continue
+        path = out / "voice_design" / f"clip_{len(clips) + 1:02d}.wav"
+        saved.append((path, save_wav(wav, path)))
         clips.append(Clip(text, waveform, rate))
+    if len(clips) < 3:
+        raise DemoFailed(f"voice design gave only {len(clips)} clips of at least {MIN_CLIP_SECONDS}s")
     console.print(f"   {len(clips)} clips of the designed voice in {out / 'voice_design'}")
     return clips
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SERVICE_NAME = "qwen3-tts-finetune-api"
 SAMPLE_RATE = 24000
@@ -219,9 +219,17 @@ class VoiceDesignRequest(BaseModel):
     text: str
     instruct: str = Field(description="Voice description")
     language: str = "English"
-    upload_to_s3: bool = False
+    upload_to_s3: bool = Field(False, description="Upload to S3; defaults to true when s3_filename is given")
     s3_filename: str | None = None
     overwrite: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _filename_means_upload(cls, data: Any) -> Any:
+        # The seed's microservice pattern sends only s3_filename and reads s3_url from the answer.
+        if isinstance(data, dict) and data.get("s3_filename") and data.get("upload_to_s3") is None:
+            return {**data, "upload_to_s3": True}
+        return data
 
 
 class CloneItem(BaseModel):

@@ -83,7 +83,6 @@ def seed_script(base_url: str) -> str:
     script = SEED_PATTERN.replace('GPU_API = "http://<TIR_GPU_IP>:8000"', f'GPU_API = "{base_url}"')
     script = script.replace("time.sleep(30)", "time.sleep(0.5)")
     assert script.count(base_url) == 1 and "time.sleep(0.5)" in script
-    script = script.replace('"s3_filename": "ref_voice.wav",', '"s3_filename": "ref_voice.wav", "upload_to_s3": True,')  # TEMPORARY
     return script + '\nprint(f"JOB_ID={job_id}")\n'
 
 

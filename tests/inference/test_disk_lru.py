@@ -74,3 +74,16 @@ async def test_voice_registered_by_s3_prefix_only_is_downloaded(make_service, ti
         assert info["on_disk"] is True and info["loaded"] is True
         assert info["local_path"].endswith("jobs/remote/checkpoint")
         assert (await client.post("/infer/remote", json={"text": "Hello.", "upload_to_s3": False})).status_code == 200
+
+
+async def test_a_copy_at_the_conventional_prefix_counts_and_empty_job_folders_go(make_service, tiny_models, kit):
+    service = await make_service()
+    folder = kit.install_checkpoint(service, tiny_models, "plain")
+    service.storage.upload_dir(folder, "checkpoints/plain")  # where the trainer uploads; not registered
+    await service.register_voice("plain", kit.speaker, checkpoint_path=str(folder))
+    report = await service.prune_disk(threshold_gb=0)
+    assert [d["job_id"] for d in report["deleted"]] == ["plain"]
+    assert not service.settings.job_dir("plain").exists()  # nothing else was in it
+    async with kit.http_client(service) as client:
+        assert (await client.post("/infer/plain", json={"text": "Hi.", "upload_to_s3": False})).status_code == 200
+    assert has_model(folder)

@@ -41,7 +41,7 @@ async def test_private_loopback_and_metadata_urls_are_refused(make_service, kit,
     assert "refused" in answer.json()["detail"]
     assert elapsed < 3  # refused after resolving, before any connection attempt (10.0.0.1 would hang)
     assert wav_server.requests == []  # the loopback server never saw a request
-    assert service.clone_prompts == 0 and service.cache.total_loads == 0
+    assert service.clone_prompts == 0 and service.cache.total_loads == 0 and service.total_requests == 0
 
 
 async def test_batch_with_base64_and_data_url(make_service, kit):

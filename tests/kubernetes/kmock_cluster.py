@@ -9,7 +9,9 @@ subclass adds what a real API server does and Kopf relies on (see shared/notes/t
 3. lists with the current ``resourceVersion``, ``kind`` and ``apiVersion``; watches that do not replay objects at
    or below ``?resourceVersion`` (stale replays stall Kopf) and that miss nothing between list and watch;
 4. 201 for a create (the sync client returns None for a custom-object create answered with 200);
-5. ``/api/v1/namespaces[/{name}]`` parsed as the cluster-scoped Namespace resource (KMock's parser crashes on it).
+5. ``/api/v1/namespaces[/{name}]`` parsed as the cluster-scoped Namespace resource (KMock's parser crashes on it);
+6. no request history: KMock matches each request by scanning every request it ever served (quadratic: 200
+   resources took minutes); only the requests in flight are kept.
 
 Like KMock itself it runs no controllers: tests write Job and Pod status themselves.
 """
@@ -17,6 +19,7 @@ Like KMock itself it runs no controllers: tests write Job and Pod status themsel
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime
 import itertools
 import threading
@@ -74,6 +77,9 @@ def crd_resources(crd_path: Path) -> dict[str, dict[str, Any]]:
 class ClusterEmulator(kmock.KubernetesEmulator):
     _revisions: Any = attrs.field(factory=lambda: itertools.count(1), init=False)
     _revision: int = attrs.field(default=0, init=False)
+    _in_flight: set[int] = attrs.field(factory=set, init=False)
+    # (action, plural) -> how many such requests were served: what tests can count instead of the history
+    served: collections.Counter = attrs.field(factory=collections.Counter, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -93,7 +99,22 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 return None if obj.deleted else obj
         return None
 
+    def _forget_served_requests(self) -> None:
+        self._requests[:] = [r for r in self._requests if id(r) in self._in_flight]
+        for payload in self._payloads:
+            payload._requests.clear()
+
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        self._in_flight.add(id(request))
+        try:
+            return await self._handle_stamped(request)
+        finally:
+            self._in_flight.discard(id(request))
+
+    async def _handle_stamped(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        self._forget_served_requests()
+        if request.resource is not None:
+            self.served[(str(request.action.value if request.action else request.method), request.resource.plural)] += 1
         if request.resource is not None:
             if request.action == CREATE and isinstance(request.data, dict):
                 self._stamp_new(request)
@@ -246,7 +267,7 @@ class EmulatorThread:
         async def run() -> Any:
             return function(self.emulator)
 
-        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(120)
 
     def objects(self, resource: str, namespace: str | None = None) -> list[dict[str, Any]]:
         """Copies of the live objects of ``resource`` ('group/version/plural' or 'v1/plural')."""

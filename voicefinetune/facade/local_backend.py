@@ -310,6 +310,9 @@ class LocalBackend:
             record.child_pid = await process.start()
             self._persist(record)
             outcome = await process.run()
+        except BaseException:  # cancelled (DELETE, shutdown) or a bug: never leave the child running
+            process.kill()
+            raise
         finally:
             self._processes.pop(job.job_id, None)
             record.child_pid = None

@@ -185,6 +185,12 @@ class TrainingProcess:
             return ""
         return " | ".join(line.strip() for line in lines[-ERROR_TAIL_LINES:] if line.strip())
 
+    def kill(self) -> None:
+        """SIGKILL the process group at once (no waiting); for paths that cannot await."""
+        if self.process is not None and self.process.returncode is None:
+            self._cancelled = True
+            kill_group(self.process.pid, signal.SIGKILL)
+
     async def cancel(self, grace: float = CANCEL_GRACE_SECONDS) -> None:
         """End the whole process group: SIGTERM, then SIGKILL after ``grace`` seconds."""
         if self.process is None or self.process.returncode is not None:
