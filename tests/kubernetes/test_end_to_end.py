@@ -1,0 +1,157 @@
+"""The whole cluster flow with real parts: the facade (`vft serve --backend kubernetes`), the operator (restarted
+midway), the training "pod" played by running the Job's own command here (tiny models, moto S3), the Job marked
+succeeded, the voice loaded into a real `vft inference`, audio through the facade, deletion with its cleanup."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from k8s_harness import (
+    JOBS,
+    VFT,
+    VFT_BIN,
+    free_port,
+    mark_job,
+    operator_environment,
+    pod_command,
+    wait_for,
+)
+
+from voicefinetune.sample_data import make_dataset_zip
+
+S3_KEYS = ("E2E_ACCESS_KEY", "E2E_SECRET_KEY", "E2E_BUCKET", "E2E_ENDPOINT_URL")
+DATASET = "datasets/Hero1/dataset.zip"
+
+
+class Process:
+    def __init__(self, args: list[str], env: dict[str, str], log: Path, url: str):
+        self.url = url
+        self.log = log
+        self.process = subprocess.Popen(args, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
+
+    def wait_healthy(self, timeout: float = 90) -> Process:
+        def healthy() -> bool:
+            if self.process.poll() is not None:
+                raise AssertionError(f"{self.log.name} exited:\n{self.log.read_text()[-3000:]}")
+            try:
+                return httpx.get(f"{self.url}/", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(healthy, timeout=timeout, interval=0.2, what=self.log.name)
+        return self
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+@pytest.fixture
+def services(settings_env, tmp_path):
+    started: list[Process] = []
+
+    def start(args: list[str], env: dict[str, str], name: str) -> Process:
+        port = free_port()
+        process = Process([VFT_BIN, *args, "--host", "127.0.0.1", "--port", str(port)], env, tmp_path / f"{name}.log",
+                          f"http://127.0.0.1:{port}")
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+def resource(cluster, name: str) -> dict:
+    found = [o for o in cluster.objects(VFT) if o["metadata"]["name"] == name]
+    return found[0] if found else {}
+
+
+def test_finetune_train_load_infer_delete_on_the_cluster(
+    cluster, kubeconfig, start_operator, services, batch, settings, settings_env, storage, tiny_models, tmp_path
+):
+    storage.upload_file(make_dataset_zip(tmp_path / "dataset.zip", count=4), DATASET)
+    s3 = {key: settings_env[key] for key in S3_KEYS}
+
+    inference = services(["inference"], {**settings_env, "VFT_DATA_DIR": str(tmp_path / "inference-pod")},
+                         "inference")
+    facade = services(["serve", "--backend", "kubernetes"], {
+        **os.environ, **s3, "KUBECONFIG": str(kubeconfig), "VFT_NAMESPACE": "default",
+        "VFT_INFERENCE_URL": inference.url, "VFT_DATA_DIR": str(tmp_path / "facade-pod"), "USE_FLASH_ATTN": "0",
+    }, "facade")
+    operator_env = operator_environment(kubeconfig, inference.url, s3)
+    operator = start_operator(env=operator_env)
+    facade.wait_healthy()
+    inference.wait_healthy()
+
+    # REST -> VoiceFinetune -> Job
+    created = httpx.post(f"{facade.url}/finetune", json={
+        "dataset_s3_key": DATASET, "speaker_name": "hero_voice", "num_epochs": 2, "batch_size": 2, "lr": 1e-3})
+    assert created.status_code == 202, created.text
+    job_id = created.json()["job_id"]
+    assert created.json()["status"] == "queued"
+    (job,) = wait_for(lambda: cluster.objects(JOBS), what="the training Job")
+    assert job["metadata"]["ownerReferences"][0]["uid"] == resource(cluster, job_id)["metadata"]["uid"]
+
+    # The operator restarts midway: it adopts the Job instead of making another one.
+    operator.stop()
+    start_operator(env=operator_env)
+    time.sleep(1.0)
+    assert [j["metadata"]["uid"] for j in cluster.objects(JOBS)] == [job["metadata"]["uid"]]
+
+    # Play the pod: the Job's own command, with what the Secret and the node would provide.
+    command, env = pod_command(job, {
+        **s3, "DEVICE": "cpu", "USE_FLASH_ATTN": "0", "VFT_TINY_MODELS": "1",
+        "VFT_TINY_MODELS_DIR": str(tiny_models.root), "VFT_DATA_DIR": str(tmp_path / "trainer-pod"),
+        "HF_HOME": str(tmp_path / "hf"), "VFT_S3_MAX_ATTEMPTS": "2",
+    })
+    trained = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    status = resource(cluster, job_id)["status"]
+    assert status["phase"] == "Training"
+    assert status["progress"]["totalEpochs"] == 2 and status["progress"]["stage"] in ("uploading", "done")
+    assert status["checkpointPath"] == f"checkpoints/{job_id}"
+    seen = httpx.get(f"{facade.url}/jobs/{job_id}").json()
+    assert seen["status"] == "training" and seen["progress"]["total_epochs"] == 2
+    not_yet = httpx.post(f"{facade.url}/infer/{job_id}", json={"text": "Hello."})
+    assert not_yet.status_code == 409
+
+    # The Job controller's part: the Job succeeded -> Loading -> Ready.
+    mark_job(batch, job["metadata"]["name"], "Complete")
+    ready = wait_for(lambda: httpx.get(f"{facade.url}/jobs/{job_id}").json()["status"] == "ready"
+                     and httpx.get(f"{facade.url}/jobs/{job_id}").json(), timeout=120, interval=0.2,
+                     what="the job to be ready")
+    assert ready["inference_url"] == f"/infer/{job_id}" and ready["checkpoint_path"] == f"checkpoints/{job_id}"
+    reasons = [e["reason"] for e in cluster.objects("v1/events") if e["involvedObject"]["name"] == job_id]
+    assert {"JobCreated", "Preparing", "Training", "JobSucceeded", "VoiceLoaded"} <= set(reasons)
+    loaded = {v["job_id"]: v for v in httpx.get(f"{inference.url}/voices").json()}
+    assert loaded[job_id]["loaded"] is True  # preloaded during Loading
+
+    audio = httpx.post(f"{facade.url}/infer/{job_id}", json={"text": "Hello from the cluster.",
+                                                             "upload_to_s3": False}, timeout=120)
+    assert audio.status_code == 200, audio.text
+    assert audio.headers["content-type"] == "audio/wav" and audio.content[:4] == b"RIFF"
+    assert audio.headers["x-vft-replica"] == inference.url
+
+    # Delete: the Job goes, the finalizer unregisters the voice, then the resource goes.
+    deleted = httpx.delete(f"{facade.url}/jobs/{job_id}")
+    assert deleted.status_code == 200
+    wait_for(lambda: not cluster.objects(VFT), timeout=20, what="the resource to go")
+    assert not cluster.objects(JOBS)
+    assert job_id not in {v["job_id"] for v in httpx.get(f"{inference.url}/voices").json()}
+    assert httpx.get(f"{facade.url}/jobs/{job_id}").status_code == 404
+    assert storage.exists(f"checkpoints/{job_id}/" + next(iter(_keys(storage, job_id))))  # Retain: S3 keeps it
+
+
+def _keys(storage, job_id: str) -> list[str]:
+    prefix = f"checkpoints/{job_id}/"
+    return [info.key.removeprefix(prefix) for info in storage.list(prefix)]

@@ -1,0 +1,105 @@
+"""The facade's inference proxy in front of two real inference servers: the job gate, one replica per voice,
+settings applied to every replica, failover when a replica goes away."""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from dataclasses import replace
+
+import httpx
+import pytest
+import uvicorn
+from k8s_harness import GROUP, PLURAL, VERSION, free_port, voicefinetune
+
+from voicefinetune.facade.app import create_app
+from voicefinetune.facade.kubernetes_backend import KubernetesBackend, inference_proxy_router
+from voicefinetune.inference_server.app import create_app as create_inference_app
+from voicefinetune.operator.routing import pick
+
+
+class ServerThread:
+    """A uvicorn server on 127.0.0.1 in a thread of its own."""
+
+    def __init__(self, app):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert time.monotonic() < deadline and self.thread.is_alive(), "server did not start"
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture
+def replicas(settings, tmp_path):
+    servers = [
+        ServerThread(create_inference_app(replace(settings, data_dir=tmp_path / f"replica-{i}"))).start()
+        for i in range(2)
+    ]
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+VOICES = [f"voice-{i:02d}" for i in range(16)]
+
+
+@pytest.fixture
+async def facade(settings, kubeconfig, custom, replicas):
+    for name in [*VOICES, "still-training"]:
+        custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, voicefinetune(name))
+        phase = "Training" if name == "still-training" else "Ready"
+        custom.patch_namespaced_custom_object_status(GROUP, VERSION, "default", PLURAL, name,
+                                                     {"status": {"phase": phase}})
+    facade_settings = replace(settings, inference_url=",".join(server.url for server in replicas))
+    backend = KubernetesBackend(facade_settings, kubeconfig=str(kubeconfig))
+    app = create_app(facade_settings, backend, inference_proxy=inference_proxy_router(facade_settings))
+    await backend.start()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://facade") as client:
+        yield client
+    await backend.stop()
+
+
+async def test_gate_answers_404_and_409_before_any_replica(facade):
+    unknown = await facade.post("/infer/nobody", json={"text": "hi"})
+    assert unknown.status_code == 404 and "X-VFT-Replica" not in unknown.headers
+    busy = await facade.post("/infer/still-training", json={"text": "hi"})
+    assert busy.status_code == 409 and "training" in busy.json()["detail"]
+
+
+async def test_each_voice_keeps_its_replica_and_voices_spread(facade, replicas):
+    endpoints = [server.url for server in replicas]
+    owners = {}
+    for voice in VOICES:
+        answers = {(await facade.post(f"/infer/{voice}", json={"text": "hi"})).headers["X-VFT-Replica"]
+                   for _ in range(3)}
+        assert len(answers) == 1, f"{voice} went to several replicas"
+        owners[voice] = answers.pop()
+        assert owners[voice] == pick(voice, endpoints)  # where the operator preloaded it
+    assert set(collections.Counter(owners.values())) == set(endpoints)
+
+
+async def test_gpu_settings_reach_every_replica_and_a_gone_replica_fails_over(facade, replicas):
+    changed = await facade.put("/gpu/config", json={"idle_timeout_seconds": 123})
+    assert changed.status_code == 200
+    for server in replicas:
+        assert httpx.get(f"{server.url}/gpu/status").json()["idle_timeout_seconds"] == 123
+    status = await facade.get("/gpu/status")
+    assert status.status_code == 200 and status.json()["idle_timeout_seconds"] == 123
+    endpoints = [server.url for server in replicas]
+    voice = next(v for v in VOICES if pick(v, endpoints) == replicas[1].url)
+    replicas[1].stop()
+    moved = await facade.post(f"/infer/{voice}", json={"text": "hi"})
+    assert moved.headers["X-VFT-Replica"] == replicas[0].url
+    assert (await facade.get("/metrics")).status_code == 200
