@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import secrets
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from ..settings import Settings
@@ -112,7 +112,7 @@ class OperatorConfig:
                 "VFT_OPERATOR_SECRET_KEY is not set: progress tokens are valid for this process only "
                 "(trainers of Jobs started before a restart cannot report progress)"
             )
-            config = _replace(config, secret_key=secrets.token_hex(32))
+            config = replace(config, secret_key=secrets.token_hex(32))
         return config
 
     @property
@@ -153,9 +153,3 @@ class OperatorConfig:
 
 def _env_name(settings_field: str) -> str:
     return next(f.metadata["env"] for f in fields(Settings) if f.name == settings_field)
-
-
-def _replace(config: OperatorConfig, **changes: Any) -> OperatorConfig:
-    from dataclasses import replace
-
-    return replace(config, **changes)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Awaitable
 from typing import Any
 
@@ -38,7 +39,7 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
     )
-    settings.posting.level = 30  # Kopf's own Events: warnings and errors only; ours cover the transitions
+    settings.posting.level = logging.WARNING  # Kopf's own Events: warnings and errors only; ours cover the transitions
     settings.watching.connect_timeout = 60
     settings.networking.request_timeout = 60
 

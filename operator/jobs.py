@@ -161,7 +161,7 @@ def build_training_job(
             "name": job_name(name),
             "namespace": namespace,
             "labels": job_labels,
-            "annotations": {f"{NAME_LABEL}": name},
+            "annotations": {NAME_LABEL: name},  # the full name (the label may be shortened)
             "ownerReferences": [owner_reference(body)],
         },
         "spec": job_spec,
@@ -245,9 +245,9 @@ def belongs_to_job(pod: dict[str, Any], job_name_: str) -> bool:
     labels = meta.get("labels") or {}
     if any(labels.get(key) == job_name_ for key in JOB_NAME_LABELS):
         return True
-    return any(
-        ref.get("kind") == "Job" and ref.get("name") == job_name_ for ref in meta.get("ownerReferences") or []
-    )
+    if any(ref.get("kind") == "Job" and ref.get("name") == job_name_ for ref in meta.get("ownerReferences") or []):
+        return True
+    return not labels and str(meta.get("name", "")).startswith(f"{job_name_}-")  # the Job controller's naming
 
 
 def termination_message(pods: list[dict[str, Any]]) -> str | None:
@@ -256,11 +256,12 @@ def termination_message(pods: list[dict[str, Any]]) -> str | None:
         for container in (pod.get("status") or {}).get("containerStatuses") or []:
             for state_key in ("state", "lastState"):
                 terminated = (container.get(state_key) or {}).get("terminated")
-                if not terminated or not terminated.get("exitCode"):
+                detail = (terminated or {}).get("message") or ""
+                exit_code = (terminated or {}).get("exitCode")
+                if not terminated or (exit_code == 0 and not detail.strip()):
                     continue
-                detail = terminated.get("message") or ""
-                exit_code = terminated.get("exitCode")
                 reason = terminated.get("reason") or "Error"
-                head = f"pod {pod['metadata'].get('name')}: {container.get('name')} exited {exit_code} ({reason})"
+                how = f"exited {exit_code} ({reason})" if exit_code is not None else f"terminated ({reason})"
+                head = f"pod {pod['metadata'].get('name')}: {container.get('name')} {how}"
                 return f"{head}: {detail.strip()}" if detail.strip() else head
     return None

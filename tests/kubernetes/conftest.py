@@ -57,9 +57,11 @@ def start_operator(kubeconfig: Path, tmp_path: Path):
 
     started: list[OperatorProcess] = []
 
-    def start(inference_url: str = "http://127.0.0.1:9", env: dict[str, str] | None = None) -> OperatorProcess:
+    def start(
+        inference_url: str = "http://127.0.0.1:9", env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+    ) -> OperatorProcess:
         environment = env or operator_environment(kubeconfig, inference_url)
-        process = OperatorProcess(environment, tmp_path / f"operator-{len(started)}.log")
+        process = OperatorProcess(environment, tmp_path / f"operator-{len(started)}.log", args)
         started.append(process)
         return process.start()
 

@@ -69,6 +69,7 @@ class OperatorProcess:
 
     env: dict[str, str]
     log_path: Path
+    args: tuple[str, ...] = ()
     process: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
@@ -81,7 +82,7 @@ class OperatorProcess:
 
     def start(self) -> OperatorProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
-        self.process = subprocess.Popen([VFT_BIN, "operator", "--verbose"], env=self.env, stdout=log,
+        self.process = subprocess.Popen([VFT_BIN, "operator", "--verbose", *self.args], env=self.env, stdout=log,
                                         stderr=subprocess.STDOUT)
         wait_for(self._ready, timeout=30, interval=0.1, what="the operator's HTTP endpoint")
         return self

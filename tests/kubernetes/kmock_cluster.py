@@ -93,6 +93,10 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         self._revision = next(self._revisions)
         return str(self._revision)
 
+    def _kind_of(self, resource: Any) -> str | None:
+        # Not .get(): looking a resource up with [] declares it.
+        return self.resources[resource].kind if resource in self.resources else None  # noqa: SIM401
+
     def _current(self, request: rendering.Request) -> k8s_dicts.Object | None:
         for (resource, namespace, name), obj in self._objects.items():
             if resource == request.resource and namespace == request.namespace and name == request.name:
@@ -135,9 +139,9 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             meta["namespace"] = request.namespace
         meta.update(uid=str(uuid.uuid4()), resourceVersion=self._next_revision(), creationTimestamp=_now())
         meta["generation"] = 1
-        info = self.resources[request.resource] if request.resource in self.resources else None
-        if info is not None and info.kind:
-            request.data.setdefault("kind", info.kind)
+        kind = self._kind_of(request.resource)
+        if kind:
+            request.data.setdefault("kind", kind)
             group, version = request.resource.group, request.resource.version
             request.data.setdefault("apiVersion", f"{group}/{version}" if group else version)
 
@@ -181,9 +185,9 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     async def _serve_list(self, request: rendering.Request) -> rendering.Payload:
         payload = await super()._serve_list(request)
         resource = request.resource
-        info = self.resources[resource] if resource in self.resources else None
+        kind = self._kind_of(resource)
         payload["metadata"]["resourceVersion"] = str(self._revision)
-        payload["kind"] = f"{info.kind}List" if info is not None and info.kind else "List"
+        payload["kind"] = f"{kind}List" if kind else "List"
         payload["apiVersion"] = f"{resource.group}/{resource.version}" if resource.group else resource.version
         return payload
 

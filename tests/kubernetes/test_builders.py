@@ -6,7 +6,6 @@ from __future__ import annotations
 import collections
 
 import pytest
-
 from voicefinetune.operator.config import OperatorConfig
 from voicefinetune.operator.crd import InvalidSpec, read_spec
 from voicefinetune.operator.inference import build_inference_deployment, build_inference_service, drift
@@ -19,6 +18,7 @@ from voicefinetune.operator.jobs import (
 )
 from voicefinetune.operator.routing import pick, rendezvous_order
 from voicefinetune.operator.status import may_advance, merge_conditions, phase_conditions, progress_status
+
 from voicefinetune.settings import Settings
 
 CONFIG = OperatorConfig(settings=Settings(), secret_key="k")
@@ -131,6 +131,9 @@ def test_termination_message_reads_the_newest_failed_pod():
     pods = [pod("a", "2026-01-01T00:00:00Z", "old"), pod("b", "2026-01-01T00:05:00Z", "dataset has no train.jsonl")]
     assert termination_message(pods) == "pod b: trainer exited 1 (Error): dataset has no train.jsonl"
     assert termination_message([pod("c", "2026-01-01T00:00:00Z", "", exit_code=0)]) is None
+    no_code = pod("d", "", "out of memory")
+    del no_code["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"]
+    assert termination_message([no_code]) == "pod d: trainer terminated (Error): out of memory"
     job = training_job(resource())
     assert resource_of(job) == "hero"
 

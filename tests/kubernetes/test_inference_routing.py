@@ -12,11 +12,11 @@ import httpx
 import pytest
 import uvicorn
 from k8s_harness import GROUP, PLURAL, VERSION, free_port, voicefinetune
+from voicefinetune.inference_server.app import create_app as create_inference_app
+from voicefinetune.operator.routing import pick
 
 from voicefinetune.facade.app import create_app
 from voicefinetune.facade.kubernetes_backend import KubernetesBackend, inference_proxy_router
-from voicefinetune.inference_server.app import create_app as create_inference_app
-from voicefinetune.operator.routing import pick
 
 
 class ServerThread:

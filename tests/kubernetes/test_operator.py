@@ -17,12 +17,12 @@ from k8s_harness import (
     REPO,
     VERSION,
     VFT,
+    free_port,
     mark_job,
     operator_environment,
     voicefinetune,
     wait_for,
 )
-
 from voicefinetune.operator.progress import progress_token
 
 KUBECTL = str(REPO / ".venv" / "bin" / "kubectl")
@@ -58,7 +58,7 @@ def test_readme_example_applied_with_kubectl_yields_a_gpu_job_owned_by_it_within
     name = yaml.safe_load(example.read_text())["metadata"]["name"]
     started = time.monotonic()
     applied = subprocess.run([KUBECTL, "apply", "--validate=false", "-f", str(example)],
-                             env={"KUBECONFIG": str(kubeconfig), "PATH": "/usr/bin:/bin"},
+                             env={"KUBECONFIG": str(kubeconfig), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
                              capture_output=True, text=True, timeout=30)
     assert applied.returncode == 0, applied.stderr
     (job,) = wait_for(lambda: jobs_of(cluster), timeout=2.0, what="the training Job")
@@ -139,7 +139,9 @@ def test_fifty_resources_at_once_get_exactly_one_job_each(cluster, start_operato
 
 
 def test_progress_reports_need_the_resources_token_and_reach_status(cluster, start_operator, custom):
-    operator = start_operator()
+    liveness = f"http://127.0.0.1:{free_port()}/healthz"
+    operator = start_operator(args=("--liveness", liveness))
+    assert httpx.get(liveness).status_code == 200
     create(custom, voicefinetune("talky"))
     wait_for(lambda: status_of(cluster, "talky").get("phase") == "Queued", what="phase Queued")
     url = f"{operator.url}/progress/default/talky"
