@@ -6,6 +6,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+from ..storage import checkpoint_prefix
+from ..trainer.command import train_arguments
 from .config import GPU_RESOURCE, OperatorConfig
 from .crd import KUEUE_QUEUE_LABEL, MANAGED_BY, NAME_LABEL, VoiceFinetuneSpec, owner_reference
 
@@ -48,20 +50,17 @@ def trainer_labels(resource_name: str) -> dict[str, str]:
 
 def trainer_args(name: str, spec: VoiceFinetuneSpec, progress_url: str) -> list[str]:
     request = spec.request
-    args = [
-        "--job-id", name,
-        "--dataset", request.dataset_s3_key,
-        "--speaker-name", request.speaker_name,
-        "--num-epochs", str(request.num_epochs),
-        "--batch-size", str(request.batch_size),
-        "--lr", repr(request.lr),
-        "--progress-url", progress_url,
-    ]
-    if request.resume_job_id:
-        args += ["--resume-from", f"checkpoints/{request.resume_job_id}"]
-    if spec.scheduling.base_model:
-        args += ["--base-model", spec.scheduling.base_model]
-    return args
+    return train_arguments(
+        job_id=name,
+        dataset=request.dataset_s3_key,
+        speaker_name=request.speaker_name,
+        num_epochs=request.num_epochs,
+        batch_size=request.batch_size,
+        lr=request.lr,
+        resume_from=checkpoint_prefix(request.resume_job_id) if request.resume_job_id else None,
+        base_model=spec.scheduling.base_model,
+        progress_url=progress_url,
+    )
 
 
 def build_training_job(

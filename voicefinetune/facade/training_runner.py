@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..settings import Settings
+from ..trainer.command import train_arguments
 
 log = logging.getLogger(__name__)
 
@@ -44,19 +45,16 @@ class TrainCommand:
     resume_from: str | None = None
 
     def argv(self) -> list[str]:
-        args = [
-            sys.executable, "-m", "voicefinetune.cli", "train",
-            "--job-id", self.job_id,
-            "--dataset", self.dataset,
-            "--speaker-name", self.speaker_name,
-            "--num-epochs", str(self.num_epochs),
-            "--batch-size", str(self.batch_size),
-            "--lr", repr(self.lr),
-            "--output-dir", str(self.output_dir),
-        ]
-        if self.resume_from:
-            args += ["--resume-from", self.resume_from]
-        return args
+        return [sys.executable, "-m", "voicefinetune.cli", "train"] + train_arguments(
+            job_id=self.job_id,
+            dataset=self.dataset,
+            speaker_name=self.speaker_name,
+            num_epochs=self.num_epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            output_dir=self.output_dir,
+            resume_from=self.resume_from,
+        )
 
 
 def settings_environment(settings: Settings) -> dict[str, str]:
