@@ -10,10 +10,10 @@ import json
 import logging
 import os
 import secrets
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..settings import Settings
+from ..settings import Settings, parse_bool, read_env_fields
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +32,6 @@ POD_SETTINGS = (
 
 def _json(value: str) -> Any:
     return json.loads(value) if value.strip() else None
-
-
-def _bool(value: str) -> bool:
-    return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
 @dataclass(frozen=True)
@@ -86,7 +82,7 @@ class OperatorConfig:
         metadata={"env": "VFT_INFERENCE_TOLERATIONS", "parse": _json},
     )
     inference_service_account: str = field(default="", metadata={"env": "VFT_INFERENCE_SERVICE_ACCOUNT"})
-    manage_inference: bool = field(default=True, metadata={"env": "VFT_MANAGE_INFERENCE", "parse": _bool})
+    manage_inference: bool = field(default=True, metadata={"env": "VFT_MANAGE_INFERENCE", "parse": parse_bool})
     repair_interval: float = field(default=30.0, metadata={"env": "VFT_REPAIR_INTERVAL", "parse": float})
     resync_interval: float = field(default=60.0, metadata={"env": "VFT_RESYNC_INTERVAL", "parse": float})
     load_timeout: float = field(default=900.0, metadata={"env": "VFT_LOAD_TIMEOUT", "parse": float})
@@ -96,13 +92,7 @@ class OperatorConfig:
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> OperatorConfig:
         env = os.environ if environ is None else environ
-        values: dict[str, Any] = {"settings": Settings.from_env(dict(env))}
-        for f in fields(cls):
-            name = f.metadata.get("env")
-            if name and env.get(name, "") != "":
-                parsed = f.metadata.get("parse", str)(env[name])
-                if parsed is not None:
-                    values[f.name] = parsed
+        values: dict[str, Any] = {"settings": Settings.from_env(env), **read_env_fields(cls, env)}
         if "namespace" not in values:
             values["namespace"] = env.get("POD_NAMESPACE") or values["settings"].namespace
         values.update(overrides)
@@ -128,14 +118,7 @@ class OperatorConfig:
 
     def pod_settings_env(self) -> list[dict[str, str]]:
         """The seed settings that trainer and inference pods share with the operator, as container env."""
-        by_name = {f.name: f for f in fields(Settings)}
-        env = []
-        for name in POD_SETTINGS:
-            value = getattr(self.settings, name)
-            if isinstance(value, bool):
-                value = "1" if value else "0"
-            env.append({"name": by_name[name].metadata["env"], "value": str(value)})
-        return env
+        return [{"name": name, "value": value} for name, value in self.settings.to_env(POD_SETTINGS).items()]
 
     def s3_secret_env(self) -> list[dict[str, Any]]:
         """S3 keys as references to the Secret: they never appear in a spec."""
@@ -145,11 +128,8 @@ class OperatorConfig:
                 "valueFrom": {"secretKeyRef": {"name": self.s3_secret, "key": key}},
             }
             for env_name, key in (
-                (_env_name("s3_access_key"), self.s3_secret_access_key),
-                (_env_name("s3_secret_key"), self.s3_secret_secret_key),
+                (Settings.env_name("s3_access_key"), self.s3_secret_access_key),
+                (Settings.env_name("s3_secret_key"), self.s3_secret_secret_key),
             )
         ]
 
-
-def _env_name(settings_field: str) -> str:
-    return next(f.metadata["env"] for f in fields(Settings) if f.name == settings_field)

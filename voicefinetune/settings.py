@@ -6,40 +6,53 @@ This is the one place that reads configuration variables; every component takes 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 SEED_BASE_MODEL = "Qwen/Qwen3-TTS-12Hz-1.7B-Base"
 SEED_VOICE_DESIGN_MODEL = "Qwen/Qwen3-TTS-12Hz-1.7B-VoiceDesign"
 
 
-def _bool(value: str) -> bool:
+def parse_bool(value: str) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
-def _optional(value: str) -> str | None:
-    return value or None
+def read_env_fields(cls: type, environ: Mapping[str, str]) -> dict[str, Any]:
+    """Parsed values for the dataclass fields of ``cls`` whose ``env`` metadata names a variable that is set.
+
+    An empty variable counts as unset (Helm and shells often render "unset" that way).
+    """
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        name = f.metadata.get("env")
+        if name and environ.get(name, "") != "":
+            parsed = f.metadata.get("parse", str)(environ[name])
+            if parsed is not None:
+                values[f.name] = parsed
+    return values
 
 
 @dataclass(frozen=True)
 class Settings:
     # name: (environment variable, parser) in the field metadata; the default is the seed's.
     device: str = field(default="cuda:0", metadata={"env": "DEVICE"})
-    use_flash_attn: bool = field(default=True, metadata={"env": "USE_FLASH_ATTN", "parse": _bool})
+    use_flash_attn: bool = field(default=True, metadata={"env": "USE_FLASH_ATTN", "parse": parse_bool})
     gpu_idle_timeout: int = field(default=300, metadata={"env": "GPU_IDLE_TIMEOUT", "parse": int})
     gpu_max_concurrency: int = field(default=16, metadata={"env": "GPU_MAX_CONCURRENCY", "parse": int})
     gpu_max_models: int = field(default=4, metadata={"env": "GPU_MAX_MODELS", "parse": int})
-    s3_access_key: str | None = field(default=None, metadata={"env": "E2E_ACCESS_KEY", "parse": _optional})
-    s3_secret_key: str | None = field(default=None, metadata={"env": "E2E_SECRET_KEY", "parse": _optional})
+    s3_access_key: str | None = field(default=None, metadata={"env": "E2E_ACCESS_KEY"})
+    s3_secret_key: str | None = field(default=None, metadata={"env": "E2E_SECRET_KEY"})
     s3_bucket: str = field(default="qwen3-tts", metadata={"env": "E2E_BUCKET"})
     s3_endpoint_url: str = field(default="https://objectstore.e2enetworks.net", metadata={"env": "E2E_ENDPOINT_URL"})
 
     data_dir: Path = field(default=Path("data"), metadata={"env": "VFT_DATA_DIR", "parse": Path})
     base_model: str = field(default=SEED_BASE_MODEL, metadata={"env": "VFT_BASE_MODEL"})
     voice_design_model: str = field(default=SEED_VOICE_DESIGN_MODEL, metadata={"env": "VFT_VOICE_DESIGN_MODEL"})
-    tiny_models: bool = field(default=False, metadata={"env": "VFT_TINY_MODELS", "parse": _bool})
+    tiny_models: bool = field(default=False, metadata={"env": "VFT_TINY_MODELS", "parse": parse_bool})
     tiny_models_dir: Path | None = field(
-        default=None, metadata={"env": "VFT_TINY_MODELS_DIR", "parse": lambda v: Path(v) if v else None}
+        default=None, metadata={"env": "VFT_TINY_MODELS_DIR", "parse": Path}
     )
     s3_region: str = field(default="us-east-1", metadata={"env": "VFT_S3_REGION"})
     s3_max_attempts: int = field(default=5, metadata={"env": "VFT_S3_MAX_ATTEMPTS", "parse": int})
@@ -47,13 +60,13 @@ class Settings:
     disk_cache_gb: float = field(default=20.0, metadata={"env": "VFT_DISK_CACHE_GB", "parse": float})
     max_concurrent_trainings: int = field(default=1, metadata={"env": "VFT_MAX_CONCURRENT_TRAININGS", "parse": int})
     max_text_chars: int = field(default=2000, metadata={"env": "VFT_MAX_TEXT_CHARS", "parse": int})
-    allow_private_urls: bool = field(default=False, metadata={"env": "VFT_ALLOW_PRIVATE_URLS", "parse": _bool})
-    inference_url: str | None = field(default=None, metadata={"env": "VFT_INFERENCE_URL", "parse": _optional})
+    allow_private_urls: bool = field(default=False, metadata={"env": "VFT_ALLOW_PRIVATE_URLS", "parse": parse_bool})
+    inference_url: str | None = field(default=None, metadata={"env": "VFT_INFERENCE_URL"})
     namespace: str = field(default="default", metadata={"env": "VFT_NAMESPACE"})
     # Trainer progress: events are also POSTed here (bearer token), besides the JSON lines on stdout.
-    progress_url: str | None = field(default=None, metadata={"env": "VFT_PROGRESS_URL", "parse": _optional})
+    progress_url: str | None = field(default=None, metadata={"env": "VFT_PROGRESS_URL"})
     progress_token: str | None = field(
-        default=None, repr=False, metadata={"env": "VFT_PROGRESS_TOKEN", "parse": _optional}
+        default=None, repr=False, metadata={"env": "VFT_PROGRESS_TOKEN"}
     )
     # Inference request fusion: concurrent requests for one model wait this long to share one generate call.
     inference_batch_window_ms: float = field(
@@ -62,15 +75,24 @@ class Settings:
     inference_max_batch: int = field(default=8, metadata={"env": "VFT_INFERENCE_MAX_BATCH", "parse": int})
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> Settings:
-        env = os.environ if environ is None else environ
-        values = {}
-        for f in fields(cls):
-            name = f.metadata["env"]
-            if name in env:
-                values[f.name] = f.metadata.get("parse", str)(env[name])
-        values.update(overrides)
-        return cls(**values)
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        return cls(**{**read_env_fields(cls, os.environ if environ is None else environ), **overrides})
+
+    @staticmethod
+    def env_name(field_name: str) -> str:
+        """The environment variable behind a field, e.g. ``s3_access_key`` -> ``E2E_ACCESS_KEY``."""
+        return next(f.metadata["env"] for f in fields(Settings) if f.name == field_name)
+
+    def to_env(self, field_names: Iterable[str] | None = None) -> dict[str, str]:
+        """Environment variables from which ``Settings.from_env`` rebuilds these settings (or just those fields)."""
+        wanted = None if field_names is None else set(field_names)
+        env: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None or (wanted is not None and f.name not in wanted):
+                continue
+            env[f.metadata["env"]] = ("1" if value else "0") if isinstance(value, bool) else str(value)
+        return env
 
     @property
     def storage_configured(self) -> bool:

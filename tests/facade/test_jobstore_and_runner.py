@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from voicefinetune.facade.jobstore import JobRecord, JobStore, atomic_write_text
-from voicefinetune.facade.training_runner import TrainCommand, parse_event, settings_environment
+from voicefinetune.facade.training_runner import TrainCommand, parse_event
 from voicefinetune.schemas import FinetuneRequest, Job
 from voicefinetune.settings import Settings
 
@@ -62,7 +62,7 @@ def test_child_environment_reproduces_the_settings(tmp_path: Path) -> None:
         device="cpu", use_flash_attn=False, s3_access_key="k", s3_secret_key="s", data_dir=tmp_path,
         tiny_models=True, max_concurrent_trainings=2, disk_cache_gb=1.5,
     )
-    assert Settings.from_env(settings_environment(settings)) == settings
+    assert Settings.from_env(settings.to_env()) == settings
 
 
 def test_train_command_follows_the_trainer_contract(tmp_path: Path) -> None:

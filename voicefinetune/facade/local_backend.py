@@ -32,7 +32,6 @@ from .training_runner import (
     TrainCommand,
     TrainingProcess,
     reap_orphan,
-    settings_environment,
 )
 
 log = logging.getLogger(__name__)
@@ -298,7 +297,7 @@ class LocalBackend:
             output_dir=self._output_dir(job.job_id).resolve(),
             resume_from=await self._resume_source(record),
         )
-        env = {**os.environ, **settings_environment(self.settings)}
+        env = {**os.environ, **self.settings.to_env()}
         process = TrainingProcess(
             command,
             env,

@@ -15,11 +15,10 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..settings import Settings
 from ..trainer.command import train_arguments
 
 log = logging.getLogger(__name__)
@@ -55,17 +54,6 @@ class TrainCommand:
             output_dir=self.output_dir,
             resume_from=self.resume_from,
         )
-
-
-def settings_environment(settings: Settings) -> dict[str, str]:
-    """The environment variables that make ``Settings.from_env()`` in a child equal ``settings``."""
-    env: dict[str, str] = {}
-    for f in fields(Settings):
-        value = getattr(settings, f.name)
-        if value is None:
-            continue
-        env[f.metadata["env"]] = ("1" if value else "0") if isinstance(value, bool) else str(value)
-    return env
 
 
 def parse_event(line: str) -> ProgressEvent | None:
