@@ -131,10 +131,16 @@ class Storage:
         )
 
     def ensure_bucket(self) -> None:
+        """Create the bucket when it does not exist yet."""
         try:
             self.client.head_bucket(Bucket=self.bucket)
         except ClientError:
-            self.client.create_bucket(Bucket=self.bucket)
+            try:
+                self.client.create_bucket(Bucket=self.bucket)
+            except (BotoCoreError, ClientError) as exc:
+                raise StorageError(f"bucket {self.bucket!r} at {self.endpoint} is missing and cannot be created: {exc}") from exc
+        except BotoCoreError as exc:
+            raise StorageError(f"S3 at {self.endpoint} is unreachable: {exc}") from exc
 
     def head(self, key: str) -> ObjectInfo | None:
         try:
