@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import threading
 import time
 from collections import defaultdict
@@ -34,6 +35,12 @@ class OpsLog:
     def _replay(self, path: Path) -> None:
         if not path.exists():
             return
+        with open(path, "rb+") as handle:  # end a line torn by a crash, so the next record starts on its own line
+            size = handle.seek(0, os.SEEK_END)
+            if size:
+                handle.seek(size - 1)
+                if handle.read(1) != b"\n":
+                    handle.write(b"\n")
         with open(path, encoding="utf-8") as handle:
             for line in handle:
                 try:
@@ -42,9 +49,10 @@ class OpsLog:
                     continue  # a torn last line after a crash
 
     def _remember(self, record: dict[str, Any]) -> None:
-        total = self._totals[record["op_name"]]
-        total[0] += record["duration_seconds"]
-        total[1] += 1
+        if record.get("ok", True):  # a failed operation's duration says nothing about how long the work takes
+            total = self._totals[record["op_name"]]
+            total[0] += record["duration_seconds"]
+            total[1] += 1
         self._history.append(record)
         if len(self._history) > HISTORY_IN_MEMORY:
             del self._history[: len(self._history) - HISTORY_IN_MEMORY]
