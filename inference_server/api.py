@@ -26,6 +26,7 @@ from ..schemas import (
     GPUStatus,
     InferRequest,
     InferS3Response,
+    InlineAudioResponse,
     OpAverage,
     StorageFile,
     StorageList,
@@ -52,10 +53,34 @@ AUDIO_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 class VoiceRegistration(BaseModel):
-    speaker_name: str = Field(description="Speaker name inside the fine-tuned checkpoint")
-    checkpoint_path: str | None = Field(None, description="Local model folder (absolute, or relative to VFT_DATA_DIR)")
-    s3_prefix: str | None = Field(None, description="S3 prefix holding the same folder, e.g. checkpoints/{job_id}")
-    preload: bool = Field(False, description="Load the model into memory before answering")
+    speaker_name: str = Field(description="Speaker name inside the fine-tuned checkpoint (vft train --speaker-name)")
+    checkpoint_path: str | None = Field(
+        None,
+        description="Local model folder (absolute, or relative to VFT_DATA_DIR), e.g. the `checkpoint_path` of "
+        "`vft train`'s last line. Default: the newest jobs/{job_id}/output/checkpoint-epoch-N",
+    )
+    s3_prefix: str | None = Field(
+        None,
+        description="S3 prefix holding the same folder (restored from there when the disk LRU deleted it), e.g. "
+        "checkpoints/{job_id}. Default: checkpoints/{job_id} when only S3 has the model",
+    )
+    preload: bool = Field(
+        False, description="Load the model into memory before answering; if that fails, nothing is registered"
+    )
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {"speaker_name": "hero_voice", "checkpoint_path": "jobs/hero1/output/checkpoint-epoch-9",
+                 "s3_prefix": "checkpoints/hero1", "preload": True}
+            ]
+        }
+    }
+
+REGISTER_HELP = """Make the model trained for `job_id` servable at `/infer/{job_id}` (replacing an earlier registration).
+`vft serve` does this itself when a training ends, and the operator in Kubernetes; call it to serve a checkpoint made
+with `vft train --job-id ID ...`: `{"speaker_name": NAME}` finds the trainer's output folder by itself.
+Answers 400 for a bad job id or no checkpoint, 409 (with `preload`) when the checkpoint has no such speaker."""
 
 
 class VoiceInfo(BaseModel):
@@ -163,15 +188,22 @@ def build_router(service: InferenceService, job_gate: JobGate | None = None) -> 
         return audio_answer(await guarded(service.voice_clone(body)))
 
     @router.post(
-        "/voice-clone/batch", tags=["inference"], response_model=list[InferS3Response | BatchItemError],
+        "/voice-clone/batch", tags=["inference"],
+        response_model=list[InferS3Response | InlineAudioResponse | BatchItemError],
         summary="Clone a voice from reference audio for many texts; the clone prompt is computed once",
+        description="Results in request order: the S3 object of each item (or, with `upload_to_s3: false`, its WAV "
+        "base64-encoded in `audio_base64`), or in a failed item's place `{index, filename, text, error, "
+        "status_code}`.",
     )
     async def voice_clone_batch(body: VoiceCloneBatchRequest):
         return await guarded(service.voice_clone_batch(body))
 
     # --- voices ----------------------------------------------------------------------------------------------
 
-    @router.post("/voices/{job_id}", tags=["voices"], response_model=VoiceInfo, summary="Register (and preload) a voice")
+    @router.post(
+        "/voices/{job_id}", tags=["voices"], response_model=VoiceInfo, summary="Register (and preload) a voice",
+        description=REGISTER_HELP,
+    )
     async def register_voice(job_id: str, body: VoiceRegistration):
         return await guarded(
             service.register_voice(job_id, body.speaker_name, body.checkpoint_path, body.s3_prefix, body.preload)

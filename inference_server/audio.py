@@ -25,6 +25,11 @@ def duration_seconds(waveform: np.ndarray, sample_rate: int = SAMPLE_RATE) -> fl
     return float(np.asarray(waveform).reshape(-1).shape[0]) / float(sample_rate)
 
 
+def wav_duration_seconds(wav: bytes) -> float:
+    """Length of a WAV file's audio, from its header."""
+    return float(sf.info(io.BytesIO(wav)).duration)
+
+
 def decode_audio(data: bytes) -> tuple[np.ndarray, int]:
     """(mono float32 waveform, sample rate) from a WAV/FLAC/OGG file's bytes."""
     try:

@@ -3,17 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 import uuid
 
 from ..opslog import OpsLog
-from ..schemas import SAMPLE_RATE, InferS3Response
+from ..schemas import SAMPLE_RATE, InferS3Response, InlineAudioResponse
 from ..storage import Storage, StorageNotConfigured
 from . import metrics
+from .audio import wav_duration_seconds
 
 
 def auto_filename(prefix: str = "tts") -> str:
     return f"{prefix}_{int(time.time() * 1000)}_{uuid.uuid4().hex[:8]}.wav"
+
+
+def inline_audio(wav: bytes, text: str, filename: str | None, job_id: str | None) -> InlineAudioResponse:
+    """A WAV answered inside a JSON batch result instead of uploaded."""
+    return InlineAudioResponse(
+        audio_base64=base64.b64encode(wav).decode("ascii"),
+        sample_rate=SAMPLE_RATE,
+        duration_seconds=round(wav_duration_seconds(wav), 3),
+        text=text,
+        filename=filename,
+        job_id=job_id,
+    )
 
 
 class AudioOutputs:

@@ -3,7 +3,8 @@
 URLs are fetched defensively (server-side request forgery): the host is resolved first and every address it
 resolves to must be public unless ``allow_private_urls`` is set; the connection then goes to the checked address
 (no second lookup an attacker could rebind), redirects are re-checked hop by hop, and size and time are bounded.
-Cloud metadata addresses are refused even when private addresses are allowed.
+Private addresses are allowed with ``VFT_ALLOW_PRIVATE_URLS=1``, or only for the origins listed in
+``VFT_TRUSTED_URL_ORIGINS`` (e.g. an in-cluster S3 endpoint). Cloud metadata addresses are refused even then.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import base64
 import binascii
 import ipaddress
 import socket
-from urllib.parse import urljoin, urlsplit
+from collections.abc import Collection
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 import httpx
 import numpy as np
@@ -28,6 +30,24 @@ METADATA_ADDRESSES = frozenset(
 )
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Origin = tuple[str, str, int]  # (scheme, lowercase host, port)
+HOW_TO_ALLOW = (
+    "give a public URL, base64 or a data: URL; to allow private and loopback hosts set VFT_ALLOW_PRIVATE_URLS=1, "
+    "or list trusted origins in VFT_TRUSTED_URL_ORIGINS (e.g. http://127.0.0.1:9000)"
+)
+
+
+def url_origin(url: str | SplitResult) -> Origin | None:
+    """(scheme, host, port) of an http(s) URL, default ports filled in; None for anything else."""
+    parts = urlsplit(url) if isinstance(url, str) else url
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        return None
+    try:
+        port = parts.port or (443 if scheme == "https" else 80)
+    except ValueError:
+        return None
+    return scheme, parts.hostname.lower(), port
 
 
 class RefAudioError(ValueError):
@@ -66,8 +86,7 @@ async def resolve_checked(host: str, port: int, allow_private: bool) -> IPAddres
         reason = address_refusal(address, allow_private)
         if reason:
             raise RefAudioError(
-                f"ref_audio_url host {host!r} resolves to {address}, {reason}: refused "
-                "(give a public URL, base64 or a data: URL)"
+                f"ref_audio_url host {host!r} resolves to {address}, {reason}: refused ({HOW_TO_ALLOW})"
             )
     return addresses[0]
 
@@ -94,14 +113,17 @@ async def _read_limited(response: httpx.Response, url: str) -> bytes:
     return b"".join(chunks)
 
 
-async def fetch_url(url: str, allow_private: bool) -> bytes:
+async def fetch_url(url: str, allow_private: bool, trusted_origins: Collection[Origin] = ()) -> bytes:
     async with httpx.AsyncClient(follow_redirects=False, trust_env=False, timeout=FETCH_TIMEOUT_SECONDS) as client:
         for _hop in range(MAX_REDIRECTS + 1):
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise RefAudioError(f"ref_audio_url must be an http(s) URL, got {url!r}")
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-            address = await resolve_checked(parts.hostname, port, allow_private)
+            origin = url_origin(parts)
+            if origin is None:
+                raise RefAudioError(f"ref_audio_url has an invalid port: {url!r}")
+            trusted = allow_private or origin in trusted_origins  # checked again on every redirect hop
+            address = await resolve_checked(parts.hostname, origin[2], trusted)
             host_header = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
             extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
             request = client.build_request(
@@ -139,8 +161,11 @@ def decode_data_url(value: str) -> bytes:
     return decode_base64(payload)
 
 
-async def load_reference_audio(value: str, allow_private: bool) -> tuple[np.ndarray, int]:
-    """(mono float32 waveform, sample rate) of the reference audio named by ``value``."""
+async def load_reference_audio(
+    value: str, allow_private: bool, trusted_origins: Collection[Origin] = ()
+) -> tuple[np.ndarray, int]:
+    """(mono float32 waveform, sample rate) of the reference audio named by ``value``; URLs of
+    ``trusted_origins`` may point at private addresses."""
     value = value.strip()
     if not value:
         raise RefAudioError("ref_audio_url must not be empty")
@@ -149,7 +174,7 @@ async def load_reference_audio(value: str, allow_private: bool) -> tuple[np.ndar
         data = decode_data_url(value)
     elif scheme in ("http", "https"):
         try:
-            data = await asyncio.wait_for(fetch_url(value, allow_private), FETCH_TIMEOUT_SECONDS)
+            data = await asyncio.wait_for(fetch_url(value, allow_private, trusted_origins), FETCH_TIMEOUT_SECONDS)
         except (TimeoutError, httpx.TimeoutException) as exc:
             raise RefAudioError(f"fetching ref_audio_url timed out after {FETCH_TIMEOUT_SECONDS:g} s") from exc
         except httpx.HTTPError as exc:

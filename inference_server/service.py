@@ -28,6 +28,7 @@ from ..schemas import (
     GPUStatus,
     InferRequest,
     InferS3Response,
+    InlineAudioResponse,
     InvalidInput,
     VoiceCloneBatchRequest,
     VoiceCloneRequest,
@@ -44,14 +45,15 @@ from .batcher import Batcher
 from .disk_cache import DiskCache, DiskCandidate, has_model, is_inside
 from .errors import ModelLoadFailed, VoiceNotFound, VoiceNotReady, message_for, status_for
 from .model_cache import ModelCache, ModelSpec
-from .outputs import AudioOutputs, auto_filename
-from .ref_audio import RefAudioError, load_reference_audio
+from .outputs import AudioOutputs, auto_filename, inline_audio
+from .ref_audio import Origin, RefAudioError, load_reference_audio, url_origin
 from .registry import Voice, VoiceRegistry
 
 log = logging.getLogger(__name__)
 
 GB = 1e9
 VOICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+CHECKPOINT_FOLDER = re.compile(r"^checkpoint-epoch-(\d+)$")  # the trainer's output/checkpoint-epoch-N
 RESTORED_FOLDER = "checkpoint"  # jobs/{id}/checkpoint: where a voice registered only by S3 prefix lands
 
 OP_BY_KIND = {
@@ -81,7 +83,7 @@ class _Planned:
     key: str | None
 
 
-Result = InferS3Response | BatchItemError
+Result = InferS3Response | InlineAudioResponse | BatchItemError
 
 
 class InferenceService:
@@ -159,7 +161,12 @@ class InferenceService:
         s3_prefix: str | None = None,
         preload: bool = False,
     ) -> dict[str, Any]:
-        """Make ``job_id`` servable (replacing an earlier registration); with ``preload`` load it now."""
+        """Make ``job_id`` servable (replacing an earlier registration); with ``preload`` load it now, and keep
+        the earlier registration (or none) if that load fails.
+
+        Without ``checkpoint_path`` nor ``s3_prefix``, the trainer's layout is assumed: the newest
+        ``jobs/{job_id}/output/checkpoint-epoch-N`` on disk, else ``checkpoints/{job_id}`` on S3.
+        """
         voice = Voice(
             job_id=self._check_voice_id(job_id),
             speaker_name=self._check_speaker(speaker_name),
@@ -167,7 +174,7 @@ class InferenceService:
             s3_prefix=build_key(s3_prefix.strip("/")) if s3_prefix else None,
         )
         if voice.checkpoint_path is None and voice.s3_prefix is None:
-            raise InvalidInput("give checkpoint_path (a local model folder) or s3_prefix (where S3 holds it)")
+            voice.checkpoint_path, voice.s3_prefix = await asyncio.to_thread(self._trainer_checkpoint, job_id)
         previous = self.registry.get(job_id)
         if previous is not None:
             voice.last_used = previous.last_used
@@ -177,9 +184,34 @@ class InferenceService:
         ):
             await self.cache.unload(self._voice_key(job_id))
         if preload:
-            async with self.cache.use(self._voice_spec(voice)):
-                pass
+            try:
+                async with self.cache.use(self._voice_spec(voice)):
+                    pass
+            except BaseException:
+                if previous is None:
+                    self.registry.remove(job_id)
+                else:
+                    self.registry.put(previous)
+                raise
         return self.describe_voice(voice)
+
+    def _trainer_checkpoint(self, job_id: str) -> tuple[str | None, str | None]:
+        """(checkpoint_path, s3_prefix) where ``vft train --job-id {job_id}`` leaves its model by default."""
+        output = self.settings.job_dir(job_id) / "output"
+        epochs = [
+            (int(match.group(1)), folder)
+            for folder in (output.iterdir() if output.is_dir() else [])
+            if (match := CHECKPOINT_FOLDER.match(folder.name)) and has_model(folder)
+        ]
+        if epochs:
+            return str(max(epochs)[1].absolute()), None
+        prefix = checkpoint_prefix(job_id)
+        if self.storage.configured and next(iter(self.storage.list(prefix + "/")), None) is not None:
+            return None, prefix
+        raise InvalidInput(
+            f"no checkpoint found for job {job_id!r}: neither {output}/checkpoint-epoch-N on disk nor "
+            f"{prefix}/ on S3; give checkpoint_path (a local model folder) or s3_prefix (where S3 holds it)"
+        )
 
     async def unregister_voice(self, job_id: str) -> bool:
         voice = self.registry.remove(job_id)
@@ -307,6 +339,13 @@ class InferenceService:
                         ) from exc
                     restored = True
                 loaded = self._load_folder(folder)
+                self._check_servable(voice, folder, loaded)  # inside the tracked op: a refusal is logged ok: false
+        if restored:
+            self._prune_quietly(exclude={voice.job_id})
+        return loaded
+
+    @staticmethod
+    def _check_servable(voice: Voice, folder: Path, loaded: engine.LoadedModel) -> None:
         if loaded.kind != "custom_voice":
             raise VoiceNotReady(
                 f"job {voice.job_id!r} cannot be served: {folder} is a {loaded.kind!r} checkpoint, not a fine-tuned "
@@ -318,9 +357,6 @@ class InferenceService:
                 f"job {voice.job_id!r} cannot be served: speaker {voice.speaker_name!r} is not in {folder} "
                 f"(it has: {', '.join(speakers) or 'none'})"
             )
-        if restored:
-            self._prune_quietly(exclude={voice.job_id})
-        return loaded
 
     def _load_shared(self, kind: str, path: str) -> engine.LoadedModel:
         with self.opslog.track("model_load", job_id=None, checkpoint=path, kind=kind):
@@ -386,14 +422,17 @@ class InferenceService:
     async def _produce_all(
         self, spec: ModelSpec, planned: list[_Planned], job_id: str | None, overwrite: bool, **extra: Any
     ) -> dict[int, Result]:
-        """Generate and upload every planned item concurrently (fused by the batcher); errors stay per item."""
+        """Generate and upload every planned item concurrently (fused by the batcher); errors stay per item.
+        Items without a key come back inline (base64 WAV)."""
 
         async def one(plan: _Planned) -> Result:
-            assert plan.key is not None
             try:
-                if not overwrite and await self.outputs.existing(plan.key):
+                if plan.key is not None and not overwrite and await self.outputs.existing(plan.key):
                     return self.outputs.response(plan.key, plan.text, job_id)
                 item = engine.SpeechItem(plan.text, plan.language, plan.instruct, **extra)
+                if plan.key is None:
+                    wav = await self._generate(spec, item)
+                    return inline_audio(wav, plan.text, plan.filename, job_id)
                 return await self._produce(spec, item, plan.key, job_id)
             except Exception as exc:  # noqa: BLE001 - reported in the item's place
                 if status_for(exc) == 500:
@@ -485,7 +524,7 @@ class InferenceService:
             self.outputs.require_storage()
             filename = check_filename(request.s3_filename) if request.s3_filename else auto_filename("clone")
             key = audio_key(None, filename)
-        waveform, rate = await load_reference_audio(request.ref_audio_url, self.settings.allow_private_urls)
+        waveform, rate = await self._reference_audio(request.ref_audio_url)
         with self._activity("inference_voice_clone", None):
             if key is not None and not request.overwrite and await self.outputs.existing(key):
                 return self.outputs.response(key, text, None)
@@ -496,12 +535,10 @@ class InferenceService:
             return await self._produce(spec, item, key, None)
 
     async def voice_clone_batch(self, request: VoiceCloneBatchRequest) -> list[Result]:
-        """Clone one reference voice for many texts: the prompt is computed once and reused for every item."""
-        if not request.upload_to_s3:
-            raise InvalidInput(
-                "/voice-clone/batch uploads its results (upload_to_s3: true); for a WAV back use /voice-clone"
-            )
-        self.outputs.require_storage()
+        """Clone one reference voice for many texts: the prompt is computed once and reused for every item.
+        Uploaded to S3, or (``upload_to_s3: false``) each WAV returned base64-encoded in its entry."""
+        if request.upload_to_s3:
+            self.outputs.require_storage()
         language = check_language(request.language)
         self._check_ref_text(request.ref_text, request.use_xvec)
         results: dict[int, Result] = {}
@@ -511,19 +548,28 @@ class InferenceService:
             try:
                 text = check_text(entry.text, self.settings.max_text_chars)
                 filename = check_filename(entry.filename) if entry.filename else auto_filename("clone")
-                key = audio_key(None, filename)
-                if key in used:
+                key = audio_key(None, filename) if request.upload_to_s3 else None
+                if key is not None and key in used:
                     raise InvalidInput(f"filename {filename!r} is already used by item {used[key]} of this batch")
-                used[key] = index
+                if key is not None:
+                    used[key] = index
                 planned.append(_Planned(index, text, language, "", filename, key))
             except Exception as exc:
                 results[index] = self._item_error(index, entry.filename, entry.text, exc)
-        waveform, rate = await load_reference_audio(request.ref_audio_url, self.settings.allow_private_urls)
+        waveform, rate = await self._reference_audio(request.ref_audio_url)
         with self._activity("inference_voice_clone", None, items=len(request.items)):
             if planned:
                 spec, prompt = await self._clone_prompt(waveform, rate, request.ref_text, request.use_xvec)
                 results.update(await self._produce_all(spec, planned, None, request.overwrite, clone_prompt=prompt))
         return [results[index] for index in range(len(request.items))]
+
+    async def _reference_audio(self, value: str) -> tuple[np.ndarray, int]:
+        return await load_reference_audio(value, self.settings.allow_private_urls, self._trusted_origins())
+
+    def _trusted_origins(self) -> set[Origin]:
+        """VFT_TRUSTED_URL_ORIGINS: hosts whose reference URLs may be private (e.g. an in-cluster S3 endpoint)."""
+        origins = (url_origin(entry.strip()) for entry in self.settings.trusted_url_origins.split(","))
+        return {origin for origin in origins if origin is not None}
 
     @staticmethod
     def _check_ref_text(ref_text: str, use_xvec: bool) -> None:

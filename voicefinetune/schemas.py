@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 SERVICE_NAME = "qwen3-tts-finetune-api"
 SAMPLE_RATE = 24000
@@ -144,6 +144,14 @@ class Progress(BaseModel):
     loss: float | None = None
     global_step: int = 0
 
+    @model_serializer(mode="wrap")
+    def _all_six_fields(self, handler: Any) -> Any:
+        """Always the six fields, ``loss`` null before the first step, even under ``exclude_none``."""
+        data = handler(self)
+        if isinstance(data, dict):
+            data.setdefault("loss", None)
+        return data
+
 
 class Job(BaseModel):
     """A fine-tuning job as `GET /jobs/{job_id}` shows it."""
@@ -207,6 +215,18 @@ class InferS3Response(BaseModel):
     job_id: str | None = None
 
 
+class InlineAudioResponse(BaseModel):
+    """A generated WAV returned in the JSON answer (batch endpoints with ``upload_to_s3: false``)."""
+
+    audio_base64: str = Field(description="The 24 kHz 16-bit mono WAV file, base64 encoded")
+    media_type: str = "audio/wav"
+    sample_rate: int = SAMPLE_RATE
+    duration_seconds: float
+    text: str
+    filename: str | None = None
+    job_id: str | None = None
+
+
 class BatchItemError(BaseModel):
     index: int
     filename: str | None = None
@@ -232,23 +252,33 @@ class VoiceDesignRequest(BaseModel):
         return data
 
 
+REF_AUDIO_URL_HELP = (
+    "Reference audio: an http(s) URL, base64 or a data: URL (size and time limited). URLs resolving to loopback, "
+    "private or link-local addresses are refused (400) unless VFT_ALLOW_PRIVATE_URLS=1, or their origin is listed "
+    "in VFT_TRUSTED_URL_ORIGINS (e.g. http://127.0.0.1:9000); cloud metadata addresses are always refused"
+)
+
+
 class CloneItem(BaseModel):
     text: str | None = None
     filename: str | None = None
 
 
 class VoiceCloneBatchRequest(BaseModel):
-    ref_audio_url: str = Field(description="http(s) URL, base64 or data: URL of the reference audio")
+    ref_audio_url: str = Field(description=REF_AUDIO_URL_HELP)
     ref_text: str = Field("", description="Transcript of the reference audio (ICL mode; ignored with use_xvec)")
     items: list[CloneItem] = Field(min_length=1, max_length=1000)
     language: str = "English"
     use_xvec: bool = False
-    upload_to_s3: bool = True
+    upload_to_s3: bool = Field(
+        True, description="true: upload each WAV to S3 (audio/shared/{filename}); false: each WAV comes back "
+        "base64-encoded in its entry (audio_base64)"
+    )
     overwrite: bool = False
 
 
 class VoiceCloneRequest(BaseModel):
-    ref_audio_url: str
+    ref_audio_url: str = Field(description=REF_AUDIO_URL_HELP)
     ref_text: str = ""
     text: str
     language: str = "English"

@@ -61,6 +61,8 @@ class Settings:
     max_concurrent_trainings: int = field(default=1, metadata={"env": "VFT_MAX_CONCURRENT_TRAININGS", "parse": int})
     max_text_chars: int = field(default=2000, metadata={"env": "VFT_MAX_TEXT_CHARS", "parse": int})
     allow_private_urls: bool = field(default=False, metadata={"env": "VFT_ALLOW_PRIVATE_URLS", "parse": parse_bool})
+    # Voice-clone reference URLs on these origins (scheme://host:port, comma-separated) may be private or loopback.
+    trusted_url_origins: str = field(default="", metadata={"env": "VFT_TRUSTED_URL_ORIGINS"})
     inference_url: str | None = field(default=None, metadata={"env": "VFT_INFERENCE_URL"})
     namespace: str = field(default="default", metadata={"env": "VFT_NAMESPACE"})
     # Trainer progress: events are also POSTed here (bearer token), besides the JSON lines on stdout.

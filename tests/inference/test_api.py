@@ -95,6 +95,7 @@ async def test_voice_registration_over_http(make_service, tiny_models, kit):
             "/voices/job-9", json={"speaker_name": "nobody", "checkpoint_path": str(folder), "preload": True}
         )
         assert wrong_speaker.status_code == 409 and "tiny_speaker" in wrong_speaker.json()["detail"]
+        assert "job-9" not in {v["job_id"] for v in (await client.get("/voices")).json()}  # a failed preload keeps nothing
 
         deleted = await client.delete("/voices/job-7")
         assert deleted.json() == {"job_id": "job-7", "unregistered": True}
@@ -163,3 +164,26 @@ def test_vft_inference_command_serves(settings_env, tmp_path):
         process.terminate()
         process.wait(timeout=30)
     assert os.path.isdir(settings_env["VFT_DATA_DIR"] + "/state")
+
+
+async def test_registration_defaults_to_the_trainer_layout(make_service, tiny_models, kit):
+    """`vft train --job-id ID` output, then `POST /voices/ID {"speaker_name"}`: the newest epoch (or S3) is found."""
+    import shutil
+
+    from voicefinetune.storage import checkpoint_prefix
+
+    service = await make_service()
+    kit.install_checkpoint(service, tiny_models, "trained", epoch=3)
+    newest = kit.install_checkpoint(service, tiny_models, "trained", epoch=12)  # 12 > 3 numerically, not by name
+    only_s3 = kit.install_checkpoint(service, tiny_models, "uploaded")
+    service.storage.upload_dir(only_s3, checkpoint_prefix("uploaded"))
+    shutil.rmtree(service.settings.job_dir("uploaded"))
+    async with kit.http_client(service) as client:
+        local = await client.post("/voices/trained", json={"speaker_name": kit.speaker})
+        assert local.status_code == 200, local.text
+        assert local.json()["checkpoint_path"] == str(newest.absolute())
+        remote = await client.post("/voices/uploaded", json={"speaker_name": kit.speaker, "preload": True})
+        assert remote.status_code == 200, remote.text
+        assert remote.json()["s3_prefix"] == "checkpoints/uploaded" and remote.json()["loaded"] is True
+        spec = (await client.get("/openapi.json")).json()["paths"]["/voices/{job_id}"]["post"]
+        assert "vft train" in spec["description"]

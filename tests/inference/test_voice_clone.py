@@ -126,3 +126,35 @@ async def test_single_clone_defaults_to_s3_and_refuses_private_urls(make_service
             "/voice-clone", json={"ref_audio_url": "http://10.0.0.1/a.wav", "ref_text": "Ref.", "text": "Hi."}
         )
         assert refused.status_code == 400
+
+
+async def test_trusted_origin_allows_only_that_loopback_server(make_service, kit, wav_server):
+    """VFT_TRUSTED_URL_ORIGINS: the listed origin is fetched; another loopback port stays refused, unconnected."""
+    service = await make_service(trusted_url_origins=f"http://example.invalid, {wav_server.url}")
+    async with kit.http_client(service) as client:
+        allowed = await client.post("/voice-clone/batch", json=batch_body(f"{wav_server.url}/ref.wav", n=2))
+        refused = await client.post("/voice-clone/batch", json=batch_body("http://127.0.0.1:9/ref.wav"))
+    assert allowed.status_code == 200, allowed.text
+    assert [r["s3_key"] for r in allowed.json()] == ["audio/shared/clone_000.wav", "audio/shared/clone_001.wav"]
+    assert refused.status_code == 400 and "VFT_TRUSTED_URL_ORIGINS" in refused.json()["detail"]
+    assert wav_server.requests == ["/ref.wav"]
+
+
+async def test_batch_without_upload_answers_inline_wavs(make_service, kit):
+    """upload_to_s3: false (even with no storage configured): each WAV base64-encoded in its entry, in order."""
+    service = await make_service(s3_access_key=None, s3_secret_key=None)
+    body = batch_body(base64.b64encode(kit.reference_wav()).decode(), n=3, upload_to_s3=False)
+    body["items"][1] = {"text": "", "filename": "empty.wav"}
+    async with kit.http_client(service) as client:
+        answer = await client.post("/voice-clone/batch", json=body)
+        uploading = await client.post("/voice-clone/batch", json={**body, "upload_to_s3": True})
+    assert answer.status_code == 200, answer.text
+    first, failed, third = answer.json()
+    assert failed["index"] == 1 and failed["filename"] == "empty.wav" and "empty" in failed["error"]
+    for entry, i in ((first, 0), (third, 2)):
+        assert entry["filename"] == f"clone_{i:03d}.wav" and entry["text"] == body["items"][i]["text"]
+        audio, rate = kit.read_wav(base64.b64decode(entry["audio_base64"]))
+        assert rate == entry["sample_rate"] == 24000 and entry["media_type"] == "audio/wav"
+        assert abs(entry["duration_seconds"] - len(audio) / rate) < 0.01
+    assert service.clone_prompts == 1
+    assert uploading.status_code == 503
