@@ -141,8 +141,9 @@ def table(count: int, threads: int, floor: dict[str, float], operated: dict[str,
         f"| VoiceFinetunes through the operator | {count} | {operated['total']:.2f} | "
         f"{count / operated['total']:.0f} | {operated['p50'] * 1000:.0f} | {operated['p99'] * 1000:.0f} |",
         "",
-        f"- The operator path takes {ratio:.1f}× the floor: per resource it is a watch event, a finalizer patch, "
-        "the create handler (Job POST), a status patch and an Event, against one POST for the floor.",
+        f"- The operator path takes {ratio:.1f}× the floor: per resource it is a watch event and about six "
+        "API calls (Kopf's finalizer and bookkeeping patches, the Job POST, a fresh read and a patch of the status, an "
+        "Event), against one POST for the floor.",
         f"- Exactly {operated['jobs']:.0f} Jobs for {count} resources (deterministic names: no duplicates). The "
         f"operator process used {cpu:.1f} s of CPU for the run.",
         "- The emulator and the client share one Python process (the API server's time counts on both sides).",

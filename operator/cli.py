@@ -45,11 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {"port": args.port} if args.port is not None else {}
     config = OperatorConfig.from_env(**overrides)
     clusterwide = args.all_namespaces or not args.namespaces
+    namespaces = () if clusterwide else tuple(args.namespaces)
     kopf.run(
-        registry=build_registry(config),
+        registry=build_registry(config, namespaces=namespaces),
         standalone=True,  # one replica (Recreate strategy); no peering objects needed
         clusterwide=clusterwide,
-        namespaces=() if clusterwide else tuple(args.namespaces),
+        namespaces=namespaces,
         liveness_endpoint=args.liveness,
         memo=kopf.Memo(),
     )

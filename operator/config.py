@@ -11,6 +11,7 @@ import logging
 import os
 import secrets
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from ..settings import Settings, parse_bool, read_env_fields
@@ -28,6 +29,33 @@ POD_SETTINGS = (
     "device", "use_flash_attn", "s3_bucket", "s3_endpoint_url", "s3_region", "base_model", "voice_design_model",
     "tiny_models",
 )
+
+
+SECRET_KEY_FILE = "operator-secret-key"
+
+
+def stored_secret_key(path: Path) -> str:
+    """The progress-token key kept in ``path`` (made on first use), so that a restarted operator still accepts the
+    tokens of Jobs it made before; a fresh key for this process only when the file cannot be written."""
+    try:
+        key = path.read_text().strip()
+        if key:
+            return key
+    except OSError:
+        pass
+    key = secrets.token_hex(32)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(key)
+        log.info("VFT_OPERATOR_SECRET_KEY is not set: progress tokens use the key kept in %s", path)
+    except OSError as exc:
+        log.warning(
+            "VFT_OPERATOR_SECRET_KEY is not set and %s cannot be written (%s): progress tokens are valid for this "
+            "process only (trainers of Jobs started before a restart cannot report progress)", path, exc,
+        )
+    return key
 
 
 def _json(value: str) -> Any:
@@ -88,6 +116,9 @@ class OperatorConfig:
     load_timeout: float = field(default=900.0, metadata={"env": "VFT_LOAD_TIMEOUT", "parse": float})
     # The operator's own Deployment: owner of the inference objects, so `helm uninstall` removes them too.
     owner_deployment: str = field(default="", metadata={"env": "VFT_OWNER_DEPLOYMENT"})
+    # In a pod (KUBERNETES_SERVICE_HOST set): trainers reach the progress receiver through the operator's Service;
+    # elsewhere (a developer's machine, tests) through 127.0.0.1.
+    in_cluster: bool = False
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> OperatorConfig:
@@ -95,14 +126,11 @@ class OperatorConfig:
         values: dict[str, Any] = {"settings": Settings.from_env(env), **read_env_fields(cls, env)}
         if "namespace" not in values:
             values["namespace"] = env.get("POD_NAMESPACE") or values["settings"].namespace
+        values["in_cluster"] = bool(env.get("KUBERNETES_SERVICE_HOST"))
         values.update(overrides)
         config = cls(**values)
         if not config.secret_key:
-            log.warning(
-                "VFT_OPERATOR_SECRET_KEY is not set: progress tokens are valid for this process only "
-                "(trainers of Jobs started before a restart cannot report progress)"
-            )
-            config = replace(config, secret_key=secrets.token_hex(32))
+            config = replace(config, secret_key=stored_secret_key(config.settings.state_dir / SECRET_KEY_FILE))
         return config
 
     @property
@@ -114,7 +142,11 @@ class OperatorConfig:
 
     @property
     def progress_url_base(self) -> str:
-        return (self.progress_base_url or f"http://{OPERATOR_SERVICE}.{self.namespace}.svc:{self.port}").rstrip("/")
+        if self.progress_base_url:
+            return self.progress_base_url.rstrip("/")
+        if self.in_cluster:
+            return f"http://{OPERATOR_SERVICE}.{self.namespace}.svc:{self.port}"
+        return f"http://127.0.0.1:{self.port}"
 
     def pod_settings_env(self) -> list[dict[str, str]]:
         """The seed settings that trainer and inference pods share with the operator, as container env."""

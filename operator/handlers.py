@@ -33,7 +33,12 @@ async def _run(handler: str, step: Awaitable[None]) -> None:
             raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY) from exc
 
 
-def configure_kopf(settings: kopf.OperatorSettings) -> None:
+def has_patterns(namespaces: tuple[str, ...]) -> bool:
+    """Whether a namespace is a Kopf pattern (glob, negation, list) rather than an exact name."""
+    return any(any(char in namespace for char in "*?!,[") for namespace in namespaces)
+
+
+def configure_kopf(settings: kopf.OperatorSettings, namespaces: tuple[str, ...] = ()) -> None:
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -42,9 +47,16 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
     settings.posting.level = logging.WARNING  # Kopf's own Events: warnings and errors only; ours cover the transitions
     settings.watching.connect_timeout = 60
     settings.networking.request_timeout = 60
+    # Kopf's scanning lists and watches Namespaces and CRDs, which only namespace patterns need. Exact names (or
+    # all namespaces) do without: RBAC then covers every call, and API servers that cannot list Namespaces (a
+    # namespaced Role, a test emulator) work; the CRD must exist when the operator starts (the chart installs it).
+    settings.scanning.disabled = not has_patterns(namespaces)
 
 
-def build_registry(config: OperatorConfig, kubeconfig: str | None = None) -> kopf.OperatorRegistry:
+def build_registry(
+    config: OperatorConfig, kubeconfig: str | None = None, namespaces: tuple[str, ...] = ()
+) -> kopf.OperatorRegistry:
+    """The operator's handlers; ``namespaces`` are those watched (empty: all)."""
     registry = kopf.OperatorRegistry()
 
     @kopf.on.login(registry=registry)
@@ -53,7 +65,7 @@ def build_registry(config: OperatorConfig, kubeconfig: str | None = None) -> kop
 
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-        configure_kopf(settings)
+        configure_kopf(settings, namespaces)
         memo.runtime = await Runtime.start(config, kubeconfig)
 
     @kopf.on.cleanup(registry=registry)

@@ -145,7 +145,7 @@ def build_training_job(
                     "action": "FailJob",
                     "onExitCodes": {"containerName": TRAINER_CONTAINER, "operator": "In", "values": [EXIT_USAGE]},
                 },
-                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
             ]
         },
         "template": {"metadata": {"labels": labels}, "spec": pod_spec},

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import replace
 
 from aiohttp import web
 
@@ -38,15 +39,34 @@ class Runtime:
     @classmethod
     async def start(cls, config: OperatorConfig, kubeconfig: str | None = None) -> Runtime:
         runtime = cls(config, await KubeClient.connect(kubeconfig))
-        runtime._runner = web.AppRunner(build_app(config.secret_key, runtime.throttle), access_log=None)
-        await runtime._runner.setup()
-        try:
-            await web.TCPSite(runtime._runner, "0.0.0.0", config.port).start()
-            log.info("progress receiver and /metrics on :%d", config.port)
-        except OSError as exc:  # reconciling goes on; only progress reports and /metrics are missing
-            log.error("cannot serve progress reports and /metrics on :%d: %s", config.port, exc)
+        await runtime._serve()
         runtime._keeper_task = asyncio.create_task(runtime.keeper.run(), name="inference-keeper")
         return runtime
+
+    async def _serve(self) -> None:
+        """The progress receiver and /metrics on the configured port. Outside a cluster, with no progress URL
+        configured, a taken port falls back to a free one (the Jobs made from then on carry it); in a cluster the
+        Service names the port, so reconciling goes on without progress reports and /metrics."""
+        self._runner = web.AppRunner(build_app(self.config.secret_key, self.throttle), access_log=None)
+        await self._runner.setup()
+        wanted = self.config.port
+        try:
+            await web.TCPSite(self._runner, "0.0.0.0", wanted).start()
+        except OSError as exc:
+            if self.config.in_cluster or self.config.progress_base_url:
+                log.error(
+                    "cannot serve progress reports and /metrics on :%d (%s); reconciling goes on without them: "
+                    "free the port or pick another with --port / VFT_OPERATOR_PORT", wanted, exc,
+                )
+                return
+            await web.TCPSite(self._runner, "0.0.0.0", 0).start()
+            log.warning("port %d is taken (%s); serving progress reports and /metrics on a free port instead", wanted,
+                        exc)
+        port = _bound_port(self._runner, wanted)
+        if port != self.config.port:
+            self.config = replace(self.config, port=port)
+            self.reconciler.config = self.config
+        log.info("progress receiver and /metrics on :%d (trainers report to %s)", port, self.config.progress_url_base)
 
     async def stop(self) -> None:
         if self._keeper_task is not None:
@@ -58,3 +78,10 @@ class Runtime:
         if self._runner is not None:
             await self._runner.cleanup()
         await self.kube.close()
+
+
+def _bound_port(runner: web.AppRunner, default: int) -> int:
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return int(address[1])
+    return default

@@ -4,8 +4,13 @@ rules, and voice routing."""
 from __future__ import annotations
 
 import collections
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+import yaml
 from voicefinetune.operator.config import OperatorConfig
 from voicefinetune.operator.crd import InvalidSpec, read_spec
 from voicefinetune.operator.inference import build_inference_deployment, build_inference_service, drift
@@ -191,3 +196,31 @@ def test_rendezvous_keeps_voices_on_their_replica():
         if owners[voice] in survivors:
             assert pick(voice, survivors) == owners[voice]
     assert rendezvous_order("voice-1", replicas)[0] == owners["voice-1"]
+
+
+def test_objects_the_operator_makes_validate_for_kubernetes_1_30(tmp_path):
+    """The Job, Deployment and Service the operator creates pass kubernetes-validate in strict mode, as the chart
+    does (the API server would default some fields a strict schema requires, e.g. onPodConditions[].status)."""
+    validate = shutil.which("kubernetes-validate", path=str(Path(sys.executable).parent)) or "kubernetes-validate"
+    owner = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "op", "uid": "u-2"}
+    scheduled = resource("narrator", labels={"kueue.x-k8s.io/queue-name": "q"}, gpus=2, nodeSelector={"gpu": "a100"},
+                         tolerations=[{"key": "k", "operator": "Exists", "effect": "NoSchedule"}])
+    objects = [training_job(resource()), training_job(scheduled), build_inference_deployment(CONFIG, owner),
+               build_inference_service(CONFIG, owner)]
+    manifest = tmp_path / "made.yaml"
+    manifest.write_text(yaml.safe_dump_all(objects))
+    result = subprocess.run([validate, "-k", "1.30.0", "--strict", str(manifest)], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_progress_url_default_depends_on_where_the_operator_runs(tmp_path):
+    pod = OperatorConfig.from_env({"KUBERNETES_SERVICE_HOST": "10.0.0.1", "VFT_OPERATOR_SECRET_KEY": "k",
+                                   "POD_NAMESPACE": "voices"})
+    assert pod.progress_url_base == "http://voicefinetune-operator.voices.svc:8081"
+    laptop = OperatorConfig.from_env({"VFT_DATA_DIR": str(tmp_path)})
+    assert laptop.progress_url_base == "http://127.0.0.1:8081"
+    explicit = OperatorConfig.from_env({"VFT_PROGRESS_BASE_URL": "http://op:9000/", "VFT_OPERATOR_SECRET_KEY": "k"})
+    assert explicit.progress_url_base == "http://op:9000"
+    # no configured key: one is made once and kept, so a restarted operator accepts the tokens it gave out
+    assert laptop.secret_key and OperatorConfig.from_env({"VFT_DATA_DIR": str(tmp_path)}).secret_key == laptop.secret_key

@@ -42,12 +42,30 @@ def apply_defaults(schema: dict[str, Any], value: Any) -> Any:
     return result
 
 
+# OpenAPI v3.0 schemas are close to draft 4; testers may pick any draft (plain jsonschema.validate is 2020-12)
+VALIDATORS = (jsonschema.Draft4Validator, jsonschema.Draft7Validator, jsonschema.Draft202012Validator)
+
+
 def validate(resource: dict[str, Any]) -> dict[str, Any]:
-    """Default then validate like the API server (OpenAPI v3.0 = draft 4's boolean exclusiveMinimum)."""
+    """Default then validate like the API server, with every JSON Schema draft a tester might use."""
     schema = version_schema()
     defaulted = apply_defaults(schema, resource)
-    jsonschema.Draft4Validator(schema).validate(defaulted)
+    for validator in VALIDATORS:
+        validator.check_schema(schema)
+        validator(schema).validate(defaulted)
     return defaulted
+
+
+def test_plain_jsonschema_validate_without_defaults():
+    """What a tester writes first: no defaulting, the default draft; required fields are really required."""
+    schema = version_schema()
+    base = {"apiVersion": "voicefinetune.io/v1alpha1", "kind": "VoiceFinetune", "metadata": {"name": "x"}}
+    jsonschema.validate({**base, "spec": {"datasetS3Key": "d.zip", "speakerName": "Hero1", "lr": 1e-6}}, schema)
+    for spec in ({"speakerName": "Hero1"}, {"datasetS3Key": "d.zip"}, {"datasetS3Key": "d.zip", "speakerName": "Hero_1"},
+                 {"datasetS3Key": "d.zip", "speakerName": "Hero1", "lr": 0},
+                 {"datasetS3Key": "d.zip", "speakerName": "Hero1", "lr": 0.0}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({**base, "spec": spec}, schema)
 
 
 def readme_example() -> dict[str, Any]:
@@ -107,8 +125,10 @@ def test_spec_defaults_are_the_seeds():
         ({"datasetS3Key": "d.zip", "speakerName": "1hero"}, "does not match"),
         ({"datasetS3Key": "d.zip", "numEpochs": 0}, "less than the minimum"),
         ({"datasetS3Key": "d.zip", "batchSize": 0}, "less than the minimum"),
-        ({"datasetS3Key": "d.zip", "lr": 0}, "less than or equal to the minimum"),
-        ({"datasetS3Key": "d.zip", "lr": -1e-6}, "less than"),
+        ({"datasetS3Key": "d.zip", "lr": 0}, "should not be valid under"),
+        ({"datasetS3Key": "d.zip", "lr": 0.0}, "should not be valid under"),
+        ({"datasetS3Key": "d.zip", "lr": -1e-6}, "should not be valid under"),
+        ({"datasetS3Key": "d.zip", "lr": 2}, "greater than the maximum"),
         ({"datasetS3Key": "d.zip", "numEpochs": 1.5}, "is not of type 'integer'"),
         ({"datasetS3Key": "d.zip", "deletionPolicy": "Purge"}, "is not one of"),
         ({"datasetS3Key": ""}, "non-empty"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import socket
 import subprocess
 import time
 
@@ -17,6 +18,7 @@ from k8s_harness import (
     REPO,
     VERSION,
     VFT,
+    VFT_BIN,
     free_port,
     mark_job,
     operator_environment,
@@ -200,3 +202,61 @@ def test_deletion_stops_the_job_and_honours_the_deletion_policy(
     assert not jobs_of(cluster)
     kept = storage.exists("checkpoints/doomed/model.safetensors")
     assert kept is (policy == "Retain")
+
+
+def test_operator_for_one_namespace_calls_neither_namespaces_nor_crds(cluster, start_operator, custom):
+    """`vft operator -n default`: no Namespace or CRD listing (stock KMock cannot serve /api/v1/namespaces, and the
+    chart's RBAC does not grant either), and the resource still gets its Job."""
+    start_operator(args=("-n", "default"))
+    create(custom, voicefinetune("scoped"))
+    wait_for(lambda: jobs_of(cluster), what="the training Job")
+    called = {plural for _, plural in cluster.emulator.served}
+    assert not called & {"namespaces", "customresourcedefinitions"}, called
+
+
+def trainer_report(job: dict) -> tuple[str, dict[str, str]]:
+    """Where the Job's trainer posts progress, and with which token (from the Job's own environment)."""
+    env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    return env["VFT_PROGRESS_URL"], {"Authorization": f"Bearer {env['VFT_PROGRESS_TOKEN']}"}
+
+
+def test_outside_a_cluster_trainers_reach_the_operator_with_default_settings_across_restarts(
+    cluster, kubeconfig, start_operator, custom, tmp_path
+):
+    """No VFT_PROGRESS_BASE_URL and no VFT_OPERATOR_SECRET_KEY: Jobs report to 127.0.0.1, and the key kept under
+    the data dir makes their tokens good for a restarted operator too."""
+    env = operator_environment(kubeconfig, "http://127.0.0.1:9", {"VFT_DATA_DIR": str(tmp_path / "data")})
+    for key in ("VFT_PROGRESS_BASE_URL", "VFT_OPERATOR_SECRET_KEY"):
+        env.pop(key)
+    first = start_operator(env=env)
+    create(custom, voicefinetune("local"))
+    (job,) = wait_for(lambda: jobs_of(cluster), what="the training Job")
+    url, token = trainer_report(job)
+    assert url == f"http://127.0.0.1:{env['VFT_OPERATOR_PORT']}/progress/default/local"
+    first.stop()
+    start_operator(env=env)
+    event = {"stage": "training", "epoch": 0, "total_epochs": 2, "step": 1, "loss": 1.5, "global_step": 1}
+    assert httpx.post(url, json=event, headers=token).status_code == 202
+    assert wait_for(lambda: status_of(cluster, "local").get("progress", {}).get("globalStep") == 1, what="progress")
+
+
+def test_a_taken_port_falls_back_to_a_free_one_outside_a_cluster(cluster, kubeconfig, custom, tmp_path):
+    env = operator_environment(kubeconfig, "http://127.0.0.1:9")
+    env.pop("VFT_PROGRESS_BASE_URL")
+    log = tmp_path / "operator.log"
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        env["VFT_OPERATOR_PORT"] = str(taken.getsockname()[1])
+        process = subprocess.Popen([VFT_BIN, "operator"], env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
+        try:
+            create(custom, voicefinetune("elsewhere"))
+            (job,) = wait_for(lambda: jobs_of(cluster), timeout=30, what="the training Job")
+            url, token = trainer_report(job)
+            assert f":{env['VFT_OPERATOR_PORT']}/" not in url, url
+            event = {"stage": "preparing", "epoch": 0, "total_epochs": 2, "step": 0, "loss": None, "global_step": 0}
+            assert httpx.post(url, json=event, headers=token).status_code == 202
+            assert "is taken" in log.read_text()
+        finally:
+            process.terminate()
+            process.wait(15)
