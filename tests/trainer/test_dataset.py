@@ -108,10 +108,45 @@ def test_dataset_zipped_with_its_folder_is_accepted(tmp_path, clips, ref_clip):
 def test_manifest_folder_rules():
     assert manifest_folder([Path("train.jsonl"), Path("data/a.wav")]).as_posix() == "."
     assert manifest_folder([Path("x/train.jsonl"), Path("x/data/a.wav")]).as_posix() == "x"
-    with pytest.raises(DatasetError, match="missing train.jsonl.*found a/b/train.jsonl"):
-        manifest_folder([Path("a/b/train.jsonl")])
+    assert manifest_folder([Path("a/b/train.jsonl"), Path("a/b/data/a.wav")]).as_posix() == "a/b"
+    assert manifest_folder([Path(".DS_Store"), Path("x/train.jsonl"), Path("x/data/a.wav")]).as_posix() == "x"
+    assert manifest_folder([Path("train.jsonl"), Path("old/train.jsonl")]).as_posix() == "."
+    with pytest.raises(DatasetError, match="several train.jsonl"):
+        manifest_folder([Path("x/train.jsonl"), Path("y/train.jsonl")])
     with pytest.raises(DatasetError, match="missing train.jsonl"):
-        manifest_folder([Path("x/train.jsonl"), Path("y/data.wav")])
+        manifest_folder([Path("x/data/a.wav"), Path("__MACOSX/x/train.jsonl")])
+
+
+def _export(folder: str, audio_prefix: str, separator: str = "/") -> dict[str, bytes]:
+    """A dataset-maker style export zipped with its folder; audio paths start with `audio_prefix`."""
+    lines = [_line(f"{audio_prefix}data/a{i}.wav", ref=f"{audio_prefix}data/ref_audio.wav") for i in range(2)]
+    members = {"train.jsonl": "\n".join(lines).encode(), "data/ref_audio.wav": _wav(2.0)}
+    members |= {f"data/a{i}.wav": _wav(1.0) for i in range(2)}
+    return {separator.join([folder, *name.split("/")]): data for name, data in members.items()}
+
+
+@pytest.mark.parametrize("prefix", ["./", "", "Hero_qwen3_tts_dataset/", ".\\"])
+def test_export_paths_from_train_jsonl_or_from_the_zip_top_are_accepted(tmp_path, prefix):
+    archive = _zip(tmp_path / "ds.zip", _export("Hero_qwen3_tts_dataset", prefix))
+    dataset = open_dataset(archive, tmp_path / "dataset")
+    assert [e.audio.name for e in dataset.entries] == ["a0.wav", "a1.wav"]
+    assert all(e.ref_audio.name == "ref_audio.wav" for e in dataset.entries)
+
+
+def test_zip_written_with_windows_separators_is_accepted(tmp_path):
+    members = _export("Hero", "./", separator="\\")
+    archive = _zip(tmp_path / "ds.zip", {"Hero\\": b"", "Hero\\data\\": b"", **members})
+    dataset = open_dataset(archive, tmp_path / "dataset")
+    assert dataset.root == (tmp_path / "dataset" / "Hero").resolve()
+    assert len(dataset.entries) == 2
+
+
+def test_a_line_leaving_the_dataset_folder_is_outside_even_inside_the_zip(tmp_path):
+    members = _export("Hero", "./")
+    members["Hero/train.jsonl"] += ("\n" + _line("../x.wav", ref="./data/ref_audio.wav")).encode()
+    archive = _zip(tmp_path / "ds.zip", {**members, "x.wav": _wav(1.0)})
+    with pytest.raises(DatasetError, match=r"line 3: audio path '\.\./x.wav' points outside the archive"):
+        open_dataset(archive, tmp_path / "dataset")
 
 
 def test_every_bad_line_is_reported_at_once(tmp_path):
@@ -167,7 +202,8 @@ def test_empty_manifest_and_non_utf8_manifest(tmp_path):
 
 @pytest.mark.parametrize(
     ("name", "fragment"),
-    [("data\\x.wav", "backslashes"), ("C:/x.wav", "absolute"), ("data/../../x.wav", "outside"), ("a\x01b", "control")],
+    [("..\\x.wav", "outside"), ("C:/x.wav", "absolute"), ("C:\\x.wav", "absolute"), ("\\etc\\x", "absolute"),
+     ("data/../../x.wav", "outside"), ("a\x01b", "control")],
 )
 def test_unsafe_member_names(tmp_path, name, fragment):
     archive = _zip(tmp_path / "ds.zip", {"train.jsonl": b"", name: b"x"})

@@ -405,3 +405,26 @@ def test_train_config_refuses_bad_values(change, message, tmp_path):
 def test_training_refuses_a_non_base_model(tiny_models, samples, cpu_settings, tmp_path):
     with pytest.raises(ValueError, match="starts from a Base model"):
         run_training(tiny_models.custom_voice, samples, cpu_settings, tmp_path / "out")
+
+
+@pytest.mark.parametrize(("count", "batch_size"), [(4, 1), (6, 2), (6, 4), (7, 3), (5, 5)])
+@pytest.mark.parametrize(("first_epoch", "last_epoch"), [(0, 1), (0, 4), (3, 5), (2, 2)])
+def test_batches_are_fixed_and_the_last_epoch_ends_with_the_first_batch(count, batch_size, first_epoch, last_epoch):
+    batches = sft.fixed_batches(count, batch_size, seed=0)
+    assert sorted(i for batch in batches for i in batch) == list(range(count))
+    assert all(len(batch) == batch_size for batch in batches[:-1])
+    orders = {e: sft.batch_order(len(batches), 0, e, first_epoch, last_epoch) for e in range(first_epoch, last_epoch + 1)}
+    assert all(sorted(order) == list(range(len(batches))) for order in orders.values())
+    if first_epoch != last_epoch:
+        # the first and the last reported loss are measured on the same clips
+        assert orders[last_epoch][-1] == orders[first_epoch][0]
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_loss_goes_down_even_at_the_seed_default_lr(tiny_models, samples, cpu_settings, tmp_path, batch_size):
+    """At lr 1e-6 one run lowers the loss far less than it differs between clips: the first and the last step
+    must still compare the same clips, and every epoch the same batches."""
+    run = run_training(tiny_models.base, samples, cpu_settings, tmp_path / "out", lr=1e-6, batch_size=batch_size)
+    assert run.events[-1].loss < run.events[0].loss, [e.loss for e in run.events]
+    losses = epoch_losses(run.events)
+    assert losses[1] < losses[0], losses
