@@ -320,14 +320,14 @@ class TrainingPipeline:
         for attempt in range(1, UPLOAD_ATTEMPTS + 1):
             try:
                 if not cleared:
+                    self.storage.ensure_bucket()
                     # Objects of an earlier run under this prefix would survive a same-size upload.
                     self._clear_prefix(prefix)
                     cleared = True
                 self.storage.upload_dir(checkpoint, prefix, attempts=1)  # uploads, then verifies every size
                 return prefix
             except StorageError as exc:
-                # upload_dir wraps the S3 error in "could not upload ... after 1 attempts: <error>"; keep <error>.
-                reason = str(exc).split(" attempts: ", 1)[-1]
+                reason = exc.__cause__ or exc  # upload_dir's own wrapping adds nothing with one attempt
                 if attempt == UPLOAD_ATTEMPTS:
                     raise JobFailed(
                         f"could not publish the checkpoint to {where} at {self.storage.endpoint} after "

@@ -149,7 +149,7 @@ class Progress(BaseModel):
         """Always the six fields, ``loss`` null before the first step, even under ``exclude_none``."""
         data = handler(self)
         if isinstance(data, dict):
-            data.setdefault("loss", None)
+            return {name: data.get(name) for name in type(self).model_fields} | data
         return data
 
 

@@ -222,7 +222,9 @@ class Storage:
                 log.warning("upload of %s to %s failed (attempt %d/%d): %s", folder, prefix, attempt, attempts, exc)
                 if attempt < attempts:
                     time.sleep(backoff * attempt)
-        raise StorageError(f"could not upload {folder} to s3://{self.bucket}/{prefix} after {attempts} attempts: {last_error}")
+        raise StorageError(
+            f"could not upload {folder} to s3://{self.bucket}/{prefix} after {attempts} attempts: {last_error}"
+        ) from last_error
 
     def verify_dir(self, folder: Path, prefix: str) -> None:
         """Raise StorageError unless S3 holds every file of ``folder`` under ``prefix`` with the same size."""

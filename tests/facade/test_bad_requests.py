@@ -56,6 +56,7 @@ def test_bad_json_fields_are_refused_with_the_field_named(client: TestClient, ch
     r = client.post("/finetune", json=body(**changes))
     assert r.status_code == 422, r.text
     assert field in r.json()["message"] and hint in r.json()["message"]
+    assert isinstance(r.json()["detail"], str) and field in r.json()["detail"]  # readable, like every other error
     assert client.get("/jobs").json() == []
 
 
@@ -98,7 +99,8 @@ def test_upload_that_is_not_a_dataset_zip(client: TestClient) -> None:
     r = client.post("/finetune", files={"dataset": ("d.zip", buffer.getvalue())}, data={"speaker_name": "Hero"})
     assert r.status_code == 400 and "missing train.jsonl" in r.json()["detail"]
     r = client.post("/finetune", data={"speaker_name": "Hero"})
-    assert r.status_code == 422 and "dataset_s3_key" in r.json()["message"]
+    assert r.status_code == 422 and "dataset_s3_key" in r.json()["detail"]
+    assert "multipart file field 'dataset'" in r.json()["detail"]  # says how to fix it
     r = client.post("/finetune", content=b"{not json", headers={"Content-Type": "application/json"})
     assert r.status_code == 400
 
@@ -117,6 +119,8 @@ def test_client_job_id_is_idempotent(client: TestClient) -> None:
     assert first.status_code == again.status_code == 202
     assert first.json()["job_id"] == again.json()["job_id"] == "my-voice-1"
     assert [job["job_id"] for job in client.get("/jobs").json()] == ["my-voice-1"]
+    progress = client.get("/jobs/my-voice-1").json()["progress"]  # whatever the stage: the six fields
+    assert set(progress) == {"stage", "epoch", "total_epochs", "step", "loss", "global_step"}, progress
     r = client.post("/finetune", json=body(job_id="my-voice-1", num_epochs=3))
     assert r.status_code == 409 and "my-voice-1" in r.json()["detail"]
     assert client.post("/finetune", json=body(job_id="Not Valid")).status_code == 422
@@ -130,6 +134,12 @@ def test_no_storage_and_no_upload_is_503(tmp_path: Path, tiny_models) -> None:
         assert http.get("/").json()["storage_configured"] is False
         r = http.post("/finetune", json=body())
         assert r.status_code == 503 and "E2E_ACCESS_KEY" in r.json()["detail"]
+        # No upload and no key either (form fields only, or an empty JSON body): still the storage 503, since
+        # without S3 only an upload can work.
+        for r in (http.post("/finetune", data={"speaker_name": "hero_voice"}), http.post("/finetune", json={})):
+            assert r.status_code == 503 and "'dataset'" in r.json()["detail"], r.text
+        r = http.post("/finetune", json={"speaker_name": "Hero_1"})  # a bad field is still named first
+        assert r.status_code == 422 and "speaker_name" in r.json()["detail"]
         assert http.get("/jobs").json() == []
 
 
@@ -144,3 +154,16 @@ def test_resume_from_an_unknown_job_falls_back_with_a_warning(client: TestClient
     assert job["warnings"] == ["resume_job_id 'neverexisted' has no checkpoint; training starts from the base model"]
     assert job["resume_job_id"] == "neverexisted"
     assert client.delete(f"/jobs/{job_id}").status_code == 200
+
+
+def test_unknown_fields_are_ignored_like_the_original_service_and_named(client: TestClient, dataset_zip: Path) -> None:
+    r = client.post("/finetune", json=body(flash_attn=True, language="English"))
+    assert r.status_code == 202, r.text
+    assert r.json()["warnings"] == ["ignored unknown field(s): flash_attn, language"]
+    assert client.delete(f"/jobs/{r.json()['job_id']}").status_code == 200
+    with open(dataset_zip, "rb") as handle:
+        r = client.post("/finetune", files={"dataset": handle}, data={"speaker_name": "Hero", "colour": "blue"})
+    assert r.status_code == 202 and r.json()["warnings"] == ["ignored unknown field(s): colour"], r.text
+    assert client.delete(f"/jobs/{r.json()['job_id']}").status_code == 200
+    assert "warnings" not in client.post("/finetune", json=body(job_id="plain-one")).json()
+    assert client.delete("/jobs/plain-one").status_code == 200

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from voicefinetune.facade.jobstore import JobRecord, JobStore, atomic_write_text
 from voicefinetune.facade.training_runner import TrainCommand, parse_event
-from voicefinetune.schemas import FinetuneRequest, Job
+from voicefinetune.schemas import FinetuneRequest, Job, Progress
 from voicefinetune.settings import Settings
 
 
@@ -72,3 +72,11 @@ def test_train_command_follows_the_trainer_contract(tmp_path: Path) -> None:
                      "--batch-size 2", "--lr 1e-06", f"--output-dir {tmp_path}", "--resume-from checkpoints/j0"):
         assert expected in joined
     assert json.loads(json.dumps(argv)) == argv
+
+
+def test_progress_always_shows_its_six_fields() -> None:
+    job = Job(job_id="a", status="preparing", progress=Progress(stage="preparing", total_epochs=3))
+    shown = json.loads(job.model_dump_json(exclude_none=True))  # how GET /jobs/{id} serializes
+    assert list(shown["progress"]) == ["stage", "epoch", "total_epochs", "step", "loss", "global_step"]
+    assert shown["progress"]["loss"] is None and "error" not in shown
+    assert Job.model_validate(shown) == job

@@ -41,3 +41,22 @@ def test_unfinished_jobs_without_their_dataset_fail_with_a_message(settings: Set
     assert {r.job.job_id: r.job.status for r in JobStore(settings.state_dir / "jobs").load()} == {
         "was-training": "failed", "was-preparing": "failed", "was-ready": "ready",
     }
+
+
+def test_stopping_the_server_does_not_start_the_next_queued_job(settings: Settings, storage, dataset_zip: Path) -> None:
+    """The slot freed when stop() ends a training must not start the job waiting behind it: that one stays
+    `queued` on disk (no spurious "re-queued after a restart" warning), and the next start runs both."""
+    with TestClient(create_local_app(settings)) as http:
+        ids = []
+        for epochs in (500, 1):
+            with open(dataset_zip, "rb") as handle:
+                r = http.post("/finetune", files={"dataset": handle}, data={"speaker_name": "Hero", "num_epochs": epochs})
+            ids.append(r.json()["job_id"])
+        deadline = time.monotonic() + 90
+        while http.get(f"/jobs/{ids[0]}").json()["status"] not in ("training", "failed"):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    first, second = (JobStore(settings.state_dir / "jobs").load())
+    assert (first.job.job_id, first.job.status) == (ids[0], "training")
+    assert (second.job.job_id, second.job.status, second.job.warnings) == (ids[1], "queued", [])
+    assert second.child_pid is None and not (settings.job_dir(ids[1]) / "train.log").exists()

@@ -23,3 +23,13 @@ def test_readme_has_the_two_commands_and_the_kubernetes_heading() -> None:
     text = README.read_text(encoding="utf-8")
     assert "make demo" in text and "make test" in text
     assert "\n## Kubernetes\n" in text
+
+
+def test_configuration_lists_every_operator_variable() -> None:
+    from dataclasses import fields
+
+    from voicefinetune.operator.config import OperatorConfig
+
+    rows = {m["name"] for m in ROW.finditer(README.read_text(encoding="utf-8"))}
+    names = {f.metadata["env"] for f in fields(OperatorConfig) if f.metadata.get("env")}
+    assert names and names <= rows, f"README configuration lacks {sorted(names - rows)}"

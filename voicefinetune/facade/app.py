@@ -45,15 +45,24 @@ def make_job_gate(backend: JobBackend) -> Callable[[str], Awaitable[None]]:
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    """FastAPI's 422 body plus one readable line saying which field to fix and how."""
+    """A 422 whose ``detail`` is one readable line naming each field to fix and the value received (like every other
+    error of the API, a string); FastAPI's structured list stays under ``errors``."""
     errors = exc.errors()
-    lines = []
-    for error in errors:
-        field = ".".join(str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path"))
-        message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
-        lines.append(f"{field}: {message}" if field else message)
-    detail = [{k: v for k, v in error.items() if k in ("loc", "msg", "type", "input")} for error in errors]
-    return JSONResponse(status_code=422, content={"detail": _jsonable(detail), "message": "; ".join(lines)})
+    lines = [_error_line(error) for error in errors]
+    structured = [{k: v for k, v in error.items() if k in ("loc", "msg", "type", "input")} for error in errors]
+    message = "; ".join(lines) or "invalid request"
+    return JSONResponse(
+        status_code=422, content={"detail": message, "message": message, "errors": _jsonable(structured)}
+    )
+
+
+def _error_line(error: dict[str, Any]) -> str:
+    field = ".".join(str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path"))
+    message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+    value = error.get("input")
+    if error.get("type") != "missing" and isinstance(value, str | int | float) and repr(value) not in message:
+        message += f" (got {value!r})"
+    return f"{field}: {message}" if field else message
 
 
 def _jsonable(value: Any) -> Any:
@@ -97,7 +106,7 @@ def create_app(
     async def health() -> Health:
         return Health(storage_configured=settings.storage_configured)
 
-    app.include_router(build_job_router(backend, upload_dir))
+    app.include_router(build_job_router(backend, upload_dir, settings.storage_configured))
     if inference_service is not None:
         from ..inference_server import build_router
 

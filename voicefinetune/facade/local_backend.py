@@ -79,6 +79,11 @@ def check_dataset_zip(path: Path) -> None:
         raise InvalidInput("Invalid dataset zip (missing train.jsonl): put train.jsonl and data/*.wav in the zip")
 
 
+def queued_progress(request: FinetuneRequest) -> Progress:
+    """A waiting job already shows the six progress fields (nothing done yet)."""
+    return Progress(stage="queued", total_epochs=request.num_epochs)
+
+
 def new_job_id() -> str:
     return uuid.uuid4().hex[:12]
 
@@ -132,7 +137,7 @@ class LocalBackend:
                 self._fail(record, RESTART_LOST)
                 return
             shutil.rmtree(self._output_dir(job.job_id), ignore_errors=True)
-            job.status, job.progress, job.error = "queued", None, None
+            job.status, job.progress, job.error = "queued", queued_progress(record.request), None
             job.warnings.append(RESTART_REQUEUED)
         self._persist(record)
         self._schedule(job.job_id)
@@ -172,6 +177,7 @@ class LocalBackend:
                 job_id=job_id,
                 status="queued",
                 speaker_name=request.speaker_name,
+                progress=queued_progress(request),
                 config=FinetuneConfig(
                     num_epochs=request.num_epochs,
                     batch_size=request.batch_size,
@@ -258,7 +264,8 @@ class LocalBackend:
                 return
             async with self._slots:
                 record = self.store.get(job_id)
-                if record is None or record.job.status != "queued":
+                # A slot freed by stop() cancelling a training must not start the next one: it stays queued.
+                if record is None or record.job.status != "queued" or self._stopping:
                     return
                 if await self._train(record):
                     await self._load_voice(record)

@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import TypeAdapter, ValidationError
 from starlette.datastructures import UploadFile
 
@@ -71,16 +72,44 @@ async def _save_upload(upload: UploadFile, folder: Path) -> Path:
     return Path(handle.name)
 
 
-def _validate(data: Any) -> FinetuneRequest:
+NO_STORAGE_NO_UPLOAD = (
+    "S3 storage is not configured (set E2E_ACCESS_KEY and E2E_SECRET_KEY), so a dataset_s3_key cannot be read: "
+    f"upload the dataset zip as the multipart file field {UPLOAD_FIELD!r} instead"
+)
+KEY_OR_UPLOAD = (
+    f"required: the S3 key of the dataset zip, or send the zip itself as the multipart file field {UPLOAD_FIELD!r}"
+)
+
+
+def split_unknown_fields(data: Any) -> tuple[Any, list[str]]:
+    """The body without fields FinetuneRequest does not know, and their names: like the original service, unknown
+    fields are ignored rather than refused (a client may send e.g. ``flash_attn``), and the 202 says so."""
+    if not isinstance(data, dict):
+        return data, []
+    unknown = sorted(str(name) for name in data if name not in FinetuneRequest.model_fields)
+    return {name: value for name, value in data.items() if name in FinetuneRequest.model_fields}, unknown
+
+
+def _is_missing_key(error: Any) -> bool:
+    return error["type"] == "missing" and tuple(error["loc"]) == ("dataset_s3_key",)
+
+
+def _validate(data: Any, storage_configured: bool) -> FinetuneRequest:
+    """Validate the fields; without an upload and without S3 a missing dataset_s3_key is the 503 (nothing the
+    client could send without a file would work), other field errors still come first as a 422."""
     try:
         return FinetuneRequest.model_validate(data)
     except ValidationError as exc:
-        raise RequestValidationError(
-            [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
-        ) from exc
+        errors = exc.errors(include_url=False)
+        if not storage_configured and all(_is_missing_key(error) for error in errors):
+            raise HTTPException(503, NO_STORAGE_NO_UPLOAD) from exc
+        errors = [{**error, "msg": KEY_OR_UPLOAD} if _is_missing_key(error) else error for error in errors]
+        raise RequestValidationError([{**error, "loc": ("body", *error["loc"])} for error in errors]) from exc
 
 
-async def read_finetune_request(request: Request, upload_dir: Path) -> tuple[FinetuneRequest, Path | None]:
+async def read_finetune_request(
+    request: Request, upload_dir: Path, storage_configured: bool = True
+) -> tuple[FinetuneRequest, Path | None, list[str]]:
     """The request from a JSON body or from form fields (strings, coerced by the same model) plus a saved upload."""
     content_type = request.headers.get("content-type", "").lower()
     if not content_type.startswith(FORM_TYPES):
@@ -90,7 +119,8 @@ async def read_finetune_request(request: Request, upload_dir: Path) -> tuple[Fin
             raise HTTPException(
                 400, "the body must be JSON (Content-Type: application/json) or a multipart form with a 'dataset' file"
             ) from exc
-        return _validate(body), None
+        body, ignored = split_unknown_fields(body)
+        return _validate(body, storage_configured), None, ignored
     form = await request.form()
     fields = {key: value for key, value in form.multi_items() if key != UPLOAD_FIELD and isinstance(value, str)}
     fields = {key: value for key, value in fields.items() if value.strip() != ""}  # empty form field = not given
@@ -99,12 +129,13 @@ async def read_finetune_request(request: Request, upload_dir: Path) -> tuple[Fin
         raise HTTPException(400, f"the form field {UPLOAD_FIELD!r} must be a file (the dataset zip)")
     if upload is not None:
         fields.setdefault("dataset_s3_key", uploaded_key_label(upload.filename))
-    parsed = _validate(fields)
+    fields, ignored = split_unknown_fields(fields)
+    parsed = _validate(fields, storage_configured or upload is not None)
     saved = await _save_upload(upload, upload_dir) if upload is not None else None
-    return parsed, saved
+    return parsed, saved, ignored
 
 
-def build_job_router(backend: JobBackend, upload_dir: Path) -> APIRouter:
+def build_job_router(backend: JobBackend, upload_dir: Path, storage_configured: bool = True) -> APIRouter:
     router = APIRouter(tags=["fine-tuning"])
 
     @router.post(
@@ -114,8 +145,8 @@ def build_job_router(backend: JobBackend, upload_dir: Path) -> APIRouter:
         openapi_extra=FINETUNE_OPENAPI,
         summary="Start a fine-tuning job (JSON with dataset_s3_key, or multipart upload of the zip)",
     )
-    async def finetune(request: Request) -> FinetuneResponse:
-        parsed, upload = await read_finetune_request(request, upload_dir)
+    async def finetune(request: Request) -> Response:
+        parsed, upload, ignored = await read_finetune_request(request, upload_dir, storage_configured)
         try:
             job = await backend.create(parsed, upload)
         except InvalidInput as exc:
@@ -132,7 +163,11 @@ def build_job_router(backend: JobBackend, upload_dir: Path) -> APIRouter:
             if upload is not None and upload.exists():  # the backend moves it when it keeps it
                 upload.unlink(missing_ok=True)
         JOBS_SUBMITTED.labels(source="upload" if upload is not None else "s3").inc()
-        return FinetuneResponse(job_id=job.job_id, status=job.status, speaker_name=job.speaker_name, config=job.config)
+        answer = FinetuneResponse(job_id=job.job_id, status=job.status, speaker_name=job.speaker_name, config=job.config)
+        body = answer.model_dump(mode="json")
+        if ignored:
+            body["warnings"] = [f"ignored unknown field(s): {', '.join(ignored)}"]
+        return JSONResponse(body, status_code=202)
 
     # The records are already validated models: serialize them directly (pydantic-core) instead of letting
     # FastAPI validate them again through response_model, which costs ~10x for GET /jobs with many jobs.
