@@ -38,7 +38,7 @@ from ..schemas import (
     check_text,
 )
 from ..settings import Settings
-from ..storage import Storage, StorageError, audio_key, build_key, checkpoint_prefix
+from ..storage import Storage, audio_key, build_key, checkpoint_prefix
 from . import engine, metrics
 from .audio import duration_seconds, to_wav_bytes
 from .batcher import Batcher
@@ -117,8 +117,6 @@ class InferenceService:
 
     async def start(self) -> None:
         self._limit_cpu_threads()
-        if self.storage.configured:  # in the background: an unreachable endpoint must not delay start-up
-            asyncio.get_running_loop().run_in_executor(None, self._ensure_bucket)
         metrics.VRAM_USED_BYTES.set_function(lambda: engine.vram_used_bytes(self.settings))
         if self._idle_task is None:
             self._idle_task = asyncio.get_running_loop().create_task(self._watch_idle())
@@ -133,12 +131,6 @@ class InferenceService:
         await self.cache.close()
         self._gpu_pool.shutdown(wait=False, cancel_futures=True)
         self.registry.flush()
-
-    def _ensure_bucket(self) -> None:
-        try:
-            self.storage.ensure_bucket()
-        except StorageError as exc:
-            log.warning("%s; S3 features will fail until it is fixed", exc)
 
     def _limit_cpu_threads(self) -> None:
         """On CPU, generate calls run in parallel threads: give each a share of the cores rather than letting

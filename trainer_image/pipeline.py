@@ -320,7 +320,6 @@ class TrainingPipeline:
         for attempt in range(1, UPLOAD_ATTEMPTS + 1):
             try:
                 if not cleared:
-                    self.storage.ensure_bucket()
                     # Objects of an earlier run under this prefix would survive a same-size upload.
                     self._clear_prefix(prefix)
                     cleared = True

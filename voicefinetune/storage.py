@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,16 +157,21 @@ class Storage:
         return self.head(key) is not None
 
     def upload_bytes(self, data: bytes, key: str, content_type: str = "audio/wav") -> None:
-        try:
-            self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
-        except (BotoCoreError, ClientError) as exc:
-            raise self._fail("upload", key, exc) from exc
+        self._upload(key, lambda: self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type))
 
     def upload_file(self, path: Path, key: str) -> None:
-        try:
-            self.client.upload_file(str(path), self.bucket, key, Config=self._transfer())
-        except (BotoCoreError, ClientError, boto3.exceptions.S3UploadFailedError) as exc:
-            raise self._fail("upload", key, exc) from exc
+        self._upload(key, lambda: self.client.upload_file(str(path), self.bucket, key, Config=self._transfer()))
+
+    def _upload(self, key: str, send: Callable[[], object]) -> None:
+        """Run an upload; a bucket that does not exist yet (a fresh S3 server) is created and the upload repeated."""
+        for first_try in (True, False):
+            try:
+                send()
+                return
+            except (BotoCoreError, ClientError, boto3.exceptions.S3UploadFailedError) as exc:
+                if not (first_try and "NoSuchBucket" in str(exc)):
+                    raise self._fail("upload", key, exc) from exc
+            self.ensure_bucket()
 
     def download_file(self, key: str, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)

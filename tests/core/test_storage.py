@@ -73,3 +73,9 @@ def test_unreachable_server_fails_clearly(tmp_path):
     (folder / "a.bin").write_bytes(b"x")
     with pytest.raises(StorageError, match="after 2 attempts"):
         Storage(settings).upload_dir(folder, "checkpoints/j", attempts=2, backoff=0)
+
+
+def test_uploads_create_a_missing_bucket(vft_environ):
+    store = Storage(Settings.from_env(vft_environ))  # the fixture's bucket name, never created
+    store.upload_bytes(b"RIFF", "audio/j/a.wav")
+    assert store.exists("audio/j/a.wav")
