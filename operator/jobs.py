@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..storage import checkpoint_prefix
-from ..trainer.command import train_arguments
+from ..trainer.command import TrainRequest
 from .config import GPU_RESOURCE, OperatorConfig
 from .crd import KUEUE_QUEUE_LABEL, MANAGED_BY, NAME_LABEL, VoiceFinetuneSpec, owner_reference
 
@@ -50,7 +50,7 @@ def trainer_labels(resource_name: str) -> dict[str, str]:
 
 def trainer_args(name: str, spec: VoiceFinetuneSpec, progress_url: str) -> list[str]:
     request = spec.request
-    return train_arguments(
+    return TrainRequest(
         job_id=name,
         dataset=request.dataset_s3_key,
         speaker_name=request.speaker_name,
@@ -59,8 +59,7 @@ def trainer_args(name: str, spec: VoiceFinetuneSpec, progress_url: str) -> list[
         lr=request.lr,
         resume_from=checkpoint_prefix(request.resume_job_id) if request.resume_job_id else None,
         base_model=spec.scheduling.base_model,
-        progress_url=progress_url,
-    )
+    ).arguments(progress_url=progress_url)
 
 
 def build_training_job(

@@ -1,42 +1,49 @@
-"""The `vft train` command line as other parts build it (the local backend's child process, the Job's container).
+"""What one `vft train` run is asked to do, and its command line as other parts build it (the local backend's
+child process, the Kubernetes Job's container).
 
 Kept free of heavy imports: the operator and the facade images have no torch.
 """
 
 from __future__ import annotations
 
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 
-def train_arguments(
-    *,
-    job_id: str,
-    dataset: str,
-    speaker_name: str,
-    num_epochs: int,
-    batch_size: int,
-    lr: float,
-    resume_from: str | None = None,
-    base_model: str | None = None,
-    output_dir: Path | None = None,
-    progress_url: str | None = None,
-) -> list[str]:
-    """The arguments after `vft train` (see `voicefinetune.trainer.cli.build_parser`)."""
-    args = [
-        "--job-id", job_id,
-        "--dataset", dataset,
-        "--speaker-name", speaker_name,
-        "--num-epochs", str(num_epochs),
-        "--batch-size", str(batch_size),
-        "--lr", repr(lr),
-    ]
-    optional = {
-        "--resume-from": resume_from,
-        "--base-model": base_model,
-        "--output-dir": None if output_dir is None else str(output_dir),
-        "--progress-url": progress_url,
-    }
-    for flag, value in optional.items():
-        if value:
-            args += [flag, value]
-    return args
+@dataclass(frozen=True)
+class TrainRequest:
+    job_id: str
+    dataset: str
+    speaker_name: str
+    num_epochs: int
+    batch_size: int
+    lr: float
+    resume_from: str | None = None
+    base_model: str | None = None
+    output_dir: Path | None = None
+
+    def arguments(self, progress_url: str | None = None) -> list[str]:
+        """The arguments after `vft train` (see `voicefinetune.trainer.cli.build_parser`)."""
+        args = [
+            "--job-id", self.job_id,
+            "--dataset", self.dataset,
+            "--speaker-name", self.speaker_name,
+            "--num-epochs", str(self.num_epochs),
+            "--batch-size", str(self.batch_size),
+            "--lr", repr(self.lr),
+        ]
+        optional = {
+            "--resume-from": self.resume_from,
+            "--base-model": self.base_model,
+            "--output-dir": None if self.output_dir is None else str(self.output_dir),
+            "--progress-url": progress_url,
+        }
+        for flag, value in optional.items():
+            if value:
+                args += [flag, value]
+        return args
+
+    def local_command(self) -> list[str]:
+        """`vft train ...` with this interpreter (no dependence on PATH)."""
+        return [sys.executable, "-m", "voicefinetune.cli", "train", *self.arguments()]

@@ -18,7 +18,6 @@ import logging
 import re
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from ..dataset import Dataset, DatasetLimits, open_dataset
 from ..schemas import InvalidInput, check_speaker_name
 from ..settings import Settings
 from ..storage import Storage, StorageError, UnsafeKey, build_key, checkpoint_prefix
+from .command import TrainRequest
 from .reporter import Event, Reporter
 
 log = logging.getLogger(__name__)
@@ -47,19 +47,6 @@ class JobFailed(Exception):
 
 class JobInterrupted(JobFailed):
     """A signal stopped the job (cancelled, or its pod deleted)."""
-
-
-@dataclass(frozen=True)
-class TrainRequest:
-    job_id: str
-    dataset: str
-    speaker_name: str
-    num_epochs: int
-    batch_size: int
-    lr: float
-    resume_from: str | None = None
-    base_model: str | None = None
-    output_dir: Path | None = None
 
 
 def check_request(request: TrainRequest) -> None:

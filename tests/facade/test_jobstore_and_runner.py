@@ -6,8 +6,10 @@ import json
 import os
 from pathlib import Path
 
+from voicefinetune.trainer.command import TrainRequest
+
 from voicefinetune.facade.jobstore import JobRecord, JobStore, atomic_write_text
-from voicefinetune.facade.training_runner import TrainCommand, parse_event
+from voicefinetune.facade.training_runner import parse_event
 from voicefinetune.schemas import FinetuneRequest, Job, Progress
 from voicefinetune.settings import Settings
 
@@ -66,7 +68,7 @@ def test_child_environment_reproduces_the_settings(tmp_path: Path) -> None:
 
 
 def test_train_command_follows_the_trainer_contract(tmp_path: Path) -> None:
-    argv = TrainCommand("j1", "datasets/x.zip", "Hero", 3, 2, 1e-6, tmp_path, resume_from="checkpoints/j0").argv()
+    argv = TrainRequest("j1", "datasets/x.zip", "Hero", 3, 2, 1e-6, resume_from="checkpoints/j0", output_dir=tmp_path).local_command()
     joined = " ".join(argv)
     for expected in ("train", "--job-id j1", "--dataset datasets/x.zip", "--speaker-name Hero", "--num-epochs 3",
                      "--batch-size 2", "--lr 1e-06", f"--output-dir {tmp_path}", "--resume-from checkpoints/j0"):

@@ -23,13 +23,13 @@ from ..opslog import OpsLog
 from ..schemas import TERMINAL_STATUSES, FinetuneConfig, FinetuneRequest, InvalidInput, Job, Progress
 from ..settings import Settings
 from ..storage import Storage, StorageNotConfigured, checkpoint_prefix
+from ..trainer.command import TrainRequest
 from ..zipsafe import inspect_zip
 from .backend import DatasetNotFound, JobConflict
 from .jobstore import JobRecord, JobStore
 from .metrics import JOB_DURATION, JOBS_FINISHED
 from .training_runner import (
     ProgressEvent,
-    TrainCommand,
     TrainingProcess,
     reap_orphan,
 )
@@ -294,7 +294,7 @@ class LocalBackend:
         if record.upload_path and not Path(record.upload_path).is_file():
             self._fail(record, "the uploaded dataset is gone (deleted from the data folder); resubmit it")
             return False
-        command = TrainCommand(
+        train_request = TrainRequest(
             job_id=job.job_id,
             dataset=dataset,
             speaker_name=request.speaker_name,
@@ -306,7 +306,7 @@ class LocalBackend:
         )
         env = {**os.environ, **self.settings.to_env()}
         process = TrainingProcess(
-            command,
+            train_request,
             env,
             self.settings.job_dir(job.job_id) / "train.log",
             lambda event: self._on_event(record, event, tracker),

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..trainer.command import train_arguments
+from ..trainer.command import TrainRequest
 
 log = logging.getLogger(__name__)
 
@@ -28,32 +28,6 @@ STDOUT_LINE_LIMIT = 1024 * 1024
 ERROR_TAIL_LINES = 8
 
 ProgressEvent = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class TrainCommand:
-    """The trainer CLI contract: `vft train --job-id ... --dataset ...`."""
-
-    job_id: str
-    dataset: str
-    speaker_name: str
-    num_epochs: int
-    batch_size: int
-    lr: float
-    output_dir: Path
-    resume_from: str | None = None
-
-    def argv(self) -> list[str]:
-        return [sys.executable, "-m", "voicefinetune.cli", "train"] + train_arguments(
-            job_id=self.job_id,
-            dataset=self.dataset,
-            speaker_name=self.speaker_name,
-            num_epochs=self.num_epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            output_dir=self.output_dir,
-            resume_from=self.resume_from,
-        )
 
 
 def parse_event(line: str) -> ProgressEvent | None:
@@ -94,12 +68,12 @@ class TrainingOutcome:
 class TrainingProcess:
     def __init__(
         self,
-        command: TrainCommand,
+        request: TrainRequest,
         env: dict[str, str],
         log_path: Path,
         on_event: Callable[[ProgressEvent], None],
     ):
-        self.command = command
+        self.request = request
         self.env = env
         self.log_path = log_path
         self.on_event = on_event
@@ -114,7 +88,7 @@ class TrainingProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in run()
         self.process = await asyncio.create_subprocess_exec(
-            *self.command.argv(),
+            *self.request.local_command(),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=self._log,
