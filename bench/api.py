@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 
 import httpx
+from results import DOCS, write_section  # bench/results.py
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 SECTION = "## API: job reads (`bench/api.py`)"
 CONCURRENCY = 8
 
@@ -211,14 +211,6 @@ def table(rows: list[dict], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def write_docs(text: str) -> None:
-    content = DOCS.read_text(encoding="utf-8")
-    start = content.index(SECTION) + len(SECTION)
-    end = content.find("\n## ", start)
-    end = len(content) if end < 0 else end
-    DOCS.write_text(content[:start] + "\n\n" + text + "\n" + content[end:], encoding="utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=1000)
@@ -235,7 +227,7 @@ def main() -> None:
     text = table(measure(args), args)
     print("\n" + text)
     if args.write_docs:
-        write_docs(text)
+        write_section(SECTION, text)
         print(json.dumps({"written": str(DOCS)}))
 
 

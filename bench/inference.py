@@ -34,8 +34,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import httpx  # noqa: E402
 import soundfile as sf  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
+from results import DOCS, write_section  # bench/results.py
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 SECTION = "## Inference: fusion and cold vs warm (`bench/inference.py`)"
 VOICE = "bench"
 
@@ -210,14 +210,6 @@ def render(items, rounds, throughput, calls, latency, loads, threads) -> str:
     return "\n".join(rows)
 
 
-def write_docs(table: str) -> None:
-    text = DOCS.read_text(encoding="utf-8")
-    start = text.index(SECTION) + len(SECTION)
-    following = text.find("\n## ", start)
-    end = len(text) if following < 0 else following
-    DOCS.write_text(text[:start] + "\n\n" + table + "\n" + text[end:], encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int, default=16, help="sentences per throughput measurement")
@@ -227,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     table = asyncio.run(run(args.items, args.rounds))
     print(table)
     if args.write_docs:
-        write_docs(table)
+        write_section(SECTION, table)
         print(f"\nwritten to {DOCS}")
     return 0
 

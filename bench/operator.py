@@ -34,11 +34,11 @@ from k8s_harness import (  # noqa: E402
     voicefinetune,
 )
 from kmock_cluster import EmulatorThread, crd_resources  # noqa: E402
+from results import DOCS, write_section  # noqa: E402  (bench/results.py)
 from voicefinetune.operator.config import OperatorConfig  # noqa: E402
 from voicefinetune.operator.crd import read_spec  # noqa: E402
 from voicefinetune.operator.jobs import build_training_job  # noqa: E402
 
-DOCS = REPO / "docs" / "benchmarks.md"
 HEADING = "## Operator: create → Job (`bench/operator.py`)"
 
 
@@ -150,14 +150,6 @@ def table(count: int, threads: int, floor: dict[str, float], operated: dict[str,
     ])
 
 
-def write_docs(text: str) -> None:
-    docs = DOCS.read_text()
-    start = docs.index(HEADING) + len(HEADING)
-    end = docs.find("\n## ", start)
-    end = len(docs) if end == -1 else end
-    DOCS.write_text(docs[:start] + "\n\n" + text + "\n" + ("" if end == len(docs) else docs[end:]))
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=200)
@@ -182,7 +174,7 @@ def main() -> int:
     text = table(args.count, args.threads, floor, operated, cpu)
     print(text)
     if args.write_docs:
-        write_docs(text)
+        write_section(HEADING, text)
     return 0
 
 
