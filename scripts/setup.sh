@@ -7,10 +7,11 @@ PYTHON=${PYTHON:-python3.11}
 VENV=.venv
 PIP="$VENV/bin/pip --disable-pip-version-check -q"
 
-# Optional system tools: sox (silences a qwen-tts warning), espeak-ng (real speech for test datasets).
+# Optional system tools: sox (silences a qwen-tts warning), espeak-ng (real speech for test datasets),
+# prometheus (promtool checks the chart's alert rules and our metric names).
 if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
   missing=()
-  for pkg in sox espeak-ng; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  for pkg in sox espeak-ng prometheus; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
   if [ ${#missing[@]} -gt 0 ]; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null) \
       || echo "setup: could not install ${missing[*]} (optional)" >&2
