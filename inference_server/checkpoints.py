@@ -1,0 +1,72 @@
+"""Where a voice's model lives: its registered checkpoint folder, the trainer's default output, or S3."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from pathlib import Path
+
+from ..schemas import InvalidInput
+from ..settings import Settings
+from ..storage import Storage, checkpoint_prefix
+from .disk_cache import has_model, is_inside
+from .registry import Voice
+
+CHECKPOINT_FOLDER = re.compile(r"^checkpoint-epoch-(\d+)$")  # the trainer's output/checkpoint-epoch-N
+RESTORED_FOLDER = "checkpoint"  # jobs/{id}/checkpoint: where a voice registered only by S3 prefix lands
+
+
+class CheckpointLocator:
+    def __init__(self, settings: Settings, storage: Storage):
+        self.settings = settings
+        self.storage = storage
+
+    def trainer_checkpoint(self, job_id: str) -> tuple[str | None, str | None]:
+        """(checkpoint_path, s3_prefix) where ``vft train --job-id {job_id}`` leaves its model by default."""
+        output = self.settings.job_dir(job_id) / "output"
+        epochs = [
+            (int(match.group(1)), folder)
+            for folder in (output.iterdir() if output.is_dir() else [])
+            if (match := CHECKPOINT_FOLDER.match(folder.name)) and has_model(folder)
+        ]
+        if epochs:
+            return str(max(epochs)[1].absolute()), None
+        prefix = checkpoint_prefix(job_id)
+        if self.storage.configured and next(iter(self.storage.list(prefix + "/")), None) is not None:
+            return None, prefix
+        raise InvalidInput(
+            f"no checkpoint found for job {job_id!r}: neither {output}/checkpoint-epoch-N on disk nor "
+            f"{prefix}/ on S3; give checkpoint_path (a local model folder) or s3_prefix (where S3 holds it)"
+        )
+
+    def checkpoint_path(self, checkpoint_path: str | None) -> str | None:
+        """Absolute folder; a relative path (like the seed's ``jobs/{id}/output/checkpoint-epoch-9``) is taken
+        relative to the data folder and may not climb out of it."""
+        if not checkpoint_path:
+            return None
+        path = Path(checkpoint_path)
+        if path.is_absolute():
+            return str(path)
+        if ".." in path.parts:
+            raise InvalidInput(f"checkpoint_path {checkpoint_path!r} must not contain '..'")
+        return str((self.settings.data_dir / path).absolute())
+
+    def model_folder(self, voice: Voice) -> Path:
+        """Where the voice's model is read from: its checkpoint folder, or (when that lies outside the jobs
+        folder and is gone, or was never given) ``jobs/{id}/checkpoint``, which an S3 restore fills."""
+        if voice.checkpoint_path:
+            path = Path(voice.checkpoint_path)
+            if has_model(path) or is_inside(path, self.settings.jobs_dir):
+                return path
+        return self.settings.job_dir(voice.job_id) / RESTORED_FOLDER
+
+    @staticmethod
+    def s3_prefix(voice: Voice) -> str:
+        """Where S3 holds (or would hold) the voice's checkpoint: as registered, else the trainer's convention."""
+        return voice.s3_prefix or checkpoint_prefix(voice.job_id)
+
+    def display_path(self, path: Path | str) -> str:
+        path = Path(path)
+        with contextlib.suppress(ValueError):
+            return path.absolute().relative_to(self.settings.data_dir.absolute()).as_posix()
+        return str(path)

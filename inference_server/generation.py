@@ -1,0 +1,138 @@
+"""Turning utterances into audio: fused generate calls on the GPU threads, then WAV bytes, inline or on S3."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..schemas import BatchItemError, InferS3Response, InlineAudioResponse
+from ..settings import Settings
+from . import engine, metrics
+from .audio import duration_seconds, to_wav_bytes
+from .batcher import Batcher
+from .errors import message_for, status_for
+from .model_cache import ModelCache, ModelSpec
+from .outputs import AudioOutputs, inline_audio
+
+log = logging.getLogger(__name__)
+
+Result = InferS3Response | InlineAudioResponse | BatchItemError
+
+
+@dataclass(frozen=True)
+class _Work:
+    """One utterance queued for fusion with others of the same model."""
+
+    spec: ModelSpec
+    item: engine.SpeechItem
+
+
+@dataclass
+class Planned:
+    """A batch item that passed its checks: what to say and where it goes."""
+
+    index: int
+    text: str
+    language: str
+    instruct: str
+    filename: str
+    key: str | None
+
+
+def limit_cpu_threads(settings: Settings) -> None:
+    """On CPU, generate calls run in parallel threads: give each a share of the cores rather than letting
+    every call spin up one thread per core (oversubscription makes tiny models ~8x slower)."""
+    from ..qwen import choose_runtime
+
+    if choose_runtime(settings).on_gpu or "OMP_NUM_THREADS" in os.environ:
+        return
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, settings.gpu_max_concurrency)))
+
+
+class Generator:
+    def __init__(self, settings: Settings, cache: ModelCache, outputs: AudioOutputs):
+        self.cache = cache
+        self.outputs = outputs
+        self.batcher = Batcher(
+            self._run_batch, settings.inference_batch_window_ms / 1000.0, settings.inference_max_batch
+        )
+        self.gpu_slots = asyncio.Semaphore(max(1, settings.gpu_max_concurrency))
+        # model calls get their own threads, so that uploads and S3 checks queued in the default pool never delay them
+        self._gpu_pool = ThreadPoolExecutor(max(1, settings.gpu_max_concurrency), thread_name_prefix="vft-generate")
+
+    def shutdown(self) -> None:
+        """Drop the GPU threads (close the batcher, then the cache, before this)."""
+        self._gpu_pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _run_batch(self, key: str, work: list[_Work]) -> list[np.ndarray | BaseException]:
+        """The batcher's call: one generate for all queued items of one model (items alone if that fails)."""
+        spec = work[0].spec
+        items = [w.item for w in work]
+        async with self.cache.use(spec) as loaded, self.gpu_slots:
+            started = time.monotonic()
+            try:
+                wavs: list[Any] = await self.on_gpu(engine.generate, loaded, items)
+            except Exception as exc:
+                if len(items) == 1:
+                    raise
+                log.warning("fused generate of %d items for %s failed (%s); retrying one by one", len(items), key, exc)
+                wavs = []
+                for item in items:
+                    try:
+                        wavs.extend(await self.on_gpu(engine.generate, loaded, [item]))
+                    except Exception as item_exc:  # noqa: BLE001 - reported in that item's place
+                        wavs.append(item_exc)
+        metrics.BATCH_SIZE.observe(len(items))
+        metrics.GENERATE_SECONDS.observe(time.monotonic() - started)
+        produced = [w for w in wavs if not isinstance(w, BaseException)]
+        metrics.ITEMS.labels(spec.kind).inc(len(produced))
+        metrics.AUDIO_SECONDS.labels(spec.kind).inc(sum(duration_seconds(w) for w in produced))
+        return wavs
+
+    async def on_gpu(self, function: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._gpu_pool, functools.partial(function, *args))
+
+    async def generate(self, spec: ModelSpec, item: engine.SpeechItem) -> bytes:
+        waveform = await self.batcher.submit(spec.key, _Work(spec, item))
+        return await asyncio.to_thread(to_wav_bytes, waveform)
+
+    async def produce(self, spec: ModelSpec, item: engine.SpeechItem, key: str, job_id: str | None) -> Result:
+        wav = await self.generate(spec, item)
+        return await self.outputs.upload(key, wav, item.text, job_id)
+
+    async def produce_all(
+        self, spec: ModelSpec, planned: list[Planned], job_id: str | None, overwrite: bool, **extra: Any
+    ) -> dict[int, Result]:
+        """Generate and upload every planned item concurrently (fused by the batcher); errors stay per item.
+        Items without a key come back inline (base64 WAV)."""
+
+        async def one(plan: Planned) -> Result:
+            try:
+                if plan.key is not None and not overwrite and await self.outputs.existing(plan.key):
+                    return self.outputs.response(plan.key, plan.text, job_id)
+                item = engine.SpeechItem(plan.text, plan.language, plan.instruct, **extra)
+                if plan.key is None:
+                    wav = await self.generate(spec, item)
+                    return inline_audio(wav, plan.text, plan.filename, job_id)
+                return await self.produce(spec, item, plan.key, job_id)
+            except Exception as exc:  # noqa: BLE001 - reported in the item's place
+                if status_for(exc) == 500:
+                    log.exception("item %d failed", plan.index)
+                return BatchItemError(
+                    index=plan.index, filename=plan.filename, text=plan.text, error=message_for(exc),
+                    status_code=status_for(exc),
+                )
+
+        results = await asyncio.gather(*(one(plan) for plan in planned))
+        return {plan.index: result for plan, result in zip(planned, results, strict=True)}

@@ -1,0 +1,174 @@
+"""The speech requests (custom voice, voice design, voice clone; single and batch): check and plan each one,
+then hand it to the generator; a batch reports a bad item in its place rather than failing whole."""
+
+from __future__ import annotations
+
+from ..schemas import (
+    BatchInferRequest,
+    BatchItemError,
+    InferRequest,
+    InferS3Response,
+    InvalidInput,
+    VoiceCloneBatchRequest,
+    VoiceCloneRequest,
+    VoiceDesignRequest,
+    check_filename,
+    check_language,
+    check_text,
+)
+from ..settings import Settings
+from ..storage import Storage, audio_key
+from . import engine
+from .activity import RequestActivity
+from .cloning import VoiceCloner, check_ref_text
+from .errors import message_for, status_for
+from .generation import Generator, Planned, Result
+from .model_loading import ModelLoader
+from .outputs import AudioOutputs, auto_filename
+from .voices import VoiceCatalog
+
+
+class SpeechRequests:
+    def __init__(
+        self,
+        settings: Settings,
+        storage: Storage,
+        outputs: AudioOutputs,
+        voices: VoiceCatalog,
+        loader: ModelLoader,
+        generator: Generator,
+        cloner: VoiceCloner,
+        activity: RequestActivity,
+    ):
+        self.settings = settings
+        self.storage = storage
+        self.outputs = outputs
+        self.voices = voices
+        self.loader = loader
+        self.generator = generator
+        self.cloner = cloner
+        self.activity = activity
+
+    async def infer(self, job_id: str, request: InferRequest) -> bytes | InferS3Response:
+        """One utterance in a fine-tuned voice: the WAV, or the S3 object it was uploaded to."""
+        voice = self.voices.get(job_id)
+        text = check_text(request.text, self.settings.max_text_chars)
+        language = check_language(request.language)
+        upload = self.storage.configured if request.upload_to_s3 is None else request.upload_to_s3
+        key = None
+        if upload:
+            self.outputs.require_storage()
+            filename = check_filename(request.s3_filename) if request.s3_filename else auto_filename("tts")
+            key = audio_key(job_id, filename, request.book_id, request.chapter_id)
+        spec = self.loader.voice_spec(voice)
+        with self.activity.track("inference_custom_voice", job_id):
+            self.voices.touch(job_id)
+            if key is not None and not request.overwrite and await self.outputs.existing(key):
+                return self.outputs.response(key, text, job_id)
+            item = engine.SpeechItem(text, language, request.instruct or "", speaker=voice.speaker_name)
+            if key is None:
+                return await self.generator.generate(spec, item)
+            return await self.generator.produce(spec, item, key, job_id)
+
+    async def infer_batch(self, job_id: str, request: BatchInferRequest) -> list[Result]:
+        """Many utterances in one voice, uploaded to S3; results in request order, bad items reported in place."""
+        voice = self.voices.get(job_id)
+        self.outputs.require_storage()
+        default_language = check_language(request.language)
+        results: dict[int, Result] = {}
+        planned: list[Planned] = []
+        used: dict[str, int] = {}
+        for index, entry in enumerate(request.items):
+            try:
+                text = check_text(entry.text, self.settings.max_text_chars)
+                language = check_language(entry.language) if entry.language else default_language
+                filename = check_filename(entry.filename) if entry.filename else auto_filename("tts")
+                key = audio_key(job_id, filename, request.book_id, request.chapter_id)
+                if key in used:
+                    raise InvalidInput(f"filename {filename!r} is already used by item {used[key]} of this batch")
+                used[key] = index
+                instruct = request.instruct if entry.instruct is None else entry.instruct
+                planned.append(Planned(index, text, language, instruct or "", filename, key))
+            except Exception as exc:
+                results[index] = self._item_error(index, entry.filename, entry.text, exc)
+        spec = self.loader.voice_spec(voice)
+        with self.activity.track("inference_custom_voice", job_id, items=len(request.items)):
+            self.voices.touch(job_id)
+            results.update(
+                await self.generator.produce_all(spec, planned, job_id, request.overwrite, speaker=voice.speaker_name)
+            )
+        return [results[index] for index in range(len(request.items))]
+
+    async def voice_design(self, request: VoiceDesignRequest) -> bytes | InferS3Response:
+        text = check_text(request.text, self.settings.max_text_chars)
+        language = check_language(request.language)
+        key = None
+        if request.upload_to_s3:
+            self.outputs.require_storage()
+            filename = check_filename(request.s3_filename) if request.s3_filename else auto_filename("design")
+            key = audio_key(None, filename)
+        spec = await self.loader.shared_spec("voice_design")
+        with self.activity.track("inference_voice_design", None):
+            if key is not None and not request.overwrite and await self.outputs.existing(key):
+                return self.outputs.response(key, text, None)
+            item = engine.SpeechItem(text, language, request.instruct or "")
+            if key is None:
+                return await self.generator.generate(spec, item)
+            return await self.generator.produce(spec, item, key, None)
+
+    async def voice_clone(self, request: VoiceCloneRequest) -> bytes | InferS3Response:
+        text = check_text(request.text, self.settings.max_text_chars)
+        language = check_language(request.language)
+        check_ref_text(request.ref_text, request.use_xvec)
+        upload = self.storage.configured if request.upload_to_s3 is None else request.upload_to_s3
+        key = None
+        if upload:
+            self.outputs.require_storage()
+            filename = check_filename(request.s3_filename) if request.s3_filename else auto_filename("clone")
+            key = audio_key(None, filename)
+        waveform, rate = await self.cloner.reference_audio(request.ref_audio_url)
+        with self.activity.track("inference_voice_clone", None):
+            if key is not None and not request.overwrite and await self.outputs.existing(key):
+                return self.outputs.response(key, text, None)
+            spec, prompt = await self.cloner.clone_prompt(waveform, rate, request.ref_text, request.use_xvec)
+            item = engine.SpeechItem(text, language, clone_prompt=prompt)
+            if key is None:
+                return await self.generator.generate(spec, item)
+            return await self.generator.produce(spec, item, key, None)
+
+    async def voice_clone_batch(self, request: VoiceCloneBatchRequest) -> list[Result]:
+        """Clone one reference voice for many texts: the prompt is computed once and reused for every item.
+        Uploaded to S3, or (``upload_to_s3: false``) each WAV returned base64-encoded in its entry."""
+        if request.upload_to_s3:
+            self.outputs.require_storage()
+        language = check_language(request.language)
+        check_ref_text(request.ref_text, request.use_xvec)
+        results: dict[int, Result] = {}
+        planned: list[Planned] = []
+        used: dict[str, int] = {}
+        for index, entry in enumerate(request.items):
+            try:
+                text = check_text(entry.text, self.settings.max_text_chars)
+                filename = check_filename(entry.filename) if entry.filename else auto_filename("clone")
+                key = audio_key(None, filename) if request.upload_to_s3 else None
+                if key is not None and key in used:
+                    raise InvalidInput(f"filename {filename!r} is already used by item {used[key]} of this batch")
+                if key is not None:
+                    used[key] = index
+                planned.append(Planned(index, text, language, "", filename, key))
+            except Exception as exc:
+                results[index] = self._item_error(index, entry.filename, entry.text, exc)
+        waveform, rate = await self.cloner.reference_audio(request.ref_audio_url)
+        with self.activity.track("inference_voice_clone", None, items=len(request.items)):
+            if planned:
+                spec, prompt = await self.cloner.clone_prompt(waveform, rate, request.ref_text, request.use_xvec)
+                results.update(
+                    await self.generator.produce_all(spec, planned, None, request.overwrite, clone_prompt=prompt)
+                )
+        return [results[index] for index in range(len(request.items))]
+
+    @staticmethod
+    def _item_error(index: int, filename: str | None, text: str | None, exc: Exception) -> BatchItemError:
+        return BatchItemError(
+            index=index, filename=filename, text=text, error=message_for(exc), status_code=status_for(exc)
+        )
