@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from voicefinetune.facade.app import create_local_app
 from voicefinetune.facade.jobstore import JobRecord, JobStore
-from voicefinetune.facade.local_backend import RESTART_LOST
+from voicefinetune.facade.recovery import RESTART_LOST
 from voicefinetune.schemas import FinetuneRequest, Job, Progress
 from voicefinetune.settings import Settings
 

@@ -233,7 +233,7 @@ class KubernetesBackend:
         return job_from_resource(resource, self.settings.use_flash_attn)
 
     async def _store_upload(self, job_id: str, upload: Path) -> str:
-        from .local_backend import check_dataset_zip
+        from .dataset_checks import check_dataset_zip
 
         await asyncio.to_thread(check_dataset_zip, upload)
         self._require_storage()

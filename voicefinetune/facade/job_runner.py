@@ -1,0 +1,134 @@
+"""Running one job's training: the `vft train` child process, its progress events turned into the job's status."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..opslog import OpsLog
+from ..schemas import Progress
+from ..settings import Settings
+from ..storage import Storage
+from ..trainer.command import TrainRequest
+from .jobstore import JobRecord, JobStore
+from .resume import resolve_resume_source
+from .stage_timer import StageTimer
+from .status_updates import StatusUpdater
+from .training_runner import ProgressEvent, TrainingProcess
+
+PROGRESS_SAVE_INTERVAL = 1.0
+# Trainer stages → job status; "uploading" is still part of training from the user's point of view.
+STAGE_STATUS = {"preparing": "preparing", "training": "training", "uploading": "training", "done": "training"}
+
+
+def training_output_dir(settings: Settings, job_id: str) -> Path:
+    return settings.job_dir(job_id) / "output"
+
+
+@dataclass
+class JobRunner:
+    settings: Settings
+    storage: Storage
+    opslog: OpsLog
+    store: JobStore
+    status: StatusUpdater
+    _processes: dict[str, TrainingProcess] = field(default_factory=dict, init=False)
+
+    async def cancel(self, job_id: str) -> None:
+        process = self._processes.get(job_id)
+        if process is not None:
+            await process.cancel()
+
+    async def cancel_all(self) -> None:
+        await asyncio.gather(*(p.cancel() for p in list(self._processes.values())), return_exceptions=True)
+
+    async def train(self, record: JobRecord) -> bool:
+        """Run `vft train` for the job; True when it produced a checkpoint."""
+        job, request = record.job, record.request
+        record.attempts += 1
+        tracker = StageTimer(self.opslog, job.job_id)
+        self.status.set_status(record, "preparing", Progress(stage="preparing", total_epochs=request.num_epochs))
+        tracker.enter("preparing")
+        dataset = record.upload_path or request.dataset_s3_key
+        if record.upload_path and not Path(record.upload_path).is_file():
+            self.status.fail(record, "the uploaded dataset is gone (deleted from the data folder); resubmit it")
+            return False
+        train_request = TrainRequest(
+            job_id=job.job_id,
+            dataset=dataset,
+            speaker_name=request.speaker_name,
+            num_epochs=request.num_epochs,
+            batch_size=request.batch_size,
+            lr=request.lr,
+            output_dir=training_output_dir(self.settings, job.job_id).resolve(),
+            resume_from=await resolve_resume_source(record, self.store, self.storage, self.status),
+        )
+        env = {**os.environ, **self.settings.to_env()}
+        process = TrainingProcess(
+            train_request,
+            env,
+            self.settings.job_dir(job.job_id) / "train.log",
+            lambda event: self._on_event(record, event, tracker),
+        )
+        self._processes[job.job_id] = process
+        try:
+            record.child_pid = await process.start()
+            self.status.persist(record)
+            outcome = await process.run()
+        except BaseException:  # cancelled (DELETE, shutdown) or a bug: never leave the child running
+            process.kill()
+            raise
+        finally:
+            self._processes.pop(job.job_id, None)
+            record.child_pid = None
+        if outcome.cancelled:
+            return False
+        tracker.finish(outcome.succeeded)
+        if not outcome.succeeded:
+            self.status.fail(record, outcome.error or "training failed")
+            return False
+        done = outcome.last_event or {}
+        if not done.get("checkpoint_path"):
+            self.status.fail(record, "vft train finished without naming a checkpoint")
+            return False
+        record.checkpoint_dir = str(Path(done["checkpoint_path"]).resolve())
+        record.s3_prefix = done.get("s3_prefix")
+        return True
+
+    def _on_event(self, record: JobRecord, event: ProgressEvent, tracker: StageTimer) -> None:
+        stage = event["stage"]
+        tracker.enter(stage)
+        if event.get("warning"):
+            self.status.warn(record, str(event["warning"]), save=False)
+        if stage == "failed":
+            return
+        record.job.progress = Progress(
+            stage=stage,
+            epoch=_int(event.get("epoch")),
+            total_epochs=_int(event.get("total_epochs"), record.request.num_epochs),
+            step=_int(event.get("step")),
+            loss=_float(event.get("loss")),
+            global_step=_int(event.get("global_step")),
+        )
+        status = STAGE_STATUS.get(stage, record.job.status)
+        if status != record.job.status:
+            self.status.set_status(record, status, record.job.progress)
+        elif self.status.seconds_since_save(record.job.job_id) >= PROGRESS_SAVE_INTERVAL:
+            self.status.persist(record)
+
+
+def _int(value: Any, default: int = 0) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None

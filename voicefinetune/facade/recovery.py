@@ -1,0 +1,69 @@
+"""What happens at start-up to jobs a previous server left unfinished: run again from the beginning when their
+dataset is still there, failed with a message saying to resubmit when it is not."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..schemas import TERMINAL_STATUSES
+from ..settings import Settings
+from ..storage import Storage
+from .job_creation import queued_progress
+from .job_runner import training_output_dir
+from .jobstore import JobRecord, JobStore
+from .status_updates import StatusUpdater
+from .training_queue import TrainingQueue
+from .training_runner import reap_orphan
+
+log = logging.getLogger(__name__)
+
+RESTART_REQUEUED = "re-queued after a server restart: training started again from the beginning"
+RESTART_LOST = "interrupted by a server restart; resubmit (the dataset is no longer available)"
+
+
+@dataclass
+class StartupRecovery:
+    settings: Settings
+    storage: Storage
+    store: JobStore
+    status: StatusUpdater
+    queue: TrainingQueue
+
+    async def run(self) -> None:
+        for record in self.store.load():
+            if record.job.status not in TERMINAL_STATUSES:
+                await self._recover(record)
+
+    async def _recover(self, record: JobRecord) -> None:
+        job = record.job
+        if reap_orphan(record.child_pid, job.job_id):
+            log.warning("killed a `vft train` left over from a previous server for job %s", job.job_id)
+        record.child_pid = None
+        if job.status == "loading" and record.checkpoint_dir and Path(record.checkpoint_dir).is_dir():
+            self.status.persist(record)
+            self.queue.schedule(job.job_id, load_only=True)
+            return
+        if job.status != "queued":
+            if not await self._dataset_available(record):
+                self.status.fail(record, RESTART_LOST)
+                return
+            shutil.rmtree(training_output_dir(self.settings, job.job_id), ignore_errors=True)
+            job.status, job.progress, job.error = "queued", queued_progress(record.request), None
+            job.warnings.append(RESTART_REQUEUED)
+        self.status.persist(record)
+        self.queue.schedule(job.job_id)
+
+    async def _dataset_available(self, record: JobRecord) -> bool:
+        if record.upload_path:
+            return Path(record.upload_path).is_file()
+        if not self.storage.configured:
+            return False
+        try:
+            return await asyncio.to_thread(self.storage.exists, record.request.dataset_s3_key)
+        except Exception as exc:
+            log.warning("cannot check dataset of job %s: %s", record.job.job_id, exc)
+            return False

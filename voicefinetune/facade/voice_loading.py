@@ -1,0 +1,82 @@
+"""The last stage of a job: load its trained voice into the inference service and mark the job ready."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..settings import Settings
+from .jobstore import JobRecord, JobStore
+from .status_updates import StatusUpdater, purge_upload
+
+log = logging.getLogger(__name__)
+
+
+class VoiceHost(Protocol):
+    """The part of the inference service the backend drives (``InferenceService`` implements it)."""
+
+    async def register_voice(
+        self,
+        job_id: str,
+        speaker_name: str,
+        checkpoint_path: str | None = None,
+        s3_prefix: str | None = None,
+        preload: bool = False,
+    ) -> Any: ...
+
+    async def unregister_voice(self, job_id: str) -> Any: ...
+
+
+@dataclass
+class VoiceLoader:
+    settings: Settings
+    store: JobStore
+    status: StatusUpdater
+    voices: VoiceHost
+
+    async def load(self, record: JobRecord) -> None:
+        job = record.job
+        self.status.set_status(record, "loading", job.progress)
+        try:
+            await self.voices.register_voice(
+                job.job_id,
+                record.request.speaker_name,
+                checkpoint_path=record.checkpoint_dir,
+                s3_prefix=record.s3_prefix,
+                preload=True,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("loading the voice of job %s failed", job.job_id)
+            self.status.fail(record, f"the trained voice could not be loaded for inference: {exc}")
+            return
+        if job.job_id not in self.store:
+            return
+        job.inference_url = f"/infer/{job.job_id}"
+        job.checkpoint_path = self._relative_to_data(record.checkpoint_dir)
+        purge_upload(record)
+        self.status.set_status(record, "ready", job.progress)
+        await self._prune_disk()
+
+    async def _prune_disk(self) -> None:
+        prune = getattr(self.voices, "prune_disk", None)
+        if prune is None:
+            return
+        try:
+            result = prune()
+            if asyncio.iscoroutine(result):
+                await result
+        except Exception:
+            log.exception("disk prune after training failed")
+
+    def _relative_to_data(self, path: str | None) -> str | None:
+        if path is None:
+            return None
+        try:
+            return Path(path).resolve().relative_to(self.settings.data_dir.resolve()).as_posix()
+        except ValueError:
+            return path
