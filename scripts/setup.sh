@@ -22,9 +22,9 @@ fi
 
 # torch first: on CPU machines of this kind pip takes the 2.13.0 CPU build from local disk.
 $PIP install "torch==2.13.0"
-# qwen-tts without its hard gradio/torchaudio requirements (see pyproject.toml); its real needs come with `.[dev]`.
+# qwen-tts without its hard gradio/torchaudio requirements (see pyproject.toml); its real needs come with `.[ml]`.
 $PIP install --no-deps "qwen-tts==0.1.1"
-$PIP install -e ".[dev]"
+$PIP install -e ".[ml,dev]"
 
 # qwen_tts imports torchaudio at import time (only its unused 25 Hz tokenizer needs it): this start-up hook answers
 # `import torchaudio` with a placeholder when no real one is installed, so `from qwen_tts import ...` just works.
