@@ -5,7 +5,8 @@ A checkpoint folder `checkpoint-epoch-N` is the base model folder with:
 - `model.safetensors` without `speaker_encoder.*`, the averaged speaker embedding written into codec-embedding
   row `slot`, each tensor in the dtype the base file stores it in;
 - `speech_tokenizer/` and the tokenizer files of the base, copied (no links: nothing aliases the base's files);
-- only while training: `optimizer.pt` + `trainer_state.json` (resume), in the latest checkpoint alone.
+- `trainer_state.json` (epoch, global step, speaker slot), so a run resumed from it continues the numbering;
+- only while training: `optimizer.pt` (resume), in the latest checkpoint alone.
 
 Writes go to a hidden temporary folder that is renamed into place when complete, and the weights are streamed
 tensor by tensor, so peak extra memory is one tensor rather than a copy of the model.
@@ -358,8 +359,10 @@ def remove_temporary_folders(output_dir: Path) -> None:
 
 
 def purge_training_state(output_dir: Path) -> Path | None:
-    """Keep only the final checkpoint's model files: drops optimizer/trainer state, earlier checkpoints and
-    interrupted writes. Returns the final checkpoint folder (None when there is none)."""
+    """Keep only the final checkpoint: drops its optimizer state, earlier checkpoints and interrupted writes.
+
+    The small `trainer_state.json` stays, so a run resumed from the published model continues its epoch and step
+    numbering. Returns the final checkpoint folder (None when there is none)."""
     remove_temporary_folders(output_dir)
     checkpoints = list_checkpoints(output_dir)
     if not checkpoints:
@@ -367,5 +370,5 @@ def purge_training_state(output_dir: Path) -> Path | None:
     *earlier, (_, final) = checkpoints
     for _, folder in earlier:
         shutil.rmtree(folder)
-    drop_training_state(final)
+    (final / OPTIMIZER_FILE).unlink(missing_ok=True)
     return final

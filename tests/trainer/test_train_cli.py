@@ -28,7 +28,7 @@ SPEAKER = "Hero1"
 DATASET_KEY = "datasets/Hero1/dataset.zip"
 TOKEN = "progress-secret"
 LR = "1e-3"
-TRAINING_STATE_NAMES = {"optimizer.pt", "trainer_state.json", "train.jsonl"}
+TRAINING_STATE_NAMES = {"optimizer.pt", "train.jsonl"}
 
 
 @dataclass
@@ -42,6 +42,9 @@ class TrainRun:
     def last(self) -> dict[str, Any]:
         assert self.events, f"no progress events; stderr:\n{self.stderr[-3000:]}"
         return self.events[-1]
+
+    def progress(self) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["stage"] == "training" and e["loss"] is not None]
 
     def losses(self) -> list[tuple[int, float]]:
         return [(e["epoch"], e["loss"]) for e in self.events if e["stage"] == "training" and e["loss"] is not None]
@@ -163,6 +166,8 @@ def test_resume_from_the_published_checkpoint_trains_further(trained, trainer_en
     assert any("resuming from" in e.get("message", "") for e in run.events)
     first_loss_before, first_loss_resumed = trained.losses()[0][1], run.losses()[0][1]
     assert first_loss_resumed < first_loss_before, (trained.losses(), run.losses())
+    before, after = trained.progress(), run.progress()
+    assert after[0]["epoch"] == before[-1]["epoch"] + 1 and after[0]["global_step"] > before[-1]["global_step"]
     assert run.last["stage"] == "done" and run.last["s3_prefix"] == "checkpoints/hero1-resumed"
     assert_inputs_purged(job_dir(trainer_env, "hero1-resumed"))
 
