@@ -3,9 +3,14 @@ then hand it to the generator; a batch reports a bad item in its place rather th
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 from ..schemas import (
     BatchInferRequest,
+    BatchItem,
     BatchItemError,
+    CloneItem,
     InferRequest,
     InferS3Response,
     InvalidInput,
@@ -75,22 +80,16 @@ class SpeechRequests:
         voice = self.voices.get(job_id)
         self.outputs.require_storage()
         default_language = check_language(request.language)
-        results: dict[int, Result] = {}
-        planned: list[Planned] = []
-        used: dict[str, int] = {}
-        for index, entry in enumerate(request.items):
-            try:
-                text = check_text(entry.text, self.settings.max_text_chars)
-                language = check_language(entry.language) if entry.language else default_language
-                filename = check_filename(entry.filename) if entry.filename else auto_filename("tts")
-                key = audio_key(job_id, filename, request.book_id, request.chapter_id)
-                if key in used:
-                    raise InvalidInput(f"filename {filename!r} is already used by item {used[key]} of this batch")
-                used[key] = index
-                instruct = request.instruct if entry.instruct is None else entry.instruct
-                planned.append(Planned(index, text, language, instruct or "", filename, key))
-            except Exception as exc:
-                results[index] = self._item_error(index, entry.filename, entry.text, exc)
+
+        def plan(index: int, entry: BatchItem) -> Planned:
+            text = check_text(entry.text, self.settings.max_text_chars)
+            language = check_language(entry.language) if entry.language else default_language
+            filename = check_filename(entry.filename) if entry.filename else auto_filename("tts")
+            key = audio_key(job_id, filename, request.book_id, request.chapter_id)
+            instruct = request.instruct if entry.instruct is None else entry.instruct
+            return Planned(index, text, language, instruct or "", filename, key)
+
+        planned, results = self._plan_items(request.items, plan)
         spec = self.loader.voice_spec(voice)
         with self.activity.track("inference_custom_voice", job_id, items=len(request.items)):
             self.voices.touch(job_id)
@@ -143,21 +142,14 @@ class SpeechRequests:
             self.outputs.require_storage()
         language = check_language(request.language)
         check_ref_text(request.ref_text, request.use_xvec)
-        results: dict[int, Result] = {}
-        planned: list[Planned] = []
-        used: dict[str, int] = {}
-        for index, entry in enumerate(request.items):
-            try:
-                text = check_text(entry.text, self.settings.max_text_chars)
-                filename = check_filename(entry.filename) if entry.filename else auto_filename("clone")
-                key = audio_key(None, filename) if request.upload_to_s3 else None
-                if key is not None and key in used:
-                    raise InvalidInput(f"filename {filename!r} is already used by item {used[key]} of this batch")
-                if key is not None:
-                    used[key] = index
-                planned.append(Planned(index, text, language, "", filename, key))
-            except Exception as exc:
-                results[index] = self._item_error(index, entry.filename, entry.text, exc)
+
+        def plan(index: int, entry: CloneItem) -> Planned:
+            text = check_text(entry.text, self.settings.max_text_chars)
+            filename = check_filename(entry.filename) if entry.filename else auto_filename("clone")
+            key = audio_key(None, filename) if request.upload_to_s3 else None
+            return Planned(index, text, language, "", filename, key)
+
+        planned, results = self._plan_items(request.items, plan)
         waveform, rate = await self.cloner.reference_audio(request.ref_audio_url)
         with self.activity.track("inference_voice_clone", None, items=len(request.items)):
             if planned:
@@ -166,6 +158,28 @@ class SpeechRequests:
                     await self.generator.produce_all(spec, planned, None, request.overwrite, clone_prompt=prompt)
                 )
         return [results[index] for index in range(len(request.items))]
+
+    def _plan_items(
+        self, entries: Sequence[BatchItem | CloneItem], plan: Callable[[int, Any], Planned]
+    ) -> tuple[list[Planned], dict[int, Result]]:
+        """Check and plan every item of a batch; a bad one becomes an error in its place. Two items of one batch
+        may not write the same S3 object."""
+        planned: list[Planned] = []
+        errors: dict[int, Result] = {}
+        used: dict[str, int] = {}
+        for index, entry in enumerate(entries):
+            try:
+                item = plan(index, entry)
+                if item.key is not None:
+                    if item.key in used:
+                        raise InvalidInput(
+                            f"filename {item.filename!r} is already used by item {used[item.key]} of this batch"
+                        )
+                    used[item.key] = index
+                planned.append(item)
+            except Exception as exc:
+                errors[index] = self._item_error(index, entry.filename, entry.text, exc)
+        return planned, errors
 
     @staticmethod
     def _item_error(index: int, filename: str | None, text: str | None, exc: Exception) -> BatchItemError:
