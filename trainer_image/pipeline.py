@@ -131,9 +131,9 @@ class TrainingPipeline:
         checkpoint: Path | None = None
         try:
             check_request(self.request)
-            samples, base_model, resume_from = self.prepare()
-            checkpoint = self.train(samples, base_model, resume_from)
-            del samples
+            samples, base_model, resume_from, model = self.prepare()
+            checkpoint = self.train(samples, base_model, resume_from, model)
+            del samples, model
             s3_prefix = self.upload(checkpoint)
             shutil.rmtree(self.resume_dir, ignore_errors=True)  # kept on failure: a rerun may resume from it
             return self.progress.enter(
@@ -160,14 +160,16 @@ class TrainingPipeline:
 
     # --- preparing -----------------------------------------------------------------------------------------
 
-    def prepare(self) -> tuple[list[Any], str, Path | None]:
+    def prepare(self) -> tuple[list[Any], str, Path | None, Any]:
+        """Fetch and check the dataset, find the resume checkpoint, load the base model and encode the audio codes
+        with it (the same loaded model then trains)."""
         self.progress.enter(PREPARING, message=f"fetching dataset {self.request.dataset}")
         dataset = open_dataset(self.fetch_dataset(), self.dataset_dir / "files", self.limits)
         self.progress.event(message=f"dataset checked: {len(dataset.entries)} clips, {dataset.total_seconds:.1f} s of audio")
         base_model = self.request.base_model or self._default_base_model()
         resume_from = self.find_resume_checkpoint(base_model)
-        samples = self.encode(dataset, base_model)
-        return samples, base_model, resume_from
+        model = self.load_base_model(base_model)
+        return self.encode(dataset, model), base_model, resume_from, model
 
     def _default_base_model(self) -> str:
         from ..qwen import resolve_model
@@ -244,22 +246,24 @@ class TrainingPipeline:
         where = " or ".join(f"s3://{self.storage.bucket}/{p}/" for p in prefixes)
         raise FileNotFoundError(f"no local folder {wanted} and nothing under {where}")
 
-    def encode(self, dataset: Dataset, base_model: str) -> list[Any]:
-        from ..qwen import load_model
+    def load_base_model(self, base_model: str) -> Any:
+        from .sft import load_base_model
+
+        try:
+            return load_base_model(base_model, self.settings)
+        except ValueError as exc:  # not a Base checkpoint
+            raise JobFailed(str(exc)) from exc
+
+    def encode(self, dataset: Dataset, model: Any) -> list[Any]:
         from .codes import encode_samples
 
         clips = dataset.load()
         self.progress.event(message=f"encoding audio codes of {len(clips)} clips")
-        model = load_model(base_model, self.settings)
-        try:
-            return encode_samples(model, [(clip.text, clip.audio, clip.ref_audio) for clip in clips])
-        finally:
-            del model
-            _free_memory()
+        return encode_samples(model, [(clip.text, clip.audio, clip.ref_audio) for clip in clips])
 
     # --- training ------------------------------------------------------------------------------------------
 
-    def train(self, samples: list[Any], base_model: str, resume_from: Path | None) -> Path:
+    def train(self, samples: list[Any], base_model: str, resume_from: Path | None, model: Any) -> Path:
         from .checkpoint import ResumeCheckpointError, purge_training_state
         from .sft import TrainConfig, train
 
@@ -274,7 +278,7 @@ class TrainingPipeline:
             resume_from=resume_from,
         )
         try:
-            checkpoint = Path(train(base_model, samples, config, self.settings, self.progress.training_step))
+            checkpoint = Path(train(base_model, samples, config, self.settings, self.progress.training_step, tts=model))
         except ResumeCheckpointError as exc:
             raise JobFailed(f"cannot resume from {resume_from}: {exc}") from exc
         purge_training_state(self.output_dir)

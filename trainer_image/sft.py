@@ -413,14 +413,28 @@ def batch_order(batches: int, seed: int, epoch: int, first_epoch: int, last_epoc
     return order
 
 
+def load_base_model(model_path: str | Path, settings: Settings) -> Any:
+    """The Base model to fine-tune (a `qwen_tts.Qwen3TTSModel`), also the one that encodes the audio codes.
+
+    fp32 master weights (bf16 weights would round lr≈1e-6 updates away); bf16 autocast does the math on a GPU.
+    """
+    tts = load_model(model_path, settings, replace(choose_runtime(settings), dtype_name="float32"))
+    model = tts.model
+    if model.tts_model_type != "base" or model.speaker_encoder is None:
+        raise ValueError(f"{model_path} is a {model.tts_model_type} model; fine-tuning starts from a Base model")
+    return tts
+
+
 def train(
     model_path: str | Path,
     samples: list[Sample],
     config: TrainConfig,
     settings: Settings,
     on_step: Callable[[StepEvent], None],
+    tts: Any | None = None,
 ) -> Path:
-    """Fine-tune the Base model at `model_path` on `samples`; returns the last checkpoint folder.
+    """Fine-tune the Base model at `model_path` (already loaded by `load_base_model` when `tts` is given) on
+    `samples`; returns the last checkpoint folder.
 
     One checkpoint per epoch, `output_dir/checkpoint-epoch-N`; the latest also holds optimizer state for resuming.
     With `resume_from`, weights (and speaker slot) come from that checkpoint; when it still holds trainer state the
@@ -429,14 +443,8 @@ def train(
     """
     if not samples:
         raise ValueError("no training samples")
-    # fp32 master weights (bf16 weights would round lr≈1e-6 updates away); bf16 autocast does the math on GPU.
-    runtime = replace(choose_runtime(settings), dtype_name="float32")
-    tts = load_model(model_path, settings, runtime)
+    tts = tts or load_base_model(model_path, settings)
     model = tts.model
-    if model.tts_model_type != "base" or model.speaker_encoder is None:
-        raise ValueError(
-            f"{model_path} is a {model.tts_model_type} model; fine-tuning starts from a Base model"
-        )
     base_dir = local_model_dir(model_path)
     resumed = _resume(model, config)
     state = resumed.state if resumed else None
@@ -460,7 +468,7 @@ def train(
     first_epoch = state.epoch + 1 if state else 0
     global_step = state.global_step if state else 0
     total_epochs = first_epoch + config.num_epochs
-    autocast_dtype = torch.bfloat16 if runtime.on_gpu else None
+    autocast_dtype = torch.bfloat16 if model.device.type == "cuda" else None
 
     remove_temporary_folders(config.output_dir)
     model.talker.train()
