@@ -90,7 +90,7 @@ class KubeClient:
     async def get(self, path: str) -> dict[str, Any] | None:
         """The object, or None when it does not exist."""
         try:
-            return await self._call("GET", path)
+            return await self._request("GET", path)
         except KubeError as exc:
             if exc.status == 404:
                 return None
@@ -99,15 +99,15 @@ class KubeClient:
     async def list(self, path: str, label_selector: str | None = None) -> dict[str, Any]:
         """The list object (``items`` and ``metadata.resourceVersion``)."""
         query = [("labelSelector", label_selector)] if label_selector else None
-        return await self._call("GET", path, query=query)
+        return await self._request("GET", path, query=query)
 
     async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        return await self._call("POST", path, body=body)
+        return await self._request("POST", path, body=body)
 
     async def patch(self, path: str, patch: dict[str, Any]) -> dict[str, Any] | None:
         """A JSON merge patch; None when the object is gone."""
         try:
-            return await self._call("PATCH", path, body=patch, content_type=MERGE_PATCH)
+            return await self._request("PATCH", path, body=patch, content_type=MERGE_PATCH)
         except KubeError as exc:
             if exc.status == 404:
                 return None
@@ -117,7 +117,7 @@ class KubeClient:
         """False when there was nothing to delete."""
         body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation} if propagation else None
         try:
-            await self._call("DELETE", path, body=body)
+            await self._request("DELETE", path, body=body)
         except KubeError as exc:
             if exc.status == 404:
                 return False
@@ -144,16 +144,6 @@ class KubeClient:
                     yield json.loads(line)
         finally:
             response.release()
-
-    async def _call(
-        self,
-        method: str,
-        path: str,
-        query: list[tuple[str, str]] | None = None,
-        body: Any = None,
-        content_type: str | None = None,
-    ) -> dict[str, Any]:
-        return await self._request(method, path, query=query, body=body, content_type=content_type)
 
     async def _request(
         self,
