@@ -47,23 +47,10 @@ def bare_app():
 
 
 def facade_app(data_dir: Path):
-    from voicefinetune.facade.app import create_app
-    from voicefinetune.facade.local_backend import LocalBackend
-    from voicefinetune.opslog import OpsLog
+    from voicefinetune.serve import create_local_app
     from voicefinetune.settings import Settings
-    from voicefinetune.storage import Storage
 
-    settings = Settings(device="cpu", use_flash_attn=False, data_dir=data_dir)
-    opslog = OpsLog(settings.state_dir / "ops.jsonl")
-    storage = Storage(settings)
-    try:
-        from voicefinetune.inference_server import InferenceService
-
-        service = InferenceService(settings, storage, opslog)
-    except ImportError:  # the job endpoints alone still measure what matters
-        service = None
-    backend = LocalBackend(settings, storage, opslog, service)
-    return create_app(settings, backend, inference_service=service)
+    return create_local_app(Settings(device="cpu", use_flash_attn=False, data_dir=data_dir))
 
 
 def write_jobs(data_dir: Path, count: int) -> list[str]:

@@ -48,7 +48,6 @@ class Bench:
 
 async def open_bench(settings, tiny_models, storage_cls, opslog_cls) -> Bench:
     from voicefinetune.inference_server import InferenceService, build_router
-
     from voicefinetune.storage import checkpoint_prefix
 
     storage = storage_cls(settings)
@@ -98,10 +97,10 @@ async def run(items: int, rounds: int) -> str:
     import torch
     from moto.server import ThreadedMotoServer
 
+    from voicefinetune.devtools.tiny_models import ensure_tiny_models
     from voicefinetune.opslog import OpsLog
     from voicefinetune.settings import Settings
     from voicefinetune.storage import Storage
-    from voicefinetune.tiny_models import ensure_tiny_models
 
     torch.manual_seed(0)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's request log

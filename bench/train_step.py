@@ -1,8 +1,8 @@
 """Training steps per second: the tiny model on CPU and, when CUDA is there, the real 1.7B sizes on GPU.
 
-Both run the trainer's own step (`voicefinetune.trainer.sft`: batch building, talker + sub-talker loss,
-backward, grad clip, AdamW) on synthetic samples of the same shape: `--frames` codec frames (12.5 per second of
-audio) and `--text-tokens` text tokens per clip. The GPU model is the public Qwen3-TTS-12Hz-1.7B-Base
+Both run the trainer's own step (`voicefinetune.trainer.step` and `.batching`: batch building, talker +
+sub-talker loss, backward, grad clip, AdamW) on synthetic samples of the same shape: `--frames` codec frames
+(12.5 per second of audio) and `--text-tokens` text tokens per clip. The GPU model is the public Qwen3-TTS-12Hz-1.7B-Base
 architecture with random weights (nothing is downloaded), fp32 master weights under bf16 autocast, flash
 attention when `flash_attn` imports (sdpa otherwise), as `train()` runs it.
 
@@ -27,10 +27,11 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-from voicefinetune.trainer import sft  # noqa: E402
 
 from voicefinetune.qwen import choose_runtime, flash_attn_available, import_qwen_tts, load_model  # noqa: E402
 from voicefinetune.settings import Settings  # noqa: E402
+from voicefinetune.trainer.batching import ROLE_TOKENS, PreparedSample, build_batch  # noqa: E402
+from voicefinetune.trainer.step import make_optimizer, train_step, trainable_parameters  # noqa: E402
 
 FRAMES_PER_SECOND = 12.5
 
@@ -108,7 +109,7 @@ class Result:
 
 def synthetic_samples(
     model: Any, count: int, frames: int, text_tokens: int, seed: int
-) -> list[sft.PreparedSample]:
+) -> list[PreparedSample]:
     config = model.config
     talker = config.talker_config
     generator = torch.Generator().manual_seed(seed)
@@ -116,8 +117,8 @@ def synthetic_samples(
         talker.text_vocab_size, config.im_start_token_id
     )  # ordinary tokens sit below the specials
     return [
-        sft.PreparedSample(
-            role_ids=torch.randint(0, text_vocab, (sft.ROLE_TOKENS,), generator=generator),
+        PreparedSample(
+            role_ids=torch.randint(0, text_vocab, (ROLE_TOKENS,), generator=generator),
             text_ids=torch.randint(0, text_vocab, (text_tokens,), generator=generator),
             codes=torch.randint(
                 0,
@@ -137,16 +138,16 @@ def measure(
     """Seconds per optimizer step after `args.warmup` unmeasured steps."""
     device = next(model.parameters()).device
     samples = synthetic_samples(model, batch_size, args.frames, args.text_tokens, seed=batch_size)
-    parameters = sft.trainable_parameters(model)
-    optimizer = sft.make_optimizer(parameters, lr=1e-6, weight_decay=0.01)
+    parameters = trainable_parameters(model)
+    optimizer = make_optimizer(parameters, lr=1e-6, weight_decay=0.01)
     model.talker.train()
     times = []
     for index in range(args.warmup + args.steps):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
-        batch = sft.build_batch(samples, model.config).to(device)
-        parts = sft.train_step(model, optimizer, batch, parameters, 1.0, autocast)
+        batch = build_batch(samples, model.config).to(device)
+        parts = train_step(model, optimizer, batch, parameters, 1.0, autocast)
         parts.total.item()  # waits for the step, like train()'s progress event
         if index >= args.warmup:
             times.append(time.perf_counter() - start)
@@ -155,11 +156,11 @@ def measure(
 
 
 def count_parameters(model: Any) -> int:
-    return sum(p.numel() for p in sft.trainable_parameters(model))
+    return sum(p.numel() for p in trainable_parameters(model))
 
 
 def bench_tiny_cpu(args: argparse.Namespace) -> list[Result]:
-    from voicefinetune.tiny_models import ensure_tiny_models
+    from voicefinetune.devtools.tiny_models import ensure_tiny_models
 
     root = Path(args.tiny_dir or Path(tempfile.gettempdir()) / "vft-bench-tiny-models")
     settings = Settings.from_env({"DEVICE": "cpu", "USE_FLASH_ATTN": "0", "VFT_DATA_DIR": str(root)})

@@ -31,7 +31,7 @@ def s3_endpoint() -> str:
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
     """Tiny random Base, VoiceDesign and CustomVoice checkpoints built once per session."""
-    from voicefinetune.tiny_models import build_tiny_models
+    from voicefinetune.devtools.tiny_models import build_tiny_models
 
     return build_tiny_models(tmp_path_factory.mktemp("tiny-models"))
 

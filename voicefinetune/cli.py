@@ -1,4 +1,8 @@
-"""`vft`: one command, one subcommand per part. Each part parses its own arguments (``main(argv)``)."""
+"""`vft`: one command, one subcommand per part. Each part parses its own arguments (``main(argv)``).
+
+With VFT_TINY_MODELS=1, `vft` builds the tiny random checkpoints (`voicefinetune.devtools`, cheap once they are
+there) before running a command that loads models: the core only names their folders (`qwen.resolve_model`).
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,18 @@ import importlib
 import sys
 
 COMMANDS = {
-    "serve": ("voicefinetune.facade.cli", "the seed REST API on :8000 (local backend, or --backend kubernetes)"),
+    "serve": ("voicefinetune.serve", "the seed REST API on :8000 (local backend, or --backend kubernetes)"),
     "inference": ("voicefinetune.inference_server.cli", "the inference server alone"),
     "operator": ("voicefinetune.operator.cli", "the Kopf operator for VoiceFinetune resources"),
     "train": ("voicefinetune.trainer.cli", "fine-tune a voice from a dataset zip (the training Job's command)"),
-    "demo": ("voicefinetune.demo", "the whole flow offline on tiny models"),
-    "models": ("voicefinetune.tiny_models", "`vft models tiny DIR`: build tiny random Qwen3-TTS checkpoints"),
+    "demo": ("voicefinetune.devtools.demo", "the whole flow offline on tiny models"),
+    "models": (
+        "voicefinetune.devtools.tiny_models", "`vft models tiny DIR`: build tiny random Qwen3-TTS checkpoints"
+    ),
 }
+# Commands that load Qwen3-TTS models, in this process or in children that come back through `vft` (the local
+# backend's `vft train`). `vft demo` builds its own tiny models (--models-dir) and runs `vft serve`.
+LOADS_MODELS = frozenset({"serve", "inference", "train"})
 
 
 def usage() -> str:
@@ -20,6 +29,32 @@ def usage() -> str:
     lines += [f"  {name:<10} {help_text}" for name, (_, help_text) in COMMANDS.items()]
     lines += ["", "`vft COMMAND --help` describes a command's arguments."]
     return "\n".join(lines)
+
+
+def loads_models(command: str, rest: list[str]) -> bool:
+    """Whether `vft COMMAND REST...` loads models (not for --help; `vft serve` only on its local backend)."""
+    if command not in LOADS_MODELS or "-h" in rest or "--help" in rest:
+        return False
+    if command == "serve":
+        from .serve import parse_args
+
+        return parse_args(rest).backend == "local"
+    return True
+
+
+def ensure_tiny_models_for(command: str, rest: list[str]) -> None:
+    """With VFT_TINY_MODELS=1, make sure the tiny checkpoints exist where `qwen.resolve_model` looks for them."""
+    if not loads_models(command, rest):
+        return
+    from .settings import Settings
+
+    settings = Settings.from_env()
+    if not settings.tiny_models:
+        return
+    from .devtools.tiny_models import ensure_tiny_models
+    from .qwen import tiny_models_root
+
+    ensure_tiny_models(tiny_models_root(settings))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"vft: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         return 2
+    ensure_tiny_models_for(command, rest)
     module = importlib.import_module(COMMANDS[command][0])
     return int(module.main(rest) or 0)
 

@@ -1,7 +1,9 @@
 """The one way the project imports and loads Qwen3-TTS (`qwen_tts`).
 
 - `import_qwen_tts()` makes `import qwen_tts` work on machines without a usable torchaudio.
-- `resolve_model(settings, kind)` names the checkpoint for "base" or "voice_design" (tiny ones in tests/demo).
+- `resolve_model(settings, kind)` names the checkpoint for "base" or "voice_design" (tiny ones in tests/demo:
+  `tiny_models_root(settings)`/<kind>, a layout this module defines and `voicefinetune.devtools` builds; the `vft`
+  command builds them before a command that loads models, the core never does).
 - `load_model(path, settings)` loads a checkpoint on the chosen device/dtype/attention; `choose_runtime(settings)`
   says what that choice is (the trainer and /gpu/status report it).
 """
@@ -30,6 +32,22 @@ log = logging.getLogger(__name__)
 
 ModelKind = Literal["base", "voice_design"]
 MODEL_KINDS: tuple[str, ...] = ("base", "voice_design")
+
+# Tiny random checkpoints (VFT_TINY_MODELS=1): one folder per tts_model_type under the root below.
+TINY_MODEL_KINDS: tuple[str, ...] = ("base", "voice_design", "custom_voice")
+TINY_MODELS_SUBDIR = "tiny-models"  # under VFT_DATA_DIR when VFT_TINY_MODELS_DIR is unset
+
+
+def tiny_models_root(settings: Settings) -> Path:
+    """Where the tiny checkpoints live: VFT_TINY_MODELS_DIR, else VFT_DATA_DIR/tiny-models."""
+    return settings.tiny_models_dir or settings.data_dir / TINY_MODELS_SUBDIR
+
+
+def tiny_model_folder(root: str | Path, kind: str) -> Path:
+    """The checkpoint folder of one tiny model ("base", "voice_design" or "custom_voice") under `root`."""
+    if kind not in TINY_MODEL_KINDS:
+        raise ValueError(f"unknown tiny model kind {kind!r}; expected one of {', '.join(TINY_MODEL_KINDS)}")
+    return Path(root) / kind
 
 
 def _torchaudio_usable() -> bool:
@@ -64,14 +82,21 @@ def import_qwen_tts() -> types.ModuleType:
 
 
 def resolve_model(settings: Settings, kind: str) -> str:
-    """Local folder or hub id of the checkpoint for `kind` ("base" or "voice_design")."""
+    """Local folder or hub id of the checkpoint for `kind` ("base" or "voice_design").
+
+    With VFT_TINY_MODELS the tiny folder, which must already be built (`vft` does it before the commands that load
+    models; `vft models tiny DIR` does it by hand): this only names it."""
     if kind not in MODEL_KINDS:
         raise ValueError(f"unknown model kind {kind!r}; expected one of {', '.join(MODEL_KINDS)}")
     if settings.tiny_models:
-        from .tiny_models import ensure_tiny_models
-
-        tiny = ensure_tiny_models(settings.tiny_models_dir or settings.data_dir / "tiny-models")
-        return str(tiny.base if kind == "base" else tiny.voice_design)
+        root = tiny_models_root(settings)
+        folder = tiny_model_folder(root, kind)
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"VFT_TINY_MODELS=1 but no tiny {kind} model in {folder}: build them with `vft models tiny {root}` "
+                "(the `vft` command does it itself before the commands that load models)"
+            )
+        return str(folder)
     return settings.base_model if kind == "base" else settings.voice_design_model
 
 

@@ -15,9 +15,7 @@ SERVICE_NAME = "qwen3-tts-finetune-api"
 SAMPLE_RATE = 24000
 PRESIGNED_URL_SECONDS = 24 * 3600
 
-JOB_STATUSES = ("queued", "preparing", "training", "loading", "ready", "failed")
 JobStatusName = Literal["queued", "preparing", "training", "loading", "ready", "failed"]
-TERMINAL_STATUSES = ("ready", "failed")
 
 SUPPORTED_LANGUAGES = (
     "Auto", "Chinese", "English", "Japanese", "Korean", "German", "French", "Russian", "Portuguese", "Spanish",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from voicefinetune.qwen import (
     load_model,
     loaded_runtime,
     resolve_model,
+    tiny_models_root,
 )
 from voicefinetune.settings import SEED_BASE_MODEL, SEED_VOICE_DESIGN_MODEL, Settings
 
@@ -74,11 +76,20 @@ def test_resolve_model_with_tiny_models_uses_the_tiny_folders(tiny_models):
     assert Path(resolve_model(settings, "voice_design")) == tiny_models.voice_design
 
 
-def test_resolve_model_builds_tiny_models_under_the_data_dir_by_default(tmp_path):
+def test_resolve_model_names_tiny_models_under_the_data_dir_by_default_and_never_builds_them(tmp_path, tiny_models):
     settings = Settings.from_env({"VFT_TINY_MODELS": "1", "VFT_DATA_DIR": str(tmp_path)})
-    path = Path(resolve_model(settings, "base"))
-    assert path == tmp_path / "tiny-models" / "base"
-    assert (path / "model.safetensors").is_file()
+    assert tiny_models_root(settings) == tmp_path / "tiny-models"
+    with pytest.raises(FileNotFoundError, match="vft models tiny"):
+        resolve_model(settings, "base")
+    assert not (tmp_path / "tiny-models").exists()
+    shutil.copytree(tiny_models.root, tmp_path / "tiny-models")
+    assert Path(resolve_model(settings, "base")) == tmp_path / "tiny-models" / "base"
+
+
+def test_importing_the_core_loads_no_developer_tooling():
+    code = "import sys, voicefinetune.qwen; print([m for m in sys.modules if m.startswith('voicefinetune.devtools')])"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "[]"
 
 
 def test_resolve_model_refuses_unknown_kinds(tmp_path):

@@ -7,23 +7,17 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from voicefinetune.devtools.signals import synthetic_voice
+from voicefinetune.devtools.tiny_configs import TINY_SPEAKER
+from voicefinetune.devtools.tiny_models import MARKER_FILE, build_tiny_models, ensure_tiny_models, is_complete
 from voicefinetune.qwen import import_qwen_tts, limit_cpu_threads_for_tiny_models
 from voicefinetune.schemas import SAMPLE_RATE, SUPPORTED_LANGUAGES
-from voicefinetune.tiny_models import (
-    MARKER_FILE,
-    TINY_SPEAKER,
-    build_tiny_models,
-    ensure_tiny_models,
-    is_complete,
-    synthetic_voice,
-)
 
 TEXT = "Hello there, this is a tiny test."
 
@@ -59,12 +53,8 @@ def differ(a: np.ndarray, b: np.ndarray) -> bool:
     return len(a) != len(b) or float(np.abs(a - b).mean()) > 1e-3
 
 
-def test_build_writes_three_checkpoints_quickly(tmp_path):
-    import_qwen_tts()  # the import (~5 s) is not part of the build
-    started = time.monotonic()
+def test_build_writes_three_checkpoints(tmp_path):
     models = build_tiny_models(tmp_path / "tiny")
-    elapsed = time.monotonic() - started
-    assert elapsed < 30, f"build took {elapsed:.1f} s"
     for kind in ("base", "voice_design", "custom_voice"):
         folder = getattr(models, kind)
         config = json.loads((folder / "config.json").read_text())
@@ -103,10 +93,8 @@ def test_every_supported_language_generates(loaded, language):
     assert len(wav) > 0
 
 
-def test_custom_voice_generates_sane_audio_quickly(loaded):
-    started = time.monotonic()
+def test_custom_voice_generates_sane_audio(loaded):
     wav = generate(loaded["custom_voice"].generate_custom_voice, text=TEXT, speaker=TINY_SPEAKER, language="English")
-    assert time.monotonic() - started < 5  # ~0.5 s on an idle CPU; the machine is shared
     assert_sane_audio(wav)
 
 
@@ -235,3 +223,27 @@ def test_ensure_rebuilds_when_asked_for_another_seed(tmp_path):
     ensure_tiny_models(root, seed=1)
     assert (root / "base" / "model.safetensors").read_bytes() != seed_zero
     assert json.loads((root / MARKER_FILE).read_text())["seed"] == 1
+
+
+def test_vft_builds_tiny_models_only_before_commands_that_load_models(tmp_path, monkeypatch):
+    from voicefinetune import cli
+    from voicefinetune.devtools import tiny_models as tiny_module
+
+    built = []
+    monkeypatch.setattr(tiny_module, "ensure_tiny_models", lambda root: built.append(Path(root)))
+    monkeypatch.setenv("VFT_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("VFT_TINY_MODELS_DIR", raising=False)
+    monkeypatch.setenv("VFT_TINY_MODELS", "1")
+    for command, rest in (("train", ["--job-id", "j1"]), ("inference", []), ("serve", ["--port", "1"])):
+        cli.ensure_tiny_models_for(command, rest)
+    assert built == [tmp_path / "tiny-models"] * 3
+    for command, rest in (("serve", ["--backend", "kubernetes"]), ("operator", []), ("train", ["--help"]),
+                          ("models", ["tiny", str(tmp_path)]), ("demo", [])):
+        cli.ensure_tiny_models_for(command, rest)
+    assert len(built) == 3
+    monkeypatch.setenv("VFT_TINY_MODELS_DIR", str(tmp_path / "elsewhere"))
+    cli.ensure_tiny_models_for("inference", [])
+    assert built[-1] == tmp_path / "elsewhere"
+    monkeypatch.setenv("VFT_TINY_MODELS", "0")
+    cli.ensure_tiny_models_for("train", [])
+    assert len(built) == 4

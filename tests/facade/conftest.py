@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from voicefinetune.sample_data import make_dataset_zip
+from voicefinetune.devtools.sample_data import make_dataset_zip
 from voicefinetune.settings import Settings
 from voicefinetune.storage import Storage
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from voicefinetune.facade.app import create_local_app
+from voicefinetune.serve import create_local_app
 from voicefinetune.settings import Settings
 from voicefinetune.storage import Storage
 

@@ -6,12 +6,11 @@ import json
 import os
 from pathlib import Path
 
-from voicefinetune.trainer.command import TrainRequest
-
 from voicefinetune.facade.jobstore import JobRecord, JobStore, atomic_write_text
 from voicefinetune.facade.training_runner import parse_event
 from voicefinetune.schemas import FinetuneRequest, Job, Progress
 from voicefinetune.settings import Settings
+from voicefinetune.train_request import TrainRequest
 
 
 def record(job_id: str, created_at: float, status: str = "queued") -> JobRecord:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from voicefinetune.facade.app import create_local_app
 from voicefinetune.facade.jobstore import JobRecord, JobStore
 from voicefinetune.facade.recovery import RESTART_LOST
 from voicefinetune.schemas import FinetuneRequest, Job, Progress
+from voicefinetune.serve import create_local_app
 from voicefinetune.settings import Settings
 
 

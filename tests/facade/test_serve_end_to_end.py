@@ -1,6 +1,7 @@
 """Against a real `vft serve` subprocess (tiny models, moto S3): the seed's Microservice Integration Pattern run
 as written, every curl example of the seed, /infer on an unfinished job, DELETE semantics and a restart during
-training. The tests share one server and run in file order (the curl examples use the pattern's voice)."""
+training. The tests share one server; each gets the voices it needs from fixtures, so any test runs alone and in
+any order."""
 
 from __future__ import annotations
 
@@ -74,10 +75,6 @@ SEED_PATTERN = textwrap.dedent('''
     print(f"Avg inference time: {r.json()['inference_custom_voice']['avg_seconds']}s")
 ''')
 
-pytestmark = pytest.mark.timeout(300)
-
-state: dict[str, str] = {}
-
 
 def seed_script(base_url: str) -> str:
     script = SEED_PATTERN.replace('GPU_API = "http://<TIR_GPU_IP>:8000"', f'GPU_API = "{base_url}"')
@@ -86,13 +83,55 @@ def seed_script(base_url: str) -> str:
     return script + '\nprint(f"JOB_ID={job_id}")\n'
 
 
-def test_seed_microservice_pattern_runs_unchanged(served: Server, dataset_zip: Path, tmp_path: Path) -> None:
-    (tmp_path / "voice_dataset.zip").write_bytes(dataset_zip.read_bytes())
-    (tmp_path / "pattern.py").write_text(seed_script(served.url))
-    result = subprocess.run(
-        [sys.executable, "pattern.py"], cwd=tmp_path, capture_output=True, text=True, timeout=240,
+@pytest.fixture(scope="module")
+def pattern_run(served: Server, dataset_zip: Path, tmp_path_factory) -> subprocess.CompletedProcess:
+    """The seed's pattern run once against the module's server: it trains the voice (10 epochs) that
+    ``pattern_voice`` names."""
+    workdir = tmp_path_factory.mktemp("pattern")
+    (workdir / "voice_dataset.zip").write_bytes(dataset_zip.read_bytes())
+    (workdir / "pattern.py").write_text(seed_script(served.url))
+    return subprocess.run(
+        [sys.executable, "pattern.py"], cwd=workdir, capture_output=True, text=True, timeout=480,
         env={**os.environ},
     )
+
+
+@pytest.fixture(scope="module")
+def pattern_voice(served: Server, pattern_run: subprocess.CompletedProcess) -> str:
+    """The id of the ready voice the seed's pattern trained (no test deletes it)."""
+    assert pattern_run.returncode == 0, f"{pattern_run.stdout}\n{pattern_run.stderr}\n{served.log_tail()}"
+    return pattern_run.stdout.splitlines()[-1].removeprefix("JOB_ID=")
+
+
+def train_voice(served: Server, dataset_zip: Path, speaker: str) -> str:
+    """POST /finetune (one epoch) and wait for the voice to be ready; its id."""
+    with served.client() as http:
+        r = http.post("/finetune", files={"dataset": dataset_zip.read_bytes()},
+                      data={"speaker_name": speaker, "num_epochs": "1"})
+    assert r.status_code == 202, r.text
+    job = served.wait_for(r.json()["job_id"], timeout=300)
+    assert job["status"] == "ready", f"{job}\n{served.log_tail()}"
+    return job["job_id"]
+
+
+@pytest.fixture
+def finished_voice(served: Server, dataset_zip: Path) -> str:
+    """A voice of its own, trained to ready, for a test that deletes it."""
+    return train_voice(served, dataset_zip, "Finished")
+
+
+@pytest.fixture
+def deleted_voice(served: Server, dataset_zip: Path) -> str:
+    """A voice trained to ready and then deleted: its local files are gone, S3 still holds checkpoints/{id}."""
+    job_id = train_voice(served, dataset_zip, "Earlier")
+    assert httpx.delete(f"{served.url}/jobs/{job_id}", timeout=60).status_code == 200
+    assert not served.settings.job_dir(job_id).exists()
+    assert list(Storage(served.settings).list(f"checkpoints/{job_id}/")), "the deleted voice left no S3 checkpoint"
+    return job_id
+
+
+def test_seed_microservice_pattern_runs_unchanged(served: Server, pattern_run: subprocess.CompletedProcess) -> None:
+    result = pattern_run
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}\n{served.log_tail()}"
     lines = result.stdout.splitlines()
     assert lines[0].startswith("Voice design: http")
@@ -102,7 +141,6 @@ def test_seed_microservice_pattern_runs_unchanged(served: Server, dataset_zip: P
     assert sum(line.startswith("Audio: ") for line in lines) == 2
     assert any(line.startswith("Avg inference time: ") for line in lines)
     job_id = lines[-1].removeprefix("JOB_ID=")
-    state["job_id"] = job_id
 
     job = httpx.get(f"{served.url}/jobs/{job_id}").json()
     assert job["status"] == "ready"
@@ -114,8 +152,8 @@ def test_seed_microservice_pattern_runs_unchanged(served: Server, dataset_zip: P
     assert averages["prepare_data"]["count"] >= 1 and averages["training"]["count"] >= 1
 
 
-def test_every_seed_curl_example(served: Server, dataset_zip: Path) -> None:
-    job_id = state.get("job_id") or pytest.skip("needs the voice trained by the pattern test")
+def test_every_seed_curl_example(served: Server, dataset_zip: Path, pattern_voice: str) -> None:
+    job_id = pattern_voice
     storage = Storage(served.settings)
     storage.upload_file(dataset_zip, "datasets/Hero1/dataset.zip")
     with served.client() as http:
@@ -206,8 +244,8 @@ def test_every_seed_curl_example(served: Server, dataset_zip: Path) -> None:
         assert http.get("/docs").status_code == 200
 
 
-def test_delete_finished_job_removes_files_and_voice(served: Server) -> None:
-    job_id = state.get("job_id") or pytest.skip("needs the voice trained by the pattern test")
+def test_delete_finished_job_removes_files_and_voice(served: Server, finished_voice: str) -> None:
+    job_id = finished_voice
     job_dir = served.settings.job_dir(job_id)
     assert job_dir.is_dir()
     with served.client() as http:
@@ -219,7 +257,7 @@ def test_delete_finished_job_removes_files_and_voice(served: Server) -> None:
     assert not job_dir.exists()
 
 
-def test_restart_during_training_then_cancel_a_training(served: Server, dataset_zip: Path) -> None:
+def test_restart_during_training_then_cancel_a_training(served: Server, dataset_zip: Path, deleted_voice: str) -> None:
     """Kill -9 the server while a job trains and another waits; after the restart the first runs again to ready
     and both are listed. Meanwhile: /infer on an unfinished job is 409, and DELETE of a training job ends its
     `vft train` process and makes the id 404."""
@@ -228,8 +266,8 @@ def test_restart_during_training_then_cancel_a_training(served: Server, dataset_
                           data={"speaker_name": "Phoenix", "num_epochs": "2"})
         assert first.status_code == 202, first.text
         job_id = first.json()["job_id"]
-        # Resumes from the pattern's voice: its local files were deleted, S3 still holds checkpoints/{id}.
-        earlier = state.get("job_id", "")
+        # Resumes from an earlier voice: its local files were deleted, S3 still holds checkpoints/{id}.
+        earlier = deleted_voice
         queued = http.post("/finetune", files={"dataset": dataset_zip.read_bytes()},
                            data={"speaker_name": "Queued", "num_epochs": "200", "resume_job_id": earlier}).json()["job_id"]
         assert http.get(f"/jobs/{queued}").json()["status"] == "queued"
@@ -254,10 +292,9 @@ def test_restart_during_training_then_cancel_a_training(served: Server, dataset_
     training = served.wait_for(queued, ("training",), timeout=90)
     assert training["progress"]["stage"] == "training"
     pid = _training_pid(served, queued)
-    if earlier:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        assert cmdline[cmdline.index(b"--resume-from") + 1] == f"checkpoints/{earlier}".encode()
-        assert not any("no checkpoint" in warning for warning in training["warnings"])
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    assert cmdline[cmdline.index(b"--resume-from") + 1] == f"checkpoints/{earlier}".encode()
+    assert not any("no checkpoint" in warning for warning in training["warnings"])
     with served.client() as http:
         r = http.delete(f"/jobs/{queued}")
         assert r.status_code == 200 and r.json()["status"] == "cancelled", r.text
@@ -267,7 +304,7 @@ def test_restart_during_training_then_cancel_a_training(served: Server, dataset_
     assert not served.settings.job_dir(queued).exists()
 
 
-def _wait_dead(pid: int, timeout: float = 10.0) -> None:
+def _wait_dead(pid: int, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -6,6 +6,7 @@ import base64
 import ipaddress
 
 import pytest
+
 from voicefinetune.inference_server.ref_audio import (
     RefAudioError,
     address_refusal,

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import httpx
 import kubernetes
+from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "charts" / "voicefinetune" / "crds" / "voicefinetune.io_voicefinetunes.yaml"
@@ -33,7 +34,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for(check: Callable[[], T], timeout: float = 10.0, interval: float = 0.05, what: str = "condition") -> T:
+def wait_for(check: Callable[[], T], timeout: float = 60.0, interval: float = 0.05, what: str = "condition") -> T:
     """Poll ``check`` until it returns something truthy; that value, or AssertionError after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
@@ -107,6 +108,16 @@ class OperatorProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def reconciled(self, handler: str) -> float:
+        """How many times this operator's ``handler`` (create, resume, ...) has succeeded so far (its /metrics)."""
+        for family in text_string_to_metric_families(httpx.get(f"{self.url}/metrics", timeout=10).text):
+            for sample in family.samples:
+                if sample.name == "vft_operator_reconcile_total" and sample.labels == {
+                    "handler": handler, "result": "success",
+                }:
+                    return sample.value
+        return 0.0
 
 
 def operator_environment(kubeconfig: Path, inference_url: str, extra: dict[str, str] | None = None) -> dict[str, str]:

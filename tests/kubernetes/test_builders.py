@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from voicefinetune.cluster.routing import pick, rendezvous_order
 from voicefinetune.operator.config import OperatorConfig
 from voicefinetune.operator.crd import InvalidSpec, read_spec
 from voicefinetune.operator.inference import build_inference_deployment, build_inference_service, drift
@@ -21,9 +23,7 @@ from voicefinetune.operator.jobs import (
     resource_of,
     termination_message,
 )
-from voicefinetune.operator.routing import pick, rendezvous_order
 from voicefinetune.operator.status import may_advance, merge_conditions, phase_conditions, progress_status
-
 from voicefinetune.settings import Settings
 
 CONFIG = OperatorConfig(settings=Settings(), secret_key="k")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
@@ -22,7 +21,7 @@ from k8s_harness import (
     wait_for,
 )
 
-from voicefinetune.sample_data import make_dataset_zip
+from voicefinetune.devtools.sample_data import make_dataset_zip
 
 S3_KEYS = ("E2E_ACCESS_KEY", "E2E_SECRET_KEY", "E2E_BUCKET", "E2E_ENDPOINT_URL")
 DATASET = "datasets/Hero1/dataset.zip"
@@ -104,8 +103,9 @@ def test_finetune_train_load_infer_delete_on_the_cluster(
 
     # The operator restarts midway: it adopts the Job instead of making another one.
     operator.stop()
-    start_operator(env=operator_env)
-    time.sleep(1.0)
+    restarted = start_operator(env=operator_env)
+    # It has listed the resource and resumed it (adopting the Job) before the Jobs are counted.
+    wait_for(lambda: restarted.reconciled("resume") >= 1, what="the restarted operator's resume handler")
     assert [j["metadata"]["uid"] for j in cluster.objects(JOBS)] == [job["metadata"]["uid"]]
 
     # Play the pod: the Job's own command, with what the Secret and the node would provide.
@@ -145,7 +145,7 @@ def test_finetune_train_load_infer_delete_on_the_cluster(
     # Delete: the Job goes, the finalizer unregisters the voice, then the resource goes.
     deleted = httpx.delete(f"{facade.url}/jobs/{job_id}")
     assert deleted.status_code == 200
-    wait_for(lambda: not cluster.objects(VFT), timeout=20, what="the resource to go")
+    wait_for(lambda: not cluster.objects(VFT), timeout=60, what="the resource to go")
     assert not cluster.objects(JOBS)
     assert job_id not in {v["job_id"] for v in httpx.get(f"{inference.url}/voices").json()}
     assert httpx.get(f"{facade.url}/jobs/{job_id}").status_code == 404

@@ -12,11 +12,11 @@ import httpx
 import pytest
 import uvicorn
 from k8s_harness import GROUP, PLURAL, VERSION, free_port, voicefinetune
-from voicefinetune.inference_server.app import create_app as create_inference_app
-from voicefinetune.operator.routing import pick
 
-from voicefinetune.facade.app import create_app
-from voicefinetune.facade.kubernetes_backend import KubernetesBackend, inference_proxy_router
+from voicefinetune.cluster.routing import pick
+from voicefinetune.facade.app import ForwardedInference, create_app
+from voicefinetune.facade.kubernetes_backend import KubernetesBackend
+from voicefinetune.inference_server.app import create_app as create_inference_app
 
 
 class ServerThread:
@@ -64,7 +64,7 @@ async def facade(settings, kubeconfig, custom, replicas):
                                                      {"status": {"phase": phase}})
     facade_settings = replace(settings, inference_url=",".join(server.url for server in replicas))
     backend = KubernetesBackend(facade_settings, kubeconfig=str(kubeconfig))
-    app = create_app(facade_settings, backend, inference_proxy=inference_proxy_router(facade_settings))
+    app = create_app(facade_settings, backend, ForwardedInference(facade_settings))
     await backend.start()
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://facade") as client:
         yield client

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from voicefinetune.sample_data import (
+from voicefinetune.devtools.sample_data import (
     BAD_DATASET_KINDS,
     Clip,
     reference_clip,

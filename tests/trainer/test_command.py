@@ -1,7 +1,7 @@
 from pathlib import Path
 
+from voicefinetune.train_request import TrainRequest
 from voicefinetune.trainer.cli import build_parser
-from voicefinetune.trainer.command import TrainRequest
 
 
 def test_arguments_round_trip_through_the_trainer_parser():

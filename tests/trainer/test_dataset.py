@@ -13,7 +13,7 @@ import pytest
 import soundfile
 
 from voicefinetune.dataset import DatasetError, DatasetLimits, manifest_folder, open_dataset
-from voicefinetune.sample_data import (
+from voicefinetune.devtools.sample_data import (
     Clip,
     manifest_lines,
     reference_clip,

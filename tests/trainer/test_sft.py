@@ -14,7 +14,19 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
-from voicefinetune.trainer import sft
+
+from voicefinetune.devtools.sample_data import Clip, reference_clip, speech_clips
+from voicefinetune.qwen import import_qwen_tts, load_model
+from voicefinetune.schemas import SAMPLE_RATE
+from voicefinetune.settings import Settings
+from voicefinetune.trainer.batching import (
+    IGNORE_INDEX,
+    ROLE_TOKENS,
+    TRAILING_TOKENS,
+    PreparedSample,
+    assistant_text,
+    build_batch,
+)
 from voicefinetune.trainer.checkpoint import (
     CODEC_EMBEDDING_KEY,
     OPTIMIZER_FILE,
@@ -28,12 +40,11 @@ from voicefinetune.trainer.checkpoint import (
     purge_training_state,
     write_safetensors,
 )
-from voicefinetune.trainer.sft import Sample, StepEvent, TrainConfig, encode_samples, train
-
-from voicefinetune.qwen import import_qwen_tts, load_model
-from voicefinetune.sample_data import Clip, reference_clip, speech_clips
-from voicefinetune.schemas import SAMPLE_RATE
-from voicefinetune.settings import Settings
+from voicefinetune.trainer.codes import Sample, encode_samples
+from voicefinetune.trainer.loss import sft_loss, talker_inputs
+from voicefinetune.trainer.prepare import prepare_samples
+from voicefinetune.trainer.schedule import batch_order, fixed_batches
+from voicefinetune.trainer.sft import StepEvent, TrainConfig, train
 
 SPEAKER = "Hero"
 LR = 1e-3
@@ -134,22 +145,22 @@ def test_encode_samples_rejects_empty_text(base_tts, items):
 def test_talker_loss_is_shifted_once(base_tts, samples):
     """The model's loss (ForCausalLMLoss) must equal logits[t] scored against the label at t + 1."""
     model = base_tts.model
-    batch = sft.build_batch(sft.prepare_samples(base_tts, samples[:2]), model.config)
+    batch = build_batch(prepare_samples(base_tts, samples[:2]), model.config)
     with torch.no_grad():
-        parts = sft.sft_loss(model, batch)
+        parts = sft_loss(model, batch)
         logits = model.talker(
-            inputs_embeds=sft.talker_inputs(model, batch),
+            inputs_embeds=talker_inputs(model, batch),
             attention_mask=batch.attention_mask,
             use_cache=False,
         ).logits
     targets = batch.labels[:, 1:]
     manual = torch.nn.functional.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=sft.IGNORE_INDEX
+        logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX
     )
     assert torch.allclose(parts.talker, manual, atol=1e-5)
     assert torch.allclose(parts.total, parts.talker + 0.3 * parts.sub_talker)
     # every frame and the final eos are targets: frames + 1 per sample
-    assert int((batch.labels != sft.IGNORE_INDEX).sum()) == sum(
+    assert int((batch.labels != IGNORE_INDEX).sum()) == sum(
         s.audio_codes.shape[0] + 1 for s in samples[:2]
     )
 
@@ -186,7 +197,7 @@ def test_overfit_sample_is_generated_back_exactly(tiny_models, base_tts, items, 
         tiny_models.base, [clip] * 25, cpu_settings, tmp_path / "out", num_epochs=1, batch_size=1, lr=1e-2
     )
     tts = import_qwen_tts().Qwen3TTSModel.from_pretrained(str(run.final))
-    ids = tts.processor(text=sft.assistant_text("Hi there."), return_tensors="pt")["input_ids"]
+    ids = tts.processor(text=assistant_text("Hi there."), return_tensors="pt")["input_ids"]
     codes, _ = tts.model.generate(
         input_ids=[ids],
         languages=["auto"],
@@ -206,10 +217,10 @@ def test_training_prompt_matches_the_generate_prefill(language, trained, samples
     tts = import_qwen_tts().Qwen3TTSModel.from_pretrained(str(trained.final))
     model = tts.model
     slot = model.config.talker_config.spk_id["hero"]
-    ids = tts.processor(text=sft.assistant_text(samples[0].text), return_tensors="pt")["input_ids"]
-    prepared = sft.PreparedSample(
-        role_ids=ids[0, : sft.ROLE_TOKENS],
-        text_ids=ids[0, sft.ROLE_TOKENS : -sft.TRAILING_TOKENS],
+    ids = tts.processor(text=assistant_text(samples[0].text), return_tensors="pt")["input_ids"]
+    prepared = PreparedSample(
+        role_ids=ids[0, :ROLE_TOKENS],
+        text_ids=ids[0, ROLE_TOKENS:-TRAILING_TOKENS],
         codes=samples[0].audio_codes,
         speaker_embedding=model.talker.get_input_embeddings().weight[slot].detach(),
         language_id=None
@@ -217,7 +228,7 @@ def test_training_prompt_matches_the_generate_prefill(language, trained, samples
         else model.config.talker_config.codec_language_id[language.lower()],
     )
     with torch.no_grad():
-        ours = sft.talker_inputs(model, sft.build_batch([prepared], model.config))
+        ours = talker_inputs(model, build_batch([prepared], model.config))
 
     prefills: list[torch.Tensor] = []
     hook = model.talker.register_forward_pre_hook(
@@ -229,14 +240,14 @@ def test_training_prompt_matches_the_generate_prefill(language, trained, samples
         hook.remove()
     prefill = prefills[0]
     head = 5 if language == "auto" else 6  # tags, speaker, codec_pad
-    assert prefill.shape[1] == sft.ROLE_TOKENS + head + prepared.text_ids.numel() + 2  # + tts_eos, codec bos
+    assert prefill.shape[1] == ROLE_TOKENS + head + prepared.text_ids.numel() + 2  # + tts_eos, codec bos
     assert torch.allclose(ours[:, : prefill.shape[1]], prefill, atol=1e-6)
 
 
 def test_unknown_language_is_refused(base_tts, samples):
     sample = Sample(samples[0].text, samples[0].audio_codes, samples[0].ref_audio, language="Klingon")
     with pytest.raises(ValueError, match="language 'Klingon' is not supported"):
-        sft.prepare_samples(base_tts, [sample])
+        prepare_samples(base_tts, [sample])
 
 
 # ----- checkpoints -----------------------------------------------------------------------------------------------
@@ -411,10 +422,10 @@ def test_training_refuses_a_non_base_model(tiny_models, samples, cpu_settings, t
 @pytest.mark.parametrize(("count", "batch_size"), [(4, 1), (6, 2), (6, 4), (7, 3), (5, 5)])
 @pytest.mark.parametrize(("first_epoch", "last_epoch"), [(0, 1), (0, 4), (3, 5), (2, 2)])
 def test_batches_are_fixed_and_the_last_epoch_ends_with_the_first_batch(count, batch_size, first_epoch, last_epoch):
-    batches = sft.fixed_batches(count, batch_size, seed=0)
+    batches = fixed_batches(count, batch_size, seed=0)
     assert sorted(i for batch in batches for i in batch) == list(range(count))
     assert all(len(batch) == batch_size for batch in batches[:-1])
-    orders = {e: sft.batch_order(len(batches), 0, e, first_epoch, last_epoch) for e in range(first_epoch, last_epoch + 1)}
+    orders = {e: batch_order(len(batches), 0, e, first_epoch, last_epoch) for e in range(first_epoch, last_epoch + 1)}
     assert all(sorted(order) == list(range(len(batches))) for order in orders.values())
     if first_epoch != last_epoch:
         # the first and the last reported loss are measured on the same clips

@@ -13,12 +13,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from voicefinetune.trainer.pipeline import TrainingPipeline, TrainRequest, latest_checkpoint, run_training
-from voicefinetune.trainer.reporter import FanOutReporter, HttpReporter
 
-from voicefinetune.sample_data import write_dataset_zip
+from voicefinetune.devtools.sample_data import write_dataset_zip
 from voicefinetune.settings import Settings
 from voicefinetune.storage import Storage
+from voicefinetune.trainer.pipeline import TrainingPipeline, TrainRequest, latest_checkpoint, run_training
+from voicefinetune.trainer.reporter import FanOutReporter, HttpReporter
 
 PROGRESS_FIELDS = ("stage", "epoch", "total_epochs", "step", "loss", "global_step")
 STAGE_ORDER = ["preparing", "training", "uploading", "done"]

@@ -1,22 +1,22 @@
-"""The seed REST API: health, the job endpoints over a ``JobBackend``, and the inference endpoints, either served
-in-process by an ``InferenceService`` (one machine) or forwarded by a proxy router (Kubernetes)."""
+"""The REST API: health, the job endpoints over a ``JobBackend``, and the inference endpoints, either served
+in-process by the inference server (one machine, composed in ``voicefinetune.serve``) or forwarded to the
+inference replicas (Kubernetes)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from ..opslog import OpsLog
+from ..lifecycle import FAILED, READY
 from ..schemas import Health
 from ..settings import Settings
-from ..storage import Storage
-from .backend import JobBackend
+from .backend import JobBackend, JobGate
 from .routes import build_job_router, remove_stale_uploads
 
 log = logging.getLogger(__name__)
@@ -28,16 +28,16 @@ DESCRIPTION = (
 )
 
 
-def make_job_gate(backend: JobBackend) -> Callable[[str], Awaitable[None]]:
+def make_job_gate(backend: JobBackend) -> JobGate:
     """404 for an unknown job, 409 for a job that is not ready; called first on /infer/{job_id}*."""
 
     async def job_gate(job_id: str) -> None:
         job = await backend.get(job_id)
         if job is None:
             raise HTTPException(404, f"job {job_id!r} not found")
-        if job.status != "ready":
+        if job.status != READY:
             detail = f"job {job_id!r} is {job.status}, not ready for inference yet"
-            if job.status == "failed":
+            if job.status == FAILED:
                 detail = f"job {job_id!r} failed and cannot serve inference: {job.error}"
             raise HTTPException(409, detail)
 
@@ -74,28 +74,32 @@ def _jsonable(value: Any) -> Any:
         return str(value)
 
 
-def create_app(
-    settings: Settings,
-    backend: JobBackend,
-    inference_service: Any | None = None,
-    inference_proxy: APIRouter | None = None,
-) -> FastAPI:
-    """The facade. Pass ``inference_service`` (an ``InferenceService``, started and stopped with the app) for the
-    one-machine mode, or ``inference_proxy`` (an APIRouter forwarding the inference endpoints) on Kubernetes."""
+class InferenceMount(Protocol):
+    """How the inference endpoints join the app: served in-process by the inference server (one machine, see
+    ``voicefinetune.serve``) or forwarded to the inference replicas (Kubernetes)."""
+
+    def router(self, job_gate: JobGate) -> APIRouter: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def create_app(settings: Settings, backend: JobBackend, inference: InferenceMount) -> FastAPI:
+    """The facade: health, the job endpoints over ``backend`` and the inference endpoints of ``inference``, which
+    gets the job gate over this backend and starts before the backend and stops after it."""
     upload_dir = settings.data_dir / "uploads"
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         remove_stale_uploads(upload_dir)
-        if inference_service is not None:
-            await inference_service.start()
+        await inference.start()
         await backend.start()
         try:
             yield
         finally:
             await backend.stop()
-            if inference_service is not None:
-                await inference_service.stop()
+            await inference.stop()
 
     app = FastAPI(title=TITLE, description=DESCRIPTION, version=_version(), lifespan=lifespan)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -107,36 +111,33 @@ def create_app(
         return Health(storage_configured=settings.storage_configured)
 
     app.include_router(build_job_router(backend, upload_dir, settings.storage_configured))
-    if inference_service is not None:
-        from ..inference_server import build_router
-
-        app.include_router(build_router(inference_service, job_gate=make_job_gate(backend)))
-    if inference_proxy is not None:
-        app.include_router(inference_proxy)
+    app.include_router(inference.router(make_job_gate(backend)))
     return app
 
 
-def create_local_app(settings: Settings) -> FastAPI:
-    """One machine: local backend (job records on disk, `vft train` children) + the inference server in-process,
-    sharing one ops log."""
-    from ..inference_server import InferenceService
-    from .local_backend import LocalBackend
+class ForwardedInference:
+    """The inference endpoints of a cluster: forwarded to the inference replicas (nothing to start here)."""
 
-    storage = Storage(settings)
-    opslog = OpsLog(settings.state_dir / "ops.jsonl")
-    service = InferenceService(settings, storage, opslog)
-    backend = LocalBackend(settings, storage, opslog, service)
-    app = create_app(settings, backend, inference_service=service)
-    app.state.opslog = opslog
-    app.state.inference_service = service
-    return app
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    def router(self, job_gate: JobGate) -> APIRouter:
+        from .inference_proxy import inference_proxy_router
+
+        return inference_proxy_router(self.settings, job_gate)
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
 
 
 def create_kubernetes_app(settings: Settings) -> FastAPI:
     """In a cluster: jobs are VoiceFinetune resources, inference calls go to the inference Service."""
-    from .kubernetes_backend import KubernetesBackend, inference_proxy_router
+    from .kubernetes_backend import KubernetesBackend
 
-    return create_app(settings, KubernetesBackend(settings), inference_proxy=inference_proxy_router(settings))
+    return create_app(settings, KubernetesBackend(settings), ForwardedInference(settings))
 
 
 def _version() -> str:

@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..lifecycle import PREPARING, STAGE_PREPARING, STAGE_STATUS
 from ..opslog import OpsLog
 from ..schemas import Progress
 from ..settings import Settings
 from ..storage import Storage
-from ..trainer.command import TrainRequest
+from ..train_request import TrainRequest
 from .jobstore import JobRecord, JobStore
 from .resume import resolve_resume_source
 from .stage_timer import StageTimer
@@ -20,8 +21,6 @@ from .status_updates import StatusUpdater
 from .training_runner import ProgressEvent, TrainingProcess
 
 PROGRESS_SAVE_INTERVAL = 1.0
-# Trainer stages → job status; "uploading" is still part of training from the user's point of view.
-STAGE_STATUS = {"preparing": "preparing", "training": "training", "uploading": "training", "done": "training"}
 
 
 def training_output_dir(settings: Settings, job_id: str) -> Path:
@@ -50,8 +49,8 @@ class JobRunner:
         job, request = record.job, record.request
         record.attempts += 1
         tracker = StageTimer(self.opslog, job.job_id)
-        self.status.set_status(record, "preparing", Progress(stage="preparing", total_epochs=request.num_epochs))
-        tracker.enter("preparing")
+        self.status.set_status(record, PREPARING, Progress(stage=STAGE_PREPARING, total_epochs=request.num_epochs))
+        tracker.enter(STAGE_PREPARING)
         dataset = record.upload_path or request.dataset_s3_key
         if record.upload_path and not Path(record.upload_path).is_file():
             self.status.fail(record, "the uploaded dataset is gone (deleted from the data folder); resubmit it")

@@ -1,13 +1,9 @@
-"""The facade on a cluster: jobs are VoiceFinetune resources, inference calls go to the inference replicas.
+"""The facade's job backend on a cluster: jobs are VoiceFinetune resources.
 
 ``KubernetesBackend`` implements ``JobBackend``: ``create`` makes a VoiceFinetune (its name is the job_id; an
 uploaded dataset goes to S3 first), ``delete`` deletes it (the operator's finalizer does the cleanup), and
 ``get``/``list`` answer from a cache that one list+watch keeps current, so reading jobs costs no API call.
-
-``inference_proxy_router`` forwards the seed's inference endpoints. A voice always goes to the same replica:
-rendezvous hashing of the job_id over the replicas the inference Service's name resolves to (see
-``voicefinetune.operator.routing``; the operator preloads the voice on that same replica). Voice design and
-voice clone are keyed by their model, so each of those models stays warm on one replica too.
+The inference calls are forwarded by ``inference_proxy``.
 """
 
 from __future__ import annotations
@@ -20,13 +16,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx
-from fastapi import APIRouter, HTTPException, Request, Response
-
-from ..metrics import exposition
-from ..operator.crd import API_VERSION, KIND, object_path, request_to_spec
-from ..operator.kube import Conflict, KubeClient
-from ..operator.routing import EndpointResolver, rendezvous_order
+from ..cluster.client import Conflict, KubeClient
+from ..cluster.resource import API_VERSION, KIND, object_path, request_to_spec
+from ..lifecycle import DEFAULTS, progress_from_status, status_of
 from ..schemas import FinetuneConfig, FinetuneRequest, Job, Progress
 from ..settings import Settings
 from ..storage import Storage, StorageNotConfigured, build_key
@@ -35,9 +27,6 @@ from .backend import DatasetNotFound, JobConflict
 log = logging.getLogger(__name__)
 
 SYNC_TIMEOUT = 10.0
-DEFAULTS = {name: field.default for name, field in FinetuneRequest.model_fields.items()}
-PROGRESS_FIELDS = {"stage": "stage", "epoch": "epoch", "totalEpochs": "total_epochs", "step": "step",
-                   "loss": "loss", "globalStep": "global_step"}
 
 
 def uploaded_dataset_key(job_id: str) -> str:
@@ -54,7 +43,7 @@ def _timestamp(text: str | None) -> float | None:
 
 
 def job_from_resource(resource: dict[str, Any], flash_attn: bool) -> Job:
-    """The seed's job shape for a VoiceFinetune (phase -> lowercase status; no phase yet = queued)."""
+    """The REST job shape of a VoiceFinetune (phase -> lowercase status; no phase yet = queued)."""
     meta, spec, status = resource["metadata"], resource.get("spec") or {}, resource.get("status") or {}
     progress = status.get("progress")
     updated = [status.get("completedAt"), (progress or {}).get("updatedAt")]
@@ -62,10 +51,9 @@ def job_from_resource(resource: dict[str, Any], flash_attn: bool) -> Job:
     stamps = [stamp for stamp in map(_timestamp, updated) if stamp is not None]
     return Job(
         job_id=meta["name"],
-        status=(status.get("phase") or "Queued").lower(),
+        status=status_of(status.get("phase")),
         speaker_name=spec.get("speakerName", DEFAULTS["speaker_name"]),
-        progress=Progress(**{snake: progress[camel] for camel, snake in PROGRESS_FIELDS.items() if camel in progress})
-        if progress and progress.get("stage") else None,
+        progress=Progress(**progress_from_status(progress)) if progress and progress.get("stage") else None,
         inference_url=status.get("inferenceUrl"),
         checkpoint_path=status.get("checkpointPath"),
         error=status.get("error"),
@@ -267,112 +255,3 @@ class KubernetesBackend:
         deleted = await self.kube.delete(object_path(self.namespace, job_id), propagation="Background")
         self.cache.forget(job_id)
         return deleted
-
-
-# --- inference proxy --------------------------------------------------------------------------------------------
-
-PROXY_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
-FORWARDED_HEADERS = ("content-type", "accept")
-RETURNED_HEADERS = ("content-type", "content-disposition")
-# (method, path, routing): a voice key routes to one replica ("{job_id}" = the path's job), "*" goes to every
-# replica (GPU settings apply to all), "" to the first replica.
-ROUTES: list[tuple[str, str, str]] = [
-    ("POST", "/infer/{job_id}", "{job_id}"),
-    ("POST", "/infer/{job_id}/batch", "{job_id}"),
-    ("POST", "/voice-design", "voice-design"),
-    ("POST", "/voice-clone", "voice-clone"),
-    ("POST", "/voice-clone/batch", "voice-clone"),
-    ("GET", "/gpu/status", ""),
-    ("POST", "/gpu/unload", "*"),
-    ("PUT", "/gpu/config", "*"),
-    ("GET", "/gpu/cleanup", "*"),
-    ("GET", "/storage/status", ""),
-    ("GET", "/storage/list/{job_id}", ""),
-    ("GET", "/ops/averages", ""),
-    ("GET", "/ops/history", ""),
-    ("GET", "/ops/running", ""),
-]
-
-
-class InferenceProxy:
-    def __init__(self, settings: Settings):
-        self.resolver = EndpointResolver(
-            settings.inference_url or f"http://voicefinetune-inference.{settings.namespace}.svc.cluster.local:8000"
-        )
-        self._clients: dict[int, httpx.AsyncClient] = {}
-
-    def _client(self) -> httpx.AsyncClient:
-        loop_id = id(asyncio.get_running_loop())
-        client = self._clients.get(loop_id)
-        if client is None or client.is_closed:
-            client = self._clients[loop_id] = httpx.AsyncClient(timeout=PROXY_TIMEOUT)
-        return client
-
-    async def replicas(self, key: str) -> list[str]:
-        """Replicas to try for ``key``, the owner first (the next ones only if it cannot be reached)."""
-        endpoints = await self.resolver.endpoints()
-        if not endpoints:
-            raise HTTPException(503, "the inference service has no ready replica")
-        return rendezvous_order(key, endpoints) if key and key != "*" else sorted(endpoints)
-
-    async def forward(self, request: Request, key: str) -> Response:
-        body = await request.body()
-        headers = {name: value for name, value in request.headers.items() if name.lower() in FORWARDED_HEADERS}
-        replicas = await self.replicas(key)
-        if key == "*":
-            answers = await asyncio.gather(*(self._send(r, request, body, headers) for r in replicas))
-            return answers[0]
-        errors = []
-        for replica in replicas:
-            try:
-                return await self._send(replica, request, body, headers)
-            except httpx.TransportError as exc:  # the replica went away: the next one in rendezvous order takes it
-                errors.append(f"{replica}: {exc!r}")
-        raise HTTPException(503, f"the inference service is unreachable: {'; '.join(errors)}")
-
-    async def _send(self, replica: str, request: Request, body: bytes, headers: dict[str, str]) -> Response:
-        answer = await self._client().request(
-            request.method, f"{replica}{request.url.path}", params=request.query_params, content=body, headers=headers
-        )
-        returned = {name: value for name, value in answer.headers.items() if name.lower() in RETURNED_HEADERS}
-        return Response(content=answer.content, status_code=answer.status_code,
-                        headers={**returned, "X-VFT-Replica": replica})
-
-
-def inference_proxy_router(settings: Settings, job_gate=None) -> APIRouter:
-    """The seed's inference endpoints, forwarded to the inference replicas. ``/infer/{job_id}*`` first passes
-    ``job_gate`` (404 unknown job, 409 not ready), by default the facade's gate over the app's job backend."""
-    proxy = InferenceProxy(settings)
-    router = APIRouter()
-
-    async def gate(request: Request, job_id: str) -> None:
-        if job_gate is not None:
-            await job_gate(job_id)
-            return
-        backend = getattr(request.app.state, "backend", None)
-        if backend is not None:
-            from .app import make_job_gate
-
-            await make_job_gate(backend)(job_id)
-
-    def add(method: str, path: str, routing: str) -> None:
-        async def endpoint(request: Request) -> Response:
-            job_id = request.path_params.get("job_id")
-            if path.startswith("/infer/"):
-                await gate(request, job_id)
-            key = job_id if routing == "{job_id}" else routing
-            return await proxy.forward(request, key)
-
-        tag = path.strip("/").split("/")[0]
-        router.add_api_route(path, endpoint, methods=[method], tags=[tag], summary=f"{method} {path} (forwarded)",
-                             name=f"proxy_{method.lower()}_{path}")
-
-    for method, path, routing in ROUTES:
-        add(method, path, routing)
-
-    @router.get("/metrics", tags=["ops"], summary="Prometheus metrics of the facade")
-    async def metrics() -> Response:
-        body, content_type = exposition()
-        return Response(content=body, media_type=content_type)
-
-    return router

@@ -9,7 +9,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..schemas import TERMINAL_STATUSES
+from ..lifecycle import TERMINAL_STATUSES
 from ..settings import Settings
 from ..storage import Storage
 from .job_creation import queued_progress

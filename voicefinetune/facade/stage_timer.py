@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 
+from ..lifecycle import STAGE_PREPARING, STAGE_TRAINING
 from ..opslog import OpsLog
 
 
 class StageTimer:
     """Turns stage transitions into ops-log durations: ``prepare_data`` (preparing) and ``training``."""
 
-    OPS = {"preparing": "prepare_data", "training": "training"}
+    OPS = {STAGE_PREPARING: "prepare_data", STAGE_TRAINING: "training"}
 
     def __init__(self, opslog: OpsLog, job_id: str):
         self.opslog = opslog

@@ -6,7 +6,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..schemas import TERMINAL_STATUSES, Progress
+from ..lifecycle import TERMINAL_STATUSES
+from ..schemas import Progress
 from .jobstore import JobRecord, JobStore
 from .metrics import JOB_DURATION, JOBS_FINISHED
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..trainer.command import TrainRequest
+from ..train_request import TrainRequest
 
 log = logging.getLogger(__name__)
 

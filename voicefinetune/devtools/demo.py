@@ -28,7 +28,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .schemas import SAMPLE_RATE
+from ..schemas import SAMPLE_RATE
 
 DEMO_BUCKET = "qwen3-tts"
 DEMO_INSTRUCT = "A warm male voice, middle-aged, calm"
@@ -274,8 +274,8 @@ def step(title: str, what: str) -> None:
 
 
 def run(args: argparse.Namespace) -> list[tuple[Path, float]]:
-    from .settings import Settings
-    from .storage import Storage
+    from ..settings import Settings
+    from ..storage import Storage
     from .tiny_models import ensure_tiny_models
 
     out = args.output_dir.resolve()

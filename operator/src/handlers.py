@@ -9,9 +9,11 @@ from typing import Any
 
 import kopf
 
+from ..cluster.client import KubeError
+from ..cluster.resource import GROUP, PLURAL, VERSION
+from ..lifecycle import TERMINAL_PHASES
 from .config import OperatorConfig
-from .crd import FINALIZER, GROUP, MANAGED_BY, PLURAL, TERMINAL_PHASES, VERSION
-from .kube import KubeError
+from .crd import FINALIZER, MANAGED_BY
 from .metrics import reconciling
 from .reconcile import RetryLater
 from .runtime import Runtime

@@ -14,10 +14,10 @@ import time
 from collections import deque
 from typing import IO, Any, Protocol
 
+from ..lifecycle import STAGE_TRAINING
+
 log = logging.getLogger(__name__)
 
-PROGRESS_FIELDS = ("stage", "epoch", "total_epochs", "step", "loss", "global_step")
-TRAINING_STAGE = "training"
 
 Event = dict[str, Any]
 
@@ -68,7 +68,7 @@ class HttpReporter:
     def emit(self, event: Event) -> None:
         with self._wake:
             # A newer training event replaces a queued one: only the latest counters matter.
-            if self._queue and event.get("stage") == TRAINING_STAGE and self._queue[-1].get("stage") == TRAINING_STAGE:
+            if self._queue and event.get("stage") == STAGE_TRAINING and self._queue[-1].get("stage") == STAGE_TRAINING:
                 self._queue[-1] = event
             else:
                 self._queue.append(event)
@@ -89,7 +89,7 @@ class HttpReporter:
                     head = self._queue[0]
                     wait = self._last_training_post + self.min_interval - time.monotonic()
                     # Throttle only training events that more events would supersede; the last one always goes.
-                    if head.get("stage") == TRAINING_STAGE and wait > 0 and not self._closing and len(self._queue) == 1:
+                    if head.get("stage") == STAGE_TRAINING and wait > 0 and not self._closing and len(self._queue) == 1:
                         self._wake.wait(wait)
                         continue
                     return self._queue.popleft()
@@ -102,7 +102,7 @@ class HttpReporter:
 
         with httpx.Client(timeout=self.timeout, headers=self.headers) as client:
             while (event := self._next()) is not None:
-                if event.get("stage") == TRAINING_STAGE:
+                if event.get("stage") == STAGE_TRAINING:
                     self._last_training_post = time.monotonic()
                 try:
                     response = client.post(self.url, content=json.dumps(event, default=str))

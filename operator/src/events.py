@@ -8,8 +8,8 @@ import os
 import uuid
 from typing import Any
 
+from ..cluster.client import KubeClient, KubeError, event_path
 from .crd import MANAGED_BY
-from .kube import KubeClient, KubeError, event_path
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from ..cluster.client import Conflict, KubeClient, deployment_path, service_path
 from .config import OperatorConfig
 from .fleet import InferenceFleet
 from .inference import build_inference_deployment, build_inference_service, drift
-from .kube import Conflict, KubeClient, deployment_path, service_path
 from .metrics import INFERENCE_REPAIRS
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..storage import checkpoint_prefix
-from ..trainer.command import TrainRequest
+from ..train_request import TrainRequest
 from .config import GPU_RESOURCE, OperatorConfig
 from .crd import KUEUE_QUEUE_LABEL, MANAGED_BY, NAME_LABEL, VoiceFinetuneSpec, owner_reference
 

@@ -18,8 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, NoReturn
 
+from ..lifecycle import DEFAULT_BATCH_SIZE, DEFAULT_LR, DEFAULT_NUM_EPOCHS, STAGE_FAILED
 from ..settings import Settings
-from .pipeline import FAILED, JobInterrupted, Progress, TrainRequest, run_training
+from .pipeline import JobInterrupted, Progress, TrainRequest, run_training
 from .reporter import FanOutReporter, HttpReporter, JsonLinesReporter, Reporter
 
 EXIT_FAILED = 1
@@ -32,7 +33,7 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         reporter = JsonLinesReporter(sys.stdout)
-        Progress(reporter, job_id="", total_epochs=0).enter(FAILED, error=f"vft train: {message}")
+        Progress(reporter, job_id="", total_epochs=0).enter(STAGE_FAILED, error=f"vft train: {message}")
         raise SystemExit(EXIT_USAGE)
 
 
@@ -44,9 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--job-id", required=True, help="job id: names the job folder and checkpoints/{job_id} on S3")
     parser.add_argument("--dataset", required=True, help="S3 key (or s3://bucket/key) or local path of the dataset zip")
     parser.add_argument("--speaker-name", required=True, help="name of the new voice (no '_' followed by a digit)")
-    parser.add_argument("--num-epochs", type=int, default=15)
-    parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--lr", type=float, default=1e-6)
+    parser.add_argument("--num-epochs", type=int, default=DEFAULT_NUM_EPOCHS)
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--lr", type=float, default=DEFAULT_LR)
     parser.add_argument("--resume-from", help="checkpoint to continue from: local folder or S3 prefix")
     parser.add_argument("--base-model", help="base checkpoint (folder or hub id); default VFT_BASE_MODEL")
     parser.add_argument("--output-dir", type=Path, help="where checkpoints go; default {job folder}/output")
@@ -128,4 +129,4 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
-    return 0 if last["stage"] != FAILED else EXIT_FAILED
+    return 0 if last["stage"] != STAGE_FAILED else EXIT_FAILED

@@ -8,8 +8,8 @@ from contextlib import contextmanager
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from ..lifecycle import PHASES
 from ..metrics import NAMESPACE
-from .crd import PHASES
 
 SUBSYSTEM = "operator"
 

@@ -8,19 +8,12 @@ import asyncio
 import logging
 from typing import Any
 
+from ..cluster.client import Conflict, KubeClient, KubeError, job_path, pod_path
+from ..cluster.resource import object_path
+from ..lifecycle import TERMINAL_PHASES
 from ..storage import Storage, checkpoint_prefix
 from .config import OperatorConfig
-from .crd import (
-    FAILED,
-    LOADING,
-    PREPARING,
-    QUEUED,
-    READY,
-    TERMINAL_PHASES,
-    InvalidSpec,
-    object_path,
-    read_spec,
-)
+from .crd import InvalidSpec, read_spec
 from .fleet import InferenceFleet, InferenceUnavailable, VoiceRejected
 from .jobs import (
     belongs_to_job,
@@ -32,10 +25,9 @@ from .jobs import (
     resource_of,
     termination_message,
 )
-from .kube import Conflict, KubeClient, KubeError, job_path, pod_path
 from .metrics import JOB_SECONDS, PhaseCounter
 from .progress import ProgressThrottle, progress_path, progress_token
-from .status import now
+from .status import FAILED, LOADING, PREPARING, QUEUED, READY, now
 from .status_writer import StatusWriter
 
 log = logging.getLogger(__name__)

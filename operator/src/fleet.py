@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from .routing import EndpointResolver, rendezvous_order
+from ..cluster.routing import EndpointResolver, rendezvous_order
 
 log = logging.getLogger(__name__)
 

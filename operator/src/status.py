@@ -7,12 +7,13 @@ import datetime
 import math
 from typing import Any
 
-from .crd import FAILED, LOADING, PREPARING, QUEUED, READY, TERMINAL_PHASES, TRAINING
+from ..lifecycle import PHASES, PROGRESS_CAMEL, STAGE_STATUS, TERMINAL_PHASES, phase_of
 
+QUEUED, PREPARING, TRAINING, LOADING, READY, FAILED = PHASES
 ORDER = {QUEUED: 0, PREPARING: 1, TRAINING: 2, LOADING: 3, READY: 4}
 
-# Trainer stages -> phase; "uploading" and "done" are still training for the user until the Job completes.
-STAGE_PHASE = {"preparing": PREPARING, "training": TRAINING, "uploading": TRAINING, "done": TRAINING}
+# Trainer stages -> phase (see lifecycle.STAGE_STATUS).
+STAGE_PHASE = {stage: phase_of(status) for stage, status in STAGE_STATUS.items()}
 
 # Condition types
 JOB_CREATED = "TrainingJobCreated"
@@ -37,11 +38,11 @@ def may_advance(current: str | None, proposed: str) -> bool:
 def phase_conditions(phase: str, reason: str, message: str) -> list[tuple[str, str, str, str]]:
     """(type, status, reason, message) of the conditions that entering ``phase`` sets."""
     if phase == QUEUED:
-        return [(JOB_CREATED, "True", reason, message), (READY_CONDITION, "False", "Queued", message)]
+        return [(JOB_CREATED, "True", reason, message), (READY_CONDITION, "False", QUEUED, message)]
     if phase in (PREPARING, TRAINING):
         return [(READY_CONDITION, "False", phase, message)]
     if phase == LOADING:
-        return [(TRAINED, "True", reason, message), (READY_CONDITION, "False", "Loading", message)]
+        return [(TRAINED, "True", reason, message), (READY_CONDITION, "False", LOADING, message)]
     if phase == READY:
         return [(VOICE_LOADED, "True", reason, message), (READY_CONDITION, "True", "VoiceReady", message)]
     failed_step = VOICE_LOADED if reason == "LoadFailed" else TRAINED
@@ -73,13 +74,10 @@ def merge_conditions(
 def progress_status(event: dict[str, Any], timestamp: str) -> dict[str, Any]:
     """``status.progress`` from a trainer event (snake_case fields in, camelCase out; unknown fields dropped)."""
     progress: dict[str, Any] = {"stage": str(event.get("stage")), "updatedAt": timestamp}
-    for source, target, kind in (
-        ("epoch", "epoch", int),
-        ("total_epochs", "totalEpochs", int),
-        ("step", "step", int),
-        ("global_step", "globalStep", int),
-        ("loss", "loss", float),
-    ):
+    for source, target in PROGRESS_CAMEL.items():
+        if source == "stage":
+            continue
+        kind = float if source == "loss" else int
         value = event.get(source)
         if value is not None:
             try:

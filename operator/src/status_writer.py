@@ -12,10 +12,20 @@ import logging
 from collections import defaultdict
 from typing import Any
 
-from .crd import FAILED, TERMINAL_PHASES, object_path
+from ..cluster.client import KubeClient
+from ..cluster.resource import object_path
+from ..lifecycle import TERMINAL_PHASES
 from .events import NORMAL, WARNING, EventRecorder
-from .kube import KubeClient
-from .status import STAGE_PHASE, may_advance, merge_conditions, now, phase_conditions, progress_status
+from .status import (
+    FAILED,
+    LOADING,
+    STAGE_PHASE,
+    may_advance,
+    merge_conditions,
+    now,
+    phase_conditions,
+    progress_status,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +94,7 @@ class StatusWriter:
                 return False
             status = body.get("status") or {}
             current = status.get("phase")
-            if current in TERMINAL_PHASES or current == "Loading":
+            if current in TERMINAL_PHASES or current == LOADING:
                 return False
             timestamp = now()
             patch: dict[str, Any] = {"progress": progress_status(event, timestamp)}

@@ -24,15 +24,15 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..dataset import Dataset, DatasetLimits, open_dataset
+from ..lifecycle import STAGE_DONE, STAGE_FAILED, STAGE_PREPARING, STAGE_TRAINING, STAGE_UPLOADING
 from ..schemas import InvalidInput, check_speaker_name
 from ..settings import Settings
 from ..storage import Storage, StorageError, UnsafeKey, build_key, checkpoint_prefix
-from .command import TrainRequest
+from ..train_request import TrainRequest
 from .reporter import Event, Reporter
 
 log = logging.getLogger(__name__)
 
-PREPARING, TRAINING, UPLOADING, DONE, FAILED = "preparing", "training", "uploading", "done", "failed"
 # The job id names a folder and an S3 prefix: one safe path segment (ids made by the API or Kubernetes fit).
 JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 CHECKPOINT_CONFIG = "config.json"
@@ -69,7 +69,7 @@ class Progress:
     def __init__(self, reporter: Reporter, job_id: str, total_epochs: int):
         self.reporter = reporter
         self.job_id = job_id
-        self.stage = PREPARING
+        self.stage = STAGE_PREPARING
         self.epoch = 0
         self.total_epochs = total_epochs
         self.step = 0
@@ -137,7 +137,7 @@ class TrainingPipeline:
             s3_prefix = self.upload(checkpoint)
             shutil.rmtree(self.resume_dir, ignore_errors=True)  # kept on failure: a rerun may resume from it
             return self.progress.enter(
-                DONE, checkpoint_path=str(checkpoint), s3_prefix=s3_prefix, timings=self.progress.timings,
+                STAGE_DONE, checkpoint_path=str(checkpoint), s3_prefix=s3_prefix, timings=self.progress.timings,
                 message="checkpoint published" if s3_prefix else "checkpoint kept locally (S3 not configured)",
             )
         except (InvalidInput, JobFailed, StorageError, UnsafeKey) as exc:
@@ -150,7 +150,7 @@ class TrainingPipeline:
 
     def _failed(self, error: str, checkpoint: Path | None) -> Event:
         return self.progress.enter(
-            FAILED, error=error, failed_stage=self.progress.stage, timings=self.progress.timings,
+            STAGE_FAILED, error=error, failed_stage=self.progress.stage, timings=self.progress.timings,
             checkpoint_path=str(checkpoint) if checkpoint and checkpoint.exists() else None,
         )
 
@@ -163,7 +163,7 @@ class TrainingPipeline:
     def prepare(self) -> tuple[list[Any], str, Path | None, Any]:
         """Fetch and check the dataset, find the resume checkpoint, load the base model and encode the audio codes
         with it (the same loaded model then trains)."""
-        self.progress.enter(PREPARING, message=f"fetching dataset {self.request.dataset}")
+        self.progress.enter(STAGE_PREPARING, message=f"fetching dataset {self.request.dataset}")
         dataset = open_dataset(self.fetch_dataset(), self.dataset_dir / "files", self.limits)
         self.progress.event(message=f"dataset checked: {len(dataset.entries)} clips, {dataset.total_seconds:.1f} s of audio")
         base_model = self.request.base_model or self._default_base_model()
@@ -267,7 +267,7 @@ class TrainingPipeline:
         from .checkpoint import ResumeCheckpointError, purge_training_state
         from .sft import TrainConfig, train
 
-        self.progress.enter(TRAINING, message=f"training on {len(samples)} clips")
+        self.progress.enter(STAGE_TRAINING, message=f"training on {len(samples)} clips")
         resume_from = self._clear_earlier_checkpoints(resume_from)
         config = TrainConfig(
             speaker_name=self.request.speaker_name,
@@ -306,7 +306,7 @@ class TrainingPipeline:
             return None
         prefix = checkpoint_prefix(self.request.job_id)
         where = f"s3://{self.storage.bucket}/{prefix}"
-        self.progress.enter(UPLOADING, message=f"publishing {checkpoint} to {where}")
+        self.progress.enter(STAGE_UPLOADING, message=f"publishing {checkpoint} to {where}")
         cleared = False
         for attempt in range(1, UPLOAD_ATTEMPTS + 1):
             try:

@@ -10,15 +10,15 @@ from dataclasses import replace
 
 from aiohttp import web
 
+from ..cluster.client import KubeClient
+from ..cluster.routing import EndpointResolver
 from .config import OperatorConfig
 from .events import EventRecorder
 from .fleet import InferenceFleet
 from .keeper import InferenceKeeper
-from .kube import KubeClient
 from .metrics import PhaseCounter
 from .progress import ProgressThrottle, build_app
 from .reconcile import Reconciler
-from .routing import EndpointResolver
 from .status_writer import StatusWriter
 
 log = logging.getLogger(__name__)

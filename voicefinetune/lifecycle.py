@@ -1,0 +1,72 @@
+"""The life of a fine-tuning job, written once: statuses and phases, trainer stages, progress fields, defaults.
+
+Everything here is derived from the REST schema (``schemas.py``), the one source: the REST job status names come
+from ``JobStatusName``, the Kubernetes phases are the same names capitalised, the progress fields are those of
+``Progress`` (camelCase in ``status.progress``), and the training defaults are ``FinetuneRequest``'s (the CRD's
+schema defaults and ``vft train``'s argument defaults are checked against them by tests).
+"""
+
+from __future__ import annotations
+
+from typing import Any, get_args
+
+from .schemas import FinetuneRequest, JobStatusName, Progress
+
+
+def camel_case(snake: str) -> str:
+    """``total_epochs`` -> ``totalEpochs`` (the Kubernetes spelling of a REST field)."""
+    head, *rest = snake.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+# --- job statuses (REST) and phases (Kubernetes): one list, two spellings -----------------------------------------
+JOB_STATUSES: tuple[str, ...] = get_args(JobStatusName)
+QUEUED, PREPARING, TRAINING, LOADING, READY, FAILED = JOB_STATUSES
+TERMINAL_STATUSES = (READY, FAILED)
+
+
+def phase_of(status: str) -> str:
+    """The Kubernetes phase of a REST status (``training`` -> ``Training``)."""
+    return status.capitalize()
+
+
+def status_of(phase: str | None) -> str:
+    """The REST status of a Kubernetes phase; a resource with no phase yet is queued."""
+    return (phase or phase_of(QUEUED)).lower()
+
+
+PHASES: tuple[str, ...] = tuple(phase_of(status) for status in JOB_STATUSES)
+TERMINAL_PHASES: tuple[str, ...] = tuple(phase_of(status) for status in TERMINAL_STATUSES)
+
+# --- trainer stages (the `stage` of a progress event) --------------------------------------------------------------
+STAGE_PREPARING, STAGE_TRAINING, STAGE_UPLOADING, STAGE_DONE, STAGE_FAILED = (
+    "preparing", "training", "uploading", "done", "failed",
+)
+# Stage -> job status while the job runs; publishing ("uploading") and "done" are still training for the user
+# until the voice is loaded. A failed stage ends the job through its own path (error message, exit code).
+STAGE_STATUS = {
+    STAGE_PREPARING: PREPARING,
+    STAGE_TRAINING: TRAINING,
+    STAGE_UPLOADING: TRAINING,
+    STAGE_DONE: TRAINING,
+}
+
+# --- progress: snake_case in REST and trainer events, camelCase in status.progress -------------------------------
+PROGRESS_FIELDS: tuple[str, ...] = tuple(Progress.model_fields)
+PROGRESS_CAMEL: dict[str, str] = {name: camel_case(name) for name in PROGRESS_FIELDS}
+
+
+def progress_from_status(progress: dict[str, Any]) -> dict[str, Any]:
+    """The REST progress fields of a ``status.progress`` object (camelCase in, snake_case out)."""
+    return {snake: progress[camel] for snake, camel in PROGRESS_CAMEL.items() if camel in progress}
+
+
+# --- the /finetune body: defaults and the spec's camelCase fields ------------------------------------------------
+DEFAULTS: dict[str, Any] = {name: field.default for name, field in FinetuneRequest.model_fields.items()}
+DEFAULT_NUM_EPOCHS: int = DEFAULTS["num_epochs"]
+DEFAULT_BATCH_SIZE: int = DEFAULTS["batch_size"]
+DEFAULT_LR: float = DEFAULTS["lr"]
+DEFAULT_SPEAKER_NAME: str = DEFAULTS["speaker_name"]
+
+# camelCase spec field -> /finetune field. `job_id` is the resource's name, not a spec field.
+SPEC_FIELDS: dict[str, str] = {camel_case(name): name for name in FinetuneRequest.model_fields if name != "job_id"}
