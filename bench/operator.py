@@ -102,7 +102,11 @@ def floor_run(client: kubernetes.client.ApiClient, count: int, threads: int) -> 
     for i in range(count):
         body = {**voicefinetune(f"floor-{i:03d}"), "metadata": {"name": f"floor-{i:03d}", "namespace": "floor",
                                                                 "uid": f"uid-{i}"}}
-        manifests.append(build_training_job(body, read_spec(body), config, "http://op/progress", "token"))
+        manifests.append(
+            build_training_job(
+                body, read_spec(body), config=config, progress_url="http://op/progress", progress_token="token"
+            )
+        )
     arrivals = JobArrivals(client, "floor").start()
     batch = kubernetes.client.BatchV1Api(client)
     began = time.monotonic()

@@ -147,7 +147,7 @@ def measure(
             torch.cuda.synchronize(device)
         start = time.perf_counter()
         batch = build_batch(samples, model.config).to(device)
-        parts = train_step(model, optimizer, batch, parameters, 1.0, autocast)
+        parts = train_step(model, optimizer, batch=batch, parameters=parameters, grad_clip=1.0, autocast_dtype=autocast)
         parts.total.item()  # waits for the step, like train()'s progress event
         if index >= args.warmup:
             times.append(time.perf_counter() - start)

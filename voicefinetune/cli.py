@@ -10,7 +10,7 @@ import importlib
 import sys
 
 COMMANDS = {
-    "serve": ("voicefinetune.serve", "the seed REST API on :8000 (local backend, or --backend kubernetes)"),
+    "serve": ("voicefinetune.serve", "the REST API on :8000 (local backend, or --backend kubernetes)"),
     "inference": ("voicefinetune.inference_server.cli", "the inference server alone"),
     "operator": ("voicefinetune.operator.cli", "the Kopf operator for VoiceFinetune resources"),
     "train": ("voicefinetune.trainer.cli", "fine-tune a voice from a dataset zip (the training Job's command)"),

@@ -1,4 +1,4 @@
-"""The seed API's request and response bodies (field names, types and defaults as in seed-api.md).
+"""The original API's request and response bodies (field names, types and defaults as in seed-api.md).
 
 Item-level checks (text, filename, language) are plain functions rather than model validators so that a batch
 can report one bad item in its place without refusing the whole request.
@@ -244,7 +244,7 @@ class VoiceDesignRequest(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _filename_means_upload(cls, data: Any) -> Any:
-        # The seed's microservice pattern sends only s3_filename and reads s3_url from the answer.
+        # The original service's microservice pattern sends only s3_filename and reads s3_url from the answer.
         if isinstance(data, dict) and data.get("s3_filename") and data.get("upload_to_s3") is None:
             return {**data, "upload_to_s3": True}
         return data

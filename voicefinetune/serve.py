@@ -24,7 +24,7 @@ BACKENDS = ("local", "kubernetes")
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="vft serve",
-        description="Serve the seed-compatible fine-tuning and inference API. Configuration comes from the "
+        description="Serve the upstream-compatible fine-tuning and inference API. Configuration comes from the "
         "environment (see the README's table); the local backend keeps its jobs under VFT_DATA_DIR.",
     )
     parser.add_argument("--host", default="0.0.0.0", help="interface to listen on (default 0.0.0.0)")

@@ -1,4 +1,4 @@
-"""Configuration from the environment: the seed API's variables with the seed's defaults, plus ``VFT_*``.
+"""Configuration from the environment: the original API's variables with the original service's defaults, plus ``VFT_*``.
 
 This is the one place that reads configuration variables; every component takes a ``Settings``.
 """
@@ -36,7 +36,7 @@ def read_env_fields(cls: type, environ: Mapping[str, str]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Settings:
-    # name: (environment variable, parser) in the field metadata; the default is the seed's.
+    # name: (environment variable, parser) in the field metadata; the default is the original service's.
     device: str = field(default="cuda:0", metadata={"env": "DEVICE"})
     use_flash_attn: bool = field(default=True, metadata={"env": "USE_FLASH_ATTN", "parse": parse_bool})
     gpu_idle_timeout: int = field(default=300, metadata={"env": "GPU_IDLE_TIMEOUT", "parse": int})

@@ -60,8 +60,8 @@ def build_key(*segments: str) -> str:
     return "/".join(parts)
 
 
-def audio_key(job_id: str | None, filename: str, book_id: str | None = None, chapter_id: str | None = None) -> str:
-    """The seed's layout: audio/segments/{book_id}[/{chapter_id}]/{file} when book_id is set, else audio/{job_id}/{file}."""
+def audio_key(job_id: str | None, *, filename: str, book_id: str | None = None, chapter_id: str | None = None) -> str:
+    """The original service's layout: audio/segments/{book_id}[/{chapter_id}]/{file} when book_id is set, else audio/{job_id}/{file}."""
     if book_id:
         return build_key("audio", "segments", book_id, *([chapter_id] if chapter_id else []), filename)
     return build_key("audio", job_id or "shared", filename)
@@ -206,7 +206,7 @@ class Storage:
 
     # --- folders (checkpoints) -------------------------------------------------------------------------------
 
-    def upload_dir(self, folder: Path, prefix: str, attempts: int = 3, backoff: float = 1.0) -> int:
+    def upload_dir(self, folder: Path, prefix: str, *, attempts: int = 3, backoff: float = 1.0) -> int:
         """Upload every file under ``folder`` to ``prefix`` and verify each object's size; returns bytes sent.
 
         The whole folder is retried ``attempts`` times (botocore already retries each request).

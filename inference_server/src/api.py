@@ -1,7 +1,7 @@
-"""The inference endpoints (the seed's, plus voice registration) as an `APIRouter` over an `InferenceService`.
+"""The inference endpoints (the original service's, plus voice registration) as an `APIRouter` over an `InferenceService`.
 
 ``job_gate(job_id)`` is awaited first on ``/infer`` routes; it may raise HTTPException (the facade answers 409 for
-a job still training). Every error is answered with ``{"detail": message}`` and the status the seed names.
+a job still training). Every error is answered with ``{"detail": message}`` and the status the original service names.
 """
 
 from __future__ import annotations
@@ -206,7 +206,13 @@ def build_router(service: InferenceService, job_gate: JobGate | None = None) -> 
     )
     async def register_voice(job_id: str, body: VoiceRegistration):
         return await guarded(
-            service.register_voice(job_id, body.speaker_name, body.checkpoint_path, body.s3_prefix, body.preload)
+            service.register_voice(
+                job_id,
+                body.speaker_name,
+                checkpoint_path=body.checkpoint_path,
+                s3_prefix=body.s3_prefix,
+                preload=body.preload,
+            )
         )
 
     @router.delete("/voices/{job_id}", tags=["voices"], summary="Unregister a voice and unload its model")

@@ -1,4 +1,4 @@
-"""WAV encoding of generated waveforms (16-bit PCM, the seed's 24 kHz) and reference-audio decoding."""
+"""WAV encoding of generated waveforms (16-bit PCM, the original service's 24 kHz) and reference-audio decoding."""
 
 from __future__ import annotations
 

@@ -40,7 +40,7 @@ class CheckpointLocator:
         )
 
     def checkpoint_path(self, checkpoint_path: str | None) -> str | None:
-        """Absolute folder; a relative path (like the seed's ``jobs/{id}/output/checkpoint-epoch-9``) is taken
+        """Absolute folder; a relative path (like the original service's ``jobs/{id}/output/checkpoint-epoch-9``) is taken
         relative to the data folder and may not climb out of it."""
         if not checkpoint_path:
             return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-DEFAULT_PORT = 8000  # the seed's port; the facade and the operator pass theirs explicitly
+DEFAULT_PORT = 8000  # the original service's port; the facade and the operator pass theirs explicitly
 
 
 def main(argv: list[str] | None = None) -> int:

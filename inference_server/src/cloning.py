@@ -37,11 +37,15 @@ class VoiceCloner:
         origins = (url_origin(entry.strip()) for entry in self.settings.trusted_url_origins.split(","))
         return {origin for origin in origins if origin is not None}
 
-    async def clone_prompt(self, waveform: np.ndarray, rate: int, ref_text: str, use_xvec: bool) -> tuple[ModelSpec, Any]:
+    async def clone_prompt(
+        self, waveform: np.ndarray, *, rate: int, ref_text: str, use_xvec: bool
+    ) -> tuple[ModelSpec, Any]:
         spec = await self.loader.shared_spec("base")
         async with self.cache.use(spec) as loaded, self.generator.gpu_slots:
             try:
-                prompt = await self.generator.on_gpu(engine.clone_prompt, loaded, waveform, rate, ref_text, use_xvec)
+                prompt = await self.generator.on_gpu(
+                    engine.clone_prompt, loaded, waveform, sample_rate=rate, ref_text=ref_text, use_xvec=use_xvec
+                )
             except (ValueError, RuntimeError) as exc:
                 raise RefAudioError(f"the reference audio could not be used for cloning: {exc}") from exc
         self.clone_prompts += 1

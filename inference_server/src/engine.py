@@ -95,7 +95,9 @@ def generate(loaded: LoadedModel, items: list[SpeechItem]) -> list[np.ndarray]:
     return [np.asarray(w, dtype=np.float32) for w in wavs]
 
 
-def clone_prompt(loaded: LoadedModel, waveform: np.ndarray, sample_rate: int, ref_text: str, use_xvec: bool) -> Any:
+def clone_prompt(
+    loaded: LoadedModel, waveform: np.ndarray, *, sample_rate: int, ref_text: str, use_xvec: bool
+) -> Any:
     """The reusable voice-clone prompt of one reference recording (Base model)."""
     with loaded.lock:
         return loaded.tts.create_voice_clone_prompt(

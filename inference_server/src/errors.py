@@ -1,4 +1,4 @@
-"""Service errors and the HTTP status each maps to (the seed's: 404 unknown, 409 not ready, 503 no storage)."""
+"""Service errors and the HTTP status each maps to (the original service's: 404 unknown, 409 not ready, 503 no storage)."""
 
 from __future__ import annotations
 

@@ -100,19 +100,21 @@ class Generator:
         metrics.AUDIO_SECONDS.labels(spec.kind).inc(sum(duration_seconds(w) for w in produced))
         return wavs
 
-    async def on_gpu(self, function: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._gpu_pool, functools.partial(function, *args))
+    async def on_gpu(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._gpu_pool, functools.partial(function, *args, **kwargs)
+        )
 
     async def generate(self, spec: ModelSpec, item: engine.SpeechItem) -> bytes:
         waveform = await self.batcher.submit(spec.key, _Work(spec, item))
         return await asyncio.to_thread(to_wav_bytes, waveform)
 
-    async def produce(self, spec: ModelSpec, item: engine.SpeechItem, key: str, job_id: str | None) -> Result:
+    async def produce(self, spec: ModelSpec, item: engine.SpeechItem, *, key: str, job_id: str | None) -> Result:
         wav = await self.generate(spec, item)
-        return await self.outputs.upload(key, wav, item.text, job_id)
+        return await self.outputs.upload(key, wav, text=item.text, job_id=job_id)
 
     async def produce_all(
-        self, spec: ModelSpec, planned: list[Planned], job_id: str | None, overwrite: bool, **extra: Any
+        self, spec: ModelSpec, planned: list[Planned], *, job_id: str | None, overwrite: bool, **extra: Any
     ) -> dict[int, Result]:
         """Generate and upload every planned item concurrently (fused by the batcher); errors stay per item.
         Items without a key come back inline (base64 WAV)."""
@@ -124,8 +126,8 @@ class Generator:
                 item = engine.SpeechItem(plan.text, plan.language, plan.instruct, **extra)
                 if plan.key is None:
                     wav = await self.generate(spec, item)
-                    return inline_audio(wav, plan.text, plan.filename, job_id)
-                return await self.produce(spec, item, plan.key, job_id)
+                    return inline_audio(wav, text=plan.text, filename=plan.filename, job_id=job_id)
+                return await self.produce(spec, item, key=plan.key, job_id=job_id)
             except Exception as exc:  # noqa: BLE001 - reported in the item's place
                 if status_for(exc) == 500:
                     log.exception("item %d failed", plan.index)

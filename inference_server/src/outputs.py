@@ -1,4 +1,4 @@
-"""Where generated audio goes: S3 objects under the seed's keys, answered with permanent and presigned URLs."""
+"""Where generated audio goes: S3 objects under the original service's keys, answered with permanent and presigned URLs."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def auto_filename(prefix: str = "tts") -> str:
     return f"{prefix}_{int(time.time() * 1000)}_{uuid.uuid4().hex[:8]}.wav"
 
 
-def inline_audio(wav: bytes, text: str, filename: str | None, job_id: str | None) -> InlineAudioResponse:
+def inline_audio(wav: bytes, *, text: str, filename: str | None, job_id: str | None) -> InlineAudioResponse:
     """A WAV answered inside a JSON batch result instead of uploaded."""
     return InlineAudioResponse(
         audio_base64=base64.b64encode(wav).decode("ascii"),
@@ -55,7 +55,7 @@ class AudioOutputs:
     async def existing(self, key: str) -> bool:
         return await asyncio.to_thread(self.storage.exists, key)
 
-    async def upload(self, key: str, wav: bytes, text: str, job_id: str | None) -> InferS3Response:
+    async def upload(self, key: str, wav: bytes, *, text: str, job_id: str | None) -> InferS3Response:
         def put() -> None:
             started = time.monotonic()
             with self.opslog.track("s3_upload", job_id=job_id, key=key, bytes=len(wav)):

@@ -88,11 +88,14 @@ class InferenceService:
         self,
         job_id: str,
         speaker_name: str,
+        *,
         checkpoint_path: str | None = None,
         s3_prefix: str | None = None,
         preload: bool = False,
     ) -> dict[str, Any]:
-        return await self.catalog.register(job_id, speaker_name, checkpoint_path, s3_prefix, preload)
+        return await self.catalog.register(
+            job_id, speaker_name, checkpoint_path=checkpoint_path, s3_prefix=s3_prefix, preload=preload
+        )
 
     async def unregister_voice(self, job_id: str) -> bool:
         return await self.catalog.unregister(job_id)

@@ -64,7 +64,7 @@ class SpeechRequests:
         if upload:
             self.outputs.require_storage()
             filename = check_filename(request.s3_filename) if request.s3_filename else auto_filename("tts")
-            key = audio_key(job_id, filename, request.book_id, request.chapter_id)
+            key = audio_key(job_id, filename=filename, book_id=request.book_id, chapter_id=request.chapter_id)
         spec = self.loader.voice_spec(voice)
         with self.activity.track("inference_custom_voice", job_id):
             self.voices.touch(job_id)
@@ -73,7 +73,7 @@ class SpeechRequests:
             item = engine.SpeechItem(text, language, request.instruct or "", speaker=voice.speaker_name)
             if key is None:
                 return await self.generator.generate(spec, item)
-            return await self.generator.produce(spec, item, key, job_id)
+            return await self.generator.produce(spec, item, key=key, job_id=job_id)
 
     async def infer_batch(self, job_id: str, request: BatchInferRequest) -> list[Result]:
         """Many utterances in one voice, uploaded to S3; results in request order, bad items reported in place."""
@@ -85,7 +85,7 @@ class SpeechRequests:
             text = check_text(entry.text, self.settings.max_text_chars)
             language = check_language(entry.language) if entry.language else default_language
             filename = check_filename(entry.filename) if entry.filename else auto_filename("tts")
-            key = audio_key(job_id, filename, request.book_id, request.chapter_id)
+            key = audio_key(job_id, filename=filename, book_id=request.book_id, chapter_id=request.chapter_id)
             instruct = request.instruct if entry.instruct is None else entry.instruct
             return Planned(index, text, language, instruct or "", filename, key)
 
@@ -94,7 +94,9 @@ class SpeechRequests:
         with self.activity.track("inference_custom_voice", job_id, items=len(request.items)):
             self.voices.touch(job_id)
             results.update(
-                await self.generator.produce_all(spec, planned, job_id, request.overwrite, speaker=voice.speaker_name)
+                await self.generator.produce_all(
+                    spec, planned, job_id=job_id, overwrite=request.overwrite, speaker=voice.speaker_name
+                )
             )
         return [results[index] for index in range(len(request.items))]
 
@@ -105,7 +107,7 @@ class SpeechRequests:
         if request.upload_to_s3:
             self.outputs.require_storage()
             filename = check_filename(request.s3_filename) if request.s3_filename else auto_filename("design")
-            key = audio_key(None, filename)
+            key = audio_key(None, filename=filename)
         spec = await self.loader.shared_spec("voice_design")
         with self.activity.track("inference_voice_design", None):
             if key is not None and not request.overwrite and await self.outputs.existing(key):
@@ -113,7 +115,7 @@ class SpeechRequests:
             item = engine.SpeechItem(text, language, request.instruct or "")
             if key is None:
                 return await self.generator.generate(spec, item)
-            return await self.generator.produce(spec, item, key, None)
+            return await self.generator.produce(spec, item, key=key, job_id=None)
 
     async def voice_clone(self, request: VoiceCloneRequest) -> bytes | InferS3Response:
         text = check_text(request.text, self.settings.max_text_chars)
@@ -124,16 +126,18 @@ class SpeechRequests:
         if upload:
             self.outputs.require_storage()
             filename = check_filename(request.s3_filename) if request.s3_filename else auto_filename("clone")
-            key = audio_key(None, filename)
+            key = audio_key(None, filename=filename)
         waveform, rate = await self.cloner.reference_audio(request.ref_audio_url)
         with self.activity.track("inference_voice_clone", None):
             if key is not None and not request.overwrite and await self.outputs.existing(key):
                 return self.outputs.response(key, text, None)
-            spec, prompt = await self.cloner.clone_prompt(waveform, rate, request.ref_text, request.use_xvec)
+            spec, prompt = await self.cloner.clone_prompt(
+                waveform, rate=rate, ref_text=request.ref_text, use_xvec=request.use_xvec
+            )
             item = engine.SpeechItem(text, language, clone_prompt=prompt)
             if key is None:
                 return await self.generator.generate(spec, item)
-            return await self.generator.produce(spec, item, key, None)
+            return await self.generator.produce(spec, item, key=key, job_id=None)
 
     async def voice_clone_batch(self, request: VoiceCloneBatchRequest) -> list[Result]:
         """Clone one reference voice for many texts: the prompt is computed once and reused for every item.
@@ -146,16 +150,20 @@ class SpeechRequests:
         def plan(index: int, entry: CloneItem) -> Planned:
             text = check_text(entry.text, self.settings.max_text_chars)
             filename = check_filename(entry.filename) if entry.filename else auto_filename("clone")
-            key = audio_key(None, filename) if request.upload_to_s3 else None
+            key = audio_key(None, filename=filename) if request.upload_to_s3 else None
             return Planned(index, text, language, "", filename, key)
 
         planned, results = self._plan_items(request.items, plan)
         waveform, rate = await self.cloner.reference_audio(request.ref_audio_url)
         with self.activity.track("inference_voice_clone", None, items=len(request.items)):
             if planned:
-                spec, prompt = await self.cloner.clone_prompt(waveform, rate, request.ref_text, request.use_xvec)
+                spec, prompt = await self.cloner.clone_prompt(
+                    waveform, rate=rate, ref_text=request.ref_text, use_xvec=request.use_xvec
+                )
                 results.update(
-                    await self.generator.produce_all(spec, planned, None, request.overwrite, clone_prompt=prompt)
+                    await self.generator.produce_all(
+                        spec, planned, job_id=None, overwrite=request.overwrite, clone_prompt=prompt
+                    )
                 )
         return [results[index] for index in range(len(request.items))]
 

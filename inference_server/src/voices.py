@@ -29,6 +29,7 @@ class VoiceCatalog:
         self,
         job_id: str,
         speaker_name: str,
+        *,
         checkpoint_path: str | None = None,
         s3_prefix: str | None = None,
         preload: bool = False,

@@ -1,4 +1,4 @@
-"""The operator's configuration: the seed settings (``Settings``) plus what only the operator needs (``VFT_*``).
+"""The operator's configuration: the original service's settings (``Settings``) plus what only the operator needs (``VFT_*``).
 
 The Helm chart fills these variables from values.yaml through a ConfigMap; every one has a default that works in
 a cluster where the chart installed the operator.
@@ -24,7 +24,7 @@ INFERENCE_PORT = 8000
 # The Service in front of the operator's progress receiver (the chart names it so unless told otherwise).
 OPERATOR_SERVICE = "voicefinetune-operator"
 
-# Seed settings the trainer and inference pods get as plain values (the S3 keys come from the Secret instead).
+# Settings of the original service the trainer and inference pods get as plain values (the S3 keys come from the Secret instead).
 POD_SETTINGS = (
     "device", "use_flash_attn", "s3_bucket", "s3_endpoint_url", "s3_region", "base_model", "voice_design_model",
     "tiny_models",
@@ -149,7 +149,7 @@ class OperatorConfig:
         return f"http://127.0.0.1:{self.port}"
 
     def pod_settings_env(self) -> list[dict[str, str]]:
-        """The seed settings that trainer and inference pods share with the operator, as container env."""
+        """The original service's settings that trainer and inference pods share with the operator, as container env."""
         return [{"name": name, "value": value} for name, value in self.settings.to_env(POD_SETTINGS).items()]
 
     def s3_secret_env(self) -> list[dict[str, Any]]:

@@ -46,7 +46,7 @@ class VoiceFinetuneSpec:
 
 
 def read_spec(body: dict[str, Any]) -> VoiceFinetuneSpec:
-    """The resource's spec with the seed's defaults applied, validated like a /finetune body."""
+    """The resource's spec with the original service's defaults applied, validated like a /finetune body."""
     spec = body.get("spec") or {}
     try:
         request = FinetuneRequest(**spec_values(spec))

@@ -45,7 +45,7 @@ class EventRecorder:
     def __init__(self, kube: KubeClient):
         self.kube = kube
 
-    async def post(self, body: dict[str, Any], kind: str, reason: str, message: str) -> None:
+    async def post(self, body: dict[str, Any], *, kind: str, reason: str, message: str) -> None:
         """Best effort: a lost Event must never fail a reconciliation."""
         timestamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         try:

@@ -42,7 +42,7 @@ class InferenceFleet:
             await asyncio.gather(*(self._post(client, other, job_id, {**body, "preload": False}) for other in others))
         return owner
 
-    async def register_on(self, endpoint: str, job_id: str, speaker_name: str, s3_prefix: str) -> None:
+    async def register_on(self, endpoint: str, job_id: str, *, speaker_name: str, s3_prefix: str) -> None:
         """Register (without preloading) on one replica."""
         async with httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0)) as client:
             await self._post(client, endpoint, job_id, {"speaker_name": speaker_name, "s3_prefix": s3_prefix})

@@ -65,6 +65,7 @@ def trainer_args(name: str, spec: VoiceFinetuneSpec, progress_url: str) -> list[
 def build_training_job(
     body: dict[str, Any],
     spec: VoiceFinetuneSpec,
+    *,
     config: OperatorConfig,
     progress_url: str,
     progress_token: str,

@@ -97,7 +97,7 @@ class InferenceKeeper:
             for (_, name), (speaker, prefix) in voices.items():
                 if name not in have:
                     try:
-                        await self.fleet.register_on(endpoint, name, speaker, prefix)
+                        await self.fleet.register_on(endpoint, name, speaker_name=speaker, s3_prefix=prefix)
                         log.info("registered voice %s again on %s", name, endpoint)
                     except Exception as exc:
                         log.warning("re-registering voice %s on %s failed: %s", name, endpoint, exc)

@@ -74,11 +74,13 @@ class Reconciler:
         try:
             spec = read_spec(body)
         except InvalidSpec as exc:
-            await self.writer.transition(namespace, name, FAILED, "InvalidSpec", str(exc))
+            await self.writer.transition(namespace, name, phase=FAILED, reason="InvalidSpec", message=str(exc))
             return
         progress_url = f"{self.config.progress_url_base}{progress_path(namespace, name)}"
         token = progress_token(self.config.secret_key, namespace, name)
-        manifest = build_training_job(body, spec, self.config, progress_url, token)
+        manifest = build_training_job(
+            body, spec, config=self.config, progress_url=progress_url, progress_token=token
+        )
         job = manifest["metadata"]["name"]
         try:
             await self.kube.create(job_path(namespace), manifest)
@@ -89,16 +91,19 @@ class Reconciler:
                 raise RetryLater(f"Job {job} existed a moment ago and is gone now") from None
             if not owned_by(existing, body):
                 await self.writer.transition(
-                    namespace, name, FAILED, "JobNameTaken",
-                    f"a Job named {job} exists and does not belong to this resource: delete it, or recreate "
-                    "this resource under another name",
+                    namespace,
+                    name,
+                    phase=FAILED,
+                    reason="JobNameTaken",
+                    message=f"a Job named {job} exists and does not belong to this resource: delete it, or "
+                    "recreate this resource under another name",
                 )
                 return
             reason, message = "JobAdopted", f"training Job {job} exists already (made before a restart)"
         extra = {"jobName": job}
         if not status.get("startedAt"):
             extra["startedAt"] = now()
-        await self.writer.transition(namespace, name, QUEUED, reason, message, extra=extra)
+        await self.writer.transition(namespace, name, phase=QUEUED, reason=reason, message=message, extra=extra)
 
     async def on_job(self, event_type: str, job: dict[str, Any]) -> None:
         """A training Job changed: its outcome moves the resource on (Preparing, Loading or Failed)."""
@@ -111,23 +116,32 @@ class Reconciler:
         if event_type == "DELETED":
             if outcome.state in ("pending", "running"):
                 await self.writer.transition(
-                    namespace, name, FAILED, "JobDeleted",
-                    f"the training Job {job_name_} was deleted before it finished",
+                    namespace,
+                    name,
+                    phase=FAILED,
+                    reason="JobDeleted",
+                    message=f"the training Job {job_name_} was deleted before it finished",
                 )
             return
         self._time_job(job, outcome.state)
         if outcome.state == "succeeded":
             if await self.writer.transition(
-                namespace, name, LOADING, "JobSucceeded", f"training Job {job_name_} succeeded; loading the voice"
+                namespace,
+                name,
+                phase=LOADING,
+                reason="JobSucceeded",
+                message=f"training Job {job_name_} succeeded; loading the voice",
             ):
                 self.start_loading(namespace, name)
         elif outcome.state == "failed":
             pods = (await self.kube.list(pod_path(namespace), f"batch.kubernetes.io/job-name={job_name_}"))["items"]
             said = termination_message([pod for pod in pods if belongs_to_job(pod, job_name_)])
             message = "; ".join(part for part in (outcome.message, said) if part) or outcome.reason
-            await self.writer.transition(namespace, name, FAILED, outcome.reason, message)
+            await self.writer.transition(namespace, name, phase=FAILED, reason=outcome.reason, message=message)
         elif outcome.state == "running":
-            await self.writer.transition(namespace, name, PREPARING, "PodRunning", f"training Job {job_name_} is running")
+            await self.writer.transition(
+                namespace, name, phase=PREPARING, reason="PodRunning", message=f"training Job {job_name_} is running"
+            )
 
     def _time_job(self, job: dict[str, Any], state: str) -> None:
         uid = job["metadata"].get("uid", job["metadata"]["name"])
@@ -160,18 +174,24 @@ class Reconciler:
             try:
                 replica = await self.fleet.register(name, speaker, prefix)
             except VoiceRejected as exc:
-                await self.writer.transition(namespace, name, FAILED, "LoadFailed", str(exc))
+                await self.writer.transition(namespace, name, phase=FAILED, reason="LoadFailed", message=str(exc))
                 return
             except (InferenceUnavailable, KubeError) as exc:
                 if not warned:
-                    await self.writer.events.post(body, "Warning", "LoadRetrying", f"{exc}; retrying")
+                    await self.writer.events.post(
+                        body, kind="Warning", reason="LoadRetrying", message=f"{exc}; retrying"
+                    )
                     warned = True
                 log.warning("loading voice %s/%s: %s; retrying in %.0f s", namespace, name, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, LOAD_RETRY_MAX)
                 continue
             await self.writer.transition(
-                namespace, name, READY, "VoiceLoaded", f"voice registered and preloaded on {replica}",
+                namespace,
+                name,
+                phase=READY,
+                reason="VoiceLoaded",
+                message=f"voice registered and preloaded on {replica}",
                 extra={"inferenceUrl": f"/infer/{name}", "checkpointPath": prefix},
             )
             return
@@ -204,7 +224,11 @@ class Reconciler:
             await self.ensure_training_job(body)
         else:
             await self.writer.transition(
-                namespace, name, FAILED, "JobDeleted", f"the training Job {job_name_} is gone before it finished"
+                namespace,
+                name,
+                phase=FAILED,
+                reason="JobDeleted",
+                message=f"the training Job {job_name_} is gone before it finished",
             )
 
     def observe(self, event_type: str, body: dict[str, Any]) -> None:

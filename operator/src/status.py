@@ -52,6 +52,7 @@ def phase_conditions(phase: str, reason: str, message: str) -> list[tuple[str, s
 def merge_conditions(
     existing: list[dict[str, Any]],
     updates: list[tuple[str, str, str, str]],
+    *,
     generation: int | None,
     timestamp: str,
 ) -> list[dict[str, Any]]:

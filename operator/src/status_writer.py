@@ -49,6 +49,7 @@ class StatusWriter:
         self,
         namespace: str,
         name: str,
+        *,
         phase: str,
         reason: str,
         message: str = "",
@@ -72,7 +73,10 @@ class StatusWriter:
                 "phase": phase,
                 "observedGeneration": generation,
                 "conditions": merge_conditions(
-                    status.get("conditions") or [], phase_conditions(phase, reason, text), generation, timestamp
+                    status.get("conditions") or [],
+                    phase_conditions(phase, reason, text),
+                    generation=generation,
+                    timestamp=timestamp,
                 ),
                 **(extra or {}),
             }
@@ -81,7 +85,7 @@ class StatusWriter:
             if phase in TERMINAL_PHASES:
                 patch["completedAt"] = timestamp
             await self.kube.patch(object_path(namespace, name, "status"), {"status": patch})
-        await self.events.post(body, WARNING if phase == FAILED else NORMAL, reason, text)
+        await self.events.post(body, kind=WARNING if phase == FAILED else NORMAL, reason=reason, message=text)
         log.info("%s/%s: %s -> %s (%s)", namespace, name, status.get("phase"), phase, reason)
         return body
 
@@ -108,10 +112,13 @@ class StatusWriter:
                 patch["phase"] = proposed
                 patch["observedGeneration"] = generation
                 patch["conditions"] = merge_conditions(
-                    status.get("conditions") or [], phase_conditions(proposed, proposed, message), generation, timestamp
+                    status.get("conditions") or [],
+                    phase_conditions(proposed, proposed, message),
+                    generation=generation,
+                    timestamp=timestamp,
                 )
             await self.kube.patch(object_path(namespace, name, "status"), {"status": patch})
         if entered:
-            await self.events.post(body, NORMAL, proposed, f"trainer stage {event.get('stage')}")
+            await self.events.post(body, kind=NORMAL, reason=proposed, message=f"trainer stage {event.get('stage')}")
         return True
 

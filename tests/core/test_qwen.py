@@ -113,7 +113,7 @@ def test_choose_runtime_uses_bf16_on_gpu():
 
 @needs_no_cuda
 def test_load_model_picks_cpu_float32_sdpa_here(tiny_models):
-    settings = Settings.from_env({"DEVICE": "cuda:0", "USE_FLASH_ATTN": "1"})  # the seed defaults
+    settings = Settings.from_env({"DEVICE": "cuda:0", "USE_FLASH_ATTN": "1"})  # the original service's defaults
     model = load_model(tiny_models.custom_voice, settings)
     assert type(model).__name__ == "Qwen3TTSModel"
     runtime = loaded_runtime(model)

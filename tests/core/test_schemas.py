@@ -11,7 +11,7 @@ from voicefinetune.schemas import (
 )
 
 
-def test_finetune_defaults_match_the_seed():
+def test_finetune_defaults_match_the_original_service():
     request = FinetuneRequest(dataset_s3_key="datasets/Hero1/dataset.zip")
     assert (request.speaker_name, request.num_epochs, request.batch_size, request.lr) == ("speaker_custom", 15, 2, 1e-6)
     assert request.book_id is request.chapter_id is request.character_id is request.resume_job_id is None

@@ -3,7 +3,7 @@ from pathlib import Path
 from voicefinetune.settings import Settings, env_table
 
 
-def test_seed_defaults():
+def test_original_service_defaults():
     settings = Settings.from_env({})
     assert settings.device == "cuda:0"
     assert settings.use_flash_attn is True
@@ -35,11 +35,11 @@ def test_environment_overrides_and_parsing():
     assert settings.tiny_models is True
 
 
-def test_every_seed_variable_is_read():
+def test_every_variable_of_the_original_service_is_read():
     names = {name for name, _ in env_table()}
-    seed = {
+    original = {
         "DEVICE", "USE_FLASH_ATTN", "GPU_IDLE_TIMEOUT", "GPU_MAX_CONCURRENCY", "GPU_MAX_MODELS",
         "E2E_ACCESS_KEY", "E2E_SECRET_KEY", "E2E_BUCKET", "E2E_ENDPOINT_URL",
     }
-    assert seed <= names
+    assert original <= names
     assert {"VFT_DATA_DIR", "VFT_BASE_MODEL", "VFT_VOICE_DESIGN_MODEL", "VFT_TINY_MODELS"} <= names

@@ -21,9 +21,12 @@ def test_build_key_refuses_escapes(segment):
 
 
 def test_audio_key_layout():
-    assert audio_key("job1", "x.wav") == "audio/job1/x.wav"
-    assert audio_key("job1", "x.wav", "book_001", "chapter_1") == "audio/segments/book_001/chapter_1/x.wav"
-    assert audio_key("job1", "x.wav", "book_001") == "audio/segments/book_001/x.wav"
+    assert audio_key("job1", filename="x.wav") == "audio/job1/x.wav"
+    assert (
+        audio_key("job1", filename="x.wav", book_id="book_001", chapter_id="chapter_1")
+        == "audio/segments/book_001/chapter_1/x.wav"
+    )
+    assert audio_key("job1", filename="x.wav", book_id="book_001") == "audio/segments/book_001/x.wav"
 
 
 def test_unconfigured_storage_says_what_to_set():

@@ -101,7 +101,7 @@ class Server:
         raise AssertionError(f"job {job_id} not in {statuses} after {timeout}s: {job}\n{self.log_tail()}")
 
 
-def server_environment(data_dir: Path, s3_endpoint: str, bucket: str, tiny_root: Path) -> dict[str, str]:
+def server_environment(data_dir: Path, *, s3_endpoint: str, bucket: str, tiny_root: Path) -> dict[str, str]:
     return {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
@@ -123,7 +123,12 @@ def server_environment(data_dir: Path, s3_endpoint: str, bucket: str, tiny_root:
 def served(tmp_path_factory, s3_endpoint: str, tiny_models) -> Iterator[Server]:
     """A `vft serve` shared by a test module, with its own bucket (created) and data dir."""
     root = tmp_path_factory.mktemp("serve")
-    env = server_environment(root / "data", s3_endpoint, f"vft-facade-{uuid.uuid4().hex[:10]}", tiny_models.root)
+    env = server_environment(
+        root / "data",
+        s3_endpoint=s3_endpoint,
+        bucket=f"vft-facade-{uuid.uuid4().hex[:10]}",
+        tiny_root=tiny_models.root,
+    )
     Storage(Settings.from_env(env)).ensure_bucket()
     server = Server(env=env, port=free_port(), log_path=root / "serve.log").start()
     yield server

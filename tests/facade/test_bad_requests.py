@@ -25,8 +25,10 @@ DATASET_KEY = "datasets/Hero1/dataset.zip"
 def client(tmp_path_factory, s3_endpoint: str, tiny_models, dataset_zip: Path) -> Iterator[TestClient]:
     """One facade for the module (its tests leave no job behind), bound to its own bucket."""
     env = server_environment(
-        tmp_path_factory.mktemp("bad-requests") / "data", s3_endpoint, f"vft-bad-{uuid.uuid4().hex[:10]}",
-        tiny_models.root,
+        tmp_path_factory.mktemp("bad-requests") / "data",
+        s3_endpoint=s3_endpoint,
+        bucket=f"vft-bad-{uuid.uuid4().hex[:10]}",
+        tiny_root=tiny_models.root,
     )
     settings = Settings.from_env(env)
     storage = Storage(settings)

@@ -1,5 +1,5 @@
-"""Against a real `vft serve` subprocess (tiny models, moto S3): the seed's Microservice Integration Pattern run
-as written, every curl example of the seed, /infer on an unfinished job, DELETE semantics and a restart during
+"""Against a real `vft serve` subprocess (tiny models, moto S3): the original service's Microservice Integration Pattern run
+as written, every curl example of the original service, /infer on an unfinished job, DELETE semantics and a restart during
 training. The tests share one server; each gets the voices it needs from fixtures, so any test runs alone and in
 any order."""
 
@@ -22,7 +22,7 @@ from voicefinetune.storage import Storage
 
 from .conftest import Server
 
-# The seed's "Microservice Integration Pattern", verbatim. Before running it, the test substitutes GPU_API (as
+# The original service's "Microservice Integration Pattern", verbatim. Before running it, the test substitutes GPU_API (as
 # the acceptance allows) and shortens `time.sleep(30)` to `time.sleep(0.5)` so polling does not dominate the run;
 # nothing else changes.
 SEED_PATTERN = textwrap.dedent('''
@@ -76,7 +76,7 @@ SEED_PATTERN = textwrap.dedent('''
 ''')
 
 
-def seed_script(base_url: str) -> str:
+def upstream_pattern_script(base_url: str) -> str:
     script = SEED_PATTERN.replace('GPU_API = "http://<TIR_GPU_IP>:8000"', f'GPU_API = "{base_url}"')
     script = script.replace("time.sleep(30)", "time.sleep(0.5)")
     assert script.count(base_url) == 1 and "time.sleep(0.5)" in script
@@ -85,11 +85,11 @@ def seed_script(base_url: str) -> str:
 
 @pytest.fixture(scope="module")
 def pattern_run(served: Server, dataset_zip: Path, tmp_path_factory) -> subprocess.CompletedProcess:
-    """The seed's pattern run once against the module's server: it trains the voice (10 epochs) that
+    """The original service's pattern run once against the module's server: it trains the voice (10 epochs) that
     ``pattern_voice`` names."""
     workdir = tmp_path_factory.mktemp("pattern")
     (workdir / "voice_dataset.zip").write_bytes(dataset_zip.read_bytes())
-    (workdir / "pattern.py").write_text(seed_script(served.url))
+    (workdir / "pattern.py").write_text(upstream_pattern_script(served.url))
     return subprocess.run(
         [sys.executable, "pattern.py"], cwd=workdir, capture_output=True, text=True, timeout=480,
         env={**os.environ},
@@ -98,7 +98,7 @@ def pattern_run(served: Server, dataset_zip: Path, tmp_path_factory) -> subproce
 
 @pytest.fixture(scope="module")
 def pattern_voice(served: Server, pattern_run: subprocess.CompletedProcess) -> str:
-    """The id of the ready voice the seed's pattern trained (no test deletes it)."""
+    """The id of the ready voice the original service's pattern trained (no test deletes it)."""
     assert pattern_run.returncode == 0, f"{pattern_run.stdout}\n{pattern_run.stderr}\n{served.log_tail()}"
     return pattern_run.stdout.splitlines()[-1].removeprefix("JOB_ID=")
 
@@ -130,7 +130,7 @@ def deleted_voice(served: Server, dataset_zip: Path) -> str:
     return job_id
 
 
-def test_seed_microservice_pattern_runs_unchanged(served: Server, pattern_run: subprocess.CompletedProcess) -> None:
+def test_original_microservice_pattern_runs_unchanged(served: Server, pattern_run: subprocess.CompletedProcess) -> None:
     result = pattern_run
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}\n{served.log_tail()}"
     lines = result.stdout.splitlines()
@@ -152,7 +152,7 @@ def test_seed_microservice_pattern_runs_unchanged(served: Server, pattern_run: s
     assert averages["prepare_data"]["count"] >= 1 and averages["training"]["count"] >= 1
 
 
-def test_every_seed_curl_example(served: Server, dataset_zip: Path, pattern_voice: str) -> None:
+def test_every_original_curl_example(served: Server, dataset_zip: Path, pattern_voice: str) -> None:
     job_id = pattern_voice
     storage = Storage(served.settings)
     storage.upload_file(dataset_zip, "datasets/Hero1/dataset.zip")
@@ -160,7 +160,7 @@ def test_every_seed_curl_example(served: Server, dataset_zip: Path, pattern_voic
         assert http.get("/").json() == {
             "service": "qwen3-tts-finetune-api", "status": "ok", "storage_configured": True,
         }
-        # POST /finetune (JSON): 202 with the seed's response shape.
+        # POST /finetune (JSON): 202 with the original service's response shape.
         r = http.post("/finetune", json={
             "dataset_s3_key": "datasets/Hero1/dataset.zip", "speaker_name": "hero_voice", "num_epochs": 15,
             "batch_size": 2, "lr": 1e-6,
@@ -181,7 +181,7 @@ def test_every_seed_curl_example(served: Server, dataset_zip: Path, pattern_voic
             "text": "Hello, welcome to our audiobook.", "language": "English", "upload_to_s3": False,
         })
         assert r.status_code == 200 and r.content[:4] == b"RIFF", r.text[:200]
-        # ... and with S3 configured the seed's first example (no upload_to_s3) answers with the upload.
+        # ... and with S3 configured the original service's first example (no upload_to_s3) answers with the upload.
         r = http.post(f"/infer/{job_id}", json={"text": "Hello, welcome to our audiobook.", "language": "English"})
         assert r.status_code == 200 and r.json()["s3_key"].startswith(f"audio/{job_id}/"), r.text[:300]
         # POST /infer with book/chapter.
@@ -211,7 +211,7 @@ def test_every_seed_curl_example(served: Server, dataset_zip: Path, pattern_voic
             "instruct": "A warm male voice, middle-aged, calm and authoritative", "language": "English",
         })
         assert r.status_code == 200 and r.content[:4] == b"RIFF", r.text[:200]
-        # POST /voice-clone/batch with a reference the server may fetch (base64 here: the seed's example URL is
+        # POST /voice-clone/batch with a reference the server may fetch (base64 here: the original service's example URL is
         # on the internet, which this machine cannot reach).
         import base64
 

@@ -51,7 +51,7 @@ async def http_client(service: InferenceService, job_gate=None) -> AsyncIterator
         yield client
 
 
-def install_checkpoint(service: InferenceService, tiny_models, job_id: str, epoch: int = 0) -> Path:
+def install_checkpoint(service: InferenceService, tiny_models, *, job_id: str, epoch: int = 0) -> Path:
     """A copy of the tiny custom_voice checkpoint where the trainer would leave it: jobs/{id}/output/checkpoint-epoch-N."""
     folder = service.settings.job_dir(job_id) / "output" / f"checkpoint-epoch-{epoch}"
     shutil.copytree(tiny_models.custom_voice, folder)
@@ -59,10 +59,10 @@ def install_checkpoint(service: InferenceService, tiny_models, job_id: str, epoc
 
 
 async def add_voice(
-    service: InferenceService, tiny_models, job_id: str, backed_up: bool = True, preload: bool = False
+    service: InferenceService, tiny_models, *, job_id: str, backed_up: bool = True, preload: bool = False
 ) -> Path:
     """Install a checkpoint for job_id, upload it to S3 when ``backed_up``, and register it."""
-    folder = install_checkpoint(service, tiny_models, job_id)
+    folder = install_checkpoint(service, tiny_models, job_id=job_id)
     prefix = None
     if backed_up:
         prefix = checkpoint_prefix(job_id)

@@ -33,7 +33,7 @@ async def test_health_docs_and_every_route_in_the_standalone_app(settings, no_st
 
 async def test_storage_ops_and_voices_shapes(make_service, tiny_models, kit):
     service = await make_service()
-    await kit.add_voice(service, tiny_models, "hero")
+    await kit.add_voice(service, tiny_models, job_id="hero")
     async with kit.http_client(service) as client:
         status = (await client.get("/storage/status")).json()
         assert status == {
@@ -70,9 +70,9 @@ async def test_storage_ops_and_voices_shapes(make_service, tiny_models, kit):
 
 async def test_voice_registration_over_http(make_service, tiny_models, kit):
     service = await make_service()
-    folder = kit.install_checkpoint(service, tiny_models, "job-7")
+    folder = kit.install_checkpoint(service, tiny_models, job_id="job-7")
     async with kit.http_client(service) as client:
-        relative = folder.relative_to(service.settings.data_dir).as_posix()  # the seed's jobs/... form
+        relative = folder.relative_to(service.settings.data_dir).as_posix()  # the original service's jobs/... form
         registered = await client.post(
             "/voices/job-7", json={"speaker_name": kit.speaker, "checkpoint_path": relative, "preload": True}
         )
@@ -173,9 +173,9 @@ async def test_registration_defaults_to_the_trainer_layout(make_service, tiny_mo
     from voicefinetune.storage import checkpoint_prefix
 
     service = await make_service()
-    kit.install_checkpoint(service, tiny_models, "trained", epoch=3)
-    newest = kit.install_checkpoint(service, tiny_models, "trained", epoch=12)  # 12 > 3 numerically, not by name
-    only_s3 = kit.install_checkpoint(service, tiny_models, "uploaded")
+    kit.install_checkpoint(service, tiny_models, job_id="trained", epoch=3)
+    newest = kit.install_checkpoint(service, tiny_models, job_id="trained", epoch=12)  # 12 > 3 numerically, not by name
+    only_s3 = kit.install_checkpoint(service, tiny_models, job_id="uploaded")
     service.storage.upload_dir(only_s3, checkpoint_prefix("uploaded"))
     shutil.rmtree(service.settings.job_dir("uploaded"))
     async with kit.http_client(service) as client:

@@ -7,14 +7,18 @@ from voicefinetune.inference_server.disk_cache import folder_bytes, has_model
 
 async def test_tiny_threshold_deletes_only_s3_backed_models_and_they_come_back(make_service, tiny_models, kit):
     service = await make_service()
-    backed = await kit.add_voice(service, tiny_models, "backed")
-    local = await kit.add_voice(service, tiny_models, "local", backed_up=False)
+    backed = await kit.add_voice(service, tiny_models, job_id="backed")
+    local = await kit.add_voice(service, tiny_models, job_id="local", backed_up=False)
     # registered with an S3 prefix that S3 does not (fully) hold: must survive as well
-    unverified = kit.install_checkpoint(service, tiny_models, "unverified")
+    unverified = kit.install_checkpoint(service, tiny_models, job_id="unverified")
     service.storage.upload_bytes(b"partial", "checkpoints/unverified/config.json")
-    await service.register_voice("unverified", kit.speaker, str(unverified), s3_prefix="checkpoints/unverified")
+    await service.register_voice(
+        "unverified", kit.speaker, checkpoint_path=str(unverified), s3_prefix="checkpoints/unverified"
+    )
     # a model registered from outside the jobs folder is never touched
-    await service.register_voice("outside", kit.speaker, str(tiny_models.custom_voice), s3_prefix="checkpoints/backed")
+    await service.register_voice(
+        "outside", kit.speaker, checkpoint_path=str(tiny_models.custom_voice), s3_prefix="checkpoints/backed"
+    )
 
     async with kit.http_client(service) as client:
         answer = await client.get("/gpu/cleanup", params={"threshold_gb": 0.000001})
@@ -39,7 +43,7 @@ async def test_tiny_threshold_deletes_only_s3_backed_models_and_they_come_back(m
 
 async def test_least_recently_used_goes_first_and_only_as_much_as_needed(make_service, tiny_models, kit):
     service = await make_service()
-    folders = {job_id: await kit.add_voice(service, tiny_models, job_id) for job_id in ("first", "second", "third")}
+    folders = {job_id: await kit.add_voice(service, tiny_models, job_id=job_id) for job_id in ("first", "second", "third")}
     async with kit.http_client(service) as client:
         assert (await client.post("/infer/first", json={"text": "Hi.", "upload_to_s3": False})).status_code == 200
         size = folder_bytes(folders["first"])
@@ -56,7 +60,7 @@ async def test_least_recently_used_goes_first_and_only_as_much_as_needed(make_se
 
 async def test_default_threshold_and_prune_after_training(make_service, tiny_models, kit):
     service = await make_service(disk_cache_gb=0.000001)
-    folder = await kit.add_voice(service, tiny_models, "trained")
+    folder = await kit.add_voice(service, tiny_models, job_id="trained")
     report = await service.prune_disk()  # what the local backend calls after each training
     assert [d["job_id"] for d in report["deleted"]] == ["trained"] and not folder.exists()
     assert report["threshold_gb"] == 0.000001
@@ -78,7 +82,7 @@ async def test_voice_registered_by_s3_prefix_only_is_downloaded(make_service, ti
 
 async def test_a_copy_at_the_conventional_prefix_counts_and_empty_job_folders_go(make_service, tiny_models, kit):
     service = await make_service()
-    folder = kit.install_checkpoint(service, tiny_models, "plain")
+    folder = kit.install_checkpoint(service, tiny_models, job_id="plain")
     service.storage.upload_dir(folder, "checkpoints/plain")  # where the trainer uploads; not registered
     await service.register_voice("plain", kit.speaker, checkpoint_path=str(folder))
     report = await service.prune_disk(threshold_gb=0)

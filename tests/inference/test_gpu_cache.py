@@ -19,7 +19,7 @@ async def test_two_slots_four_voices_fifty_concurrent_requests(make_service, tin
     service = await make_service(gpu_max_models=2)
     voices = ["v1", "v2", "v3", "v4"]
     for job_id in voices:
-        await kit.add_voice(service, tiny_models, job_id, backed_up=False)
+        await kit.add_voice(service, tiny_models, job_id=job_id, backed_up=False)
     rng = random.Random(3)
     targets = [voices[i % 4] for i in range(50)]
     rng.shuffle(targets)
@@ -63,7 +63,7 @@ async def test_two_slots_four_voices_fifty_concurrent_requests(make_service, tin
 
 async def test_concurrent_first_requests_load_once(make_service, tiny_models, kit):
     service = await make_service(gpu_max_models=1, inference_max_batch=1)  # no fusion: 4 separate cache uses
-    await kit.add_voice(service, tiny_models, "solo", backed_up=False)
+    await kit.add_voice(service, tiny_models, job_id="solo", backed_up=False)
     async with kit.http_client(service) as client:
         answers = await asyncio.gather(
             *(client.post("/infer/solo", json={"text": f"Hi {i}.", "upload_to_s3": False}) for i in range(4))
@@ -74,7 +74,7 @@ async def test_concurrent_first_requests_load_once(make_service, tiny_models, ki
 
 async def test_voice_design_and_base_share_the_cache(make_service, tiny_models, kit):
     service = await make_service(gpu_max_models=1)
-    await kit.add_voice(service, tiny_models, "hero", backed_up=False)
+    await kit.add_voice(service, tiny_models, job_id="hero", backed_up=False)
     async with kit.http_client(service) as client:
         assert (await client.post("/infer/hero", json={"text": "Hi.", "upload_to_s3": False})).status_code == 200
         design = await client.post("/voice-design", json={"text": "Hi.", "instruct": "A calm voice"})
@@ -85,7 +85,7 @@ async def test_voice_design_and_base_share_the_cache(make_service, tiny_models, 
     assert service.cache.evictions[-1].key == "voice:hero"
 
 
-async def wait_until_unloaded(client, limit: float = 5.0) -> dict:
+async def wait_until_unloaded(client, limit: float = 60.0) -> dict:
     deadline = time.monotonic() + limit
     while True:
         status = (await client.get("/gpu/status")).json()
@@ -94,10 +94,20 @@ async def wait_until_unloaded(client, limit: float = 5.0) -> dict:
         await asyncio.sleep(0.05)
 
 
+async def wait_until_idle(client, seconds: float, limit: float = 60.0) -> dict:
+    """The status once the server reports ``seconds`` without a request (status requests do not count)."""
+    deadline = time.monotonic() + limit
+    while True:
+        status = (await client.get("/gpu/status")).json()
+        if status["idle_seconds"] >= seconds or time.monotonic() > deadline:
+            return status
+        await asyncio.sleep(0.05)
+
+
 async def test_idle_timeout_unloads_everything_and_the_next_request_reloads(make_service, tiny_models, kit):
     service = await make_service(gpu_idle_timeout=1, gpu_max_models=2)
-    await kit.add_voice(service, tiny_models, "a", backed_up=False)
-    await kit.add_voice(service, tiny_models, "b", backed_up=False)
+    await kit.add_voice(service, tiny_models, job_id="a", backed_up=False)
+    await kit.add_voice(service, tiny_models, job_id="b", backed_up=False)
     async with kit.http_client(service) as client:
         for job_id in ("a", "b"):
             assert (await client.post(f"/infer/{job_id}", json={"text": "Hi.", "upload_to_s3": False})).status_code == 200
@@ -113,8 +123,8 @@ async def test_idle_timeout_unloads_everything_and_the_next_request_reloads(make
         # 0 disables auto-unload, live
         config = await client.put("/gpu/config", json={"idle_timeout_seconds": 0})
         assert config.json() == {"idle_timeout_seconds": 0, "auto_unload_enabled": False}
-        await asyncio.sleep(1.3)
-        status = (await client.get("/gpu/status")).json()
+        # idle well past the old 1 s timeout and a whole 1 s round of the idle watcher: an unload would be done
+        status = await wait_until_idle(client, 2.5)
         assert status["model_loaded"] is True and status["auto_unload_enabled"] is False
         assert status["idle_timeout_seconds"] == 0
 
@@ -127,8 +137,8 @@ async def test_idle_timeout_unloads_everything_and_the_next_request_reloads(make
 
 async def test_gpu_unload_frees_everything(make_service, tiny_models, kit):
     service = await make_service(gpu_max_models=3)
-    await kit.add_voice(service, tiny_models, "a", backed_up=False, preload=True)
-    await kit.add_voice(service, tiny_models, "b", backed_up=False, preload=True)
+    await kit.add_voice(service, tiny_models, job_id="a", backed_up=False, preload=True)
+    await kit.add_voice(service, tiny_models, job_id="b", backed_up=False, preload=True)
     async with kit.http_client(service) as client:
         assert len((await client.get("/gpu/status")).json()["loaded_models"]) == 2
         answer = await client.post("/gpu/unload")

@@ -13,9 +13,9 @@ S3_FIELDS = {"s3_url", "presigned_url", "s3_key", "sample_rate", "text", "job_id
 ITEM_ERROR_FIELDS = {"index", "filename", "text", "error", "status_code"}
 
 
-async def test_infer_uploads_to_s3_under_the_seed_key(make_service, tiny_models, kit):
+async def test_infer_uploads_to_s3_under_the_original_key(make_service, tiny_models, kit):
     service = await make_service()
-    await kit.add_voice(service, tiny_models, "hero")
+    await kit.add_voice(service, tiny_models, job_id="hero")
     async with kit.http_client(service) as client:
         answer = await client.post(
             "/infer/hero",
@@ -49,7 +49,7 @@ async def test_infer_uploads_to_s3_under_the_seed_key(make_service, tiny_models,
 
 async def test_overwrite_false_answers_with_the_existing_object(make_service, tiny_models, kit):
     service = await make_service()
-    await kit.add_voice(service, tiny_models, "hero")
+    await kit.add_voice(service, tiny_models, job_id="hero")
     async with kit.http_client(service) as client:
         first = (await client.post("/infer/hero", json={"text": "Once.", "s3_filename": "once.wav"})).json()
         generated = service.batcher.items
@@ -62,7 +62,7 @@ async def test_overwrite_false_answers_with_the_existing_object(make_service, ti
 
 async def test_without_storage_the_wav_comes_back_and_upload_is_503(make_service, tiny_models, kit):
     service = await make_service(s3_access_key=None, s3_secret_key=None)
-    folder = kit.install_checkpoint(service, tiny_models, "local")
+    folder = kit.install_checkpoint(service, tiny_models, job_id="local")
     await service.register_voice("local", kit.speaker, checkpoint_path=str(folder))
     async with kit.http_client(service) as client:
         wav = await client.post("/infer/local", json={"text": "Hello, welcome to our audiobook.", "language": "English"})
@@ -75,9 +75,9 @@ async def test_without_storage_the_wav_comes_back_and_upload_is_503(make_service
         assert batch.status_code == 503
 
 
-async def test_errors_have_the_seed_status_and_a_message(make_service, tiny_models, kit):
+async def test_errors_have_the_original_status_and_a_message(make_service, tiny_models, kit):
     service = await make_service()
-    await kit.add_voice(service, tiny_models, "hero")
+    await kit.add_voice(service, tiny_models, job_id="hero")
 
     async def gate(job_id: str) -> None:
         if job_id == "training":
@@ -106,7 +106,7 @@ async def test_errors_have_the_seed_status_and_a_message(make_service, tiny_mode
 
 async def test_missing_checkpoint_without_s3_copy_is_409(make_service, tiny_models, kit):
     service = await make_service()
-    folder = kit.install_checkpoint(service, tiny_models, "gone")
+    folder = kit.install_checkpoint(service, tiny_models, job_id="gone")
     await service.register_voice("gone", kit.speaker, checkpoint_path=str(folder))
     import shutil
 
@@ -118,7 +118,7 @@ async def test_missing_checkpoint_without_s3_copy_is_409(make_service, tiny_mode
 
 async def test_batch_of_20_reports_two_bad_items_in_place(make_service, tiny_models, kit):
     service = await make_service()
-    await kit.add_voice(service, tiny_models, "narrator")
+    await kit.add_voice(service, tiny_models, job_id="narrator")
     items = [{"text": f"Line number {i} of the chapter.", "filename": f"ch1_{i:03d}.wav"} for i in range(20)]
     items[7]["text"] = ""
     items[12]["filename"] = "../../etc/passwd"
@@ -151,7 +151,7 @@ async def test_batch_of_20_reports_two_bad_items_in_place(make_service, tiny_mod
 
 async def test_batch_item_language_and_duplicate_filenames(make_service, tiny_models, kit):
     service = await make_service()
-    await kit.add_voice(service, tiny_models, "narrator")
+    await kit.add_voice(service, tiny_models, job_id="narrator")
     items = [
         {"text": "Bonjour.", "filename": "a.wav", "language": "French"},
         {"text": "Hallo.", "filename": "b.wav", "language": "Elvish"},

@@ -34,7 +34,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for(check: Callable[[], T], timeout: float = 60.0, interval: float = 0.05, what: str = "condition") -> T:
+def wait_for(check: Callable[[], T], *, timeout: float = 60.0, interval: float = 0.05, what: str = "condition") -> T:
     """Poll ``check`` until it returns something truthy; that value, or AssertionError after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
@@ -150,7 +150,9 @@ def pod_command(job: dict[str, Any], overrides: dict[str, str]) -> tuple[list[st
     return command, {**os.environ, **env, **overrides}
 
 
-def mark_job(batch: kubernetes.client.BatchV1Api, name: str, outcome: str, reason: str = "", message: str = "") -> None:
+def mark_job(
+    batch: kubernetes.client.BatchV1Api, name: str, *, outcome: str, reason: str = "", message: str = ""
+) -> None:
     """Write a Job's status as the Job controller would at its end (``outcome``: Complete or Failed)."""
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     counters = {"succeeded": 1} if outcome == "Complete" else {"failed": 2}

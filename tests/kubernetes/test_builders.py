@@ -39,7 +39,9 @@ def resource(name: str = "hero", labels: dict | None = None, **spec) -> dict:
 
 
 def training_job(body: dict, config: OperatorConfig = CONFIG) -> dict:
-    return build_training_job(body, read_spec(body), config, "http://op:8081/progress/voices/hero", "token")
+    return build_training_job(
+        body, read_spec(body), config=config, progress_url="http://op:8081/progress/voices/hero", progress_token="token"
+    )
 
 
 def test_job_names_are_deterministic_and_fit_a_label():
@@ -167,11 +169,13 @@ def test_phases_only_move_forward():
 
 
 def test_conditions_keep_their_transition_time_until_status_changes():
-    first = merge_conditions([], phase_conditions("Queued", "JobCreated", "m"), 1, "T1")
-    again = merge_conditions(first, phase_conditions("Training", "Training", "m"), 2, "T2")
+    first = merge_conditions([], phase_conditions("Queued", "JobCreated", "m"), generation=1, timestamp="T1")
+    again = merge_conditions(first, phase_conditions("Training", "Training", "m"), generation=2, timestamp="T2")
     ready = {c["type"]: c for c in again}["Ready"]
     assert (ready["status"], ready["lastTransitionTime"], ready["observedGeneration"]) == ("False", "T1", 2)
-    done = {c["type"]: c for c in merge_conditions(again, phase_conditions("Ready", "VoiceLoaded", "m"), 2, "T3")}
+    done = {c["type"]: c for c in merge_conditions(
+        again, phase_conditions("Ready", "VoiceLoaded", "m"), generation=2, timestamp="T3"
+    )}
     assert done["Ready"]["status"] == "True" and done["Ready"]["lastTransitionTime"] == "T3"
     assert done["TrainingJobCreated"]["status"] == "True"
 

@@ -105,12 +105,12 @@ def test_contract_names_scope_status_and_printer_columns():
     assert phases == ["Queued", "Preparing", "Training", "Loading", "Ready", "Failed"]
 
 
-def test_spec_defaults_are_the_seeds():
+def test_spec_defaults_are_the_api_defaults():
     spec_schema = version_schema()["properties"]["spec"]["properties"]
     for camel, snake in SPEC_FIELDS.items():
-        seed_default = FinetuneRequest.model_fields[snake].default
-        if seed_default is not None and snake != "dataset_s3_key":
-            assert spec_schema[camel]["default"] == seed_default, camel
+        api_default = FinetuneRequest.model_fields[snake].default
+        if api_default is not None and snake != "dataset_s3_key":
+            assert spec_schema[camel]["default"] == api_default, camel
     defaulted = validate({"apiVersion": "voicefinetune.io/v1alpha1", "kind": "VoiceFinetune",
                           "metadata": {"name": "x"}, "spec": {"datasetS3Key": "d.zip"}})
     assert defaulted["spec"] == {"datasetS3Key": "d.zip", "speakerName": "speaker_custom", "numEpochs": 15,
@@ -142,7 +142,7 @@ def test_schema_refuses_bad_specs(spec, problem):
 
 
 @pytest.mark.parametrize("name", ["Hero1", "hero_voice", "speaker_custom", "a", "Narrator-Deep", "x__y", "end_"])
-def test_schema_accepts_speaker_names_the_seed_accepts(name):
+def test_schema_accepts_speaker_names_the_api_accepts(name):
     validate({"apiVersion": "voicefinetune.io/v1alpha1", "kind": "VoiceFinetune", "metadata": {"name": "x"},
               "spec": {"datasetS3Key": "d.zip", "speakerName": name}})
     FinetuneRequest(dataset_s3_key="d.zip", speaker_name=name)  # same rule on both sides

@@ -126,7 +126,7 @@ def test_finetune_train_load_infer_delete_on_the_cluster(
     assert not_yet.status_code == 409
 
     # The Job controller's part: the Job succeeded -> Loading -> Ready.
-    mark_job(batch, job["metadata"]["name"], "Complete")
+    mark_job(batch, job["metadata"]["name"], outcome="Complete")
     ready = wait_for(lambda: httpx.get(f"{facade.url}/jobs/{job_id}").json()["status"] == "ready"
                      and httpx.get(f"{facade.url}/jobs/{job_id}").json(), timeout=120, interval=0.2,
                      what="the job to be ready")

@@ -17,7 +17,7 @@ from voicefinetune.schemas import FinetuneRequest
 DATASET = "datasets/Hero1/dataset.zip"
 
 
-async def eventually(check, timeout: float = 5.0):
+async def eventually(check, timeout: float = 60.0):
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         value = await check()

@@ -90,7 +90,10 @@ def test_failed_job_fails_the_resource_with_the_pods_message(cluster, start_oper
                    "image": "trainer", "imageID": "", "state": {"terminated": {"exitCode": 1, "reason": "Error",
                                                                               "message": said}}}]},
     })
-    mark_job(batch, job_name, "Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit")
+    mark_job(
+        batch, job_name, outcome="Failed", reason="BackoffLimitExceeded",
+        message="Job has reached the specified backoff limit",
+    )
     status = wait_for(lambda: status_of(cluster, "broken").get("phase") == "Failed" and status_of(cluster, "broken"),
                       what="phase Failed")
     assert said in status["error"] and "backoff limit" in status["error"]
@@ -115,7 +118,10 @@ def test_operator_restarted_midway_makes_no_second_job(cluster, kubeconfig, star
     # The new operator has listed the resource and resumed it (adopting its Job) before the Jobs are counted.
     wait_for(lambda: second.reconciled("resume") >= 1, timeout=60, what="the new operator's resume handler")
     assert [j["metadata"]["uid"] for j in jobs_of(cluster)] == [job["metadata"]["uid"]]
-    mark_job(batch, job["metadata"]["name"], "Failed", "DeadlineExceeded", "Job was active longer than specified")
+    mark_job(
+        batch, job["metadata"]["name"], outcome="Failed", reason="DeadlineExceeded",
+        message="Job was active longer than specified",
+    )
     assert wait_for(lambda: status_of(cluster, "steady").get("phase") == "Failed", what="phase Failed")
     assert len(jobs_of(cluster)) == 1
     assert "JobAdopted" in second.log() or "steady" in second.log()

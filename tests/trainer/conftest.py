@@ -55,7 +55,7 @@ def ref_clip() -> Clip:
 @pytest.fixture
 def dataset_zip(tmp_path: Path, clips: list[Clip], ref_clip: Clip) -> Path:
     """4 clips in the dataset-maker layout."""
-    return write_dataset_zip(tmp_path / "input" / "dataset.zip", clips, ref_clip)
+    return write_dataset_zip(tmp_path / "input" / "dataset.zip", clips, ref=ref_clip)
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class BadDataset:
 
 @pytest.fixture
 def bad_dataset(bad_kind: str, tmp_path: Path, clips: list[Clip], ref_clip: Clip) -> BadDataset:
-    path = write_bad_dataset_zip(bad_kind, tmp_path / "input" / f"{bad_kind}.zip", clips, ref_clip)
+    path = write_bad_dataset_zip(bad_kind, tmp_path / "input" / f"{bad_kind}.zip", clips=clips, ref=ref_clip)
     return BadDataset(bad_kind, path, BAD_DATASET_FRAGMENTS[bad_kind])
 
 

@@ -64,14 +64,14 @@ def test_bad_dataset_is_refused_with_a_clear_message_and_nothing_left(bad_datase
 
 def test_archive_checks_happen_before_anything_is_written(tmp_path, clips, ref_clip):
     for kind in ("no-train-jsonl", "parent-member", "absolute-member", "symlink-member", "zip-bomb"):
-        archive = write_bad_dataset_zip(kind, tmp_path / f"{kind}.zip", clips, ref_clip)
+        archive = write_bad_dataset_zip(kind, tmp_path / f"{kind}.zip", clips=clips, ref=ref_clip)
         with pytest.raises(DatasetError):
             open_dataset(archive, tmp_path / kind / "dataset")
         assert not (tmp_path / kind).exists(), kind
 
 
 def test_dataset_maker_layout_gives_24khz_mono_clips(tmp_path, clips, ref_clip):
-    archive = write_dataset_zip(tmp_path / "ds.zip", clips, ref_clip)
+    archive = write_dataset_zip(tmp_path / "ds.zip", clips, ref=ref_clip)
     dataset = open_dataset(archive, tmp_path / "dataset")
     assert [e.line for e in dataset.entries] == [1, 2, 3, 4]
     loaded = dataset.load()
@@ -97,7 +97,7 @@ def test_stereo_44k_audio_is_resampled_to_24k_mono(tmp_path):
 
 
 def test_dataset_zipped_with_its_folder_is_accepted(tmp_path, clips, ref_clip):
-    archive = write_dataset_zip(tmp_path / "ds.zip", clips, ref_clip, top_folder="Hero1")
+    archive = write_dataset_zip(tmp_path / "ds.zip", clips, ref=ref_clip, top_folder="Hero1")
     with zipfile.ZipFile(archive, "a") as extra:
         extra.writestr("__MACOSX/Hero1/._train.jsonl", b"\x00\x05")
     dataset = open_dataset(archive, tmp_path / "dataset")
@@ -243,7 +243,7 @@ def _lie_about_size(path: Path, member: str, declared: int) -> None:
 
 
 def test_member_bigger_than_it_declares_stops_extraction(tmp_path, clips, ref_clip):
-    archive = write_dataset_zip(tmp_path / "ds.zip", clips, ref_clip)
+    archive = write_dataset_zip(tmp_path / "ds.zip", clips, ref=ref_clip)
     _lie_about_size(archive, "data/seg_00000001.wav", 100)
     with zipfile.ZipFile(archive) as check:
         assert check.getinfo("data/seg_00000001.wav").file_size == 100
@@ -276,5 +276,5 @@ def test_manifest_lines_match_the_dataset_maker_layout():
 def test_tone_clips_make_a_valid_dataset_without_espeak(tmp_path):
     tone_clips = speech_clips(3, seed=5, use_espeak=False)
     assert len({c.text for c in tone_clips}) == 3 and all(0.5 < c.seconds < 10 for c in tone_clips)
-    archive = write_dataset_zip(tmp_path / "ds.zip", tone_clips, reference_clip(5, use_espeak=False))
+    archive = write_dataset_zip(tmp_path / "ds.zip", tone_clips, ref=reference_clip(5, use_espeak=False))
     assert len(open_dataset(archive, tmp_path / "dataset").load()) == 3

@@ -105,7 +105,7 @@ def run_training(model_path, samples, settings, output_dir, **options) -> Run:
         output_dir=output_dir,
         **options,
     )
-    final = train(model_path, samples, config, settings, events.append)
+    final = train(model_path, samples, config=config, settings=settings, on_step=events.append)
     return Run(events, final, output_dir)
 
 
@@ -324,14 +324,38 @@ def test_failed_write_leaves_no_partial_folder_and_keeps_the_previous_one(base_t
     shutil.copytree(tiny_models.base, base)
     output = tmp_path / "output"
     embedding = torch.zeros(base_tts.model.config.talker_config.hidden_size)
-    good = export_checkpoint(base_tts.model, base, output, 0, SPEAKER, 1000, embedding)
+    good = export_checkpoint(
+        base_tts.model,
+        base_dir=base,
+        output_dir=output,
+        epoch=0,
+        speaker_name=SPEAKER,
+        speaker_slot=1000,
+        speaker_embedding=embedding,
+    )
     before = {p.relative_to(good): p.read_bytes() for p in good.rglob("*") if p.is_file()}
 
     (base / "speech_tokenizer" / "zz_lost.bin").symlink_to(tmp_path / "nowhere")  # a broken base folder
     with pytest.raises(FileNotFoundError):
-        export_checkpoint(base_tts.model, base, output, 0, SPEAKER, 1000, embedding + 1)
+        export_checkpoint(
+            base_tts.model,
+            base_dir=base,
+            output_dir=output,
+            epoch=0,
+            speaker_name=SPEAKER,
+            speaker_slot=1000,
+            speaker_embedding=embedding + 1,
+        )
     with pytest.raises(FileNotFoundError):
-        export_checkpoint(base_tts.model, base, output, 1, SPEAKER, 1000, embedding + 1)
+        export_checkpoint(
+            base_tts.model,
+            base_dir=base,
+            output_dir=output,
+            epoch=1,
+            speaker_name=SPEAKER,
+            speaker_slot=1000,
+            speaker_embedding=embedding + 1,
+        )
 
     assert sorted(p.name for p in output.iterdir()) == ["checkpoint-epoch-0"]
     assert {p.relative_to(good): p.read_bytes() for p in good.rglob("*") if p.is_file()} == before
@@ -425,7 +449,10 @@ def test_batches_are_fixed_and_the_last_epoch_ends_with_the_first_batch(count, b
     batches = fixed_batches(count, batch_size, seed=0)
     assert sorted(i for batch in batches for i in batch) == list(range(count))
     assert all(len(batch) == batch_size for batch in batches[:-1])
-    orders = {e: batch_order(len(batches), 0, e, first_epoch, last_epoch) for e in range(first_epoch, last_epoch + 1)}
+    orders = {
+        e: batch_order(len(batches), seed=0, epoch=e, first_epoch=first_epoch, last_epoch=last_epoch)
+        for e in range(first_epoch, last_epoch + 1)
+    }
     assert all(sorted(order) == list(range(len(batches))) for order in orders.values())
     if first_epoch != last_epoch:
         # the first and the last reported loss are measured on the same clips
@@ -433,7 +460,7 @@ def test_batches_are_fixed_and_the_last_epoch_ends_with_the_first_batch(count, b
 
 
 @pytest.mark.parametrize("batch_size", [1, 3])
-def test_loss_goes_down_even_at_the_seed_default_lr(tiny_models, samples, cpu_settings, tmp_path, batch_size):
+def test_loss_goes_down_even_at_the_default_lr(tiny_models, samples, cpu_settings, tmp_path, batch_size):
     """At lr 1e-6 one run lowers the loss far less than it differs between clips: the first and the last step
     must still compare the same clips, and every epoch the same batches."""
     run = run_training(tiny_models.base, samples, cpu_settings, tmp_path / "out", lr=1e-6, batch_size=batch_size)

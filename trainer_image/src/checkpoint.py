@@ -282,6 +282,7 @@ def _replace_dir(new: Path, final: Path) -> None:
 
 def export_checkpoint(
     model: torch.nn.Module,
+    *,
     base_dir: Path,
     output_dir: Path,
     epoch: int,

@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         with stdout_for_events() as events:
             reporter = build_reporter(events, settings, args.progress_url)
             try:
-                last = run_training(request, settings, reporter)
+                last = run_training(request, settings=settings, reporter=reporter)
             finally:
                 reporter.close()
     finally:

@@ -35,6 +35,7 @@ class Sample:
 def encode_samples(
     model: Any,
     items: Sequence[tuple[str, np.ndarray, np.ndarray]],
+    *,
     batch_size: int = ENCODE_BATCH_SIZE,
     language: str = AUTO_LANGUAGE,
 ) -> list[Sample]:

@@ -278,7 +278,16 @@ class TrainingPipeline:
             resume_from=resume_from,
         )
         try:
-            checkpoint = Path(train(base_model, samples, config, self.settings, self.progress.training_step, tts=model))
+            checkpoint = Path(
+                train(
+                    base_model,
+                    samples,
+                    config=config,
+                    settings=self.settings,
+                    on_step=self.progress.training_step,
+                    tts=model,
+                )
+            )
         except ResumeCheckpointError as exc:
             raise JobFailed(f"cannot resume from {resume_from}: {exc}") from exc
         purge_training_state(self.output_dir)
@@ -363,7 +372,7 @@ def _free_memory() -> None:
 
 
 def run_training(
-    request: TrainRequest, settings: Settings, reporter: Reporter, limits: DatasetLimits | None = None
+    request: TrainRequest, *, settings: Settings, reporter: Reporter, limits: DatasetLimits | None = None
 ) -> Event:
     """Run one training job; returns its last event."""
     return TrainingPipeline(request, settings, reporter, limits=limits).run()

@@ -17,7 +17,7 @@ def fixed_batches(count: int, batch_size: int, seed: int) -> list[list[int]]:
     return [order[start : start + batch_size] for start in range(0, count, batch_size)]
 
 
-def batch_order(batches: int, seed: int, epoch: int, first_epoch: int, last_epoch: int) -> list[int]:
+def batch_order(batches: int, *, seed: int, epoch: int, first_epoch: int, last_epoch: int) -> list[int]:
     """Batch indices of one epoch, shuffled by (seed, epoch). The run's last epoch ends with the batch its first
     epoch began with, so the first and the last reported loss are measured on the same clips: with a few short
     clips the loss differs more between batches than one short run lowers it."""

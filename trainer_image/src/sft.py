@@ -54,7 +54,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     weight_decay: float = 0.01
     resume_from: Path | None = None
-    # Epoch checkpoints kept while training: each is a full model (~3.5 GB at 1.7B), and the seed's 50 GB disk
+    # Epoch checkpoints kept while training: each is a full model (~3.5 GB at 1.7B), and the original service's 50 GB disk
     # cannot hold 15 of them.
     keep_checkpoints: int = 2
 
@@ -119,6 +119,7 @@ def load_base_model(model_path: str | Path, settings: Settings) -> Any:
 def train(
     model_path: str | Path,
     samples: list[Sample],
+    *,
     config: TrainConfig,
     settings: Settings,
     on_step: Callable[[StepEvent], None],
@@ -166,10 +167,20 @@ def train(
     latest: Path | None = None
     batches = fixed_batches(len(prepared), config.batch_size, config.seed)
     for epoch in range(first_epoch, total_epochs):
-        for step, index in enumerate(batch_order(len(batches), config.seed, epoch, first_epoch, total_epochs - 1)):
+        order = batch_order(
+            len(batches), seed=config.seed, epoch=epoch, first_epoch=first_epoch, last_epoch=total_epochs - 1
+        )
+        for step, index in enumerate(order):
             chosen = [prepared[i] for i in batches[index]]
             batch = build_batch(chosen, model.config).to(model.device)
-            parts = train_step(model, optimizer, batch, parameters, config.grad_clip, autocast_dtype)
+            parts = train_step(
+                model,
+                optimizer,
+                batch=batch,
+                parameters=parameters,
+                grad_clip=config.grad_clip,
+                autocast_dtype=autocast_dtype,
+            )
             loss = parts.total.item()
             if not math.isfinite(loss):
                 raise FloatingPointError(
@@ -180,12 +191,12 @@ def train(
         checkpoint_state = TrainingState(epoch, global_step, config.speaker_name, slot, config.seed)
         latest = export_checkpoint(
             model,
-            base_dir,
-            config.output_dir,
-            epoch,
-            config.speaker_name,
-            slot,
-            speaker_embedding,
+            base_dir=base_dir,
+            output_dir=config.output_dir,
+            epoch=epoch,
+            speaker_name=config.speaker_name,
+            speaker_slot=slot,
+            speaker_embedding=speaker_embedding,
             optimizer=optimizer,
             state=checkpoint_state,
         )

@@ -19,6 +19,7 @@ def trainable_parameters(model: Any) -> list[torch.nn.Parameter]:
 def train_step(
     model: Any,
     optimizer: torch.optim.Optimizer,
+    *,
     batch: Batch,
     parameters: Sequence[torch.nn.Parameter],
     grad_clip: float,

@@ -1,4 +1,4 @@
-"""`vft demo`: the whole product offline in a couple of minutes, walking the seed's microservice pattern.
+"""`vft demo`: the whole product offline in a couple of minutes, walking the original service's microservice pattern.
 
 It builds tiny random Qwen3-TTS models, starts an S3 server (moto) on loopback and `vft serve` with
 ``VFT_TINY_MODELS=1``, then acts as a client would: voice design → a dataset zip of that synthetic voice →
@@ -149,7 +149,7 @@ def api_server(env: dict[str, str], port: int, log_path: Path):
                 process.wait()
 
 
-# --- the client: the seed's microservice pattern ----------------------------------------------------------------
+# --- the client: the original service's microservice pattern ------------------------------------------------
 
 
 def check(response: requests.Response, what: str) -> Any:

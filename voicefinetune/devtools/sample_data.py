@@ -109,7 +109,7 @@ def manifest_lines(clips: list[Clip], ref_name: str = "ref_audio.wav") -> list[s
 
 
 def write_dataset_zip(
-    path: Path, clips: list[Clip], ref: Clip | None = None, top_folder: str | None = None
+    path: Path, clips: list[Clip], *, ref: Clip | None = None, top_folder: str | None = None
 ) -> Path:
     """Write ``clips`` as a dataset zip in the dataset-maker layout, optionally inside ``top_folder``/."""
     ref = ref or reference_clip()
@@ -123,9 +123,9 @@ def write_dataset_zip(
     return path
 
 
-def make_dataset_zip(path: Path, count: int = 4, seed: int = 0, top_folder: str | None = None) -> Path:
+def make_dataset_zip(path: Path, *, count: int = 4, seed: int = 0, top_folder: str | None = None) -> Path:
     """A ready-to-train dataset zip of ``count`` synthetic clips."""
-    return write_dataset_zip(path, speech_clips(count, seed), reference_clip(seed), top_folder)
+    return write_dataset_zip(path, speech_clips(count, seed), ref=reference_clip(seed), top_folder=top_folder)
 
 
 # --- datasets with one defect each (for tests of the intake and of every caller that reports its errors) -------
@@ -158,7 +158,7 @@ def _special_member(name: str, mode: int) -> zipfile.ZipInfo:
     return info
 
 
-def write_bad_dataset_zip(kind: str, path: Path, clips: list[Clip], ref: Clip | None = None) -> Path:
+def write_bad_dataset_zip(kind: str, path: Path, *, clips: list[Clip], ref: Clip | None = None) -> Path:
     """A dataset zip of ``clips`` (at least 3) with the defect ``kind`` names (see BAD_DATASET_KINDS)."""
     if kind not in BAD_DATASET_KINDS:
         raise ValueError(f"unknown bad dataset kind {kind!r}; one of {', '.join(BAD_DATASET_KINDS)}")

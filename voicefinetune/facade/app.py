@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 TITLE = "Qwen3-TTS Fine-Tuning API"
 DESCRIPTION = (
     "Fine-tune Qwen3-TTS voices from a dataset zip and synthesize speech with them "
-    "(seed-compatible API of voicefinetune)."
+    "(upstream-compatible API of voicefinetune)."
 )
 
 

@@ -63,7 +63,9 @@ class JobRunner:
             batch_size=request.batch_size,
             lr=request.lr,
             output_dir=training_output_dir(self.settings, job.job_id).resolve(),
-            resume_from=await resolve_resume_source(record, self.store, self.storage, self.status),
+            resume_from=await resolve_resume_source(
+                record, store=self.store, storage=self.storage, status=self.status
+            ),
         )
         env = {**os.environ, **self.settings.to_env()}
         process = TrainingProcess(

@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 
 async def resolve_resume_source(
-    record: JobRecord, store: JobStore, storage: Storage, status: StatusUpdater
+    record: JobRecord, *, store: JobStore, storage: Storage, status: StatusUpdater
 ) -> str | None:
     """The checkpoint to resume from: the earlier job's local folder, else its S3 prefix, else None + a warning."""
     resume_id = record.request.resume_job_id

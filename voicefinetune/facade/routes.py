@@ -1,4 +1,4 @@
-"""The seed's job endpoints: `POST /finetune` (JSON or multipart upload), `GET /jobs`, `GET/DELETE /jobs/{id}`."""
+"""The original service's job endpoints: `POST /finetune` (JSON or multipart upload), `GET /jobs`, `GET/DELETE /jobs/{id}`."""
 
 from __future__ import annotations
 

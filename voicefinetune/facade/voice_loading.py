@@ -22,6 +22,7 @@ class VoiceHost(Protocol):
         self,
         job_id: str,
         speaker_name: str,
+        *,
         checkpoint_path: str | None = None,
         s3_prefix: str | None = None,
         preload: bool = False,
