@@ -24,6 +24,9 @@ lint: setup
 
 bench: setup
 	$(VENV)/bin/python bench/train_step.py
+	$(VENV)/bin/python bench/train_memory.py --json --write-docs
 	$(VENV)/bin/python bench/inference.py
 	$(VENV)/bin/python bench/api.py
 	$(VENV)/bin/python bench/operator.py
+	$(VENV)/bin/python bench/streaming.py --write-docs
+	$(VENV)/bin/python bench/engine.py --write-docs

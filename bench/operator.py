@@ -104,7 +104,7 @@ def floor_run(client: kubernetes.client.ApiClient, count: int, threads: int) -> 
                                                                 "uid": f"uid-{i}"}}
         manifests.append(
             build_training_job(
-                body, read_spec(body), config=config, progress_url="http://op/progress", progress_token="token"
+                body, read_spec(body), config=config, progress_url="http://op/progress", progress_secret="progress-secret"
             )
         )
     arrivals = JobArrivals(client, "floor").start()

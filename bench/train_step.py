@@ -4,7 +4,8 @@ Both run the trainer's own step (`voicefinetune.trainer.step` and `.batching`: b
 sub-talker loss, backward, grad clip, AdamW) on synthetic samples of the same shape: `--frames` codec frames
 (12.5 per second of audio) and `--text-tokens` text tokens per clip. The GPU model is the public Qwen3-TTS-12Hz-1.7B-Base
 architecture with random weights (nothing is downloaded), fp32 master weights under bf16 autocast, flash
-attention when `flash_attn` imports (sdpa otherwise), as `train()` runs it.
+attention when `flash_attn` imports (sdpa otherwise): the `seed` recipe (`VFT_TRAIN_RECIPE=seed`);
+`bench/train_memory.py` compares it with the `compact` default.
 
     python bench/train_step.py [--steps 20] [--batch-sizes 2] [--cpu-threads 1,2] [--frames 125] [--text-tokens 40]
 

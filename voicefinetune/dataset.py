@@ -6,6 +6,8 @@ also be written from the zip's top)::
     train.jsonl   {"audio": "./data/seg_00000001.wav", "text": "Hello.", "ref_audio": "./data/ref_audio.wav"}
     data/*.wav
 
+A line may also give its clip's `"language"` (a /infer language name; default: the job's `language`).
+
 Every line is checked and every problem is reported at once, with its line number, so a user fixes a dataset in
 one round. Audio comes out as 24 kHz mono float32, what the speech tokenizer expects.
 """
@@ -20,7 +22,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import soundfile
 
-from .schemas import SAMPLE_RATE, InvalidInput
+from .audio_limits import audio_refusal
+from .schemas import SAMPLE_RATE, InvalidInput, check_language
 from .zipsafe import UnsafeArchive, ZipLimits, extract_zip, inspect_zip
 
 MANIFEST = "train.jsonl"
@@ -55,6 +58,7 @@ class ClipEntry:
     audio: Path
     ref_audio: Path
     seconds: float
+    language: str | None = None  # the line's own "language" (canonical spelling), when it gives one
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,7 @@ class TrainingClip:
     text: str
     audio: np.ndarray  # 24 kHz mono float32
     ref_audio: np.ndarray  # 24 kHz mono float32
+    language: str | None = None
 
 
 @dataclass
@@ -87,7 +92,8 @@ class Dataset:
             return cache[path]
 
         return [
-            TrainingClip(e.text, audio(e.audio, e.line), audio(e.ref_audio, e.line)) for e in self.entries
+            TrainingClip(e.text, audio(e.audio, e.line), audio(e.ref_audio, e.line), e.language)
+            for e in self.entries
         ]
 
 
@@ -186,7 +192,10 @@ class _AudioChecker:
         if path not in self._seconds:
             try:
                 info = soundfile.info(str(path))
-                self._seconds[path] = info.frames / info.samplerate if info.samplerate else 0.0
+                refusal = audio_refusal(info, what=f"{key} {value!r}", max_seconds=float("inf"))
+                self._seconds[path] = (
+                    f"{refusal}: convert it" if refusal else info.frames / info.samplerate if info.samplerate else 0.0
+                )
             except (RuntimeError, soundfile.LibsndfileError) as exc:
                 reason = str(exc).split(": ", 1)[-1] if str(exc) else type(exc).__name__
                 self._seconds[path] = (
@@ -219,6 +228,12 @@ def _check_line(number: int, raw: str, audio: _AudioChecker, limits: DatasetLimi
     text = record.get("text")
     if not isinstance(text, str) or not text.strip():
         problems.append(f"line {number}: 'text' is empty or missing: give the transcript of the clip")
+    language = record.get("language")
+    if language is not None:
+        try:
+            language = check_language(language) if isinstance(language, str) else check_language(repr(language))
+        except InvalidInput as exc:
+            problems.append(f"line {number}: 'language': {exc}")
     found: dict[str, tuple[Path, float]] = {}
     for key, max_seconds in (("audio", limits.max_seconds), ("ref_audio", limits.max_ref_seconds)):
         value = record.get(key)
@@ -232,7 +247,7 @@ def _check_line(number: int, raw: str, audio: _AudioChecker, limits: DatasetLimi
     if problems:
         return None, problems
     (audio_path, seconds), (ref_path, _) = found["audio"], found["ref_audio"]
-    return ClipEntry(number, text.strip(), audio_path, ref_path, seconds), []
+    return ClipEntry(number, text.strip(), audio_path, ref_path, seconds, language), []
 
 
 def read_manifest(

@@ -67,6 +67,8 @@ DEFAULT_NUM_EPOCHS: int = DEFAULTS["num_epochs"]
 DEFAULT_BATCH_SIZE: int = DEFAULTS["batch_size"]
 DEFAULT_LR: float = DEFAULTS["lr"]
 DEFAULT_SPEAKER_NAME: str = DEFAULTS["speaker_name"]
+DEFAULT_GRADIENT_ACCUMULATION_STEPS: int = DEFAULTS["gradient_accumulation_steps"]
+DEFAULT_LANGUAGE: str = DEFAULTS["language"]
 
 # camelCase spec field -> /finetune field. `job_id` is the resource's name, not a spec field.
 SPEC_FIELDS: dict[str, str] = {camel_case(name): name for name in FinetuneRequest.model_fields if name != "job_id"}

@@ -30,6 +30,14 @@ SPEAKER_NAME_HELP = (
 )
 JOB_ID_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 FILENAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+# Caps on free text fields (422 naming the field). Ids that become S3 key or folder segments are key-safe.
+MAX_INSTRUCT_CHARS = 2000
+MAX_REF_TEXT_CHARS = 2000
+MAX_LANGUAGE_CHARS = 32
+MAX_FILENAME_CHARS = 200
+MAX_INLINE_BATCH_ITEMS = 32  # batch items answered inline (base64 WAVs) rather than uploaded
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+RESUME_JOB_ID_PATTERN = JOB_ID_PATTERN.pattern
 
 
 class InvalidInput(ValueError):
@@ -92,11 +100,23 @@ class FinetuneRequest(BaseModel):
     num_epochs: int = Field(15, ge=1, le=1000, description="Training epochs")
     batch_size: int = Field(2, ge=1, le=1024, description="Batch size (increase on larger GPUs)")
     lr: float = Field(1e-6, gt=0, le=1.0, description="Learning rate")
-    book_id: str | None = Field(None, description="Optional book ID for S3 organization")
-    chapter_id: str | None = Field(None, description="Optional chapter ID for S3 organization")
-    character_id: str | None = Field(None, description="Optional character ID for local directory organization")
+    gradient_accumulation_steps: int = Field(
+        1, ge=1, le=1024,
+        description="Batches whose gradients add up to one optimizer step (effective batch: batch_size × this)",
+    )
+    language: str = Field(
+        "English",
+        max_length=MAX_LANGUAGE_CHARS,
+        description="Language of the dataset's speech: the voice trains on that language's prompt layout (the one "
+        "/infer uses by default) and on the 'Auto' layout",
+    )
+    book_id: str | None = Field(None, pattern=ID_PATTERN, description="Optional book ID for S3 organization")
+    chapter_id: str | None = Field(None, pattern=ID_PATTERN, description="Optional chapter ID for S3 organization")
+    character_id: str | None = Field(
+        None, pattern=ID_PATTERN, description="Optional character ID for local directory organization"
+    )
     resume_job_id: str | None = Field(
-        None, description="A previous job to continue training from; falls back to the base model if not found"
+        None, pattern=RESUME_JOB_ID_PATTERN, description="A previous job to continue training from; falls back to the base model if not found"
     )
     job_id: str | None = Field(
         None, description="Optional client-chosen job id; repeating a call with an active job's id returns that job"
@@ -106,6 +126,11 @@ class FinetuneRequest(BaseModel):
     @classmethod
     def _speaker(cls, value: str) -> str:
         return check_speaker_name(value)
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, value: str) -> str:
+        return check_language(value)
 
     @field_validator("dataset_s3_key")
     @classmethod
@@ -177,30 +202,30 @@ class Job(BaseModel):
 
 class InferRequest(BaseModel):
     text: str = Field(description="Text to synthesize")
-    language: str = Field("English", description="Language name")
-    instruct: str = Field("", description="Style/emotion instruction")
+    language: str = Field("English", max_length=MAX_LANGUAGE_CHARS, description="Language name")
+    instruct: str = Field("", max_length=MAX_INSTRUCT_CHARS, description="Style/emotion instruction")
     upload_to_s3: bool | None = Field(
         None, description="Upload the result to S3 (the default when storage is configured); false returns the WAV"
     )
-    s3_filename: str | None = Field(None, description="Custom filename for the S3 upload")
-    book_id: str | None = Field(None, description="Triggers the path audio/segments/{book_id}/")
-    chapter_id: str | None = Field(None, description="Used with book_id for the chapter path")
+    s3_filename: str | None = Field(None, max_length=MAX_FILENAME_CHARS, description="Custom filename for the S3 upload")
+    book_id: str | None = Field(None, pattern=ID_PATTERN, description="Triggers the path audio/segments/{book_id}/")
+    chapter_id: str | None = Field(None, pattern=ID_PATTERN, description="Used with book_id for the chapter path")
     overwrite: bool = Field(True, description="false: answer with an existing object of that name, not regenerate")
 
 
 class BatchItem(BaseModel):
     text: str | None = None
-    filename: str | None = None
-    language: str | None = None
-    instruct: str | None = None
+    filename: str | None = Field(None, max_length=MAX_FILENAME_CHARS)
+    language: str | None = Field(None, max_length=MAX_LANGUAGE_CHARS)
+    instruct: str | None = Field(None, max_length=MAX_INSTRUCT_CHARS)
 
 
 class BatchInferRequest(BaseModel):
     items: list[BatchItem] = Field(min_length=1, max_length=1000)
-    language: str = Field("English", description="Default language for all items")
-    instruct: str = Field("", description="Default instruction for all items")
-    book_id: str | None = None
-    chapter_id: str | None = None
+    language: str = Field("English", max_length=MAX_LANGUAGE_CHARS, description="Default language for all items")
+    instruct: str = Field("", max_length=MAX_INSTRUCT_CHARS, description="Default instruction for all items")
+    book_id: str | None = Field(None, pattern=ID_PATTERN)
+    chapter_id: str | None = Field(None, pattern=ID_PATTERN)
     overwrite: bool = True
 
 
@@ -235,10 +260,10 @@ class BatchItemError(BaseModel):
 
 class VoiceDesignRequest(BaseModel):
     text: str
-    instruct: str = Field(description="Voice description")
-    language: str = "English"
+    instruct: str = Field(max_length=MAX_INSTRUCT_CHARS, description="Voice description")
+    language: str = Field("English", max_length=MAX_LANGUAGE_CHARS)
     upload_to_s3: bool = Field(False, description="Upload to S3; defaults to true when s3_filename is given")
-    s3_filename: str | None = None
+    s3_filename: str | None = Field(None, max_length=MAX_FILENAME_CHARS)
     overwrite: bool = True
 
     @model_validator(mode="before")
@@ -259,30 +284,42 @@ REF_AUDIO_URL_HELP = (
 
 class CloneItem(BaseModel):
     text: str | None = None
-    filename: str | None = None
+    filename: str | None = Field(None, max_length=MAX_FILENAME_CHARS)
 
 
 class VoiceCloneBatchRequest(BaseModel):
     ref_audio_url: str = Field(description=REF_AUDIO_URL_HELP)
-    ref_text: str = Field("", description="Transcript of the reference audio (ICL mode; ignored with use_xvec)")
+    ref_text: str = Field(
+        "", max_length=MAX_REF_TEXT_CHARS, description="Transcript of the reference audio (ICL mode; ignored with use_xvec)"
+    )
     items: list[CloneItem] = Field(min_length=1, max_length=1000)
-    language: str = "English"
+    language: str = Field("English", max_length=MAX_LANGUAGE_CHARS)
     use_xvec: bool = False
     upload_to_s3: bool = Field(
         True, description="true: upload each WAV to S3 (audio/shared/{filename}); false: each WAV comes back "
-        "base64-encoded in its entry (audio_base64)"
+        f"base64-encoded in its entry (audio_base64), at most {MAX_INLINE_BATCH_ITEMS} items"
     )
     overwrite: bool = False
+
+    @model_validator(mode="after")
+    def _inline_answers_are_bounded(self) -> VoiceCloneBatchRequest:
+        # Inline WAVs make the whole answer one JSON document held in memory: bound it.
+        if not self.upload_to_s3 and len(self.items) > MAX_INLINE_BATCH_ITEMS:
+            raise ValueError(
+                f"items: at most {MAX_INLINE_BATCH_ITEMS} with upload_to_s3 false (the WAVs come back inline); "
+                f"got {len(self.items)}: upload to S3 or split the batch"
+            )
+        return self
 
 
 class VoiceCloneRequest(BaseModel):
     ref_audio_url: str = Field(description=REF_AUDIO_URL_HELP)
-    ref_text: str = ""
+    ref_text: str = Field("", max_length=MAX_REF_TEXT_CHARS)
     text: str
-    language: str = "English"
+    language: str = Field("English", max_length=MAX_LANGUAGE_CHARS)
     use_xvec: bool = False
     upload_to_s3: bool | None = None
-    s3_filename: str | None = None
+    s3_filename: str | None = Field(None, max_length=MAX_FILENAME_CHARS)
     overwrite: bool = False
 
 
@@ -312,6 +349,7 @@ class GPUStatus(BaseModel):
     gpu_memory_free_gb: float | None
     loaded_models: list[dict[str, Any]] = Field(default_factory=list)
     max_models: int | None = None
+    engine: str | None = Field(None, description="The decode loop in use (VFT_ENGINE): fast or upstream")
 
 
 class GPUConfig(BaseModel):

@@ -75,6 +75,23 @@ class Settings:
         default=15.0, metadata={"env": "VFT_INFERENCE_BATCH_WINDOW_MS", "parse": float}
     )
     inference_max_batch: int = field(default=8, metadata={"env": "VFT_INFERENCE_MAX_BATCH", "parse": int})
+    # Optional API key(s), comma-separated (rotation); empty: no authentication (the original service's behaviour).
+    api_key: str | None = field(default=None, repr=False, metadata={"env": "VFT_API_KEY"})
+    # With an API key, /metrics stays open for Prometheus unless this is 0 (it carries counts, not request content).
+    metrics_public: bool = field(default=True, metadata={"env": "VFT_METRICS_PUBLIC", "parse": parse_bool})
+    # Caps on request sizes (bytes): JSON bodies (413 before parsing) and multipart dataset uploads (413 while streaming).
+    max_json_bytes: int = field(default=1024**2, metadata={"env": "VFT_MAX_JSON_BYTES", "parse": int})
+    max_upload_bytes: int = field(default=4 * 1024**3, metadata={"env": "VFT_MAX_UPLOAD_BYTES", "parse": int})
+    # How long a request waits for a VRAM model slot (all GPU_MAX_MODELS busy) before a 503 with Retry-After.
+    vram_wait_timeout: float = field(default=120.0, metadata={"env": "VFT_VRAM_WAIT_TIMEOUT", "parse": float})
+    # Fine-tuning recipe: "compact" (frozen text embedding, bf16 AdamW moments, bf16 weights with a 16-bit extension
+    # on CUDA: fits 20 GB at 1.7B) or "seed" (fp32 weights, gradients and AdamW moments, all trained: ~40 GB).
+    train_recipe: str = field(default="compact", metadata={"env": "VFT_TRAIN_RECIPE"})
+    # Refuse to start a CUDA training whose estimated peak exceeds the free GPU memory (0: try anyway).
+    train_fit_check: bool = field(default=True, metadata={"env": "VFT_TRAIN_FIT_CHECK", "parse": parse_bool})
+    # Inference decode loop: "fast" (the inference server's own engine) or "upstream" (qwen_tts's generate, kept for
+    # comparison and as a fallback).
+    engine: str = field(default="fast", metadata={"env": "VFT_ENGINE", "parse": lambda v: v.strip().lower()})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import logging
 import shutil
+import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -247,19 +249,42 @@ class Storage:
             return False
         return True
 
-    def download_dir(self, prefix: str, folder: Path) -> Path:
-        """Download everything under ``prefix`` into ``folder`` (atomically: a partial download never appears)."""
+    def download_dir(self, prefix: str, folder: Path, *, replace_existing: bool = True) -> Path:
+        """Download everything under ``prefix`` into ``folder`` (atomically: a partial download never appears).
+
+        The files land in a fresh staging folder next to ``folder`` that is renamed into place at the end. An
+        existing non-empty ``folder`` is replaced only with ``replace_existing``; otherwise it is left untouched
+        and ``FileExistsError`` is raised (a restore never deletes a folder it did not create).
+        """
         prefix = prefix.rstrip("/") + "/"
         objects = list(self.list(prefix))
         if not objects:
             raise FileNotFoundError(f"nothing stored under s3://{self.bucket}/{prefix}")
-        staging = folder.with_name(folder.name + ".downloading")
-        for obj in objects:
-            relative = obj.key[len(prefix) :]
-            build_key(relative)  # refuses '..' and friends from a hostile listing
-            self.download_file(obj.key, staging / relative)
-        if folder.exists():
-            shutil.rmtree(folder)
-        staging.replace(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.downloading-", dir=folder.parent))
+        try:
+            for obj in objects:
+                relative = obj.key[len(prefix) :]
+                build_key(relative)  # refuses '..' and friends from a hostile listing
+                self.download_file(obj.key, staging / relative)
+            _swap_into_place(staging, folder, replace_existing=replace_existing)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         return folder
 
+
+def _swap_into_place(staging: Path, folder: Path, *, replace_existing: bool) -> None:
+    """Rename ``staging`` to ``folder``; an existing ``folder`` is first renamed aside (then removed) when
+    ``replace_existing``, an empty one simply removed, a non-empty one otherwise kept (FileExistsError)."""
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+    if folder.exists() or folder.is_symlink():
+        if not replace_existing:
+            raise FileExistsError(f"{folder} already exists and is not a complete model: not replacing it")
+        aside = folder.with_name(f".{folder.name}.replaced-{uuid.uuid4().hex[:8]}")
+        folder.rename(aside)
+        staging.rename(folder)
+        shutil.rmtree(aside, ignore_errors=True)
+        return
+    staging.rename(folder)

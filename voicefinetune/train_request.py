@@ -10,6 +10,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .lifecycle import DEFAULTS
+
 
 @dataclass(frozen=True)
 class TrainRequest:
@@ -22,6 +24,8 @@ class TrainRequest:
     resume_from: str | None = None
     base_model: str | None = None
     output_dir: Path | None = None
+    gradient_accumulation_steps: int = DEFAULTS["gradient_accumulation_steps"]
+    language: str = DEFAULTS["language"]
 
     def arguments(self, progress_url: str | None = None) -> list[str]:
         """The arguments after `vft train` (see `voicefinetune.trainer.cli.build_parser`)."""
@@ -32,6 +36,8 @@ class TrainRequest:
             "--num-epochs", str(self.num_epochs),
             "--batch-size", str(self.batch_size),
             "--lr", repr(self.lr),
+            "--gradient-accumulation-steps", str(self.gradient_accumulation_steps),
+            "--language", self.language,
         ]
         optional = {
             "--resume-from": self.resume_from,

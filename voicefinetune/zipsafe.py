@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import shutil
 import stat
+import struct
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -20,6 +21,14 @@ from .schemas import InvalidInput
 RATIO_CHECK_MIN_BYTES = 1024 * 1024
 DRIVE_LETTER = re.compile(r"^[A-Za-z]:")
 COPY_CHUNK = 1024 * 1024
+# The end-of-central-directory record: signature, then (at 10) total entries (2 bytes), (12) directory size (4 bytes).
+EOCD_SIGNATURE = b"PK\x05\x06"
+EOCD_SIZE = 22
+EOCD_SEARCH = EOCD_SIZE + 0xFFFF  # the record plus the longest archive comment
+ZIP64_LOCATOR_SIGNATURE = b"PK\x06\x07"
+ZIP64_EOCD_SIGNATURE = b"PK\x06\x06"
+# A dataset member's directory entry (46 bytes + name + extras) stays well under this on average.
+DIRECTORY_BYTES_PER_MEMBER = 512
 
 
 class UnsafeArchive(InvalidInput):
@@ -112,8 +121,49 @@ def _copy_capped(source, target, cap: int, name: str) -> int:
     return written
 
 
-def _open(zip_path: Path) -> zipfile.ZipFile:
+def directory_totals(zip_path: Path) -> tuple[int, int] | None:
+    """(member count, central directory bytes) from the end-of-central-directory record (zip64 too), read from the
+    file's tail without parsing the directory; None when there is no such record (not a zip)."""
+    with open(zip_path, "rb") as handle:
+        size = handle.seek(0, 2)
+        start = max(0, size - EOCD_SEARCH)
+        handle.seek(start)
+        tail = handle.read()
+        at = tail.rfind(EOCD_SIGNATURE)
+        if at < 0 or len(tail) - at < EOCD_SIZE:
+            return None
+        count, directory_bytes = struct.unpack("<HI", tail[at + 10 : at + 16])
+        if count != 0xFFFF and directory_bytes != 0xFFFFFFFF:
+            return count, directory_bytes
+        locator = tail[at - 20 : at] if at >= 20 else b""
+        if not locator.startswith(ZIP64_LOCATOR_SIGNATURE):
+            return count, directory_bytes
+        (record_offset,) = struct.unpack("<Q", locator[8:16])
+        handle.seek(record_offset)
+        record = handle.read(56)
+        if len(record) < 56 or not record.startswith(ZIP64_EOCD_SIGNATURE):
+            return count, directory_bytes
+        count64, directory64 = struct.unpack("<QQ", record[32:48])
+        return count64, directory64
+
+
+def _check_directory_size(zip_path: Path, limits: ZipLimits) -> None:
+    """Refuse too many members before ``zipfile`` reads the central directory (which holds every entry in memory)."""
+    totals = directory_totals(zip_path)
+    if totals is None:
+        return  # not a zip: zipfile says so
+    count, directory_bytes = totals
+    if count > limits.max_members:
+        raise UnsafeArchive(f"the zip has {count} members; the limit is {limits.max_members}")
+    if directory_bytes > limits.max_members * DIRECTORY_BYTES_PER_MEMBER:
+        raise UnsafeArchive(
+            f"the zip's central directory is {directory_bytes} bytes, too large for {limits.max_members} members"
+        )
+
+
+def _open(zip_path: Path, limits: ZipLimits) -> zipfile.ZipFile:
     try:
+        _check_directory_size(zip_path, limits)
         return zipfile.ZipFile(zip_path)
     except (zipfile.BadZipFile, OSError) as exc:
         raise UnsafeArchive(f"the dataset is not a readable zip file ({exc}): upload a .zip archive") from exc
@@ -121,8 +171,9 @@ def _open(zip_path: Path) -> zipfile.ZipFile:
 
 def inspect_zip(zip_path: Path, limits: ZipLimits | None = None) -> list[PurePosixPath]:
     """The archive's file members (safe relative paths), checked without extracting anything."""
-    with _open(zip_path) as archive:
-        return [relative for _, relative in check_archive(archive, limits or ZipLimits())]
+    limits = limits or ZipLimits()
+    with _open(zip_path, limits) as archive:
+        return [relative for _, relative in check_archive(archive, limits)]
 
 
 def extract_zip(zip_path: Path, dest: Path, limits: ZipLimits | None = None) -> list[PurePosixPath]:
@@ -132,7 +183,7 @@ def extract_zip(zip_path: Path, dest: Path, limits: ZipLimits | None = None) -> 
     when actual sizes exceed the declared ones; ``dest`` is removed on any failure.
     """
     limits = limits or ZipLimits()
-    archive = _open(zip_path)
+    archive = _open(zip_path, limits)
     written_total = 0
     try:
         with archive:

@@ -37,7 +37,8 @@ from ..schemas import (
 )
 from ..storage import build_key
 from . import metrics
-from .errors import message_for, status_for
+from .errors import ServerBusy, message_for, status_for
+from .openai_api import add_openai_routes
 from .service import InferenceService
 
 log = logging.getLogger(__name__)
@@ -56,13 +57,13 @@ class VoiceRegistration(BaseModel):
     speaker_name: str = Field(description="Speaker name inside the fine-tuned checkpoint (vft train --speaker-name)")
     checkpoint_path: str | None = Field(
         None,
-        description="Local model folder (absolute, or relative to VFT_DATA_DIR), e.g. the `checkpoint_path` of "
-        "`vft train`'s last line. Default: the newest jobs/{job_id}/output/checkpoint-epoch-N",
+        description="Model folder inside the job's own folder, relative to VFT_DATA_DIR, e.g. "
+        "jobs/{job_id}/output/checkpoint-epoch-9. Default: the newest jobs/{job_id}/output/checkpoint-epoch-N",
     )
     s3_prefix: str | None = Field(
         None,
-        description="S3 prefix holding the same folder (restored from there when the disk LRU deleted it), e.g. "
-        "checkpoints/{job_id}. Default: checkpoints/{job_id} when only S3 has the model",
+        description="S3 prefix holding the same folder (restored from there when the disk LRU deleted it): the "
+        "job's own checkpoints/{job_id} or a prefix under it. Default: checkpoints/{job_id} when only S3 has the model",
     )
     preload: bool = Field(
         False, description="Load the model into memory before answering; if that fails, nothing is registered"
@@ -123,7 +124,8 @@ class TimedRoute(APIRoute):
 
 
 def http_error(exc: Exception) -> HTTPException:
-    return HTTPException(status_code=status_for(exc), detail=message_for(exc))
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, ServerBusy) else None
+    return HTTPException(status_code=status_for(exc), detail=message_for(exc), headers=headers)
 
 
 async def guarded(call: Awaitable[Any]) -> Any:
@@ -205,6 +207,10 @@ def build_router(service: InferenceService, job_gate: JobGate | None = None) -> 
         description=REGISTER_HELP,
     )
     async def register_voice(job_id: str, body: VoiceRegistration):
+        if body.checkpoint_path and body.checkpoint_path.startswith(("/", "\\")):
+            raise HTTPException(
+                400, f"checkpoint_path {body.checkpoint_path!r} must be relative to VFT_DATA_DIR, inside jobs/{job_id}/"
+            )
         return await guarded(
             service.register_voice(
                 job_id,
@@ -286,4 +292,7 @@ def build_router(service: InferenceService, job_gate: JobGate | None = None) -> 
         body, content_type = exposition()
         return Response(content=body, media_type=content_type)
 
+    # --- OpenAI-compatible audio API (/v1) -------------------------------------------------------------------
+
+    add_openai_routes(router, service, job_gate=job_gate)
     return router

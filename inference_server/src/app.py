@@ -6,8 +6,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from ..bodylimit import limit_bodies
+from ..error_ids import install_internal_error_handler
 from ..opslog import OpsLog
 from ..schemas import SERVICE_NAME, Health
+from ..security import protect
 from ..settings import Settings
 from ..storage import Storage
 from .api import build_router
@@ -33,6 +36,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = service
+    install_internal_error_handler(app)
+    limit_bodies(app, settings)
+    protect(app, settings)  # added last: the key is checked before anything reads the body
 
     @app.get("/", response_model=Health, tags=["health"])
     async def health() -> Health:

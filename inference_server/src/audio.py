@@ -7,6 +7,7 @@ import io
 import numpy as np
 import soundfile as sf
 
+from ..audio_limits import MAX_REF_SECONDS, audio_refusal
 from ..schemas import SAMPLE_RATE
 
 
@@ -34,6 +35,10 @@ def decode_audio(data: bytes) -> tuple[np.ndarray, int]:
     """(mono float32 waveform, sample rate) from a WAV/FLAC/OGG file's bytes."""
     try:
         with io.BytesIO(data) as handle:
+            refusal = audio_refusal(sf.info(handle), what="reference audio", max_seconds=MAX_REF_SECONDS)
+            if refusal:
+                raise NotAudio(refusal)
+            handle.seek(0)
             audio, sample_rate = sf.read(handle, dtype="float32", always_2d=False)
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         raise NotAudio(f"reference audio is not a readable audio file (WAV, FLAC or OGG): {exc}") from exc

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..schemas import InvalidInput
 from ..settings import Settings
-from ..storage import Storage, checkpoint_prefix
+from ..storage import Storage, UnsafeKey, build_key, checkpoint_prefix
 from .disk_cache import has_model, is_inside
 from .registry import Voice
 
@@ -39,17 +39,38 @@ class CheckpointLocator:
             f"{prefix}/ on S3; give checkpoint_path (a local model folder) or s3_prefix (where S3 holds it)"
         )
 
-    def checkpoint_path(self, checkpoint_path: str | None) -> str | None:
-        """Absolute folder; a relative path (like the original service's ``jobs/{id}/output/checkpoint-epoch-9``) is taken
-        relative to the data folder and may not climb out of it."""
+    def checkpoint_path(self, job_id: str, checkpoint_path: str | None) -> str | None:
+        """Absolute folder inside the job's own folder (``jobs/{job_id}/...``): a relative path (like the original
+        service's ``jobs/{id}/output/checkpoint-epoch-9``) is taken relative to the data folder. Anything else
+        (``..``, another job's folder, a folder outside the jobs folder, even through a symbolic link) is refused:
+        the disk LRU and S3 restores work on this folder, so it must be the job's own."""
         if not checkpoint_path:
             return None
         path = Path(checkpoint_path)
-        if path.is_absolute():
-            return str(path)
         if ".." in path.parts:
             raise InvalidInput(f"checkpoint_path {checkpoint_path!r} must not contain '..'")
-        return str((self.settings.data_dir / path).absolute())
+        if not path.is_absolute():
+            path = self.settings.data_dir / path
+        if not is_inside(path, self.settings.job_dir(job_id)):
+            raise InvalidInput(
+                f"checkpoint_path {checkpoint_path!r} must be a folder inside the job's own folder "
+                f"jobs/{job_id}/ (e.g. jobs/{job_id}/output/checkpoint-epoch-9)"
+            )
+        return str(path.absolute())
+
+    @staticmethod
+    def own_s3_prefix(job_id: str, s3_prefix: str | None) -> str | None:
+        """``s3_prefix`` when it is the job's own checkpoint prefix (``checkpoints/{job_id}``) or under it."""
+        if not s3_prefix:
+            return None
+        try:
+            prefix = build_key(s3_prefix.strip("/"))
+        except UnsafeKey as exc:
+            raise InvalidInput(f"s3_prefix {s3_prefix!r}: {exc}") from exc
+        own = checkpoint_prefix(job_id)
+        if prefix != own and not prefix.startswith(own + "/"):
+            raise InvalidInput(f"s3_prefix {s3_prefix!r} must be the job's own checkpoint prefix {own} (or under it)")
+        return prefix
 
     def model_folder(self, voice: Voice) -> Path:
         """Where the voice's model is read from: its checkpoint folder, or (when that lies outside the jobs

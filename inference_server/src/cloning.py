@@ -9,7 +9,7 @@ import numpy as np
 
 from ..schemas import InvalidInput
 from ..settings import Settings
-from . import engine
+from . import tts_model
 from .generation import Generator
 from .model_cache import ModelCache, ModelSpec
 from .model_loading import ModelLoader
@@ -44,7 +44,7 @@ class VoiceCloner:
         async with self.cache.use(spec) as loaded, self.generator.gpu_slots:
             try:
                 prompt = await self.generator.on_gpu(
-                    engine.clone_prompt, loaded, waveform, sample_rate=rate, ref_text=ref_text, use_xvec=use_xvec
+                    tts_model.clone_prompt, loaded, waveform, sample_rate=rate, ref_text=ref_text, use_xvec=use_xvec
                 )
             except (ValueError, RuntimeError) as exc:
                 raise RefAudioError(f"the reference audio could not be used for cloning: {exc}") from exc

@@ -69,7 +69,7 @@ class DiskCache:
         if not is_inside(folder, self.jobs_dir):
             raise ValueError(f"refusing to restore a model outside the jobs folder: {folder}")
         log.info("restoring %s from s3 prefix %s", folder, s3_prefix)
-        self.storage.download_dir(s3_prefix, folder)
+        self.storage.download_dir(s3_prefix, folder, replace_existing=False)
         metrics.DISK_RESTORES.inc()
         return folder
 

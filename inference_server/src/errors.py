@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..error_ids import internal_error_message
 from ..schemas import InvalidInput
 from ..storage import StorageError, StorageNotConfigured, UnsafeKey
 from .ref_audio import RefAudioError
@@ -15,6 +16,14 @@ class VoiceNotReady(RuntimeError):
     """The voice is registered but cannot be served now (no checkpoint on disk nor in S3, wrong checkpoint)."""
 
 
+class ServerBusy(RuntimeError):
+    """No capacity frees up in time (every VRAM model slot stays in use): retry after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: int = 5):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class ModelLoadFailed(RuntimeError):
     """A checkpoint that should load did not (a genuine internal failure)."""
 
@@ -22,9 +31,9 @@ class ModelLoadFailed(RuntimeError):
 def status_for(exc: BaseException) -> int:
     if isinstance(exc, VoiceNotFound):
         return 404
-    if isinstance(exc, VoiceNotReady):
+    if isinstance(exc, VoiceNotReady | FileExistsError):  # FileExistsError: a restore that would overwrite a folder
         return 409
-    if isinstance(exc, StorageNotConfigured):
+    if isinstance(exc, StorageNotConfigured | ServerBusy):
         return 503
     if isinstance(exc, InvalidInput | UnsafeKey | RefAudioError):
         return 400
@@ -35,6 +44,6 @@ def status_for(exc: BaseException) -> int:
 
 def message_for(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
-    if status_for(exc) == 500 and not isinstance(exc, ModelLoadFailed):
-        return f"internal error during inference: {type(exc).__name__}: {text}"
+    if status_for(exc) == 500:  # the text stays in the log: it may name paths and internals
+        return internal_error_message(exc, "the inference request")
     return text

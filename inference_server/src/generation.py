@@ -7,7 +7,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +16,7 @@ import numpy as np
 
 from ..schemas import BatchItemError, InferS3Response, InlineAudioResponse
 from ..settings import Settings
-from . import engine, metrics
+from . import engine_stream, metrics, tts_model
 from .audio import duration_seconds, to_wav_bytes
 from .batcher import Batcher
 from .errors import message_for, status_for
@@ -24,6 +24,7 @@ from .model_cache import ModelCache, ModelSpec
 from .outputs import AudioOutputs, inline_audio
 
 log = logging.getLogger(__name__)
+SAMPLES_PER_FRAME = 1920  # one 80 ms codec frame at 24 kHz
 
 Result = InferS3Response | InlineAudioResponse | BatchItemError
 
@@ -33,7 +34,7 @@ class _Work:
     """One utterance queued for fusion with others of the same model."""
 
     spec: ModelSpec
-    item: engine.SpeechItem
+    item: tts_model.SpeechItem
 
 
 @dataclass
@@ -82,7 +83,7 @@ class Generator:
         async with self.cache.use(spec) as loaded, self.gpu_slots:
             started = time.monotonic()
             try:
-                wavs: list[Any] = await self.on_gpu(engine.generate, loaded, items)
+                wavs: list[Any] = await self.on_gpu(tts_model.generate, loaded, items)
             except Exception as exc:
                 if len(items) == 1:
                     raise
@@ -90,26 +91,41 @@ class Generator:
                 wavs = []
                 for item in items:
                     try:
-                        wavs.extend(await self.on_gpu(engine.generate, loaded, [item]))
+                        wavs.extend(await self.on_gpu(tts_model.generate, loaded, [item]))
                     except Exception as item_exc:  # noqa: BLE001 - reported in that item's place
                         wavs.append(item_exc)
+        elapsed = time.monotonic() - started
         metrics.BATCH_SIZE.observe(len(items))
-        metrics.GENERATE_SECONDS.observe(time.monotonic() - started)
+        metrics.GENERATE_SECONDS.observe(elapsed)
         produced = [w for w in wavs if not isinstance(w, BaseException)]
+        audio_seconds = sum(duration_seconds(w) for w in produced)
         metrics.ITEMS.labels(spec.kind).inc(len(produced))
-        metrics.AUDIO_SECONDS.labels(spec.kind).inc(sum(duration_seconds(w) for w in produced))
+        metrics.AUDIO_SECONDS.labels(spec.kind).inc(audio_seconds)
+        metrics.observe_engine(
+            engine=loaded.engine, mode="batch", first_audio=elapsed, seconds=elapsed, audio_seconds=audio_seconds,
+            frames=sum(len(w) for w in produced) // SAMPLES_PER_FRAME,
+        )
         return wavs
+
+    async def stream(self, spec: ModelSpec, item: tts_model.SpeechItem) -> AsyncIterator[np.ndarray]:
+        """One utterance as float32 PCM chunks at 24 kHz (1, 2, 4, then 8 frames of 1920 samples each, the last one
+        shorter), produced while it is generated; joined, they are the utterance. Runs apart from the fusion
+        batcher, holding its model's lock for the utterance. Leaving the ``async for`` early (closing the iterator,
+        or cancelling its task) stops generation at the next frame and frees the model."""
+        async with self.cache.use(spec) as loaded, self.gpu_slots:
+            async for chunk in engine_stream.stream_chunks(loaded, item, pool=self._gpu_pool):
+                yield chunk
 
     async def on_gpu(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(
             self._gpu_pool, functools.partial(function, *args, **kwargs)
         )
 
-    async def generate(self, spec: ModelSpec, item: engine.SpeechItem) -> bytes:
+    async def generate(self, spec: ModelSpec, item: tts_model.SpeechItem) -> bytes:
         waveform = await self.batcher.submit(spec.key, _Work(spec, item))
         return await asyncio.to_thread(to_wav_bytes, waveform)
 
-    async def produce(self, spec: ModelSpec, item: engine.SpeechItem, *, key: str, job_id: str | None) -> Result:
+    async def produce(self, spec: ModelSpec, item: tts_model.SpeechItem, *, key: str, job_id: str | None) -> Result:
         wav = await self.generate(spec, item)
         return await self.outputs.upload(key, wav, text=item.text, job_id=job_id)
 
@@ -123,7 +139,7 @@ class Generator:
             try:
                 if plan.key is not None and not overwrite and await self.outputs.existing(plan.key):
                     return self.outputs.response(plan.key, plan.text, job_id)
-                item = engine.SpeechItem(plan.text, plan.language, plan.instruct, **extra)
+                item = tts_model.SpeechItem(plan.text, plan.language, plan.instruct, **extra)
                 if plan.key is None:
                     wav = await self.generate(spec, item)
                     return inline_audio(wav, text=plan.text, filename=plan.filename, job_id=job_id)

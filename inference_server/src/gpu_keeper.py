@@ -10,7 +10,7 @@ from typing import Any
 
 from ..schemas import GPUStatus, InvalidInput
 from ..settings import Settings
-from . import engine, metrics
+from . import metrics, tts_model
 from .activity import RequestActivity
 from .model_cache import ModelCache
 
@@ -27,7 +27,7 @@ class GpuKeeper:
         self._idle_config_changed = asyncio.Event()
 
     def start(self) -> None:
-        metrics.VRAM_USED_BYTES.set_function(lambda: engine.vram_used_bytes(self.settings))
+        metrics.VRAM_USED_BYTES.set_function(lambda: tts_model.vram_used_bytes(self.settings))
         if self._idle_task is None:
             self._idle_task = asyncio.get_running_loop().create_task(self._watch_idle())
 
@@ -51,9 +51,10 @@ class GpuKeeper:
             total_requests=self.activity.total_requests,
             total_loads=self.cache.total_loads,
             total_unloads=self.cache.total_unloads,
-            **engine.gpu_memory(self.settings),
+            **tts_model.gpu_memory(self.settings),
             loaded_models=self.cache.describe(),
             max_models=self.cache.max_models,
+            engine=self.settings.engine,
         )
 
     async def unload_all(self) -> dict[str, Any]:

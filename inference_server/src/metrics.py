@@ -65,3 +65,27 @@ DISK_DELETIONS = Counter(
     documentation="Model folders deleted by the disk LRU (S3 holds them)", **_name("disk_deletions"),
 )
 DISK_RESTORES = Counter(documentation="Model folders restored from S3", **_name("disk_restores"))
+# The decode engine (VFT_ENGINE) per generate call or stream; mode: "batch" (whole utterances) or "stream".
+ENGINE_FIRST_AUDIO_SECONDS = Histogram(
+    documentation="Time from the start of generation to its first audio (a whole batch's end without streaming)",
+    labelnames=("engine", "mode"), buckets=LATENCY_BUCKETS, **_name("engine_time_to_first_audio_seconds"),
+)
+ENGINE_REAL_TIME_FACTOR = Histogram(
+    documentation="Seconds of audio generated per wall second of generation (above 1: faster than real time)",
+    labelnames=("engine", "mode"), buckets=(0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 20, 50, 100),
+    **_name("engine_real_time_factor"),
+)
+ENGINE_FRAMES_PER_SECOND = Histogram(
+    documentation="Codec frames (80 ms each) generated per wall second, summed over a fused batch's rows",
+    labelnames=("engine", "mode"), buckets=(1, 5, 12.5, 25, 50, 100, 250, 500, 1000, 2500),
+    **_name("engine_frames_per_second"),
+)
+
+
+def observe_engine(*, engine: str, mode: str, first_audio: float, seconds: float, audio_seconds: float,
+                   frames: int) -> None:
+    """One generate call's or stream's engine figures."""
+    ENGINE_FIRST_AUDIO_SECONDS.labels(engine, mode).observe(first_audio)
+    if seconds > 0:
+        ENGINE_REAL_TIME_FACTOR.labels(engine, mode).observe(audio_seconds / seconds)
+        ENGINE_FRAMES_PER_SECOND.labels(engine, mode).observe(frames / seconds)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import metrics
+from .errors import ServerBusy
 
 EVICTION_LOG_SIZE = 1000
 
@@ -70,10 +71,11 @@ class Eviction:
 
 
 class ModelCache:
-    def __init__(self, max_models: int, unload: Callable[[Any], None]):
+    def __init__(self, max_models: int, unload: Callable[[Any], None], wait_timeout: float | None = None):
         if max_models < 1:
             raise ValueError("GPU_MAX_MODELS must be at least 1")
         self.max_models = max_models
+        self.wait_timeout = wait_timeout  # None: wait for a free slot as long as it takes
         self._unload = unload
         self._entries: dict[str, CachedModel] = {}
         self._unloading = 0
@@ -121,6 +123,7 @@ class ModelCache:
             await self._release(entry)
 
     async def _acquire(self, spec: ModelSpec) -> CachedModel:
+        deadline = None if self.wait_timeout is None else time.monotonic() + self.wait_timeout
         async with self._changed:
             while True:
                 entry = self._entries.get(spec.key)
@@ -142,13 +145,26 @@ class ModelCache:
                 if victim is not None:
                     self._evict(victim)
                 else:
-                    await self._changed.wait()
+                    await self._wait_for_a_slot(deadline)
         try:
             await asyncio.shield(entry.ready)
         except BaseException:
             await self._release(entry)
             raise
         return entry
+
+    async def _wait_for_a_slot(self, deadline: float | None) -> None:
+        """Wait (holding ``_changed``) for a change; ServerBusy once ``deadline`` passes with every slot in use."""
+        if deadline is None:
+            await self._changed.wait()
+            return
+        try:
+            await asyncio.wait_for(self._changed.wait(), max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            raise ServerBusy(
+                f"all {self.max_models} model slots (GPU_MAX_MODELS) stayed in use for {self.wait_timeout:g} s: "
+                "retry later", retry_after=max(1, round(self.wait_timeout / 4)),
+            ) from None
 
     async def _release(self, entry: CachedModel) -> None:
         async with self._changed:

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..opslog import OpsLog
 from ..settings import Settings
 from ..storage import Storage
-from . import engine
+from . import tts_model
 from .checkpoints import CheckpointLocator
 from .disk_cache import DiskCache, has_model
 from .disk_keeper import DiskKeeper
@@ -59,7 +59,7 @@ class ModelLoader:
         path = self._shared_paths[kind]
         return ModelSpec(key=kind, kind=kind, path=path, load=lambda: self._load_shared(kind, path))
 
-    def _load_voice(self, voice: Voice) -> engine.LoadedModel:
+    def _load_voice(self, voice: Voice) -> tts_model.LoadedModel:
         """(worker thread) Restore the folder from S3 if the disk LRU deleted it, then load it."""
         restored = False
         with self.keeper.lock(voice.job_id):
@@ -86,7 +86,7 @@ class ModelLoader:
         return loaded
 
     @staticmethod
-    def _check_servable(voice: Voice, folder: Path, loaded: engine.LoadedModel) -> None:
+    def _check_servable(voice: Voice, folder: Path, loaded: tts_model.LoadedModel) -> None:
         if loaded.kind != "custom_voice":
             raise VoiceNotReady(
                 f"job {voice.job_id!r} cannot be served: {folder} is a {loaded.kind!r} checkpoint, not a fine-tuned "
@@ -99,12 +99,12 @@ class ModelLoader:
                 f"(it has: {', '.join(speakers) or 'none'})"
             )
 
-    def _load_shared(self, kind: str, path: str) -> engine.LoadedModel:
+    def _load_shared(self, kind: str, path: str) -> tts_model.LoadedModel:
         with self.opslog.track("model_load", job_id=None, checkpoint=path, kind=kind):
             return self._load_folder(path)
 
-    def _load_folder(self, folder: Path | str) -> engine.LoadedModel:
+    def _load_folder(self, folder: Path | str) -> tts_model.LoadedModel:
         try:
-            return engine.load(str(folder), self.settings)
+            return tts_model.load(str(folder), self.settings)
         except Exception as exc:
             raise ModelLoadFailed(f"could not load the model at {folder}: {type(exc).__name__}: {exc}") from exc

@@ -54,10 +54,28 @@ class RefAudioError(ValueError):
     """The reference audio cannot be used; the message says why (the API answers 400)."""
 
 
+NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
+
+
+def embedded_ipv4(address: IPAddress) -> IPAddress:
+    """The IPv4 address an IPv6 address carries and reaches (IPv4-mapped, 6to4 2002::/16, NAT64 64:ff9b::/96,
+    Teredo's client), so that a wrapped loopback or private address is judged as what it is."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return address
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address in NAT64_PREFIX:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address.teredo is not None:
+        return address.teredo[1]
+    return address
+
+
 def address_refusal(address: IPAddress, allow_private: bool) -> str | None:
     """Why a connection to ``address`` is refused, or None when it is allowed."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    address = embedded_ipv4(address)
     if address in METADATA_ADDRESSES:
         return "a cloud metadata address"
     if allow_private:

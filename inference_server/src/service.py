@@ -22,7 +22,7 @@ from ..schemas import (
 )
 from ..settings import Settings
 from ..storage import Storage
-from . import engine
+from . import tts_model
 from .activity import RequestActivity
 from .checkpoints import CheckpointLocator
 from .cloning import VoiceCloner
@@ -40,11 +40,12 @@ from .voices import VoiceCatalog
 
 class InferenceService:
     def __init__(self, settings: Settings, storage: Storage, opslog: OpsLog):
+        tts_model.check_engine(settings.engine)  # a wrong VFT_ENGINE stops the server at start, not each request
         self.settings = settings
         self.storage = storage
         self.opslog = opslog
         self.registry = VoiceRegistry(settings.state_dir / "voices.json")
-        self.cache = ModelCache(settings.gpu_max_models, engine.release)
+        self.cache = ModelCache(settings.gpu_max_models, tts_model.release, wait_timeout=settings.vram_wait_timeout)
         self.disk = DiskCache(settings.jobs_dir, storage)
         self.outputs = AudioOutputs(storage, opslog)
         locator = CheckpointLocator(settings, storage)

@@ -23,7 +23,7 @@ from ..schemas import (
 )
 from ..settings import Settings
 from ..storage import Storage, audio_key
-from . import engine
+from . import tts_model
 from .activity import RequestActivity
 from .cloning import VoiceCloner, check_ref_text
 from .errors import message_for, status_for
@@ -70,7 +70,7 @@ class SpeechRequests:
             self.voices.touch(job_id)
             if key is not None and not request.overwrite and await self.outputs.existing(key):
                 return self.outputs.response(key, text, job_id)
-            item = engine.SpeechItem(text, language, request.instruct or "", speaker=voice.speaker_name)
+            item = tts_model.SpeechItem(text, language, request.instruct or "", speaker=voice.speaker_name)
             if key is None:
                 return await self.generator.generate(spec, item)
             return await self.generator.produce(spec, item, key=key, job_id=job_id)
@@ -112,7 +112,7 @@ class SpeechRequests:
         with self.activity.track("inference_voice_design", None):
             if key is not None and not request.overwrite and await self.outputs.existing(key):
                 return self.outputs.response(key, text, None)
-            item = engine.SpeechItem(text, language, request.instruct or "")
+            item = tts_model.SpeechItem(text, language, request.instruct or "")
             if key is None:
                 return await self.generator.generate(spec, item)
             return await self.generator.produce(spec, item, key=key, job_id=None)
@@ -134,7 +134,7 @@ class SpeechRequests:
             spec, prompt = await self.cloner.clone_prompt(
                 waveform, rate=rate, ref_text=request.ref_text, use_xvec=request.use_xvec
             )
-            item = engine.SpeechItem(text, language, clone_prompt=prompt)
+            item = tts_model.SpeechItem(text, language, clone_prompt=prompt)
             if key is None:
                 return await self.generator.generate(spec, item)
             return await self.generator.produce(spec, item, key=key, job_id=None)

@@ -7,7 +7,6 @@ import re
 from typing import Any
 
 from ..schemas import InvalidInput
-from ..storage import build_key
 from .checkpoints import CheckpointLocator
 from .disk_cache import has_model
 from .errors import VoiceNotFound
@@ -43,8 +42,8 @@ class VoiceCatalog:
         voice = Voice(
             job_id=self._check_voice_id(job_id),
             speaker_name=self._check_speaker(speaker_name),
-            checkpoint_path=self.locator.checkpoint_path(checkpoint_path),
-            s3_prefix=build_key(s3_prefix.strip("/")) if s3_prefix else None,
+            checkpoint_path=self.locator.checkpoint_path(job_id, checkpoint_path),
+            s3_prefix=self.locator.own_s3_prefix(job_id, s3_prefix),
         )
         if voice.checkpoint_path is None and voice.s3_prefix is None:
             voice.checkpoint_path, voice.s3_prefix = await asyncio.to_thread(self.locator.trainer_checkpoint, job_id)

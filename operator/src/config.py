@@ -27,7 +27,7 @@ OPERATOR_SERVICE = "voicefinetune-operator"
 # Settings of the original service the trainer and inference pods get as plain values (the S3 keys come from the Secret instead).
 POD_SETTINGS = (
     "device", "use_flash_attn", "s3_bucket", "s3_endpoint_url", "s3_region", "base_model", "voice_design_model",
-    "tiny_models",
+    "tiny_models", "train_recipe", "train_fit_check",
 )
 
 
@@ -62,6 +62,11 @@ def _json(value: str) -> Any:
     return json.loads(value) if value.strip() else None
 
 
+def _names(value: str) -> tuple[str, ...]:
+    """Comma-separated names, blanks dropped."""
+    return tuple(name.strip() for name in value.split(",") if name.strip())
+
+
 @dataclass(frozen=True)
 class OperatorConfig:
     settings: Settings = field(default_factory=Settings)
@@ -71,10 +76,19 @@ class OperatorConfig:
         default="ghcr.io/voicefinetune/inference:0.1.0", metadata={"env": "VFT_INFERENCE_IMAGE"}
     )
     image_pull_policy: str = field(default="IfNotPresent", metadata={"env": "VFT_IMAGE_PULL_POLICY"})
+    # spec.trainerImage values a VoiceFinetune may ask for: comma-separated prefixes (empty: only trainer_image).
+    trainer_image_prefixes: str = field(default="", metadata={"env": "VFT_TRAINER_IMAGE_PREFIXES"})
+    # Whether a VoiceFinetune's spec.nodeSelector and spec.tolerations may replace the operator's.
+    allow_scheduling_overrides: bool = field(
+        default=False, metadata={"env": "VFT_ALLOW_SCHEDULING_OVERRIDES", "parse": parse_bool}
+    )
     # The Secret holding the S3 keys, and the keys in it.
     s3_secret: str = field(default="voicefinetune-s3", metadata={"env": "VFT_S3_SECRET"})
     s3_secret_access_key: str = field(default="E2E_ACCESS_KEY", metadata={"env": "VFT_S3_SECRET_ACCESS_KEY"})
     s3_secret_secret_key: str = field(default="E2E_SECRET_KEY", metadata={"env": "VFT_S3_SECRET_SECRET_KEY"})
+    # The Secret holding VFT_API_KEY for the inference pods (empty: no API key), and the key in it.
+    api_key_secret: str = field(default="", metadata={"env": "VFT_API_KEY_SECRET"})
+    api_key_secret_key: str = field(default="VFT_API_KEY", metadata={"env": "VFT_API_KEY_SECRET_KEY"})
     # Training Jobs
     train_gpus: int = field(default=1, metadata={"env": "VFT_TRAIN_GPUS", "parse": int})
     train_node_selector: dict[str, str] = field(
@@ -86,7 +100,7 @@ class OperatorConfig:
     train_cpu: str = field(default="4", metadata={"env": "VFT_TRAIN_CPU"})
     train_memory: str = field(default="32Gi", metadata={"env": "VFT_TRAIN_MEMORY"})
     train_shm_size: str = field(default="8Gi", metadata={"env": "VFT_TRAIN_SHM_SIZE"})
-    train_scratch_size: str = field(default="50Gi", metadata={"env": "VFT_TRAIN_SCRATCH_SIZE"})
+    train_scratch_size: str = field(default="30Gi", metadata={"env": "VFT_TRAIN_SCRATCH_SIZE"})  # see values.yaml
     train_backoff_limit: int = field(default=1, metadata={"env": "VFT_TRAIN_BACKOFF_LIMIT", "parse": int})
     train_deadline_seconds: int = field(default=86400, metadata={"env": "VFT_TRAIN_DEADLINE_SECONDS", "parse": int})
     train_ttl_seconds: int = field(default=86400, metadata={"env": "VFT_TRAIN_TTL_SECONDS", "parse": int})
@@ -116,6 +130,24 @@ class OperatorConfig:
     load_timeout: float = field(default=900.0, metadata={"env": "VFT_LOAD_TIMEOUT", "parse": float})
     # The operator's own Deployment: owner of the inference objects, so `helm uninstall` removes them too.
     owner_deployment: str = field(default="", metadata={"env": "VFT_OWNER_DEPLOYMENT"})
+    # Private registries: Secrets (in each namespace the pods run in) named on training Jobs and inference pods.
+    image_pull_secrets: tuple[str, ...] = field(
+        default=(), metadata={"env": "VFT_IMAGE_PULL_SECRETS", "parse": _names}
+    )
+    # Two or more operator replicas: only the holder of this coordination.k8s.io Lease reconciles.
+    leader_election: bool = field(default=True, metadata={"env": "VFT_LEADER_ELECTION", "parse": parse_bool})
+    lease_name: str = field(default="voicefinetune-operator", metadata={"env": "VFT_LEASE_NAME"})
+    lease_duration: float = field(default=15.0, metadata={"env": "VFT_LEASE_DURATION", "parse": float})
+    # An HPA (or KEDA) owns the inference Deployment's replicas: the operator sets them at creation only.
+    inference_autoscaling: bool = field(
+        default=False, metadata={"env": "VFT_INFERENCE_AUTOSCALING", "parse": parse_bool}
+    )
+    inference_cpu: str = field(default="1", metadata={"env": "VFT_INFERENCE_CPU"})
+    # The Helm release: its instance label joins the inference selector (two releases in one namespace).
+    instance: str = field(default="", metadata={"env": "VFT_INSTANCE"})
+    # Set by `vft operator` when it serves more than one namespace: ids outside the home namespace are qualified
+    # (``cluster.identity``); serving one namespace, every id is the bare resource name.
+    namespaced_ids: bool = False
     # In a pod (KUBERNETES_SERVICE_HOST set): trainers reach the progress receiver through the operator's Service;
     # elsewhere (a developer's machine, tests) through 127.0.0.1.
     in_cluster: bool = False
@@ -152,12 +184,23 @@ class OperatorConfig:
         """The original service's settings that trainer and inference pods share with the operator, as container env."""
         return [{"name": name, "value": value} for name, value in self.settings.to_env(POD_SETTINGS).items()]
 
-    def s3_secret_env(self) -> list[dict[str, Any]]:
-        """S3 keys as references to the Secret: they never appear in a spec."""
+    def pull_secrets(self) -> list[dict[str, str]]:
+        """``imagePullSecrets`` of the pods the operator makes."""
+        return [{"name": name} for name in self.image_pull_secrets]
+
+    def api_key_env(self) -> list[dict[str, Any]]:
+        """VFT_API_KEY as a reference to its Secret (nothing when the inference servers need no key)."""
+        if not self.api_key_secret:
+            return []
+        ref = {"name": self.api_key_secret, "key": self.api_key_secret_key}
+        return [{"name": Settings.env_name("api_key"), "valueFrom": {"secretKeyRef": ref}}]
+
+    def s3_secret_env(self, secret: str | None = None) -> list[dict[str, Any]]:
+        """S3 keys as references to the Secret (``secret``: its copy in another namespace): never in a spec."""
         return [
             {
                 "name": env_name,
-                "valueFrom": {"secretKeyRef": {"name": self.s3_secret, "key": key}},
+                "valueFrom": {"secretKeyRef": {"name": secret or self.s3_secret, "key": key}},
             }
             for env_name, key in (
                 (Settings.env_name("s3_access_key"), self.s3_secret_access_key),

@@ -15,6 +15,8 @@ from ..lifecycle import camel_case
 from ..schemas import FinetuneRequest
 
 FINALIZER = f"{GROUP}/cleanup"
+# Set by `vft operator --release-finalizers`: no handler needs the finalizer any more, so none puts it back.
+RELEASED_ANNOTATION = f"{GROUP}/released"
 MANAGED_BY = "voicefinetune-operator"
 NAME_LABEL = f"{GROUP}/name"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"

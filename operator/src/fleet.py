@@ -26,9 +26,10 @@ class InferenceUnavailable(RuntimeError):
 
 
 class InferenceFleet:
-    def __init__(self, resolver: EndpointResolver, load_timeout: float = 900.0):
+    def __init__(self, resolver: EndpointResolver, load_timeout: float = 900.0, headers: dict[str, str] | None = None):
         self.resolver = resolver
         self.load_timeout = load_timeout
+        self.headers = dict(headers or {})  # the API key, when the inference servers require one
 
     async def register(self, job_id: str, speaker_name: str, s3_prefix: str) -> str:
         """Register the voice everywhere and preload it on its owner; returns the owner's URL."""
@@ -37,26 +38,26 @@ class InferenceFleet:
             raise InferenceUnavailable("the inference Service has no ready replica")
         owner, *others = rendezvous_order(job_id, endpoints)
         body = {"speaker_name": speaker_name, "s3_prefix": s3_prefix}
-        async with httpx.AsyncClient(timeout=httpx.Timeout(self.load_timeout, connect=10.0)) as client:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(self.load_timeout, connect=10.0), headers=self.headers) as client:
             await self._post(client, owner, job_id, {**body, "preload": True})
             await asyncio.gather(*(self._post(client, other, job_id, {**body, "preload": False}) for other in others))
         return owner
 
     async def register_on(self, endpoint: str, job_id: str, *, speaker_name: str, s3_prefix: str) -> None:
         """Register (without preloading) on one replica."""
-        async with httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0)) as client:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0), headers=self.headers) as client:
             await self._post(client, endpoint, job_id, {"speaker_name": speaker_name, "s3_prefix": s3_prefix})
 
     async def unregister(self, job_id: str) -> int:
         """Remove the voice from every replica's registry and caches; returns how many replicas had it."""
         endpoints = await self.resolver.endpoints()
-        async with httpx.AsyncClient(timeout=30.0) as client:
+        async with httpx.AsyncClient(timeout=30.0, headers=self.headers) as client:
             results = await asyncio.gather(*(self._delete(client, url, job_id) for url in endpoints))
         return sum(results)
 
     async def registered(self, endpoint: str) -> set[str]:
         """The job ids a replica has registered."""
-        async with httpx.AsyncClient(timeout=10.0) as client:
+        async with httpx.AsyncClient(timeout=10.0, headers=self.headers) as client:
             response = await client.get(f"{endpoint}/voices")
             response.raise_for_status()
             return {item["job_id"] for item in response.json() if isinstance(item, dict) and "job_id" in item}

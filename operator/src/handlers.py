@@ -13,12 +13,15 @@ from ..cluster.client import KubeError
 from ..cluster.resource import GROUP, PLURAL, VERSION
 from ..lifecycle import TERMINAL_PHASES
 from .config import OperatorConfig
-from .crd import FINALIZER, MANAGED_BY
+from .crd import FINALIZER, MANAGED_BY, RELEASED_ANNOTATION
 from .metrics import reconciling
 from .reconcile import RetryLater
 from .runtime import Runtime
 
 RESOURCE = (GROUP, VERSION, PLURAL)
+NOT_RELEASED = {RELEASED_ANNOTATION: kopf.ABSENT}  # handlers that need the finalizer skip released resources
+JOB_SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY}"
+POD_SELECTOR = f"app.kubernetes.io/component=trainer,app.kubernetes.io/managed-by={MANAGED_BY}"
 RETRY_DELAY = 2.0
 DELETE_RETRIES = 5
 
@@ -53,6 +56,9 @@ def configure_kopf(settings: kopf.OperatorSettings, namespaces: tuple[str, ...] 
     # all namespaces) do without: RBAC then covers every call, and API servers that cannot list Namespaces (a
     # namespaced Role, a test emulator) work; the CRD must exist when the operator starts (the chart installs it).
     settings.scanning.disabled = not has_patterns(namespaces)
+    # Only the operator's own Jobs and training pods come over the wire (the handlers' label filters run client-side).
+    settings.watching.label_selectors["batch", "v1", "jobs"] = JOB_SELECTOR
+    settings.watching.label_selectors["", "v1", "pods"] = POD_SELECTOR
 
 
 def build_registry(
@@ -69,6 +75,8 @@ def build_registry(
     async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         configure_kopf(settings, namespaces)
         memo.runtime = await Runtime.start(config, kubeconfig)
+        # Kopf starts watching only once start-up is over: a standby operator waits here for the Lease.
+        await memo.runtime.lead()
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
@@ -85,7 +93,7 @@ def build_registry(
 
     @kopf.timer(
         *RESOURCE, registry=registry, interval=config.resync_interval, initial_delay=config.resync_interval,
-        when=lambda status, **_: status.get("phase") not in TERMINAL_PHASES,
+        annotations=NOT_RELEASED, when=lambda status, **_: status.get("phase") not in TERMINAL_PHASES,
     )
     async def resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         await _run("resync", memo.runtime.reconciler.resync(_plain(body)))
@@ -95,7 +103,7 @@ def build_registry(
         if isinstance(event.get("object"), dict):
             memo.runtime.reconciler.observe(event.get("type") or "", event["object"])
 
-    @kopf.on.delete(*RESOURCE, registry=registry, backoff=RETRY_DELAY, retries=DELETE_RETRIES)
+    @kopf.on.delete(*RESOURCE, registry=registry, backoff=RETRY_DELAY, retries=DELETE_RETRIES, annotations=NOT_RELEASED)
     async def deleted(body: kopf.Body, retry: int, memo: kopf.Memo, **_: Any) -> None:
         last_attempt = retry >= DELETE_RETRIES - 1
         await _run("delete", memo.runtime.reconciler.delete(_plain(body), last_attempt))
@@ -106,5 +114,12 @@ def build_registry(
             # Event handlers are not retried: a failure here is picked up by the Job's next event or a resume.
             with reconciling("job"):
                 await memo.runtime.reconciler.on_job(event.get("type") or "", copy.deepcopy(event["object"]))
+
+    @kopf.on.event("", "v1", "pods", labels={"app.kubernetes.io/managed-by": MANAGED_BY,
+                                             "app.kubernetes.io/component": "trainer"}, registry=registry)
+    async def pod_changed(event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
+        if isinstance(event.get("object"), dict):
+            with reconciling("pod"):
+                await memo.runtime.reconciler.on_pod(event.get("type") or "", copy.deepcopy(event["object"]))
 
     return registry

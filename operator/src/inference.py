@@ -7,11 +7,21 @@ from typing import Any
 
 from .config import GPU_RESOURCE, INFERENCE_PORT, OperatorConfig
 from .crd import MANAGED_BY
-from .jobs import CONTAINER_SECURITY_CONTEXT, POD_SECURITY_CONTEXT
+from .jobs import CONTAINER_SECURITY_CONTEXT, POD_SECURITY_CONTEXT, TMP_ENV, TMP_MOUNT, TMP_VOLUME
 
 CACHE_DIR = "/data"
 SELECTOR = {"app.kubernetes.io/name": "voicefinetune", "app.kubernetes.io/component": "inference"}
 LABELS = {**SELECTOR, "app.kubernetes.io/managed-by": MANAGED_BY}
+INSTANCE_LABEL = "app.kubernetes.io/instance"
+
+
+def selector(config: OperatorConfig) -> dict[str, str]:
+    """The inference pods' selector; with the release's instance label, two releases in a namespace stay apart."""
+    return {**SELECTOR, INSTANCE_LABEL: config.instance} if config.instance else dict(SELECTOR)
+
+
+def labels(config: OperatorConfig) -> dict[str, str]:
+    return {**LABELS, **selector(config)}
 
 
 def cache_volume(config: OperatorConfig) -> dict[str, Any]:
@@ -35,9 +45,11 @@ def build_inference_deployment(config: OperatorConfig, owner: dict[str, Any] | N
         {"name": "HF_HOME", "value": f"{CACHE_DIR}/huggingface"},
         {"name": "PYTORCH_CUDA_ALLOC_CONF", "value": "expandable_segments:True"},
         *config.s3_secret_env(),
+        *config.api_key_env(),
+        *TMP_ENV,
     ]
     resources: dict[str, dict[str, str]] = {
-        "requests": {"memory": config.inference_memory},
+        "requests": {"cpu": config.inference_cpu, "memory": config.inference_memory},
         "limits": {"memory": config.inference_memory},
     }
     if config.inference_gpus:
@@ -66,24 +78,30 @@ def build_inference_deployment(config: OperatorConfig, owner: dict[str, Any] | N
                 "volumeMounts": [
                     {"name": "cache", "mountPath": CACHE_DIR},
                     {"name": "dshm", "mountPath": "/dev/shm"},
+                    TMP_MOUNT,
                 ],
                 "securityContext": CONTAINER_SECURITY_CONTEXT,
             }
         ],
-        "volumes": [cache_volume(config), {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}}],
+        "volumes": [
+            cache_volume(config), {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}}, TMP_VOLUME,
+        ],
     }
     if config.inference_service_account:
         pod_spec["serviceAccountName"] = config.inference_service_account
+    if config.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = config.pull_secrets()
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": _metadata(config, owner),
         "spec": {
             "replicas": config.inference_replicas,
-            "selector": {"matchLabels": dict(SELECTOR)},
-            # Never ask for an extra GPU during a rollout: replace pods one at a time.
+            "selector": {"matchLabels": selector(config)},
+            # Never ask for an extra GPU during a rollout: replace pods one at a time (with two or more replicas
+            # one keeps serving; with one, a rollout is a short outage).
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
-            "template": {"metadata": {"labels": dict(LABELS)}, "spec": pod_spec},
+            "template": {"metadata": {"labels": labels(config)}, "spec": pod_spec},
         },
     }
 
@@ -96,20 +114,34 @@ def build_inference_service(config: OperatorConfig, owner: dict[str, Any] | None
         "metadata": _metadata(config, owner),
         "spec": {
             "clusterIP": "None",
-            "selector": dict(SELECTOR),
+            "selector": selector(config),
             "ports": [{"name": "http", "port": INFERENCE_PORT, "targetPort": "http", "protocol": "TCP"}],
         },
     }
 
 
 def _metadata(config: OperatorConfig, owner: dict[str, Any] | None) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": config.inference_name, "namespace": config.namespace, "labels": dict(LABELS)}
+    meta: dict[str, Any] = {"name": config.inference_name, "namespace": config.namespace, "labels": labels(config)}
     if owner is not None:
         meta["ownerReferences"] = [owner]
     return meta
 
 
 MANAGED_FIELDS = ("metadata.labels", "spec")
+
+
+def repair_patch(desired: dict[str, Any], *, autoscaled: bool) -> dict[str, Any]:
+    """The merge patch that puts a drifted object back; an autoscaled Deployment keeps its ``replicas`` (the
+    HPA owns them)."""
+    spec = dict(desired["spec"])
+    if autoscaled:
+        spec.pop("replicas", None)
+    return {"metadata": {"labels": desired["metadata"]["labels"]}, "spec": spec}
+
+
+def ignoring_replicas(desired: dict[str, Any]) -> dict[str, Any]:
+    """``desired`` without ``spec.replicas``: what drift is measured against when an autoscaler owns them."""
+    return {**desired, "spec": {key: value for key, value in desired["spec"].items() if key != "replicas"}}
 
 
 def drift(desired: dict[str, Any], actual: dict[str, Any]) -> list[str]:

@@ -6,6 +6,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+from ..cluster.identity import voice_id
 from ..storage import checkpoint_prefix
 from ..train_request import TrainRequest
 from .config import GPU_RESOURCE, OperatorConfig
@@ -39,6 +40,11 @@ def label_value(value: str) -> str:
     return f"{value[: 63 - len(digest) - 1].rstrip('-.')}-{digest}"
 
 
+def resource_voice(config: OperatorConfig, namespace: str, resource_name: str) -> str:
+    """The resource's id outside Kubernetes: its checkpoint prefix and voice id (``cluster.identity``)."""
+    return voice_id(namespace, resource_name, home=config.namespace, qualify=config.namespaced_ids)
+
+
 def trainer_labels(resource_name: str) -> dict[str, str]:
     return {
         "app.kubernetes.io/name": "voicefinetune",
@@ -48,15 +54,18 @@ def trainer_labels(resource_name: str) -> dict[str, str]:
     }
 
 
-def trainer_args(name: str, spec: VoiceFinetuneSpec, progress_url: str) -> list[str]:
+def trainer_args(job_id: str, spec: VoiceFinetuneSpec, progress_url: str) -> list[str]:
+    """``job_id``: the resource's identity (``cluster.identity``), which names its checkpoint prefix."""
     request = spec.request
     return TrainRequest(
-        job_id=name,
+        job_id=job_id,
         dataset=request.dataset_s3_key,
         speaker_name=request.speaker_name,
         num_epochs=request.num_epochs,
         batch_size=request.batch_size,
         lr=request.lr,
+        gradient_accumulation_steps=request.gradient_accumulation_steps,
+        language=request.language,
         resume_from=checkpoint_prefix(request.resume_job_id) if request.resume_job_id else None,
         base_model=spec.scheduling.base_model,
     ).arguments(progress_url=progress_url)
@@ -68,9 +77,11 @@ def build_training_job(
     *,
     config: OperatorConfig,
     progress_url: str,
-    progress_token: str,
+    progress_secret: str,
+    s3_secret: str | None = None,
 ) -> dict[str, Any]:
-    """The batch/v1 Job that runs ``vft train`` for the resource ``body`` in the trainer image."""
+    """The batch/v1 Job that runs ``vft train`` for the resource ``body`` in the trainer image; ``s3_secret``: the
+    Secret its pod reads the S3 keys from (default: the configured one; see ``s3_secret.py``)."""
     meta = body["metadata"]
     name, namespace = meta["name"], meta["namespace"]
     scheduling = spec.scheduling
@@ -82,13 +93,14 @@ def build_training_job(
 
     env = [
         {"name": "VFT_PROGRESS_URL", "value": progress_url},
-        # The token only lets its holder report progress for this one resource.
-        {"name": "VFT_PROGRESS_TOKEN", "value": progress_token},
+        # The token only lets its holder report progress for this one resource (see progress_secret.py).
+        {"name": "VFT_PROGRESS_TOKEN", "valueFrom": {"secretKeyRef": {"name": progress_secret, "key": "token"}}},
         {"name": "VFT_DATA_DIR", "value": DATA_DIR},
         {"name": "HF_HOME", "value": f"{DATA_DIR}/huggingface"},
         {"name": "PYTORCH_CUDA_ALLOC_CONF", "value": "expandable_segments:True"},
+        *TMP_ENV,
         *config.pod_settings_env(),
-        *config.s3_secret_env(),
+        *config.s3_secret_env(s3_secret),
     ]
     if gpus == 0:
         env = [item for item in env if item["name"] != "DEVICE"] + [{"name": "DEVICE", "value": "cpu"}]
@@ -115,12 +127,13 @@ def build_training_job(
                 "image": scheduling.trainer_image or config.trainer_image,
                 "imagePullPolicy": config.image_pull_policy,
                 "command": ["vft", "train"],
-                "args": trainer_args(name, spec, progress_url),
+                "args": trainer_args(resource_voice(config, namespace, name), spec, progress_url),
                 "env": env,
                 "resources": resources,
                 "volumeMounts": [
                     {"name": "dshm", "mountPath": "/dev/shm"},
                     {"name": "scratch", "mountPath": DATA_DIR},
+                    TMP_MOUNT,
                 ],
                 "securityContext": CONTAINER_SECURITY_CONTEXT,
                 # The trainer's last stdout line (the `failed` event) becomes the pod's termination message.
@@ -130,10 +143,13 @@ def build_training_job(
         "volumes": [
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": config.train_shm_size}},
             {"name": "scratch", "emptyDir": {"sizeLimit": config.train_scratch_size}},
+            TMP_VOLUME,
         ],
     }
     if config.train_service_account:
         pod_spec["serviceAccountName"] = config.train_service_account
+    if config.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = config.pull_secrets()
 
     job_spec: dict[str, Any] = {
         "backoffLimit": config.train_backoff_limit,
@@ -174,7 +190,16 @@ POD_SECURITY_CONTEXT = {
     "fsGroup": 1000,
     "seccompProfile": {"type": "RuntimeDefault"},
 }
-CONTAINER_SECURITY_CONTEXT = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+CONTAINER_SECURITY_CONTEXT = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    # Writable places are emptyDirs: the data folder, /dev/shm and TMP_VOLUME at /tmp (caches go there via HOME).
+    "readOnlyRootFilesystem": True,
+}
+TMP_DIR = "/tmp"
+TMP_VOLUME = {"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}}
+TMP_MOUNT = {"name": "tmp", "mountPath": TMP_DIR}
+TMP_ENV = [{"name": "HOME", "value": TMP_DIR}, {"name": "TMPDIR", "value": TMP_DIR}]
 
 
 def owned_by(job: dict[str, Any], body: dict[str, Any]) -> bool:

@@ -15,13 +15,19 @@ from typing import Any
 from ..cluster.client import Conflict, KubeClient, deployment_path, service_path
 from .config import OperatorConfig
 from .fleet import InferenceFleet
-from .inference import build_inference_deployment, build_inference_service, drift
+from .inference import (
+    build_inference_deployment,
+    build_inference_service,
+    drift,
+    ignoring_replicas,
+    repair_patch,
+)
 from .metrics import INFERENCE_REPAIRS
 
 log = logging.getLogger(__name__)
 
-# (namespace, name) -> (speaker name, S3 prefix) of the Ready voices
-ReadyVoices = Callable[[], dict[tuple[str, str], tuple[str, str]]]
+# (namespace, name) -> (voice id, speaker name, S3 prefix) of the Ready voices
+ReadyVoices = Callable[[], dict[tuple[str, str], tuple[str, str, str]]]
 
 
 class InferenceKeeper:
@@ -61,10 +67,16 @@ class InferenceKeeper:
             INFERENCE_REPAIRS.labels(kind, "created").inc()
             log.info("created the inference %s %s", kind, name)
             return
-        differences = drift(desired, actual)
+        autoscaled = kind == "Deployment" and self.config.inference_autoscaling
+        differences = drift(ignoring_replicas(desired) if autoscaled else desired, actual)
+        if any(path.startswith("spec.selector") for path in differences) and kind == "Deployment":
+            # A Deployment's selector cannot change (an upgrade added the release label): replace it.
+            await self.kube.delete(f"{collection}/{name}", propagation="Background")
+            INFERENCE_REPAIRS.labels(kind, "replaced").inc()
+            log.info("deleted the inference %s %s to change its selector; it is made again next round", kind, name)
+            return
         if differences:
-            await self.kube.patch(f"{collection}/{name}", {"metadata": {"labels": desired["metadata"]["labels"]},
-                                                          "spec": desired["spec"]})
+            await self.kube.patch(f"{collection}/{name}", repair_patch(desired, autoscaled=autoscaled))
             INFERENCE_REPAIRS.labels(kind, "patched").inc()
             log.info("patched the inference %s %s back: %s", kind, name, ", ".join(differences[:5]))
 
@@ -94,11 +106,11 @@ class InferenceKeeper:
             except Exception as exc:
                 log.debug("cannot list the voices of %s: %s", endpoint, exc)
                 continue
-            for (_, name), (speaker, prefix) in voices.items():
-                if name not in have:
+            for voice, speaker, prefix in voices.values():
+                if voice not in have:
                     try:
-                        await self.fleet.register_on(endpoint, name, speaker_name=speaker, s3_prefix=prefix)
-                        log.info("registered voice %s again on %s", name, endpoint)
+                        await self.fleet.register_on(endpoint, voice, speaker_name=speaker, s3_prefix=prefix)
+                        log.info("registered voice %s again on %s", voice, endpoint)
                     except Exception as exc:
-                        log.warning("re-registering voice %s on %s failed: %s", name, endpoint, exc)
+                        log.warning("re-registering voice %s on %s failed: %s", voice, endpoint, exc)
 

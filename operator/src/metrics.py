@@ -95,3 +95,29 @@ class PhaseCounter:
             counts[phase] = counts.get(phase, 0) + 1
         for phase, count in counts.items():
             RESOURCES.labels(phase).set(count)
+
+
+# Every label value known in advance, exported from start: a fresh install shows zeros, not "No data".
+HANDLERS = ("create", "resume", "resync", "delete", "job", "pod")
+RESULTS = ("success", "error")
+OUTCOMES = ("succeeded", "failed")
+PROGRESS_RESULTS = ("applied", "throttled", "ignored", "rejected")
+REPAIRS = tuple((kind, action) for kind in ("Deployment", "Service") for action in ("created", "patched", "replaced"))
+
+
+def initialise() -> None:
+    for handler in HANDLERS:
+        RECONCILE_SECONDS.labels(handler)
+        for result in RESULTS:
+            RECONCILE_TOTAL.labels(handler, result)
+    for phase in (*PHASES, "Pending"):
+        RESOURCES.labels(phase).set(0)
+    for outcome in OUTCOMES:
+        JOB_SECONDS.labels(outcome)
+    for result in PROGRESS_RESULTS:
+        PROGRESS_EVENTS.labels(result)
+    for kind, action in REPAIRS:
+        INFERENCE_REPAIRS.labels(kind, action)
+
+
+initialise()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from ..cluster.client import Conflict, KubeClient, KubeError, job_path, pod_path
@@ -16,6 +17,7 @@ from .config import OperatorConfig
 from .crd import InvalidSpec, read_spec
 from .fleet import InferenceFleet, InferenceUnavailable, VoiceRejected
 from .jobs import (
+    JOB_NAME_LABELS,
     belongs_to_job,
     build_training_job,
     job_duration,
@@ -23,10 +25,15 @@ from .jobs import (
     job_outcome,
     owned_by,
     resource_of,
+    resource_voice,
     termination_message,
 )
 from .metrics import JOB_SECONDS, PhaseCounter
+from .overrides import check_overrides
+from .pods import pod_problem, pod_running
 from .progress import ProgressThrottle, progress_path, progress_token
+from .progress_secret import ensure_progress_secret
+from .s3_secret import SecretUnavailable, ensure_s3_secret
 from .status import FAILED, LOADING, PREPARING, QUEUED, READY, now
 from .status_writer import StatusWriter
 
@@ -59,9 +66,15 @@ class Reconciler:
         self.fleet = fleet
         self.throttle = throttle
         self.phases = phases
-        self.ready_voices: dict[tuple[str, str], tuple[str, str]] = {}
+        # (namespace, name) -> (voice id, speaker name, S3 prefix) of the Ready voices
+        self.ready_voices: dict[tuple[str, str], tuple[str, str, str]] = {}
         self._loading: dict[tuple[str, str], asyncio.Task] = {}
         self._timed_jobs: set[str] = set()
+        self._since = now()  # Jobs that ended before this process started were timed by an earlier one
+
+    def voice(self, namespace: str, name: str) -> str:
+        """The resource's voice id and checkpoint name (``cluster.identity``)."""
+        return resource_voice(self.config, namespace, name)
 
     # --- training Job ---------------------------------------------------------------------------------------
 
@@ -73,13 +86,20 @@ class Reconciler:
             return
         try:
             spec = read_spec(body)
+            check_overrides(spec.scheduling, self.config)
         except InvalidSpec as exc:
             await self.writer.transition(namespace, name, phase=FAILED, reason="InvalidSpec", message=str(exc))
+            return
+        try:
+            s3_secret = await ensure_s3_secret(self.kube, self.config, body)
+        except SecretUnavailable as exc:
+            await self.writer.transition(namespace, name, phase=FAILED, reason="S3SecretUnavailable", message=str(exc))
             return
         progress_url = f"{self.config.progress_url_base}{progress_path(namespace, name)}"
         token = progress_token(self.config.secret_key, namespace, name)
         manifest = build_training_job(
-            body, spec, config=self.config, progress_url=progress_url, progress_token=token
+            body, spec, config=self.config, progress_url=progress_url,
+            progress_secret=await ensure_progress_secret(self.kube, body, token), s3_secret=s3_secret,
         )
         job = manifest["metadata"]["name"]
         try:
@@ -143,9 +163,34 @@ class Reconciler:
                 namespace, name, phase=PREPARING, reason="PodRunning", message=f"training Job {job_name_} is running"
             )
 
+    async def on_pod(self, event_type: str, pod: dict[str, Any]) -> None:
+        """A training pod changed: a pod that cannot start (waiting on a Secret or an image, unschedulable) is said
+        on its resource at once; a pod that runs again clears that."""
+        meta = pod.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        job_name_ = next((labels[key] for key in JOB_NAME_LABELS if labels.get(key)), None)
+        problem = pod_problem(pod)
+        if event_type == "DELETED" or not job_name_ or (problem is None and not pod_running(pod)):
+            return
+        job = await self.kube.get(job_path(meta["namespace"], job_name_))
+        name = resource_of(job) if job is not None else None
+        if not name:
+            return
+        if problem is not None:
+            await self.writer.flag(meta["namespace"], name, reason=problem[0], message=problem[1])
+        else:
+            await self.writer.unflag(meta["namespace"], name)
+
     def _time_job(self, job: dict[str, Any], state: str) -> None:
         uid = job["metadata"].get("uid", job["metadata"]["name"])
         if state not in ("succeeded", "failed") or uid in self._timed_jobs:
+            return
+        status = job.get("status") or {}
+        ended = status.get("completionTime") or max(
+            (c.get("lastTransitionTime") or "" for c in status.get("conditions") or []), default=""
+        )
+        if ended and ended < self._since:
+            self._timed_jobs.add(uid)
             return
         seconds = job_duration(job)
         if seconds is not None:
@@ -161,29 +206,38 @@ class Reconciler:
             self._loading[key] = asyncio.create_task(self._load(namespace, name), name=f"load-{namespace}-{name}")
 
     async def _load(self, namespace: str, name: str) -> None:
-        """Register and preload the voice; retried (with backoff) while the inference Service cannot take it."""
+        """Register and preload the voice; retried (with backoff) while the inference Service cannot take it, for at
+        most ``VFT_LOAD_TIMEOUT`` seconds: then the resource is ``Failed`` (LoadFailed) with the last error."""
         delay = 2.0
         warned = False
+        deadline = time.monotonic() + self.config.load_timeout
         while True:
             body = await self.kube.get(object_path(namespace, name))
             status = (body or {}).get("status") or {}
             if body is None or body["metadata"].get("deletionTimestamp") or status.get("phase") != LOADING:
                 return
             speaker = ((body.get("spec") or {}).get("speakerName")) or "speaker_custom"
-            prefix = status.get("checkpointPath") or checkpoint_prefix(name)
+            voice = self.voice(namespace, name)
+            prefix = status.get("checkpointPath") or checkpoint_prefix(voice)
             try:
-                replica = await self.fleet.register(name, speaker, prefix)
+                replica = await self.fleet.register(voice, speaker, prefix)
             except VoiceRejected as exc:
                 await self.writer.transition(namespace, name, phase=FAILED, reason="LoadFailed", message=str(exc))
                 return
             except (InferenceUnavailable, KubeError) as exc:
+                if time.monotonic() >= deadline:
+                    await self.writer.transition(
+                        namespace, name, phase=FAILED, reason="LoadFailed",
+                        message=f"the voice did not load within VFT_LOAD_TIMEOUT={self.config.load_timeout:g} s: {exc}",
+                    )
+                    return
                 if not warned:
                     await self.writer.events.post(
                         body, kind="Warning", reason="LoadRetrying", message=f"{exc}; retrying"
                     )
                     warned = True
                 log.warning("loading voice %s/%s: %s; retrying in %.0f s", namespace, name, exc, delay)
-                await asyncio.sleep(delay)
+                await asyncio.sleep(max(0.0, min(delay, deadline - time.monotonic())))
                 delay = min(delay * 2, LOAD_RETRY_MAX)
                 continue
             await self.writer.transition(
@@ -192,22 +246,21 @@ class Reconciler:
                 phase=READY,
                 reason="VoiceLoaded",
                 message=f"voice registered and preloaded on {replica}",
-                extra={"inferenceUrl": f"/infer/{name}", "checkpointPath": prefix},
+                extra={"inferenceUrl": f"/infer/{voice}", "checkpointPath": prefix},
             )
             return
 
     # --- resume, observe, delete ----------------------------------------------------------------------------
 
     async def resume(self, body: dict[str, Any]) -> None:
-        """After an operator restart: pick up where the resource stands."""
-        phase = (body.get("status") or {}).get("phase")
-        if phase == LOADING:
-            self.start_loading(*_key(body))
-        elif phase not in TERMINAL_PHASES:
-            await self.ensure_training_job(body)
+        """After an operator restart: pick up where the resource stands, by the same rule as the periodic resync
+        (a Job that vanished while no operator watched fails the resource; it is never silently retrained)."""
+        await self.resync(body)
 
     async def resync(self, body: dict[str, Any]) -> None:
-        """Periodic check of an unfinished resource against its Job, in case a Job event was missed."""
+        """Check an unfinished resource against its Job, in case a Job event was missed. A resource that never got
+        a phase gets (or adopts) its Job; one whose Job is gone is ``Failed`` (JobDeleted): retrying is the user's
+        choice (delete and create it again), never an automatic retrain."""
         namespace, name = _key(body)
         status = body.get("status") or {}
         phase = status.get("phase")
@@ -218,17 +271,18 @@ class Reconciler:
             return
         job_name_ = status.get("jobName") or job_name(name)
         job = await self.kube.get(job_path(namespace, job_name_))
-        if job is not None:
-            await self.on_job("MODIFIED", job)
-        elif phase is None:
+        if phase is None:
             await self.ensure_training_job(body)
+        elif job is not None:
+            await self.on_job("MODIFIED", job)
         else:
             await self.writer.transition(
                 namespace,
                 name,
                 phase=FAILED,
                 reason="JobDeleted",
-                message=f"the training Job {job_name_} is gone before it finished",
+                message=f"the training Job {job_name_} is gone before it finished (deleted while the operator was "
+                "away, or garbage-collected); delete and recreate the resource to train again",
             )
 
     def observe(self, event_type: str, body: dict[str, Any]) -> None:
@@ -242,7 +296,8 @@ class Reconciler:
         self.phases.seen(*key, status.get("phase"))
         if status.get("phase") == READY and not body["metadata"].get("deletionTimestamp"):
             speaker = (body.get("spec") or {}).get("speakerName") or "speaker_custom"
-            self.ready_voices[key] = (speaker, status.get("checkpointPath") or checkpoint_prefix(key[1]))
+            voice = self.voice(*key)
+            self.ready_voices[key] = (voice, speaker, status.get("checkpointPath") or checkpoint_prefix(voice))
         else:
             self.ready_voices.pop(key, None)
 
@@ -257,22 +312,23 @@ class Reconciler:
         job = status.get("jobName") or job_name(name)
         if await self.kube.delete(job_path(namespace, job), propagation="Background"):
             log.info("%s/%s: deleted training Job %s", namespace, name, job)
+        voice = self.voice(namespace, name)
         if status.get("phase") in (LOADING, READY):
             try:
-                await self.fleet.unregister(name)
+                await self.fleet.unregister(voice)
             except InferenceUnavailable as exc:
                 if not last_attempt:
                     raise RetryLater(f"cannot unregister voice {name}: {exc}") from exc
                 log.warning("%s/%s: giving up unregistering the voice: %s", namespace, name, exc)
         if (body.get("spec") or {}).get("deletionPolicy") == "Delete":
-            removed = await asyncio.to_thread(self._delete_checkpoint, name)
+            removed = await asyncio.to_thread(self._delete_checkpoint, voice)
             log.info("%s/%s: deleted %d checkpoint objects (deletionPolicy: Delete)", namespace, name, removed)
         self.writer.forget(namespace, name)
         self.throttle.forget(namespace, name)
         self.ready_voices.pop((namespace, name), None)
 
-    def _delete_checkpoint(self, name: str) -> int:
-        return Storage(self.config.settings).delete_prefix(checkpoint_prefix(name) + "/")
+    def _delete_checkpoint(self, voice: str) -> int:
+        return Storage(self.config.settings).delete_prefix(checkpoint_prefix(voice) + "/")
 
     async def close(self) -> None:
         for task in self._loading.values():

@@ -6,16 +6,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 from dataclasses import replace
 
 from aiohttp import web
 
 from ..cluster.client import KubeClient
 from ..cluster.routing import EndpointResolver
+from ..security import auth_headers
 from .config import OperatorConfig
 from .events import EventRecorder
 from .fleet import InferenceFleet
 from .keeper import InferenceKeeper
+from .leader import LeaderElector
 from .metrics import PhaseCounter
 from .progress import ProgressThrottle, build_app
 from .reconcile import Reconciler
@@ -30,18 +34,32 @@ class Runtime:
         self.kube = kube
         self.writer = StatusWriter(kube, EventRecorder(kube))
         self.throttle = ProgressThrottle(self.writer.progress, config.progress_interval)
-        self.fleet = InferenceFleet(EndpointResolver(config.inference_url), config.load_timeout)
+        self.fleet = InferenceFleet(
+            EndpointResolver(config.inference_url), config.load_timeout, headers=auth_headers(config.settings)
+        )
         self.reconciler = Reconciler(config, kube, self.writer, self.fleet, self.throttle, PhaseCounter())
         self.keeper = InferenceKeeper(kube, config, self.fleet, lambda: dict(self.reconciler.ready_voices))
         self._runner: web.AppRunner | None = None
         self._keeper_task: asyncio.Task | None = None
+        self.elector = (
+            LeaderElector(kube, namespace=config.namespace, name=config.lease_name, duration=config.lease_duration)
+            if config.leader_election else None
+        )
+        self._renew_task: asyncio.Task | None = None
 
     @classmethod
     async def start(cls, config: OperatorConfig, kubeconfig: str | None = None) -> Runtime:
         runtime = cls(config, await KubeClient.connect(kubeconfig))
         await runtime._serve()
-        runtime._keeper_task = asyncio.create_task(runtime.keeper.run(), name="inference-keeper")
         return runtime
+
+    async def lead(self) -> None:
+        """Wait to hold the leader Lease (when leader election is on), then keep the inference objects. Until
+        then this process only serves /healthz, /metrics and progress reports."""
+        if self.elector is not None:
+            await self.elector.acquire()
+            self._renew_task = asyncio.create_task(self.elector.renew_forever(_stop_this_process), name="lease")
+        self._keeper_task = asyncio.create_task(self.keeper.run(), name="inference-keeper")
 
     async def _serve(self) -> None:
         """The progress receiver and /metrics on the configured port. Outside a cluster, with no progress URL
@@ -69,15 +87,24 @@ class Runtime:
         log.info("progress receiver and /metrics on :%d (trainers report to %s)", port, self.config.progress_url_base)
 
     async def stop(self) -> None:
-        if self._keeper_task is not None:
-            self._keeper_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._keeper_task
+        for task in (self._renew_task, self._keeper_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.reconciler.close()
         await self.throttle.close()
+        if self.elector is not None and self._renew_task is not None:
+            await self.elector.release()
         if self._runner is not None:
             await self._runner.cleanup()
         await self.kube.close()
+
+
+def _stop_this_process() -> None:
+    """The Lease is lost: another operator reconciles now. Stop (Kubernetes restarts the container, which then
+    stands by) rather than act alongside it."""
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _bound_port(runner: web.AppRunner, default: int) -> int:

@@ -20,6 +20,7 @@ JOB_CREATED = "TrainingJobCreated"
 TRAINED = "TrainingSucceeded"
 VOICE_LOADED = "VoiceLoaded"
 READY_CONDITION = "Ready"
+POD_READY = "TrainingPodReady"  # False while the training pod cannot start (image, Secret, scheduling)
 
 
 def now() -> str:

@@ -103,4 +103,5 @@ def test_lifecycle_spellings_line_up():
                               "loss": "loss", "global_step": "globalStep"}
     assert SPEC_FIELDS == {"datasetS3Key": "dataset_s3_key", "speakerName": "speaker_name", "numEpochs": "num_epochs",
                            "batchSize": "batch_size", "lr": "lr", "bookId": "book_id", "chapterId": "chapter_id",
-                           "characterId": "character_id", "resumeJobId": "resume_job_id"}
+                           "characterId": "character_id", "resumeJobId": "resume_job_id",
+                           "gradientAccumulationSteps": "gradient_accumulation_steps", "language": "language"}

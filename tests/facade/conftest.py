@@ -139,3 +139,72 @@ def served(tmp_path_factory, s3_endpoint: str, tiny_models) -> Iterator[Server]:
 def dataset_zip(tmp_path_factory) -> Path:
     """A small dataset zip in the dataset-maker layout (4 clips)."""
     return make_dataset_zip(tmp_path_factory.mktemp("dataset") / "voice_dataset.zip", count=4)
+
+
+API_KEYS = "k,rotated-k2"
+
+
+@pytest.fixture(scope="module")
+def served_with_key(tmp_path_factory, s3_endpoint: str, tiny_models) -> Iterator[Server]:
+    """A `vft serve` like ``served`` that requires an API key (VFT_API_KEY="k,rotated-k2": two keys, as in a rotation)."""
+    root = tmp_path_factory.mktemp("serve-key")
+    env = server_environment(
+        root / "data",
+        s3_endpoint=s3_endpoint,
+        bucket=f"vft-facade-{uuid.uuid4().hex[:10]}",
+        tiny_root=tiny_models.root,
+    )
+    env["VFT_API_KEY"] = API_KEYS
+    Storage(Settings.from_env(env)).ensure_bucket()
+    server = Server(env=env, port=free_port(), log_path=root / "serve.log").start()
+    yield server
+    server.stop()
+
+
+SMALL_UPLOAD_CAP = 600_000
+
+
+@pytest.fixture(scope="module")
+def served_small_upload_cap(tmp_path_factory, s3_endpoint: str, tiny_models) -> Iterator[Server]:
+    """A `vft serve` like ``served`` with VFT_MAX_UPLOAD_BYTES=600000."""
+    root = tmp_path_factory.mktemp("serve-cap")
+    env = server_environment(
+        root / "data", s3_endpoint=s3_endpoint, bucket=f"vft-facade-{uuid.uuid4().hex[:10]}", tiny_root=tiny_models.root
+    )
+    env["VFT_MAX_UPLOAD_BYTES"] = str(SMALL_UPLOAD_CAP)
+    Storage(Settings.from_env(env)).ensure_bucket()
+    server = Server(env=env, port=free_port(), log_path=root / "serve.log").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def inference_served(tmp_path_factory, s3_endpoint: str, tiny_models) -> Iterator[str]:
+    """A real standalone `vft inference` (tiny models, moto S3); yields its base URL."""
+    root = tmp_path_factory.mktemp("inference")
+    env = server_environment(
+        root / "data", s3_endpoint=s3_endpoint, bucket=f"vft-inf-{uuid.uuid4().hex[:10]}", tiny_root=tiny_models.root
+    )
+    Storage(Settings.from_env(env)).ensure_bucket()
+    port = free_port()
+    log_path = root / "inference.log"
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "voicefinetune.cli", "inference", "--host", "127.0.0.1", "--port", str(port)],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + SERVER_START_TIMEOUT
+    while True:
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"vft inference did not start:\n{log_path.read_text(errors='replace')[-3000:]}")
+        try:
+            if httpx.get(url + "/", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    yield url
+    process.terminate()
+    process.wait(30)

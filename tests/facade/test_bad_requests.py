@@ -52,6 +52,8 @@ def body(**changes) -> dict:
         ({"lr": 0}, "lr", "greater than 0"),
         ({"lr": -1e-6}, "lr", "greater than 0"),
         ({"num_epochs": "ten"}, "num_epochs", "integer"),
+        ({"gradient_accumulation_steps": 0}, "gradient_accumulation_steps", "greater than or equal to 1"),
+        ({"language": "Klingon"}, "language", "unsupported language 'Klingon'"),
     ],
 )
 def test_bad_json_fields_are_refused_with_the_field_named(client: TestClient, changes, field, hint) -> None:
@@ -159,9 +161,9 @@ def test_resume_from_an_unknown_job_falls_back_with_a_warning(client: TestClient
 
 
 def test_unknown_fields_are_ignored_like_the_original_service_and_named(client: TestClient, dataset_zip: Path) -> None:
-    r = client.post("/finetune", json=body(flash_attn=True, language="English"))
+    r = client.post("/finetune", json=body(flash_attn=True, voice_style="warm"))
     assert r.status_code == 202, r.text
-    assert r.json()["warnings"] == ["ignored unknown field(s): flash_attn, language"]
+    assert r.json()["warnings"] == ["ignored unknown field(s): flash_attn, voice_style"]
     assert client.delete(f"/jobs/{r.json()['job_id']}").status_code == 200
     with open(dataset_zip, "rb") as handle:
         r = client.post("/finetune", files={"dataset": handle}, data={"speaker_name": "Hero", "colour": "blue"})

@@ -60,3 +60,20 @@ def test_stopping_the_server_does_not_start_the_next_queued_job(settings: Settin
     assert (first.job.job_id, first.job.status) == (ids[0], "training")
     assert (second.job.job_id, second.job.status, second.job.warnings) == (ids[1], "queued", [])
     assert second.child_pid is None and not (settings.job_dir(ids[1]) / "train.log").exists()
+
+
+def test_an_upload_without_a_job_record_is_removed_on_start(settings: Settings, storage, dataset_zip: Path) -> None:
+    """A crash between moving the upload into place and saving its record leaves uploads/{id}.zip behind."""
+    uploads = settings.data_dir / "uploads"
+    uploads.mkdir(parents=True)
+    orphan = uploads / "crashed.zip"
+    orphan.write_bytes(dataset_zip.read_bytes())
+    kept = uploads / "waiting.zip"
+    kept.write_bytes(dataset_zip.read_bytes())
+    store = JobStore(settings.state_dir / "jobs")
+    store.load()
+    leftover(store, "waiting", "failed", kept)
+    with TestClient(create_local_app(settings)) as http:
+        assert {job["job_id"] for job in http.get("/jobs").json()} == {"waiting"}
+    assert not orphan.exists()
+    assert kept.exists()

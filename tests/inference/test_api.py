@@ -91,8 +91,9 @@ async def test_voice_registration_over_http(make_service, tiny_models, kit):
         assert climbing.status_code == 400
         bad_id = await client.post("/voices/..", json={"speaker_name": "x", "checkpoint_path": str(folder)})
         assert bad_id.status_code in (400, 404)
+        own = kit.install_checkpoint(service, tiny_models, job_id="job-9").relative_to(service.settings.data_dir)
         wrong_speaker = await client.post(
-            "/voices/job-9", json={"speaker_name": "nobody", "checkpoint_path": str(folder), "preload": True}
+            "/voices/job-9", json={"speaker_name": "nobody", "checkpoint_path": own.as_posix(), "preload": True}
         )
         assert wrong_speaker.status_code == 409 and "tiny_speaker" in wrong_speaker.json()["detail"]
         assert "job-9" not in {v["job_id"] for v in (await client.get("/voices")).json()}  # a failed preload keeps nothing

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from voicefinetune.inference_server.disk_cache import folder_bytes, has_model
+from voicefinetune.schemas import InvalidInput
 
 
 async def test_tiny_threshold_deletes_only_s3_backed_models_and_they_come_back(make_service, tiny_models, kit):
@@ -15,10 +18,11 @@ async def test_tiny_threshold_deletes_only_s3_backed_models_and_they_come_back(m
     await service.register_voice(
         "unverified", kit.speaker, checkpoint_path=str(unverified), s3_prefix="checkpoints/unverified"
     )
-    # a model registered from outside the jobs folder is never touched
-    await service.register_voice(
-        "outside", kit.speaker, checkpoint_path=str(tiny_models.custom_voice), s3_prefix="checkpoints/backed"
-    )
+    # a model outside the job's own folder cannot be registered (so the LRU never reaches it)
+    with pytest.raises(InvalidInput):
+        await service.register_voice(
+            "outside", kit.speaker, checkpoint_path=str(tiny_models.custom_voice), s3_prefix="checkpoints/outside"
+        )
 
     async with kit.http_client(service) as client:
         answer = await client.get("/gpu/cleanup", params={"threshold_gb": 0.000001})
@@ -27,7 +31,7 @@ async def test_tiny_threshold_deletes_only_s3_backed_models_and_they_come_back(m
         assert [d["job_id"] for d in report["deleted"]] == ["backed"]
         kept = {k["job_id"]: k["reason"] for k in report["kept"]}
         assert "local only" in kept["local"] and "does not hold" in kept["unverified"]
-        assert "outside" in kept["outside"]
+        assert "outside" not in kept
         assert report["used_gb"] < report["used_gb_before"]
         assert not backed.exists() and has_model(local) and has_model(unverified)
         assert has_model(tiny_models.custom_voice)

@@ -68,3 +68,22 @@ def start_operator(kubeconfig: Path, tmp_path: Path):
     yield start
     for process in started:
         process.stop()
+
+
+@pytest.fixture
+def services(tmp_path):
+    """Start `vft` server processes (`services(args, env, name)`); all are stopped at the end of the test."""
+    from k8s_harness import VFT_BIN, Process, free_port
+
+    started: list[Process] = []
+
+    def start(args: list[str], env: dict[str, str], name: str) -> Process:
+        port = free_port()
+        process = Process([VFT_BIN, *args, "--host", "127.0.0.1", "--port", str(port)], env, tmp_path / f"{name}.log",
+                          f"http://127.0.0.1:{port}")
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()

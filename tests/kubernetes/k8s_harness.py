@@ -3,6 +3,7 @@ bound to an emulator, waiting, and playing a training pod by running the Job's o
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import socket
@@ -120,6 +121,35 @@ class OperatorProcess:
         return 0.0
 
 
+class Process:
+    """A `vft` server process (inference, serve) with its log in a file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path, url: str):
+        self.url = url
+        self.log = log
+        self.process = subprocess.Popen(args, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
+
+    def wait_healthy(self, timeout: float = 90) -> Process:
+        def healthy() -> bool:
+            if self.process.poll() is not None:
+                raise AssertionError(f"{self.log.name} exited:\n{self.log.read_text()[-3000:]}")
+            try:
+                return httpx.get(f"{self.url}/", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(healthy, timeout=timeout, interval=0.2, what=self.log.name)
+        return self
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
 def operator_environment(kubeconfig: Path, inference_url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
     port = free_port()
     return {
@@ -138,20 +168,35 @@ def operator_environment(kubeconfig: Path, inference_url: str, extra: dict[str, 
     }
 
 
-def pod_command(job: dict[str, Any], overrides: dict[str, str]) -> tuple[list[str], dict[str, str]]:
-    """The training container's command and environment, as a kubelet would run them, with ``overrides``
-    standing in for the Secret references and for what a pod has and this machine has not (S3 server, paths)."""
+def pod_command(
+    job: dict[str, Any], overrides: dict[str, str], core: kubernetes.client.CoreV1Api | None = None
+) -> tuple[list[str], dict[str, str]]:
+    """The training container's command and environment, as a kubelet would run them: Secret references read
+    through ``core`` where given, ``overrides`` standing in for the others and for what a pod has and this machine
+    has not (S3 server, paths)."""
     container = job["spec"]["template"]["spec"]["containers"][0]
     env = {item["name"]: item["value"] for item in container.get("env", []) if "value" in item}
-    referenced = {item["name"] for item in container.get("env", []) if "valueFrom" in item}
-    missing = referenced - set(overrides)
+    references = {item["name"]: item["valueFrom"] for item in container.get("env", []) if "valueFrom" in item}
+    if core is not None:
+        for name, source in references.items():
+            ref = source.get("secretKeyRef")
+            if ref and name not in overrides:
+                secret = core.read_namespaced_secret(ref["name"], job["metadata"]["namespace"])
+                env[name] = base64.b64decode(secret.data[ref["key"]]).decode()
+    missing = set(references) - set(overrides) - set(env)
     assert not missing, f"the test must supply the Secret-backed variables {missing}"
     command = [VFT_BIN if part == "vft" else part for part in container["command"]] + container.get("args", [])
     return command, {**os.environ, **env, **overrides}
 
 
 def mark_job(
-    batch: kubernetes.client.BatchV1Api, name: str, *, outcome: str, reason: str = "", message: str = ""
+    batch: kubernetes.client.BatchV1Api,
+    name: str,
+    *,
+    outcome: str,
+    reason: str = "",
+    message: str = "",
+    namespace: str = "default",
 ) -> None:
     """Write a Job's status as the Job controller would at its end (``outcome``: Complete or Failed)."""
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -162,6 +207,6 @@ def mark_job(
     if message:
         condition["message"] = message
     batch.patch_namespaced_job_status(
-        name, "default", {"status": {"startTime": now, "completionTime": now, "active": 0, "conditions": [condition],
+        name, namespace, {"status": {"startTime": now, "completionTime": now, "active": 0, "conditions": [condition],
                                      **counters}}
     )

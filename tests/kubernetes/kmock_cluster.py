@@ -11,7 +11,10 @@ subclass adds what a real API server does and Kopf relies on (see shared/notes/t
 4. 201 for a create (the sync client returns None for a custom-object create answered with 200);
 5. ``/api/v1/namespaces[/{name}]`` parsed as the cluster-scoped Namespace resource (KMock's parser crashes on it);
 6. no request history: KMock matches each request by scanning every request it ever served (quadratic: 200
-   resources took minutes); only the requests in flight are kept.
+   resources took minutes); only the requests in flight are kept;
+7. a merge patch carrying ``metadata.resourceVersion`` is a precondition (409 Conflict when the object moved on);
+8. equality-based ``labelSelector`` on lists and watches (``a=b``, ``a!=b``, ``a``, ``!a``), each one recorded in
+   ``selectors`` by plural, so tests can see what a client asked the server to filter.
 
 Like KMock itself it runs no controllers: tests write Job and Pod status themselves.
 """
@@ -80,6 +83,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     _in_flight: set[int] = attrs.field(factory=set, init=False)
     # (action, plural) -> how many such requests were served: what tests can count instead of the history
     served: collections.Counter = attrs.field(factory=collections.Counter, init=False)
+    # plural -> the label selectors its lists and watches carried
+    selectors: collections.defaultdict = attrs.field(factory=lambda: collections.defaultdict(set), init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -119,6 +124,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         self._forget_served_requests()
         if request.resource is not None:
             self.served[(str(request.action.value if request.action else request.method), request.resource.plural)] += 1
+            if request.params.get("labelSelector"):
+                self.selectors[request.resource.plural].add(request.params["labelSelector"])
         if request.resource is not None:
             if request.action == CREATE and isinstance(request.data, dict):
                 self._stamp_new(request)
@@ -166,6 +173,10 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 request.data.append({"op": "add", "path": "/metadata/generation", "value": generation})
         elif isinstance(request.data, dict):
             meta = request.data.setdefault("metadata", {})
+            expected = meta.get("resourceVersion")
+            if expected is not None and str(expected) != str(raw.get("metadata", {}).get("resourceVersion")):
+                raise kmock.KubernetesError(409, "Conflict", "the object has been modified; please apply your "
+                                            "changes to the latest version and try again")
             meta["resourceVersion"] = revision
             if spec_changed and "spec" in request.data and request.data["spec"] != raw.get("spec"):
                 meta["generation"] = int(raw.get("metadata", {}).get("generation", 1)) + 1
@@ -187,6 +198,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         resource = request.resource
         kind = self._kind_of(resource)
         payload["metadata"]["resourceVersion"] = str(self._revision)
+        selector = request.params.get("labelSelector") or ""
+        payload["items"] = [item for item in payload["items"] if _selected(item, selector)]
         payload["kind"] = f"{kind}List" if kind else "List"
         payload["apiVersion"] = f"{resource.group}/{resource.version}" if resource.group else resource.version
         return payload
@@ -203,12 +216,15 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                     for (resource, namespace, name), obj in self._objects.items()
                     if not obj.deleted and self._matches(request, resource, namespace, name)
                 ]
+            selector = request.params.get("labelSelector") or ""
             for raw in snapshot:
-                if int(raw.get("metadata", {}).get("resourceVersion") or 0) > since:
+                if int(raw.get("metadata", {}).get("resourceVersion") or 0) > since and _selected(raw, selector):
                     yield {"type": "ADDED", "object": raw}
             async for event in bus.stream(since=mark):
                 meta = event.get("object", {}).get("metadata", {})
-                if self._matches(request, request.resource, meta.get("namespace"), meta.get("name")):
+                if self._matches(request, request.resource, meta.get("namespace"), meta.get("name")) and _selected(
+                    event.get("object", {}), selector
+                ):
                     yield event
         finally:
             await bus.unmark(mark)
@@ -302,6 +318,26 @@ class EmulatorThread:
             )
         )
         return path
+
+
+def _selected(obj: dict[str, Any], selector: str) -> bool:
+    """Whether ``obj``'s labels satisfy an equality-based label selector (empty: everything)."""
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    for term in filter(None, (part.strip() for part in selector.split(","))):
+        if "!=" in term:
+            key, value = (side.strip() for side in term.split("!=", 1))
+            if labels.get(key) == value:
+                return False
+        elif "=" in term:
+            key, value = (side.strip() for side in term.replace("==", "=").split("=", 1))
+            if labels.get(key) != value:
+                return False
+        elif term.startswith("!"):
+            if term[1:] in labels:
+                return False
+        elif term not in labels:
+            return False
+    return True
 
 
 def _deepcopy(value: Any) -> Any:

@@ -40,7 +40,7 @@ def resource(name: str = "hero", labels: dict | None = None, **spec) -> dict:
 
 def training_job(body: dict, config: OperatorConfig = CONFIG) -> dict:
     return build_training_job(
-        body, read_spec(body), config=config, progress_url="http://op:8081/progress/voices/hero", progress_token="token"
+        body, read_spec(body), config=config, progress_url="http://op:8081/progress/voices/hero", progress_secret="progress-secret"
     )
 
 
@@ -50,6 +50,18 @@ def test_job_names_are_deterministic_and_fit_a_label():
     assert len(job_name(long_a)) <= 63 and job_name(long_a) != job_name(long_b)
     assert job_name(long_a) == job_name(long_a)
     assert not job_name("x" * 53 + "." + "y" * 20).endswith((".", "-"))
+
+
+def test_training_job_passes_accumulation_language_and_the_training_recipe():
+    pod = training_job(resource(gradientAccumulationSteps=4, language="German"))["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"][container["args"].index("--gradient-accumulation-steps") + 1] == "4"
+    assert container["args"][container["args"].index("--language") + 1] == "German"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert (env["VFT_TRAIN_RECIPE"], env["VFT_TRAIN_FIT_CHECK"]) == ("compact", "1")
+    defaults = training_job(resource())["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert defaults[defaults.index("--gradient-accumulation-steps") + 1] == "1"
+    assert defaults[defaults.index("--language") + 1] == "English"
 
 
 def test_training_job_runs_vft_train_with_the_spec_and_the_defaults():
@@ -77,7 +89,9 @@ def test_training_job_runs_vft_train_with_the_spec_and_the_defaults():
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     env = {e["name"]: e for e in container["env"]}
     assert env["PYTORCH_CUDA_ALLOC_CONF"]["value"] == "expandable_segments:True"
-    assert env["VFT_PROGRESS_TOKEN"]["value"] == "token"
+    # The token is read from its Secret, never written into the Job spec.
+    assert env["VFT_PROGRESS_TOKEN"] == {"name": "VFT_PROGRESS_TOKEN",
+                                         "valueFrom": {"secretKeyRef": {"name": "progress-secret", "key": "token"}}}
     for key in ("E2E_ACCESS_KEY", "E2E_SECRET_KEY"):
         assert env[key]["valueFrom"]["secretKeyRef"]["name"] == "voicefinetune-s3" and "value" not in env[key]
     shm = next(v for v in pod["volumes"] if v["name"] == "dshm")
@@ -228,3 +242,18 @@ def test_progress_url_default_depends_on_where_the_operator_runs(tmp_path):
     assert explicit.progress_url_base == "http://op:9000"
     # no configured key: one is made once and kept, so a restarted operator accepts the tokens it gave out
     assert laptop.secret_key and OperatorConfig.from_env({"VFT_DATA_DIR": str(tmp_path)}).secret_key == laptop.secret_key
+
+
+def test_the_progress_token_secret_is_owned_by_its_resource_and_named_after_its_token():
+    import base64
+
+    from voicefinetune.operator.progress_secret import progress_secret
+
+    body = resource()
+    secret = progress_secret(body, "tok-1")
+    meta = secret["metadata"]
+    assert meta["namespace"] == body["metadata"]["namespace"]
+    assert meta["ownerReferences"][0]["uid"] == body["metadata"]["uid"]
+    assert base64.b64decode(secret["data"]["token"]) == b"tok-1"
+    assert meta["name"].startswith("vft-train-hero-progress-")
+    assert progress_secret(body, "tok-2")["metadata"]["name"] != meta["name"]  # a new key, a new Secret

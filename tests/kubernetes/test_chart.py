@@ -84,8 +84,12 @@ OPERATOR_RULES = {
     ("voicefinetune.io", "voicefinetunes", verb, "") for verb in ("get", "list", "watch", "patch")
 } | {
     ("voicefinetune.io", "voicefinetunes/status", "patch", ""),
+    # owner references with blockOwnerDeletion need it where OwnerReferencesPermissionEnforcement runs (OpenShift)
+    ("voicefinetune.io", "voicefinetunes/finalizers", "update", ""),
     ("", "pods", "list", ""),
+    ("", "pods", "watch", ""),
     ("", "events", "create", ""),
+    ("", "secrets", "create", ""),  # the S3 Secret's copy for a training pod in another namespace
 } | {("batch", "jobs", verb, "") for verb in ("get", "list", "watch", "create", "delete")}
 
 
@@ -101,6 +105,10 @@ def test_rbac_grants_only_what_operator_and_facade_call():
         ("", "services", "create", ""),
         ("", "services", "get", inference),
         ("", "services", "patch", inference),
+        ("", "secrets", "get", "vft-voicefinetune-s3"),
+        ("coordination.k8s.io", "leases", "create", ""),
+        ("coordination.k8s.io", "leases", "get", "vft-voicefinetune-operator"),
+        ("coordination.k8s.io", "leases", "patch", "vft-voicefinetune-operator"),
     }
     assert rules_of(docs, "vft-voicefinetune-facade") == {
         ("voicefinetune.io", "voicefinetunes", verb, "") for verb in ("get", "list", "watch", "create", "delete")
@@ -109,7 +117,9 @@ def test_rbac_grants_only_what_operator_and_facade_call():
     for role in of_kind(docs, "Role"):
         for rule in role["rules"]:
             assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
-            assert "secrets" not in rule["resources"]
+            if "secrets" in rule["resources"]:  # never list, watch or read any Secret but the named S3 one
+                assert set(rule["verbs"]) <= {"create", "get"}
+                assert "get" not in rule["verbs"] or rule["resourceNames"] == ["vft-voicefinetune-s3"]
 
 
 def test_rbac_follows_the_watched_namespaces():

@@ -114,7 +114,8 @@ def test_spec_defaults_are_the_api_defaults():
     defaulted = validate({"apiVersion": "voicefinetune.io/v1alpha1", "kind": "VoiceFinetune",
                           "metadata": {"name": "x"}, "spec": {"datasetS3Key": "d.zip"}})
     assert defaulted["spec"] == {"datasetS3Key": "d.zip", "speakerName": "speaker_custom", "numEpochs": 15,
-                                 "batchSize": 2, "lr": 1e-6, "deletionPolicy": "Retain"}
+                                 "batchSize": 2, "lr": 1e-6, "gradientAccumulationSteps": 1, "language": "English",
+                                 "deletionPolicy": "Retain"}
 
 
 @pytest.mark.parametrize(
@@ -166,3 +167,17 @@ def test_examples_exist_and_readme_example_is_valid():
     example = readme_example()
     validate(example)
     assert example["kind"] == "VoiceFinetune"
+
+
+def test_more_than_one_gpu_is_refused_with_a_message_by_the_schema():
+    with pytest.raises(jsonschema.ValidationError, match="greater than the maximum"):
+        validate({"apiVersion": "voicefinetune.io/v1alpha1", "kind": "VoiceFinetune", "metadata": {"name": "x"},
+                  "spec": {"datasetS3Key": "d.zip", "gpus": 2}})
+    gpus = version_schema()["properties"]["spec"]["properties"]["gpus"]
+    (rule,) = gpus["x-kubernetes-validations"]
+    assert rule["rule"] == "self <= 1" and "spec.gpus > 1 is not supported" in rule["message"]
+
+
+def test_spec_is_immutable_once_created():
+    (rule,) = version_schema()["properties"]["spec"]["x-kubernetes-validations"]
+    assert rule["rule"] == "self == oldSelf" and "spec is immutable" in rule["message"]

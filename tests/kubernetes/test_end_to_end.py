@@ -6,15 +6,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-from pathlib import Path
 
 import httpx
-import pytest
 from k8s_harness import (
     JOBS,
     VFT,
-    VFT_BIN,
-    free_port,
     mark_job,
     operator_environment,
     pod_command,
@@ -27,56 +23,13 @@ S3_KEYS = ("E2E_ACCESS_KEY", "E2E_SECRET_KEY", "E2E_BUCKET", "E2E_ENDPOINT_URL")
 DATASET = "datasets/Hero1/dataset.zip"
 
 
-class Process:
-    def __init__(self, args: list[str], env: dict[str, str], log: Path, url: str):
-        self.url = url
-        self.log = log
-        self.process = subprocess.Popen(args, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
-
-    def wait_healthy(self, timeout: float = 90) -> Process:
-        def healthy() -> bool:
-            if self.process.poll() is not None:
-                raise AssertionError(f"{self.log.name} exited:\n{self.log.read_text()[-3000:]}")
-            try:
-                return httpx.get(f"{self.url}/", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(healthy, timeout=timeout, interval=0.2, what=self.log.name)
-        return self
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-
-
-@pytest.fixture
-def services(settings_env, tmp_path):
-    started: list[Process] = []
-
-    def start(args: list[str], env: dict[str, str], name: str) -> Process:
-        port = free_port()
-        process = Process([VFT_BIN, *args, "--host", "127.0.0.1", "--port", str(port)], env, tmp_path / f"{name}.log",
-                          f"http://127.0.0.1:{port}")
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.stop()
-
-
 def resource(cluster, name: str) -> dict:
     found = [o for o in cluster.objects(VFT) if o["metadata"]["name"] == name]
     return found[0] if found else {}
 
 
 def test_finetune_train_load_infer_delete_on_the_cluster(
-    cluster, kubeconfig, start_operator, services, batch, settings, settings_env, storage, tiny_models, tmp_path
+    cluster, kubeconfig, start_operator, services, batch, core, settings, settings_env, storage, tiny_models, tmp_path
 ):
     storage.upload_file(make_dataset_zip(tmp_path / "dataset.zip", count=4), DATASET)
     s3 = {key: settings_env[key] for key in S3_KEYS}
@@ -113,7 +66,7 @@ def test_finetune_train_load_infer_delete_on_the_cluster(
         **s3, "DEVICE": "cpu", "USE_FLASH_ATTN": "0", "VFT_TINY_MODELS": "1",
         "VFT_TINY_MODELS_DIR": str(tiny_models.root), "VFT_DATA_DIR": str(tmp_path / "trainer-pod"),
         "HF_HOME": str(tmp_path / "hf"), "VFT_S3_MAX_ATTEMPTS": "2",
-    })
+    }, core)
     trained = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert trained.returncode == 0, trained.stderr[-3000:]
     status = resource(cluster, job_id)["status"]

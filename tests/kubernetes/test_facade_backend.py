@@ -47,7 +47,7 @@ async def test_create_makes_a_voicefinetune_and_reads_come_from_the_cache(backen
     (resource,) = cluster.objects(VFT)
     assert resource["metadata"]["name"] == job.job_id
     assert resource["spec"] == {"datasetS3Key": DATASET, "speakerName": "Hero1", "numEpochs": 3, "batchSize": 2,
-                                "lr": 1e-6}
+                                "lr": 1e-6, "gradientAccumulationSteps": 1, "language": "English"}
     patch_status(custom, job.job_id, {"phase": "Training", "progress": {
         "stage": "training", "epoch": 1, "totalEpochs": 3, "step": 2, "loss": 0.5, "globalStep": 5}})
     seen = await eventually(lambda: _status(backend, job.job_id, "training"))
@@ -104,3 +104,21 @@ async def test_delete_removes_the_resource(backend, cluster):
     assert await backend.get(job.job_id) is None
     assert not cluster.objects(VFT)
     assert await backend.delete(job.job_id) is False
+
+
+@pytest.mark.parametrize(
+    ("use_flash_attn", "device", "spec", "status", "expected"),
+    [
+        (True, "cuda:0", {}, {}, True),
+        (True, "cuda:0", {"gpus": 0}, {}, False),  # the pod trains on the CPU
+        (True, "cpu", {}, {}, False),
+        (False, "cuda:0", {}, {}, False),
+        (True, "cuda:0", {}, {"flashAttention": False}, False),  # what the trainer reported wins
+    ],
+)
+def test_config_flash_attn_says_whether_the_training_uses_it(use_flash_attn, device, spec, status, expected):
+    from voicefinetune.settings import Settings
+
+    backend = KubernetesBackend(Settings(use_flash_attn=use_flash_attn, device=device))
+    resource = {"metadata": {"name": "hero"}, "spec": {"datasetS3Key": DATASET, **spec}, "status": status}
+    assert backend._flash_attn(resource) is expected

@@ -103,3 +103,47 @@ async def test_gpu_settings_reach_every_replica_and_a_gone_replica_fails_over(fa
     moved = await facade.post(f"/infer/{voice}", json={"text": "hi"})
     assert moved.headers["X-VFT-Replica"] == replicas[0].url
     assert (await facade.get("/metrics")).status_code == 200
+
+
+@pytest.fixture
+async def keyed_pair(settings, kubeconfig, tmp_path):
+    """An inference server and a Kubernetes facade in front of it, both with VFT_API_KEY=k."""
+    keyed = replace(settings, api_key="k", data_dir=tmp_path / "keyed")
+    server = ServerThread(create_inference_app(keyed)).start()
+    facade_settings = replace(keyed, inference_url=server.url)
+    backend = KubernetesBackend(facade_settings, kubeconfig=str(kubeconfig))
+    app = create_app(facade_settings, backend, ForwardedInference(facade_settings))
+    await backend.start()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://facade") as client:
+        yield server, client
+    await backend.stop()
+    server.stop()
+
+
+async def test_api_key_on_the_inference_server_and_through_the_proxy(keyed_pair):
+    server, facade = keyed_pair
+    async with httpx.AsyncClient(base_url=server.url) as direct:
+        assert (await direct.get("/")).status_code == 200
+        assert (await direct.get("/gpu/status")).status_code == 401
+        assert (await direct.get("/gpu/status", headers={"X-API-Key": "nope"})).status_code == 401
+        assert (await direct.post("/voices/x", json={"speaker_name": "s"})).status_code == 401
+        assert (await direct.get("/gpu/status", headers={"Authorization": "Bearer k"})).status_code == 200
+    assert (await facade.get("/gpu/status")).status_code == 401
+    forwarded = await facade.get("/gpu/status", headers={"Authorization": "Bearer k"})
+    assert forwarded.status_code == 200, forwarded.text  # the facade passed its key on to the replica
+    assert forwarded.headers["X-VFT-Replica"] == server.url
+
+
+async def test_the_operator_fleet_sends_the_key(keyed_pair):
+    from voicefinetune.cluster.routing import EndpointResolver
+    from voicefinetune.operator.fleet import InferenceFleet
+    from voicefinetune.security import auth_headers
+
+    server, _ = keyed_pair
+    with pytest.raises(httpx.HTTPStatusError) as refused:
+        await InferenceFleet(EndpointResolver(server.url)).registered(server.url)
+    assert refused.value.response.status_code == 401
+    from voicefinetune.settings import Settings
+
+    fleet = InferenceFleet(EndpointResolver(server.url), headers=auth_headers(Settings(api_key="k")))
+    assert await fleet.registered(server.url) == set()

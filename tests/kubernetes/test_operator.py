@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import socket
 import subprocess
@@ -220,14 +221,18 @@ def test_operator_for_one_namespace_calls_neither_namespaces_nor_crds(cluster, s
     assert not called & {"namespaces", "customresourcedefinitions"}, called
 
 
-def trainer_report(job: dict) -> tuple[str, dict[str, str]]:
-    """Where the Job's trainer posts progress, and with which token (from the Job's own environment)."""
-    env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
-    return env["VFT_PROGRESS_URL"], {"Authorization": f"Bearer {env['VFT_PROGRESS_TOKEN']}"}
+def trainer_report(job: dict, core) -> tuple[str, dict[str, str]]:
+    """Where the Job's trainer posts progress, and with which token (the Secret its environment names, as the
+    kubelet would read it)."""
+    env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    ref = env["VFT_PROGRESS_TOKEN"]["valueFrom"]["secretKeyRef"]
+    secret = core.read_namespaced_secret(ref["name"], job["metadata"]["namespace"])
+    token = base64.b64decode(secret.data[ref["key"]]).decode()
+    return env["VFT_PROGRESS_URL"]["value"], {"Authorization": f"Bearer {token}"}
 
 
 def test_outside_a_cluster_trainers_reach_the_operator_with_default_settings_across_restarts(
-    cluster, kubeconfig, start_operator, custom, tmp_path
+    cluster, kubeconfig, start_operator, custom, core, tmp_path
 ):
     """No VFT_PROGRESS_BASE_URL and no VFT_OPERATOR_SECRET_KEY: Jobs report to 127.0.0.1, and the key kept under
     the data dir makes their tokens good for a restarted operator too."""
@@ -237,7 +242,7 @@ def test_outside_a_cluster_trainers_reach_the_operator_with_default_settings_acr
     first = start_operator(env=env)
     create(custom, voicefinetune("local"))
     (job,) = wait_for(lambda: jobs_of(cluster), what="the training Job")
-    url, token = trainer_report(job)
+    url, token = trainer_report(job, core)
     assert url == f"http://127.0.0.1:{env['VFT_OPERATOR_PORT']}/progress/default/local"
     first.stop()
     start_operator(env=env)
@@ -246,7 +251,7 @@ def test_outside_a_cluster_trainers_reach_the_operator_with_default_settings_acr
     assert wait_for(lambda: status_of(cluster, "local").get("progress", {}).get("globalStep") == 1, what="progress")
 
 
-def test_a_taken_port_falls_back_to_a_free_one_outside_a_cluster(cluster, kubeconfig, custom, tmp_path):
+def test_a_taken_port_falls_back_to_a_free_one_outside_a_cluster(cluster, kubeconfig, custom, core, tmp_path):
     env = operator_environment(kubeconfig, "http://127.0.0.1:9")
     env.pop("VFT_PROGRESS_BASE_URL")
     log = tmp_path / "operator.log"
@@ -258,7 +263,7 @@ def test_a_taken_port_falls_back_to_a_free_one_outside_a_cluster(cluster, kubeco
         try:
             create(custom, voicefinetune("elsewhere"))
             (job,) = wait_for(lambda: jobs_of(cluster), timeout=60, what="the training Job")
-            url, token = trainer_report(job)
+            url, token = trainer_report(job, core)
             assert f":{env['VFT_OPERATOR_PORT']}/" not in url, url
             event = {"stage": "preparing", "epoch": 0, "total_epochs": 2, "step": 0, "loss": None, "global_step": 0}
             assert httpx.post(url, json=event, headers=token).status_code == 202

@@ -278,3 +278,21 @@ def test_tone_clips_make_a_valid_dataset_without_espeak(tmp_path):
     assert len({c.text for c in tone_clips}) == 3 and all(0.5 < c.seconds < 10 for c in tone_clips)
     archive = write_dataset_zip(tmp_path / "ds.zip", tone_clips, ref=reference_clip(5, use_espeak=False))
     assert len(open_dataset(archive, tmp_path / "dataset").load()) == 3
+
+
+def test_a_line_may_give_its_clip_language(tmp_path):
+    lines = [
+        json.dumps({"audio": "./data/a.wav", "text": "Hallo.", "ref_audio": "./data/ref.wav", "language": "german"}),
+        _line("./data/a.wav"),
+    ]
+    members = {"data/a.wav": _wav(1.0), "data/ref.wav": _wav(2.0)}
+    archive = _zip(tmp_path / "ds.zip", {"train.jsonl": "\n".join(lines).encode(), **members})
+    dataset = open_dataset(archive, tmp_path / "dataset")
+    assert [entry.language for entry in dataset.entries] == ["German", None]
+    assert [clip.language for clip in dataset.load()] == ["German", None]
+
+    lines[1] = json.dumps({"audio": "./data/a.wav", "text": "Hi.", "ref_audio": "./data/ref.wav", "language": "Klingon"})
+    archive = _zip(tmp_path / "bad.zip", {"train.jsonl": "\n".join(lines).encode(), **members})
+    with pytest.raises(DatasetError) as caught:
+        open_dataset(archive, tmp_path / "bad")
+    assert any(p.startswith("line 2: 'language'") and "Klingon" in p for p in caught.value.problems)

@@ -221,6 +221,20 @@ def test_speaker_name_with_underscore_and_digit_is_refused(trainer_env, dataset_
     assert "underscore followed by a number" in run.last["error"] and "Hero1" in run.last["error"]
 
 
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        (("--gradient-accumulation-steps", "0"), "--gradient-accumulation-steps must be at least 1; got 0"),
+        (("--language", "Klingon"), "--language: unsupported language 'Klingon'"),
+    ],
+)
+def test_bad_accumulation_or_language_is_refused_before_training(trainer_env, dataset_zip, extra, fragment):
+    run = run_vft_train(train_args("hero-bad-option", dataset_zip, 1, *extra), trainer_env)
+    assert run.returncode == 1
+    assert run.events == [run.last] and run.last["stage"] == "failed"
+    assert fragment in run.last["error"]
+
+
 def test_bad_arguments_still_end_with_a_failed_event(trainer_env):
     run = run_vft_train(["--job-id", "x"], trainer_env)
     assert run.returncode == 2
@@ -240,6 +254,29 @@ def test_in_process_run_resumes_from_a_local_folder_without_s3(trained, trainer_
     assert any(e.get("message") == f"resuming from {request.resume_from}" for e in events)
     assert events[-2]["loss"] < trained.losses()[0][1]
     assert_inputs_purged(settings.job_dir("hero1-local"))
+
+
+def test_a_job_that_cannot_fit_the_gpu_fails_at_once_saying_what_to_change(trainer_env, dataset_zip, monkeypatch):
+    """The fit check with simulated free memory (1 MiB: far below the estimate) in place of CUDA's."""
+    from voicefinetune.trainer import fit, sft
+
+    def check_with_one_gib_free(model, recipe, prepared, *, config, settings):
+        fit.check_training_fits(
+            model, recipe, prepared, batch_size=config.batch_size,
+            gradient_accumulation_steps=config.gradient_accumulation_steps, free_bytes=2**20,
+        )
+
+    monkeypatch.setattr(sft, "_check_fits", check_with_one_gib_free)
+    settings = replace(Settings.from_env(trainer_env), s3_access_key=None, s3_secret_key=None)
+    events: list[dict[str, Any]] = []
+    request = TrainRequest(
+        job_id="hero1-too-big", dataset=str(dataset_zip), speaker_name=SPEAKER, num_epochs=1, batch_size=4, lr=float(LR),
+    )
+    last = run_training(request, settings=settings, reporter=ListReporter(events))
+    assert last["stage"] == "failed" and last["failed_stage"] == "training", last
+    assert last["error"].startswith("training will not fit in GPU memory: estimated peak")
+    assert "lower batch_size to 2 with gradient_accumulation_steps 2" in last["error"]
+    assert not [e for e in events if e.get("global_step")], "no step was taken"
 
 
 # --- reporters and helpers, in-process ----------------------------------------------------------------------

@@ -53,6 +53,10 @@ class Batch:
     attention_mask: torch.Tensor  # (B, L) long
     speaker_pos: torch.Tensor  # (B,)
     speaker_embeddings: torch.Tensor  # (B, hidden)
+    # (row, column) of every frame position, row-major: static indices instead of boolean masks in the loss, so the
+    # step has no data-dependent shapes (the memory benchmark runs it on fake tensors)
+    frame_rows: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))  # (N,)
+    frame_cols: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))  # (N,)
     tokens: int = field(default=0)  # real (unpadded) positions, for throughput figures
 
     def to(self, device: torch.device | str) -> Batch:
@@ -61,6 +65,12 @@ class Batch:
             for name, value in vars(self).items()
         }
         return Batch(**moved)
+
+
+def sequence_length(sample: PreparedSample) -> int:
+    """Positions of a sample's talker sequence (see `_sequence`)."""
+    tags = 3 if sample.language_id is None else 4
+    return ROLE_TOKENS + tags + 2 + sample.text_ids.shape[0] + 1 + 1 + sample.codes.shape[0] + 1
 
 
 def _sequence(sample: PreparedSample, config: Any) -> dict[str, Any]:
@@ -106,6 +116,7 @@ def _sequence(sample: PreparedSample, config: Any) -> dict[str, Any]:
     position += frames
     codec_ids[position] = talker.codec_eos_token_id
     labels[position] = talker.codec_eos_token_id
+    assert length == sequence_length(sample)
     return {
         "text_ids": text_ids,
         "codec_ids": codec_ids,
@@ -133,16 +144,20 @@ def build_batch(samples: Sequence[PreparedSample], config: Any) -> Batch:
     attention = torch.zeros((size, width), dtype=torch.long)
     for row, seq in enumerate(sequences):
         attention[row, : seq["length"]] = 1
+    frame_on = padded("frame_on", False)
+    frame_rows, frame_cols = frame_on.nonzero(as_tuple=True)
     return Batch(
         text_ids=padded("text_ids", 0),
         text_on=attention.bool(),
         codec_ids=padded("codec_ids", 0),
         codec_on=padded("codec_on", False),
         sub_codes=padded("sub_codes", 0, (groups - 1,)),
-        frame_on=padded("frame_on", False),
+        frame_on=frame_on,
         labels=padded("labels", IGNORE_INDEX),
         attention_mask=attention,
         speaker_pos=torch.tensor([s["speaker_pos"] for s in sequences], dtype=torch.long),
         speaker_embeddings=torch.stack([s.speaker_embedding for s in samples]),
+        frame_rows=frame_rows,
+        frame_cols=frame_cols,
         tokens=sum(s["length"] for s in sequences),
     )

@@ -4,9 +4,10 @@ A checkpoint folder `checkpoint-epoch-N` is the base model folder with:
 - `config.json` switched to `tts_model_type: custom_voice` with one speaker `{name: slot}`;
 - `model.safetensors` without `speaker_encoder.*`, the averaged speaker embedding written into codec-embedding
   row `slot`, each tensor in the dtype the base file stores it in;
-- `speech_tokenizer/` and the tokenizer files of the base, copied (no links: nothing aliases the base's files);
+- `speech_tokenizer/` and the tokenizer files of the base, hard-linked (copied across file systems): the base's
+  files are never written in place, and a link keeps its data even when the base folder is deleted;
 - `trainer_state.json` (epoch, global step, speaker slot), so a run resumed from it continues the numbering;
-- only while training: `optimizer.pt` (resume), in the latest checkpoint alone.
+- only when a run stopped early: `optimizer.pt` (resume), in the latest checkpoint alone.
 
 Writes go to a hidden temporary folder that is renamed into place when complete, and the weights are streamed
 tensor by tensor, so peak extra memory is one tensor rather than a copy of the model.
@@ -265,7 +266,11 @@ def _link_base_files(base_dir: Path, target: Path) -> None:
             destination.mkdir(parents=True, exist_ok=True)
             continue
         destination.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, destination)
+        real = source.resolve(strict=True)  # a link to the file a symlink names (a broken one fails here)
+        try:
+            os.link(real, destination)
+        except OSError:  # another file system, or links not supported
+            shutil.copy2(source, destination)
 
 
 def _replace_dir(new: Path, final: Path) -> None:
@@ -317,6 +322,14 @@ def export_checkpoint(
         shutil.rmtree(temp, ignore_errors=True)
         raise
     return final
+
+
+def save_optimizer_state(optimizer: torch.optim.Optimizer, folder: Path) -> None:
+    """`optimizer.pt` beside a checkpoint, written atomically (for a resume of a run that stopped early)."""
+    saver = getattr(optimizer, "resume_state_dict", optimizer.state_dict)
+    temp = Path(folder) / f"{TEMP_PREFIX}{OPTIMIZER_FILE}"
+    torch.save(saver(), temp)
+    temp.replace(Path(folder) / OPTIMIZER_FILE)
 
 
 def load_checkpoint_weights(model: torch.nn.Module, folder: Path) -> None:

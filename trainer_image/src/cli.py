@@ -18,7 +18,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, NoReturn
 
-from ..lifecycle import DEFAULT_BATCH_SIZE, DEFAULT_LR, DEFAULT_NUM_EPOCHS, STAGE_FAILED
+from ..lifecycle import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_GRADIENT_ACCUMULATION_STEPS,
+    DEFAULT_LANGUAGE,
+    DEFAULT_LR,
+    DEFAULT_NUM_EPOCHS,
+    STAGE_FAILED,
+)
 from ..settings import Settings
 from .pipeline import JobInterrupted, Progress, TrainRequest, run_training
 from .reporter import FanOutReporter, HttpReporter, JsonLinesReporter, Reporter
@@ -48,6 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-epochs", type=int, default=DEFAULT_NUM_EPOCHS)
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--lr", type=float, default=DEFAULT_LR)
+    parser.add_argument(
+        "--gradient-accumulation-steps", type=int, default=DEFAULT_GRADIENT_ACCUMULATION_STEPS,
+        help="batches whose gradients add up to one optimizer step (effective batch: batch size × this)",
+    )
+    parser.add_argument(
+        "--language", default=DEFAULT_LANGUAGE,
+        help="language of the dataset's speech (a train.jsonl line's own 'language' wins); Auto: auto layout only",
+    )
     parser.add_argument("--resume-from", help="checkpoint to continue from: local folder or S3 prefix")
     parser.add_argument("--base-model", help="base checkpoint (folder or hub id); default VFT_BASE_MODEL")
     parser.add_argument("--output-dir", type=Path, help="where checkpoints go; default {job folder}/output")
@@ -116,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         resume_from=args.resume_from,
         base_model=args.base_model,
         output_dir=args.output_dir,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        language=args.language,
     )
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_interrupted) if in_main_thread else None

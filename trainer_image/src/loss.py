@@ -55,10 +55,9 @@ def sft_loss(model: Any, batch: Batch) -> LossParts:
 
     # Frame k at position p is predicted from the hidden state at p - 1: talker for codebook 0, and the code
     # predictor for the rest, which starts from that same hidden state during generation.
-    frame_hidden = hidden[:, :-1][batch.frame_on[:, 1:]]
-    frame_codes = torch.cat(
-        [batch.codec_ids[batch.frame_on].unsqueeze(-1), batch.sub_codes[batch.frame_on]], dim=-1
-    )
+    rows, cols = batch.frame_rows, batch.frame_cols
+    frame_hidden = hidden[rows, cols - 1]
+    frame_codes = torch.cat([batch.codec_ids[rows, cols].unsqueeze(-1), batch.sub_codes[rows, cols]], dim=-1)
     predictor_embeddings = talker.code_predictor.get_input_embeddings()
     sub_inputs = [frame_hidden.unsqueeze(1), talker.get_input_embeddings()(frame_codes[:, :1])]
     sub_inputs += [

@@ -25,7 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ..dataset import Dataset, DatasetLimits, open_dataset
 from ..lifecycle import STAGE_DONE, STAGE_FAILED, STAGE_PREPARING, STAGE_TRAINING, STAGE_UPLOADING
-from ..schemas import InvalidInput, check_speaker_name
+from ..schemas import InvalidInput, check_language, check_speaker_name
 from ..settings import Settings
 from ..storage import Storage, StorageError, UnsafeKey, build_key, checkpoint_prefix
 from ..train_request import TrainRequest
@@ -59,6 +59,14 @@ def check_request(request: TrainRequest) -> None:
         raise InvalidInput(f"--batch-size must be at least 1; got {request.batch_size}")
     if not 0 < request.lr <= 1:
         raise InvalidInput(f"--lr must be in (0, 1]; got {request.lr}")
+    if request.gradient_accumulation_steps < 1:
+        raise InvalidInput(
+            f"--gradient-accumulation-steps must be at least 1; got {request.gradient_accumulation_steps}"
+        )
+    try:
+        check_language(request.language)
+    except InvalidInput as exc:
+        raise InvalidInput(f"--language: {exc}") from exc
     if not request.dataset.strip():
         raise InvalidInput("--dataset must name an S3 key or a local .zip file")
 
@@ -256,16 +264,19 @@ class TrainingPipeline:
 
     def encode(self, dataset: Dataset, model: Any) -> list[Any]:
         from .codes import encode_samples
+        from .prepare import assign_layouts
 
         clips = dataset.load()
         self.progress.event(message=f"encoding audio codes of {len(clips)} clips")
-        return encode_samples(model, [(clip.text, clip.audio, clip.ref_audio) for clip in clips])
+        samples = encode_samples(model, [(clip.text, clip.audio, clip.ref_audio) for clip in clips])
+        default = check_language(self.request.language)
+        return assign_layouts(samples, [clip.language or default for clip in clips])
 
     # --- training ------------------------------------------------------------------------------------------
 
     def train(self, samples: list[Any], base_model: str, resume_from: Path | None, model: Any) -> Path:
         from .checkpoint import ResumeCheckpointError, purge_training_state
-        from .sft import TrainConfig, train
+        from .sft import TrainConfig, WontFit, train
 
         self.progress.enter(STAGE_TRAINING, message=f"training on {len(samples)} clips")
         resume_from = self._clear_earlier_checkpoints(resume_from)
@@ -276,6 +287,8 @@ class TrainingPipeline:
             lr=self.request.lr,
             output_dir=self.output_dir,
             resume_from=resume_from,
+            gradient_accumulation_steps=self.request.gradient_accumulation_steps,
+            recipe=self.settings.train_recipe,
         )
         try:
             checkpoint = Path(
@@ -290,6 +303,8 @@ class TrainingPipeline:
             )
         except ResumeCheckpointError as exc:
             raise JobFailed(f"cannot resume from {resume_from}: {exc}") from exc
+        except WontFit as exc:
+            raise JobFailed(str(exc)) from exc
         purge_training_state(self.output_dir)
         _free_memory()
         return checkpoint

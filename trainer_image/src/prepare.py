@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -23,6 +24,16 @@ def _language_id(model: Any, language: str) -> int | None:
             f"language {language!r} is not supported by this model; use one of {sorted(languages)} or 'auto'"
         )
     return int(languages[language.lower()])
+
+
+def assign_layouts(samples: Sequence[Sample], languages: Sequence[str]) -> list[Sample]:
+    """Each sample's prompt layout: its language's layout (what generate builds for a request in that language;
+    /infer's default is English) at even positions, the auto layout at odd ones, so either layout a request picks
+    is one the voice trained on. A language of "Auto" trains the auto layout only."""
+    return [
+        replace(sample, language=AUTO_LANGUAGE if index % 2 else language)
+        for index, (sample, language) in enumerate(zip(samples, languages, strict=True))
+    ]
 
 
 def prepare_samples(tts: Any, samples: Sequence[Sample]) -> list[PreparedSample]:

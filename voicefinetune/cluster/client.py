@@ -52,6 +52,14 @@ def service_path(namespace: str, name: str | None = None) -> str:
     return _path("/api/v1", namespace, "services", name)
 
 
+def secret_path(namespace: str, name: str | None = None) -> str:
+    return _path("/api/v1", namespace, "secrets", name)
+
+
+def lease_path(namespace: str, name: str | None = None) -> str:
+    return _path("/apis/coordination.k8s.io/v1", namespace, "leases", name)
+
+
 def event_path(namespace: str) -> str:
     return _path("/api/v1", namespace, "events")
 

@@ -38,3 +38,14 @@ def request_to_spec(request: FinetuneRequest) -> dict[str, Any]:
 def spec_values(spec: dict[str, Any]) -> dict[str, Any]:
     """The /finetune fields a spec sets (snake_case), for building a ``FinetuneRequest``."""
     return {snake: spec[camel] for camel, snake in SPEC_FIELDS.items() if spec.get(camel) is not None}
+
+
+def trains_with_flash_attention(resource: dict[str, Any], *, use_flash_attn: bool, device: str, tiny: bool) -> bool:
+    """Whether the resource's training pod uses flash attention: what its trainer reported
+    (``status.flashAttention``) once known, else the prediction: USE_FLASH_ATTN on, a GPU device, a pod with a
+    GPU (``spec.gpus`` 0 trains on the CPU) and real models (the trainer image carries flash-attn)."""
+    reported = (resource.get("status") or {}).get("flashAttention")
+    if isinstance(reported, bool):
+        return reported
+    gpus = (resource.get("spec") or {}).get("gpus")
+    return use_flash_attn and not device.startswith("cpu") and gpus != 0 and not tiny

@@ -58,6 +58,10 @@ class DemoFailed(RuntimeError):
     pass
 
 
+# The API calls (the presigned S3 downloads go without it: S3 refuses a second credential).
+API = requests.Session()
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="vft demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--output-dir", type=Path, default=Path("demo-output"), help="where the WAVs go")
@@ -67,6 +71,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="tiny models cache (default $XDG_CACHE_HOME/voicefinetune/tiny-models)",
     )
     parser.add_argument("--port", type=int, default=0, help="API port (default: a free one)")
+    parser.add_argument(
+        "--api-key", default=os.environ.get("VFT_API_KEY") or None,
+        help="run `vft serve` with this VFT_API_KEY and send it with every call (default: $VFT_API_KEY, else none)",
+    )
     return parser.parse_args(argv)
 
 
@@ -172,7 +180,7 @@ def voice_design(api: str, out: Path, saved: list[tuple[Path, float]]) -> list[A
     from .sample_data import Clip
 
     step("0. Voice design", "a reference voice from a description, uploaded to S3")
-    body = check(requests.post(f"{api}/voice-design", json={
+    body = check(API.post(f"{api}/voice-design", json={
         "text": DATASET_SENTENCES[0], "instruct": DEMO_INSTRUCT, "s3_filename": "ref_voice.wav", "upload_to_s3": True,
     }, timeout=120), "voice design")
     console.print(f"   Voice design: {body['s3_url']}")
@@ -181,7 +189,7 @@ def voice_design(api: str, out: Path, saved: list[tuple[Path, float]]) -> list[A
         if len(clips) == len(DATASET_SENTENCES):
             break
         text = DATASET_SENTENCES[len(clips)]
-        wav = check(requests.post(f"{api}/voice-design", json={
+        wav = check(API.post(f"{api}/voice-design", json={
             "text": text, "instruct": DEMO_INSTRUCT, "language": "English", "upload_to_s3": False,
         }, timeout=120), "voice design").content
         waveform, rate = soundfile.read(io.BytesIO(wav), dtype="float32")
@@ -208,7 +216,7 @@ def build_dataset(clips: list[Any], folder: Path) -> Path:
 def finetune(api: str, dataset: Path, epochs: int) -> str:
     step("1b. Fine-tune", "POST /finetune with the zip as a multipart upload")
     with open(dataset, "rb") as handle:
-        body = check(requests.post(f"{api}/finetune", files={"dataset": handle},
+        body = check(API.post(f"{api}/finetune", files={"dataset": handle},
                                    data={"speaker_name": DEMO_SPEAKER, "num_epochs": epochs}, timeout=120), "finetune")
     console.print(f"   job {body['job_id']}: {body['status']}, config {body['config']}")
     return body["job_id"]
@@ -222,7 +230,7 @@ def wait_for_training(api: str, job_id: str) -> dict:
     with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task("queued", total=None, detail="")
         while True:
-            job = check(requests.get(f"{api}/jobs/{job_id}", timeout=30), "job status")
+            job = check(API.get(f"{api}/jobs/{job_id}", timeout=30), "job status")
             progress = job.get("progress") or {}
             total = progress.get("total_epochs") or None
             stage = progress.get("stage") or job["status"]
@@ -245,7 +253,7 @@ def wait_for_training(api: str, job_id: str) -> dict:
 
 def synthesize(api: str, job_id: str, out: Path, saved: list[tuple[Path, float]]) -> None:
     step("3. Batch synthesis", f"POST /infer/{job_id}/batch → S3, then the presigned URLs fetched")
-    items = check(requests.post(f"{api}/infer/{job_id}/batch", json={"items": list(BATCH_ITEMS), "language": "English"},
+    items = check(API.post(f"{api}/infer/{job_id}/batch", json={"items": list(BATCH_ITEMS), "language": "English"},
                                 timeout=300), "batch synthesis")
     for item in items:
         if "presigned_url" not in item:
@@ -260,7 +268,7 @@ def synthesize(api: str, job_id: str, out: Path, saved: list[tuple[Path, float]]
 
 def show_averages(api: str) -> None:
     step("4. Operation timing", "GET /ops/averages")
-    averages = check(requests.get(f"{api}/ops/averages", timeout=30), "ops averages")
+    averages = check(API.get(f"{api}/ops/averages", timeout=30), "ops averages")
     table = Table("operation", "average seconds", "count", box=None, padding=(0, 3))
     for name, entry in averages.items():
         table.add_row(name, f"{entry['avg_seconds']:.3f}", str(entry["count"]))
@@ -290,6 +298,10 @@ def run(args: argparse.Namespace) -> list[tuple[Path, float]]:
         s3_url = stack.enter_context(s3_server())
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="vft-demo-")))
         env = demo_environment(work / "data", models_dir, s3_url)
+        if args.api_key:
+            env["VFT_API_KEY"] = args.api_key
+            API.headers["Authorization"] = f"Bearer {args.api_key}"
+            console.print("   API key: on (VFT_API_KEY)")
         Storage(Settings.from_env(env)).ensure_bucket()
         console.print(f"   S3 (moto): {s3_url}, bucket {DEMO_BUCKET}")
         port = args.port or free_port()

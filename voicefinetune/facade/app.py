@@ -13,8 +13,11 @@ from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from ..bodylimit import limit_bodies
+from ..error_ids import install_internal_error_handler
 from ..lifecycle import FAILED, READY
 from ..schemas import Health
+from ..security import protect
 from ..settings import Settings
 from .backend import JobBackend, JobGate
 from .routes import build_job_router, remove_stale_uploads
@@ -103,6 +106,9 @@ def create_app(settings: Settings, backend: JobBackend, inference: InferenceMoun
 
     app = FastAPI(title=TITLE, description=DESCRIPTION, version=_version(), lifespan=lifespan)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    install_internal_error_handler(app)
+    limit_bodies(app, settings)
+    protect(app, settings)  # added last: the key is checked before anything reads the body
     app.state.settings = settings
     app.state.backend = backend
 
@@ -110,7 +116,9 @@ def create_app(settings: Settings, backend: JobBackend, inference: InferenceMoun
     async def health() -> Health:
         return Health(storage_configured=settings.storage_configured)
 
-    app.include_router(build_job_router(backend, upload_dir, settings.storage_configured))
+    app.include_router(build_job_router(
+        backend, upload_dir, settings.storage_configured, max_upload_bytes=settings.max_upload_bytes
+    ))
     app.include_router(inference.router(make_job_gate(backend)))
     return app
 

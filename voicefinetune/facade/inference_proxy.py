@@ -15,8 +15,10 @@ from fastapi import APIRouter, HTTPException, Request, Response
 
 from ..cluster.routing import EndpointResolver, rendezvous_order
 from ..metrics import exposition
+from ..security import auth_headers
 from ..settings import Settings
 from .backend import JobGate
+from .openai_proxy import forward_speech
 
 PROXY_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
 FORWARDED_HEADERS = ("content-type", "accept")
@@ -38,6 +40,9 @@ ROUTES: list[tuple[str, str, str]] = [
     ("GET", "/ops/averages", ""),
     ("GET", "/ops/history", ""),
     ("GET", "/ops/running", ""),
+    ("POST", "/v1/audio/speech", "{voice}"),  # streamed through, routed by the body's voice (openai_proxy)
+    ("GET", "/v1/models", ""),
+    ("GET", "/v1/audio/voices", ""),
 ]
 
 
@@ -47,6 +52,7 @@ class InferenceProxy:
             settings.inference_url or f"http://voicefinetune-inference.{settings.namespace}.svc.cluster.local:8000"
         )
         self._clients: dict[int, httpx.AsyncClient] = {}
+        self.auth = auth_headers(settings)  # the inference Service shares the facade's key (the chart's Secret)
 
     def _client(self) -> httpx.AsyncClient:
         loop_id = id(asyncio.get_running_loop())
@@ -65,6 +71,7 @@ class InferenceProxy:
     async def forward(self, request: Request, key: str) -> Response:
         body = await request.body()
         headers = {name: value for name, value in request.headers.items() if name.lower() in FORWARDED_HEADERS}
+        headers.update(self.auth)
         replicas = await self.replicas(key)
         if key == "*":
             answers = await asyncio.gather(*(self._send(r, request, body, headers) for r in replicas))
@@ -98,6 +105,8 @@ def inference_proxy_router(settings: Settings, job_gate: JobGate) -> APIRouter:
             if path.startswith("/infer/"):
                 await job_gate(job_id)
             key = job_id if routing == "{job_id}" else routing
+            if routing == "{voice}":
+                return await forward_speech(proxy, request, FORWARDED_HEADERS)
             return await proxy.forward(request, key)
 
         tag = path.strip("/").split("/")[0]

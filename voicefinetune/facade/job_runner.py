@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,8 @@ class JobRunner:
             num_epochs=request.num_epochs,
             batch_size=request.batch_size,
             lr=request.lr,
+            gradient_accumulation_steps=request.gradient_accumulation_steps,
+            language=request.language,
             output_dir=training_output_dir(self.settings, job.job_id).resolve(),
             resume_from=await resolve_resume_source(
                 record, store=self.store, storage=self.storage, status=self.status
@@ -122,14 +125,16 @@ class JobRunner:
 
 
 def _int(value: Any, default: int = 0) -> int:
+    """A progress count from a child's event; anything unusable (``1e999``, NaN, text) is the default."""
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return default
 
 
 def _float(value: Any) -> float | None:
     try:
-        return None if value is None else float(value)
-    except (TypeError, ValueError):
+        number = None if value is None else float(value)
+    except (TypeError, ValueError, OverflowError):
         return None
+    return number if number is not None and math.isfinite(number) else None

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..cluster.client import Conflict, KubeClient
-from ..cluster.resource import API_VERSION, KIND, object_path, request_to_spec
+from ..cluster.resource import API_VERSION, KIND, object_path, request_to_spec, trains_with_flash_attention
 from ..lifecycle import DEFAULTS, progress_from_status, status_of
 from ..schemas import FinetuneConfig, FinetuneRequest, Job, Progress
 from ..settings import Settings
@@ -126,6 +126,13 @@ class KubernetesBackend:
         self._synced = asyncio.Event()
         self._watcher: asyncio.Task | None = None
 
+    def _flash_attn(self, resource: dict[str, Any]) -> bool:
+        """``config.flash_attn``: whether the resource's training uses flash attention, not just the setting."""
+        settings = self.settings
+        return trains_with_flash_attention(
+            resource, use_flash_attn=settings.use_flash_attn, device=settings.device, tiny=settings.tiny_models
+        )
+
     # --- lifecycle -------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -201,7 +208,7 @@ class KubernetesBackend:
                 return existing
             raise JobConflict(f"job {job_id!r} exists already: use another job_id") from None
         self.cache.offer(created)
-        return job_from_resource(created, self.settings.use_flash_attn)
+        return job_from_resource(created, self._flash_attn(created))
 
     async def _existing(self, request: FinetuneRequest) -> Job | None:
         """The job of a client-chosen id, when it exists with the same parameters (a repeated call)."""
@@ -218,7 +225,7 @@ class KubernetesBackend:
                 f"job {request.job_id!r} already exists with different parameters: use another job_id, "
                 "or DELETE /jobs/{job_id} first"
             )
-        return job_from_resource(resource, self.settings.use_flash_attn)
+        return job_from_resource(resource, self._flash_attn(resource))
 
     async def _store_upload(self, job_id: str, upload: Path) -> str:
         from .dataset_checks import check_dataset_zip
@@ -245,10 +252,10 @@ class KubernetesBackend:
 
     async def get(self, job_id: str) -> Job | None:
         resource = (await self._cached()).get(job_id)
-        return None if resource is None else job_from_resource(resource, self.settings.use_flash_attn)
+        return None if resource is None else job_from_resource(resource, self._flash_attn(resource))
 
     async def list(self) -> list[Job]:
-        return [job_from_resource(item, self.settings.use_flash_attn) for item in (await self._cached()).all()]
+        return [job_from_resource(item, self._flash_attn(item)) for item in (await self._cached()).all()]
 
     async def delete(self, job_id: str) -> bool:
         """Delete the resource; the operator stops its Job and unloads the voice before it goes."""

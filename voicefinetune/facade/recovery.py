@@ -34,9 +34,20 @@ class StartupRecovery:
     queue: TrainingQueue
 
     async def run(self) -> None:
-        for record in self.store.load():
+        records = self.store.load()
+        self._remove_orphan_uploads(records)
+        for record in records:
             if record.job.status not in TERMINAL_STATUSES:
                 await self._recover(record)
+
+    def _remove_orphan_uploads(self, records: list[JobRecord]) -> None:
+        """A crash between keeping an upload and saving its job record leaves a zip no record refers to."""
+        uploads = self.settings.data_dir / "uploads"
+        kept = {str(Path(record.upload_path).resolve()) for record in records if record.upload_path}
+        for path in uploads.glob("*.zip") if uploads.is_dir() else ():
+            if str(path.resolve()) not in kept:
+                log.warning("removing upload %s: no job refers to it (a crash interrupted its submission)", path)
+                path.unlink(missing_ok=True)
 
     async def _recover(self, record: JobRecord) -> None:
         job = record.job

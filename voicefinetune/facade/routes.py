@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -10,18 +9,17 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import TypeAdapter, ValidationError
-from starlette.datastructures import UploadFile
 
 from ..schemas import FinetuneRequest, FinetuneResponse, InvalidInput, Job
 from ..storage import StorageError, StorageNotConfigured, UnsafeKey
 from .backend import DatasetNotFound, JobBackend, JobConflict
 from .metrics import JOBS_SUBMITTED
+from .upload_stream import stream_form
 
 JOB_LIST = TypeAdapter(list[Job])
 JSON = "application/json"
 UPLOAD_FIELD = "dataset"
 MAX_UPLOAD_BYTES = 4 * 1024**3
-COPY_CHUNK = 1024 * 1024
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 
 _FORM_SCHEMA = {
@@ -50,26 +48,6 @@ FINETUNE_OPENAPI = {
 def uploaded_key_label(filename: str | None) -> str:
     """What stands in ``dataset_s3_key`` for an uploaded zip (backends ignore it: the file is the dataset)."""
     return f"upload:{Path(filename or 'dataset.zip').name}"
-
-
-async def _save_upload(upload: UploadFile, folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(prefix=".incoming-", suffix=".zip", dir=folder, delete=False)  # noqa: SIM115
-    written = 0
-    try:
-        with handle:
-            while chunk := await upload.read(COPY_CHUNK):
-                written += len(chunk)
-                if written > MAX_UPLOAD_BYTES:
-                    raise HTTPException(413, f"the dataset upload exceeds {MAX_UPLOAD_BYTES // 1024**3} GiB")
-                handle.write(chunk)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
-    if written == 0:
-        Path(handle.name).unlink(missing_ok=True)
-        raise HTTPException(400, "the uploaded 'dataset' file is empty: send the dataset zip")
-    return Path(handle.name)
 
 
 NO_STORAGE_NO_UPLOAD = (
@@ -108,7 +86,7 @@ def _validate(data: Any, storage_configured: bool) -> FinetuneRequest:
 
 
 async def read_finetune_request(
-    request: Request, upload_dir: Path, storage_configured: bool = True
+    request: Request, upload_dir: Path, storage_configured: bool = True, *, max_upload_bytes: int = MAX_UPLOAD_BYTES
 ) -> tuple[FinetuneRequest, Path | None, list[str]]:
     """The request from a JSON body or from form fields (strings, coerced by the same model) plus a saved upload."""
     content_type = request.headers.get("content-type", "").lower()
@@ -121,21 +99,37 @@ async def read_finetune_request(
             ) from exc
         body, ignored = split_unknown_fields(body)
         return _validate(body, storage_configured), None, ignored
-    form = await request.form()
-    fields = {key: value for key, value in form.multi_items() if key != UPLOAD_FIELD and isinstance(value, str)}
-    fields = {key: value for key, value in fields.items() if value.strip() != ""}  # empty form field = not given
-    upload = form.get(UPLOAD_FIELD)
-    if upload is not None and not isinstance(upload, UploadFile):
+    if content_type.startswith("multipart/"):
+        return await _read_streamed_form(request, upload_dir, storage_configured, max_upload_bytes)
+    form = await request.form()  # url-encoded: fields only, no file
+    if UPLOAD_FIELD in form:
         raise HTTPException(400, f"the form field {UPLOAD_FIELD!r} must be a file (the dataset zip)")
-    if upload is not None:
-        fields.setdefault("dataset_s3_key", uploaded_key_label(upload.filename))
+    fields = {key: value for key, value in form.multi_items() if isinstance(value, str) and value.strip() != ""}
     fields, ignored = split_unknown_fields(fields)
-    parsed = _validate(fields, storage_configured or upload is not None)
-    saved = await _save_upload(upload, upload_dir) if upload is not None else None
-    return parsed, saved, ignored
+    return _validate(fields, storage_configured), None, ignored
 
 
-def build_job_router(backend: JobBackend, upload_dir: Path, storage_configured: bool = True) -> APIRouter:
+async def _read_streamed_form(
+    request: Request, upload_dir: Path, storage_configured: bool, max_upload_bytes: int
+) -> tuple[FinetuneRequest, Path | None, list[str]]:
+    form = await stream_form(request, folder=upload_dir, file_field=UPLOAD_FIELD, max_bytes=max_upload_bytes)
+    try:
+        fields = {key: value for key, value in form.fields.items() if key != UPLOAD_FIELD and value.strip() != ""}
+        if form.upload is not None:
+            if form.upload.stat().st_size == 0:
+                raise HTTPException(400, "the uploaded 'dataset' file is empty: send the dataset zip")
+            fields.setdefault("dataset_s3_key", uploaded_key_label(form.filename))
+        fields, ignored = split_unknown_fields(fields)
+        return _validate(fields, storage_configured or form.upload is not None), form.upload, ignored
+    except BaseException:
+        if form.upload is not None:
+            form.upload.unlink(missing_ok=True)
+        raise
+
+
+def build_job_router(
+    backend: JobBackend, upload_dir: Path, storage_configured: bool = True, *, max_upload_bytes: int = MAX_UPLOAD_BYTES
+) -> APIRouter:
     router = APIRouter(tags=["fine-tuning"])
 
     @router.post(
@@ -146,7 +140,9 @@ def build_job_router(backend: JobBackend, upload_dir: Path, storage_configured: 
         summary="Start a fine-tuning job (JSON with dataset_s3_key, or multipart upload of the zip)",
     )
     async def finetune(request: Request) -> Response:
-        parsed, upload, ignored = await read_finetune_request(request, upload_dir, storage_configured)
+        parsed, upload, ignored = await read_finetune_request(
+            request, upload_dir, storage_configured, max_upload_bytes=max_upload_bytes
+        )
         try:
             job = await backend.create(parsed, upload)
         except InvalidInput as exc:

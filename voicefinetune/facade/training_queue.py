@@ -8,6 +8,7 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 
+from ..error_ids import internal_error_message
 from .job_runner import JobRunner
 from .jobstore import JobStore
 from .status_updates import StatusUpdater
@@ -72,7 +73,7 @@ class TrainingQueue:
             log.exception("job %s failed", job_id)
             record = self.store.get(job_id)
             if record is not None and not self._stopping:
-                self.status.fail(record, f"internal error: {exc}")
+                self.status.fail(record, internal_error_message(exc, f"job {job_id}"))
         finally:
             if self._tasks.get(job_id) is asyncio.current_task():
                 del self._tasks[job_id]

@@ -88,3 +88,28 @@ capabilities:
 - name: VFT_S3_REGION
   value: {{ .Values.s3.region | quote }}
 {{- end }}
+
+{{/* The Secret holding the API key; empty when no API key is configured. */}}
+{{- define "voicefinetune.apiKeySecretName" -}}
+{{- if .Values.apiKey.existingSecret }}{{ .Values.apiKey.existingSecret }}
+{{- else if .Values.apiKey.value }}{{ printf "%s-api-key" (include "voicefinetune.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/* VFT_API_KEY from its Secret (nothing without an API key). */}}
+{{- define "voicefinetune.apiKeyEnv" -}}
+{{- with include "voicefinetune.apiKeySecretName" . }}
+- name: VFT_API_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $.Values.apiKey.key }}
+{{- end }}
+{{- end }}
+
+{{/* The names of imagePullSecrets, comma-separated: the operator puts them on training Jobs and inference pods. */}}
+{{- define "voicefinetune.pullSecretNames" -}}
+{{- $names := list }}
+{{- range .Values.imagePullSecrets }}{{ $names = append $names .name }}{{ end }}
+{{- join "," $names }}
+{{- end }}

@@ -1,7 +1,8 @@
 """Generation with qwen_tts: loading a checkpoint, batched generate calls, voice-clone prompts, GPU figures.
 
 Every call here is blocking and runs in a worker thread; a model's lock serializes calls on it because the
-upstream model is not safe for concurrent use.
+upstream model is not safe for concurrent use. Upstream's ``generate_*`` builds prompts and decodes audio; the
+decode loop between is the engine the model was loaded with (``VFT_ENGINE``: `fast_engine`, or upstream's own).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ..schemas import SAMPLE_RATE
 from ..settings import Settings
 
 GIB = 1024**3
+ENGINES = ("fast", "upstream")  # VFT_ENGINE: our decode loop (fast_engine) or upstream's talker.generate
 # transformers' from_pretrained is not thread-safe (it switches global init state, e.g. meta-device
 # initialisation): two loads in parallel threads can leave one model with meta tensors. Loads take turns.
 _LOAD_LOCK = threading.Lock()
@@ -29,6 +31,7 @@ class LoadedModel:
     path: str
     size_bytes: int
     lock: threading.Lock = field(default_factory=threading.Lock)
+    engine: str = "fast"  # fast_engine.ENGINES
 
     def speakers(self) -> list[str]:
         return self.tts.get_supported_speakers() or []
@@ -48,10 +51,40 @@ class SpeechItem:
 def load(path: str, settings: Settings) -> LoadedModel:
     from ..qwen import load_model
 
+    check_engine(settings.engine)
     with _LOAD_LOCK:
         tts = load_model(path, settings)
     size = sum(p.numel() * p.element_size() for p in tts.model.parameters())
-    return LoadedModel(tts=tts, kind=str(tts.model.tts_model_type), path=str(path), size_bytes=int(size))
+    return LoadedModel(
+        tts=tts, kind=str(tts.model.tts_model_type), path=str(path), size_bytes=int(size), engine=settings.engine
+    )
+
+
+def check_engine(engine: str) -> str:
+    if engine not in ENGINES:
+        raise ValueError(f"VFT_ENGINE={engine!r} is not one of: {', '.join(ENGINES)}")
+    return engine
+
+
+def call_upstream(loaded: LoadedModel, items: list[SpeechItem], **kwargs: Any) -> tuple[list[np.ndarray], int]:
+    """Upstream's ``generate_*`` for ``items`` (one kind of model); ``kwargs`` go to it (e.g. sampling settings).
+    The caller holds ``loaded.lock`` and has chosen the engine."""
+    texts = [item.text for item in items]
+    languages = [item.language for item in items]
+    if loaded.kind == "custom_voice":
+        return loaded.tts.generate_custom_voice(
+            text=texts, speaker=[item.speaker for item in items], language=languages,
+            instruct=[item.instruct or "" for item in items], **kwargs,
+        )
+    if loaded.kind == "voice_design":
+        return loaded.tts.generate_voice_design(
+            text=texts, instruct=[item.instruct or "" for item in items], language=languages, **kwargs
+        )
+    if loaded.kind == "base":
+        return loaded.tts.generate_voice_clone(
+            text=texts, language=languages, voice_clone_prompt=[item.clone_prompt for item in items], **kwargs
+        )
+    raise ValueError(f"checkpoint {loaded.path} has unknown tts_model_type {loaded.kind!r}")
 
 
 def release(loaded: LoadedModel) -> None:
@@ -70,24 +103,11 @@ def release(loaded: LoadedModel) -> None:
 
 def generate(loaded: LoadedModel, items: list[SpeechItem]) -> list[np.ndarray]:
     """One batched generate call for ``items``; waveforms (float32, 24 kHz) in the same order."""
-    texts = [item.text for item in items]
-    languages = [item.language for item in items]
-    with loaded.lock:
-        if loaded.kind == "custom_voice":
-            wavs, rate = loaded.tts.generate_custom_voice(
-                text=texts, speaker=[item.speaker for item in items], language=languages,
-                instruct=[item.instruct or "" for item in items],
-            )
-        elif loaded.kind == "voice_design":
-            wavs, rate = loaded.tts.generate_voice_design(
-                text=texts, instruct=[item.instruct or "" for item in items], language=languages
-            )
-        elif loaded.kind == "base":
-            wavs, rate = loaded.tts.generate_voice_clone(
-                text=texts, language=languages, voice_clone_prompt=[item.clone_prompt for item in items]
-            )
-        else:
-            raise ValueError(f"checkpoint {loaded.path} has unknown tts_model_type {loaded.kind!r}")
+    from . import fast_engine
+
+    options = fast_engine.CallOptions(frame_limits=[fast_engine.frame_bound(item.text) for item in items])
+    with loaded.lock, fast_engine.engine_for(loaded.tts.model, loaded.engine, options):
+        wavs, rate = call_upstream(loaded, items)
     if int(rate) != SAMPLE_RATE:
         import librosa
 

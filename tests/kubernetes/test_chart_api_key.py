@@ -1,0 +1,60 @@
+"""The chart takes the API key from a Secret: the facade and the operator read it there, the operator tells the
+inference Deployment which Secret holds it, and no key value appears in any spec. No key configured: none at all."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from k8s_harness import REPO
+
+CHART = REPO / "charts" / "voicefinetune"
+HELM = shutil.which("helm", path=str(Path(sys.executable).parent)) or "helm"
+
+
+def render(*extra: str) -> list[dict]:
+    result = subprocess.run([HELM, "template", "vft", str(CHART), "--namespace", "voices", *extra],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def api_key_env(docs: list[dict]) -> dict[str, dict]:
+    found = {}
+    for doc in docs:
+        if doc["kind"] == "Deployment":
+            for item in doc["spec"]["template"]["spec"]["containers"][0].get("env", []):
+                if item["name"] == "VFT_API_KEY":
+                    found[doc["metadata"]["name"]] = item
+    return found
+
+
+def test_without_a_key_nothing_mentions_one():
+    docs = render()
+    assert api_key_env(docs) == {}
+    config = next(d for d in docs if d["kind"] == "ConfigMap" and "VFT_OPERATOR_NAMESPACE" in d["data"])
+    assert "VFT_API_KEY_SECRET" not in config["data"]
+
+
+def test_a_key_value_becomes_a_secret_that_every_component_references():
+    docs = render("--set", "apiKey.value=s3cr3t-key")
+    secret = next(d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "vft-voicefinetune-api-key")
+    assert secret["stringData"] == {"VFT_API_KEY": "s3cr3t-key"}
+    env = api_key_env(docs)
+    assert set(env) == {"vft-voicefinetune-facade", "vft-voicefinetune-operator"}
+    for item in env.values():
+        assert item == {"name": "VFT_API_KEY", "valueFrom": {"secretKeyRef": {
+            "name": "vft-voicefinetune-api-key", "key": "VFT_API_KEY"}}}
+    config = next(d for d in docs if d["kind"] == "ConfigMap" and "VFT_OPERATOR_NAMESPACE" in d["data"])
+    assert config["data"]["VFT_API_KEY_SECRET"] == "vft-voicefinetune-api-key"
+    assert sum("s3cr3t-key" in yaml.safe_dump(d) for d in docs) == 1  # only in the Secret
+
+
+def test_an_existing_secret_is_used_as_is():
+    docs = render("--set", "apiKey.existingSecret=my-keys", "--set", "apiKey.key=token")
+    assert not [d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"].endswith("-api-key")]
+    refs = {item["valueFrom"]["secretKeyRef"]["name"] for item in api_key_env(docs).values()}
+    assert refs == {"my-keys"}

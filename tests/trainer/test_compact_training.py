@@ -1,0 +1,267 @@
+"""The compact training recipe: its optimizer (bf16 moments, fp32-precise bf16 weights), gradient accumulation,
+the GPU fit check, and optimizer state written only when a run stops early."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from voicefinetune.devtools.sample_data import reference_clip, speech_clips
+from voicefinetune.qwen import load_model
+from voicefinetune.schemas import SAMPLE_RATE
+from voicefinetune.settings import Settings
+from voicefinetune.trainer.batching import build_batch
+from voicefinetune.trainer.checkpoint import OPTIMIZER_FILE, TrainingState, list_checkpoints
+from voicefinetune.trainer.codes import encode_samples
+from voicefinetune.trainer.fit import GIB, WontFit, check_training_fits, estimate_peak
+from voicefinetune.trainer.loss import sft_loss
+from voicefinetune.trainer.optim import EXTENSION, CompactAdamW, master_weight
+from voicefinetune.trainer.prepare import prepare_samples
+from voicefinetune.trainer.recipe import RECIPES, Recipe
+from voicefinetune.trainer.sft import TrainConfig, train
+from voicefinetune.trainer.step import train_step, trainable_parameters
+
+SPEAKER = "Hero"
+
+
+def run_steps(optimizer_factory, param: torch.Tensor, grads: list[torch.Tensor]) -> torch.nn.Parameter:
+    parameter = torch.nn.Parameter(param.clone())
+    optimizer = optimizer_factory([parameter])
+    for grad in grads:
+        parameter.grad = grad.to(parameter.dtype)
+        optimizer.step()
+    return parameter, optimizer
+
+
+@pytest.fixture
+def grads() -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    return [torch.randn(64, 32, generator=generator) for _ in range(20)]
+
+
+@pytest.fixture
+def weights() -> torch.Tensor:
+    return torch.randn(64, 32, generator=torch.Generator().manual_seed(1)) * 0.02
+
+
+def test_with_fp32_state_and_weights_it_is_torch_adamw(weights, grads):
+    ours, _ = run_steps(
+        lambda p: CompactAdamW(p, lr=1e-3, weight_decay=0.01, state_dtype=torch.float32), weights, grads
+    )
+    reference, _ = run_steps(lambda p: torch.optim.AdamW(p, lr=1e-3, weight_decay=0.01, foreach=False), weights, grads)
+    torch.testing.assert_close(ours, reference, rtol=0, atol=1e-7)
+
+
+def test_bf16_moments_stay_close_to_fp32_moments(weights, grads):
+    ours, optimizer = run_steps(lambda p: CompactAdamW(p, lr=1e-3, weight_decay=0.01), weights, grads)
+    reference, _ = run_steps(lambda p: torch.optim.AdamW(p, lr=1e-3, weight_decay=0.01), weights, grads)
+    assert optimizer.state[ours]["exp_avg"].dtype == torch.bfloat16
+    most = 1e-3 * len(grads)  # AdamW moves a weight by at most about lr per step
+    assert (reference - weights).abs().max() > most / 4
+    assert (ours - reference).abs().max() < 0.01 * most
+
+
+def test_bf16_weights_keep_updates_far_below_a_bf16_step(weights, grads):
+    """lr 1e-6 at |w| ≈ 0.02 is about 1/100 of a bf16 step: plain bf16 AdamW rounds every update away; the extension
+    keeps the fp32 master value."""
+    grads = [grads[0]] * 50  # a steady direction: the fp32 reference moves each weight by about 50 × lr
+    bf16 = weights.to(torch.bfloat16)
+    start = bf16.float()
+    reference, _ = run_steps(lambda p: torch.optim.AdamW(p, lr=1e-6, weight_decay=0.01), start, grads)
+    plain, _ = run_steps(lambda p: torch.optim.AdamW(p, lr=1e-6, weight_decay=0.01), bf16, grads)
+    moved = (reference - start).abs()
+    assert moved.mean() > 4e-5
+    assert (plain.float() == start).float().mean() > 0.95  # plain bf16: the training is lost
+    # bf16 weights + extension hold the fp32 master weight (fp32 moments isolate the weight storage) ...
+    exact, optimizer = run_steps(
+        lambda p: CompactAdamW(p, lr=1e-6, weight_decay=0.01, state_dtype=torch.float32), bf16, grads
+    )
+    assert exact.dtype == torch.bfloat16
+    master = master_weight(exact, optimizer.state[exact][EXTENSION])
+    assert ((master - reference).abs() <= 1e-3 * moved).all()
+    assert torch.equal(exact.detach(), master.to(torch.bfloat16))  # the model computes with its nearest bf16
+    # ... and with bf16 moments (the compact default, rounded stochastically) every weight still moves by its
+    # update: to within 2 % each, 0.5 % on average
+    ours, optimizer = run_steps(lambda p: CompactAdamW(p, lr=1e-6, weight_decay=0.01), bf16, grads)
+    error = (master_weight(ours, optimizer.state[ours][EXTENSION]) - reference).abs()
+    assert (error <= 0.02 * moved).all() and error.mean() <= 0.005 * moved.mean()
+
+
+def test_resume_state_has_the_moments_but_not_the_weight_extension(weights, grads):
+    ours, optimizer = run_steps(lambda p: CompactAdamW(p, lr=1e-6), weights.to(torch.bfloat16), grads[:2])
+    saved = optimizer.resume_state_dict()
+    assert set(saved["state"][0]) == {"step", "exp_avg", "exp_avg_sq"}
+    again = CompactAdamW([ours], lr=1e-6)
+    again.load_state_dict(copy.deepcopy(saved))
+    assert again.state[ours]["exp_avg"].dtype == torch.bfloat16
+    assert torch.equal(again.state[ours]["exp_avg_sq"], optimizer.state[ours]["exp_avg_sq"])
+
+
+# ----- on the tiny model ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cpu_settings(tmp_path_factory) -> Settings:
+    data = tmp_path_factory.mktemp("data")
+    return Settings.from_env({"DEVICE": "cpu", "USE_FLASH_ATTN": "0", "VFT_DATA_DIR": str(data)})
+
+
+@pytest.fixture(scope="module")
+def base_tts(tiny_models, cpu_settings):
+    return load_model(tiny_models.base, cpu_settings)
+
+
+@pytest.fixture(scope="module")
+def samples(base_tts):
+    import librosa
+
+    def at_24k(clip) -> np.ndarray:
+        wave = clip.waveform.astype(np.float32)
+        return wave if clip.sample_rate == SAMPLE_RATE else librosa.resample(
+            wave, orig_sr=clip.sample_rate, target_sr=SAMPLE_RATE)
+
+    ref = at_24k(reference_clip())
+    return encode_samples(base_tts, [(clip.text, at_24k(clip), ref) for clip in speech_clips(4)])
+
+
+def test_accumulating_two_batches_is_one_batch_of_both(tiny_models, cpu_settings, base_tts, samples):
+    """The same clip twice: one batch of two and two accumulated batches of one give the same update."""
+    prepared = prepare_samples(base_tts, samples[:1])
+    results = []
+    for batches in ([prepared * 2], [prepared, prepared]):
+        model = load_model(tiny_models.base, cpu_settings).model
+        parameters = trainable_parameters(model, freeze_text_embedding=True)
+        optimizer = CompactAdamW(parameters, lr=1e-3, state_dtype=torch.float32)
+        model.talker.train()
+        group = [build_batch(chosen, model.config) for chosen in batches]
+        train_step(model, optimizer, batch=group, parameters=parameters, grad_clip=1.0, autocast_dtype=None)
+        results.append(dict(model.named_parameters()))
+    for name, value in results[0].items():
+        torch.testing.assert_close(value, results[1][name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_gradient_accumulation_counts_optimizer_steps(tiny_models, samples, cpu_settings, tmp_path):
+    events = []
+    config = TrainConfig(
+        speaker_name=SPEAKER, num_epochs=2, batch_size=1, lr=1e-3, output_dir=tmp_path / "out",
+        gradient_accumulation_steps=2,
+    )
+    train(tiny_models.base, samples, config=config, settings=cpu_settings, on_step=events.append)
+    assert [(e.epoch, e.step, e.global_step) for e in events] == [(0, 0, 1), (0, 1, 2), (1, 0, 3), (1, 1, 4)]
+    assert events[-1].loss < events[0].loss
+
+
+def test_text_embedding_is_frozen_and_everything_else_but_the_speaker_encoder_trains(tiny_models, cpu_settings):
+    model = load_model(tiny_models.base, cpu_settings).model
+    trained = {id(p) for p in trainable_parameters(model, freeze_text_embedding=True)}
+    frozen = sorted(name for name, p in model.named_parameters() if id(p) not in trained)
+    assert frozen and all(
+        name.startswith(("speaker_encoder.", "talker.model.text_embedding.")) for name in frozen
+    )
+    assert "talker.model.text_embedding.weight" in frozen
+    assert not any(name.startswith("talker.text_projection") for name in frozen)
+
+
+def test_fit_check_refuses_a_run_that_cannot_fit_with_what_to_change(base_tts, samples):
+    prepared = prepare_samples(base_tts, samples)
+    compact, seed = RECIPES["compact"], RECIPES["seed"]
+    estimate = check_training_fits(
+        base_tts.model, compact, prepared, batch_size=2, gradient_accumulation_steps=1, free_bytes=80 * GIB
+    )
+    assert 0 < estimate.total < 80 * GIB
+    with pytest.raises(WontFit) as refused:
+        check_training_fits(
+            base_tts.model, seed, prepared, batch_size=4, gradient_accumulation_steps=1,
+            free_bytes=estimate.total // 2,
+        )
+    message = str(refused.value)
+    assert "training will not fit in GPU memory" in message
+    assert "lower batch_size to 2 with gradient_accumulation_steps 2" in message
+    assert "VFT_TRAIN_RECIPE=compact" in message and "VFT_TRAIN_FIT_CHECK=0" in message
+
+
+def test_compact_estimate_is_below_the_seed_recipe(base_tts):
+    shape = {"device_type": "cuda", "batch_size": 2, "positions": 500, "frames": 375}
+    compact = estimate_peak(base_tts.model, RECIPES["compact"], **shape)
+    seed = estimate_peak(base_tts.model, RECIPES["seed"], **shape)
+    assert compact.optimizer < seed.optimizer and compact.gradients < seed.gradients
+    assert compact.total < seed.total
+
+
+class Stop(Exception):
+    pass
+
+
+def test_a_run_stopped_early_leaves_optimizer_state_for_resume(tiny_models, samples, cpu_settings, tmp_path):
+    def stop_in_second_epoch(event):
+        if event.epoch == 1:
+            raise Stop
+
+    config = TrainConfig(speaker_name=SPEAKER, num_epochs=3, batch_size=2, lr=1e-3, output_dir=tmp_path / "out")
+    with pytest.raises(Stop):
+        train(tiny_models.base, samples, config=config, settings=cpu_settings, on_step=stop_in_second_epoch)
+    ((epoch, latest),) = list_checkpoints(tmp_path / "out")
+    assert epoch == 0 and (latest / OPTIMIZER_FILE).is_file()
+    saved = torch.load(latest / OPTIMIZER_FILE)
+    assert saved["state"] and all(entry["exp_avg"].dtype == torch.bfloat16 for entry in saved["state"].values())
+
+    events = []
+    resumed = TrainConfig(
+        speaker_name=SPEAKER, num_epochs=1, batch_size=2, lr=1e-3, output_dir=tmp_path / "again", resume_from=latest
+    )
+    final = train(tiny_models.base, samples, config=resumed, settings=cpu_settings, on_step=events.append)
+    assert [(e.epoch, e.global_step) for e in events] == [(1, 3), (1, 4)]
+    assert TrainingState.read(final).global_step == 4
+    assert not (final / OPTIMIZER_FILE).exists()
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tiny_models, cpu_settings, base_tts, samples):
+    """The compact recipe recomputes decoder layers in backward on CUDA; the gradients must not change."""
+    prepared = prepare_samples(base_tts, samples[:2])
+    results = []
+    for checkpointing in (False, True):
+        model = load_model(tiny_models.base, cpu_settings).model
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        parameters = trainable_parameters(model, freeze_text_embedding=True)
+        model.talker.train()
+        loss = sft_loss(model, build_batch(prepared, model.config)).total
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+        assert len(results[-1][1]) == len(parameters)
+    (loss_plain, grads_plain), (loss_checkpointed, grads_checkpointed) = results
+    torch.testing.assert_close(loss_checkpointed, loss_plain)
+    for name, grad in grads_plain.items():
+        torch.testing.assert_close(grads_checkpointed[name], grad, rtol=1e-5, atol=1e-7, msg=name)
+
+
+class CudaLikeRecipe(Recipe):
+    """The compact recipe as it runs on CUDA (bf16 weights + extension, checkpointing), here on the CPU."""
+
+    def weights_dtype(self, device_type: str) -> torch.dtype:
+        return torch.bfloat16
+
+    def checkpointing(self, device_type: str) -> bool:
+        return True
+
+
+def test_the_cuda_configuration_trains_and_exports_on_the_tiny_model(
+    tiny_models, samples, cpu_settings, tmp_path, monkeypatch
+):
+    compact = RECIPES["compact"]
+    cuda_like = CudaLikeRecipe("cuda-like", compact.freeze_text_embedding, compact.bf16_weights_on_cuda,
+                               compact.state_dtype, compact.gradient_checkpointing)
+    monkeypatch.setitem(RECIPES, "cuda-like", cuda_like)
+    events = []
+    config = TrainConfig(
+        speaker_name=SPEAKER, num_epochs=3, batch_size=2, lr=1e-3, output_dir=tmp_path / "out", recipe="cuda-like"
+    )
+    final = train(tiny_models.base, samples, config=config, settings=cpu_settings, on_step=events.append)
+    assert events[-1].loss < events[0].loss, [e.loss for e in events]
+    served = load_model(final, cpu_settings)
+    assert served.get_supported_speakers() == [SPEAKER.lower()]
+    wavs, _ = served.generate_custom_voice("Hello there.", speaker=SPEAKER, max_new_tokens=4)
+    assert len(wavs) == 1
