@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -59,6 +60,26 @@ class ClipEntry:
     ref_audio: Path
     seconds: float
     language: str | None = None  # the line's own "language" (canonical spelling), when it gives one
+    samples: int = 0  # the clip's length once decoded at 24 kHz, known from its header
+
+
+@dataclass(frozen=True, eq=False)
+class LazyAudio:
+    """Audio decoded (24 kHz mono float32) only when ``decode()`` is called; ``samples`` is its decoded length."""
+
+    samples: int
+    decode: Callable[[], np.ndarray]
+
+
+@dataclass(frozen=True)
+class LazyClip:
+    """A checked clip whose audio is decoded on demand; its reference is decoded once per file and kept."""
+
+    line: int
+    text: str
+    audio: LazyAudio
+    ref_audio: LazyAudio
+    language: str | None = None
 
 
 @dataclass(frozen=True)
@@ -78,23 +99,44 @@ class Dataset:
     def total_seconds(self) -> float:
         return sum(entry.seconds for entry in self.entries)
 
-    def load(self) -> list[TrainingClip]:
-        """Decode every clip and resample it to 24 kHz mono (each reference file is decoded once)."""
-        cache: dict[Path, np.ndarray] = {}
+    def clips(self) -> list[LazyClip]:
+        """Every clip, in train.jsonl order, with nothing decoded yet: a clip's audio is decoded each time it is
+        asked for and not kept; each reference file is decoded once, when first asked for, and kept."""
+        refs: dict[Path, np.ndarray] = {}
 
-        def audio(path: Path, line: int) -> np.ndarray:
-            if path not in cache:
-                try:
-                    cache[path] = load_audio(path)
-                except (RuntimeError, ValueError, soundfile.LibsndfileError) as exc:
-                    rel = path.relative_to(self.root).as_posix()
-                    raise DatasetError(f"line {line}: {rel} could not be decoded ({exc}): export it again as WAV") from exc
-            return cache[path]
+        def reference(path: Path, line: int) -> np.ndarray:
+            if path not in refs:
+                refs[path] = self._decode(path, line)
+            return refs[path]
 
         return [
-            TrainingClip(e.text, audio(e.audio, e.line), audio(e.ref_audio, e.line), e.language)
+            LazyClip(
+                e.line,
+                e.text,
+                LazyAudio(e.samples, lambda e=e: self._decode(e.audio, e.line)),
+                LazyAudio(0, lambda e=e: reference(e.ref_audio, e.line)),
+                e.language,
+            )
             for e in self.entries
         ]
+
+    def load(self) -> list[TrainingClip]:
+        """Decode every clip at once (each reference file once); the trainer streams ``clips()`` instead."""
+        return [
+            TrainingClip(c.text, c.audio.decode(), c.ref_audio.decode(), c.language) for c in self.clips()
+        ]
+
+    def _decode(self, path: Path, line: int) -> np.ndarray:
+        try:
+            return load_audio(path)
+        except (RuntimeError, ValueError, soundfile.LibsndfileError) as exc:
+            rel = path.relative_to(self.root).as_posix()
+            raise DatasetError(f"line {line}: {rel} could not be decoded ({exc}): export it again as WAV") from exc
+
+
+def resampled_length(frames: int, rate: int, sample_rate: int = SAMPLE_RATE) -> int:
+    """How many samples ``load_audio`` gives for ``frames`` at ``rate`` (soxr rounds half up)."""
+    return frames if rate == sample_rate else (2 * frames * sample_rate + rate) // (2 * rate)
 
 
 def load_audio(path: Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -171,6 +213,7 @@ class _AudioChecker:
         self.archive_root = archive_root or root
         self.limits = limits
         self._seconds: dict[Path, float | str] = {}
+        self.samples: dict[Path, int] = {}  # each checked file's length once decoded at 24 kHz
 
     def resolve(self, value: str, key: str) -> Path:
         """The file a line names; ValueError (with the fix) when it is outside the archive or absent."""
@@ -193,6 +236,7 @@ class _AudioChecker:
             try:
                 info = soundfile.info(str(path))
                 refusal = audio_refusal(info, what=f"{key} {value!r}", max_seconds=float("inf"))
+                self.samples[path] = resampled_length(info.frames, info.samplerate) if info.samplerate else 0
                 self._seconds[path] = (
                     f"{refusal}: convert it" if refusal else info.frames / info.samplerate if info.samplerate else 0.0
                 )
@@ -247,7 +291,8 @@ def _check_line(number: int, raw: str, audio: _AudioChecker, limits: DatasetLimi
     if problems:
         return None, problems
     (audio_path, seconds), (ref_path, _) = found["audio"], found["ref_audio"]
-    return ClipEntry(number, text.strip(), audio_path, ref_path, seconds, language), []
+    samples = audio.samples.get(audio_path, 0)
+    return ClipEntry(number, text.strip(), audio_path, ref_path, seconds, language, samples), []
 
 
 def read_manifest(

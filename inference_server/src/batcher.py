@@ -3,11 +3,14 @@
 Each key has one worker at a time, so calls for one key never overlap (a loaded model is not safe for concurrent
 calls). When the first item arrives the worker waits ``window`` seconds for others, unless ``max_batch`` are
 already queued; under load the queue refills while a call runs, so the next call starts full and without waiting.
+With ``delivers``, the call also gets ``deliver(index, result)`` to resolve one item before the whole batch ends
+(e.g. a row that reached its EOS); its place in the batch's final results is then dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -15,7 +18,7 @@ from typing import Any, Generic, TypeVar
 Item = TypeVar("Item")
 
 # run(key, items) -> one result per item, in order; an exception in place of a result fails only that item.
-RunBatch = Callable[[str, list[Any]], Awaitable[Sequence[Any]]]
+RunBatch = Callable[..., Awaitable[Sequence[Any]]]
 
 
 @dataclass
@@ -24,9 +27,21 @@ class _Pending(Generic[Item]):
     future: asyncio.Future
 
 
+def _deliver(batch: list[_Pending], index: int, result: Any) -> None:
+    """One item's result before its batch ends (an exception fails only that item); later results are dropped."""
+    future = batch[index].future
+    if future.done():
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
+
+
 class Batcher:
-    def __init__(self, run: RunBatch, window_seconds: float, max_batch: int):
+    def __init__(self, run: RunBatch, window_seconds: float, max_batch: int, *, delivers: bool = False):
         self._run = run
+        self.delivers = delivers  # run(key, items, deliver=...) may resolve items early (on the event loop)
         self.window = max(0.0, window_seconds)
         self.max_batch = max(1, max_batch)
         self._queues: dict[str, list[_Pending]] = {}
@@ -69,7 +84,11 @@ class Batcher:
         self.items += len(batch)
         self.largest_batch = max(self.largest_batch, len(batch))
         try:
-            results = list(await self._run(key, [p.item for p in batch]))
+            items = [p.item for p in batch]
+            if self.delivers:
+                results = list(await self._run(key, items, deliver=functools.partial(_deliver, batch)))
+            else:
+                results = list(await self._run(key, items))
             if len(results) != len(batch):
                 raise RuntimeError(f"a batch of {len(batch)} items produced {len(results)} results")
         except asyncio.CancelledError:
@@ -79,13 +98,8 @@ class Batcher:
             raise
         except Exception as exc:  # noqa: BLE001 - handed to every waiting request
             results = [exc] * len(batch)
-        for pending, result in zip(batch, results, strict=True):
-            if pending.future.done():
-                continue
-            if isinstance(result, BaseException):
-                pending.future.set_exception(result)
-            else:
-                pending.future.set_result(result)
+        for index, result in enumerate(results):
+            _deliver(batch, index, result)
 
     async def close(self) -> None:
         for task in list(self._workers.values()):

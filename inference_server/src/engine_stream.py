@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -75,6 +76,10 @@ def synthesize_stream(
         emit(chunk)
 
     with loaded.lock:
+        # The same utterance of the same voice sounds the same every time it is streamed (sentence by sentence).
+        import torch
+
+        torch.manual_seed(utterance_seed(loaded, item))
         if loaded.engine != "fast":  # upstream's loop has no frames to hand out: the whole utterance is one chunk
             wavs, rate = call_upstream(loaded, [item])
             if int(rate) != SAMPLE_RATE:
@@ -103,6 +108,12 @@ def synthesize_stream(
             send(tail)
     stats.seconds = time.monotonic() - started
     return stats
+
+
+def utterance_seed(loaded: LoadedModel, item: SpeechItem) -> int:
+    """A sampling seed fixed by the model and what is said, how and by whom (not by the clone prompt's object)."""
+    what = "\x1f".join((loaded.path, item.text, item.language, item.instruct, item.speaker or ""))
+    return int.from_bytes(hashlib.sha256(what.encode()).digest()[:8], "little")
 
 
 _END = object()

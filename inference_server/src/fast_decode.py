@@ -7,7 +7,8 @@ code embeddings plus the next text embedding into the talker's next input, and r
 on a static cache. The prefill is upstream's own talker forward, so prompt positions and masks are upstream's.
 
 Rows stop at their own EOS or frame bound and leave the batch (their cache rows are dropped), so a finished row
-costs nothing more. Codes equal upstream's under greedy decoding (tests/inference/test_fast_engine.py).
+costs nothing more; ``on_row_done`` hears of each row that leaves while others keep running, with its codes, so
+its audio can be made at once. Codes equal upstream's under greedy decoding (tests/inference/test_fast_engine.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from .fast_sampling import SamplingParams, choose, restrict, suppression_mask
 
 # on_frame(step, rows, codes): ``rows`` [b] are the batch indices still running, ``codes`` [b, 16] their frame
 FrameCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
+# on_row_done(row, codes): batch row ``row`` ended (EOS or frame bound) before the batch did; ``codes`` [frames, 16]
+RowCallback = Callable[[int, torch.Tensor], None]
 
 
 class GenerationCancelled(Exception):
@@ -132,7 +135,8 @@ class _Talker:
 
 @torch.inference_mode()
 def run(
-    talker, job: DecodeJob, *, on_frame: FrameCallback | None = None, should_stop: Callable[[], bool] | None = None
+    talker, job: DecodeJob, *, on_frame: FrameCallback | None = None, should_stop: Callable[[], bool] | None = None,
+    on_row_done: RowCallback | None = None,
 ) -> list[torch.Tensor]:
     """Each row's codes [frames, 16] up to (not including) its EOS frame."""
     embeds, mask = job.inputs_embeds, job.attention_mask
@@ -168,6 +172,9 @@ def run(
             keep = torch.nonzero(~done).view(-1)
             if keep.numel() == 0:
                 break
+            if on_row_done is not None:
+                for row in rows[done].tolist():
+                    on_row_done(row, out[row, : lengths[row]])
             rows, first, history, limits = rows[keep], first[keep], history[keep], limits[keep]
             past_hidden, trailing = past_hidden[keep], trailing[keep]
             loop.keep(keep)

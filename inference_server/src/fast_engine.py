@@ -33,10 +33,12 @@ def frame_bound(text: str) -> int:
 
 @dataclass
 class CallOptions:
-    """Per call: frame bounds per row, and for streaming a per-frame callback and a stop check."""
+    """Per call: frame bounds per row, for streaming a per-frame callback and a stop check, and a callback for
+    each row that ends before the rest of its batch (`early_results`)."""
 
     frame_limits: list[int] | None = None
     on_frame: fast_decode.FrameCallback | None = None
+    on_row_done: fast_decode.RowCallback | None = None
     should_stop: Callable[[], bool] | None = None
     generator: torch.Generator | None = None
 
@@ -106,7 +108,9 @@ def substituted(model: Any, options: CallOptions | None = None) -> Iterator[None
         if not supported(talker):
             return type(talker).generate(talker, **kwargs)
         job = _job(talker, kwargs, options)
-        codes = fast_decode.run(talker, job, on_frame=options.on_frame, should_stop=options.should_stop)
+        codes = fast_decode.run(
+            talker, job, on_frame=options.on_frame, should_stop=options.should_stop, on_row_done=options.on_row_done
+        )
         return _as_upstream_output(codes, job.eos_id, talker.config.num_code_groups, job.inputs_embeds.device)
 
     talker.generate = generate

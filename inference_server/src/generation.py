@@ -66,7 +66,7 @@ class Generator:
         self.cache = cache
         self.outputs = outputs
         self.batcher = Batcher(
-            self._run_batch, settings.inference_batch_window_ms / 1000.0, settings.inference_max_batch
+            self._run_batch, settings.inference_batch_window_ms / 1000.0, settings.inference_max_batch, delivers=True
         )
         self.gpu_slots = asyncio.Semaphore(max(1, settings.gpu_max_concurrency))
         # model calls get their own threads, so that uploads and S3 checks queued in the default pool never delay them
@@ -76,25 +76,44 @@ class Generator:
         """Drop the GPU threads (close the batcher, then the cache, before this)."""
         self._gpu_pool.shutdown(wait=False, cancel_futures=True)
 
-    async def _run_batch(self, key: str, work: list[_Work]) -> list[np.ndarray | BaseException]:
-        """The batcher's call: one generate for all queued items of one model (items alone if that fails)."""
+    async def _run_batch(
+        self, key: str, work: list[_Work], *, deliver: Callable[[int, Any], None] | None = None
+    ) -> list[np.ndarray | BaseException]:
+        """The batcher's call: one generate for all queued items of one model (items alone if that fails). A row
+        that ends before the rest of the batch (fast engine) goes to ``deliver`` at once; its final result is its
+        early waveform again (the batcher drops it)."""
         spec = work[0].spec
         items = [w.item for w in work]
+        loop = asyncio.get_running_loop()
+        early: dict[int, np.ndarray] = {}
+        first_ready: list[float] = []
+
+        def ready(index: int, wav: np.ndarray) -> None:  # (GPU thread) a row ended early
+            early[index] = wav
+            first_ready.append(time.monotonic())
+            if deliver is not None:
+                loop.call_soon_threadsafe(deliver, index, wav)
+
+        on_ready = ready if deliver is not None else None
         async with self.cache.use(spec) as loaded, self.gpu_slots:
             started = time.monotonic()
             try:
-                wavs: list[Any] = await self.on_gpu(tts_model.generate, loaded, items)
+                wavs: list[Any] = await self.on_gpu(tts_model.generate, loaded, items, on_ready=on_ready)
             except Exception as exc:
                 if len(items) == 1:
                     raise
                 log.warning("fused generate of %d items for %s failed (%s); retrying one by one", len(items), key, exc)
                 wavs = []
-                for item in items:
+                for index, item in enumerate(items):
+                    if index in early:
+                        wavs.append(early[index])
+                        continue
                     try:
                         wavs.extend(await self.on_gpu(tts_model.generate, loaded, [item]))
                     except Exception as item_exc:  # noqa: BLE001 - reported in that item's place
                         wavs.append(item_exc)
         elapsed = time.monotonic() - started
+        wavs = [early.get(index, wav) for index, wav in enumerate(wavs)]
         metrics.BATCH_SIZE.observe(len(items))
         metrics.GENERATE_SECONDS.observe(elapsed)
         produced = [w for w in wavs if not isinstance(w, BaseException)]
@@ -102,8 +121,8 @@ class Generator:
         metrics.ITEMS.labels(spec.kind).inc(len(produced))
         metrics.AUDIO_SECONDS.labels(spec.kind).inc(audio_seconds)
         metrics.observe_engine(
-            engine=loaded.engine, mode="batch", first_audio=elapsed, seconds=elapsed, audio_seconds=audio_seconds,
-            frames=sum(len(w) for w in produced) // SAMPLES_PER_FRAME,
+            engine=loaded.engine, mode="batch", first_audio=min(first_ready, default=started + elapsed) - started,
+            seconds=elapsed, audio_seconds=audio_seconds, frames=sum(len(w) for w in produced) // SAMPLES_PER_FRAME,
         )
         return wavs
 

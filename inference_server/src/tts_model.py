@@ -7,8 +7,10 @@ decode loop between is the engine the model was loaded with (``VFT_ENGINE``: `fa
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,17 +103,32 @@ def release(loaded: LoadedModel) -> None:
         torch.cuda.empty_cache()
 
 
-def generate(loaded: LoadedModel, items: list[SpeechItem]) -> list[np.ndarray]:
-    """One batched generate call for ``items``; waveforms (float32, 24 kHz) in the same order."""
+def generate(
+    loaded: LoadedModel, items: list[SpeechItem], *, on_ready: Callable[[int, np.ndarray], None] | None = None
+) -> list[np.ndarray]:
+    """One batched generate call for ``items``; waveforms (float32, 24 kHz) in the same order.
+
+    With the fast engine and ``on_ready``, a row that ends before the rest of the batch is decoded at once and handed
+    to ``on_ready(index, waveform)`` (in this thread); its place in the returned list is then an empty array."""
     from . import fast_engine
+    from .early_results import RowDelivery
 
     options = fast_engine.CallOptions(frame_limits=[fast_engine.frame_bound(item.text) for item in items])
-    with loaded.lock, fast_engine.engine_for(loaded.tts.model, loaded.engine, options):
+    delivery = contextlib.nullcontext()
+    if on_ready is not None and loaded.engine == "fast" and len(items) > 1:
+        references = [getattr(item.clone_prompt, "ref_code", None) for item in items] if loaded.kind == "base" else None
+        rows = RowDelivery(loaded.tts, on_ready, references)
+        options.on_row_done = rows.row_done
+        delivery = rows.skipping_delivered()
+    with loaded.lock, fast_engine.engine_for(loaded.tts.model, loaded.engine, options), delivery:
         wavs, rate = call_upstream(loaded, items)
     if int(rate) != SAMPLE_RATE:
         import librosa
 
-        wavs = [librosa.resample(np.asarray(w, dtype=np.float32), orig_sr=int(rate), target_sr=SAMPLE_RATE) for w in wavs]
+        wavs = [
+            librosa.resample(np.asarray(w, dtype=np.float32), orig_sr=int(rate), target_sr=SAMPLE_RATE) if len(w) else w
+            for w in wavs
+        ]
     return [np.asarray(w, dtype=np.float32) for w in wavs]
 
 

@@ -109,6 +109,8 @@ class OperatorConfig:
     port: int = field(default=8081, metadata={"env": "VFT_OPERATOR_PORT", "parse": int})
     progress_base_url: str = field(default="", metadata={"env": "VFT_PROGRESS_BASE_URL"})
     secret_key: str = field(default="", repr=False, metadata={"env": "VFT_OPERATOR_SECRET_KEY"})
+    # Without a key: the Secret (in the operator's namespace) that keeps it; empty: a file under the data dir.
+    key_secret: str = field(default="", metadata={"env": "VFT_OPERATOR_KEY_SECRET"})
     progress_interval: float = field(default=2.0, metadata={"env": "VFT_PROGRESS_INTERVAL", "parse": float})
     # The inference Deployment and Service the operator keeps.
     inference_name: str = field(default="voicefinetune-inference", metadata={"env": "VFT_INFERENCE_NAME"})
@@ -161,7 +163,7 @@ class OperatorConfig:
         values["in_cluster"] = bool(env.get("KUBERNETES_SERVICE_HOST"))
         values.update(overrides)
         config = cls(**values)
-        if not config.secret_key:
+        if not config.secret_key and not config.key_secret:
             config = replace(config, secret_key=stored_secret_key(config.settings.state_dir / SECRET_KEY_FILE))
         return config
 

@@ -22,6 +22,7 @@ from .keeper import InferenceKeeper
 from .leader import LeaderElector
 from .metrics import PhaseCounter
 from .progress import ProgressThrottle, build_app
+from .progress_key import progress_key
 from .reconcile import Reconciler
 from .status_writer import StatusWriter
 
@@ -49,7 +50,11 @@ class Runtime:
 
     @classmethod
     async def start(cls, config: OperatorConfig, kubeconfig: str | None = None) -> Runtime:
-        runtime = cls(config, await KubeClient.connect(kubeconfig))
+        kube = await KubeClient.connect(kubeconfig)
+        if not config.secret_key:
+            key = await progress_key(kube, namespace=config.namespace, name=config.key_secret)
+            config = replace(config, secret_key=key)
+        runtime = cls(config, kube)
         await runtime._serve()
         return runtime
 

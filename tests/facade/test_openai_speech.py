@@ -74,6 +74,16 @@ def test_speed_two_halves_the_duration_and_keeps_what_was_said(client, served, v
     assert outcomes[2.0] == pytest.approx(0.5, abs=0.03)
 
 
+def test_the_same_request_speaks_the_same_so_speed_two_is_half_as_long(client, voice):
+    def speak(speed: float) -> bytes:
+        return client.audio.speech.create(model="qwen3-tts", voice=voice, input="One line. And another one.",
+                                          response_format="pcm", speed=speed).content
+
+    normal = speak(1.0)
+    assert speak(1.0) == normal  # each sentence's sampling seed comes from what is said and by whom
+    assert len(speak(2.0)) / len(normal) == pytest.approx(0.5, abs=0.03)
+
+
 def test_ten_sentences_start_playing_long_before_the_response_ends(client, served, voice):
     client.audio.speech.create(model="qwen3-tts", voice=voice, input="Warm up.", response_format="pcm")
     sent_before = metric_value(served, STREAMED_BYTES)

@@ -106,6 +106,9 @@ def test_rbac_grants_only_what_operator_and_facade_call():
         ("", "services", "get", inference),
         ("", "services", "patch", inference),
         ("", "secrets", "get", "vft-voicefinetune-s3"),
+        # the Secret in which the operator keeps its progress-token key (made at its first start)
+        ("", "secrets", "create", ""),
+        ("", "secrets", "get", "vft-voicefinetune-operator-progress-key"),
         ("coordination.k8s.io", "leases", "create", ""),
         ("coordination.k8s.io", "leases", "get", "vft-voicefinetune-operator"),
         ("coordination.k8s.io", "leases", "patch", "vft-voicefinetune-operator"),
@@ -117,9 +120,10 @@ def test_rbac_grants_only_what_operator_and_facade_call():
     for role in of_kind(docs, "Role"):
         for rule in role["rules"]:
             assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
-            if "secrets" in rule["resources"]:  # never list, watch or read any Secret but the named S3 one
+            if "secrets" in rule["resources"]:  # never list, watch or read any Secret but the named ones
                 assert set(rule["verbs"]) <= {"create", "get"}
-                assert "get" not in rule["verbs"] or rule["resourceNames"] == ["vft-voicefinetune-s3"]
+                assert "get" not in rule["verbs"] or rule["resourceNames"] in (
+                    ["vft-voicefinetune-s3"], ["vft-voicefinetune-operator-progress-key"])
 
 
 def test_rbac_follows_the_watched_namespaces():
@@ -167,3 +171,26 @@ def test_values_schema_refuses_bad_values(setting, complaint):
     result = helm("template", "vft", str(CHART), "--set", setting)
     assert result.returncode != 0
     assert complaint in result.stderr
+
+
+def operator_env(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    (deployment,) = [d for d in of_kind(docs, "Deployment") if d["metadata"]["name"] == "vft-voicefinetune-operator"]
+    return {item["name"]: item for item in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def test_renders_are_reproducible_so_gitops_never_rotates_the_progress_key():
+    first, second = helm("template", "vft", str(CHART)).stdout, helm("template", "vft", str(CHART)).stdout
+    assert first == second
+    docs = render()
+    assert operator_env(docs)["VFT_OPERATOR_KEY_SECRET"]["value"] == "vft-voicefinetune-operator-progress-key"
+    assert "VFT_OPERATOR_SECRET_KEY" not in operator_env(docs)
+    assert not [d for d in of_kind(docs, "Secret") if "secret-key" in (d.get("stringData") or {})]
+
+
+def test_a_progress_key_given_in_the_values_comes_from_the_charts_secret():
+    docs = render("--set", "operator.secretKey=given-key")
+    (secret,) = [d for d in of_kind(docs, "Secret") if d["metadata"]["name"] == "vft-voicefinetune-operator"]
+    assert secret["stringData"]["secret-key"] == "given-key"
+    assert operator_env(docs)["VFT_OPERATOR_SECRET_KEY"]["valueFrom"] == {
+        "secretKeyRef": {"name": "vft-voicefinetune-operator", "key": "secret-key"}}
+    assert "VFT_OPERATOR_KEY_SECRET" not in operator_env(docs)

@@ -251,6 +251,38 @@ def test_outside_a_cluster_trainers_reach_the_operator_with_default_settings_acr
     assert wait_for(lambda: status_of(cluster, "local").get("progress", {}).get("globalStep") == 1, what="progress")
 
 
+def test_in_a_cluster_the_progress_key_lives_in_a_secret_the_operator_makes_once(
+    cluster, kubeconfig, start_operator, custom, core, tmp_path
+):
+    """No VFT_OPERATOR_SECRET_KEY (the chart's default, so that `helm template` never rotates a key): the operator
+    makes the Secret VFT_OPERATOR_KEY_SECRET names, and a restarted operator on an empty data dir still accepts
+    the tokens of the Jobs made before."""
+    env = operator_environment(kubeconfig, "http://127.0.0.1:9", {
+        "VFT_OPERATOR_KEY_SECRET": "vft-operator-progress-key", "VFT_DATA_DIR": str(tmp_path / "first")})
+    env.pop("VFT_OPERATOR_SECRET_KEY")
+    first = start_operator(env=env)
+    create(custom, voicefinetune("keyed"))
+    (job,) = wait_for(lambda: jobs_of(cluster), what="the training Job")
+    kept = core.read_namespaced_secret("vft-operator-progress-key", "default")
+    key = base64.b64decode(kept.data["secret-key"]).decode()
+    url, token = trainer_report(job, core)
+    assert token == {"Authorization": f"Bearer {progress_token(key, 'default', 'keyed')}"}
+    first.stop()
+    start_operator(env={**env, "VFT_DATA_DIR": str(tmp_path / "second")})
+    event = {"stage": "training", "epoch": 0, "total_epochs": 2, "step": 1, "loss": 1.5, "global_step": 1}
+    assert wait_for(lambda: _posted(url, event, token) == 202, what="the restarted operator accepting the token")
+    assert wait_for(lambda: status_of(cluster, "keyed").get("progress", {}).get("globalStep") == 1, what="progress")
+    again = core.read_namespaced_secret("vft-operator-progress-key", "default")
+    assert again.data == kept.data
+
+
+def _posted(url: str, event: dict, headers: dict[str, str]) -> int:
+    try:
+        return httpx.post(url, json=event, headers=headers).status_code
+    except httpx.TransportError:  # the restarted operator is not listening yet
+        return 0
+
+
 def test_a_taken_port_falls_back_to_a_free_one_outside_a_cluster(cluster, kubeconfig, custom, core, tmp_path):
     env = operator_environment(kubeconfig, "http://127.0.0.1:9")
     env.pop("VFT_PROGRESS_BASE_URL")

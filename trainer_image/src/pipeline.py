@@ -266,9 +266,9 @@ class TrainingPipeline:
         from .codes import encode_samples
         from .prepare import assign_layouts
 
-        clips = dataset.load()
+        clips = dataset.clips()  # nothing decoded yet: each clip's audio is decoded in its encoding batch
         self.progress.event(message=f"encoding audio codes of {len(clips)} clips")
-        samples = encode_samples(model, [(clip.text, clip.audio, clip.ref_audio) for clip in clips])
+        samples = encode_samples(model, ((clip.text, clip.audio, clip.ref_audio) for clip in clips))
         default = check_language(self.request.language)
         return assign_layouts(samples, [clip.language or default for clip in clips])
 

@@ -113,3 +113,8 @@ capabilities:
 {{- range .Values.imagePullSecrets }}{{ $names = append $names .name }}{{ end }}
 {{- join "," $names }}
 {{- end }}
+
+{{/* The Secret in which the operator keeps its progress-token key (made by the operator, not the chart). */}}
+{{- define "voicefinetune.progressKeySecret" -}}
+{{ include "voicefinetune.operatorName" . }}-progress-key
+{{- end }}
