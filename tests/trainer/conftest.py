@@ -143,3 +143,20 @@ def trainer_env(tmp_path_factory, s3_endpoint: str, tiny_models) -> dict[str, st
         env.pop(name, None)
     Storage(Settings.from_env(env)).ensure_bucket()
     return env
+
+
+@pytest.fixture(scope="module")
+def cpu_settings(tmp_path_factory):
+    """CPU settings with a data folder of the test module's own."""
+    from voicefinetune.settings import Settings
+
+    data = tmp_path_factory.mktemp("data")
+    return Settings.from_env({"DEVICE": "cpu", "USE_FLASH_ATTN": "0", "VFT_DATA_DIR": str(data)})
+
+
+@pytest.fixture(scope="module")
+def base_tts(tiny_models, cpu_settings):
+    """The tiny Base model, loaded once per test module."""
+    from voicefinetune.qwen import load_model
+
+    return load_model(tiny_models.base, cpu_settings)

@@ -12,7 +12,6 @@ import torch
 from voicefinetune.devtools.sample_data import reference_clip, speech_clips
 from voicefinetune.qwen import load_model
 from voicefinetune.schemas import SAMPLE_RATE
-from voicefinetune.settings import Settings
 from voicefinetune.trainer.batching import build_batch
 from voicefinetune.trainer.checkpoint import OPTIMIZER_FILE, TrainingState, list_checkpoints
 from voicefinetune.trainer.codes import encode_samples
@@ -101,17 +100,6 @@ def test_resume_state_has_the_moments_but_not_the_weight_extension(weights, grad
 
 
 # ----- on the tiny model ------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def cpu_settings(tmp_path_factory) -> Settings:
-    data = tmp_path_factory.mktemp("data")
-    return Settings.from_env({"DEVICE": "cpu", "USE_FLASH_ATTN": "0", "VFT_DATA_DIR": str(data)})
-
-
-@pytest.fixture(scope="module")
-def base_tts(tiny_models, cpu_settings):
-    return load_model(tiny_models.base, cpu_settings)
 
 
 @pytest.fixture(scope="module")

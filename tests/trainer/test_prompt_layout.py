@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 from voicefinetune.devtools.sample_data import reference_clip, speech_clips
 from voicefinetune.inference_server.tts_model import SpeechItem, call_upstream, load
 from voicefinetune.qwen import load_model
 from voicefinetune.schemas import SAMPLE_RATE, FinetuneRequest, InferRequest, check_language
-from voicefinetune.settings import Settings
 from voicefinetune.trainer import sft
 from voicefinetune.trainer.codes import AUTO_LANGUAGE, Sample, encode_samples
 from voicefinetune.trainer.loss import talker_inputs
@@ -26,12 +24,6 @@ def at_24k(clip) -> np.ndarray:
     if clip.sample_rate == SAMPLE_RATE:
         return clip.waveform.astype(np.float32)
     return librosa.resample(clip.waveform, orig_sr=clip.sample_rate, target_sr=SAMPLE_RATE).astype(np.float32)
-
-
-@pytest.fixture(scope="module")
-def cpu_settings(tmp_path_factory) -> Settings:
-    data = tmp_path_factory.mktemp("data")
-    return Settings.from_env({"DEVICE": "cpu", "USE_FLASH_ATTN": "0", "VFT_DATA_DIR": str(data)})
 
 
 def test_layouts_alternate_between_the_language_and_auto():

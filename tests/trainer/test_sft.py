@@ -16,9 +16,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from voicefinetune.devtools.sample_data import Clip, reference_clip, speech_clips
-from voicefinetune.qwen import import_qwen_tts, load_model
+from voicefinetune.qwen import import_qwen_tts
 from voicefinetune.schemas import SAMPLE_RATE
-from voicefinetune.settings import Settings
 from voicefinetune.trainer.batching import (
     IGNORE_INDEX,
     ROLE_TOKENS,
@@ -64,17 +63,6 @@ def one_cpu_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def cpu_settings(tmp_path_factory) -> Settings:
-    data = tmp_path_factory.mktemp("data")
-    return Settings.from_env({"DEVICE": "cpu", "USE_FLASH_ATTN": "0", "VFT_DATA_DIR": str(data)})
-
-
-@pytest.fixture(scope="module")
-def base_tts(tiny_models, cpu_settings):
-    return load_model(tiny_models.base, cpu_settings)
 
 
 @pytest.fixture(scope="module")
