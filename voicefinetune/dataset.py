@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import soundfile
 
-from .audio_limits import audio_refusal
+from .audio_limits import MAX_CLIP_SECONDS, MAX_REF_SECONDS, audio_refusal
 from .schemas import SAMPLE_RATE, InvalidInput, check_language
 from .zipsafe import UnsafeArchive, ZipLimits, extract_zip, inspect_zip
 
@@ -45,8 +45,8 @@ class DatasetError(InvalidInput):
 class DatasetLimits:
     zip: ZipLimits = field(default_factory=ZipLimits)
     min_seconds: float = 0.3
-    max_seconds: float = 30.0
-    max_ref_seconds: float = 60.0
+    max_seconds: float = MAX_CLIP_SECONDS
+    max_ref_seconds: float = MAX_REF_SECONDS
     max_lines: int = 100_000
 
 

@@ -107,10 +107,6 @@ class ModelCache:
     def busy(self) -> bool:
         return any(e.in_use or not e.loaded for e in self._entries.values()) or self._unloading > 0
 
-    def is_held(self, key: str) -> bool:
-        entry = self._entries.get(key)
-        return entry is not None and (entry.in_use > 0 or not entry.loaded)
-
     # --- use ---------------------------------------------------------------------------------------------------
 
     @asynccontextmanager

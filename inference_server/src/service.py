@@ -107,9 +107,6 @@ class InferenceService:
     def voice(self, job_id: str) -> Voice:
         return self.catalog.get(job_id)
 
-    def describe_voice(self, voice: Voice) -> dict[str, Any]:
-        return self.catalog.describe(voice)
-
     # --- speech ----------------------------------------------------------------------------------------------
 
     async def infer(self, job_id: str, request: InferRequest) -> bytes | InferS3Response:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import logging
 import os
 import uuid
@@ -10,6 +9,7 @@ from typing import Any
 
 from ..cluster.client import KubeClient, KubeError, event_path
 from .crd import MANAGED_BY
+from .status import now
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class EventRecorder:
 
     async def post(self, body: dict[str, Any], *, kind: str, reason: str, message: str) -> None:
         """Best effort: a lost Event must never fail a reconciliation."""
-        timestamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        timestamp = now()
         try:
             await self.kube.create(event_path(body["metadata"]["namespace"]), build_event(
                 body, kind, reason, message, timestamp))

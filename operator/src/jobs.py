@@ -19,6 +19,7 @@ DATA_DIR = "/data"
 EXIT_USAGE = 2  # `vft train` refused its arguments: retrying cannot help
 
 JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
+PROGRESS_TOKEN_KEY = "token"  # the key of the progress-token Secret (see progress_secret.py)
 
 
 def job_name(resource_name: str) -> str:
@@ -94,7 +95,7 @@ def build_training_job(
     env = [
         {"name": "VFT_PROGRESS_URL", "value": progress_url},
         # The token only lets its holder report progress for this one resource (see progress_secret.py).
-        {"name": "VFT_PROGRESS_TOKEN", "valueFrom": {"secretKeyRef": {"name": progress_secret, "key": "token"}}},
+        {"name": "VFT_PROGRESS_TOKEN", "valueFrom": {"secretKeyRef": {"name": progress_secret, "key": PROGRESS_TOKEN_KEY}}},
         {"name": "VFT_DATA_DIR", "value": DATA_DIR},
         {"name": "HF_HOME", "value": f"{DATA_DIR}/huggingface"},
         {"name": "PYTORCH_CUDA_ALLOC_CONF", "value": "expandable_segments:True"},

@@ -14,29 +14,33 @@ from typing import Any
 
 from ..cluster.client import Conflict, KubeClient, secret_path
 from .crd import MANAGED_BY, NAME_LABEL, owner_reference
-from .jobs import job_name, label_value
-
-TOKEN_KEY = "token"
+from .jobs import PROGRESS_TOKEN_KEY, job_name, label_value
 
 
 def progress_secret_name(resource_name: str, token: str) -> str:
     return f"{job_name(resource_name)}-progress-{hashlib.sha256(token.encode()).hexdigest()[:8]}"
 
 
-def progress_secret(body: dict[str, Any], token: str) -> dict[str, Any]:
+def owned_secret(body: dict[str, Any], *, name: str, data: dict[str, str]) -> dict[str, Any]:
+    """A Secret of the resource's namespace that goes with the resource (``data`` already base64)."""
     meta = body["metadata"]
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "type": "Opaque",
         "metadata": {
-            "name": progress_secret_name(meta["name"], token),
+            "name": name,
             "namespace": meta["namespace"],
             "labels": {"app.kubernetes.io/managed-by": MANAGED_BY, NAME_LABEL: label_value(meta["name"])},
             "ownerReferences": [owner_reference(body)],
         },
-        "data": {TOKEN_KEY: base64.b64encode(token.encode()).decode()},
+        "data": data,
     }
+
+
+def progress_secret(body: dict[str, Any], token: str) -> dict[str, Any]:
+    return owned_secret(body, name=progress_secret_name(body["metadata"]["name"], token),
+                        data={PROGRESS_TOKEN_KEY: base64.b64encode(token.encode()).decode()})
 
 
 async def ensure_progress_secret(kube: KubeClient, body: dict[str, Any], token: str) -> str:

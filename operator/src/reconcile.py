@@ -11,10 +11,11 @@ from typing import Any
 
 from ..cluster.client import Conflict, KubeClient, KubeError, job_path, pod_path
 from ..cluster.resource import object_path
-from ..lifecycle import TERMINAL_PHASES
+from ..lifecycle import DEFAULT_SPEAKER_NAME, TERMINAL_PHASES
 from ..storage import Storage, checkpoint_prefix
 from .config import OperatorConfig
 from .crd import InvalidSpec, read_spec
+from .events import WARNING
 from .fleet import InferenceFleet, InferenceUnavailable, VoiceRejected
 from .jobs import (
     JOB_NAME_LABELS,
@@ -216,9 +217,7 @@ class Reconciler:
             status = (body or {}).get("status") or {}
             if body is None or body["metadata"].get("deletionTimestamp") or status.get("phase") != LOADING:
                 return
-            speaker = ((body.get("spec") or {}).get("speakerName")) or "speaker_custom"
-            voice = self.voice(namespace, name)
-            prefix = status.get("checkpointPath") or checkpoint_prefix(voice)
+            voice, speaker, prefix = self._voice_record(body)
             try:
                 replica = await self.fleet.register(voice, speaker, prefix)
             except VoiceRejected as exc:
@@ -233,7 +232,7 @@ class Reconciler:
                     return
                 if not warned:
                     await self.writer.events.post(
-                        body, kind="Warning", reason="LoadRetrying", message=f"{exc}; retrying"
+                        body, kind=WARNING, reason="LoadRetrying", message=f"{exc}; retrying"
                     )
                     warned = True
                 log.warning("loading voice %s/%s: %s; retrying in %.0f s", namespace, name, exc, delay)
@@ -269,11 +268,12 @@ class Reconciler:
             return
         if phase in TERMINAL_PHASES:
             return
-        job_name_ = status.get("jobName") or job_name(name)
-        job = await self.kube.get(job_path(namespace, job_name_))
         if phase is None:
             await self.ensure_training_job(body)
-        elif job is not None:
+            return
+        job_name_ = status.get("jobName") or job_name(name)
+        job = await self.kube.get(job_path(namespace, job_name_))
+        if job is not None:
             await self.on_job("MODIFIED", job)
         else:
             await self.writer.transition(
@@ -295,11 +295,15 @@ class Reconciler:
             return
         self.phases.seen(*key, status.get("phase"))
         if status.get("phase") == READY and not body["metadata"].get("deletionTimestamp"):
-            speaker = (body.get("spec") or {}).get("speakerName") or "speaker_custom"
-            voice = self.voice(*key)
-            self.ready_voices[key] = (voice, speaker, status.get("checkpointPath") or checkpoint_prefix(voice))
+            self.ready_voices[key] = self._voice_record(body)
         else:
             self.ready_voices.pop(key, None)
+
+    def _voice_record(self, body: dict[str, Any]) -> tuple[str, str, str]:
+        """(voice id, speaker name, checkpoint prefix) the inference servers know the resource's voice by."""
+        voice = self.voice(*_key(body))
+        speaker = (body.get("spec") or {}).get("speakerName") or DEFAULT_SPEAKER_NAME
+        return voice, speaker, ((body.get("status") or {}).get("checkpointPath") or checkpoint_prefix(voice))
 
     async def delete(self, body: dict[str, Any], last_attempt: bool) -> None:
         """Stop the Job (its pods go with it), take the voice out of the inference caches, and delete the S3

@@ -15,8 +15,8 @@ from typing import Any
 
 from ..cluster.client import Conflict, KubeClient, KubeError, secret_path
 from .config import OperatorConfig
-from .crd import MANAGED_BY, NAME_LABEL, owner_reference
-from .jobs import job_name, label_value
+from .jobs import job_name
+from .progress_secret import owned_secret
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +36,7 @@ def secret_copy(source: dict[str, Any], body: dict[str, Any], *, config: Operato
     meta = body["metadata"]
     keys = (config.s3_secret_access_key, config.s3_secret_secret_key)
     data = {key: value for key, value in (source.get("data") or {}).items() if key in keys}
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "Opaque",
-        "metadata": {
-            "name": s3_secret_name(config, meta["namespace"], meta["name"]),
-            "namespace": meta["namespace"],
-            "labels": {"app.kubernetes.io/managed-by": MANAGED_BY, NAME_LABEL: label_value(meta["name"])},
-            "ownerReferences": [owner_reference(body)],
-        },
-        "data": data,
-    }
+    return owned_secret(body, name=s3_secret_name(config, meta["namespace"], meta["name"]), data=data)
 
 
 async def ensure_s3_secret(kube: KubeClient, config: OperatorConfig, body: dict[str, Any]) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..cluster.client import Conflict, KubeClient
 from ..cluster.resource import object_path
-from ..lifecycle import TERMINAL_PHASES
+from ..lifecycle import STAGE_DONE, TERMINAL_PHASES
 from .events import NORMAL, WARNING, EventRecorder
 from .status import (
     FAILED,
@@ -174,7 +174,7 @@ class StatusWriter:
                     return False
                 timestamp = now()
                 patch: dict[str, Any] = {"progress": progress_status(event, timestamp)}
-                if event.get("stage") == "done" and event.get("s3_prefix"):
+                if event.get("stage") == STAGE_DONE and event.get("s3_prefix"):
                     patch["checkpointPath"] = str(event["s3_prefix"])
                 proposed = STAGE_PHASE.get(str(event.get("stage")))
                 entered = proposed is not None and may_advance(current, proposed)

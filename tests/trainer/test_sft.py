@@ -326,26 +326,12 @@ def test_failed_write_leaves_no_partial_folder_and_keeps_the_previous_one(base_t
     before = {p.relative_to(good): p.read_bytes() for p in good.rglob("*") if p.is_file()}
 
     (base / "speech_tokenizer" / "zz_lost.bin").symlink_to(tmp_path / "nowhere")  # a broken base folder
-    with pytest.raises(FileNotFoundError):
-        export_checkpoint(
-            base_tts.model,
-            base_dir=base,
-            output_dir=output,
-            epoch=0,
-            speaker_name=SPEAKER,
-            speaker_slot=1000,
-            speaker_embedding=embedding + 1,
-        )
-    with pytest.raises(FileNotFoundError):
-        export_checkpoint(
-            base_tts.model,
-            base_dir=base,
-            output_dir=output,
-            epoch=1,
-            speaker_name=SPEAKER,
-            speaker_slot=1000,
-            speaker_embedding=embedding + 1,
-        )
+    for epoch in (0, 1):  # a new epoch, and the one that exists already
+        with pytest.raises(FileNotFoundError):
+            export_checkpoint(
+                base_tts.model, base_dir=base, output_dir=output, epoch=epoch, speaker_name=SPEAKER,
+                speaker_slot=1000, speaker_embedding=embedding + 1,
+            )
 
     assert sorted(p.name for p in output.iterdir()) == ["checkpoint-epoch-0"]
     assert {p.relative_to(good): p.read_bytes() for p in good.rglob("*") if p.is_file()} == before

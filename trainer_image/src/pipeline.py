@@ -25,7 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ..dataset import Dataset, DatasetLimits, open_dataset
 from ..lifecycle import STAGE_DONE, STAGE_FAILED, STAGE_PREPARING, STAGE_TRAINING, STAGE_UPLOADING
-from ..schemas import InvalidInput, check_language, check_speaker_name
+from ..schemas import ID_PATTERN, InvalidInput, check_language, check_speaker_name
 from ..settings import Settings
 from ..storage import Storage, StorageError, UnsafeKey, build_key, checkpoint_prefix
 from ..train_request import TrainRequest
@@ -34,7 +34,7 @@ from .reporter import Event, Reporter
 log = logging.getLogger(__name__)
 
 # The job id names a folder and an S3 prefix: one safe path segment (ids made by the API or Kubernetes fit).
-JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+JOB_ID_PATTERN = re.compile(ID_PATTERN)
 CHECKPOINT_CONFIG = "config.json"
 EPOCH_FOLDER = re.compile(r"^checkpoint-epoch-(\d+)$")
 UPLOAD_ATTEMPTS = 3

@@ -190,6 +190,7 @@ def train(
     model.talker.train()
     latest: Path | None = None
     batches = fixed_batches(len(prepared), config.batch_size, config.seed)
+    built = [build_batch([prepared[i] for i in batch], model.config) for batch in batches]  # the same every epoch
     accumulate = config.gradient_accumulation_steps
     try:
         for epoch in range(first_epoch, total_epochs):
@@ -197,10 +198,7 @@ def train(
                 len(batches), seed=config.seed, epoch=epoch, first_epoch=first_epoch, last_epoch=total_epochs - 1
             )
             for step, start in enumerate(range(0, len(order), accumulate)):
-                group = [
-                    build_batch([prepared[i] for i in batches[index]], model.config).to(model.device)
-                    for index in order[start : start + accumulate]
-                ]
+                group = [built[index].to(model.device) for index in order[start : start + accumulate]]
                 parts = train_step(
                     model,
                     optimizer,

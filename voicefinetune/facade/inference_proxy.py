@@ -73,9 +73,13 @@ class InferenceProxy:
         headers = {name: value for name, value in request.headers.items() if name.lower() in FORWARDED_HEADERS}
         headers.update(self.auth)
         replicas = await self.replicas(key)
-        if key == "*":
-            answers = await asyncio.gather(*(self._send(r, request, body, headers) for r in replicas))
-            return answers[0]
+        if key == "*":  # every replica: a failure anywhere is the caller's answer
+            answers = await asyncio.gather(*(self._send(r, request, body, headers) for r in replicas),
+                                           return_exceptions=True)
+            lost = [f"{r}: {a!r}" for r, a in zip(replicas, answers, strict=True) if isinstance(a, BaseException)]
+            if lost:
+                raise HTTPException(503, f"inference replicas unreachable: {'; '.join(lost)}")
+            return next((a for a in answers if a.status_code >= 400), answers[0])
         errors = []
         for replica in replicas:
             try:

@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..lifecycle import QUEUED
 from ..schemas import FinetuneConfig, FinetuneRequest, Job, Progress
 from ..settings import Settings
 from ..storage import Storage
@@ -35,7 +36,7 @@ def flash_attn_enabled(settings: Settings) -> bool:
 
 def queued_progress(request: FinetuneRequest) -> Progress:
     """A waiting job already shows the six progress fields (nothing done yet)."""
-    return Progress(stage="queued", total_epochs=request.num_epochs)
+    return Progress(stage=QUEUED, total_epochs=request.num_epochs)
 
 
 def new_job_id() -> str:
@@ -78,7 +79,7 @@ class JobCreator:
             now = time.time()
             job = Job(
                 job_id=job_id,
-                status="queued",
+                status=QUEUED,
                 speaker_name=request.speaker_name,
                 progress=queued_progress(request),
                 config=FinetuneConfig(

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..lifecycle import PREPARING, STAGE_PREPARING, STAGE_STATUS
+from ..lifecycle import PREPARING, STAGE_FAILED, STAGE_PREPARING, STAGE_STATUS
 from ..opslog import OpsLog
 from ..schemas import Progress
 from ..settings import Settings
@@ -107,7 +107,7 @@ class JobRunner:
         tracker.enter(stage)
         if event.get("warning"):
             self.status.warn(record, str(event["warning"]), save=False)
-        if stage == "failed":
+        if stage == STAGE_FAILED:
             return
         record.job.progress = Progress(
             stage=stage,

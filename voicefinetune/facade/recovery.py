@@ -9,7 +9,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..lifecycle import TERMINAL_STATUSES
+from ..lifecycle import LOADING, QUEUED, TERMINAL_STATUSES
 from ..settings import Settings
 from ..storage import Storage
 from .job_creation import queued_progress
@@ -54,16 +54,16 @@ class StartupRecovery:
         if reap_orphan(record.child_pid, job.job_id):
             log.warning("killed a `vft train` left over from a previous server for job %s", job.job_id)
         record.child_pid = None
-        if job.status == "loading" and record.checkpoint_dir and Path(record.checkpoint_dir).is_dir():
+        if job.status == LOADING and record.checkpoint_dir and Path(record.checkpoint_dir).is_dir():
             self.status.persist(record)
             self.queue.schedule(job.job_id, load_only=True)
             return
-        if job.status != "queued":
+        if job.status != QUEUED:
             if not await self._dataset_available(record):
                 self.status.fail(record, RESTART_LOST)
                 return
             shutil.rmtree(training_output_dir(self.settings, job.job_id), ignore_errors=True)
-            job.status, job.progress, job.error = "queued", queued_progress(record.request), None
+            job.status, job.progress, job.error = QUEUED, queued_progress(record.request), None
             job.warnings.append(RESTART_REQUEUED)
         self.status.persist(record)
         self.queue.schedule(job.job_id)

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import TypeAdapter, ValidationError
 
+from ..lifecycle import TERMINAL_STATUSES
 from ..schemas import FinetuneRequest, FinetuneResponse, InvalidInput, Job
 from ..storage import StorageError, StorageNotConfigured, UnsafeKey
 from .backend import DatasetNotFound, JobBackend, JobConflict
@@ -183,7 +184,7 @@ def build_job_router(
         job = await backend.get(job_id)
         if job is None or not await backend.delete(job_id):
             raise HTTPException(404, f"job {job_id!r} not found")
-        finished = job.status in ("ready", "failed")
+        finished = job.status in TERMINAL_STATUSES
         return {"job_id": job_id, "status": "deleted" if finished else "cancelled", "previous_status": job.status}
 
     return router

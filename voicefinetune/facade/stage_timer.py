@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from ..lifecycle import STAGE_PREPARING, STAGE_TRAINING
+from ..lifecycle import STAGE_FAILED, STAGE_PREPARING, STAGE_TRAINING
 from ..opslog import OpsLog
 
 
@@ -22,7 +22,7 @@ class StageTimer:
     def enter(self, stage: str) -> None:
         if stage == self.stage:
             return
-        self._close(ok=stage != "failed")
+        self._close(ok=stage != STAGE_FAILED)
         self.stage, self.since = stage, time.monotonic()
 
     def finish(self, ok: bool) -> None:

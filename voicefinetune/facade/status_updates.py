@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..lifecycle import TERMINAL_STATUSES
+from ..lifecycle import FAILED, TERMINAL_STATUSES
 from ..schemas import Progress
 from .jobstore import JobRecord, JobStore
 from .metrics import JOB_DURATION, JOBS_FINISHED
@@ -41,7 +41,7 @@ class StatusUpdater:
     def fail(self, record: JobRecord, error: str) -> None:
         record.job.error = error
         purge_upload(record)
-        self.set_status(record, "failed", record.job.progress)
+        self.set_status(record, FAILED, record.job.progress)
 
     def warn(self, record: JobRecord, warning: str, save: bool = True) -> None:
         if warning not in record.job.warnings:

@@ -9,6 +9,7 @@ import logging
 from dataclasses import dataclass, field
 
 from ..error_ids import internal_error_message
+from ..lifecycle import QUEUED
 from .job_runner import JobRunner
 from .jobstore import JobStore
 from .status_updates import StatusUpdater
@@ -63,7 +64,7 @@ class TrainingQueue:
             async with self._slots:
                 record = self.store.get(job_id)
                 # A slot freed by stop() cancelling a training must not start the next one: it stays queued.
-                if record is None or record.job.status != "queued" or self._stopping:
+                if record is None or record.job.status != QUEUED or self._stopping:
                     return
                 if await self.runner.train(record):
                     await self.voice_loader.load(record)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..lifecycle import STAGE_FAILED
 from ..train_request import TrainRequest
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,7 @@ class TrainingProcess:
     def _error(self, returncode: int, last_event: ProgressEvent | None) -> str | None:
         if self._cancelled:
             return "cancelled"
-        if last_event is not None and last_event.get("stage") == "failed":
+        if last_event is not None and last_event.get("stage") == STAGE_FAILED:
             return str(last_event.get("error") or "training failed")
         if returncode == 0 and last_event is not None and last_event.get("stage") == "done":
             return None

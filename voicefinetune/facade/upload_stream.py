@@ -99,8 +99,6 @@ class _FormWriter:
             self.handle = None
         elif not self.part.is_file:
             self.form.fields.setdefault(self.part.name, self.part.data.decode("utf-8", errors="replace"))
-        elif self.part.name == self.file_field:
-            pass
         if self.part.name == self.file_field and not self.part.is_file:
             self._fail(400, f"the form field {self.file_field!r} must be a file (the dataset zip)")
 

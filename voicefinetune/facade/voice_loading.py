@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..lifecycle import LOADING, READY
 from ..settings import Settings
 from .jobstore import JobRecord, JobStore
 from .status_updates import StatusUpdater, purge_upload
@@ -40,7 +41,7 @@ class VoiceLoader:
 
     async def load(self, record: JobRecord) -> None:
         job = record.job
-        self.status.set_status(record, "loading", job.progress)
+        self.status.set_status(record, LOADING, job.progress)
         try:
             await self.voices.register_voice(
                 job.job_id,
@@ -60,7 +61,7 @@ class VoiceLoader:
         job.inference_url = f"/infer/{job.job_id}"
         job.checkpoint_path = self._relative_to_data(record.checkpoint_dir)
         purge_upload(record)
-        self.status.set_status(record, "ready", job.progress)
+        self.status.set_status(record, READY, job.progress)
         await self._prune_disk()
 
     async def _prune_disk(self) -> None:
