@@ -12,6 +12,14 @@ class VoiceNotFound(LookupError):
     """No voice is registered for this job id."""
 
 
+class VoiceDeleted(VoiceNotFound):
+    """The voice was unregistered (its job deleted) while a request for it waited or ran."""
+
+    @classmethod
+    def of(cls, job_id: str) -> VoiceDeleted:
+        return cls(f"job {job_id!r} was deleted: its voice is no longer served, and this request was stopped")
+
+
 class VoiceNotReady(RuntimeError):
     """The voice is registered but cannot be served now (no checkpoint on disk nor in S3, wrong checkpoint)."""
 

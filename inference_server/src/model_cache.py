@@ -166,7 +166,9 @@ class ModelCache:
         async with self._changed:
             entry.in_use -= 1
             entry.last_used = time.monotonic()
-            if entry.in_use == 0 and entry.unload_when_free and self._entries.get(entry.spec.key) is entry:
+            # a model still loading is dropped by _load once it is there
+            free = entry.loaded and entry.in_use == 0
+            if free and entry.unload_when_free and self._entries.get(entry.spec.key) is entry:
                 self._drop(entry)
             self._changed.notify_all()
 
@@ -189,6 +191,8 @@ class ModelCache:
             self.total_loads += 1
             metrics.MODEL_LOAD_SECONDS.observe(entry.loaded_at - started)
             self._publish()
+            if entry.in_use == 0 and entry.unload_when_free:  # asked to go while it loaded, and nobody waits
+                self._drop(entry)
             self._changed.notify_all()
         entry.ready.set_result(None)
 
@@ -244,6 +248,12 @@ class ModelCache:
                     entry.unload_when_free = True
         await self.settle()
         return len(targets)
+
+    async def discard(self, key: str) -> None:
+        """Unload ``key`` now, or once its requests (and a load in flight) end, and wait until it is gone."""
+        await self.unload(key)
+        async with self._changed:
+            await self._changed.wait_for(lambda: key not in self._entries and self._unloading == 0)
 
     async def settle(self) -> None:
         """Wait until no unload is in flight."""

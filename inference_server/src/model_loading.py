@@ -13,7 +13,7 @@ from . import tts_model
 from .checkpoints import CheckpointLocator
 from .disk_cache import DiskCache, has_model
 from .disk_keeper import DiskKeeper
-from .errors import ModelLoadFailed, VoiceNotReady
+from .errors import ModelLoadFailed, VoiceDeleted, VoiceNotReady
 from .model_cache import ModelSpec
 from .registry import Voice
 
@@ -63,6 +63,8 @@ class ModelLoader:
         """(worker thread) Restore the folder from S3 if the disk LRU deleted it, then load it."""
         restored = False
         with self.keeper.lock(voice.job_id):
+            if self.keeper.registry.get(voice.job_id) is None:  # unregistered meanwhile: its folder may be going
+                raise VoiceDeleted.of(voice.job_id)
             folder = self.locator.model_folder(voice)
             with self.opslog.track("model_load", job_id=voice.job_id, checkpoint=str(folder)):
                 if not has_model(folder):

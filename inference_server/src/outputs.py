@@ -62,5 +62,10 @@ class AudioOutputs:
                 self.storage.upload_bytes(wav, key)
             metrics.S3_UPLOAD_SECONDS.observe(time.monotonic() - started)
 
-        await asyncio.to_thread(put)
+        uploading = asyncio.ensure_future(asyncio.to_thread(put))
+        try:
+            await asyncio.shield(uploading)
+        except asyncio.CancelledError:  # the thread cannot stop: let the request end only once nothing lands later
+            await asyncio.wait([uploading])
+            raise
         return self.response(key, text, job_id)

@@ -56,6 +56,9 @@ class SpeechRequests:
 
     async def infer(self, job_id: str, request: InferRequest) -> bytes | InferS3Response:
         """One utterance in a fine-tuned voice: the WAV, or the S3 object it was uploaded to."""
+        return await self.voices.work.run(job_id, self._infer(job_id, request))
+
+    async def _infer(self, job_id: str, request: InferRequest) -> bytes | InferS3Response:
         voice = self.voices.get(job_id)
         text = check_text(request.text, self.settings.max_text_chars)
         language = check_language(request.language)
@@ -77,6 +80,9 @@ class SpeechRequests:
 
     async def infer_batch(self, job_id: str, request: BatchInferRequest) -> list[Result]:
         """Many utterances in one voice, uploaded to S3; results in request order, bad items reported in place."""
+        return await self.voices.work.run(job_id, self._infer_batch(job_id, request))
+
+    async def _infer_batch(self, job_id: str, request: BatchInferRequest) -> list[Result]:
         voice = self.voices.get(job_id)
         self.outputs.require_storage()
         default_language = check_language(request.language)

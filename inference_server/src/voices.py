@@ -13,6 +13,7 @@ from .errors import VoiceNotFound
 from .model_cache import ModelCache
 from .model_loading import ModelLoader, voice_key
 from .registry import Voice, VoiceRegistry
+from .voice_work import VoiceWork
 
 VOICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -23,6 +24,7 @@ class VoiceCatalog:
         self.cache = cache
         self.locator = locator
         self.loader = loader
+        self.work = VoiceWork()  # the requests running for each voice
 
     async def register(
         self,
@@ -68,10 +70,13 @@ class VoiceCatalog:
         return self.describe(voice)
 
     async def unregister(self, job_id: str) -> bool:
+        """Stop serving ``job_id``: new requests find no voice, running ones end with ``VoiceDeleted``, the model
+        is unloaded; returns once nothing uses or restores its folder any more (so it may be deleted)."""
         voice = self.registry.remove(job_id)
         if voice is None:
             return False
-        await self.cache.unload(voice_key(job_id))
+        await self.work.stop(job_id)
+        await self.cache.discard(voice_key(job_id))
         return True
 
     def all(self) -> list[dict[str, Any]]:

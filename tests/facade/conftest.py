@@ -135,6 +135,17 @@ def served(tmp_path_factory, s3_endpoint: str, tiny_models) -> Iterator[Server]:
     server.stop()
 
 
+def train_voice(server: Server, dataset_zip: Path, speaker: str) -> str:
+    """POST /finetune (one epoch) and wait for the voice to be ready; its id."""
+    with server.client() as http:
+        r = http.post("/finetune", files={"dataset": dataset_zip.read_bytes()},
+                      data={"speaker_name": speaker, "num_epochs": "1"})
+    assert r.status_code == 202, r.text
+    job = server.wait_for(r.json()["job_id"], timeout=300)
+    assert job["status"] == "ready", f"{job}\n{server.log_tail()}"
+    return job["job_id"]
+
+
 @pytest.fixture(scope="session")
 def dataset_zip(tmp_path_factory) -> Path:
     """A small dataset zip in the dataset-maker layout (4 clips)."""

@@ -20,7 +20,7 @@ import soundfile
 from voicefinetune.schemas import SAMPLE_RATE
 from voicefinetune.storage import Storage
 
-from .conftest import Server
+from .conftest import Server, train_voice
 
 # The original service's "Microservice Integration Pattern", verbatim. Before running it, the test substitutes GPU_API (as
 # the acceptance allows) and shortens `time.sleep(30)` to `time.sleep(0.5)` so polling does not dominate the run;
@@ -101,17 +101,6 @@ def pattern_voice(served: Server, pattern_run: subprocess.CompletedProcess) -> s
     """The id of the ready voice the original service's pattern trained (no test deletes it)."""
     assert pattern_run.returncode == 0, f"{pattern_run.stdout}\n{pattern_run.stderr}\n{served.log_tail()}"
     return pattern_run.stdout.splitlines()[-1].removeprefix("JOB_ID=")
-
-
-def train_voice(served: Server, dataset_zip: Path, speaker: str) -> str:
-    """POST /finetune (one epoch) and wait for the voice to be ready; its id."""
-    with served.client() as http:
-        r = http.post("/finetune", files={"dataset": dataset_zip.read_bytes()},
-                      data={"speaker_name": speaker, "num_epochs": "1"})
-    assert r.status_code == 202, r.text
-    job = served.wait_for(r.json()["job_id"], timeout=300)
-    assert job["status"] == "ready", f"{job}\n{served.log_tail()}"
-    return job["job_id"]
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +13,8 @@ from .jobstore import JobRecord, JobStore
 from .status_updates import StatusUpdater
 from .training_queue import TrainingQueue
 from .voice_loading import VoiceHost
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -30,8 +32,10 @@ class JobDeleter:
         self.store.remove(job_id)  # from here on the id is 404 and nothing saves it again
         self.status.forget(job_id)
         await self.queue.cancel(job_id)
-        with contextlib.suppress(Exception):
+        try:  # returns once the voice's requests have stopped: none restores or writes its files afterwards
             await self.voices.unregister_voice(job_id)
+        except Exception:
+            log.exception("unloading the voice of deleted job %s failed", job_id)
         await asyncio.to_thread(self._remove_files, record)
         return True
 

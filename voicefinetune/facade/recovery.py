@@ -1,5 +1,5 @@
 """What happens at start-up to jobs a previous server left unfinished: run again from the beginning when their
-dataset is still there, failed with a message saying to resubmit when it is not."""
+dataset is still there, failed with a message saying to resubmit when it is not. Files no job refers to go."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from .jobstore import JobRecord, JobStore
 from .status_updates import StatusUpdater
 from .training_queue import TrainingQueue
 from .training_runner import reap_orphan
+from .voice_loading import VoiceHost
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +33,12 @@ class StartupRecovery:
     store: JobStore
     status: StatusUpdater
     queue: TrainingQueue
+    voices: VoiceHost
 
     async def run(self) -> None:
         records = self.store.load()
         self._remove_orphan_uploads(records)
+        await asyncio.to_thread(self._remove_orphan_job_folders, records)
         for record in records:
             if record.job.status not in TERMINAL_STATUSES:
                 await self._recover(record)
@@ -48,6 +51,16 @@ class StartupRecovery:
             if str(path.resolve()) not in kept:
                 log.warning("removing upload %s: no job refers to it (a crash interrupted its submission)", path)
                 path.unlink(missing_ok=True)
+
+    def _remove_orphan_job_folders(self, records: list[JobRecord]) -> None:
+        """A deletion interrupted by a crash leaves ``jobs/{id}/`` with no record; a folder that a voice registered
+        without a job (``POST /voices``) serves stays."""
+        jobs = self.settings.jobs_dir
+        kept = {record.job.job_id for record in records} | {voice["job_id"] for voice in self.voices.voices()}
+        for folder in jobs.iterdir() if jobs.is_dir() else ():
+            if folder.name not in kept and folder.is_dir() and not folder.is_symlink():
+                log.warning("removing jobs/%s: no job refers to it (its deletion was interrupted)", folder.name)
+                shutil.rmtree(folder, ignore_errors=True)
 
     async def _recover(self, record: JobRecord) -> None:
         job = record.job

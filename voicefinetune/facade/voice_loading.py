@@ -29,7 +29,11 @@ class VoiceHost(Protocol):
         preload: bool = False,
     ) -> Any: ...
 
-    async def unregister_voice(self, job_id: str) -> Any: ...
+    async def unregister_voice(self, job_id: str) -> Any:
+        """Stop the voice's requests and unload it; returns once nothing uses or restores its files."""
+
+    def voices(self) -> list[dict[str, Any]]:
+        """The registered voices (``job_id`` each)."""
 
 
 @dataclass
