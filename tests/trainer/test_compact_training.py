@@ -17,7 +17,13 @@ from voicefinetune.trainer.checkpoint import OPTIMIZER_FILE, TrainingState, list
 from voicefinetune.trainer.codes import encode_samples
 from voicefinetune.trainer.fit import GIB, WontFit, check_training_fits, estimate_peak
 from voicefinetune.trainer.loss import sft_loss
-from voicefinetune.trainer.optim import EXTENSION, CompactAdamW, master_weight
+from voicefinetune.trainer.optim import (
+    EXTENSION,
+    CompactAdamW,
+    bf16_spacing,
+    master_weight,
+    round_stochastically,
+)
 from voicefinetune.trainer.prepare import prepare_samples
 from voicefinetune.trainer.recipe import RECIPES, Recipe
 from voicefinetune.trainer.sft import TrainConfig, train
@@ -97,6 +103,63 @@ def test_resume_state_has_the_moments_but_not_the_weight_extension(weights, grad
     again.load_state_dict(copy.deepcopy(saved))
     assert again.state[ours]["exp_avg"].dtype == torch.bfloat16
     assert torch.equal(again.state[ours]["exp_avg_sq"], optimizer.state[ours]["exp_avg_sq"])
+
+
+def test_a_resumed_optimizer_keeps_bf16_moments_and_steps_as_if_it_never_stopped(weights, grads):
+    """fp32 weights (the CPU recipe): torch's load_state_dict casts loaded moments to the parameter's dtype, fp32."""
+    ours, optimizer = run_steps(lambda p: CompactAdamW(p, lr=1e-3), weights, grads[:2])
+    resumed = torch.nn.Parameter(ours.detach().clone())
+    again = CompactAdamW([resumed], lr=1e-3)
+    again.load_state_dict(copy.deepcopy(optimizer.resume_state_dict()))
+    assert {again.state[resumed][key].dtype for key in ("exp_avg", "exp_avg_sq")} == {torch.bfloat16}
+    for parameter, stepping in ((ours, optimizer), (resumed, again)):
+        parameter.grad = grads[2]
+        with torch.random.fork_rng():
+            torch.manual_seed(3)
+            stepping.step()
+    assert torch.equal(resumed, ours)
+    for key in ("exp_avg", "exp_avg_sq"):
+        assert again.state[resumed][key].dtype == torch.bfloat16
+        assert torch.equal(again.state[resumed][key], optimizer.state[ours][key])
+
+
+def test_stochastic_rounding_is_unbiased_between_bf16_neighbours():
+    """A value a fraction p of the way from one bf16 number to the next (in magnitude) must round up with probability
+    p, so that the mean of many roundings is the value itself. Round-to-nearest, or noise of the wrong range, is off
+    by a large part of a bf16 step."""
+    lows = torch.tensor([1.0, -0.0234375, 3.0517578125e-4, -752.0], dtype=torch.bfloat16)  # both signs, 4 binades
+    fractions = torch.tensor([1, 4096, 21845, 32768, 61440], dtype=torch.float32) / 65536  # exact in fp32 here
+    repeats = 1 << 16
+    low = lows.float()[:, None]
+    step = low.sign() * bf16_spacing(lows)[:, None]  # to the next bf16 number away from zero
+    values = low + fractions * step
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        rounded = round_stochastically(values[..., None].expand(-1, -1, repeats).contiguous()).double()
+    assert ((rounded == low[..., None]) | (rounded == (low + step)[..., None])).all()
+    # the count rounded up is binomial(repeats, p): 6 standard deviations of the mean, in units of the bf16 step
+    error = (rounded.mean(dim=-1) - values).abs() / step.abs()  # float64: exact enough for p = 1/65536
+    assert (error <= 6 * (fractions * (1 - fractions) / repeats).sqrt()).all(), error
+
+
+def test_the_bf16_second_moment_keeps_decaying_over_a_long_run():
+    """With β2 = 0.999 one step shrinks exp_avg_sq by 0.1 %, a quarter of a bf16 step (1/256): round-to-nearest
+    rounds every decay away, and with shrinking gradients the moment stays near its peak. Stochastic rounding
+    follows the exact moment on average."""
+    steps, decay = 2000, 0.998
+    direction = torch.randn(16, 16, generator=torch.Generator().manual_seed(2))
+    parameter = torch.nn.Parameter(torch.zeros(16, 16))
+    optimizer = CompactAdamW([parameter], lr=1e-3)
+    exact = torch.zeros(16, 16, dtype=torch.float64)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        for step in range(steps):
+            parameter.grad = direction * decay**step
+            optimizer.step()
+            exact = exact * 0.999 + 0.001 * parameter.grad.double() ** 2
+    ratio = optimizer.state[parameter]["exp_avg_sq"].double() / exact
+    assert abs(ratio.mean().item() - 1) < 0.02, ratio.mean()
+    assert (ratio - 1).abs().max() < 0.5, ratio
 
 
 # ----- on the tiny model ------------------------------------------------------------------------------------------
