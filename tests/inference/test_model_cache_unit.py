@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
+
+import pytest
+from prometheus_client import REGISTRY
 
 from voicefinetune.inference_server.batcher import Batcher
 from voicefinetune.inference_server.model_cache import ModelCache, ModelSpec
+
+# A cache whose slot accounting is wrong waits forever instead of failing: every test here fails within this time.
+pytestmark = pytest.mark.timeout(15)
+WAIT_SECONDS = 5.0
 
 
 class Model:
@@ -21,6 +30,19 @@ def spec(name: str, loads: list[str]) -> ModelSpec:
         return Model(name)
 
     return ModelSpec(key=name, kind="custom_voice", path=f"/models/{name}", load=load, job_id=name)
+
+
+async def until(condition, what: str) -> None:
+    """Wait (polling the event loop) until ``condition()`` holds; fail after WAIT_SECONDS."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not {what} after {WAIT_SECONDS} s")
+        await asyncio.sleep(0.005)
+
+
+def load_failures() -> float:
+    return REGISTRY.get_sample_value("vft_inference_model_load_failures_total") or 0.0
 
 
 async def test_a_model_in_use_is_never_evicted_the_newcomer_waits():
@@ -41,14 +63,14 @@ async def test_a_model_in_use_is_never_evicted_the_newcomer_waits():
             return model.name
 
     holder = asyncio.create_task(hold_a())
-    await holding.wait()
+    await asyncio.wait_for(holding.wait(), WAIT_SECONDS)
     waiter = asyncio.create_task(use_b())
     await asyncio.sleep(0.2)
     assert not waiter.done() and loads == ["a"] and unloaded == []  # b waits; a (in use) stays
     release.set()
-    assert await waiter == "b"
-    await holder
-    await cache.settle()
+    assert await asyncio.wait_for(waiter, WAIT_SECONDS) == "b"
+    await asyncio.wait_for(holder, WAIT_SECONDS)
+    await asyncio.wait_for(cache.settle(), WAIT_SECONDS)
     assert loads == ["a", "b"] and unloaded == ["a"]
     assert [(e.key, e.in_use) for e in cache.evictions] == [("a", 0)]
     assert cache.total_loads == 2 and cache.total_unloads == 1 and cache.peak_resident == 1
@@ -82,7 +104,7 @@ async def test_a_failed_load_frees_its_slot_and_reaches_every_waiter():
         except OSError as exc:
             return str(exc)
 
-    assert await asyncio.gather(attempt(), attempt()) == ["no such checkpoint"] * 2
+    assert await asyncio.wait_for(asyncio.gather(attempt(), attempt()), WAIT_SECONDS) == ["no such checkpoint"] * 2
     assert cache.resident == 0 and cache.total_loads == 0
     async with cache.use(spec("good", [])) as model:
         assert model.name == "good"
@@ -93,8 +115,87 @@ async def test_unload_of_a_busy_model_happens_when_its_request_ends():
     async with cache.use(spec("a", [])):
         await cache.unload()
         assert [e.spec.key for e in cache.loaded()] == ["a"]
-    await cache.settle()
+    await asyncio.wait_for(cache.settle(), WAIT_SECONDS)
     assert cache.loaded() == [] and cache.total_unloads == 1
+
+
+async def test_close_unloads_every_model():
+    unloaded: list[str] = []
+    cache = ModelCache(2, lambda model: unloaded.append(model.name))
+    for name in ("a", "b"):
+        async with cache.use(spec(name, [])):
+            pass
+    await asyncio.wait_for(cache.close(), WAIT_SECONDS)
+    assert sorted(unloaded) == ["a", "b"]
+    assert (cache.loaded(), cache.resident, cache.total_unloads) == ([], 0, 2)
+
+
+async def test_busy_while_a_model_loads_is_held_or_is_still_being_unloaded():
+    loading, unloading, release = threading.Event(), threading.Event(), asyncio.Event()
+    cache = ModelCache(1, lambda model: unloading.wait(WAIT_SECONDS))
+    slow = ModelSpec(key="a", kind="base", path="/models/a", load=lambda: loading.wait(WAIT_SECONDS) and Model("a"))
+    assert not cache.busy()
+
+    async def hold() -> None:
+        async with cache.use(slow):
+            await release.wait()
+
+    holder = asyncio.create_task(hold())
+    await until(lambda: cache.resident == 1, "loading")
+    assert cache.busy() and cache.loaded() == []  # loading
+    loading.set()
+    await until(lambda: cache.loaded(), "loaded")
+    assert cache.busy()  # held by a request
+    release.set()
+    await asyncio.wait_for(holder, WAIT_SECONDS)
+    assert not cache.busy()  # loaded and idle
+    unloader = asyncio.create_task(cache.unload())
+    await until(lambda: not cache.loaded(), "dropped")
+    assert cache.resident == 1 and cache.busy()  # its memory is not free until the unload thread returns
+    unloading.set()
+    assert await asyncio.wait_for(unloader, WAIT_SECONDS) == 1
+    assert cache.resident == 0 and not cache.busy()
+
+
+async def test_idle_time_counts_from_the_end_of_the_last_request():
+    cache = ModelCache(1, lambda model: None)
+    async with cache.use(spec("a", [])):
+        [row] = cache.describe()
+        assert (row["key"], row["state"], row["in_use"], row["idle_seconds"]) == ("a", "loaded", 1, 0.0)
+    released = time.monotonic()
+    await asyncio.sleep(0.05)  # let idle time pass
+    [row] = cache.describe()
+    elapsed = time.monotonic() - released
+    assert 0.05 <= row["idle_seconds"] <= round(elapsed, 3)
+    assert row["loaded_seconds_ago"] >= row["idle_seconds"]
+    async with cache.use(spec("b", [])):
+        pass
+    evicted = time.monotonic() - released
+    [record] = cache.evictions
+    assert record.key == "a" and 0.05 <= record.idle_seconds <= evicted and record.age_seconds >= record.idle_seconds
+
+
+async def test_each_failed_load_counts_once_in_the_failure_metric():
+    cache = ModelCache(1, lambda model: None)
+
+    def broken() -> Model:
+        raise OSError("no such checkpoint")
+
+    bad = ModelSpec(key="bad", kind="custom_voice", path="/nowhere", load=broken)
+
+    async def attempt() -> None:
+        with pytest.raises(OSError, match="no such checkpoint"):
+            async with cache.use(bad):
+                pass
+
+    before = load_failures()
+    await asyncio.wait_for(asyncio.gather(attempt(), attempt()), WAIT_SECONDS)  # one shared load
+    assert load_failures() - before == 1
+    async with cache.use(spec("good", [])):
+        pass
+    assert load_failures() - before == 1
+    await asyncio.wait_for(attempt(), WAIT_SECONDS)
+    assert load_failures() - before == 2
 
 
 async def test_batcher_fuses_concurrent_items_in_order_and_caps_the_batch():
