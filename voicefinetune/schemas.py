@@ -47,7 +47,7 @@ class InvalidInput(ValueError):
 def check_speaker_name(name: str) -> str:
     if SPEAKER_UNDERSCORE_DIGIT.search(name):
         raise InvalidInput(f"{SPEAKER_NAME_HELP}; got {name!r}")
-    if not SPEAKER_NAME_PATTERN.match(name):
+    if not SPEAKER_NAME_PATTERN.fullmatch(name):
         raise InvalidInput(
             f"speaker_name must start with a letter and use only letters, digits, '_' or '-' (64 at most); got {name!r}"
         )
@@ -55,7 +55,7 @@ def check_speaker_name(name: str) -> str:
 
 
 def check_job_id(job_id: str) -> str:
-    if not JOB_ID_PATTERN.match(job_id):
+    if not JOB_ID_PATTERN.fullmatch(job_id):
         raise InvalidInput(
             "job_id must be 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit; "
             f"got {job_id!r}"
@@ -80,11 +80,11 @@ def check_language(language: str | None) -> str:
     raise InvalidInput(f"unsupported language {language!r}; supported: {', '.join(SUPPORTED_LANGUAGES)}")
 
 
-def check_filename(filename: str) -> str:
-    """A safe single-segment object name ending in .wav (appended when missing)."""
-    if not FILENAME_PATTERN.match(filename) or ".." in filename:
+def check_filename(filename: str, *, field: str = "filename") -> str:
+    """A safe single-segment object name ending in .wav (appended when missing); ``field`` names it in the error."""
+    if not FILENAME_PATTERN.fullmatch(filename) or ".." in filename:
         raise InvalidInput(
-            f"unsafe filename {filename!r}: use letters, digits, '.', '_' or '-' only, no folders and no '..'"
+            f"unsafe {field} {filename!r}: use letters, digits, '.', '_' or '-' only, no folders and no '..'"
         )
     return filename if filename.lower().endswith(".wav") else f"{filename}.wav"
 

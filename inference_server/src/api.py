@@ -40,6 +40,7 @@ from . import metrics
 from .errors import ServerBusy, message_for, status_for
 from .openai_api import add_openai_routes
 from .service import InferenceService
+from .voices import check_voice_id
 
 log = logging.getLogger(__name__)
 
@@ -262,7 +263,7 @@ def build_router(service: InferenceService, job_gate: JobGate | None = None) -> 
     async def storage_list(job_id: str):
         def listing() -> StorageList:
             service.outputs.require_storage()
-            prefix = build_key("audio", job_id) + "/"
+            prefix = build_key("audio", check_voice_id(job_id)) + "/"
             files = [
                 StorageFile(key=obj.key, url=service.storage.presigned_url(obj.key))
                 for obj in service.storage.list(prefix)

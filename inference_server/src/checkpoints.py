@@ -27,7 +27,7 @@ class CheckpointLocator:
         epochs = [
             (int(match.group(1)), folder)
             for folder in (output.iterdir() if output.is_dir() else [])
-            if (match := CHECKPOINT_FOLDER.match(folder.name)) and has_model(folder)
+            if (match := CHECKPOINT_FOLDER.fullmatch(folder.name)) and has_model(folder)
         ]
         if epochs:
             return str(max(epochs)[1].absolute()), None

@@ -77,12 +77,11 @@ class OpenAIVoices:
         return tuned + designed + presets
 
     async def resolve(self, voice: str, instructions: str | None) -> ResolvedVoice:
-        name = voice.strip()
-        tuned = self._fine_tuned(name)
+        tuned = self._fine_tuned(voice)
         if tuned is not None:
             self.catalog.touch(tuned.job_id)
             return ResolvedVoice(self.loader.voice_spec(tuned), tuned.job_id, tuned.speaker_name, instructions or "")
-        lowered = name.lower()
+        lowered = voice.lower()
         if lowered == DESIGN_VOICE:
             if not instructions or not instructions.strip():
                 raise OpenAIError(400, "voice 'design' needs `instructions` describing the voice",

@@ -6,7 +6,7 @@ import asyncio
 import re
 from typing import Any
 
-from ..schemas import InvalidInput
+from ..schemas import InvalidInput, check_speaker_name
 from .checkpoints import CheckpointLocator
 from .disk_cache import has_model
 from .errors import VoiceNotFound
@@ -42,8 +42,8 @@ class VoiceCatalog:
         ``jobs/{job_id}/output/checkpoint-epoch-N`` on disk, else ``checkpoints/{job_id}`` on S3.
         """
         voice = Voice(
-            job_id=self._check_voice_id(job_id),
-            speaker_name=self._check_speaker(speaker_name),
+            job_id=check_voice_id(job_id),
+            speaker_name=check_speaker_name(speaker_name),
             checkpoint_path=self.locator.checkpoint_path(job_id, checkpoint_path),
             s3_prefix=self.locator.own_s3_prefix(job_id, s3_prefix),
         )
@@ -72,7 +72,7 @@ class VoiceCatalog:
     async def unregister(self, job_id: str) -> bool:
         """Stop serving ``job_id``: new requests find no voice, running ones end with ``VoiceDeleted``, the model
         is unloaded; returns once nothing uses or restores its folder any more (so it may be deleted)."""
-        voice = self.registry.remove(job_id)
+        voice = self.registry.remove(check_voice_id(job_id))
         if voice is None:
             return False
         await self.work.stop(job_id)
@@ -83,7 +83,7 @@ class VoiceCatalog:
         return [self.describe(v) for v in self.registry.all()]
 
     def get(self, job_id: str) -> Voice:
-        voice = self.registry.get(job_id)
+        voice = self.registry.get(check_voice_id(job_id))
         if voice is None:
             raise VoiceNotFound(f"job {job_id!r} not found: no fine-tuned voice is registered under that id")
         return voice
@@ -107,16 +107,10 @@ class VoiceCatalog:
             "last_used": voice.last_used,
         }
 
-    @staticmethod
-    def _check_voice_id(job_id: str) -> str:
-        if not VOICE_ID_PATTERN.match(job_id) or ".." in job_id:
-            raise InvalidInput(
-                f"job_id {job_id!r} must be 1-128 letters, digits, '.', '_' or '-' (starting with a letter or digit)"
-            )
-        return job_id
 
-    @staticmethod
-    def _check_speaker(speaker_name: str) -> str:
-        if not speaker_name or not speaker_name.strip():
-            raise InvalidInput("speaker_name must not be empty")
-        return speaker_name.strip()
+def check_voice_id(job_id: str) -> str:
+    if not VOICE_ID_PATTERN.fullmatch(job_id) or ".." in job_id:
+        raise InvalidInput(
+            f"job_id {job_id!r} must be 1-128 letters, digits, '.', '_' or '-' (starting with a letter or digit)"
+        )
+    return job_id

@@ -99,7 +99,7 @@ def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
     found = []
     if Path(output_dir).is_dir():
         for child in Path(output_dir).iterdir():
-            match = _CHECKPOINT_NAME.match(child.name)
+            match = _CHECKPOINT_NAME.fullmatch(child.name)
             if match and child.is_dir():
                 found.append((int(match.group(1)), child))
     return sorted(found)

@@ -50,9 +50,12 @@ class JobInterrupted(JobFailed):
 
 
 def check_request(request: TrainRequest) -> None:
-    if not JOB_ID_PATTERN.match(request.job_id) or ".." in request.job_id:
-        raise InvalidInput(f"job id {request.job_id!r} must be letters, digits, '.', '_' or '-' (128 at most)")
-    check_speaker_name(request.speaker_name)
+    if not JOB_ID_PATTERN.fullmatch(request.job_id) or ".." in request.job_id:
+        raise InvalidInput(f"--job-id {request.job_id!r} must be letters, digits, '.', '_' or '-' (128 at most)")
+    try:
+        check_speaker_name(request.speaker_name)
+    except InvalidInput as exc:
+        raise InvalidInput(f"--speaker-name: {exc}") from exc
     if request.num_epochs < 1:
         raise InvalidInput(f"--num-epochs must be at least 1; got {request.num_epochs}")
     if request.batch_size < 1:
@@ -237,7 +240,7 @@ class TrainingPipeline:
     def _resume_folder(self, wanted: str) -> Path:
         """A local folder, else an S3 prefix; a bare job id also names that job's output folder or S3 prefix."""
         local = Path(wanted).expanduser()
-        is_job_id = JOB_ID_PATTERN.match(wanted) is not None and ".." not in wanted
+        is_job_id = JOB_ID_PATTERN.fullmatch(wanted) is not None and ".." not in wanted
         if local.exists():
             return latest_checkpoint(local)
         if is_job_id and (self.settings.job_dir(wanted) / "output").is_dir():
@@ -319,7 +322,7 @@ class TrainingPipeline:
             resume_from.rename(self.resume_dir)
             resume_from = self.resume_dir
         for child in self.output_dir.iterdir():
-            if child.is_dir() and EPOCH_FOLDER.match(child.name):
+            if child.is_dir() and EPOCH_FOLDER.fullmatch(child.name):
                 shutil.rmtree(child)
         return resume_from
 
@@ -368,7 +371,7 @@ def latest_checkpoint(folder: Path) -> Path:
         return folder
     epochs = [
         (int(match.group(1)), child)
-        for child in folder.iterdir() if child.is_dir() and (match := EPOCH_FOLDER.match(child.name))
+        for child in folder.iterdir() if child.is_dir() and (match := EPOCH_FOLDER.fullmatch(child.name))
     ] if folder.is_dir() else []
     for _, child in sorted(epochs, reverse=True):
         if (child / CHECKPOINT_CONFIG).is_file():

@@ -20,7 +20,7 @@ from ..schemas import Health
 from ..security import protect
 from ..settings import Settings
 from .backend import JobBackend, JobGate
-from .routes import build_job_router, remove_stale_uploads
+from .routes import build_job_router, path_job_id, remove_stale_uploads
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +32,11 @@ DESCRIPTION = (
 
 
 def make_job_gate(backend: JobBackend) -> JobGate:
-    """404 for an unknown job, 409 for a job that is not ready; called first on /infer/{job_id}*."""
+    """400 for an id no job can have, 404 for an unknown job, 409 for a job that is not ready; called first on
+    /infer/{job_id}*."""
 
     async def job_gate(job_id: str) -> None:
-        job = await backend.get(job_id)
+        job = await backend.get(path_job_id(job_id))
         if job is None:
             raise HTTPException(404, f"job {job_id!r} not found")
         if job.status != READY:

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import TypeAdapter, ValidationError
 
 from ..lifecycle import TERMINAL_STATUSES
-from ..schemas import FinetuneRequest, FinetuneResponse, InvalidInput, Job
+from ..schemas import FinetuneRequest, FinetuneResponse, InvalidInput, Job, check_job_id
 from ..storage import StorageError, StorageNotConfigured, UnsafeKey
 from .backend import DatasetNotFound, JobBackend, JobConflict
 from .metrics import JOBS_SUBMITTED
@@ -58,6 +58,14 @@ NO_STORAGE_NO_UPLOAD = (
 KEY_OR_UPLOAD = (
     f"required: the S3 key of the dataset zip, or send the zip itself as the multipart file field {UPLOAD_FIELD!r}"
 )
+
+
+def path_job_id(job_id: str) -> str:
+    """A job id taken from a URL path; 400 naming job_id when no job could have it."""
+    try:
+        return check_job_id(job_id)
+    except InvalidInput as exc:
+        raise HTTPException(400, str(exc)) from exc
 
 
 def split_unknown_fields(data: Any) -> tuple[Any, list[str]]:
@@ -174,14 +182,14 @@ def build_job_router(
 
     @router.get("/jobs/{job_id}", response_model=Job, response_model_exclude_none=True, summary="Job status")
     async def get_job(job_id: str) -> Response:
-        job = await backend.get(job_id)
+        job = await backend.get(path_job_id(job_id))
         if job is None:
             raise HTTPException(404, f"job {job_id!r} not found")
         return Response(job.model_dump_json(exclude_none=True), media_type=JSON)
 
     @router.delete("/jobs/{job_id}", summary="Cancel a running job or delete a finished one (with its files)")
     async def delete_job(job_id: str) -> dict[str, Any]:
-        job = await backend.get(job_id)
+        job = await backend.get(path_job_id(job_id))
         if job is None or not await backend.delete(job_id):
             raise HTTPException(404, f"job {job_id!r} not found")
         finished = job.status in TERMINAL_STATUSES
