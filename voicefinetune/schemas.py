@@ -236,6 +236,11 @@ class InferS3Response(BaseModel):
     sample_rate: int = SAMPLE_RATE
     text: str
     job_id: str | None = None
+    kept_existing: bool = Field(
+        False, description="true: an object already existed under s3_key and was kept (overwrite: false), so its "
+        "audio was not generated from this text"
+    )
+    note: str | None = Field(None, description="Why the object was kept and how to replace it")
 
 
 class InlineAudioResponse(BaseModel):
@@ -296,7 +301,8 @@ class VoiceCloneBatchRequest(BaseModel):
     language: str = Field("English", max_length=MAX_LANGUAGE_CHARS)
     use_xvec: bool = False
     upload_to_s3: bool = Field(
-        True, description="true: upload each WAV to S3 (audio/shared/{filename}); false: each WAV comes back "
+        True, description="true: upload each WAV to S3 (audio/clone/{reference id}/{filename}: one folder per "
+        "reference voice); false: each WAV comes back "
         f"base64-encoded in its entry (audio_base64), at most {MAX_INLINE_BATCH_ITEMS} items"
     )
     overwrite: bool = False

@@ -69,6 +69,12 @@ def audio_key(job_id: str | None, *, filename: str, book_id: str | None = None, 
     return build_key("audio", job_id or "shared", filename)
 
 
+def clone_key(reference_id: str, *, filename: str) -> str:
+    """A voice clone's output: audio/clone/{reference_id}/{file}, one folder per reference voice, so clones of
+    different references never share an object."""
+    return build_key("audio", "clone", reference_id, filename)
+
+
 def checkpoint_prefix(job_id: str) -> str:
     return build_key("checkpoints", job_id)
 

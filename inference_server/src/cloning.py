@@ -3,6 +3,7 @@ model computes from it once per request."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,14 @@ from .generation import Generator
 from .model_cache import ModelCache, ModelSpec
 from .model_loading import ModelLoader
 from .ref_audio import Origin, RefAudioError, load_reference_audio, url_origin
+
+
+def reference_id(waveform: np.ndarray, rate: int, *, ref_text: str, use_xvec: bool) -> str:
+    """A short digest of the reference voice (its audio, and its transcript unless only the x-vector is used): the
+    folder of its clone outputs, so the same reference finds its files again and different ones never collide."""
+    digest = hashlib.sha256(f"{rate}:{use_xvec}:{'' if use_xvec else ref_text.strip()}:".encode())
+    digest.update(np.ascontiguousarray(waveform, dtype=np.float32).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def check_ref_text(ref_text: str, use_xvec: bool) -> None:

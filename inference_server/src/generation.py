@@ -156,8 +156,8 @@ class Generator:
 
         async def one(plan: Planned) -> Result:
             try:
-                if plan.key is not None and not overwrite and await self.outputs.existing(plan.key):
-                    return self.outputs.response(plan.key, plan.text, job_id)
+                if kept := await self.outputs.kept(plan.key, overwrite=overwrite, text=plan.text, job_id=job_id):
+                    return kept
                 item = tts_model.SpeechItem(plan.text, plan.language, plan.instruct, **extra)
                 if plan.key is None:
                     wav = await self.generate(spec, item)

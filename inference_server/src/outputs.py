@@ -13,6 +13,9 @@ from ..storage import Storage, StorageNotConfigured
 from . import metrics
 from .audio import wav_duration_seconds
 
+KEPT_NOTE = ("an object already existed under s3_key and was kept (overwrite: false); its audio was not generated "
+             "from this text: send overwrite: true to replace it")
+
 
 def auto_filename(prefix: str = "tts") -> str:
     return f"{prefix}_{int(time.time() * 1000)}_{uuid.uuid4().hex[:8]}.wav"
@@ -52,8 +55,11 @@ class AudioOutputs:
             job_id=job_id,
         )
 
-    async def existing(self, key: str) -> bool:
-        return await asyncio.to_thread(self.storage.exists, key)
+    async def kept(self, key: str | None, *, overwrite: bool, text: str, job_id: str | None) -> InferS3Response | None:
+        """The answer for an object already under ``key`` that is kept (``overwrite`` false), else None."""
+        if key is None or overwrite or not await asyncio.to_thread(self.storage.exists, key):
+            return None
+        return self.response(key, text, job_id).model_copy(update={"kept_existing": True, "note": KEPT_NOTE})
 
     async def upload(self, key: str, wav: bytes, *, text: str, job_id: str | None) -> InferS3Response:
         def put() -> None:

@@ -22,10 +22,10 @@ from ..schemas import (
     check_text,
 )
 from ..settings import Settings
-from ..storage import Storage, audio_key
+from ..storage import Storage, audio_key, clone_key
 from . import tts_model
 from .activity import RequestActivity
-from .cloning import VoiceCloner, check_ref_text
+from .cloning import VoiceCloner, check_ref_text, reference_id
 from .errors import message_for, status_for
 from .generation import Generator, Planned, Result
 from .model_loading import ModelLoader
@@ -71,8 +71,8 @@ class SpeechRequests:
         spec = self.loader.voice_spec(voice)
         with self.activity.track("inference_custom_voice", job_id):
             self.voices.touch(job_id)
-            if key is not None and not request.overwrite and await self.outputs.existing(key):
-                return self.outputs.response(key, text, job_id)
+            if kept := await self.outputs.kept(key, overwrite=request.overwrite, text=text, job_id=job_id):
+                return kept
             item = tts_model.SpeechItem(text, language, request.instruct or "", speaker=voice.speaker_name)
             if key is None:
                 return await self.generator.generate(spec, item)
@@ -116,8 +116,8 @@ class SpeechRequests:
             key = audio_key(None, filename=filename)
         spec = await self.loader.shared_spec("voice_design")
         with self.activity.track("inference_voice_design", None):
-            if key is not None and not request.overwrite and await self.outputs.existing(key):
-                return self.outputs.response(key, text, None)
+            if kept := await self.outputs.kept(key, overwrite=request.overwrite, text=text, job_id=None):
+                return kept
             item = tts_model.SpeechItem(text, language, request.instruct or "")
             if key is None:
                 return await self.generator.generate(spec, item)
@@ -128,15 +128,16 @@ class SpeechRequests:
         language = check_language(request.language)
         check_ref_text(request.ref_text, request.use_xvec)
         upload = self.storage.configured if request.upload_to_s3 is None else request.upload_to_s3
-        key = None
+        filename = None
         if upload:
             self.outputs.require_storage()
             filename = check_filename(request.s3_filename, field="s3_filename") if request.s3_filename else auto_filename("clone")
-            key = audio_key(None, filename=filename)
         waveform, rate = await self.cloner.reference_audio(request.ref_audio_url)
+        reference = reference_id(waveform, rate, ref_text=request.ref_text, use_xvec=request.use_xvec)
+        key = None if filename is None else clone_key(reference, filename=filename)
         with self.activity.track("inference_voice_clone", None):
-            if key is not None and not request.overwrite and await self.outputs.existing(key):
-                return self.outputs.response(key, text, None)
+            if kept := await self.outputs.kept(key, overwrite=request.overwrite, text=text, job_id=None):
+                return kept
             spec, prompt = await self.cloner.clone_prompt(
                 waveform, rate=rate, ref_text=request.ref_text, use_xvec=request.use_xvec
             )
@@ -153,14 +154,16 @@ class SpeechRequests:
         language = check_language(request.language)
         check_ref_text(request.ref_text, request.use_xvec)
 
+        waveform, rate = await self.cloner.reference_audio(request.ref_audio_url)
+        reference = reference_id(waveform, rate, ref_text=request.ref_text, use_xvec=request.use_xvec)
+
         def plan(index: int, entry: CloneItem) -> Planned:
             text = check_text(entry.text, self.settings.max_text_chars)
             filename = check_filename(entry.filename) if entry.filename else auto_filename("clone")
-            key = audio_key(None, filename=filename) if request.upload_to_s3 else None
+            key = clone_key(reference, filename=filename) if request.upload_to_s3 else None
             return Planned(index, text, language, "", filename, key)
 
         planned, results = self._plan_items(request.items, plan)
-        waveform, rate = await self.cloner.reference_audio(request.ref_audio_url)
         with self.activity.track("inference_voice_clone", None, items=len(request.items)):
             if planned:
                 spec, prompt = await self.cloner.clone_prompt(

@@ -115,7 +115,7 @@ async def test_voice_design_shapes_and_metrics(make_service, kit):
             json={"text": "Welcome.", "instruct": "A warm voice", "upload_to_s3": True, "s3_filename": "ref_voice.wav"},
         )
         body = uploaded.json()
-        assert set(body) == {"s3_url", "presigned_url", "s3_key", "sample_rate", "text", "job_id"}
+        assert set(body) == {"s3_url", "presigned_url", "s3_key", "sample_rate", "text", "job_id", "kept_existing", "note"}
         assert body["s3_key"] == "audio/shared/ref_voice.wav" and body["job_id"] is None
         assert (await client.post("/voice-design", json={"text": "", "instruct": "x"})).status_code == 400
         assert (await client.post("/voice-design", json={"text": "Hi."})).status_code == 422

@@ -9,7 +9,7 @@ from fastapi import HTTPException
 
 from voicefinetune.schemas import SUPPORTED_LANGUAGES
 
-S3_FIELDS = {"s3_url", "presigned_url", "s3_key", "sample_rate", "text", "job_id"}
+S3_FIELDS = {"s3_url", "presigned_url", "s3_key", "sample_rate", "text", "job_id", "kept_existing", "note"}
 ITEM_ERROR_FIELDS = {"index", "filename", "text", "error", "status_code"}
 
 
@@ -56,6 +56,7 @@ async def test_overwrite_false_answers_with_the_existing_object(make_service, ti
         stamp = service.storage.head(first["s3_key"]).last_modified
         again = await client.post("/infer/hero", json={"text": "Once.", "s3_filename": "once.wav", "overwrite": False})
         assert again.status_code == 200 and again.json()["s3_key"] == first["s3_key"]
+        assert first["kept_existing"] is False and again.json()["kept_existing"] is True
         assert service.batcher.items == generated
         assert service.storage.head(first["s3_key"]).last_modified == stamp
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 
 import httpx
 import pytest
@@ -16,6 +17,17 @@ REFUSED_URLS = [
     "http://192.168.1.20/ref.wav",
     "http://100.100.100.200/ref.wav",
 ]
+
+
+S3_FIELDS = {"s3_url", "presigned_url", "s3_key", "sample_rate", "text", "job_id", "kept_existing", "note"}
+CLONE_KEY = re.compile(r"audio/clone/([0-9a-f]{16})/(.+)")  # one folder per reference voice
+
+
+def clone_folder_and_names(results: list[dict]) -> tuple[set[str], list[str]]:
+    """The reference folders and the file names of uploaded clone results."""
+    matches = [CLONE_KEY.fullmatch(r["s3_key"]) for r in results]
+    assert all(matches), [r["s3_key"] for r in results]
+    return {m.group(1) for m in matches}, [m.group(2) for m in matches]
 
 
 def batch_body(ref: str, n: int = 2, **extra) -> dict:
@@ -57,8 +69,9 @@ async def test_batch_with_base64_and_data_url(make_service, kit):
         plain = await client.post("/voice-clone/batch", json=batch_body(encoded, n=3))
         assert plain.status_code == 200, plain.text
         results = plain.json()
-        assert [r["s3_key"] for r in results] == [f"audio/shared/clone_{i:03d}.wav" for i in range(3)]
-        assert all(set(r) == {"s3_url", "presigned_url", "s3_key", "sample_rate", "text", "job_id"} for r in results)
+        folders, names = clone_folder_and_names(results)
+        assert len(folders) == 1 and names == [f"clone_{i:03d}.wav" for i in range(3)]
+        assert all(set(r) == S3_FIELDS and r["kept_existing"] is False and r["note"] is None for r in results)
         assert all(r["sample_rate"] == 24000 and r["job_id"] is None for r in results)
         assert service.clone_prompts == 1  # one prompt for the three items
 
@@ -74,6 +87,7 @@ async def test_batch_with_base64_and_data_url(make_service, kit):
         generated = service.batcher.items
         again = await client.post("/voice-clone/batch", json=batch_body(encoded, n=3))
         assert [r["s3_key"] for r in again.json()] == [r["s3_key"] for r in results]
+        assert all(r["kept_existing"] is True and "overwrite: true" in r["note"] for r in again.json())
         assert service.batcher.items == generated
 
         icl_without_text = await client.post("/voice-clone/batch", json={**batch_body(encoded), "ref_text": ""})
@@ -93,9 +107,8 @@ async def test_batch_from_an_allowed_url_fetches_once(make_service, kit, wav_ser
     assert answer.status_code == 200, answer.text
     results = answer.json()
     assert len(results) == 4 and results[2]["index"] == 2 and "empty" in results[2]["error"]
-    assert [r["s3_key"] for i, r in enumerate(results) if i != 2] == [
-        f"audio/shared/clone_{i:03d}.wav" for i in (0, 1, 3)
-    ]
+    folders, names = clone_folder_and_names([r for i, r in enumerate(results) if i != 2])
+    assert len(folders) == 1 and names == [f"clone_{i:03d}.wav" for i in (0, 1, 3)]
     assert wav_server.requests == ["/ref.wav"] and service.clone_prompts == 1
 
 
@@ -127,7 +140,8 @@ async def test_single_clone_defaults_to_s3_and_refuses_private_urls(make_service
         uploaded = await client.post(
             "/voice-clone", json={"ref_audio_url": encoded, "ref_text": "Ref.", "text": "Hi.", "s3_filename": "x.wav"}
         )
-        assert uploaded.status_code == 200 and uploaded.json()["s3_key"] == "audio/shared/x.wav"
+        assert uploaded.status_code == 200, uploaded.text
+        assert clone_folder_and_names([uploaded.json()])[1] == ["x.wav"]
         refused = await client.post(
             "/voice-clone", json={"ref_audio_url": "http://10.0.0.1/a.wav", "ref_text": "Ref.", "text": "Hi."}
         )
@@ -141,7 +155,7 @@ async def test_trusted_origin_allows_only_that_loopback_server(make_service, kit
         allowed = await client.post("/voice-clone/batch", json=batch_body(f"{wav_server.url}/ref.wav", n=2))
         refused = await client.post("/voice-clone/batch", json=batch_body("http://127.0.0.1:9/ref.wav"))
     assert allowed.status_code == 200, allowed.text
-    assert [r["s3_key"] for r in allowed.json()] == ["audio/shared/clone_000.wav", "audio/shared/clone_001.wav"]
+    assert clone_folder_and_names(allowed.json())[1] == ["clone_000.wav", "clone_001.wav"]
     assert refused.status_code == 400 and "VFT_TRUSTED_URL_ORIGINS" in refused.json()["detail"]
     assert wav_server.requests == ["/ref.wav"]
 
@@ -164,3 +178,43 @@ async def test_batch_without_upload_answers_inline_wavs(make_service, kit):
         assert abs(entry["duration_seconds"] - len(audio) / rate) < 0.01
     assert service.clone_prompts == 1
     assert uploading.status_code == 503
+
+
+async def test_clones_of_different_references_never_share_an_object_and_a_kept_one_says_so(make_service, kit):
+    service = await make_service()
+    one, other = (base64.b64encode(kit.reference_wav(seconds)).decode() for seconds in (1.0, 1.2))
+    item = {"text": "The same file name from two clients.", "filename": "shared_name.wav"}
+
+    async def clone(ref: str, **extra) -> dict:
+        answer = await client.post("/voice-clone/batch", json={**batch_body(ref), "items": [item], **extra})
+        assert answer.status_code == 200, answer.text
+        [result] = answer.json()
+        return result
+
+    async with kit.http_client(service) as client:
+        first = await clone(one)
+        second = await clone(other)
+        other_text = await clone(one, ref_text="Another transcript of the same clip.")
+        keys = {first["s3_key"], second["s3_key"], other_text["s3_key"]}
+        assert len(keys) == 3 and all(CLONE_KEY.fullmatch(key)[2] == "shared_name.wav" for key in keys)
+        assert not any(r["kept_existing"] for r in (first, second, other_text))
+        objects = {key: httpx.get(service.storage.presigned_url(key), timeout=30).content for key in keys}
+        assert all(kit.read_wav(data)[1] == 24000 for data in objects.values())
+
+        generated = service.batcher.items
+        changed = {**item, "text": "New words for a file that exists."}
+        kept = await client.post("/voice-clone/batch", json={**batch_body(one), "items": [changed]})
+        [kept] = kept.json()
+        assert kept["s3_key"] == first["s3_key"] and kept["text"] == changed["text"]
+        assert kept["kept_existing"] is True
+        assert kept["note"] == (
+            "an object already existed under s3_key and was kept (overwrite: false); its audio was not generated "
+            "from this text: send overwrite: true to replace it"
+        )
+        assert service.batcher.items == generated
+        assert httpx.get(service.storage.presigned_url(first["s3_key"]), timeout=30).content == objects[first["s3_key"]]
+
+        replaced = await client.post("/voice-clone/batch", json={**batch_body(one), "items": [changed], "overwrite": True})
+        [replaced] = replaced.json()
+        assert replaced["s3_key"] == first["s3_key"] and replaced["kept_existing"] is False
+        assert service.batcher.items == generated + 1
