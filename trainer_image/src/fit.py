@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .batching import PreparedSample, sequence_length
+from .optim import STEP_TEMPORARY_BYTES
 from .recipe import Recipe
 from .step import TEXT_EMBEDDING_PREFIX
 
@@ -76,9 +77,10 @@ def estimate_peak(
             largest = max(largest, parameter.numel())
     if recipe.state_dtype is None:  # torch AdamW: fp32 moments, and foreach's temporary the size of one of them
         optimizer, temporaries = trained * 8, trained * 4
-    else:  # moments, the int16 weight extension for bf16 weights, and fp32 working copies of one tensor
+    else:  # moments, the int16 weight extension for bf16 weights, and the step's fp32 working copies of one tensor
         extension = 2 if weights_bytes == 2 else 0
-        optimizer, temporaries = trained * (2 * recipe.state_dtype.itemsize + extension), largest * 4 * 6
+        optimizer = trained * (2 * recipe.state_dtype.itemsize + extension)
+        temporaries = largest * STEP_TEMPORARY_BYTES
     autocast = recipe.autocast_dtype(device_type)
     compute_bytes = autocast.itemsize if autocast is not None else weights_bytes
     talker = model.config.talker_config
