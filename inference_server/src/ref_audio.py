@@ -39,7 +39,10 @@ HOW_TO_ALLOW = (
 
 def url_origin(url: str | SplitResult) -> Origin | None:
     """(scheme, host, port) of an http(s) URL, default ports filled in; None for anything else."""
-    parts = urlsplit(url) if isinstance(url, str) else url
+    try:
+        parts = urlsplit(url) if isinstance(url, str) else url
+    except ValueError:  # malformed brackets
+        return None
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https") or not parts.hostname:
         return None
@@ -52,6 +55,15 @@ def url_origin(url: str | SplitResult) -> Origin | None:
 
 class RefAudioError(ValueError):
     """The reference audio cannot be used; the message says why (the API answers 400)."""
+
+
+def split_url(url: str) -> SplitResult:
+    """``urlsplit`` of a URL from a request: a malformed one (e.g. ``http://[::1``, an IPv4 address in brackets)
+    is the caller's error, not ours."""
+    try:
+        return urlsplit(url)
+    except ValueError as exc:
+        raise RefAudioError(f"ref_audio_url {url!r} is not a valid URL: {exc}") from exc
 
 
 NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
@@ -134,7 +146,7 @@ async def _read_limited(response: httpx.Response, url: str) -> bytes:
 async def fetch_url(url: str, allow_private: bool, trusted_origins: Collection[Origin] = ()) -> bytes:
     async with httpx.AsyncClient(follow_redirects=False, trust_env=False, timeout=FETCH_TIMEOUT_SECONDS) as client:
         for _hop in range(MAX_REDIRECTS + 1):
-            parts = urlsplit(url)
+            parts = split_url(url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise RefAudioError(f"ref_audio_url must be an http(s) URL, got {url!r}")
             origin = url_origin(parts)
@@ -150,7 +162,12 @@ async def fetch_url(url: str, allow_private: bool, trusted_origins: Collection[O
             response = await client.send(request, stream=True)
             try:
                 if response.is_redirect and "location" in response.headers:
-                    url = urljoin(url, response.headers["location"])
+                    try:
+                        url = urljoin(url, response.headers["location"])
+                    except ValueError as exc:
+                        raise RefAudioError(
+                            f"ref_audio_url redirected to a malformed URL {response.headers['location']!r}: {exc}"
+                        ) from exc
                     continue
                 if response.status_code != 200:
                     raise RefAudioError(f"fetching ref_audio_url {url} answered HTTP {response.status_code}")
@@ -187,7 +204,7 @@ async def load_reference_audio(
     value = value.strip()
     if not value:
         raise RefAudioError("ref_audio_url must not be empty")
-    scheme = urlsplit(value).scheme.lower() if "://" in value or value.startswith("data:") else ""
+    scheme = split_url(value).scheme.lower() if "://" in value or value.startswith("data:") else ""
     if scheme == "data":
         data = decode_data_url(value)
     elif scheme in ("http", "https"):
