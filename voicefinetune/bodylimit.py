@@ -6,14 +6,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from .openai_compat import error_body_for
 from .security import ASGIApp, Message, Receive, Scope, Send, send_json
 from .settings import Settings
 
 MULTIPART = b"multipart/"
 
 
-def too_large(limit: int, what: str) -> dict[str, str]:
-    return {"detail": f"the {what} exceeds the limit of {limit} bytes"}
+def too_large(path: str, limit: int, what: str) -> dict[str, Any]:
+    return error_body_for(path, 413, f"the {what} exceeds the limit of {limit} bytes")
 
 
 class BodyLimitMiddleware:
@@ -35,7 +36,7 @@ class BodyLimitMiddleware:
         )
         declared = _content_length(headers)
         if declared is not None and declared > limit:
-            await send_json(send, 413, too_large(limit, what))
+            await send_json(send, 413, too_large(scope.get("path", ""), limit, what))
             return
         if multipart:
             await self.app(scope, receive, send)
@@ -49,7 +50,7 @@ class BodyLimitMiddleware:
                 break
             size += len(message.get("body", b""))
             if size > limit:
-                await send_json(send, 413, too_large(limit, what))
+                await send_json(send, 413, too_large(scope.get("path", ""), limit, what))
                 return
             if not message.get("more_body", False):
                 break

@@ -26,6 +26,7 @@ class OpsLog:
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._running: dict[int, dict[str, Any]] = {}
+        self._clocks: dict[int, float] = {}  # monotonic start of each running operation
         self._history: list[dict[str, Any]] = []
         self._totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
         if path is not None:
@@ -72,22 +73,35 @@ class OpsLog:
                 with open(self.path, "a", encoding="utf-8") as handle:
                     handle.write(json.dumps(record) + "\n")
 
-    @contextmanager
-    def track(self, op_name: str, job_id: str | None = None, **details: Any) -> Iterator[dict[str, Any]]:
-        """Time the block; it shows in ``running()`` meanwhile. Failed operations are recorded with ``ok: false``."""
+    def start(self, op_name: str, job_id: str | None = None, **details: Any) -> int:
+        """Begin an operation: it shows in ``running()`` until ``finish`` records it; returns its id."""
         op_id = next(self._ids)
-        started = time.monotonic()
         entry = {"op_name": op_name, "job_id": job_id, "started_at": time.time(), **details}
         with self._lock:
             self._running[op_id] = entry
+            self._clocks[op_id] = time.monotonic()
+        return op_id
+
+    def finish(self, op_id: int, *, ok: bool = True) -> None:
+        """Record the operation ``start`` began (once; later calls do nothing). Failed ones get ``ok: false``."""
+        with self._lock:
+            entry = self._running.pop(op_id, None)
+            started = self._clocks.pop(op_id, None)
+        if entry is None or started is None:
+            return
+        details = {k: v for k, v in entry.items() if k not in ("op_name", "job_id", "started_at")}
+        self.record(entry["op_name"], time.monotonic() - started, entry["job_id"], ok=ok, **details)
+
+    @contextmanager
+    def track(self, op_name: str, job_id: str | None = None, **details: Any) -> Iterator[dict[str, Any]]:
+        """Time the block; it shows in ``running()`` meanwhile. Failed operations are recorded with ``ok: false``."""
+        op_id = self.start(op_name, job_id, **details)
         ok = False
         try:
-            yield entry
+            yield self._running[op_id]
             ok = True
         finally:
-            with self._lock:
-                self._running.pop(op_id, None)
-            self.record(op_name, time.monotonic() - started, job_id, ok=ok, **details)
+            self.finish(op_id, ok=ok)
 
     def averages(self) -> dict[str, dict[str, float | int]]:
         with self._lock:

@@ -12,6 +12,7 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from .openai_compat import error_body_for
 from .settings import Settings
 
 Scope = MutableMapping[str, Any]
@@ -86,10 +87,7 @@ class ApiKeyMiddleware:
 
 def unauthorized_body(path: str) -> dict[str, Any]:
     """The 401 body: OpenAI's error shape on the OpenAI-compatible routes (``/v1/...``), ``detail`` elsewhere."""
-    if path.startswith("/v1/"):
-        return {"error": {"message": UNAUTHORIZED, "type": "invalid_request_error", "param": None,
-                          "code": "invalid_api_key"}}
-    return {"detail": UNAUTHORIZED}
+    return error_body_for(path, 401, UNAUTHORIZED, code="invalid_api_key")
 
 
 def open_paths(settings: Settings) -> frozenset[str]:

@@ -8,6 +8,7 @@ from fastapi import FastAPI
 
 from ..bodylimit import limit_bodies
 from ..error_ids import install_internal_error_handler
+from ..openai_compat import install_openai_http_errors
 from ..opslog import OpsLog
 from ..schemas import SERVICE_NAME, Health
 from ..security import protect
@@ -37,6 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.service = service
     install_internal_error_handler(app)
+    install_openai_http_errors(app)
     limit_bodies(app, settings)
     protect(app, settings)  # added last: the key is checked before anything reads the body
 

@@ -23,13 +23,14 @@ from .errors import message_for, status_for
 from .openai_schemas import (
     ERROR_RESPONSES,
     MAX_INPUT_CHARS,
+    ModelCard,
     ModelList,
     OpenAIError,
     SpeechRequest,
     VoiceList,
     inline_schema,
 )
-from .openai_voices import OpenAIVoices, request_language
+from .openai_voices import OpenAIVoices, UnknownVoice, request_language
 from .sentences import split_sentences
 from .speech_stream import SpeechStreamer, StreamRequest
 
@@ -42,6 +43,16 @@ SPEECH_HELP = """OpenAI's `audio.speech.create`. The audio streams as it is gene
 long inputs are split into sentences and the next sentence generates while the current one is sent.
 `stream_format: sse` sends `speech.audio.delta` events (base64 of the chosen format's bytes) and a final
 `speech.audio.done`. `language` is an extension (default English)."""
+# Pydantic's error types as OpenAI's error codes (any other invalid value is `invalid_value`).
+VALIDATION_CODES = {
+    "missing": "missing_required_parameter",
+    "less_than_equal": "decimal_above_max_value",
+    "greater_than_equal": "decimal_below_min_value",
+    "string_type": "invalid_type",
+    "float_type": "invalid_type",
+    "float_parsing": "invalid_type",
+    "model_type": "invalid_type",
+}
 
 
 def error_response(error: OpenAIError) -> JSONResponse:
@@ -54,8 +65,7 @@ def as_openai_error(exc: Exception) -> OpenAIError:
     status = status_for(exc)
     if status >= 500:
         log.exception("speech request failed")
-    kind = "server_error" if status >= 500 else "invalid_request_error"
-    return OpenAIError(status, message_for(exc), kind=kind, code="voice_not_found" if status == 404 else None)
+    return OpenAIError(status, message_for(exc))
 
 
 def parse_speech(raw: bytes) -> SpeechRequest:
@@ -66,7 +76,8 @@ def parse_speech(raw: bytes) -> SpeechRequest:
         param = ".".join(str(part) for part in first.get("loc", ())) or None
         if first.get("type") == "json_invalid":
             raise OpenAIError(400, "the request body is not valid JSON") from exc
-        raise OpenAIError(400, f"{param}: {first.get('msg', 'invalid value')}", param=param) from exc
+        raise OpenAIError(400, f"{param}: {first.get('msg', 'invalid value')}", param=param,
+                          code=VALIDATION_CODES.get(first.get("type", ""), "invalid_value")) from exc
 
 
 async def _chain(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -113,7 +124,7 @@ def add_openai_routes(router: APIRouter, service: InferenceService, *, job_gate:
         started = time.monotonic()
         try:
             body = parse_speech(await request.body())
-            voices.check_model(body.model)
+            voices.model(body.model)
             if not body.input.strip():
                 raise OpenAIError(400, "input must not be empty", param="input")
             if len(body.input) > MAX_INPUT_CHARS:
@@ -130,7 +141,7 @@ def add_openai_routes(router: APIRouter, service: InferenceService, *, job_gate:
             first = await anext(stream, b"")
         except Exception as exc:  # noqa: BLE001 - every error is answered in OpenAI's shape
             error = as_openai_error(exc)
-            if error.code == "voice_not_found" and error.param == "voice":
+            if isinstance(error, UnknownVoice):
                 error = await not_ready_error(job_gate, body.voice_name) or error
             return error_response(error)
         sse = body.stream_format == "sse"
@@ -145,6 +156,17 @@ def add_openai_routes(router: APIRouter, service: InferenceService, *, job_gate:
     @router.get("/v1/models", tags=["openai"], response_model=ModelList, summary="Model ids for /v1/audio/speech")
     async def models() -> ModelList:
         return ModelList(data=voices.models())
+
+    @router.get("/v1/models/{model_id:path}", tags=["openai"], response_model=ModelCard,
+                summary="One model id of GET /v1/models", responses={404: ERROR_RESPONSES[404]})
+    async def model(model_id: str, request: Request):
+        # Starlette's route pattern ends in `$`, which matches before a final newline (dropped from a :path
+        # parameter): the id is the whole rest of the path.
+        model_id = request.scope["path"].partition("/v1/models/")[2]
+        try:
+            return voices.model(model_id)
+        except OpenAIError as error:
+            return error_response(error)
 
     @router.get("/v1/audio/voices", tags=["openai"], response_model=VoiceList,
                 summary="Voices for /v1/audio/speech: fine-tuned, designed and preset")

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from ..openai_compat import PRESET_VOICES, error_body
 from .time_stretch import MAX_SPEED, MIN_SPEED
 
 ResponseFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
@@ -23,9 +24,8 @@ class SpeechRequest(BaseModel):
     input: str = Field(description="The text to say (at most 4096 characters); long inputs stream sentence by sentence")
     voice: str | VoiceId = Field(
         description="A ready fine-tuned voice (its job id or speaker name), 'design' (the VoiceDesign model: describe "
-        "the voice in `instructions`), or a preset voice (alloy, ash, coral, echo, fable, nova, onyx, sage, shimmer: "
-        "stock voice descriptions for the VoiceDesign model), as a string or as {\"id\": ...}. GET /v1/audio/voices "
-        "lists them."
+        "the voice in `instructions`), or a preset voice (" + ", ".join(PRESET_VOICES) + ": stock voice "
+        "descriptions for the VoiceDesign model), as a string or as {\"id\": ...}. GET /v1/audio/voices lists them."
     )
     response_format: ResponseFormat = Field("mp3", description="pcm = raw 16-bit little-endian mono 24 kHz")
     speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED, description="Pitch-preserving tempo, 0.25-4.0")
@@ -78,26 +78,24 @@ class VoiceList(BaseModel):
 class OpenAIError(Exception):
     """An error answered in OpenAI's shape with ``status``."""
 
-    def __init__(self, status: int, message: str, *, kind: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None):
+    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
-        self.kind = kind
         self.param = param
         self.code = code
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+        return error_body(self.message, status=self.status, param=self.param, code=self.code)
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"description": description, "content": {"application/json": {"example": {"error": {
         "message": "...", "type": kind, "param": None, "code": None}}}}}
     for status, description, kind in (
-        (400, "Invalid request (e.g. empty input)", "invalid_request_error"),
+        (400, "Invalid request (e.g. empty input, an unknown or ambiguous voice)", "invalid_request_error"),
         (401, "Missing or wrong API key (when VFT_API_KEY is set)", "authentication_error"),
-        (404, "Unknown voice or model", "invalid_request_error"),
+        (404, "Unknown model", "invalid_request_error"),
         (409, "The voice is registered but not servable now", "invalid_request_error"),
     )
 }

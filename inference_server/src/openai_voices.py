@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..openai_compat import DESIGN_VOICE, PRESET_VOICES
 from ..schemas import InvalidInput, check_language
 from ..settings import Settings
 from . import tts_model
@@ -19,21 +20,13 @@ from .model_loading import ModelLoader
 from .openai_schemas import ModelCard, OpenAIError, VoiceCard
 from .voices import VoiceCatalog
 
-DESIGN_VOICE = "design"
 OWN_MODEL_IDS = ("qwen3-tts", "qwen3-tts-custom-voice", "qwen3-tts-voice-design")
 # Accepted so OpenAI clients work unchanged; they mean the same as qwen3-tts.
-OPENAI_MODEL_IDS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
-PRESETS = {
-    "alloy": "A neutral, balanced adult voice, clear and even, at a moderate pace.",
-    "ash": "A low, slightly raspy adult male voice, relaxed and confident.",
-    "coral": "A bright, friendly adult female voice, warm and upbeat.",
-    "echo": "A calm, resonant adult male voice, measured and soft-spoken.",
-    "fable": "An expressive storyteller's voice with a light British accent, lively and animated.",
-    "nova": "A young, energetic female voice, crisp and cheerful.",
-    "onyx": "A deep, authoritative adult male voice, slow and steady.",
-    "sage": "A gentle, thoughtful adult voice, soft and reassuring.",
-    "shimmer": "A clear, airy female voice, light and smooth.",
-}
+OPENAI_MODEL_IDS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts", "gpt-4o-mini-tts-2025-12-15")
+
+
+class UnknownVoice(OpenAIError):
+    """A voice that is none of the above (the API answers 409 instead where it names a job still training)."""
 
 
 @dataclass(frozen=True)
@@ -60,10 +53,11 @@ class OpenAIVoices:
     def models(self) -> list[ModelCard]:
         return [ModelCard(id=model_id) for model_id in self.model_ids()]
 
-    def check_model(self, model: str) -> None:
+    def model(self, model: str) -> ModelCard:
         if model not in self.model_ids():
             raise OpenAIError(404, f"The model {model!r} does not exist; GET /v1/models lists the ids",
                               param="model", code="model_not_found")
+        return ModelCard(id=model)
 
     def cards(self) -> list[VoiceCard]:
         tuned = [
@@ -73,7 +67,7 @@ class OpenAIVoices:
         ]
         designed = [VoiceCard(id=DESIGN_VOICE, name="Voice design", type="designed",
                               description="The VoiceDesign model: describe the voice in `instructions`")]
-        presets = [VoiceCard(id=name, name=name, type="preset", description=text) for name, text in PRESETS.items()]
+        presets = [VoiceCard(id=name, name=name, type="preset", description=text) for name, text in PRESET_VOICES.items()]
         return tuned + designed + presets
 
     async def resolve(self, voice: str, instructions: str | None) -> ResolvedVoice:
@@ -87,12 +81,12 @@ class OpenAIVoices:
                 raise OpenAIError(400, "voice 'design' needs `instructions` describing the voice",
                                   param="instructions")
             return ResolvedVoice(await self.loader.shared_spec("voice_design"), None, None, instructions)
-        if lowered in PRESETS:
-            description = PRESETS[lowered] + (f" {instructions.strip()}" if instructions else "")
+        if lowered in PRESET_VOICES:
+            description = PRESET_VOICES[lowered] + (f" {instructions.strip()}" if instructions else "")
             return ResolvedVoice(await self.loader.shared_spec("voice_design"), None, None, description)
-        raise OpenAIError(404, f"voice {voice!r} not found: it is neither a ready fine-tuned voice (job id or "
-                          "speaker name), 'design', nor a preset; GET /v1/audio/voices lists them",
-                          param="voice", code="voice_not_found")
+        raise UnknownVoice(400, f"Invalid value: voice {voice!r} is neither a ready fine-tuned voice (job id or "
+                           "speaker name), 'design', nor a preset; GET /v1/audio/voices lists them",
+                           param="voice", code="invalid_value")
 
     def _fine_tuned(self, name: str):
         try:
@@ -102,7 +96,11 @@ class OpenAIVoices:
         except InvalidInput:
             return None
         matches = [v for v in self.catalog.registry.all() if v.speaker_name.lower() == name.lower()]
-        return matches[0] if len(matches) == 1 else None
+        if len(matches) > 1:
+            job_ids = ", ".join(sorted(repr(v.job_id) for v in matches))
+            raise OpenAIError(400, f"voice {name!r} is the speaker name of {len(matches)} voices: pass one of their "
+                              f"job ids instead ({job_ids})", param="voice", code="invalid_value")
+        return matches[0] if matches else None
 
 
 def request_language(language: str | None) -> str:

@@ -6,15 +6,25 @@ import base64
 import json
 import sys
 import time
+import typing
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
+from openai.types.audio import speech_create_params
+from openai.types.audio.speech_model import SpeechModel
 
 sys.path.insert(0, str(Path(__file__).parent))  # the helper module next to this file
 
-from openai_helpers import FORMATS, add_voice, decode, last_stream_record, metric_value  # noqa: E402
+from openai_helpers import (  # noqa: E402
+    FORMATS,
+    SPEAKER,
+    add_voice,
+    decode,
+    last_stream_record,
+    metric_value,
+)
 
 STREAMED_BYTES = "vft_inference_stream_bytes_total"
 TEN_SENTENCES = " ".join(f"This is sentence number {n} of the story." for n in range(1, 11))
@@ -146,14 +156,78 @@ def test_models_and_voices_are_listed(client, served, voice):
     assert kinds["alloy"] == "preset"
 
 
-def test_unknown_voice_is_404_in_openai_shape(client, voice):
-    with pytest.raises(openai.NotFoundError) as caught:
+def test_unknown_voice_is_400_invalid_value_in_openai_shape(client, voice):
+    with pytest.raises(openai.BadRequestError) as caught:
         client.audio.speech.create(model="qwen3-tts", voice="nobody-here", input="Hello.")
-    assert caught.value.status_code == 404
-    error = caught.value.response.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert "'nobody-here' not found" in error["message"]
-    assert (error["type"], error["param"], error["code"]) == ("invalid_request_error", "voice", "voice_not_found")
+    assert caught.value.status_code == 400
+    assert caught.value.response.json() == {"error": {
+        "message": "Invalid value: voice 'nobody-here' is neither a ready fine-tuned voice (job id or speaker name), "
+                   "'design', nor a preset; GET /v1/audio/voices lists them",
+        "type": "invalid_request_error", "param": "voice", "code": "invalid_value"}}
+
+
+def test_a_speaker_name_of_two_voices_is_400_naming_their_job_ids(client, served, tiny_models, voice):
+    twin = add_voice(served, tiny_models, "hero1-twin")  # the same speaker name as `voice`
+    try:
+        listed = httpx.get(f"{served.url}/v1/audio/voices", timeout=10).json()["data"]
+        assert sorted(entry["id"] for entry in listed if entry["speaker_name"] == SPEAKER) == [voice, twin]
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.audio.speech.create(model="qwen3-tts", voice=SPEAKER, input="Hello.", response_format="pcm")
+        assert caught.value.response.json() == {"error": {
+            "message": f"voice {SPEAKER!r} is the speaker name of 2 voices: pass one of their job ids instead "
+                       f"({voice!r}, {twin!r})",
+            "type": "invalid_request_error", "param": "voice", "code": "invalid_value"}}
+        for job_id in (voice, twin):
+            spoken = client.audio.speech.create(model="qwen3-tts", voice=job_id, input="Hi.", response_format="pcm")
+            assert len(spoken.content) > 0
+    finally:
+        assert httpx.delete(f"{served.url}/voices/{twin}", timeout=60).status_code == 200
+
+
+def test_every_voice_and_model_of_openais_speech_api_is_accepted(client, served):
+    """The ids the official client declares (its `voice` and `model` literals) all speak."""
+    [voices] = [typing.get_args(arg) for arg in typing.get_args(speech_create_params.Voice) if typing.get_args(arg)]
+    models = typing.get_args(SpeechModel)
+    assert {"marin", "cedar", "ballad", "verse"} <= set(voices) and "gpt-4o-mini-tts-2025-12-15" in models
+    listed = {entry["id"]: entry["type"] for entry in httpx.get(f"{served.url}/v1/audio/voices", timeout=10).json()["data"]}
+    assert {name: listed.get(name) for name in voices} == dict.fromkeys(voices, "preset")
+    assert set(models) <= {model.id for model in client.models.list()}
+    for index, name in enumerate(voices):
+        model = models[index % len(models)]
+        spoken = client.audio.speech.create(model=model, voice=name, input="Hi.", response_format="pcm")
+        assert len(spoken.content) > 0, (model, name)
+
+
+def test_a_model_is_retrieved_by_its_id(client, served):
+    for model_id in ("qwen3-tts", "tts-1", "gpt-4o-mini-tts-2025-12-15"):
+        model = client.models.retrieve(model_id)
+        assert (model.id, model.object, model.owned_by) == (model_id, "model", "voicefinetune")
+    assert httpx.get(f"{served.url}/v1/models/tts-1-hd", timeout=10).json() == {
+        "id": "tts-1-hd", "object": "model", "created": 0, "owned_by": "voicefinetune"}
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.models.retrieve("no-such-model")
+    assert caught.value.response.json() == {"error": {
+        "message": "The model 'no-such-model' does not exist; GET /v1/models lists the ids",
+        "type": "invalid_request_error", "param": "model", "code": "model_not_found"}}
+
+
+def test_405_404_and_413_on_v1_are_openai_shaped(served):
+    def openai_error(message: str) -> dict:
+        return {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}}
+
+    wrong_method = httpx.get(f"{served.url}/v1/audio/speech", timeout=10)
+    assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"
+    assert wrong_method.json() == openai_error("method GET is not allowed on /v1/audio/speech (see the Allow header)")
+    unknown_path = httpx.get(f"{served.url}/v1/audio/nothing", timeout=10)
+    assert (unknown_path.status_code, unknown_path.json()) == (404, openai_error("Not Found"))
+    limit = served.settings.max_json_bytes
+    too_big = httpx.post(f"{served.url}/v1/audio/speech", content=b" " * (limit + 1),
+                         headers={"content-type": "application/json"}, timeout=30)
+    assert too_big.status_code == 413
+    assert too_big.json() == openai_error(f"the request body (JSON) exceeds the limit of {limit} bytes")
+    # Outside /v1 the service's own shape stays.
+    elsewhere = httpx.get(f"{served.url}/voice-design", timeout=10)
+    assert (elsewhere.status_code, elsewhere.json()) == (405, {"detail": "Method Not Allowed"})
 
 
 @pytest.mark.parametrize("text", ["", "   "])
@@ -165,12 +239,15 @@ def test_empty_input_is_400(client, voice, text):
         "message": "input must not be empty", "type": "invalid_request_error", "param": "input", "code": None}}
 
 
-def test_bad_values_are_400(client, voice):
-    for extra in ({"speed": 5.0}, {"response_format": "ogg"}, {"input": "x" * 4097}):
+def test_bad_values_are_400_with_openais_codes(client, voice):
+    for extra, param, code in (({"speed": 5.0}, "speed", "decimal_above_max_value"),
+                               ({"response_format": "ogg"}, "response_format", "invalid_value"),
+                               ({"input": "x" * 4097}, "input", "string_above_max_length")):
         arguments = {"model": "qwen3-tts", "voice": voice, "input": "Hello.", **extra}
         with pytest.raises(openai.BadRequestError) as caught:
             client.audio.speech.create(**arguments)
-        assert caught.value.response.json()["error"]["type"] == "invalid_request_error"
+        error = caught.value.response.json()["error"]
+        assert (error["type"], error["param"], error["code"]) == ("invalid_request_error", param, code)
     with pytest.raises(openai.NotFoundError) as caught:
         client.audio.speech.create(model="no-such-model", voice=voice, input="Hello.")
     assert caught.value.response.json()["error"]["code"] == "model_not_found"

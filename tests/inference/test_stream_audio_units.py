@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from voicefinetune.inference_server.audio_encoding import available_formats, make_encoder, media_type
+from voicefinetune.inference_server.audio_encoding import (
+    AvEncoder,
+    available_formats,
+    make_encoder,
+    media_type,
+)
 from voicefinetune.inference_server.sentences import split_sentences
 from voicefinetune.inference_server.time_stretch import TimeStretch, tempo_steps
 
@@ -68,6 +73,21 @@ def test_flac_is_written_whole_with_its_length_so_soundfile_reads_it():
     decoded, rate = sf.read(io.BytesIO(encoder.finish()), dtype="float32")
     assert rate == RATE and decoded.size == audio.size
     assert np.abs(decoded - audio).max() < 1e-3  # 16-bit PCM inside, lossless
+
+
+def test_a_flac_streamed_front_to_back_is_read_by_ffmpeg_but_not_by_soundfile():
+    """Why `flac` is the one format sent whole (README): FFmpeg's FLAC muxer, writing to a pipe, leaves the length
+    in STREAMINFO unknown; PyAV decodes that, libsndfile (soundfile.read) does not. When this fails, soundfile reads
+    streamed FLAC and the server can stream it like the other formats."""
+    audio = tone(1.0)
+    encoder = AvEncoder("flac")
+    data = b"".join(encoder.encode(audio[i : i + 2400]) for i in range(0, audio.size, 2400)) + encoder.finish()
+    assert data[:4] == b"fLaC" and int.from_bytes(data[21:26], "big") & (2**36 - 1) == 0  # total samples: unknown
+    with av.open(io.BytesIO(data)) as container:
+        decoded = np.concatenate([frame.to_ndarray().reshape(-1) for frame in container.decode(audio=0)])
+    assert np.abs(decoded / 32768.0 - audio).max() < 1e-3
+    with pytest.raises((ValueError, MemoryError, sf.LibsndfileError)):
+        sf.read(io.BytesIO(data), dtype="float32")
 
 
 @pytest.mark.parametrize("speed", [0.25, 0.5, 2.0, 4.0])

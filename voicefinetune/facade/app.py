@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from ..bodylimit import limit_bodies
 from ..error_ids import install_internal_error_handler
 from ..lifecycle import FAILED, READY
+from ..openai_compat import install_openai_http_errors
 from ..schemas import Health
 from ..security import protect
 from ..settings import Settings
@@ -108,6 +109,7 @@ def create_app(settings: Settings, backend: JobBackend, inference: InferenceMoun
     app = FastAPI(title=TITLE, description=DESCRIPTION, version=_version(), lifespan=lifespan)
     app.add_exception_handler(RequestValidationError, _validation_error)
     install_internal_error_handler(app)
+    install_openai_http_errors(app)
     limit_bodies(app, settings)
     protect(app, settings)  # added last: the key is checked before anything reads the body
     app.state.settings = settings

@@ -42,6 +42,7 @@ ROUTES: list[tuple[str, str, str]] = [
     ("GET", "/ops/running", ""),
     ("POST", "/v1/audio/speech", "{voice}"),  # streamed through, routed by the body's voice (openai_proxy)
     ("GET", "/v1/models", ""),
+    ("GET", "/v1/models/{model_id:path}", ""),
     ("GET", "/v1/audio/voices", ""),
 ]
 

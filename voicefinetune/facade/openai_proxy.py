@@ -15,12 +15,12 @@ import httpx
 from fastapi import HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from ..openai_compat import DESIGN_VOICES, error_body
+
 if TYPE_CHECKING:
     from .inference_proxy import InferenceProxy
 
-VOICE_DESIGN_KEY = "voice-design"
-# Voices served by the VoiceDesign model (the inference server's `openai_voices`): routed with /voice-design.
-DESIGN_VOICES = frozenset({"design", "alloy", "ash", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer"})
+VOICE_DESIGN_KEY = "voice-design"  # the voices of the VoiceDesign model (DESIGN_VOICES) go where /voice-design goes
 RELAYED_HEADERS = ("content-type", "content-disposition", "cache-control", "www-authenticate")
 
 
@@ -74,6 +74,4 @@ async def _relay(answer: httpx.Response) -> AsyncIterator[bytes]:
 
 
 def _error(status: int, message: str) -> JSONResponse:
-    kind = "server_error" if status >= 500 else "invalid_request_error"
-    return JSONResponse(status_code=status,
-                        content={"error": {"message": message, "type": kind, "param": None, "code": None}})
+    return JSONResponse(status_code=status, content=error_body(message, status=status))

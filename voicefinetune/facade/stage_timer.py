@@ -1,15 +1,13 @@
-"""Ops-log durations of a training's stages."""
+"""Ops-log operations of a training's stages, listed in ``/ops/running`` while they run."""
 
 from __future__ import annotations
-
-import time
 
 from ..lifecycle import STAGE_FAILED, STAGE_PREPARING, STAGE_TRAINING
 from ..opslog import OpsLog
 
 
 class StageTimer:
-    """Turns stage transitions into ops-log durations: ``prepare_data`` (preparing) and ``training``."""
+    """Turns stage transitions into ops-log operations: ``prepare_data`` (preparing) and ``training``."""
 
     OPS = {STAGE_PREPARING: "prepare_data", STAGE_TRAINING: "training"}
 
@@ -17,20 +15,23 @@ class StageTimer:
         self.opslog = opslog
         self.job_id = job_id
         self.stage: str | None = None
-        self.since = 0.0
+        self.op_id: int | None = None
 
     def enter(self, stage: str) -> None:
         if stage == self.stage:
             return
         self._close(ok=stage != STAGE_FAILED)
-        self.stage, self.since = stage, time.monotonic()
+        self.stage = stage
+        op = self.OPS.get(stage)
+        if op is not None:
+            self.op_id = self.opslog.start(op, self.job_id)
 
     def finish(self, ok: bool) -> None:
+        """End the current stage (a no-op once ended)."""
         self._close(ok)
         self.stage = None
 
     def _close(self, ok: bool) -> None:
-        op = self.OPS.get(self.stage or "")
-        if op is not None:
-            self.opslog.record(op, time.monotonic() - self.since, self.job_id, ok=ok)
-            self.stage = None
+        if self.op_id is not None:
+            self.opslog.finish(self.op_id, ok=ok)
+            self.op_id = None
