@@ -3,8 +3,9 @@
 - Moments (`exp_avg`, `exp_avg_sq`) are stored in `state_dtype` (bf16 by default: 4 bytes per parameter instead of
   8); each step does its arithmetic in fp32 on chunks: tensors of one kind (dtypes, device, step count) are joined
   into flat buffers of at most as many elements as the largest tensor stepped, so temporaries stay the size of one
-  tensor (`STEP_TEMPORARY_BYTES` per element of it) while small tensors share their operations (one tensor at a
-  time, the 1.7B's 403 trained tensors took about 18,000 operations per step; `bench/train_step.py --optimizer-ops`).
+  tensor (`STEP_TEMPORARY_BYTES` per element of it) while small tensors share their operations (the 1.7B's 403
+  trained tensors take about 6,000 operations per step in 128 chunks, 18,000 one tensor at a time;
+  `bench/train_step.py --optimizer-ops`).
   bf16 moments are rounded stochastically: with round-to-nearest, `exp_avg_sq × 0.999` rounds back to itself
   (bf16 resolves 1/256), so the second moment would stop decaying and updates drift from AdamW's.
 - A bf16 parameter gets an int16 `extension`: the rounding residual of its fp32 master value in units of 2⁻¹⁶ of
