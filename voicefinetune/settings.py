@@ -82,6 +82,10 @@ class Settings:
     # Caps on request sizes (bytes): JSON bodies (413 before parsing) and multipart dataset uploads (413 while streaming).
     max_json_bytes: int = field(default=1024**2, metadata={"env": "VFT_MAX_JSON_BYTES", "parse": int})
     max_upload_bytes: int = field(default=4 * 1024**3, metadata={"env": "VFT_MAX_UPLOAD_BYTES", "parse": int})
+    # Deadlines of both servers' connections (seconds, 0: none): a request's headers must arrive within
+    # header_timeout of its first byte, a body may pause at most body_timeout between two reads.
+    header_timeout: float = field(default=15.0, metadata={"env": "VFT_HEADER_TIMEOUT", "parse": float})
+    body_timeout: float = field(default=60.0, metadata={"env": "VFT_BODY_TIMEOUT", "parse": float})
     # How long a request waits for a VRAM model slot (all GPU_MAX_MODELS busy) before a 503 with Retry-After.
     vram_wait_timeout: float = field(default=120.0, metadata={"env": "VFT_VRAM_WAIT_TIMEOUT", "parse": float})
     # Fine-tuning recipe: "compact" (frozen text embedding, bf16 AdamW moments, bf16 weights with a 16-bit extension

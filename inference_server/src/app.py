@@ -14,6 +14,7 @@ from ..schemas import SERVICE_NAME, Health
 from ..security import protect
 from ..settings import Settings
 from ..storage import Storage
+from ..validation_errors import install_validation_error_handler
 from .api import build_router
 from .service import InferenceService
 
@@ -37,6 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = service
+    install_validation_error_handler(app)
     install_internal_error_handler(app)
     install_openai_http_errors(app)
     limit_bodies(app, settings)

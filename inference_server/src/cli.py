@@ -19,11 +19,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
 
-    import uvicorn
-
+    from ..http_server import run
     from ..settings import Settings
     from .app import create_app
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(Settings.from_env()), host=args.host, port=args.port, log_level=args.log_level)
+    settings = Settings.from_env()
+    run(create_app(settings), settings, host=args.host, port=args.port, log_level=args.log_level)
     return 0

@@ -7,11 +7,9 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, Protocol
+from typing import Protocol
 
-from fastapi import APIRouter, FastAPI, HTTPException, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, FastAPI, HTTPException
 
 from ..bodylimit import limit_bodies
 from ..error_ids import install_internal_error_handler
@@ -20,8 +18,9 @@ from ..openai_compat import install_openai_http_errors
 from ..schemas import Health
 from ..security import protect
 from ..settings import Settings
+from ..validation_errors import install_validation_error_handler
 from .backend import JobBackend, JobGate
-from .routes import build_job_router, path_job_id, remove_stale_uploads
+from .routes import FINETUNE_PATH, build_job_router, path_job_id, remove_stale_uploads
 
 log = logging.getLogger(__name__)
 
@@ -47,36 +46,6 @@ def make_job_gate(backend: JobBackend) -> JobGate:
             raise HTTPException(409, detail)
 
     return job_gate
-
-
-async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    """A 422 whose ``detail`` is one readable line naming each field to fix and the value received (like every other
-    error of the API, a string); FastAPI's structured list stays under ``errors``."""
-    errors = exc.errors()
-    lines = [_error_line(error) for error in errors]
-    structured = [{k: v for k, v in error.items() if k in ("loc", "msg", "type", "input")} for error in errors]
-    message = "; ".join(lines) or "invalid request"
-    return JSONResponse(
-        status_code=422, content={"detail": message, "message": message, "errors": _jsonable(structured)}
-    )
-
-
-def _error_line(error: dict[str, Any]) -> str:
-    field = ".".join(str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path"))
-    message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
-    value = error.get("input")
-    if error.get("type") != "missing" and isinstance(value, str | int | float) and repr(value) not in message:
-        message += f" (got {value!r})"
-    return f"{field}: {message}" if field else message
-
-
-def _jsonable(value: Any) -> Any:
-    from fastapi.encoders import jsonable_encoder
-
-    try:
-        return jsonable_encoder(value)
-    except Exception:
-        return str(value)
 
 
 class InferenceMount(Protocol):
@@ -107,10 +76,10 @@ def create_app(settings: Settings, backend: JobBackend, inference: InferenceMoun
             await inference.stop()
 
     app = FastAPI(title=TITLE, description=DESCRIPTION, version=_version(), lifespan=lifespan)
-    app.add_exception_handler(RequestValidationError, _validation_error)
+    install_validation_error_handler(app)
     install_internal_error_handler(app)
     install_openai_http_errors(app)
-    limit_bodies(app, settings)
+    limit_bodies(app, settings, upload_paths={FINETUNE_PATH})
     protect(app, settings)  # added last: the key is checked before anything reads the body
     app.state.settings = settings
     app.state.backend = backend

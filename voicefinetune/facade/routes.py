@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from json import JSONDecodeError
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from pydantic import TypeAdapter, ValidationError
 from ..lifecycle import TERMINAL_STATUSES
 from ..schemas import FinetuneRequest, FinetuneResponse, InvalidInput, Job, check_job_id
 from ..storage import StorageError, StorageNotConfigured, UnsafeKey
+from ..validation_errors import invalid_json_message
 from .backend import DatasetNotFound, JobBackend, JobConflict
 from .metrics import JOBS_SUBMITTED
 from .upload_stream import stream_form
@@ -21,6 +23,7 @@ JOB_LIST = TypeAdapter(list[Job])
 JSON = "application/json"
 UPLOAD_FIELD = "dataset"
 MAX_UPLOAD_BYTES = 4 * 1024**3
+FINETUNE_PATH = "/finetune"  # the one route that takes a multipart upload
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 
 _FORM_SCHEMA = {
@@ -103,8 +106,12 @@ async def read_finetune_request(
         try:
             body = await request.json()
         except ValueError as exc:
+            reason = (
+                invalid_json_message(exc.msg, exc.doc, exc.pos) if isinstance(exc, JSONDecodeError)
+                else "request body is not valid JSON"
+            )
             raise HTTPException(
-                400, "the body must be JSON (Content-Type: application/json) or a multipart form with a 'dataset' file"
+                400, f"{reason}; send JSON (Content-Type: application/json) or a multipart form with a 'dataset' file"
             ) from exc
         body, ignored = split_unknown_fields(body)
         return _validate(body, storage_configured), None, ignored
@@ -142,7 +149,7 @@ def build_job_router(
     router = APIRouter(tags=["fine-tuning"])
 
     @router.post(
-        "/finetune",
+        FINETUNE_PATH,
         status_code=202,
         response_model=FinetuneResponse,
         openapi_extra=FINETUNE_OPENAPI,
