@@ -62,6 +62,10 @@ class CachedModel:
         }
 
 
+def _recency(entry: CachedModel) -> tuple[bool, float]:
+    return entry.in_use > 0, entry.last_used
+
+
 @dataclass(frozen=True)
 class Eviction:
     key: str
@@ -97,12 +101,12 @@ class ModelCache:
         return len(self._entries) + self._unloading
 
     def loaded(self) -> list[CachedModel]:
-        """Loaded models, most recently used first."""
-        return sorted((e for e in self._entries.values() if e.loaded), key=lambda e: e.last_used, reverse=True)
+        """Loaded models, most recently used first (a model in use counts as used now)."""
+        return sorted((e for e in self._entries.values() if e.loaded), key=_recency, reverse=True)
 
     def describe(self) -> list[dict[str, Any]]:
         now = time.monotonic()
-        return [e.describe(now) for e in sorted(self._entries.values(), key=lambda e: e.last_used, reverse=True)]
+        return [e.describe(now) for e in sorted(self._entries.values(), key=_recency, reverse=True)]
 
     def busy(self) -> bool:
         return any(e.in_use or not e.loaded for e in self._entries.values()) or self._unloading > 0
@@ -125,6 +129,7 @@ class ModelCache:
                 entry = self._entries.get(spec.key)
                 if entry is not None:  # loaded, or loading for another request: no load of its own
                     entry.in_use += 1
+                    entry.last_used = time.monotonic()
                     self.hits += 1
                     metrics.CACHE_HITS.inc()
                     break

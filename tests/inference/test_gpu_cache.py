@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import random
 import time
 
@@ -147,3 +148,29 @@ async def test_gpu_unload_frees_everything(make_service, tiny_models, kit):
         assert status["model_loaded"] is False and status["total_unloads"] == 2
         assert (await client.post("/infer/b", json={"text": "Hi.", "upload_to_s3": False})).status_code == 200
 
+
+
+async def test_status_names_the_voice_in_use_after_another_model_was_used(make_service, tiny_models, kit):
+    """/gpu/status's loaded_checkpoint and speaker_name name the most recently used model: a fine-tuned voice that
+    a batch is using now, not the Base model a voice clone used before the batch started."""
+    service = await make_service(gpu_max_models=2, inference_max_batch=1)
+    await kit.add_voice(service, tiny_models, job_id="hero", preload=True)
+    clone = {"text": "Hi.", "ref_audio_url": base64.b64encode(kit.reference_wav()).decode(), "ref_text": "Hello.",
+             "upload_to_s3": False}
+    items = [{"text": f"Line {i} of the chapter.", "filename": f"l{i}.wav"} for i in range(6)]
+    async with kit.http_client(service) as client:
+        assert (await client.post("/voice-clone", json=clone)).status_code == 200
+        batch = asyncio.create_task(client.post("/infer/hero/batch", json={"items": items}))
+        deadline = time.monotonic() + 60
+        while True:
+            status = (await client.get("/gpu/status")).json()
+            hero = [m for m in status["loaded_models"] if m["key"] == "voice:hero"]
+            if hero and hero[0]["state"] == "loaded" and hero[0]["in_use"] > 0:
+                break
+            assert not batch.done() and time.monotonic() < deadline, "the batch never held the voice"
+            await asyncio.sleep(0.01)
+        assert (await batch).status_code == 200
+        after = (await client.get("/gpu/status")).json()
+    assert (status["loaded_checkpoint"], status["speaker_name"]) == ("jobs/hero/output/checkpoint-epoch-0", kit.speaker)
+    assert [m["key"] for m in status["loaded_models"]] == ["voice:hero", "base"]
+    assert (after["loaded_checkpoint"], after["speaker_name"]) == ("jobs/hero/output/checkpoint-epoch-0", kit.speaker)
