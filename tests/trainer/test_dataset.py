@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from voicefinetune.dataset import DatasetError, DatasetLimits, manifest_folder, open_dataset
+from voicefinetune.dataset import DatasetError, DatasetLimits, load_audio, manifest_folder, open_dataset
 from voicefinetune.devtools.sample_data import (
     Clip,
     manifest_lines,
@@ -94,6 +94,48 @@ def test_stereo_44k_audio_is_resampled_to_24k_mono(tmp_path):
     clips = open_dataset(archive, tmp_path / "dataset").load()
     assert [len(c.audio) for c in clips] == [24000, 12000]
     assert len(clips[0].ref_audio) == 48000
+
+
+def _wav_frames(frames: int, rate: int) -> bytes:
+    buffer = io.BytesIO()
+    soundfile.write(buffer, 0.3 * np.sin(np.arange(frames) / 7.0), rate, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("rate", "frames", "at_24k"),
+    # 24 kHz / rate * frames, rounded half up: 12001.5 -> 12002, 12000.5 -> 12001; 44100 and 24000 have no halves
+    [(16000, 8001, 12002), (48000, 24001, 12001), (16000, 8000, 12000), (44100, 44101, 24001), (24000, 12345, 12345)],
+)
+def test_the_sample_count_read_from_the_header_is_the_decoded_length(tmp_path, rate, frames, at_24k):
+    archive = _zip(tmp_path / "ds.zip", {
+        "train.jsonl": _line("./data/a.wav").encode(),
+        "data/a.wav": _wav_frames(frames, rate),
+        "data/ref.wav": _wav(2.0),
+    })
+    dataset = open_dataset(archive, tmp_path / "dataset")
+    [entry] = dataset.entries
+    assert len(load_audio(entry.audio)) == at_24k  # what the decoder (soxr) really gives
+    assert entry.samples == at_24k
+    assert [clip.audio.samples for clip in dataset.clips()] == [at_24k]
+
+
+def test_train_jsonl_line_limit_at_its_boundary(tmp_path):
+    lines = "\n".join([_line("./data/a.wav")] * 3)
+    archive = _zip(tmp_path / "ds.zip", {"train.jsonl": lines.encode(), "data/a.wav": _wav(1.0), "data/ref.wav": _wav(2.0)})
+    assert len(open_dataset(archive, tmp_path / "ok", DatasetLimits(max_lines=3)).entries) == 3
+    with pytest.raises(DatasetError) as caught:
+        open_dataset(archive, tmp_path / "over", DatasetLimits(max_lines=2))
+    assert str(caught.value) == "train.jsonl has 3 lines; the limit is 2: split the dataset"
+    assert not (tmp_path / "over").exists()
+
+
+def test_train_jsonl_of_100001_lines_is_refused_before_any_line_is_read(tmp_path):
+    archive = _zip(tmp_path / "ds.zip", {"train.jsonl": b"{}\n" * 100_001})
+    with pytest.raises(DatasetError) as caught:
+        open_dataset(archive, tmp_path / "dataset")
+    assert str(caught.value) == "train.jsonl has 100001 lines; the limit is 100000: split the dataset"
+    assert caught.value.problems == [str(caught.value)]
 
 
 def test_dataset_zipped_with_its_folder_is_accepted(tmp_path, clips, ref_clip):
