@@ -1,10 +1,13 @@
 """The inference server's fast engine vs upstream's `generate`, side by side in one run on the same checkpoints.
 
 Both go through the server's own call (`tts_model.generate`: upstream builds the prompt and decodes the audio; the
-decode loop between is the engine under test), on the same loaded weights, with the checkpoint's sampling
-settings and a fixed seed per run; rounds interleave the engines so machine load hits both alike:
+decode loop between is the engine under test), on the same loaded weights, decoding greedily (talker and sub-talker)
+so that both make the same codes, frame for frame: under sampling a batch row that ends keeps being sampled upstream
+while the fast engine stops it, the random streams part, and the two would time different work (236 vs 293 frames
+for one seed at batch 8). Rounds interleave the engines so machine load hits both alike:
 
-- throughput at batch 1 and batch 8 (one fused call of 8 different sentences): items/s, audio seconds per wall s;
+- throughput at batch 1 and batch 8 (one fused call of 8 different sentences): items/s, frames/s, audio seconds per
+  wall s;
 - streaming: time to the first PCM chunk (`engine_stream.synthesize_stream`, 1-frame first chunk) vs time to the
   whole utterance; upstream has no stream, its first audio is its whole utterance.
 
@@ -23,6 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -45,7 +49,15 @@ SENTENCES = [
 ]
 
 
+@dataclass(frozen=True)
+class Run:
+    wall_seconds: float
+    audio_seconds: float
+    frames: int
+
+
 def load_models(folder: Path, frames: int):
+    """Both engines on the checkpoint in ``folder``, decoding greedily, at most ``frames`` - 1 frames per row."""
     from voicefinetune.inference_server import tts_model
     from voicefinetune.settings import Settings
 
@@ -53,7 +65,7 @@ def load_models(folder: Path, frames: int):
     for engine in ENGINES:
         device = "cuda:0" if _cuda() else "cpu"
         loaded = tts_model.load(str(folder), Settings(device=device, use_flash_attn=False, engine=engine))
-        loaded.tts.generate_defaults["max_new_tokens"] = frames
+        loaded.tts.generate_defaults.update(max_new_tokens=frames, do_sample=False, subtalker_dosample=False)
         models[engine] = loaded
     return models
 
@@ -64,18 +76,22 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def throughput(loaded, batch: int, seed: int) -> tuple[float, float]:
-    """(wall seconds, audio seconds) of one generate call of ``batch`` sentences."""
+def throughput(loaded, batch: int, seed: int) -> Run:
+    """One generate call of ``batch`` sentences."""
     import torch
 
     from voicefinetune.inference_server import tts_model
+    from voicefinetune.inference_server.generation import SAMPLES_PER_FRAME
+    from voicefinetune.schemas import SAMPLE_RATE
 
     items = [tts_model.SpeechItem(SENTENCES[i % len(SENTENCES)], "english", speaker="tiny_speaker")
              for i in range(batch)]
     torch.manual_seed(seed)
     started = time.perf_counter()
     wavs = tts_model.generate(loaded, items)
-    return time.perf_counter() - started, sum(len(w) for w in wavs) / 24000
+    wall = time.perf_counter() - started
+    samples = sum(len(w) for w in wavs)
+    return Run(wall, samples / SAMPLE_RATE, samples // SAMPLES_PER_FRAME)
 
 
 def first_audio(loaded, seed: int) -> tuple[float, float]:
@@ -113,25 +129,29 @@ def render(figures: dict, *, rounds: int, frames: int, threads: int) -> str:
 
     lines = [
         "`python bench/engine.py --write-docs`: the inference server's generate call (`tts_model.generate`) with",
-        "`VFT_ENGINE=upstream` and `VFT_ENGINE=fast` on the same tiny random custom-voice checkpoint, checkpoint",
-        "sampling settings, fixed seeds, rounds interleaving the engines. Streaming: `engine_stream.synthesize_stream`",
-        "(first chunk = 1 frame, 80 ms of audio); upstream has no stream, so its first audio is its whole utterance.",
+        "`VFT_ENGINE=upstream` and `VFT_ENGINE=fast` on the same tiny random custom-voice checkpoint, greedy decoding",
+        "(talker and sub-talker: both engines make the same codes, so they do the same work), rounds interleaving the",
+        "engines. Streaming: `engine_stream.synthesize_stream` (first chunk = 1 frame, 80 ms of audio); upstream has no",
+        "stream, so its first audio is its whole utterance.",
         "",
-        "| Engine | Batch | Wall s (median) | Items/s | Audio s per wall s |",
-        "|---|---:|---:|---:|---:|",
+        "| Engine | Batch | Frames per call | Wall s (median) | Items/s | Frames/s | Audio s per wall s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     rates = {}
     for engine in ENGINES:
         for batch, case in ((1, "b1"), (8, "b8")):
-            walls = [w for w, _ in figures[(engine, case)]]
-            audio = median([a for _, a in figures[(engine, case)]])
-            wall = median(walls)
-            rates[(engine, case)] = batch / wall
-            lines.append(f"| {engine} | {batch} | {wall:.2f} | {batch / wall:.2f} | {audio / wall:.2f} |")
+            runs = figures[(engine, case)]
+            wall = median([run.wall_seconds for run in runs])
+            made = median([run.frames for run in runs])
+            audio = median([run.audio_seconds for run in runs])
+            rates[(engine, case)] = made / wall
+            lines.append(f"| {engine} | {batch} | {made:g} | {wall:.2f} | {batch / wall:.2f} | {made / wall:.1f} "
+                         f"| {audio / wall:.2f} |")
+    speedup = {case: rates[("fast", case)] / rates[("upstream", case)] for case in ("b1", "b8")}
     lines += [
         "",
-        f"Fast vs upstream, items/s: **{rates[('fast', 'b1')] / rates[('upstream', 'b1')]:.1f}x** at batch 1, "
-        f"**{rates[('fast', 'b8')] / rates[('upstream', 'b8')]:.1f}x** at batch 8.",
+        f"Fast vs upstream, frames/s (the same frames, so items/s alike): **{speedup['b1']:.1f}x** at batch 1, "
+        f"**{speedup['b8']:.1f}x** at batch 8.",
         "",
         "| Engine | First audio ms (median) | Whole utterance ms (median) | First / whole |",
         "|---|---:|---:|---:|",
