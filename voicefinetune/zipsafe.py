@@ -15,6 +15,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from .diskfull import DiskFull, is_disk_full
 from .schemas import InvalidInput
 
 # Members smaller than this are never refused for their ratio: a short silent clip compresses ~1000:1.
@@ -203,5 +204,7 @@ def extract_zip(zip_path: Path, dest: Path, limits: ZipLimits | None = None) -> 
         raise
     except (zipfile.BadZipFile, NotImplementedError, RuntimeError, OSError, EOFError) as exc:
         shutil.rmtree(dest, ignore_errors=True)
+        if is_disk_full(exc):
+            raise DiskFull("the extracted dataset") from exc
         raise UnsafeArchive(f"the dataset zip is damaged or uses an unsupported format ({exc}): zip it again") from exc
     return [relative for _, relative in members]

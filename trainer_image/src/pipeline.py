@@ -24,6 +24,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..dataset import Dataset, DatasetLimits, open_dataset
+from ..diskfull import DiskFull, is_disk_full
 from ..lifecycle import STAGE_DONE, STAGE_FAILED, STAGE_PREPARING, STAGE_TRAINING, STAGE_UPLOADING
 from ..schemas import ID_PATTERN, InvalidInput, check_language, check_speaker_name
 from ..settings import Settings
@@ -151,10 +152,12 @@ class TrainingPipeline:
                 STAGE_DONE, checkpoint_path=str(checkpoint), s3_prefix=s3_prefix, timings=self.progress.timings,
                 message="checkpoint published" if s3_prefix else "checkpoint kept locally (S3 not configured)",
             )
-        except (InvalidInput, JobFailed, StorageError, UnsafeKey) as exc:
+        except (InvalidInput, JobFailed, StorageError, UnsafeKey, DiskFull) as exc:
             return self._failed(str(exc), checkpoint)
         except (Exception, KeyboardInterrupt) as exc:
             log.exception("%s failed", self.progress.stage)
+            if is_disk_full(exc):
+                return self._failed(str(DiskFull(f"the {self.progress.stage} stage's files")), checkpoint)
             return self._failed(f"{self.progress.stage} failed: {type(exc).__name__}: {exc}", checkpoint)
         finally:
             self.purge_inputs()

@@ -13,6 +13,8 @@ from typing import IO, Any
 from fastapi import HTTPException, Request
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from ..diskfull import INSUFFICIENT_STORAGE, DiskFull, is_disk_full
+
 MAX_FIELDS_BYTES = 64 * 1024  # all non-file form fields together
 
 
@@ -133,6 +135,8 @@ async def stream_form(request: Request, *, folder: Path, file_field: str, max_by
         writer.discard()
         if writer.error is not None:
             raise writer.error from exc
+        if is_disk_full(exc):
+            raise HTTPException(INSUFFICIENT_STORAGE, str(DiskFull("the uploaded dataset"))) from exc
         raise HTTPException(400, f"malformed multipart body: {type(exc).__name__}") from exc
     except BaseException:
         writer.discard()
