@@ -144,14 +144,14 @@ class CompactAdamW(torch.optim.Optimizer):
                     continue
                 state = self._state(param)
                 state["step"] += 1
-                kind = (param.dtype, param.grad.dtype, param.device, state["step"], EXTENSION in state)
+                kind = (state["step"], param.dtype, param.grad.dtype, param.device, EXTENSION in state)
                 kinds.setdefault(kind, []).append(param)
-            for (*_, step, _), params in kinds.items():
+            for (step, *_), params in kinds.items():
                 for chunk in _chunks(params, budget):
                     self._update(chunk, group, step)
 
     def _update(self, params: list[torch.Tensor], group: dict[str, Any], step: int) -> None:
-        """One AdamW step of `params` (one kind), on fp32 flat copies of them."""
+        """One AdamW step of `params` (one kind), on fp32 copies of them joined into flat buffers."""
         lr, weight_decay, eps = group["lr"], group["weight_decay"], group["eps"]
         beta1, beta2 = group["betas"]
         states = [self.state[param] for param in params]
