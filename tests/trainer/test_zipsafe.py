@@ -231,3 +231,62 @@ def test_not_a_zip_is_refused_with_the_fix(tmp_path):
     assert directory_totals(path) is None
     with pytest.raises(UnsafeArchive, match=r"^the dataset is not a readable zip file \(.*\): upload a \.zip archive$"):
         inspect_zip(path)
+
+
+# --- names, kinds and the end-of-directory record -------------------------------------------------------------------
+
+
+def test_a_space_is_a_name_character_and_a_lone_dot_is_no_name(tmp_path):
+    spaced = _zip(tmp_path / "spaced.zip", {"data/my clip.wav": b"x", "./data//b.wav": b"y"})
+    assert [str(p) for p in inspect_zip(spaced)] == ["data/my clip.wav", "data/b.wav"]
+    for name, message in [(".", "zip member '.' has an empty name"),
+                          ("a\x1fb", "zip member 'a\\x1fb' has control characters in its name: rename it")]:
+        with pytest.raises(UnsafeArchive) as caught:
+            inspect_zip(_zip(tmp_path / "bad.zip", {name: b"x"}))
+        assert str(caught.value) == message
+
+
+def test_a_fifo_member_is_refused(tmp_path):
+    path = tmp_path / "fifo.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        fifo = zipfile.ZipInfo("data/pipe")
+        fifo.external_attr = (0o010644) << 16  # S_IFIFO | rw-r--r--
+        archive.writestr(fifo, b"")
+    with pytest.raises(UnsafeArchive) as caught:
+        inspect_zip(path)
+    assert str(caught.value) == "zip member 'data/pipe' is not a regular file or folder: remove it"
+
+
+def test_a_directory_that_understates_its_member_count_is_counted_entry_by_entry(tmp_path):
+    path = _zip(tmp_path / "ds.zip", {f"{i}.wav": b"x" for i in range(3)})
+    data = bytearray(path.read_bytes())
+    end = data.rfind(b"PK\x05\x06")
+    struct.pack_into("<HH", data, end + 8, 1, 1)  # the record claims 1 member; the directory holds 3
+    path.write_bytes(bytes(data))
+    assert directory_totals(path)[0] == 1
+    with pytest.raises(UnsafeArchive) as caught:
+        inspect_zip(path, ZipLimits(max_members=2))
+    assert str(caught.value) == "the zip has 3 members; the limit is 2"
+
+
+def test_the_record_is_found_at_the_very_start_of_an_empty_zip_and_at_the_end_of_a_decoy(tmp_path):
+    empty = _zip(tmp_path / "empty.zip", {})
+    assert empty.stat().st_size == 22 and directory_totals(empty) == (0, 0)
+    decoy = struct.pack("<4s4HIIH", b"PK\x05\x06", 0, 0, 60_000, 60_000, 30_000_000, 0, 0)
+    path = _zip(tmp_path / "decoy.zip", {"data/a.wav": decoy + os.urandom(64)}, compression=zipfile.ZIP_STORED)
+    count, directory_bytes = _sizes_of_directory(path)
+    assert directory_totals(path) == (count, directory_bytes) == (1, 46 + len("data/a.wav"))
+    assert [str(p) for p in inspect_zip(path)] == ["data/a.wav"]
+
+
+def test_a_truncated_record_is_not_a_zip(tmp_path):
+    path = tmp_path / "cut.zip"
+    path.write_bytes(os.urandom(100).replace(b"PK", b"pk") + b"PK\x05\x06\x00\x00")
+    assert directory_totals(path) is None
+
+
+def test_extraction_into_an_existing_empty_folder(tmp_path):
+    (tmp_path / "out").mkdir()
+    archive = _zip(tmp_path / "ds.zip", {"data/a.wav": b"abc"})
+    assert [str(p) for p in extract_zip(archive, tmp_path / "out")] == ["data/a.wav"]
+    assert (tmp_path / "out" / "data" / "a.wav").read_bytes() == b"abc"
