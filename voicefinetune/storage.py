@@ -19,6 +19,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from .public_text import PublicText
 from .schemas import PRESIGNED_URL_SECONDS
 from .settings import Settings
 
@@ -29,7 +30,8 @@ MULTIPART_CHUNK = 64 * 1024 * 1024
 
 
 class StorageError(RuntimeError):
-    """An S3 operation failed after its retries; the message names the operation and the key."""
+    """An S3 operation failed after its retries; the message (shown to clients: no endpoint address, no server
+    folders) names the operation and the key."""
 
 
 class StorageNotConfigured(StorageError):
@@ -91,6 +93,7 @@ class Storage:
         self.settings = settings
         self.bucket = settings.s3_bucket
         self.endpoint = settings.s3_endpoint_url.rstrip("/")
+        self.public = PublicText.of(settings)
         self._client = None
 
     @property
@@ -125,7 +128,7 @@ class Storage:
         return TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_CHUNK)
 
     def _fail(self, action: str, key: str, exc: Exception) -> StorageError:
-        return StorageError(f"S3 {action} of s3://{self.bucket}/{key} at {self.endpoint} failed: {exc}")
+        return StorageError(self.public(f"S3 {action} of s3://{self.bucket}/{key} failed: {exc}"))
 
     # --- objects ---------------------------------------------------------------------------------------------
 
@@ -146,9 +149,9 @@ class Storage:
             try:
                 self.client.create_bucket(Bucket=self.bucket)
             except (BotoCoreError, ClientError) as exc:
-                raise StorageError(f"bucket {self.bucket!r} at {self.endpoint} is missing and cannot be created: {exc}") from exc
+                raise StorageError(self.public(f"bucket {self.bucket!r} is missing and cannot be created: {exc}")) from exc
         except BotoCoreError as exc:
-            raise StorageError(f"S3 at {self.endpoint} is unreachable: {exc}") from exc
+            raise StorageError(self.public(f"S3 is unreachable: {exc}")) from exc
 
     def head(self, key: str) -> ObjectInfo | None:
         try:
@@ -235,9 +238,9 @@ class Storage:
                 log.warning("upload of %s to %s failed (attempt %d/%d): %s", folder, prefix, attempt, attempts, exc)
                 if attempt < attempts:
                     time.sleep(backoff * attempt)
-        raise StorageError(
+        raise StorageError(self.public(
             f"could not upload {folder} to s3://{self.bucket}/{prefix} after {attempts} attempts: {last_error}"
-        ) from last_error
+        )) from last_error
 
     def verify_dir(self, folder: Path, prefix: str) -> None:
         """Raise StorageError unless S3 holds every file of ``folder`` under ``prefix`` with the same size."""
@@ -246,7 +249,7 @@ class Storage:
             if path.is_file():
                 key = build_key(prefix, path.relative_to(folder).as_posix())
                 if remote.get(key) != path.stat().st_size:
-                    raise StorageError(f"s3://{self.bucket}/{key} is missing or its size differs from {path}")
+                    raise StorageError(self.public(f"s3://{self.bucket}/{key} is missing or its size differs from {path}"))
 
     def holds_dir(self, folder: Path, prefix: str) -> bool:
         try:
@@ -273,21 +276,22 @@ class Storage:
                 relative = obj.key[len(prefix) :]
                 build_key(relative)  # refuses '..' and friends from a hostile listing
                 self.download_file(obj.key, staging / relative)
-            _swap_into_place(staging, folder, replace_existing=replace_existing)
+            _swap_into_place(staging, folder, replace_existing=replace_existing, shown=self.public.path)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return folder
 
 
-def _swap_into_place(staging: Path, folder: Path, *, replace_existing: bool) -> None:
+def _swap_into_place(staging: Path, folder: Path, *, replace_existing: bool, shown: Callable[[Path], str]) -> None:
     """Rename ``staging`` to ``folder``; an existing ``folder`` is first renamed aside (then removed) when
-    ``replace_existing``, an empty one simply removed, a non-empty one otherwise kept (FileExistsError)."""
+    ``replace_existing``, an empty one simply removed, a non-empty one otherwise kept (FileExistsError naming it
+    as ``shown``)."""
     if folder.is_dir() and not any(folder.iterdir()):
         folder.rmdir()
     if folder.exists() or folder.is_symlink():
         if not replace_existing:
-            raise FileExistsError(f"{folder} already exists and is not a complete model: not replacing it")
+            raise FileExistsError(f"{shown(folder)} already exists and is not a complete model: not replacing it")
         aside = folder.with_name(f".{folder.name}.replaced-{uuid.uuid4().hex[:8]}")
         folder.rename(aside)
         staging.rename(folder)

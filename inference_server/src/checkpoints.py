@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
 from pathlib import Path
 
+from ..public_text import PublicText
 from ..schemas import InvalidInput
 from ..settings import Settings
 from ..storage import Storage, UnsafeKey, build_key, checkpoint_prefix
@@ -35,7 +35,7 @@ class CheckpointLocator:
         if self.storage.configured and next(iter(self.storage.list(prefix + "/")), None) is not None:
             return None, prefix
         raise InvalidInput(
-            f"no checkpoint found for job {job_id!r}: neither {output}/checkpoint-epoch-N on disk nor "
+            f"no checkpoint found for job {job_id!r}: neither {self.display_path(output)}/checkpoint-epoch-N on disk nor "
             f"{prefix}/ on S3; give checkpoint_path (a local model folder) or s3_prefix (where S3 holds it)"
         )
 
@@ -87,7 +87,5 @@ class CheckpointLocator:
         return voice.s3_prefix or checkpoint_prefix(voice.job_id)
 
     def display_path(self, path: Path | str) -> str:
-        path = Path(path)
-        with contextlib.suppress(ValueError):
-            return path.absolute().relative_to(self.settings.data_dir.absolute()).as_posix()
-        return str(path)
+        """A server folder as clients see it: relative to the data folder."""
+        return PublicText.of(self.settings).path(path)

@@ -70,25 +70,27 @@ class ModelLoader:
                 if not has_model(folder):
                     if not self.storage.configured:
                         raise VoiceNotReady(
-                            f"job {voice.job_id!r} is not ready: its checkpoint {folder} is not on disk and S3 "
+                            f"job {voice.job_id!r} is not ready: its checkpoint {self.locator.display_path(folder)} is "
+                            "not on disk and S3 "
                             "storage is not configured"
                         )
                     try:
                         self.disk.restore(folder, self.locator.s3_prefix(voice))
                     except FileNotFoundError as exc:
                         raise VoiceNotReady(
-                            f"job {voice.job_id!r} is not ready: its checkpoint {folder} is not on disk and S3 has "
+                            f"job {voice.job_id!r} is not ready: its checkpoint {self.locator.display_path(folder)} is "
+                            "not on disk and S3 has "
                             f"no copy ({exc})"
                         ) from exc
                     restored = True
                 loaded = self._load_folder(folder)
-                self._check_servable(voice, folder, loaded)  # inside the tracked op: a refusal is logged ok: false
+                self._check_servable(voice, self.locator.display_path(folder), loaded)  # inside the tracked op: a refusal is logged ok: false
         if restored:
             self.keeper.prune_quietly(exclude={voice.job_id})
         return loaded
 
     @staticmethod
-    def _check_servable(voice: Voice, folder: Path, loaded: tts_model.LoadedModel) -> None:
+    def _check_servable(voice: Voice, folder: str, loaded: tts_model.LoadedModel) -> None:
         if loaded.kind != "custom_voice":
             raise VoiceNotReady(
                 f"job {voice.job_id!r} cannot be served: {folder} is a {loaded.kind!r} checkpoint, not a fine-tuned "

@@ -13,6 +13,7 @@ from voicefinetune.facade.stage_timer import StageTimer
 from voicefinetune.facade.status_updates import StatusUpdater
 from voicefinetune.facade.training_runner import TrainingProcess
 from voicefinetune.opslog import OpsLog
+from voicefinetune.public_text import PublicText
 from voicefinetune.schemas import FinetuneRequest, Job
 from voicefinetune.settings import Settings
 from voicefinetune.storage import Storage
@@ -59,7 +60,7 @@ def test_overflowing_progress_numbers_keep_the_job_going(tmp_path: Path) -> None
     )
     store.save(record)
     opslog = OpsLog(settings.state_dir / "ops.jsonl")
-    runner = JobRunner(settings, Storage(settings), opslog, store, StatusUpdater(store))
+    runner = JobRunner(settings, Storage(settings), opslog, store, StatusUpdater(store, PublicText.of(settings)))
     tracker = StageTimer(opslog, "big")
     for event in EVENTS[:2]:
         runner._on_event(record, json.loads(json.dumps(event)), tracker)

@@ -18,6 +18,7 @@ import logging
 import re
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ..dataset import Dataset, DatasetLimits, open_dataset
 from ..diskfull import DiskFull, is_disk_full
 from ..lifecycle import STAGE_DONE, STAGE_FAILED, STAGE_PREPARING, STAGE_TRAINING, STAGE_UPLOADING
+from ..public_text import PublicText
 from ..schemas import ID_PATTERN, InvalidInput, check_language, check_speaker_name
 from ..settings import Settings
 from ..storage import Storage, StorageError, UnsafeKey, build_key, checkpoint_prefix
@@ -39,6 +41,7 @@ JOB_ID_PATTERN = re.compile(ID_PATTERN)
 CHECKPOINT_CONFIG = "config.json"
 EPOCH_FOLDER = re.compile(r"^checkpoint-epoch-(\d+)$")
 UPLOAD_ATTEMPTS = 3
+SHOWN_TEXTS = ("error", "warning", "message")  # event fields a client sees (the job's error, warnings)
 UPLOAD_BACKOFF_SECONDS = 1.0
 
 
@@ -78,8 +81,9 @@ def check_request(request: TrainRequest) -> None:
 class Progress:
     """The job's current counters; every event it emits carries all six progress fields and the time."""
 
-    def __init__(self, reporter: Reporter, job_id: str, total_epochs: int):
+    def __init__(self, reporter: Reporter, job_id: str, total_epochs: int, public: Callable[[str], str] = str):
         self.reporter = reporter
+        self.public = public  # makes the texts of SHOWN_TEXTS fit to show a client
         self.job_id = job_id
         self.stage = STAGE_PREPARING
         self.epoch = 0
@@ -101,7 +105,10 @@ class Progress:
             "job_id": self.job_id,
             "time": round(time.time(), 3),
         }
-        event.update({key: value for key, value in extra.items() if value is not None})
+        event.update({
+            key: self.public(value) if key in SHOWN_TEXTS and isinstance(value, str) else value
+            for key, value in extra.items() if value is not None
+        })
         self.reporter.emit(event)
         return event
 
@@ -129,7 +136,7 @@ class TrainingPipeline:
         self.request = request
         self.settings = settings
         self.storage = storage or Storage(settings)
-        self.progress = Progress(reporter, request.job_id, request.num_epochs)
+        self.progress = Progress(reporter, request.job_id, request.num_epochs, public=PublicText.of(settings))
         self.job_dir = settings.job_dir(request.job_id)
         self.output_dir = request.output_dir or self.job_dir / "output"
         self.dataset_dir = self.job_dir / "dataset"

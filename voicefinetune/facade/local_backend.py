@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..opslog import OpsLog
+from ..public_text import PublicText
 from ..schemas import FinetuneRequest, Job
 from ..settings import Settings
 from ..storage import Storage
@@ -30,7 +31,7 @@ from .voice_loading import VoiceHost, VoiceLoader
 class LocalBackend:
     def __init__(self, settings: Settings, storage: Storage, opslog: OpsLog, voices: VoiceHost):
         self.store = JobStore(settings.state_dir / "jobs")
-        status = StatusUpdater(self.store)
+        status = StatusUpdater(self.store, PublicText.of(settings))
         runner = JobRunner(settings, storage, opslog, self.store, status)
         voice_loader = VoiceLoader(settings, self.store, status, voices)
         self.queue = TrainingQueue(self.store, status, runner, voice_loader, settings.max_concurrent_trainings)

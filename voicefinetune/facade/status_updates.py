@@ -4,6 +4,7 @@ finished jobs). A deleted job is never saved again."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ..lifecycle import FAILED, TERMINAL_STATUSES
@@ -20,8 +21,9 @@ def purge_upload(record: JobRecord) -> None:
 
 
 class StatusUpdater:
-    def __init__(self, store: JobStore):
+    def __init__(self, store: JobStore, public: Callable[[str], str]):
         self.store = store
+        self.public = public  # a job's error and warnings are shown to clients: no server folders, no S3 endpoint
         self._saved_at: dict[str, float] = {}
 
     def seconds_since_save(self, job_id: str) -> float:
@@ -39,11 +41,12 @@ class StatusUpdater:
             JOB_DURATION.labels(status=status).observe(time.time() - (record.job.created_at or time.time()))
 
     def fail(self, record: JobRecord, error: str) -> None:
-        record.job.error = error
+        record.job.error = self.public(error)
         purge_upload(record)
         self.set_status(record, FAILED, record.job.progress)
 
     def warn(self, record: JobRecord, warning: str, save: bool = True) -> None:
+        warning = self.public(warning)
         if warning not in record.job.warnings:
             record.job.warnings.append(warning)
             if save:
