@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
+from .input_echo import short_repr
+
 SERVICE_NAME = "qwen3-tts-finetune-api"
 SAMPLE_RATE = 24000
 PRESIGNED_URL_SECONDS = 24 * 3600
@@ -46,10 +48,10 @@ class InvalidInput(ValueError):
 
 def check_speaker_name(name: str) -> str:
     if SPEAKER_UNDERSCORE_DIGIT.search(name):
-        raise InvalidInput(f"{SPEAKER_NAME_HELP}; got {name!r}")
+        raise InvalidInput(f"{SPEAKER_NAME_HELP}; got {short_repr(name)}")
     if not SPEAKER_NAME_PATTERN.fullmatch(name):
         raise InvalidInput(
-            f"speaker_name must start with a letter and use only letters, digits, '_' or '-' (64 at most); got {name!r}"
+            f"speaker_name must start with a letter and use only letters, digits, '_' or '-' (64 at most); got {short_repr(name)}"
         )
     return name
 
@@ -58,7 +60,7 @@ def check_job_id(job_id: str) -> str:
     if not JOB_ID_PATTERN.fullmatch(job_id):
         raise InvalidInput(
             "job_id must be 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit; "
-            f"got {job_id!r}"
+            f"got {short_repr(job_id)}"
         )
     return job_id
 
@@ -77,14 +79,14 @@ def check_language(language: str | None) -> str:
     for name in SUPPORTED_LANGUAGES:
         if name.lower() == wanted:
             return name
-    raise InvalidInput(f"unsupported language {language!r}; supported: {', '.join(SUPPORTED_LANGUAGES)}")
+    raise InvalidInput(f"unsupported language {short_repr(language)}; supported: {', '.join(SUPPORTED_LANGUAGES)}")
 
 
 def check_filename(filename: str, *, field: str = "filename") -> str:
     """A safe single-segment object name ending in .wav (appended when missing); ``field`` names it in the error."""
     if not FILENAME_PATTERN.fullmatch(filename) or ".." in filename:
         raise InvalidInput(
-            f"unsafe {field} {filename!r}: use letters, digits, '.', '_' or '-' only, no folders and no '..'"
+            f"unsafe {field} {short_repr(filename)}: use letters, digits, '.', '_' or '-' only, no folders and no '..'"
         )
     return filename if filename.lower().endswith(".wav") else f"{filename}.wav"
 

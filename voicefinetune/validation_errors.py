@@ -7,12 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-ECHO_CHARS = 100  # the most of one input value an error body repeats
-
-
-def short_repr(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= ECHO_CHARS else f"{text[:ECHO_CHARS]}…"
+from .input_echo import ECHO_CHARS, short_repr
 
 
 def short_input(value: Any) -> Any:

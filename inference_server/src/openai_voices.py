@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..input_echo import short_repr
 from ..openai_compat import DESIGN_VOICE, PRESET_VOICES
 from ..schemas import InvalidInput, check_language
 from ..settings import Settings
@@ -55,7 +56,7 @@ class OpenAIVoices:
 
     def model(self, model: str) -> ModelCard:
         if model not in self.model_ids():
-            raise OpenAIError(404, f"The model {model!r} does not exist; GET /v1/models lists the ids",
+            raise OpenAIError(404, f"The model {short_repr(model)} does not exist; GET /v1/models lists the ids",
                               param="model", code="model_not_found")
         return ModelCard(id=model)
 
@@ -84,7 +85,7 @@ class OpenAIVoices:
         if lowered in PRESET_VOICES:
             description = PRESET_VOICES[lowered] + (f" {instructions.strip()}" if instructions else "")
             return ResolvedVoice(await self.loader.shared_spec("voice_design"), None, None, description)
-        raise UnknownVoice(400, f"Invalid value: voice {voice!r} is neither a ready fine-tuned voice (job id or "
+        raise UnknownVoice(400, f"Invalid value: voice {short_repr(voice)} is neither a ready fine-tuned voice (job id or "
                            "speaker name), 'design', nor a preset; GET /v1/audio/voices lists them",
                            param="voice", code="invalid_value")
 

@@ -149,3 +149,27 @@ def test_a_finetune_body_that_is_not_json_says_where_it_breaks(served):
         "detail": "request body is not valid JSON: Expecting property name enclosed in double quotes at line 1 "
                   "column 2; send JSON (Content-Type: application/json) or a multipart form with a 'dataset' file",
     })
+
+
+def test_an_error_about_a_long_name_repeats_only_its_prefix(server):
+    command, url = server
+    cut = "'" + "v" * (ECHO - 1) + "…"
+    speech = httpx.post(url + "/v1/audio/speech", json={"model": "tts-1", "voice": "v" * 5000, "input": "Hi."},
+                        timeout=30)
+    assert (speech.status_code, speech.json()) == (400, {"error": {
+        "message": f"Invalid value: voice {cut} is neither a ready fine-tuned voice (job id or speaker name), "
+                   "'design', nor a preset; GET /v1/audio/voices lists them",
+        "type": "invalid_request_error", "param": "voice", "code": "invalid_value",
+    }})
+    model = httpx.post(url + "/v1/audio/speech", json={"model": "v" * 5000, "voice": "alloy", "input": "Hi."},
+                       timeout=30)
+    assert (model.status_code, model.json()) == (404, {"error": {
+        "message": f"The model {cut} does not exist; GET /v1/models lists the ids",
+        "type": "invalid_request_error", "param": "model", "code": "model_not_found",
+    }})
+    if command == "serve":  # job ids in a path are the facade's
+        job = httpx.get(url + "/jobs/" + "v" * 5000, timeout=30)
+        assert (job.status_code, job.json()) == (400, {"detail": (
+            "job_id must be 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit; "
+            f"got {cut}"
+        )})
