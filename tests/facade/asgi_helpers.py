@@ -48,9 +48,10 @@ async def call(
     chunks: list[bytes] | None = None,
 ) -> Answer:
     """Send one HTTP request through ``app``; ``chunks`` arrive as separate ``http.request`` messages."""
+    chunks = chunks or [b""]
     messages = [
         {"type": "http.request", "body": chunk, "more_body": index < len(chunks) - 1}
-        for index, chunk in enumerate(chunks or [b""])
+        for index, chunk in enumerate(chunks)
     ]
     reads = 0
     sent: list[dict] = []
