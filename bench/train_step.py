@@ -317,7 +317,7 @@ def optimizer_ops_table(rows: list[OptimizerOps]) -> str:
         "largest, whose kernels move tens of MB each, where a launch's few microseconds matter least.",
         f"- torch's foreach AdamW: {rows[2].counter.by_name['aten._local_scalar_dense.default']:,} of its operations "
         "read its step counters, which live on the CPU (no launch); the rest are foreach operations over every tensor "
-        "at once, with temporaries the size of all its fp32 moments. The compact recipe's bf16 moments need "
+        "at once, with a temporary the size of a whole fp32 moment. The compact recipe's bf16 moments need "
         "stochastic rounding, which has no foreach form, and the step must stay within one tensor's temporaries.",
         "- One tensor at a time, the step dispatches exactly what the per-tensor update before chunking did (its "
         "code counted the same way gave the same figures).",
