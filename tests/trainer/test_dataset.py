@@ -138,6 +138,19 @@ def test_train_jsonl_of_100001_lines_is_refused_before_any_line_is_read(tmp_path
     assert caught.value.problems == [str(caught.value)]
 
 
+def test_past_200_problems_the_message_counts_the_rest(tmp_path):
+    one = _zip(tmp_path / "one.zip", {"train.jsonl": b"[1]\n"})
+    with pytest.raises(DatasetError) as caught:
+        open_dataset(one, tmp_path / "d1")
+    assert str(caught.value) == "train.jsonl has 1 bad line(s): line 1: expected a JSON object with audio, text and ref_audio"
+    many = _zip(tmp_path / "many.zip", {"train.jsonl": b"[1]\n" * 205})
+    with pytest.raises(DatasetError) as caught:
+        open_dataset(many, tmp_path / "d2")
+    shown = "; ".join(f"line {n}: expected a JSON object with audio, text and ref_audio" for n in range(1, 201))
+    assert str(caught.value) == f"train.jsonl has 205 bad line(s): {shown}; and 5 more"
+    assert len(caught.value.problems) == 205
+
+
 def test_dataset_zipped_with_its_folder_is_accepted(tmp_path, clips, ref_clip):
     archive = write_dataset_zip(tmp_path / "ds.zip", clips, ref=ref_clip, top_folder="Hero1")
     with zipfile.ZipFile(archive, "a") as extra:
