@@ -1,5 +1,5 @@
 """Failure messages as a client sees them (job errors, error bodies): server paths shown relative to the data
-folder (other absolute paths by their last part only) and the S3 endpoint's address left out (objects are named
+folder (other files of the server by their name only) and the S3 endpoint's address left out (objects are named
 ``s3://bucket/key``). The server's log keeps the full text: exceptions keep their cause."""
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from .settings import Settings
 
 S3_ENDPOINT = "the S3 endpoint"
 DATA_FOLDER = "the data folder"
-# An absolute path in running text: a '/' that does not continue a word, a URL or a relative path, up to the next
-# space, quote, bracket or separator (a final '.' ends the sentence, not the path).
-_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~\-\\])/[^\s'\"(),;:<>|\[\]{}]*[^\s'\"(),;:<>|\[\]{}./]")
+# An absolute path in running text: a '/' that does not continue a word, a URL or a relative path, nor opens a
+# quoted value (a client's own input, e.g. a zip member's name), up to the next space, quote, bracket or separator
+# (a final '.' ends the sentence, not the path).
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~\-\\'])/[^\s'\"(),;:<>|\[\]{}]*[^\s'\"(),;:<>|\[\]{}./]")
 _PATH_END = r"(?=[^\w.\-]|$)"
 
 
@@ -63,9 +64,8 @@ class PublicText:
 
     @staticmethod
     def _outside_path(match: re.Match[str]) -> str:
-        """An absolute path outside the data folder by its last part; text that only looks like a path (an API
-        route such as ``/v1/models``) stays: its first folder does not exist on this machine."""
+        """A file or folder of the server outside the data folder (a model folder, a source file in a traceback)
+        by its name; text that only looks like a path (an API route such as ``/v1/models``) names nothing here and
+        stays."""
         candidate = match.group(0)
-        if not Path("/", candidate.split("/")[1]).exists():
-            return candidate
-        return Path(candidate).name
+        return Path(candidate).name if Path(candidate).exists() else candidate

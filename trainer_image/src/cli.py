@@ -27,7 +27,8 @@ from ..lifecycle import (
     STAGE_FAILED,
 )
 from ..settings import Settings
-from .pipeline import JobInterrupted, Progress, TrainRequest, run_training
+from .pipeline import JobInterrupted, TrainRequest, run_training
+from .progress import Progress
 from .reporter import FanOutReporter, HttpReporter, JsonLinesReporter, Reporter
 
 EXIT_FAILED = 1

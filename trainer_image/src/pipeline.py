@@ -18,7 +18,6 @@ import logging
 import re
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from ..schemas import ID_PATTERN, InvalidInput, check_language, check_speaker_na
 from ..settings import Settings
 from ..storage import Storage, StorageError, UnsafeKey, build_key, checkpoint_prefix
 from ..train_request import TrainRequest
+from .progress import Progress
 from .reporter import Event, Reporter
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,6 @@ JOB_ID_PATTERN = re.compile(ID_PATTERN)
 CHECKPOINT_CONFIG = "config.json"
 EPOCH_FOLDER = re.compile(r"^checkpoint-epoch-(\d+)$")
 UPLOAD_ATTEMPTS = 3
-SHOWN_TEXTS = ("error", "warning", "message")  # event fields a client sees (the job's error, warnings)
 UPLOAD_BACKOFF_SECONDS = 1.0
 
 
@@ -76,56 +75,6 @@ def check_request(request: TrainRequest) -> None:
         raise InvalidInput(f"--language: {exc}") from exc
     if not request.dataset.strip():
         raise InvalidInput("--dataset must name an S3 key or a local .zip file")
-
-
-class Progress:
-    """The job's current counters; every event it emits carries all six progress fields and the time."""
-
-    def __init__(self, reporter: Reporter, job_id: str, total_epochs: int, public: Callable[[str], str] = str):
-        self.reporter = reporter
-        self.public = public  # makes the texts of SHOWN_TEXTS fit to show a client
-        self.job_id = job_id
-        self.stage = STAGE_PREPARING
-        self.epoch = 0
-        self.total_epochs = total_epochs
-        self.step = 0
-        self.loss: float | None = None
-        self.global_step = 0
-        self.timings: dict[str, float] = {}
-        self._stage_started = time.monotonic()
-
-    def event(self, **extra: Any) -> Event:
-        event: Event = {
-            "stage": self.stage,
-            "epoch": self.epoch,
-            "total_epochs": self.total_epochs,
-            "step": self.step,
-            "loss": self.loss,
-            "global_step": self.global_step,
-            "job_id": self.job_id,
-            "time": round(time.time(), 3),
-        }
-        event.update({
-            key: self.public(value) if key in SHOWN_TEXTS and isinstance(value, str) else value
-            for key, value in extra.items() if value is not None
-        })
-        self.reporter.emit(event)
-        return event
-
-    def enter(self, stage: str, **extra: Any) -> Event:
-        """Close the current stage's timing, switch stage and emit."""
-        now = time.monotonic()
-        self.timings[self.stage] = round(self.timings.get(self.stage, 0.0) + now - self._stage_started, 3)
-        self.stage, self._stage_started = stage, now
-        return self.event(**extra)
-
-    def training_step(self, step_event: Any) -> None:
-        self.epoch = step_event.epoch
-        self.total_epochs = step_event.total_epochs
-        self.step = step_event.step
-        self.global_step = step_event.global_step
-        self.loss = None if step_event.loss is None else float(step_event.loss)
-        self.event()
 
 
 class TrainingPipeline:
