@@ -34,7 +34,7 @@ def error_line(error: dict[str, Any], body: Any = None) -> str:
     if error.get("type") == "json_invalid":
         position = next((part for part in reversed(error.get("loc", ())) if isinstance(part, int)), 0)
         return invalid_json_message(str(error.get("ctx", {}).get("error", "JSON decode error")), body, position)
-    field = ".".join(_short(part) for part in error.get("loc", ()) if part not in ("body", "query", "path"))
+    field = ".".join(str(_short(part)) for part in error.get("loc", ()) if part not in ("body", "query", "path"))
     message = _short_message(error)
     value = error.get("input")
     if error.get("type") != "missing" and isinstance(value, str | int | float) and not _names(message, value):

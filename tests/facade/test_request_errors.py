@@ -77,6 +77,19 @@ def test_a_422_repeats_only_a_prefix_of_a_long_value(server):
     })
 
 
+def test_a_422_in_a_list_item_names_it_by_position_and_repeats_only_a_prefix(server):
+    _, url = server
+    body = {"ref_audio_url": "http://example.com/a.wav", "items": [{"text": "Hi.", "filename": "f" * 5000}]}
+    response = httpx.post(url + "/voice-clone/batch", json=body, timeout=30)
+    line = f"items.0.filename: String should have at most 200 characters (got '{'f' * (ECHO - 1)}…)"
+    assert (response.status_code, response.json()) == (422, {
+        "detail": line,
+        "message": line,
+        "errors": [{"type": "string_too_long", "loc": ["body", "items", 0, "filename"],
+                    "msg": "String should have at most 200 characters", "input": "f" * ECHO + "…"}],
+    })
+
+
 def test_a_422_for_a_missing_field_repeats_only_a_prefix_of_the_body_it_shows(server):
     _, url = server
     body = {"instruct": "y" * 1_000_000}  # under the JSON cap: it reaches validation
