@@ -12,7 +12,7 @@ from ..schemas import InvalidInput
 from ..settings import Settings
 from .checkpoints import CheckpointLocator
 from .disk_cache import GB, DiskCache, DiskCandidate
-from .registry import VoiceRegistry
+from .registry import Voice, VoiceRegistry
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,26 @@ class DiskKeeper:
                 if voice.job_id not in exclude
             ]
             return self.disk.prune(threshold_gb * GB, candidates, self.lock)
+
+    async def drop_copy(self, voice: Voice) -> None:
+        """Delete an unregistered voice's model folder when S3 holds a verified copy of it (a replica's restored
+        copy, which the disk LRU, seeing only registered voices, would never delete); a folder only this disk
+        holds stays. Best effort: a failure is logged."""
+        candidate = DiskCandidate(
+            job_id=voice.job_id,
+            folder=self.locator.model_folder(voice),
+            s3_prefix=self.locator.s3_prefix(voice),
+            last_used=0.0,
+        )
+
+        def drop() -> None:
+            with self._prune_lock:
+                self.disk.prune(0, [candidate], self.lock)
+
+        try:
+            await asyncio.to_thread(drop)
+        except Exception:  # noqa: BLE001 - the voice is unregistered either way
+            log.exception("deleting the model folder of unregistered voice %s failed", voice.job_id)
 
     def prune_quietly(self, exclude: set[str]) -> None:
         try:

@@ -99,7 +99,13 @@ class InferenceService:
         )
 
     async def unregister_voice(self, job_id: str) -> bool:
-        return await self.catalog.unregister(job_id)
+        """Stop the voice's requests, unload it, and delete its model folder where S3 holds a copy."""
+        voice = self.registry.get(job_id)
+        if not await self.catalog.unregister(job_id):
+            return False
+        if voice is not None:
+            await self.disk_keeper.drop_copy(voice)
+        return True
 
     def voices(self) -> list[dict[str, Any]]:
         return self.catalog.all()

@@ -5,7 +5,6 @@ deleted, nothing is uploaded after the DELETE answered, the model is unloaded an
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 
 ITEMS = 30
@@ -27,7 +26,7 @@ async def test_unregistering_a_voice_stops_its_batch_and_unloads_it(make_service
             await asyncio.sleep(0.02)
         deleted = await client.delete("/voices/hero")
         uploaded_when_deleted = await asyncio.to_thread(uploaded)
-        shutil.rmtree(folder)  # what the facade does next: nothing may restore it from S3 afterwards
+        gone_when_deleted = not folder.exists()  # S3 holds the model: the local copy went with the voice
         answer = await batch
         again = await client.post("/infer/hero", json={"text": "Gone?", "upload_to_s3": False})
 
@@ -40,4 +39,20 @@ async def test_unregistering_a_voice_stops_its_batch_and_unloads_it(make_service
     assert await asyncio.to_thread(uploaded) == uploaded_when_deleted
     assert again.status_code == 404
     assert service.cache.describe() == [] and service.cache.total_loads == service.cache.total_unloads
-    assert not folder.exists()
+    assert gone_when_deleted and not folder.exists()  # and nothing restored it from S3 afterwards
+
+
+async def test_unregistering_deletes_a_model_folder_that_s3_holds_and_keeps_one_only_this_disk_has(
+    make_service, tiny_models, kit
+):
+    """A replica's copy of a checkpoint (restorable from S3) goes with the voice; a checkpoint only this disk holds
+    (e.g. made by `vft train` without S3) is never deleted by unregistering it."""
+    service = await make_service()
+    copy = await kit.add_voice(service, tiny_models, job_id="replica-copy", backed_up=True)
+    only = await kit.add_voice(service, tiny_models, job_id="only-here", backed_up=False)
+    async with kit.http_client(service) as client:
+        first = await client.delete("/voices/replica-copy")
+        second = await client.delete("/voices/only-here")
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert not copy.exists()
+    assert (only / "config.json").is_file()
