@@ -2,7 +2,7 @@
 VENV := .venv
 STAMP := $(VENV)/.setup-done
 
-.PHONY: setup demo test lint bench
+.PHONY: setup demo test lint bench mutation
 
 setup: $(STAMP)
 
@@ -30,3 +30,7 @@ bench: setup
 	$(VENV)/bin/python bench/operator.py
 	$(VENV)/bin/python bench/streaming.py --write-docs
 	$(VENV)/bin/python bench/engine.py --write-docs
+
+# Mutation testing over the safety-critical modules (slow; not part of `make test`): writes docs/testing.md.
+mutation: setup
+	$(VENV)/bin/python scripts/mutation.py

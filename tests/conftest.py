@@ -15,6 +15,43 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from voicefinetune.settings import Settings  # noqa: E402
 from voicefinetune.storage import Storage  # noqa: E402
 
+# Every test has pyproject's 60 s (fixture setup included), except the end-to-end modules below, which train voices
+# or drive real servers and operators: their tests get these limits (their module fixtures count against the first).
+LONG_MODULES = {
+    "facade/test_serve_end_to_end.py": 600,  # trains voices, runs the original pattern (up to 480 s)
+    "facade/test_openai_speech.py": 600,  # these four train a voice through a real `vft serve` (up to 300 s)
+    "facade/test_ops_running.py": 600,
+    "facade/test_delete_during_batch.py": 600,
+    "facade/test_disk_full.py": 600,
+    "facade/test_local_backend_recovery.py": 300,  # runs and restarts training jobs
+    "facade/test_training_faults.py": 300,
+    "facade/test_fuzz_openapi.py": 300,  # fuzzes two real servers
+    "kubernetes/test_end_to_end.py": 600,  # trains and serves a voice through operator, facade and inference server
+    "kubernetes/test_operator.py": 300,  # real operators against KMock, waits of up to 90 s
+    "kubernetes/test_operator_ha.py": 300,
+    "kubernetes/test_namespaces.py": 300,
+    "kubernetes/test_inference_fleet.py": 300,
+    "trainer/test_train_cli.py": 600,  # `vft train` subprocesses
+    "trainer/test_sft.py": 300,  # in-process training of the tiny model
+    "trainer/test_compact_training.py": 300,
+}
+# pytest-timeout also counts a session fixture's setup against the test that first needs it: the first test (in run
+# order, after deselection) to use one of these gets its build time on top of its own limit.
+SESSION_SETUP_SECONDS = {"tiny_models": 120}
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items) -> None:
+    default = float(config.getoption("timeout", None) or config.getini("timeout") or 0)
+    pending = dict(SESSION_SETUP_SECONDS)
+    for item in items:
+        module = item.nodeid.split("::")[0].removeprefix("tests/")
+        marker = item.get_closest_marker("timeout")
+        limit = marker.args[0] if marker is not None and marker.args else LONG_MODULES.get(module, default)
+        extra = sum(pending.pop(name) for name in list(pending) if name in item.fixturenames)
+        if limit and (extra or limit != default):
+            item.add_marker(pytest.mark.timeout(limit + extra))
+
 
 @pytest.fixture(scope="session")
 def s3_endpoint() -> str:

@@ -1,0 +1,238 @@
+"""`make mutation`: mutmut over the safety-critical modules, each against its own fast tests; the score table goes
+into docs/testing.md.
+
+Each module runs in a scratch copy of the package (the part symlinks such as voicefinetune/operator ->
+operator/src are copied as real folders, since mutmut walks and copies trees without following links), so the
+checkout is never touched. Modules with more mutants than ``--sample`` are sampled (a fixed, seeded choice) and the
+table says so. The score leaves out the equivalent mutants listed in EQUIVALENT (with their reason).
+
+    .venv/bin/python scripts/mutation.py [--module NAME ...] [--sample N] [--jobs N] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "testing.md"
+MUTMUT = Path(sys.executable).with_name("mutmut")
+BEGIN, END = "<!-- mutation:begin -->", "<!-- mutation:end -->"
+TARGET_SCORE = 85.0
+
+
+@dataclass(frozen=True)
+class Module:
+    name: str
+    source: str  # path inside the package copy (the symlinked parts appear under voicefinetune/)
+    tests: tuple[str, ...]
+    sample: int | None = None  # at most this many mutants (slow tests), below the run's --sample
+
+
+OPTIMIZER_TESTS = tuple(
+    f"tests/trainer/test_compact_training.py::{name}" for name in (
+        "test_with_fp32_state_and_weights_it_is_torch_adamw", "test_bf16_moments_stay_close_to_fp32_moments",
+        "test_bf16_weights_keep_updates_far_below_a_bf16_step",
+        "test_resume_state_has_the_moments_but_not_the_weight_extension",
+        "test_a_resumed_optimizer_keeps_bf16_moments_and_steps_as_if_it_never_stopped",
+        "test_stochastic_rounding_is_unbiased_between_bf16_neighbours",
+        "test_the_bf16_second_moment_keeps_decaying_over_a_long_run",
+        "test_tensors_joined_into_chunks_update_as_they_would_one_at_a_time",
+        "test_small_tensors_share_the_operations_of_one_step",
+    )
+)
+MODULES = (
+    Module("dataset", "voicefinetune/dataset.py", ("tests/trainer/test_dataset.py", "tests/trainer/test_dataset_audio_caps.py")),
+    Module("zip checks", "voicefinetune/zipsafe.py", ("tests/trainer/test_zipsafe.py", "tests/trainer/test_dataset.py")),
+    Module("body limit", "voicefinetune/bodylimit.py", ("tests/facade/test_body_limit.py",)),
+    Module("API key", "voicefinetune/security.py", ("tests/facade/test_api_key_middleware.py",)),
+    Module("SSRF guard", "voicefinetune/inference_server/ref_audio.py",
+           ("tests/inference/test_ref_audio_unit.py", "tests/inference/test_ssrf_wrapped_addresses.py")),
+    Module("model cache", "voicefinetune/inference_server/model_cache.py", ("tests/inference/test_model_cache_unit.py",)),
+    Module("disk cache", "voicefinetune/inference_server/disk_cache.py", ("tests/inference/test_disk_lru.py",)),
+    Module("optimizer", "voicefinetune/trainer/optim.py", OPTIMIZER_TESTS),
+    Module("sampling", "voicefinetune/inference_server/fast_sampling.py", ("tests/inference/test_fast_sampling.py",)),
+    Module("decode loop", "voicefinetune/inference_server/fast_decode.py",
+           ("tests/inference/test_fast_engine.py::test_rows_stop_at_their_own_bound_and_the_others_are_unchanged",
+            "tests/inference/test_fast_engine.py::test_greedy_codes_equal_upstream",
+            "tests/inference/test_early_results.py::test_a_short_row_is_delivered_while_the_long_one_still_runs"),
+           sample=8),
+    Module("operator status", "voicefinetune/operator/status.py", ("tests/kubernetes/test_builders.py",)),
+)
+
+# Mutants no test can tell apart from the original, by module: (function, text of the mutated line) -> reason.
+# Matched on the mutated line rather than mutmut's numbering, so an edit to the function cannot misfile them.
+EQUIVALENT: dict[str, dict[tuple[str, str], str]] = {}
+
+
+@dataclass
+class Outcome:
+    module: Module
+    total: int = 0
+    sampled: int = 0
+    statuses: dict[str, str] = field(default_factory=dict)  # mutant -> killed / survived / timeout / ...
+    equivalent: dict[str, str] = field(default_factory=dict)  # mutant -> reason
+    diffs: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def count(self, status: str) -> int:
+        return sum(1 for name, s in self.statuses.items() if s == status and name not in self.equivalent)
+
+    @property
+    def score(self) -> float | None:
+        scored = [s for n, s in self.statuses.items() if n not in self.equivalent and s in ("killed", "timeout", "survived")]
+        return None if not scored else 100.0 * sum(s != "survived" for s in scored) / len(scored)
+
+
+def prepare(module: Module, work: Path, jobs: int) -> None:
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(ROOT / "voicefinetune", work / "voicefinetune", symlinks=False, ignore=ignore)
+    shutil.copytree(ROOT / "tests", work / "tests", ignore=ignore)
+    # mutmut copies the package into mutants/ and puts that first on sys.path, but a start-up hook of the venv
+    # (voicefinetune_torchaudio.pth) imports voicefinetune before: PYTHONPATH (see mutmut()) makes that import, too,
+    # find the copy under mutants/, which must therefore exist before mutmut starts.
+    shutil.copytree(work / "voicefinetune", work / "mutants" / "voicefinetune")
+    config = {
+        "source_paths": ["voicefinetune"],
+        "only_mutate": [module.source],
+        "pytest_add_cli_args_test_selection": list(module.tests),
+        "pytest_add_cli_args": ["-p", "no:cacheprovider"],
+        "use_git_change_detection": False,
+        "process_isolation": "forkserver",
+    }
+    lines = ["", "[tool.mutmut]"] + [f"{key} = {json.dumps(value)}" for key, value in config.items()]
+    (work / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text() + "\n".join(lines) + "\n")
+
+
+def mutmut(work: Path, *args: str, check: bool = True) -> str:
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": str(work / "mutants")}
+    result = subprocess.run([str(MUTMUT), *args], cwd=work, env=env, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"mutmut {' '.join(args)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result.stdout
+
+
+def statuses(work: Path) -> dict[str, str]:
+    found = {}
+    for line in mutmut(work, "results", "--all", "true").splitlines():
+        match = re.match(r"\s+(\S+): (.+)$", line)
+        if match:
+            found[match.group(1)] = match.group(2).strip()
+    return found
+
+
+def mutated_line(diff: str) -> str:
+    added = [line[1:].strip() for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
+    return added[0] if added else ""
+
+
+def run_module(module: Module, scratch: Path, sample: int, jobs: int, seed: int) -> Outcome:
+    started = time.monotonic()
+    work = scratch / re.sub(r"\W+", "_", module.name)
+    prepare(module, work, jobs)
+    # A run that matches no mutant generates them all and collects which tests cover which function, then stops:
+    # the mutant names to sample from.
+    mutmut(work, "run", "--max-children", str(jobs), "__list_only__", check=False)
+    every = sorted(statuses(work))
+    if not every:
+        raise RuntimeError(f"{module.name}: mutmut generated no mutants (see {work})")
+    if module.sample is not None:
+        sample = min(sample, module.sample) if sample else module.sample
+    chosen = sorted(random.Random(seed).sample(every, sample)) if 0 < sample < len(every) else every
+    mutmut(work, "run", "--max-children", str(jobs), *chosen)
+    outcome = Outcome(module, total=len(every), sampled=len(chosen))
+    outcome.statuses = {name: status for name, status in statuses(work).items() if name in chosen}
+    known = EQUIVALENT.get(module.name, {})
+    for name, status in outcome.statuses.items():
+        if status == "killed":
+            continue
+        diff = mutmut(work, "show", name)
+        outcome.diffs[name] = diff
+        function = name.rsplit(".", 1)[-1].split("__mutmut_")[0].removeprefix("x_").removeprefix("xǁ")
+        for (where, text), reason in known.items():
+            if where in function and text == mutated_line(diff):
+                outcome.equivalent[name] = reason
+    outcome.seconds = time.monotonic() - started
+    return outcome
+
+
+def table(outcomes: list[Outcome], note: str) -> str:
+    rows = [
+        "| module | tests | mutants run | killed | timeouts | survived | equivalent | score |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for o in outcomes:
+        score = "n/a" if o.score is None else f"{o.score:.0f} %"
+        run = f"{o.sampled} of {o.total}" if o.sampled < o.total else str(o.total)
+        tests = ", ".join(f"`{Path(t).name}`" for t in o.module.tests)
+        rows.append(
+            f"| `{o.module.source.removeprefix('voicefinetune/')}` ({o.module.name}) | {tests} | {run} | "
+            f"{o.count('killed')} | {o.count('timeout')} | {o.count('survived')} | {len(o.equivalent)} | {score} |"
+        )
+    parts = [note, "", *rows, ""]
+    equivalents = [(o, n) for o in outcomes for n in sorted(o.equivalent)]
+    if equivalents:
+        parts += ["Equivalent mutants (left out of the score):", ""]
+        parts += [f"- `{n}` (`{mutated_line(o.diffs[n])}`): {o.equivalent[n]}" for o, n in equivalents]
+        parts.append("")
+    survivors = [(o, n) for o in outcomes for n, s in sorted(o.statuses.items())
+                 if s not in ("killed", "timeout") and n not in o.equivalent]
+    if survivors:
+        parts += ["Mutants not killed:", ""]
+        parts += [f"- `{n}` ({o.statuses[n]}): `{mutated_line(o.diffs.get(n, ''))}`" for o, n in survivors]
+        parts.append("")
+    return "\n".join(parts)
+
+
+def write_doc(section: str) -> None:
+    text = DOC.read_text()
+    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
+    DOC.write_text(text[:start] + "\n" + section + text[end:])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--module", action="append", help="only these modules (by name); default: all")
+    parser.add_argument("--sample", type=int, default=15, help="mutants per module at most (0: all)")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-write", action="store_true", help="print the table, leave docs/testing.md alone")
+    parser.add_argument("--scratch", type=Path, default=Path(tempfile.gettempdir()) / "vft-mutation")
+    args = parser.parse_args()
+    modules = [m for m in MODULES if not args.module or m.name in args.module]
+    outcomes = []
+    for module in modules:
+        outcome = run_module(module, args.scratch, args.sample, args.jobs, args.seed)
+        outcomes.append(outcome)
+        print(f"{module.name}: score {outcome.score}, {outcome.sampled}/{outcome.total} mutants, "
+              f"{outcome.seconds:.0f} s", flush=True)
+    sampled = any(o.sampled < o.total for o in outcomes)
+    note = (
+        f"From one run of `make mutation` (mutmut, {time.strftime('%Y-%m-%d')}): each module against only the tests "
+        "listed. " + (f"Modules with more than {args.sample} mutants are sampled (seed {args.seed}). " if sampled else "")
+        + "Score = (killed + timeouts) / (all run - equivalent)."
+    )
+    section = table(outcomes, note)
+    print(section)
+    if not args.no_write:
+        write_doc(section)
+    low = [o.module.name for o in outcomes if o.score is not None and o.score < TARGET_SCORE]
+    if low:
+        print(f"below {TARGET_SCORE:.0f} %: {', '.join(low)}", file=sys.stderr)
+    return 1 if low else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
