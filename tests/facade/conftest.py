@@ -32,12 +32,13 @@ def free_port() -> int:
 
 @dataclass
 class Server:
-    """One `vft serve` process; ``restart`` keeps its data dir and port."""
+    """One `vft serve` (or `vft inference`, ``command``) process; ``restart`` keeps its data dir and port."""
 
     env: dict[str, str]
     port: int
     log_path: Path
     process: subprocess.Popen | None = None
+    command: str = "serve"
 
     @property
     def url(self) -> str:
@@ -50,7 +51,7 @@ class Server:
     def start(self) -> Server:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "voicefinetune.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            [sys.executable, "-m", "voicefinetune.cli", self.command, "--host", "127.0.0.1", "--port", str(self.port)],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -58,14 +59,15 @@ class Server:
         deadline = time.monotonic() + SERVER_START_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"vft serve exited with {self.process.returncode}:\n{self.log_tail()}")
+                raise RuntimeError(f"vft {self.command} exited with {self.process.returncode}:\n{self.log_tail()}")
             try:
                 if httpx.get(self.url + "/", timeout=2).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        raise RuntimeError(f"vft serve did not answer in {SERVER_START_TIMEOUT}s:\n{self.log_tail()}")
+        self.kill()
+        raise RuntimeError(f"vft {self.command} did not answer in {SERVER_START_TIMEOUT}s:\n{self.log_tail()}")
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -197,25 +199,6 @@ def inference_served(tmp_path_factory, s3_endpoint: str, tiny_models) -> Iterato
         root / "data", s3_endpoint=s3_endpoint, bucket=f"vft-inf-{uuid.uuid4().hex[:10]}", tiny_root=tiny_models.root
     )
     Storage(Settings.from_env(env)).ensure_bucket()
-    port = free_port()
-    log_path = root / "inference.log"
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "voicefinetune.cli", "inference", "--host", "127.0.0.1", "--port", str(port)],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + SERVER_START_TIMEOUT
-    while True:
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"vft inference did not start:\n{log_path.read_text(errors='replace')[-3000:]}")
-        try:
-            if httpx.get(url + "/", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    yield url
-    process.terminate()
-    process.wait(30)
+    server = Server(env=env, port=free_port(), log_path=root / "inference.log", command="inference").start()
+    yield server.url
+    server.stop()

@@ -7,14 +7,10 @@ from __future__ import annotations
 import json
 import select
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from pathlib import Path
 
 import httpx
 import pytest
@@ -22,7 +18,7 @@ import pytest
 from voicefinetune.settings import Settings
 from voicefinetune.storage import Storage
 
-from .conftest import SERVER_START_TIMEOUT, free_port, server_environment
+from .conftest import Server, free_port, server_environment
 
 HEADER_TIMEOUT = 2.0
 BODY_TIMEOUT = 2.0
@@ -36,45 +32,19 @@ REQUEST_TIMEOUT_408 = (
 )
 
 
-@contextmanager
-def started(command: str, root: Path, s3_endpoint: str, tiny_root: Path) -> Iterator[str]:
-    env = server_environment(
-        root / "data", s3_endpoint=s3_endpoint, bucket=f"vft-dl-{uuid.uuid4().hex[:10]}", tiny_root=tiny_root
-    )
-    env |= {"VFT_HEADER_TIMEOUT": str(HEADER_TIMEOUT), "VFT_BODY_TIMEOUT": str(BODY_TIMEOUT)}
-    Storage(Settings.from_env(env)).ensure_bucket()
-    port = free_port()
-    log_path = root / f"{command}.log"
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "voicefinetune.cli", command, "--host", "127.0.0.1", "--port", str(port)],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + SERVER_START_TIMEOUT
-    while True:
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"vft {command} did not start:\n{log_path.read_text(errors='replace')[-3000:]}")
-        try:
-            if httpx.get(url + "/", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    try:
-        yield url
-    finally:
-        process.terminate()
-        process.wait(30)
-
-
 @pytest.fixture(scope="module", params=["serve", "inference"])
 def server(request, tmp_path_factory, s3_endpoint: str, tiny_models) -> Iterator[tuple[str, str]]:
     """(command, base URL) of a `vft serve` and of a `vft inference` with 2 s deadlines."""
     command = request.param
-    with started(command, tmp_path_factory.mktemp(command), s3_endpoint, tiny_models.root) as url:
-        yield command, url
+    root = tmp_path_factory.mktemp(command)
+    env = server_environment(
+        root / "data", s3_endpoint=s3_endpoint, bucket=f"vft-dl-{uuid.uuid4().hex[:10]}", tiny_root=tiny_models.root
+    )
+    env |= {"VFT_HEADER_TIMEOUT": str(HEADER_TIMEOUT), "VFT_BODY_TIMEOUT": str(BODY_TIMEOUT)}
+    Storage(Settings.from_env(env)).ensure_bucket()
+    server = Server(env=env, port=free_port(), log_path=root / f"{command}.log", command=command).start()
+    yield command, server.url
+    server.stop()
 
 
 def connect(url: str) -> socket.socket:
