@@ -138,6 +138,18 @@ def test_train_jsonl_of_100001_lines_is_refused_before_any_line_is_read(tmp_path
     assert caught.value.problems == [str(caught.value)]
 
 
+def test_a_one_character_path_is_a_file_name_and_a_drive_letter_is_absolute(tmp_path):
+    archive = _zip(tmp_path / "ds.zip", {
+        "train.jsonl": "\n".join([_line("a", ref="r"), _line("C:x.wav", ref="r")]).encode(),
+        "a": _wav(1.0), "r": _wav(2.0),
+    })
+    with pytest.raises(DatasetError) as caught:
+        open_dataset(archive, tmp_path / "dataset")
+    assert caught.value.problems == [
+        "line 2: audio path 'C:x.wav' is absolute: use a path inside the zip such as ./data/x.wav"
+    ]
+
+
 def test_past_200_problems_the_message_counts_the_rest(tmp_path):
     one = _zip(tmp_path / "one.zip", {"train.jsonl": b"[1]\n"})
     with pytest.raises(DatasetError) as caught:
