@@ -85,6 +85,8 @@ class DeadlineH11Protocol(H11Protocol):
                 self._deadline = self.loop.call_later(remaining, self._expired)
                 return
         what, self._waiting_for = self._waiting_for, None
+        if self.transport.is_closing():
+            return
         log.info("closing the connection from %s: the request %s did not arrive in time", _peer(self.client), what)
         if what == "headers" and self.conn.trailing_data[0]:  # part of a request came: say why it ends
             self.transport.write(REQUEST_TIMEOUT)
