@@ -7,17 +7,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from ..cluster.client import Conflict, KubeClient, KubeError, job_path, pod_path
 from ..cluster.resource import object_path
 from ..lifecycle import DEFAULT_SPEAKER_NAME, TERMINAL_PHASES
+from ..public_text import PublicText
 from ..storage import Storage, checkpoint_prefix
 from .config import OperatorConfig
 from .crd import InvalidSpec, read_spec
 from .events import WARNING
 from .fleet import InferenceFleet, InferenceUnavailable, VoiceRejected
 from .jobs import (
+    DATA_DIR,
     JOB_NAME_LABELS,
     belongs_to_job,
     build_training_job,
@@ -158,7 +161,9 @@ class Reconciler:
             pods = (await self.kube.list(pod_path(namespace), f"batch.kubernetes.io/job-name={job_name_}"))["items"]
             said = termination_message([pod for pod in pods if belongs_to_job(pod, job_name_)])
             message = "; ".join(part for part in (outcome.message, said) if part) or outcome.reason
-            await self.writer.transition(namespace, name, phase=FAILED, reason=outcome.reason, message=message)
+            # The trainer's last log lines speak of its pod's data folder and of the S3 endpoint.
+            public = PublicText(Path(DATA_DIR), self.config.settings.s3_endpoint_url)
+            await self.writer.transition(namespace, name, phase=FAILED, reason=outcome.reason, message=public(message))
         elif outcome.state == "running":
             await self.writer.transition(
                 namespace, name, phase=PREPARING, reason="PodRunning", message=f"training Job {job_name_} is running"
