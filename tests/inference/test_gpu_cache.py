@@ -8,6 +8,7 @@ import random
 import time
 
 import httpx
+import pytest
 
 GPU_STATUS_FIELDS = {
     "model_loaded", "loaded_checkpoint", "speaker_name", "auto_unload_enabled", "idle_timeout_seconds",
@@ -150,6 +151,7 @@ async def test_gpu_unload_frees_everything(make_service, tiny_models, kit):
 
 
 
+@pytest.mark.timeout(300)  # three model loads on a shared CPU
 async def test_status_names_the_voice_in_use_after_another_model_was_used(make_service, tiny_models, kit):
     """/gpu/status's loaded_checkpoint and speaker_name name the most recently used model: a fine-tuned voice that
     a batch is using now, not the Base model a voice clone used before the batch started."""

@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
+pytestmark = pytest.mark.timeout(300)  # model loads and a 30-item batch on a shared CPU
 ITEMS = 30
 
 
