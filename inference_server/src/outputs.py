@@ -73,5 +73,6 @@ class AudioOutputs:
             await asyncio.shield(uploading)
         except asyncio.CancelledError:  # the thread cannot stop: let the request end only once nothing lands later
             await asyncio.wait([uploading])
+            uploading.exception()  # retrieved: its failure no longer matters to anyone
             raise
         return self.response(key, text, job_id)
