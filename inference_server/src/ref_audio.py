@@ -162,12 +162,7 @@ async def fetch_url(url: str, allow_private: bool, trusted_origins: Collection[O
             response = await client.send(request, stream=True)
             try:
                 if response.is_redirect and "location" in response.headers:
-                    try:
-                        url = urljoin(url, response.headers["location"])
-                    except ValueError as exc:
-                        raise RefAudioError(
-                            f"ref_audio_url redirected to a malformed URL {response.headers['location']!r}: {exc}"
-                        ) from exc
+                    url = urljoin(url, response.headers["location"])
                     continue
                 if response.status_code != 200:
                     raise RefAudioError(f"fetching ref_audio_url {url} answered HTTP {response.status_code}")
