@@ -19,7 +19,8 @@ from voicefinetune.settings import Settings
 
 from .conftest import server_environment
 
-TRAINING_TIMEOUT = 300.0
+pytestmark = pytest.mark.timeout(300)  # a real `vft train` on a shared CPU, then three upload attempts
+TRAINING_TIMEOUT = 240.0
 ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/[\w.-]+/")  # a '/' that starts a path, not one inside a URL or key
 
 
