@@ -4,6 +4,7 @@ its folder is gone and stays gone after a restart (which also removes job folder
 
 from __future__ import annotations
 
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from voicefinetune.devtools.tiny_configs import TINY_SPEAKER
 from voicefinetune.settings import Settings
 from voicefinetune.storage import Storage
 
@@ -82,15 +84,21 @@ def test_delete_during_batch_stops_it_unloads_the_voice_and_removes_its_files(
     assert not job_dir.exists()
 
 
-def test_restart_removes_job_folders_no_job_refers_to(one_item_calls: Server, dataset_zip: Path) -> None:
-    """What a deletion interrupted by a crash leaves behind goes at the next start; real jobs keep their folders."""
+def test_restart_removes_job_folders_no_job_refers_to(one_item_calls: Server, dataset_zip: Path, tiny_models) -> None:
+    """What a deletion interrupted by a crash leaves behind goes at the next start; the folders of real jobs and of
+    voices registered without a job (POST /voices) stay."""
     server = one_item_calls
     job_id = train_voice(server, dataset_zip, "Kept")
     leftover = server.settings.job_dir(f"gone-{uuid.uuid4().hex[:8]}") / "output" / "checkpoint-epoch-0"
     leftover.mkdir(parents=True)
     (leftover / "config.json").write_text("{}")
+    registered = server.settings.job_dir(f"admin-{uuid.uuid4().hex[:8]}") / "output" / "checkpoint-epoch-0"
+    shutil.copytree(tiny_models.custom_voice, registered)
+    r = httpx.post(f"{server.url}/voices/{registered.parent.parent.name}", json={"speaker_name": TINY_SPEAKER})
+    assert r.status_code == 200, r.text
 
     server.restart()
 
     assert not leftover.parent.parent.exists()
+    assert (registered / "config.json").is_file()
     assert (server.settings.data_dir / httpx.get(f"{server.url}/jobs/{job_id}").json()["checkpoint_path"]).is_dir()
