@@ -45,12 +45,13 @@ class Answer:
 
 async def call(
     app, *, method: str = "POST", path: str = "/x", headers: dict[str, str] | None = None,
-    chunks: list[bytes] | None = None,
+    chunks: list[bytes] | None = None, hang_up: bool = False,
 ) -> Answer:
-    """Send one HTTP request through ``app``; ``chunks`` arrive as separate ``http.request`` messages."""
+    """Send one HTTP request through ``app``; ``chunks`` arrive as separate ``http.request`` messages. With
+    ``hang_up`` the client disconnects after its chunks instead of ending the body. Status 0: no answer was sent."""
     chunks = chunks or [b""]
     messages = [
-        {"type": "http.request", "body": chunk, "more_body": index < len(chunks) - 1}
+        {"type": "http.request", "body": chunk, "more_body": hang_up or index < len(chunks) - 1}
         for index, chunk in enumerate(chunks)
     ]
     reads = 0
@@ -69,6 +70,6 @@ async def call(
         "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
     }
     await app(scope, receive, send)
-    start = next(m for m in sent if m["type"] == "http.response.start")
+    start = next((m for m in sent if m["type"] == "http.response.start"), {"status": 0, "headers": []})
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     return Answer(start["status"], dict(start["headers"]), body, reads)

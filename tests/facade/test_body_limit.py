@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from voicefinetune.bodylimit import BodyLimitMiddleware
+from voicefinetune.bodylimit import BodyLimitMiddleware, limit_bodies
+from voicefinetune.settings import Settings
 
 from .asgi_helpers import Echo, call
 
@@ -113,3 +114,60 @@ async def test_the_replayed_body_is_followed_by_the_clients_own_messages():
                         headers=JSON, chunks=[b"{}"])
     assert answer.status == 204
     assert seen == [{"type": "http.request", "body": b"{}", "more_body": False}, {"type": "http.disconnect"}]
+
+
+async def test_a_multipart_body_off_the_upload_routes_is_415_unread():
+    app, echo = guarded()
+    answer = await call(app, path="/voice-design", headers={**MULTIPART, "Content-Length": "10"}, chunks=[b"x" * 10])
+    assert (answer.status, answer.reads, echo.bodies) == (415, 0, [])
+    assert answer.json() == {"detail": "a multipart body is an upload and only POST /upload takes one: send JSON "
+                                       "(Content-Type: application/json)"}
+    no_uploads = BodyLimitMiddleware(echo, max_json_bytes=JSON_LIMIT, max_upload_bytes=UPLOAD_LIMIT)
+    answer = await call(no_uploads, path="/upload", headers=MULTIPART)
+    assert answer.status == 415
+    assert answer.json()["detail"].startswith("a multipart body is an upload and no route here takes one: ")
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+async def test_on_the_openai_routes_the_413_has_openais_error_shape(declared):
+    app, _ = guarded()
+    headers = {**JSON, **({"Content-Length": str(JSON_LIMIT + 1)} if declared else {})}
+    answer = await call(app, path="/v1/audio/speech", headers=headers, chunks=pieces(JSON_LIMIT + 1))
+    assert answer.status == 413
+    assert answer.json()["error"]["message"] == JSON_413["detail"]
+
+
+async def test_a_client_that_hangs_up_mid_body_gets_no_answer_and_the_app_nothing():
+    app, echo = guarded()
+    answer = await call(app, headers=JSON, chunks=[b"{", b'"a"'], hang_up=True)
+    assert (answer.status, answer.reads, echo.bodies) == (0, 3, [])
+
+
+async def test_a_message_without_more_body_ends_the_body():
+    echo = Echo()
+    app = BodyLimitMiddleware(echo, max_json_bytes=JSON_LIMIT, max_upload_bytes=UPLOAD_LIMIT)
+    messages = [{"type": "http.request", "body": b"{}"}]
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    await app({"type": "http", "method": "POST", "path": "/x", "headers": []}, receive, send)
+    assert sent[0]["status"] == 200 and echo.bodies == [b"{}"]
+
+
+async def test_limit_bodies_wires_the_settings_and_the_upload_routes():
+    from fastapi import FastAPI
+
+    app = FastAPI()
+    settings = Settings.from_env({"VFT_MAX_JSON_BYTES": "10", "VFT_MAX_UPLOAD_BYTES": "20"})
+    limit_bodies(app, settings, upload_paths={"/upload"})
+    json_over = await call(app, headers=JSON, chunks=[b"x" * 11])
+    upload_over = await call(app, path="/upload", headers={**MULTIPART, "Content-Length": "21"})
+    elsewhere = await call(app, path="/other", headers=MULTIPART)
+    assert (json_over.status, json_over.json()) == (413, {"detail": "the request body (JSON) exceeds the limit of 10 bytes"})
+    assert (upload_over.status, upload_over.json()) == (413, {"detail": "the upload exceeds the limit of 20 bytes"})
+    assert elsewhere.status == 415 and "only POST /upload takes one" in elsewhere.json()["detail"]
