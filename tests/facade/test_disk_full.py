@@ -47,7 +47,7 @@ def small_disks(tmp_path_factory, s3_endpoint: str, tiny_models) -> Iterator[Ser
         server.stop()
     finally:
         for folder in mounts:
-            subprocess.run(["umount", str(folder)], capture_output=True)
+            subprocess.run(["umount", "--lazy", str(folder)], capture_output=True)
 
 
 def test_an_upload_that_fills_the_disk_is_507(small_disks: Server) -> None:
