@@ -10,6 +10,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from voicefinetune.inference_server.batcher import Batcher
+from voicefinetune.inference_server.errors import ServerBusy
 from voicefinetune.inference_server.model_cache import ModelCache, ModelSpec
 
 # A cache whose slot accounting is wrong waits forever instead of failing: every test here fails within this time.
@@ -196,6 +197,56 @@ async def test_each_failed_load_counts_once_in_the_failure_metric():
     assert load_failures() - before == 1
     await asyncio.wait_for(attempt(), WAIT_SECONDS)
     assert load_failures() - before == 2
+
+
+async def test_counters_and_the_loaded_bytes_gauge_follow_loads_hits_and_evictions():
+    cache = ModelCache(2, lambda model: None)
+    for name in ("a", "b", "a", "c", "a", "d"):
+        async with cache.use(spec(name, [])):
+            pass
+    assert (cache.misses, cache.hits) == (4, 2)
+    assert [e.key for e in cache.evictions] == ["b", "c"] and cache.eviction_count == 2
+    assert REGISTRY.get_sample_value("vft_inference_loaded_model_bytes") == 2 * Model.size_bytes
+    assert [row["size_bytes"] for row in cache.describe()] == [Model.size_bytes] * 2
+
+
+async def test_a_model_still_loading_has_no_size_yet():
+    loading = threading.Event()
+    cache = ModelCache(1, lambda model: None)
+    slow = ModelSpec(key="a", kind="base", path="/models/a", load=lambda: loading.wait(WAIT_SECONDS) and Model("a"))
+
+    async def use() -> None:
+        async with cache.use(slow):
+            pass
+
+    user = asyncio.create_task(use())
+    await until(lambda: cache.resident == 1, "loading")
+    [row] = cache.describe()
+    assert (row["state"], row["size_bytes"], row["loaded_seconds_ago"]) == ("loading", None, None)
+    loading.set()
+    await asyncio.wait_for(user, WAIT_SECONDS)
+
+
+async def test_a_request_that_finds_every_slot_held_is_told_to_retry_after_a_quarter_of_the_wait():
+    cache = ModelCache(1, lambda model: None, wait_timeout=2.2)
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        async with cache.use(spec("a", [])):
+            await release.wait()
+
+    holder = asyncio.create_task(hold())
+    await until(lambda: cache.loaded(), "a loaded")
+    started = time.monotonic()
+    with pytest.raises(ServerBusy) as caught:
+        async with cache.use(spec("b", [])):
+            pass
+    waited = time.monotonic() - started
+    assert 2.2 <= waited < 2.2 + WAIT_SECONDS
+    assert str(caught.value) == "all 1 model slots (GPU_MAX_MODELS) stayed in use for 2.2 s: retry later"
+    assert caught.value.retry_after == 1  # round(2.2 / 4)
+    release.set()
+    await asyncio.wait_for(holder, WAIT_SECONDS)
 
 
 async def test_batcher_fuses_concurrent_items_in_order_and_caps_the_batch():
