@@ -6,20 +6,21 @@ STAMP := $(VENV)/.setup-done
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml scripts/setup.sh scripts/install_k8s_tools.py
+$(STAMP): pyproject.toml operator/pyproject.toml inference_server/pyproject.toml trainer_image/pyproject.toml scripts/setup.sh scripts/install_k8s_tools.py
 	bash scripts/setup.sh
 	touch $(STAMP)
 
 demo: setup
 	$(VENV)/bin/vft demo
 
-test: setup
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/lint-imports --no-cache
+test: lint
 	$(VENV)/bin/pytest
 
+# ruff (lint and format), the type checker over every source package, the import contracts (pyproject.toml).
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
 
 bench: setup

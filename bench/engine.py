@@ -58,7 +58,8 @@ class Run:
 
 def load_models(folder: Path, frames: int):
     """Both engines on the checkpoint in ``folder``, decoding greedily, at most ``frames`` - 1 frames per row."""
-    from voicefinetune.inference_server import tts_model
+    from voicefinetune_inference.engine import tts_model
+
     from voicefinetune.settings import Settings
 
     models = {}
@@ -79,9 +80,9 @@ def _cuda() -> bool:
 def throughput(loaded, batch: int, seed: int) -> Run:
     """One generate call of ``batch`` sentences."""
     import torch
+    from voicefinetune_inference.engine import tts_model
+    from voicefinetune_inference.serving.generation import SAMPLES_PER_FRAME
 
-    from voicefinetune.inference_server import tts_model
-    from voicefinetune.inference_server.generation import SAMPLES_PER_FRAME
     from voicefinetune.schemas import SAMPLE_RATE
 
     items = [tts_model.SpeechItem(SENTENCES[i % len(SENTENCES)], "english", speaker="tiny_speaker")
@@ -97,8 +98,8 @@ def throughput(loaded, batch: int, seed: int) -> Run:
 def first_audio(loaded, seed: int) -> tuple[float, float]:
     """(seconds to the first audio, seconds to the whole utterance) for one sentence."""
     import torch
-
-    from voicefinetune.inference_server import engine_stream, tts_model
+    from voicefinetune_inference.engine import stream as engine_stream
+    from voicefinetune_inference.engine import tts_model
 
     item = tts_model.SpeechItem(SENTENCES[0], "english", speaker="tiny_speaker")
     torch.manual_seed(seed)

@@ -47,7 +47,8 @@ class Bench:
 
 
 async def open_bench(settings, tiny_models, storage_cls, opslog_cls) -> Bench:
-    from voicefinetune.inference_server import InferenceService, build_router
+    from voicefinetune_inference import InferenceService, build_router
+
     from voicefinetune.storage import checkpoint_prefix
 
     storage = storage_cls(settings)

@@ -35,10 +35,9 @@ from k8s_harness import (  # noqa: E402
 )
 from kmock_cluster import EmulatorThread, crd_resources  # noqa: E402
 from results import DOCS, write_section  # noqa: E402  (bench/results.py)
-
-from voicefinetune.operator.config import OperatorConfig  # noqa: E402
-from voicefinetune.operator.crd import read_spec  # noqa: E402
-from voicefinetune.operator.jobs import build_training_job  # noqa: E402
+from voicefinetune_operator.config import OperatorConfig  # noqa: E402
+from voicefinetune_operator.crd import read_spec  # noqa: E402
+from voicefinetune_operator.jobs import build_training_job  # noqa: E402
 
 HEADING = "## Operator: create → Job (`bench/operator.py`)"
 

@@ -46,8 +46,7 @@ def sentences(count: int, offset: int = 0) -> str:
 
 def start_server(settings) -> tuple[str, object, threading.Thread]:
     import uvicorn
-
-    from voicefinetune.inference_server.app import create_app
+    from voicefinetune_inference.app import create_app
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -2,8 +2,8 @@
 
 - GPU memory of one training step of the real Qwen3-TTS-12Hz-1.7B-Base architecture (random weights) at batch 2
   with 30 s clips, by category, estimated on CPU without allocating it: the trainer's own step
-  (`voicefinetune.trainer.step`) on `FakeTensorMode` tensors under `MemTracker`; next to it the fit check's
-  analytic estimate (`voicefinetune.trainer.fit`); measured with `torch.cuda.max_memory_allocated` too when CUDA
+  (`voicefinetune_trainer.step`) on `FakeTensorMode` tensors under `MemTracker`; next to it the fit check's
+  analytic estimate (`voicefinetune_trainer.fit`); measured with `torch.cuda.max_memory_allocated` too when CUDA
   is there.
 - The peak scratch disk of a tiny-model training run (`sft.train`, 3 epochs) as a multiple of its published
   checkpoint, and how many trained weights of the published checkpoint differ from the base at the default lr.
@@ -32,14 +32,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 from results import DOCS, write_section  # noqa: E402  bench/results.py
 from train_step import QWEN3_TTS_1_7B_BASE, synthetic_samples  # noqa: E402  bench/train_step.py
+from voicefinetune_trainer import sft  # noqa: E402
+from voicefinetune_trainer.batching import build_batch  # noqa: E402
+from voicefinetune_trainer.fit import estimate_peak  # noqa: E402
+from voicefinetune_trainer.recipe import RECIPES, Recipe  # noqa: E402
+from voicefinetune_trainer.step import make_optimizer, train_step, trainable_parameters  # noqa: E402
 
 from voicefinetune.qwen import import_qwen_tts, load_model  # noqa: E402
 from voicefinetune.settings import Settings  # noqa: E402
-from voicefinetune.trainer import sft  # noqa: E402
-from voicefinetune.trainer.batching import build_batch  # noqa: E402
-from voicefinetune.trainer.fit import estimate_peak  # noqa: E402
-from voicefinetune.trainer.recipe import RECIPES, Recipe  # noqa: E402
-from voicefinetune.trainer.step import make_optimizer, train_step, trainable_parameters  # noqa: E402
 
 SECTION = "## Training memory and disk (`bench/train_memory.py`)"
 GIB = 2**30
@@ -87,9 +87,8 @@ def fake_peak(recipe: Recipe, args: argparse.Namespace) -> dict[str, int]:
     import transformers.masking_utils as masking
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.distributed._tools.mem_tracker import MemTracker, _MemRefType
-
-    from voicefinetune.trainer import step as step_module
-    from voicefinetune.trainer.loss import sft_loss
+    from voicefinetune_trainer import step as step_module
+    from voicefinetune_trainer.loss import sft_loss
 
     masking._ignore_causal_mask_sdpa = lambda *a, **k: False
     config = real_config()
@@ -187,9 +186,9 @@ def tiny_disk_and_export(tiny_base: Path, settings: Settings, epochs: int) -> di
     import librosa
     import numpy as np
     from safetensors.torch import load_file
+    from voicefinetune_trainer.codes import encode_samples
 
     from voicefinetune.devtools.sample_data import reference_clip, speech_clips
-    from voicefinetune.trainer.codes import encode_samples
 
     def at_24k(clip: Any) -> np.ndarray:
         return librosa.resample(clip.waveform.astype(np.float32), orig_sr=clip.sample_rate, target_sr=24000)

@@ -1,6 +1,6 @@
 """Training steps per second: the tiny model on CPU and, when CUDA is there, the real 1.7B sizes on GPU.
 
-Both run the trainer's own step (`voicefinetune.trainer.step` and `.batching`: batch building, talker +
+Both run the trainer's own step (`voicefinetune_trainer.step` and `.batching`: batch building, talker +
 sub-talker loss, backward, grad clip, AdamW) on synthetic samples of the same shape: `--frames` codec frames
 (12.5 per second of audio) and `--text-tokens` text tokens per clip. The GPU model is the public Qwen3-TTS-12Hz-1.7B-Base
 architecture with random weights (nothing is downloaded), fp32 master weights under bf16 autocast, flash
@@ -35,14 +35,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 from results import write_section  # noqa: E402 - bench/results.py
+from voicefinetune_trainer.batching import ROLE_TOKENS, PreparedSample, build_batch  # noqa: E402
+from voicefinetune_trainer.optim import STEP_TEMPORARY_BYTES, CompactAdamW  # noqa: E402
+from voicefinetune_trainer.recipe import RECIPES  # noqa: E402
+from voicefinetune_trainer.step import make_optimizer, train_step, trainable_parameters  # noqa: E402
 
 from voicefinetune.devtools.op_count import OpCounter  # noqa: E402
 from voicefinetune.qwen import choose_runtime, flash_attn_available, import_qwen_tts, load_model  # noqa: E402
 from voicefinetune.settings import Settings  # noqa: E402
-from voicefinetune.trainer.batching import ROLE_TOKENS, PreparedSample, build_batch  # noqa: E402
-from voicefinetune.trainer.optim import STEP_TEMPORARY_BYTES, CompactAdamW  # noqa: E402
-from voicefinetune.trainer.recipe import RECIPES  # noqa: E402
-from voicefinetune.trainer.step import make_optimizer, train_step, trainable_parameters  # noqa: E402
 
 OPS_SECTION = "## Optimizer operations per step (`bench/train_step.py --optimizer-ops`)"
 

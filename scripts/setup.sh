@@ -24,7 +24,8 @@ fi
 $PIP install "torch==2.13.0"
 # qwen-tts without its hard gradio/torchaudio requirements (see pyproject.toml); its real needs come with `.[ml]`.
 $PIP install --no-deps "qwen-tts==0.1.1"
-$PIP install -e ".[ml,dev]"
+# The core distribution and each part's, editable (see docs/architecture.md: one distribution per part).
+$PIP install -e ".[demo,dev]" -e ./operator -e ./inference_server -e ./trainer_image
 
 # qwen_tts imports torchaudio at import time (only its unused 25 Hz tokenizer needs it): this start-up hook answers
 # `import torchaudio` with a placeholder when no real one is installed, so `from qwen_tts import ...` just works.

@@ -11,9 +11,9 @@ import sys
 
 COMMANDS = {
     "serve": ("voicefinetune.serve", "the REST API on :8000 (local backend, or --backend kubernetes)"),
-    "inference": ("voicefinetune.inference_server.cli", "the inference server alone"),
-    "operator": ("voicefinetune.operator.cli", "the Kopf operator for VoiceFinetune resources"),
-    "train": ("voicefinetune.trainer.cli", "fine-tune a voice from a dataset zip (the training Job's command)"),
+    "inference": ("voicefinetune_inference.cli", "the inference server alone"),
+    "operator": ("voicefinetune_operator.cli", "the Kopf operator for VoiceFinetune resources"),
+    "train": ("voicefinetune_trainer.cli", "fine-tune a voice from a dataset zip (the training Job's command)"),
     "demo": ("voicefinetune.devtools.demo", "the whole flow offline on tiny models"),
     "models": (
         "voicefinetune.devtools.tiny_models", "`vft models tiny DIR`: build tiny random Qwen3-TTS checkpoints"

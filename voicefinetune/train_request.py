@@ -28,7 +28,7 @@ class TrainRequest:
     language: str = DEFAULTS["language"]
 
     def arguments(self, progress_url: str | None = None) -> list[str]:
-        """The arguments after `vft train` (see `voicefinetune.trainer.cli.build_parser`)."""
+        """The arguments after `vft train` (see `voicefinetune_trainer.cli.build_parser`)."""
         args = [
             "--job-id", self.job_id,
             "--dataset", self.dataset,

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(shutil.which("promtool") is None, reason="promto
 def test_every_metric_follows_prometheus_naming():
     # A fresh interpreter, so the registry holds exactly what the servers register.
     script = (
-        "import voicefinetune.inference_server.metrics, voicefinetune.operator.metrics, voicefinetune.facade.metrics\n"
+        "import voicefinetune_inference.metrics, voicefinetune_operator.metrics, voicefinetune.facade.metrics\n"
         "from voicefinetune.metrics import exposition\n"
         "import sys; sys.stdout.write(exposition()[0].decode())\n"
     )

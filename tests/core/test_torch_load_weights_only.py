@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCES = ["voicefinetune", "operator/src", "inference_server/src", "trainer_image/src"]
+SOURCES = ["voicefinetune", "operator/voicefinetune_operator", "inference_server/voicefinetune_inference", "trainer_image/voicefinetune_trainer"]
 
 
 def torch_load_calls() -> list[tuple[str, ast.Call]]:

@@ -17,9 +17,9 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from httpx import Response
+from voicefinetune_inference.app import create_app as create_inference_app
 
 from voicefinetune.devtools.sample_data import make_dataset_zip
-from voicefinetune.inference_server.app import create_app as create_inference_app
 from voicefinetune.serve import create_local_app
 from voicefinetune.settings import Settings
 from voicefinetune.storage import Storage
@@ -309,7 +309,7 @@ def test_an_id_with_a_control_suffix_is_refused_naming_the_field(
 def test_vft_train_refuses_a_job_id_or_speaker_with_a_control_suffix(tmp_path: Path, capsys, monkeypatch) -> None:
     import json
 
-    from voicefinetune.trainer.cli import EXIT_FAILED, main
+    from voicefinetune_trainer.cli import EXIT_FAILED, main
 
     monkeypatch.setenv("VFT_DATA_DIR", str(tmp_path / "data"))
     for suffix in SUFFIXES:

@@ -28,7 +28,7 @@ def test_readme_has_the_two_commands_and_the_kubernetes_heading() -> None:
 def test_configuration_lists_every_operator_variable() -> None:
     from dataclasses import fields
 
-    from voicefinetune.operator.config import OperatorConfig
+    from voicefinetune_operator.config import OperatorConfig
 
     rows = {m["name"] for m in ROW.finditer(README.read_text(encoding="utf-8"))}
     names = {f.metadata["env"] for f in fields(OperatorConfig) if f.metadata.get("env")}

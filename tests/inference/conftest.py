@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 from fastapi import FastAPI
+from voicefinetune_inference import InferenceService, build_router
 
-from voicefinetune.inference_server import InferenceService, build_router
 from voicefinetune.opslog import OpsLog
 from voicefinetune.settings import Settings
 from voicefinetune.storage import Storage, checkpoint_prefix

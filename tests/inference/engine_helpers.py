@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
+from voicefinetune_inference.engine import tts_model
 
-from voicefinetune.inference_server import tts_model
 from voicefinetune.settings import Settings
 
 GREEDY = {"do_sample": False, "subtalker_dosample": False}

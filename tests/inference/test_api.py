@@ -9,8 +9,8 @@ import sys
 import time
 
 import httpx
+from voicefinetune_inference import create_app
 
-from voicefinetune.inference_server import create_app
 from voicefinetune.schemas import SERVICE_NAME
 
 ALL_PATHS = {

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from voicefinetune_inference.caches.disk_cache import folder_bytes, has_model
 
-from voicefinetune.inference_server.disk_cache import folder_bytes, has_model
 from voicefinetune.schemas import InvalidInput
 
 

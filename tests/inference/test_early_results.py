@@ -16,10 +16,11 @@ import types
 
 import numpy as np
 import pytest
-
-from voicefinetune.inference_server import fast_decode, fast_engine, generation, tts_model
-from voicefinetune.inference_server.batcher import Batcher
-from voicefinetune.inference_server.early_results import RowDelivery
+from voicefinetune_inference.engine import decode as fast_decode
+from voicefinetune_inference.engine import fast_engine, tts_model
+from voicefinetune_inference.engine.early_results import RowDelivery
+from voicefinetune_inference.serving import generation
+from voicefinetune_inference.serving.batcher import Batcher
 
 from .engine_helpers import CPU, GREEDY, decoded_codes, load_tiny
 from .test_fast_engine import LONG, SHORT, items_for

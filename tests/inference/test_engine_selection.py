@@ -8,8 +8,9 @@ import dataclasses
 import numpy as np
 import pytest
 from prometheus_client import REGISTRY
+from voicefinetune_inference import InferenceService
+from voicefinetune_inference.engine import tts_model
 
-from voicefinetune.inference_server import InferenceService, tts_model
 from voicefinetune.opslog import OpsLog
 from voicefinetune.settings import Settings
 from voicefinetune.storage import Storage

@@ -11,8 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import torch
-
-from voicefinetune.inference_server import codec_stream, engine_stream, fast_decode, tts_model
+from voicefinetune_inference.engine import codec_stream, tts_model
+from voicefinetune_inference.engine import decode as fast_decode
+from voicefinetune_inference.engine import stream as engine_stream
 
 from .engine_helpers import GREEDY, clone_prompt, load_tiny
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from voicefinetune.inference_server import fast_engine, tts_model
+from voicefinetune_inference.engine import fast_engine, tts_model
 
 from .engine_helpers import GREEDY, clone_prompt, decoded_codes, load_tiny
 

@@ -13,8 +13,7 @@ from transformers.generation.logits_process import (
     TopKLogitsWarper,
     TopPLogitsWarper,
 )
-
-from voicefinetune.inference_server.fast_sampling import (
+from voicefinetune_inference.engine.sampling import (
     SamplingParams,
     choose,
     restrict,

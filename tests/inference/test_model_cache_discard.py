@@ -7,8 +7,7 @@ import asyncio
 import threading
 
 import pytest
-
-from voicefinetune.inference_server.model_cache import ModelCache, ModelSpec
+from voicefinetune_inference.caches.model_cache import ModelCache, ModelSpec
 
 pytestmark = pytest.mark.timeout(15)
 

@@ -8,10 +8,9 @@ import time
 
 import pytest
 from prometheus_client import REGISTRY
-
-from voicefinetune.inference_server.batcher import Batcher
-from voicefinetune.inference_server.errors import ServerBusy
-from voicefinetune.inference_server.model_cache import ModelCache, ModelSpec
+from voicefinetune_inference.caches.model_cache import ModelCache, ModelSpec
+from voicefinetune_inference.errors import ServerBusy
+from voicefinetune_inference.serving.batcher import Batcher
 
 # A cache whose slot accounting is wrong waits forever instead of failing: every test here fails within this time.
 pytestmark = pytest.mark.timeout(15)

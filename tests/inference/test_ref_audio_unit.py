@@ -6,8 +6,7 @@ import base64
 import ipaddress
 
 import pytest
-
-from voicefinetune.inference_server.ref_audio import (
+from voicefinetune_inference.audio.reference import (
     RefAudioError,
     address_refusal,
     load_reference_audio,

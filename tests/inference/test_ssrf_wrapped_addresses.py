@@ -5,8 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-
-from voicefinetune.inference_server.ref_audio import RefAudioError, address_refusal, resolve_checked
+from voicefinetune_inference.audio.reference import RefAudioError, address_refusal, resolve_checked
 
 WRAPPED = {
     "2002:7f00:1::": "a loopback address",  # 6to4 of 127.0.0.1

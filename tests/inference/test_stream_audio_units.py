@@ -8,15 +8,14 @@ import av
 import numpy as np
 import pytest
 import soundfile as sf
-
-from voicefinetune.inference_server.audio_encoding import (
+from voicefinetune_inference.audio.encoding import (
     AvEncoder,
     available_formats,
     make_encoder,
     media_type,
 )
-from voicefinetune.inference_server.sentences import split_sentences
-from voicefinetune.inference_server.time_stretch import TimeStretch, tempo_steps
+from voicefinetune_inference.audio.sentences import split_sentences
+from voicefinetune_inference.audio.time_stretch import TimeStretch, tempo_steps
 
 RATE = 24000
 

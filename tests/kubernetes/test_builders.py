@@ -11,19 +11,19 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from voicefinetune.cluster.routing import pick, rendezvous_order
-from voicefinetune.operator.config import OperatorConfig
-from voicefinetune.operator.crd import InvalidSpec, read_spec
-from voicefinetune.operator.inference import build_inference_deployment, build_inference_service, drift
-from voicefinetune.operator.jobs import (
+from voicefinetune_operator.config import OperatorConfig
+from voicefinetune_operator.crd import InvalidSpec, read_spec
+from voicefinetune_operator.inference import build_inference_deployment, build_inference_service, drift
+from voicefinetune_operator.jobs import (
     build_training_job,
     job_name,
     job_outcome,
     resource_of,
     termination_message,
 )
-from voicefinetune.operator.status import may_advance, merge_conditions, phase_conditions, progress_status
+from voicefinetune_operator.status import may_advance, merge_conditions, phase_conditions, progress_status
+
+from voicefinetune.cluster.routing import pick, rendezvous_order
 from voicefinetune.settings import Settings
 
 CONFIG = OperatorConfig(settings=Settings(), secret_key="k")
@@ -247,7 +247,7 @@ def test_progress_url_default_depends_on_where_the_operator_runs(tmp_path):
 def test_the_progress_token_secret_is_owned_by_its_resource_and_named_after_its_token():
     import base64
 
-    from voicefinetune.operator.progress_secret import progress_secret
+    from voicefinetune_operator.progress_secret import progress_secret
 
     body = resource()
     secret = progress_secret(body, "tok-1")

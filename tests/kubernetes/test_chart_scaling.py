@@ -6,9 +6,8 @@ from __future__ import annotations
 import subprocess
 
 from test_chart import CHART, VALIDATE, helm, of_kind, render, rules_of
-
-from voicefinetune.operator.config import OperatorConfig
-from voicefinetune.operator.inference import build_inference_deployment
+from voicefinetune_operator.config import OperatorConfig
+from voicefinetune_operator.inference import build_inference_deployment
 
 PRODUCTION = ["--set", "inference.autoscaling.enabled=true", "--set", "inference.autoscaling.maxReplicas=4",
               "--set", "operator.replicas=2", "--set", "imagePullSecrets[0].name=regcred"]

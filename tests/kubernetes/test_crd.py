@@ -12,9 +12,9 @@ import jsonschema
 import pytest
 import yaml
 from k8s_harness import CRD, REPO
+from voicefinetune_operator.crd import read_spec
 
 from voicefinetune.lifecycle import SPEC_FIELDS
-from voicefinetune.operator.crd import read_spec
 from voicefinetune.schemas import FinetuneRequest
 
 TOP_LEVEL_COPY = REPO / "crds" / "voicefinetune.io_voicefinetunes.yaml"

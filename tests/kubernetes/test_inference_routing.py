@@ -12,11 +12,11 @@ import httpx
 import pytest
 import uvicorn
 from k8s_harness import GROUP, PLURAL, VERSION, free_port, voicefinetune
+from voicefinetune_inference.app import create_app as create_inference_app
 
 from voicefinetune.cluster.routing import pick
 from voicefinetune.facade.app import ForwardedInference, create_app
 from voicefinetune.facade.kubernetes_backend import KubernetesBackend
-from voicefinetune.inference_server.app import create_app as create_inference_app
 
 
 class ServerThread:
@@ -135,8 +135,9 @@ async def test_api_key_on_the_inference_server_and_through_the_proxy(keyed_pair)
 
 
 async def test_the_operator_fleet_sends_the_key(keyed_pair):
+    from voicefinetune_operator.fleet import InferenceFleet
+
     from voicefinetune.cluster.routing import EndpointResolver
-    from voicefinetune.operator.fleet import InferenceFleet
     from voicefinetune.security import auth_headers
 
     server, _ = keyed_pair

@@ -62,9 +62,10 @@ def test_identity_is_the_bare_name_at_home_and_qualified_elsewhere():
 
 
 def test_the_training_job_trains_into_the_qualified_prefix_only_when_several_namespaces_are_served():
-    from voicefinetune.operator.config import OperatorConfig
-    from voicefinetune.operator.crd import read_spec
-    from voicefinetune.operator.jobs import build_training_job
+    from voicefinetune_operator.config import OperatorConfig
+    from voicefinetune_operator.crd import read_spec
+    from voicefinetune_operator.jobs import build_training_job
+
     from voicefinetune.settings import Settings
 
     body = {"metadata": {"name": "hero", "namespace": "team-a", "uid": "u"},

@@ -9,11 +9,11 @@ from dataclasses import replace
 import httpx
 import pytest
 from test_inference_routing import ServerThread
+from voicefinetune_inference.app import create_app as create_inference_app
 
 from voicefinetune.cluster.routing import pick
 from voicefinetune.facade.app import ForwardedInference, create_app
 from voicefinetune.facade.kubernetes_backend import KubernetesBackend
-from voicefinetune.inference_server.app import create_app as create_inference_app
 
 TEN_SENTENCES = " ".join(f"This is sentence number {n} of the story." for n in range(1, 11))
 VOICE = "hero1"

@@ -25,8 +25,7 @@ from k8s_harness import (
     voicefinetune,
     wait_for,
 )
-
-from voicefinetune.operator.progress import progress_token
+from voicefinetune_operator.progress import progress_token
 
 KUBECTL = str(REPO / ".venv" / "bin" / "kubectl")
 

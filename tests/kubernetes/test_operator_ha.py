@@ -23,8 +23,7 @@ from k8s_harness import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 from test_chart import of_kind, render
-
-from voicefinetune.operator.handlers import JOB_SELECTOR, POD_SELECTOR
+from voicefinetune_operator.handlers import JOB_SELECTOR, POD_SELECTOR
 
 
 def utc_now() -> str:
@@ -140,10 +139,11 @@ def test_jobs_and_pods_are_watched_with_server_side_label_selectors(cluster, sta
 async def test_a_status_write_decided_on_a_stale_read_cannot_move_the_phase_back(kubeconfig, custom):
     """Another operator moved the resource on (Training -> Loading) between this writer's read and its write: the
     resourceVersion precondition makes it read again, and the late progress report changes nothing."""
+    from voicefinetune_operator.events import EventRecorder
+    from voicefinetune_operator.status_writer import StatusWriter
+
     from voicefinetune.cluster.client import KubeClient
     from voicefinetune.cluster.resource import object_path
-    from voicefinetune.operator.events import EventRecorder
-    from voicefinetune.operator.status_writer import StatusWriter
 
     create(custom, "racy")
     custom.patch_namespaced_custom_object_status(GROUP, VERSION, "default", PLURAL, "racy",
@@ -246,7 +246,7 @@ def test_an_inference_deployment_without_the_release_label_is_replaced_once(clus
 def test_a_spec_edited_after_creation_is_not_claimed_as_observed(cluster, start_operator, custom):
     """The CRD refuses spec edits (CEL); where nothing validates (this emulator), the operator keeps training with the
     spec it started with and ``observedGeneration`` keeps saying so."""
-    from voicefinetune.operator.progress import progress_token
+    from voicefinetune_operator.progress import progress_token
 
     operator = start_operator()
     create(custom, "edited")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from voicefinetune.operator.config import OperatorConfig
-from voicefinetune.operator.crd import read_spec
-from voicefinetune.operator.inference import build_inference_deployment
-from voicefinetune.operator.jobs import build_training_job
+from voicefinetune_operator.config import OperatorConfig
+from voicefinetune_operator.crd import read_spec
+from voicefinetune_operator.inference import build_inference_deployment
+from voicefinetune_operator.jobs import build_training_job
+
 from voicefinetune.settings import Settings
 
 CONFIG = OperatorConfig(settings=Settings(), namespace="voices", secret_key="k")

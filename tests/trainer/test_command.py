@@ -1,7 +1,8 @@
 from pathlib import Path
 
+from voicefinetune_trainer.cli import build_parser
+
 from voicefinetune.train_request import TrainRequest
-from voicefinetune.trainer.cli import build_parser
 
 
 def test_arguments_round_trip_through_the_trainer_parser():

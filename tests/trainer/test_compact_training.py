@@ -8,17 +8,12 @@ import copy
 import numpy as np
 import pytest
 import torch
-
-from voicefinetune.devtools.op_count import OpCounter
-from voicefinetune.devtools.sample_data import reference_clip, speech_clips
-from voicefinetune.qwen import load_model
-from voicefinetune.schemas import SAMPLE_RATE
-from voicefinetune.trainer.batching import build_batch
-from voicefinetune.trainer.checkpoint import OPTIMIZER_FILE, TrainingState, list_checkpoints
-from voicefinetune.trainer.codes import encode_samples
-from voicefinetune.trainer.fit import GIB, WontFit, check_training_fits, estimate_peak
-from voicefinetune.trainer.loss import sft_loss
-from voicefinetune.trainer.optim import (
+from voicefinetune_trainer.batching import build_batch
+from voicefinetune_trainer.checkpoint import OPTIMIZER_FILE, TrainingState, list_checkpoints
+from voicefinetune_trainer.codes import encode_samples
+from voicefinetune_trainer.fit import GIB, WontFit, check_training_fits, estimate_peak
+from voicefinetune_trainer.loss import sft_loss
+from voicefinetune_trainer.optim import (
     EXTENSION,
     STEP_TEMPORARY_BYTES,
     CompactAdamW,
@@ -26,10 +21,15 @@ from voicefinetune.trainer.optim import (
     master_weight,
     round_stochastically,
 )
-from voicefinetune.trainer.prepare import prepare_samples
-from voicefinetune.trainer.recipe import RECIPES, Recipe
-from voicefinetune.trainer.sft import TrainConfig, train
-from voicefinetune.trainer.step import train_step, trainable_parameters
+from voicefinetune_trainer.prepare import prepare_samples
+from voicefinetune_trainer.recipe import RECIPES, Recipe
+from voicefinetune_trainer.sft import TrainConfig, train
+from voicefinetune_trainer.step import train_step, trainable_parameters
+
+from voicefinetune.devtools.op_count import OpCounter
+from voicefinetune.devtools.sample_data import reference_clip, speech_clips
+from voicefinetune.qwen import load_model
+from voicefinetune.schemas import SAMPLE_RATE
 
 SPEAKER = "Hero"
 

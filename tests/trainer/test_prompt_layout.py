@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from voicefinetune_inference.engine.tts_model import SpeechItem, call_upstream, load
+from voicefinetune_trainer import sft
+from voicefinetune_trainer.codes import AUTO_LANGUAGE, Sample, encode_samples
+from voicefinetune_trainer.loss import talker_inputs
+from voicefinetune_trainer.prepare import assign_layouts
+from voicefinetune_trainer.sft import TrainConfig, train
 
 from voicefinetune.devtools.sample_data import reference_clip, speech_clips
-from voicefinetune.inference_server.tts_model import SpeechItem, call_upstream, load
 from voicefinetune.qwen import load_model
 from voicefinetune.schemas import SAMPLE_RATE, FinetuneRequest, InferRequest, check_language
-from voicefinetune.trainer import sft
-from voicefinetune.trainer.codes import AUTO_LANGUAGE, Sample, encode_samples
-from voicefinetune.trainer.loss import talker_inputs
-from voicefinetune.trainer.prepare import assign_layouts
-from voicefinetune.trainer.sft import TrainConfig, train
 
 SPEAKER = "Hero"
 

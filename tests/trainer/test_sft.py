@@ -14,11 +14,7 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
-
-from voicefinetune.devtools.sample_data import Clip, reference_clip, speech_clips
-from voicefinetune.qwen import import_qwen_tts
-from voicefinetune.schemas import SAMPLE_RATE
-from voicefinetune.trainer.batching import (
+from voicefinetune_trainer.batching import (
     IGNORE_INDEX,
     ROLE_TOKENS,
     TRAILING_TOKENS,
@@ -26,7 +22,7 @@ from voicefinetune.trainer.batching import (
     assistant_text,
     build_batch,
 )
-from voicefinetune.trainer.checkpoint import (
+from voicefinetune_trainer.checkpoint import (
     CODEC_EMBEDDING_KEY,
     OPTIMIZER_FILE,
     TEMP_PREFIX,
@@ -39,11 +35,15 @@ from voicefinetune.trainer.checkpoint import (
     purge_training_state,
     write_safetensors,
 )
-from voicefinetune.trainer.codes import Sample, encode_samples
-from voicefinetune.trainer.loss import sft_loss, talker_inputs
-from voicefinetune.trainer.prepare import prepare_samples
-from voicefinetune.trainer.schedule import batch_order, fixed_batches
-from voicefinetune.trainer.sft import StepEvent, TrainConfig, train
+from voicefinetune_trainer.codes import Sample, encode_samples
+from voicefinetune_trainer.loss import sft_loss, talker_inputs
+from voicefinetune_trainer.prepare import prepare_samples
+from voicefinetune_trainer.schedule import batch_order, fixed_batches
+from voicefinetune_trainer.sft import StepEvent, TrainConfig, train
+
+from voicefinetune.devtools.sample_data import Clip, reference_clip, speech_clips
+from voicefinetune.qwen import import_qwen_tts
+from voicefinetune.schemas import SAMPLE_RATE
 
 SPEAKER = "Hero"
 LR = 1e-3

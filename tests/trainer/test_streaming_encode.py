@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+from voicefinetune_trainer.codes import ENCODE_BATCH_SIZE, encode_samples
+from voicefinetune_trainer.pipeline import TrainingPipeline, TrainRequest
 
 from voicefinetune import dataset as dataset_module
 from voicefinetune.dataset import DatasetError, open_dataset
 from voicefinetune.settings import Settings
-from voicefinetune.trainer.codes import ENCODE_BATCH_SIZE, encode_samples
-from voicefinetune.trainer.pipeline import TrainingPipeline, TrainRequest
 
 CLIPS = 3 * ENCODE_BATCH_SIZE
 GROUPS = 4

@@ -12,12 +12,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from voicefinetune_trainer.pipeline import TrainingPipeline, TrainRequest, latest_checkpoint, run_training
+from voicefinetune_trainer.reporter import FanOutReporter, HttpReporter
 
 from voicefinetune.devtools.sample_data import write_dataset_zip
 from voicefinetune.settings import Settings
 from voicefinetune.storage import Storage
-from voicefinetune.trainer.pipeline import TrainingPipeline, TrainRequest, latest_checkpoint, run_training
-from voicefinetune.trainer.reporter import FanOutReporter, HttpReporter
 
 PROGRESS_FIELDS = ("stage", "epoch", "total_epochs", "step", "loss", "global_step")
 STAGE_ORDER = ["preparing", "training", "uploading", "done"]
@@ -259,7 +259,7 @@ def test_in_process_run_resumes_from_a_local_folder_without_s3(trained, trainer_
 
 def test_a_job_that_cannot_fit_the_gpu_fails_at_once_saying_what_to_change(trainer_env, dataset_zip, monkeypatch):
     """The fit check with simulated free memory (1 MiB: far below the estimate) in place of CUDA's."""
-    from voicefinetune.trainer import fit, sft
+    from voicefinetune_trainer import fit, sft
 
     def check_with_one_gib_free(model, recipe, prepared, *, config, settings):
         fit.check_training_fits(

@@ -1,0 +1,116 @@
+"""The servable voices: registering a fine-tuned checkpoint under a job id, looking it up, describing it."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+from voicefinetune.schemas import InvalidInput, check_speaker_name
+from voicefinetune_inference.caches.checkpoints import CheckpointLocator
+from voicefinetune_inference.caches.disk_cache import has_model
+from voicefinetune_inference.caches.model_cache import ModelCache
+from voicefinetune_inference.caches.model_loading import ModelLoader, voice_key
+from voicefinetune_inference.caches.registry import Voice, VoiceRegistry
+from voicefinetune_inference.caches.voice_work import VoiceWork
+from voicefinetune_inference.errors import VoiceNotFound
+
+VOICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class VoiceCatalog:
+    def __init__(self, registry: VoiceRegistry, cache: ModelCache, locator: CheckpointLocator, loader: ModelLoader):
+        self.registry = registry
+        self.cache = cache
+        self.locator = locator
+        self.loader = loader
+        self.work = VoiceWork()  # the requests running for each voice
+
+    async def register(
+        self,
+        job_id: str,
+        speaker_name: str,
+        *,
+        checkpoint_path: str | None = None,
+        s3_prefix: str | None = None,
+        preload: bool = False,
+    ) -> dict[str, Any]:
+        """Make ``job_id`` servable (replacing an earlier registration); with ``preload`` load it now, and keep
+        the earlier registration (or none) if that load fails.
+
+        Without ``checkpoint_path`` nor ``s3_prefix``, the trainer's layout is assumed: the newest
+        ``jobs/{job_id}/output/checkpoint-epoch-N`` on disk, else ``checkpoints/{job_id}`` on S3.
+        """
+        voice = Voice(
+            job_id=check_voice_id(job_id),
+            speaker_name=check_speaker_name(speaker_name),
+            checkpoint_path=self.locator.checkpoint_path(job_id, checkpoint_path),
+            s3_prefix=self.locator.own_s3_prefix(job_id, s3_prefix),
+        )
+        if voice.checkpoint_path is None and voice.s3_prefix is None:
+            voice.checkpoint_path, voice.s3_prefix = await asyncio.to_thread(self.locator.trainer_checkpoint, job_id)
+        previous = self.registry.get(job_id)
+        if previous is not None:
+            voice.last_used = previous.last_used
+        self.registry.put(voice)
+        if previous is not None and (previous.checkpoint_path, previous.s3_prefix, previous.speaker_name) != (
+            voice.checkpoint_path, voice.s3_prefix, voice.speaker_name
+        ):
+            await self.cache.unload(voice_key(job_id))
+        if preload:
+            try:
+                async with self.cache.use(self.loader.voice_spec(voice)):
+                    pass
+            except BaseException:
+                if previous is None:
+                    self.registry.remove(job_id)
+                else:
+                    self.registry.put(previous)
+                raise
+        return self.describe(voice)
+
+    async def unregister(self, job_id: str) -> bool:
+        """Stop serving ``job_id``: new requests find no voice, running ones end with ``VoiceDeleted``, the model
+        is unloaded; returns once nothing uses or restores its folder any more (so it may be deleted)."""
+        voice = self.registry.remove(check_voice_id(job_id))
+        if voice is None:
+            return False
+        await self.work.stop(job_id)
+        await self.cache.discard(voice_key(job_id))
+        return True
+
+    def all(self) -> list[dict[str, Any]]:
+        return [self.describe(v) for v in self.registry.all()]
+
+    def get(self, job_id: str) -> Voice:
+        voice = self.registry.get(check_voice_id(job_id))
+        if voice is None:
+            raise VoiceNotFound(f"job {job_id!r} not found: no fine-tuned voice is registered under that id")
+        return voice
+
+    def touch(self, job_id: str) -> None:
+        """Mark the voice used now (the disk LRU keeps recently used voices)."""
+        self.registry.touch(job_id)
+
+    def describe(self, voice: Voice) -> dict[str, Any]:
+        folder = self.locator.model_folder(voice)
+        key = voice_key(voice.job_id)
+        return {
+            "job_id": voice.job_id,
+            "speaker_name": voice.speaker_name,
+            "checkpoint_path": voice.checkpoint_path,
+            "s3_prefix": voice.s3_prefix,
+            "local_path": str(folder),
+            "on_disk": has_model(folder),
+            "loaded": any(e.spec.key == key for e in self.cache.loaded()),
+            "registered_at": voice.registered_at,
+            "last_used": voice.last_used,
+        }
+
+
+def check_voice_id(job_id: str) -> str:
+    if not VOICE_ID_PATTERN.fullmatch(job_id) or ".." in job_id:
+        raise InvalidInput(
+            f"job_id {job_id!r} must be 1-128 letters, digits, '.', '_' or '-' (starting with a letter or digit)"
+        )
+    return job_id

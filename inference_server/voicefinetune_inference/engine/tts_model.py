@@ -1,0 +1,171 @@
+"""Generation with qwen_tts: loading a checkpoint, batched generate calls, voice-clone prompts, GPU figures.
+
+Every call here is blocking and runs in a worker thread; a model's lock serializes calls on it because the
+upstream model is not safe for concurrent use. Upstream's ``generate_*`` builds prompts and decodes audio; the
+decode loop between is the engine the model was loaded with (``VFT_ENGINE``: `fast_engine`, or upstream's own).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from voicefinetune.schemas import SAMPLE_RATE
+from voicefinetune.settings import Settings
+
+GIB = 1024**3
+ENGINES = ("fast", "upstream")  # VFT_ENGINE: our decode loop (fast_engine) or upstream's talker.generate
+# transformers' from_pretrained is not thread-safe (it switches global init state, e.g. meta-device
+# initialisation): two loads in parallel threads can leave one model with meta tensors. Loads take turns.
+_LOAD_LOCK = threading.Lock()
+
+
+@dataclass
+class LoadedModel:
+    tts: Any  # qwen_tts.Qwen3TTSModel
+    kind: str  # config.tts_model_type: "custom_voice" | "voice_design" | "base"
+    path: str
+    size_bytes: int
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    engine: str = "fast"  # fast_engine.ENGINES
+
+    def speakers(self) -> list[str]:
+        return self.tts.get_supported_speakers() or []
+
+
+@dataclass(frozen=True)
+class SpeechItem:
+    """One utterance to generate; ``speaker`` for custom voices, ``clone_prompt`` for the Base model."""
+
+    text: str
+    language: str
+    instruct: str = ""
+    speaker: str | None = None
+    clone_prompt: Any = None
+
+
+def load(path: str, settings: Settings) -> LoadedModel:
+    from voicefinetune.qwen import load_model
+
+    check_engine(settings.engine)
+    with _LOAD_LOCK:
+        tts = load_model(path, settings)
+    size = sum(p.numel() * p.element_size() for p in tts.model.parameters())
+    return LoadedModel(
+        tts=tts, kind=str(tts.model.tts_model_type), path=str(path), size_bytes=int(size), engine=settings.engine
+    )
+
+
+def check_engine(engine: str) -> str:
+    if engine not in ENGINES:
+        raise ValueError(f"VFT_ENGINE={engine!r} is not one of: {', '.join(ENGINES)}")
+    return engine
+
+
+def call_upstream(loaded: LoadedModel, items: list[SpeechItem], **kwargs: Any) -> tuple[list[np.ndarray], int]:
+    """Upstream's ``generate_*`` for ``items`` (one kind of model); ``kwargs`` go to it (e.g. sampling settings).
+    The caller holds ``loaded.lock`` and has chosen the engine."""
+    texts = [item.text for item in items]
+    languages = [item.language for item in items]
+    if loaded.kind == "custom_voice":
+        return loaded.tts.generate_custom_voice(
+            text=texts, speaker=[item.speaker for item in items], language=languages,
+            instruct=[item.instruct or "" for item in items], **kwargs,
+        )
+    if loaded.kind == "voice_design":
+        return loaded.tts.generate_voice_design(
+            text=texts, instruct=[item.instruct or "" for item in items], language=languages, **kwargs
+        )
+    if loaded.kind == "base":
+        return loaded.tts.generate_voice_clone(
+            text=texts, language=languages, voice_clone_prompt=[item.clone_prompt for item in items], **kwargs
+        )
+    raise ValueError(f"checkpoint {loaded.path} has unknown tts_model_type {loaded.kind!r}")
+
+
+def release(loaded: LoadedModel) -> None:
+    """Drop the model's weights; on a GPU also collect cycles now and give cached memory back to the driver.
+
+    On CPU the interpreter's own collector frees what reference counting leaves (a forced full collection over
+    torch and transformers objects costs about a second on a busy machine).
+    """
+    loaded.tts = None
+    import torch
+
+    if torch.cuda.is_available():
+        gc.collect()
+        torch.cuda.empty_cache()
+
+
+def generate(
+    loaded: LoadedModel, items: list[SpeechItem], *, on_ready: Callable[[int, np.ndarray], None] | None = None
+) -> list[np.ndarray]:
+    """One batched generate call for ``items``; waveforms (float32, 24 kHz) in the same order.
+
+    With the fast engine and ``on_ready``, a row that ends before the rest of the batch is decoded at once and handed
+    to ``on_ready(index, waveform)`` (in this thread); its place in the returned list is then an empty array."""
+    from voicefinetune_inference.engine import fast_engine
+    from voicefinetune_inference.engine.early_results import RowDelivery
+
+    options = fast_engine.CallOptions(frame_limits=[fast_engine.frame_bound(item.text) for item in items])
+    delivery = contextlib.nullcontext()
+    if on_ready is not None and loaded.engine == "fast" and len(items) > 1:
+        references = [getattr(item.clone_prompt, "ref_code", None) for item in items] if loaded.kind == "base" else None
+        rows = RowDelivery(loaded.tts, on_ready, references)
+        options.on_row_done = rows.row_done
+        delivery = rows.skipping_delivered()
+    with loaded.lock, fast_engine.engine_for(loaded.tts.model, loaded.engine, options), delivery:
+        wavs, rate = call_upstream(loaded, items)
+    if int(rate) != SAMPLE_RATE:
+        import librosa
+
+        wavs = [
+            librosa.resample(np.asarray(w, dtype=np.float32), orig_sr=int(rate), target_sr=SAMPLE_RATE) if len(w) else w
+            for w in wavs
+        ]
+    return [np.asarray(w, dtype=np.float32) for w in wavs]
+
+
+def clone_prompt(
+    loaded: LoadedModel, waveform: np.ndarray, *, sample_rate: int, ref_text: str, use_xvec: bool
+) -> Any:
+    """The reusable voice-clone prompt of one reference recording (Base model)."""
+    with loaded.lock:
+        return loaded.tts.create_voice_clone_prompt(
+            ref_audio=(waveform, sample_rate), ref_text=None if use_xvec else ref_text, x_vector_only_mode=use_xvec
+        )[0]
+
+
+def gpu_memory(settings: Settings) -> dict[str, Any]:
+    """GPU name and memory figures in GB from torch.cuda; all None when no CUDA device is used."""
+    figures: dict[str, Any] = dict.fromkeys(
+        ("gpu_name", "gpu_memory_total_gb", "gpu_memory_allocated_gb", "gpu_memory_reserved_gb", "gpu_memory_free_gb")
+    )
+    import torch
+
+    if not settings.device.startswith("cuda") or not torch.cuda.is_available():
+        return figures
+    device = torch.device(settings.device)
+    free, total = torch.cuda.mem_get_info(device)
+    figures.update(
+        gpu_name=torch.cuda.get_device_name(device),
+        gpu_memory_total_gb=round(total / GIB, 3),
+        gpu_memory_allocated_gb=round(torch.cuda.memory_allocated(device) / GIB, 3),
+        gpu_memory_reserved_gb=round(torch.cuda.memory_reserved(device) / GIB, 3),
+        gpu_memory_free_gb=round(free / GIB, 3),
+    )
+    return figures
+
+
+def vram_used_bytes(settings: Settings) -> float:
+    import torch
+
+    if settings.device.startswith("cuda") and torch.cuda.is_available():
+        return float(torch.cuda.memory_allocated(torch.device(settings.device)))
+    return 0.0

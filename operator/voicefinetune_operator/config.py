@@ -1,0 +1,212 @@
+"""The operator's configuration: the original service's settings (``Settings``) plus what only the operator needs (``VFT_*``).
+
+The Helm chart fills these variables from values.yaml through a ConfigMap; every one has a default that works in
+a cluster where the chart installed the operator.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from voicefinetune.settings import Settings, parse_bool, read_env_fields
+
+log = logging.getLogger(__name__)
+
+GPU_RESOURCE = "nvidia.com/gpu"
+DEFAULT_GPU_TOLERATIONS = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
+INFERENCE_PORT = 8000
+# The Service in front of the operator's progress receiver (the chart names it so unless told otherwise).
+OPERATOR_SERVICE = "voicefinetune-operator"
+
+# Settings of the original service the trainer and inference pods get as plain values (the S3 keys come from the Secret instead).
+POD_SETTINGS = (
+    "device", "use_flash_attn", "s3_bucket", "s3_endpoint_url", "s3_region", "base_model", "voice_design_model",
+    "tiny_models", "train_recipe", "train_fit_check",
+)
+
+
+SECRET_KEY_FILE = "operator-secret-key"
+
+
+def stored_secret_key(path: Path) -> str:
+    """The progress-token key kept in ``path`` (made on first use), so that a restarted operator still accepts the
+    tokens of Jobs it made before; a fresh key for this process only when the file cannot be written."""
+    try:
+        key = path.read_text().strip()
+        if key:
+            return key
+    except OSError:
+        pass
+    key = secrets.token_hex(32)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(key)
+        log.info("VFT_OPERATOR_SECRET_KEY is not set: progress tokens use the key kept in %s", path)
+    except OSError as exc:
+        log.warning(
+            "VFT_OPERATOR_SECRET_KEY is not set and %s cannot be written (%s): progress tokens are valid for this "
+            "process only (trainers of Jobs started before a restart cannot report progress)", path, exc,
+        )
+    return key
+
+
+def _json(value: str) -> Any:
+    return json.loads(value) if value.strip() else None
+
+
+def _names(value: str) -> tuple[str, ...]:
+    """Comma-separated names, blanks dropped."""
+    return tuple(name.strip() for name in value.split(",") if name.strip())
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    settings: Settings = field(default_factory=Settings)
+    namespace: str = field(default="default", metadata={"env": "VFT_OPERATOR_NAMESPACE"})
+    trainer_image: str = field(default="ghcr.io/voicefinetune/trainer:0.1.0", metadata={"env": "VFT_TRAINER_IMAGE"})
+    inference_image: str = field(
+        default="ghcr.io/voicefinetune/inference:0.1.0", metadata={"env": "VFT_INFERENCE_IMAGE"}
+    )
+    image_pull_policy: str = field(default="IfNotPresent", metadata={"env": "VFT_IMAGE_PULL_POLICY"})
+    # spec.trainerImage values a VoiceFinetune may ask for: comma-separated prefixes (empty: only trainer_image).
+    trainer_image_prefixes: str = field(default="", metadata={"env": "VFT_TRAINER_IMAGE_PREFIXES"})
+    # Whether a VoiceFinetune's spec.nodeSelector and spec.tolerations may replace the operator's.
+    allow_scheduling_overrides: bool = field(
+        default=False, metadata={"env": "VFT_ALLOW_SCHEDULING_OVERRIDES", "parse": parse_bool}
+    )
+    # The Secret holding the S3 keys, and the keys in it.
+    s3_secret: str = field(default="voicefinetune-s3", metadata={"env": "VFT_S3_SECRET"})
+    s3_secret_access_key: str = field(default="E2E_ACCESS_KEY", metadata={"env": "VFT_S3_SECRET_ACCESS_KEY"})
+    s3_secret_secret_key: str = field(default="E2E_SECRET_KEY", metadata={"env": "VFT_S3_SECRET_SECRET_KEY"})
+    # The Secret holding VFT_API_KEY for the inference pods (empty: no API key), and the key in it.
+    api_key_secret: str = field(default="", metadata={"env": "VFT_API_KEY_SECRET"})
+    api_key_secret_key: str = field(default="VFT_API_KEY", metadata={"env": "VFT_API_KEY_SECRET_KEY"})
+    # Training Jobs
+    train_gpus: int = field(default=1, metadata={"env": "VFT_TRAIN_GPUS", "parse": int})
+    train_node_selector: dict[str, str] = field(
+        default_factory=dict, metadata={"env": "VFT_TRAIN_NODE_SELECTOR", "parse": _json}
+    )
+    train_tolerations: list[dict[str, Any]] = field(
+        default_factory=lambda: list(DEFAULT_GPU_TOLERATIONS), metadata={"env": "VFT_TRAIN_TOLERATIONS", "parse": _json}
+    )
+    train_cpu: str = field(default="4", metadata={"env": "VFT_TRAIN_CPU"})
+    train_memory: str = field(default="32Gi", metadata={"env": "VFT_TRAIN_MEMORY"})
+    train_shm_size: str = field(default="8Gi", metadata={"env": "VFT_TRAIN_SHM_SIZE"})
+    train_scratch_size: str = field(default="30Gi", metadata={"env": "VFT_TRAIN_SCRATCH_SIZE"})  # see values.yaml
+    train_backoff_limit: int = field(default=1, metadata={"env": "VFT_TRAIN_BACKOFF_LIMIT", "parse": int})
+    train_deadline_seconds: int = field(default=86400, metadata={"env": "VFT_TRAIN_DEADLINE_SECONDS", "parse": int})
+    train_ttl_seconds: int = field(default=86400, metadata={"env": "VFT_TRAIN_TTL_SECONDS", "parse": int})
+    train_service_account: str = field(default="", metadata={"env": "VFT_TRAIN_SERVICE_ACCOUNT"})
+    # Progress receiver: trainer pods POST to {progress_base_url}/progress/{namespace}/{name}.
+    port: int = field(default=8081, metadata={"env": "VFT_OPERATOR_PORT", "parse": int})
+    progress_base_url: str = field(default="", metadata={"env": "VFT_PROGRESS_BASE_URL"})
+    secret_key: str = field(default="", repr=False, metadata={"env": "VFT_OPERATOR_SECRET_KEY"})
+    # Without a key: the Secret (in the operator's namespace) that keeps it; empty: a file under the data dir.
+    key_secret: str = field(default="", metadata={"env": "VFT_OPERATOR_KEY_SECRET"})
+    progress_interval: float = field(default=2.0, metadata={"env": "VFT_PROGRESS_INTERVAL", "parse": float})
+    # The inference Deployment and Service the operator keeps.
+    inference_name: str = field(default="voicefinetune-inference", metadata={"env": "VFT_INFERENCE_NAME"})
+    inference_replicas: int = field(default=1, metadata={"env": "VFT_INFERENCE_REPLICAS", "parse": int})
+    inference_gpus: int = field(default=1, metadata={"env": "VFT_INFERENCE_GPUS", "parse": int})
+    inference_memory: str = field(default="32Gi", metadata={"env": "VFT_INFERENCE_MEMORY"})
+    inference_cache_pvc: str = field(default="", metadata={"env": "VFT_INFERENCE_CACHE_PVC"})
+    inference_node_selector: dict[str, str] = field(
+        default_factory=dict, metadata={"env": "VFT_INFERENCE_NODE_SELECTOR", "parse": _json}
+    )
+    inference_tolerations: list[dict[str, Any]] = field(
+        default_factory=lambda: list(DEFAULT_GPU_TOLERATIONS),
+        metadata={"env": "VFT_INFERENCE_TOLERATIONS", "parse": _json},
+    )
+    inference_service_account: str = field(default="", metadata={"env": "VFT_INFERENCE_SERVICE_ACCOUNT"})
+    manage_inference: bool = field(default=True, metadata={"env": "VFT_MANAGE_INFERENCE", "parse": parse_bool})
+    repair_interval: float = field(default=30.0, metadata={"env": "VFT_REPAIR_INTERVAL", "parse": float})
+    resync_interval: float = field(default=60.0, metadata={"env": "VFT_RESYNC_INTERVAL", "parse": float})
+    load_timeout: float = field(default=900.0, metadata={"env": "VFT_LOAD_TIMEOUT", "parse": float})
+    # The operator's own Deployment: owner of the inference objects, so `helm uninstall` removes them too.
+    owner_deployment: str = field(default="", metadata={"env": "VFT_OWNER_DEPLOYMENT"})
+    # Private registries: Secrets (in each namespace the pods run in) named on training Jobs and inference pods.
+    image_pull_secrets: tuple[str, ...] = field(
+        default=(), metadata={"env": "VFT_IMAGE_PULL_SECRETS", "parse": _names}
+    )
+    # Two or more operator replicas: only the holder of this coordination.k8s.io Lease reconciles.
+    leader_election: bool = field(default=True, metadata={"env": "VFT_LEADER_ELECTION", "parse": parse_bool})
+    lease_name: str = field(default="voicefinetune-operator", metadata={"env": "VFT_LEASE_NAME"})
+    lease_duration: float = field(default=15.0, metadata={"env": "VFT_LEASE_DURATION", "parse": float})
+    # An HPA (or KEDA) owns the inference Deployment's replicas: the operator sets them at creation only.
+    inference_autoscaling: bool = field(
+        default=False, metadata={"env": "VFT_INFERENCE_AUTOSCALING", "parse": parse_bool}
+    )
+    inference_cpu: str = field(default="1", metadata={"env": "VFT_INFERENCE_CPU"})
+    # The Helm release: its instance label joins the inference selector (two releases in one namespace).
+    instance: str = field(default="", metadata={"env": "VFT_INSTANCE"})
+    # Set by `vft operator` when it serves more than one namespace: ids outside the home namespace are qualified
+    # (``cluster.identity``); serving one namespace, every id is the bare resource name.
+    namespaced_ids: bool = False
+    # In a pod (KUBERNETES_SERVICE_HOST set): trainers reach the progress receiver through the operator's Service;
+    # elsewhere (a developer's machine, tests) through 127.0.0.1.
+    in_cluster: bool = False
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> OperatorConfig:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {"settings": Settings.from_env(env), **read_env_fields(cls, env)}
+        if "namespace" not in values:
+            values["namespace"] = env.get("POD_NAMESPACE") or values["settings"].namespace
+        values["in_cluster"] = bool(env.get("KUBERNETES_SERVICE_HOST"))
+        values.update(overrides)
+        config = cls(**values)
+        if not config.secret_key and not config.key_secret:
+            config = replace(config, secret_key=stored_secret_key(config.settings.state_dir / SECRET_KEY_FILE))
+        return config
+
+    @property
+    def inference_url(self) -> str:
+        """Base URL of the inference Service; its host names every ready replica (a headless Service)."""
+        return self.settings.inference_url or (
+            f"http://{self.inference_name}.{self.namespace}.svc.cluster.local:{INFERENCE_PORT}"
+        )
+
+    @property
+    def progress_url_base(self) -> str:
+        if self.progress_base_url:
+            return self.progress_base_url.rstrip("/")
+        if self.in_cluster:
+            return f"http://{OPERATOR_SERVICE}.{self.namespace}.svc:{self.port}"
+        return f"http://127.0.0.1:{self.port}"
+
+    def pod_settings_env(self) -> list[dict[str, str]]:
+        """The original service's settings that trainer and inference pods share with the operator, as container env."""
+        return [{"name": name, "value": value} for name, value in self.settings.to_env(POD_SETTINGS).items()]
+
+    def pull_secrets(self) -> list[dict[str, str]]:
+        """``imagePullSecrets`` of the pods the operator makes."""
+        return [{"name": name} for name in self.image_pull_secrets]
+
+    def api_key_env(self) -> list[dict[str, Any]]:
+        """VFT_API_KEY as a reference to its Secret (nothing when the inference servers need no key)."""
+        if not self.api_key_secret:
+            return []
+        ref = {"name": self.api_key_secret, "key": self.api_key_secret_key}
+        return [{"name": Settings.env_name("api_key"), "valueFrom": {"secretKeyRef": ref}}]
+
+    def s3_secret_env(self, secret: str | None = None) -> list[dict[str, Any]]:
+        """S3 keys as references to the Secret (``secret``: its copy in another namespace): never in a spec."""
+        return [
+            {
+                "name": env_name,
+                "valueFrom": {"secretKeyRef": {"name": secret or self.s3_secret, "key": key}},
+            }
+            for env_name, key in (
+                (Settings.env_name("s3_access_key"), self.s3_secret_access_key),
+                (Settings.env_name("s3_secret_key"), self.s3_secret_secret_key),
+            )
+        ]
+
