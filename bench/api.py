@@ -65,14 +65,20 @@ def write_jobs(data_dir: Path, count: int) -> list[str]:
         job_id = f"{i:012x}"
         ids.append(job_id)
         job = Job(
-            job_id=job_id, status="ready", speaker_name=f"voice{i}",
+            job_id=job_id,
+            status="ready",
+            speaker_name=f"voice{i}",
             progress=Progress(stage="done", epoch=9, total_epochs=10, step=12, loss=0.0234, global_step=130),
-            inference_url=f"/infer/{job_id}", checkpoint_path=f"jobs/{job_id}/output/checkpoint-epoch-9",
+            inference_url=f"/infer/{job_id}",
+            checkpoint_path=f"jobs/{job_id}/output/checkpoint-epoch-9",
             config=FinetuneConfig(num_epochs=10, batch_size=2, lr=1e-6, flash_attn=False),
-            dataset_s3_key=f"datasets/voice{i}/dataset.zip", created_at=now + i, updated_at=now + i,
+            dataset_s3_key=f"datasets/voice{i}/dataset.zip",
+            created_at=now + i,
+            updated_at=now + i,
         )
-        request = FinetuneRequest(dataset_s3_key=job.dataset_s3_key, speaker_name=job.speaker_name, num_epochs=10,
-                                  job_id=job_id)
+        request = FinetuneRequest(
+            dataset_s3_key=job.dataset_s3_key, speaker_name=job.speaker_name, num_epochs=10, job_id=job_id
+        )
         store.save(JobRecord(job=job, request=request))
     return ids
 
@@ -125,7 +131,12 @@ def latency(url: str, paths: list[str], count: int) -> dict[str, float]:
             samples.append((time.perf_counter() - started) * 1000)
             response.raise_for_status()
     cuts = statistics.quantiles(samples, n=100)
-    return {"p50": statistics.median(samples), "p95": cuts[94], "p99": cuts[98], "bytes": len(response.content)}
+    return {
+        "p50": statistics.median(samples),
+        "p95": cuts[94],
+        "p99": cuts[98],
+        "bytes": len(response.content),
+    }
 
 
 async def _throughput(url: str, paths: list[str], seconds: float) -> float:
@@ -165,7 +176,9 @@ def measure(args: argparse.Namespace) -> list[dict]:
                 lat = latency(url, paths, count)
                 rps = asyncio.run(_throughput(url, paths, args.seconds))
                 rows.append({"case": label, **lat, "rps": rps})
-                print(f"{label}: p50 {lat['p50']:.2f} ms, p95 {lat['p95']:.2f} ms, {rps:.0f} req/s", flush=True)
+                print(
+                    f"{label}: p50 {lat['p50']:.2f} ms, p95 {lat['p95']:.2f} ms, {rps:.0f} req/s", flush=True
+                )
         finally:
             for process, _ in servers.values():
                 process.terminate()

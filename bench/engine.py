@@ -85,8 +85,10 @@ def throughput(loaded, batch: int, seed: int) -> Run:
 
     from voicefinetune.schemas import SAMPLE_RATE
 
-    items = [tts_model.SpeechItem(SENTENCES[i % len(SENTENCES)], "english", speaker="tiny_speaker")
-             for i in range(batch)]
+    items = [
+        tts_model.SpeechItem(SENTENCES[i % len(SENTENCES)], "english", speaker="tiny_speaker")
+        for i in range(batch)
+    ]
     torch.manual_seed(seed)
     started = time.perf_counter()
     wavs = tts_model.generate(loaded, items)
@@ -146,8 +148,10 @@ def render(figures: dict, *, rounds: int, frames: int, threads: int) -> str:
             made = median([run.frames for run in runs])
             audio = median([run.audio_seconds for run in runs])
             rates[(engine, case)] = made / wall
-            lines.append(f"| {engine} | {batch} | {made:g} | {wall:.2f} | {batch / wall:.2f} | {made / wall:.1f} "
-                         f"| {audio / wall:.2f} |")
+            lines.append(
+                f"| {engine} | {batch} | {made:g} | {wall:.2f} | {batch / wall:.2f} | {made / wall:.1f} "
+                f"| {audio / wall:.2f} |"
+            )
     speedup = {case: rates[("fast", case)] / rates[("upstream", case)] for case in ("b1", "b8")}
     lines += [
         "",
@@ -182,7 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--frames", type=int, default=48, help="max_new_tokens per utterance")
-    parser.add_argument("--models", type=Path, help="tiny models folder (built in a temporary folder if absent)")
+    parser.add_argument(
+        "--models", type=Path, help="tiny models folder (built in a temporary folder if absent)"
+    )
     parser.add_argument("--write-docs", action="store_true")
     args = parser.parse_args(argv)
     import torch

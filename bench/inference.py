@@ -113,15 +113,23 @@ async def run(items: int, rounds: int) -> str:
         tiny_dir = Path(os.environ.get("VFT_TINY_MODELS_DIR") or work / "tiny")
         tiny = ensure_tiny_models(tiny_dir)
         base = Settings(
-            device="cpu", use_flash_attn=False, tiny_models=True, tiny_models_dir=tiny_dir,
-            s3_access_key="bench", s3_secret_key="bench", s3_bucket="bench", s3_endpoint_url=f"http://{host}:{port}",
+            device="cpu",
+            use_flash_attn=False,
+            tiny_models=True,
+            tiny_models_dir=tiny_dir,
+            s3_access_key="bench",
+            s3_secret_key="bench",
+            s3_bucket="bench",
+            s3_endpoint_url=f"http://{host}:{port}",
             gpu_idle_timeout=0,
         )
         fused = await open_bench(dataclasses.replace(base, data_dir=work / "fused"), tiny, Storage, OpsLog)
         unfused = await open_bench(
             dataclasses.replace(base, data_dir=work / "unfused", inference_max_batch=1), tiny, Storage, OpsLog
         )
-        texts = [f"Line {i}: the hero walked on through the quiet night, counting stars." for i in range(items)]
+        texts = [
+            f"Line {i}: the hero walked on through the quiet night, counting stars." for i in range(items)
+        ]
         for bench in (fused, unfused):  # load the model, warm librosa and the tokenizer
             await say(bench, "Warm up.")
 
@@ -129,7 +137,9 @@ async def run(items: int, rounds: int) -> str:
         calls: dict[str, list[int]] = {"sequential": [], "unfused": [], "fused": []}
         for _ in range(rounds):
             for name, bench, method in (
-                ("sequential", fused, one_by_one), ("unfused", unfused, all_at_once), ("fused", fused, all_at_once)
+                ("sequential", fused, one_by_one),
+                ("unfused", unfused, all_at_once),
+                ("fused", fused, all_at_once),
             ):
                 before = bench.service.batcher.calls
                 throughput[name].append(await method(bench, texts))
@@ -190,7 +200,8 @@ def render(items, rounds, throughput, calls, latency, loads, threads) -> str:
         "|---|---:|---:|---:|---:|",
     ]
     for name, label in (
-        ("warm", "warm: model in memory"), ("disk", "cold: disk → memory (after /gpu/unload)"),
+        ("warm", "warm: model in memory"),
+        ("disk", "cold: disk → memory (after /gpu/unload)"),
         ("s3", "cold: S3 → disk → memory (after the disk LRU deleted it)"),
     ):
         values = [v * 1000 for v in latency[name]]
@@ -211,7 +222,9 @@ def render(items, rounds, throughput, calls, latency, loads, threads) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--items", type=int, default=16, help="sentences per throughput measurement")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--write-docs", action="store_true", help=f"replace the section of {DOCS.name}")

@@ -99,11 +99,17 @@ def floor_run(client: kubernetes.client.ApiClient, count: int, threads: int) -> 
     config = OperatorConfig.from_env({"VFT_OPERATOR_SECRET_KEY": "bench"})
     manifests = []
     for i in range(count):
-        body = {**voicefinetune(f"floor-{i:03d}"), "metadata": {"name": f"floor-{i:03d}", "namespace": "floor",
-                                                                "uid": f"uid-{i}"}}
+        body = {
+            **voicefinetune(f"floor-{i:03d}"),
+            "metadata": {"name": f"floor-{i:03d}", "namespace": "floor", "uid": f"uid-{i}"},
+        }
         manifests.append(
             build_training_job(
-                body, read_spec(body), config=config, progress_url="http://op/progress", progress_secret="progress-secret"
+                body,
+                read_spec(body),
+                config=config,
+                progress_url="http://op/progress",
+                progress_secret="progress-secret",
             )
         )
     arrivals = JobArrivals(client, "floor").start()
@@ -120,45 +126,58 @@ def operator_run(client: kubernetes.client.ApiClient, count: int, threads: int) 
     custom = kubernetes.client.CustomObjectsApi(client)
     arrivals = JobArrivals(client, "default").start()
     began = time.monotonic()
-    starts = create_all(count, threads, lambda i: custom.create_namespaced_custom_object(
-        GROUP, VERSION, "default", PLURAL, voicefinetune(f"voice-{i:03d}")))
+    starts = create_all(
+        count,
+        threads,
+        lambda i: custom.create_namespaced_custom_object(
+            GROUP, VERSION, "default", PLURAL, voicefinetune(f"voice-{i:03d}")
+        ),
+    )
     last = arrivals.wait_for(count, 300)
     arrivals.stop()
     latencies = [arrivals.seen[f"vft-train-voice-{i:03d}"] - starts[i] for i in range(count)]
-    return {"total": last - began, "p50": percentile(latencies, 0.5), "p99": percentile(latencies, 0.99),
-            "jobs": len(arrivals.seen)}
+    return {
+        "total": last - began,
+        "p50": percentile(latencies, 0.5),
+        "p99": percentile(latencies, 0.99),
+        "jobs": len(arrivals.seen),
+    }
 
 
 def table(count: int, threads: int, floor: dict[str, float], operated: dict[str, float], cpu: float) -> str:
     ratio = operated["total"] / floor["total"]
-    return "\n".join([
-        f"`python bench/operator.py --count {count} --threads {threads}`: {count} creates sent at once from "
-        f"{threads} client threads (the real `kubernetes` client) to the test suite's KMock API server; the operator "
-        "is a real `vft operator` process; each Job's arrival is timed on a watch. The floor creates the same "
-        f"{count} Job manifests directly. Measured in one run on {platform.machine()} "
-        f"({os.cpu_count()} cores shared with other work), Python {platform.python_version()}.",
-        "",
-        "| Variant | Objects | Until all Jobs exist (s) | Jobs/s | create→Job p50 (ms) | create→Job p99 (ms) |",
-        "|---|---:|---:|---:|---:|---:|",
-        f"| Jobs created directly (floor) | {count} | {floor['total']:.2f} | {count / floor['total']:.0f} | "
-        f"{floor['p50'] * 1000:.0f} | {floor['p99'] * 1000:.0f} |",
-        f"| VoiceFinetunes through the operator | {count} | {operated['total']:.2f} | "
-        f"{count / operated['total']:.0f} | {operated['p50'] * 1000:.0f} | {operated['p99'] * 1000:.0f} |",
-        "",
-        f"- The operator path takes {ratio:.1f}× the floor: per resource it is a watch event and about six "
-        "API calls (Kopf's finalizer and bookkeeping patches, the Job POST, a fresh read and a patch of the status, an "
-        "Event), against one POST for the floor.",
-        f"- Exactly {operated['jobs']:.0f} Jobs for {count} resources (deterministic names: no duplicates). The "
-        f"operator process used {cpu:.1f} s of CPU for the run.",
-        "- The emulator and the client share one Python process (the API server's time counts on both sides).",
-    ])
+    return "\n".join(
+        [
+            f"`python bench/operator.py --count {count} --threads {threads}`: {count} creates sent at once from "
+            f"{threads} client threads (the real `kubernetes` client) to the test suite's KMock API server; the operator "
+            "is a real `vft operator` process; each Job's arrival is timed on a watch. The floor creates the same "
+            f"{count} Job manifests directly. Measured in one run on {platform.machine()} "
+            f"({os.cpu_count()} cores shared with other work), Python {platform.python_version()}.",
+            "",
+            "| Variant | Objects | Until all Jobs exist (s) | Jobs/s | create→Job p50 (ms) | create→Job p99 (ms) |",
+            "|---|---:|---:|---:|---:|---:|",
+            f"| Jobs created directly (floor) | {count} | {floor['total']:.2f} | {count / floor['total']:.0f} | "
+            f"{floor['p50'] * 1000:.0f} | {floor['p99'] * 1000:.0f} |",
+            f"| VoiceFinetunes through the operator | {count} | {operated['total']:.2f} | "
+            f"{count / operated['total']:.0f} | {operated['p50'] * 1000:.0f} | {operated['p99'] * 1000:.0f} |",
+            "",
+            f"- The operator path takes {ratio:.1f}× the floor: per resource it is a watch event and about six "
+            "API calls (Kopf's finalizer and bookkeeping patches, the Job POST, a fresh read and a patch of the status, an "
+            "Event), against one POST for the floor.",
+            f"- Exactly {operated['jobs']:.0f} Jobs for {count} resources (deterministic names: no duplicates). The "
+            f"operator process used {cpu:.1f} s of CPU for the run.",
+            "- The emulator and the client share one Python process (the API server's time counts on both sides).",
+        ]
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--threads", type=int, default=16)
-    parser.add_argument("--write-docs", action="store_true", help=f"replace the Operator section of {DOCS.name}")
+    parser.add_argument(
+        "--write-docs", action="store_true", help=f"replace the Operator section of {DOCS.name}"
+    )
     args = parser.parse_args()
 
     cluster = EmulatorThread(crd_resources(CRD)).start()

@@ -51,7 +51,9 @@ def start_server(settings) -> tuple[str, object, threading.Thread]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
@@ -94,7 +96,9 @@ def run(settings, checkpoint: Path, speaker: str, rounds: int, concurrent: int) 
     shutil.copytree(checkpoint, folder)
     url, server, thread = start_server(settings)
     try:
-        answer = httpx.post(f"{url}/voices/{VOICE}", json={"speaker_name": speaker, "preload": True}, timeout=600)
+        answer = httpx.post(
+            f"{url}/voices/{VOICE}", json={"speaker_name": speaker, "preload": True}, timeout=600
+        )
         answer.raise_for_status()
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="bench", max_retries=0, timeout=600)
         streamed(client, "Warm up.")
@@ -111,7 +115,9 @@ def run(settings, checkpoint: Path, speaker: str, rounds: int, concurrent: int) 
             rows.append((size, firsts, totals, audio, whole))
         with ThreadPoolExecutor(concurrent) as pool:
             started = time.perf_counter()
-            results = list(pool.map(lambda i: streamed(client, sentences(5, offset=1000 + i * 10)), range(concurrent)))
+            results = list(
+                pool.map(lambda i: streamed(client, sentences(5, offset=1000 + i * 10)), range(concurrent))
+            )
             wall = time.perf_counter() - started
     finally:
         server.should_exit = True
@@ -162,7 +168,9 @@ def render(rows, results, wall: float, rounds: int, concurrent: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrent", type=int, default=4)
     parser.add_argument("--checkpoint", type=Path, help="a custom-voice checkpoint (default: the tiny one)")
@@ -176,10 +184,17 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="vft-bench-stream-") as tmp:
         root = Path(tmp)
         tiny = ensure_tiny_models(root / "tiny")
-        environ = {"DEVICE": os.environ.get("DEVICE", "cpu"), "USE_FLASH_ATTN": "0", "VFT_DATA_DIR": str(root / "data"),
-                   "VFT_TINY_MODELS": "1", "VFT_TINY_MODELS_DIR": str(tiny.root)}
+        environ = {
+            "DEVICE": os.environ.get("DEVICE", "cpu"),
+            "USE_FLASH_ATTN": "0",
+            "VFT_DATA_DIR": str(root / "data"),
+            "VFT_TINY_MODELS": "1",
+            "VFT_TINY_MODELS_DIR": str(tiny.root),
+        }
         settings = replace(Settings.from_env(environ), s3_access_key=None, s3_secret_key=None)
-        table = run(settings, args.checkpoint or tiny.custom_voice, args.speaker, args.rounds, args.concurrent)
+        table = run(
+            settings, args.checkpoint or tiny.custom_voice, args.speaker, args.rounds, args.concurrent
+        )
     print(table)
     if args.write_docs:
         write_section(SECTION, table)

@@ -68,7 +68,9 @@ def build_model(config: Any, dtype: torch.dtype, device: str = "cpu") -> Any:
         torch.set_default_dtype(previous)
 
 
-def prepare(model: Any, recipe: Recipe, device_type: str) -> tuple[list[torch.nn.Parameter], torch.optim.Optimizer]:
+def prepare(
+    model: Any, recipe: Recipe, device_type: str
+) -> tuple[list[torch.nn.Parameter], torch.optim.Optimizer]:
     """As `sft.train` sets a model up for `device_type` (the fake run stands for CUDA)."""
     model.speaker_encoder.requires_grad_(False).eval()
     if recipe.checkpointing(device_type):
@@ -94,7 +96,9 @@ def fake_peak(recipe: Recipe, args: argparse.Namespace) -> dict[str, int]:
     config = real_config()
     with torch.device("meta"):
         meta = build_model(config, torch.float32, "meta")
-    batch = build_batch(synthetic_samples(meta, args.batch_size, args.frames, args.text_tokens, seed=0), config)
+    batch = build_batch(
+        synthetic_samples(meta, args.batch_size, args.frames, args.text_tokens, seed=0), config
+    )
     del meta
 
     class WholeLoss(torch.nn.Module):
@@ -113,11 +117,17 @@ def fake_peak(recipe: Recipe, args: argparse.Namespace) -> dict[str, int]:
     with FakeTensorMode() as mode:
         model = build_model(config, recipe.weights_dtype("cuda"))
         parameters, optimizer = prepare(model, recipe, "cuda")
-        fake = type(batch)(**{k: mode.from_tensor(v) if isinstance(v, torch.Tensor) else v for k, v in vars(batch).items()})
+        fake = type(batch)(
+            **{k: mode.from_tensor(v) if isinstance(v, torch.Tensor) else v for k, v in vars(batch).items()}
+        )
         whole = WholeLoss(model)
         step_module.sft_loss = lambda _model, one: whole(one)
         try:
-            options = {"parameters": parameters, "grad_clip": 1.0, "autocast_dtype": recipe.autocast_dtype("cuda")}
+            options = {
+                "parameters": parameters,
+                "grad_clip": 1.0,
+                "autocast_dtype": recipe.autocast_dtype("cuda"),
+            }
             train_step(model, optimizer, batch=fake, **options)
             tracker = MemTracker()
             tracker.track_external(whole, optimizer)
@@ -156,11 +166,19 @@ def cuda_peak(recipe: Recipe, args: argparse.Namespace) -> int | None:
         return None
     model = build_model(real_config(), recipe.weights_dtype("cuda"), "cuda")
     parameters, optimizer = prepare(model, recipe, "cuda")
-    batch = build_batch(synthetic_samples(model, args.batch_size, args.frames, args.text_tokens, 0), model.config)
+    batch = build_batch(
+        synthetic_samples(model, args.batch_size, args.frames, args.text_tokens, 0), model.config
+    )
     torch.cuda.reset_peak_memory_stats()
     for _ in range(3):
-        train_step(model, optimizer, batch=batch.to("cuda"), parameters=parameters, grad_clip=1.0,
-                   autocast_dtype=recipe.autocast_dtype("cuda"))
+        train_step(
+            model,
+            optimizer,
+            batch=batch.to("cuda"),
+            parameters=parameters,
+            grad_clip=1.0,
+            autocast_dtype=recipe.autocast_dtype("cuda"),
+        )
     peak = torch.cuda.max_memory_allocated()
     del model, parameters, optimizer
     torch.cuda.empty_cache()
@@ -209,7 +227,9 @@ def tiny_disk_and_export(tiny_base: Path, settings: Settings, epochs: int) -> di
 
     sft.export_checkpoint = measuring_export
     try:
-        config = sft.TrainConfig(speaker_name="Bench", num_epochs=epochs, batch_size=2, lr=1e-6, output_dir=output)
+        config = sft.TrainConfig(
+            speaker_name="Bench", num_epochs=epochs, batch_size=2, lr=1e-6, output_dir=output
+        )
         final = sft.train(tiny_base, samples, config=config, settings=settings, on_step=lambda _e: None)
     finally:
         sft.export_checkpoint = original_export
@@ -241,16 +261,31 @@ def tiny_steps_per_second(tiny_base: Path, settings: Settings, steps: int, round
     times: dict[str, list[float]] = {name: [] for name in models}
     for _ in range(rounds):
         for name, (parameters, optimizer) in runs.items():
-            train_step(models[name], optimizer, batch=batch, parameters=parameters, grad_clip=1.0, autocast_dtype=None)
+            train_step(
+                models[name],
+                optimizer,
+                batch=batch,
+                parameters=parameters,
+                grad_clip=1.0,
+                autocast_dtype=None,
+            )
             start = time.perf_counter()
             for _ in range(steps):
-                train_step(models[name], optimizer, batch=batch, parameters=parameters, grad_clip=1.0,
-                           autocast_dtype=None)
+                train_step(
+                    models[name],
+                    optimizer,
+                    batch=batch,
+                    parameters=parameters,
+                    grad_clip=1.0,
+                    autocast_dtype=None,
+                )
             times[name].append((time.perf_counter() - start) / steps)
     return {name: 1 / statistics.median(values) for name, values in times.items()}
 
 
-SPEECH_TOKENIZER_BYTES = 682e6  # Qwen3-TTS-Tokenizer-12Hz's model.safetensors, from the public listing: not measured here
+SPEECH_TOKENIZER_BYTES = (
+    682e6  # Qwen3-TTS-Tokenizer-12Hz's model.safetensors, from the public listing: not measured here
+)
 
 
 def disk_arithmetic() -> dict[str, float]:
@@ -295,13 +330,22 @@ def table(results: dict[str, Any], args: argparse.Namespace) -> str:
     for name in (BEFORE, DEFAULT):
         if fake.get(name):
             f = fake[name]
-            lines.append(f"| {name} | FakeTensor + MemTracker (CPU, estimate) | "
-                         + " | ".join(gib(f[c]) for c in CATEGORIES) + f" | **{gib(f['total'])}** |")
+            lines.append(
+                f"| {name} | FakeTensor + MemTracker (CPU, estimate) | "
+                + " | ".join(gib(f[c]) for c in CATEGORIES)
+                + f" | **{gib(f['total'])}** |"
+            )
         a = analytic[name]
-        lines.append(f"| {name} | fit-check formula (estimate) | "
-                     + " | ".join(gib(a[c]) for c in CATEGORIES) + f" | {gib(a['total'])} |")
-        lines.append(f"| {name} | `torch.cuda.max_memory_allocated` | - | - | - | - | - | "
-                     + (gib(cuda[name]) if cuda[name] is not None else "not measured: no GPU was available") + " |")
+        lines.append(
+            f"| {name} | fit-check formula (estimate) | "
+            + " | ".join(gib(a[c]) for c in CATEGORIES)
+            + f" | {gib(a['total'])} |"
+        )
+        lines.append(
+            f"| {name} | `torch.cuda.max_memory_allocated` | - | - | - | - | - | "
+            + (gib(cuda[name]) if cuda[name] is not None else "not measured: no GPU was available")
+            + " |"
+        )
     disk, speed = results["disk"], results["speed"]
     best = {name: cuda[name] or (fake.get(name) or analytic[name])["total"] for name in (BEFORE, DEFAULT)}
     lines += [
@@ -346,13 +390,17 @@ def table(results: dict[str, Any], args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--frames", type=int, default=375, help="codec frames per clip (12.5 per second)")
     parser.add_argument("--text-tokens", type=int, default=100)
     parser.add_argument("--steps", type=int, default=5, help="tiny steps per round")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--skip-fake", action="store_true", help="formula only (the fake-tensor runs take minutes)")
+    parser.add_argument(
+        "--skip-fake", action="store_true", help="formula only (the fake-tensor runs take minutes)"
+    )
     parser.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     parser.add_argument("--write-docs", action="store_true", help=f"replace the section of {DOCS.name}")
     args = parser.parse_args(argv)
@@ -384,12 +432,17 @@ def main(argv: list[str] | None = None) -> int:
         figures = {
             "peak_bytes_default": results["cuda"][DEFAULT] or source[DEFAULT]["total"],
             "peak_bytes_before": results["cuda"][BEFORE] or source[BEFORE]["total"],
-            "peak_source": "cuda" if results["cuda"][DEFAULT] else ("fake_tensor" if results["fake"] else "formula"),
+            "peak_source": "cuda"
+            if results["cuda"][DEFAULT]
+            else ("fake_tensor" if results["fake"] else "formula"),
             "estimate_bytes_default": source[DEFAULT]["total"],
             "estimate_bytes_before": source[BEFORE]["total"],
             "scratch_peak_ratio": round(results["disk"]["scratch_peak_ratio"], 3),
             "scratch_peak_ratio_1p7b": round(
-                max(results["arith"]["now"], results["arith"]["stopped_early"]) / results["arith"]["published"], 3),
+                max(results["arith"]["now"], results["arith"]["stopped_early"])
+                / results["arith"]["published"],
+                3,
+            ),
             "export_changed_fraction": round(results["disk"]["changed_fraction"], 4),
             "export_changed_fraction_bf16": round(results["disk"]["changed_fraction_bf16"], 4),
             "steps_per_s_before": round(results["speed"][BEFORE], 3),

@@ -160,7 +160,9 @@ def measure(
             torch.cuda.synchronize(device)
         start = time.perf_counter()
         batch = build_batch(samples, model.config).to(device)
-        parts = train_step(model, optimizer, batch=batch, parameters=parameters, grad_clip=1.0, autocast_dtype=autocast)
+        parts = train_step(
+            model, optimizer, batch=batch, parameters=parameters, grad_clip=1.0, autocast_dtype=autocast
+        )
         parts.total.item()  # waits for the step, like train()'s progress event
         if index >= args.warmup:
             times.append(time.perf_counter() - start)
@@ -258,8 +260,11 @@ def optimizer_ops() -> list[OptimizerOps]:
     architecture as each recipe trains them on CUDA, on the meta device."""
     rows = []
     variants = (
-        ("compact", "CompactAdamW, one tensor at a time (`chunk_elements=1`: the update before chunking)",
-         {"chunk_elements": 1}),
+        (
+            "compact",
+            "CompactAdamW, one tensor at a time (`chunk_elements=1`: the update before chunking)",
+            {"chunk_elements": 1},
+        ),
         ("compact", "CompactAdamW, chunks up to the largest tensor (now)", {}),
         ("seed", "torch AdamW, foreach (the `seed` recipe on CUDA)", None),
     )
@@ -270,7 +275,9 @@ def optimizer_ops() -> list[OptimizerOps]:
         if options is None:
             optimizer = torch.optim.AdamW(parameters, lr=1e-6, weight_decay=0.01, foreach=True)
         else:
-            optimizer = CompactAdamW(parameters, lr=1e-6, weight_decay=0.01, state_dtype=recipe.state_dtype, **options)
+            optimizer = CompactAdamW(
+                parameters, lr=1e-6, weight_decay=0.01, state_dtype=recipe.state_dtype, **options
+            )
         for parameter in parameters:
             parameter.grad = torch.empty_like(parameter)
         optimizer.step()
@@ -365,8 +372,12 @@ def main(argv: list[str] | None = None) -> int:
         help="torch threads per CPU row, e.g. 1,2",
     )
     parser.add_argument("--skip-gpu", action="store_true")
-    parser.add_argument("--optimizer-ops", action="store_true", help="count one optimizer step's operations instead")
-    parser.add_argument("--write-docs", action="store_true", help="with --optimizer-ops: write its docs section")
+    parser.add_argument(
+        "--optimizer-ops", action="store_true", help="count one optimizer step's operations instead"
+    )
+    parser.add_argument(
+        "--write-docs", action="store_true", help="with --optimizer-ops: write its docs section"
+    )
     args = parser.parse_args(argv)
     if args.optimizer_ops:
         text = optimizer_ops_table(optimizer_ops())

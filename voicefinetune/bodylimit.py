@@ -20,9 +20,14 @@ def too_large(path: str, limit: int, what: str) -> dict[str, Any]:
 
 
 def not_an_upload_route(path: str, upload_paths: Collection[str]) -> dict[str, Any]:
-    takes = f"only POST {', '.join(sorted(upload_paths))} takes one" if upload_paths else "no route here takes one"
-    return error_body_for(path, 415, f"a multipart body is an upload and {takes}: send JSON (Content-Type: "
-                                     "application/json)")
+    takes = (
+        f"only POST {', '.join(sorted(upload_paths))} takes one"
+        if upload_paths
+        else "no route here takes one"
+    )
+    return error_body_for(
+        path, 415, f"a multipart body is an upload and {takes}: send JSON (Content-Type: application/json)"
+    )
 
 
 class BodyLimitMiddleware:

@@ -13,10 +13,14 @@ COMMANDS = {
     "serve": ("voicefinetune.serve", "the REST API on :8000 (local backend, or --backend kubernetes)"),
     "inference": ("voicefinetune_inference.cli", "the inference server alone"),
     "operator": ("voicefinetune_operator.cli", "the Kopf operator for VoiceFinetune resources"),
-    "train": ("voicefinetune_trainer.cli", "fine-tune a voice from a dataset zip (the training Job's command)"),
+    "train": (
+        "voicefinetune_trainer.cli",
+        "fine-tune a voice from a dataset zip (the training Job's command)",
+    ),
     "demo": ("voicefinetune.devtools.demo", "the whole flow offline on tiny models"),
     "models": (
-        "voicefinetune.devtools.tiny_models", "`vft models tiny DIR`: build tiny random Qwen3-TTS checkpoints"
+        "voicefinetune.devtools.tiny_models",
+        "`vft models tiny DIR`: build tiny random Qwen3-TTS checkpoints",
     ),
 }
 # Commands that load Qwen3-TTS models, in this process or in children that come back through `vft` (the local

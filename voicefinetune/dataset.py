@@ -131,7 +131,9 @@ class Dataset:
             return load_audio(path)
         except (RuntimeError, ValueError, soundfile.LibsndfileError) as exc:
             rel = path.relative_to(self.root).as_posix()
-            raise DatasetError(f"line {line}: {rel} could not be decoded ({exc}): export it again as WAV") from exc
+            raise DatasetError(
+                f"line {line}: {rel} could not be decoded ({exc}): export it again as WAV"
+            ) from exc
 
 
 def resampled_length(frames: int, rate: int, sample_rate: int = SAMPLE_RATE) -> int:
@@ -155,8 +157,10 @@ def load_audio(path: Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
 
 def _is_clutter(path: PurePosixPath) -> bool:
     """Files that zipping tools and file managers add beside a dataset (macOS resource forks, .DS_Store...)."""
-    return path.parts[0] in IGNORED_TOP_FOLDERS or any(part.startswith(".") for part in path.parts) or (
-        path.name.lower() in IGNORED_FILES
+    return (
+        path.parts[0] in IGNORED_TOP_FOLDERS
+        or any(part.startswith(".") for part in path.parts)
+        or (path.name.lower() in IGNORED_FILES)
     )
 
 
@@ -165,7 +169,9 @@ def manifest_folder(files: list[PurePosixPath]) -> PurePosixPath:
     user zipped, however deep the zip tool nested it)."""
     if PurePosixPath(MANIFEST) in files:
         return PurePosixPath()
-    found = sorted((f for f in files if f.name == MANIFEST and not _is_clutter(f)), key=lambda f: len(f.parts))
+    found = sorted(
+        (f for f in files if f.name == MANIFEST and not _is_clutter(f)), key=lambda f: len(f.parts)
+    )
     if len(found) == 1:
         return found[0].parent
     if found:
@@ -219,10 +225,14 @@ class _AudioChecker:
         """The file a line names; ValueError (with the fix) when it is outside the archive or absent."""
         posix = value.replace("\\", "/")
         if posix.startswith("/") or (len(posix) > 1 and posix[1] == ":"):
-            raise ValueError(f"{key} path {value!r} is absolute: use a path inside the zip such as ./data/x.wav")
+            raise ValueError(
+                f"{key} path {value!r} is absolute: use a path inside the zip such as ./data/x.wav"
+            )
         path = (self.root / posix).resolve()
         if not path.is_relative_to(self.root):
-            raise ValueError(f"{key} path {value!r} points outside the archive: use a path such as ./data/x.wav")
+            raise ValueError(
+                f"{key} path {value!r} points outside the archive: use a path such as ./data/x.wav"
+            )
         if not path.is_file():
             # Some exports name files from the zip's top ("Hero_dataset/data/x.wav") rather than from train.jsonl.
             from_top = (self.archive_root / posix).resolve()
@@ -238,7 +248,11 @@ class _AudioChecker:
                 refusal = audio_refusal(info, what=f"{key} {value!r}", max_seconds=float("inf"))
                 self.samples[path] = resampled_length(info.frames, info.samplerate) if info.samplerate else 0
                 self._seconds[path] = (
-                    f"{refusal}: convert it" if refusal else info.frames / info.samplerate if info.samplerate else 0.0
+                    f"{refusal}: convert it"
+                    if refusal
+                    else info.frames / info.samplerate
+                    if info.samplerate
+                    else 0.0
                 )
             except (RuntimeError, soundfile.LibsndfileError) as exc:
                 reason = str(exc).split(": ", 1)[-1] if str(exc) else type(exc).__name__
@@ -261,11 +275,15 @@ class _AudioChecker:
         return path, seconds
 
 
-def _check_line(number: int, raw: str, audio: _AudioChecker, limits: DatasetLimits) -> tuple[ClipEntry | None, list[str]]:
+def _check_line(
+    number: int, raw: str, audio: _AudioChecker, limits: DatasetLimits
+) -> tuple[ClipEntry | None, list[str]]:
     try:
         record = json.loads(raw)
     except json.JSONDecodeError as exc:
-        return None, [f"line {number}: invalid JSON ({exc.msg} at column {exc.colno}): write one JSON object per line"]
+        return None, [
+            f"line {number}: invalid JSON ({exc.msg} at column {exc.colno}): write one JSON object per line"
+        ]
     if not isinstance(record, dict):
         return None, [f"line {number}: expected a JSON object with audio, text and ref_audio"]
     problems: list[str] = []
@@ -275,14 +293,18 @@ def _check_line(number: int, raw: str, audio: _AudioChecker, limits: DatasetLimi
     language = record.get("language")
     if language is not None:
         try:
-            language = check_language(language) if isinstance(language, str) else check_language(repr(language))
+            language = (
+                check_language(language) if isinstance(language, str) else check_language(repr(language))
+            )
         except InvalidInput as exc:
             problems.append(f"line {number}: 'language': {exc}")
     found: dict[str, tuple[Path, float]] = {}
     for key, max_seconds in (("audio", limits.max_seconds), ("ref_audio", limits.max_ref_seconds)):
         value = record.get(key)
         if not isinstance(value, str) or not value.strip():
-            problems.append(f"line {number}: '{key}' is missing: give a path inside the zip such as ./data/x.wav")
+            problems.append(
+                f"line {number}: '{key}' is missing: give a path inside the zip such as ./data/x.wav"
+            )
             continue
         try:
             found[key] = audio.check(value.strip(), key, max_seconds)
@@ -307,11 +329,15 @@ def read_manifest(
     try:
         lines = (root / MANIFEST).read_text(encoding="utf-8-sig").splitlines()
     except FileNotFoundError as exc:
-        raise DatasetError("missing train.jsonl: put it at the top of the zip, next to the data/ folder") from exc
+        raise DatasetError(
+            "missing train.jsonl: put it at the top of the zip, next to the data/ folder"
+        ) from exc
     except UnicodeDecodeError as exc:
         raise DatasetError(f"train.jsonl is not UTF-8 text ({exc.reason}): save it as UTF-8") from exc
     if len(lines) > limits.max_lines:
-        raise DatasetError(f"train.jsonl has {len(lines)} lines; the limit is {limits.max_lines}: split the dataset")
+        raise DatasetError(
+            f"train.jsonl has {len(lines)} lines; the limit is {limits.max_lines}: split the dataset"
+        )
     checker = _AudioChecker(root, limits, archive_root)
     entries: list[ClipEntry] = []
     problems: list[str] = []
@@ -329,5 +355,7 @@ def read_manifest(
         bad_lines = len({p.split(":", 1)[0] for p in problems})
         raise DatasetError(f"train.jsonl has {bad_lines} bad line(s): {summary}", problems)
     if not entries:
-        raise DatasetError("train.jsonl has no clips: add one JSON line per clip with audio, text and ref_audio")
+        raise DatasetError(
+            "train.jsonl has no clips: add one JSON line per clip with audio, text and ref_audio"
+        )
     return entries

@@ -54,7 +54,9 @@ class DeadlineH11Protocol(H11Protocol):
     def _watch(self) -> None:
         """Start the deadline for what the connection waits for now (h11's view of the client's side)."""
         state = self.conn.their_state
-        if state is h11.IDLE:  # a request's headers are due; the clock starts with the first byte, not each one
+        if (
+            state is h11.IDLE
+        ):  # a request's headers are due; the clock starts with the first byte, not each one
             self._wait_for("headers", self.header_timeout)
         elif state is h11.SEND_BODY:
             self._wait_for("body", self.body_timeout)
@@ -87,7 +89,9 @@ class DeadlineH11Protocol(H11Protocol):
         what, self._waiting_for = self._waiting_for, None
         if self.transport.is_closing():
             return
-        log.info("closing the connection from %s: the request %s did not arrive in time", _peer(self.client), what)
+        log.info(
+            "closing the connection from %s: the request %s did not arrive in time", _peer(self.client), what
+        )
         if what == "headers" and self.conn.trailing_data[0]:  # part of a request came: say why it ends
             self.transport.write(REQUEST_TIMEOUT)
         self.transport.close()

@@ -40,7 +40,11 @@ TERMINAL_PHASES: tuple[str, ...] = tuple(phase_of(status) for status in TERMINAL
 
 # --- trainer stages (the `stage` of a progress event) --------------------------------------------------------------
 STAGE_PREPARING, STAGE_TRAINING, STAGE_UPLOADING, STAGE_DONE, STAGE_FAILED = (
-    "preparing", "training", "uploading", "done", "failed",
+    "preparing",
+    "training",
+    "uploading",
+    "done",
+    "failed",
 )
 # Stage -> job status while the job runs; publishing ("uploading") and "done" are still training for the user
 # until the voice is loaded. A failed stage ends the job through its own path (error message, exit code).
@@ -71,4 +75,6 @@ DEFAULT_GRADIENT_ACCUMULATION_STEPS: int = DEFAULTS["gradient_accumulation_steps
 DEFAULT_LANGUAGE: str = DEFAULTS["language"]
 
 # camelCase spec field -> /finetune field. `job_id` is the resource's name, not a spec field.
-SPEC_FIELDS: dict[str, str] = {camel_case(name): name for name in FinetuneRequest.model_fields if name != "job_id"}
+SPEC_FIELDS: dict[str, str] = {
+    camel_case(name): name for name in FinetuneRequest.model_fields if name != "job_id"
+}

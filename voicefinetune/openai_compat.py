@@ -27,7 +27,9 @@ PRESET_VOICES = {
 DESIGN_VOICES = frozenset({DESIGN_VOICE, *PRESET_VOICES})  # the voices the VoiceDesign model speaks
 
 
-def error_body(message: str, *, status: int = 400, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+def error_body(
+    message: str, *, status: int = 400, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
     kind = "server_error" if status >= 500 else "invalid_request_error"
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
@@ -57,7 +59,8 @@ def install_openai_http_errors(app: Any) -> None:
         message = str(exc.detail)
         if exc.status_code == 405:
             message = f"method {request.method} is not allowed on {request.url.path} (see the Allow header)"
-        return JSONResponse(error_body(message, status=exc.status_code), status_code=exc.status_code,
-                            headers=exc.headers)
+        return JSONResponse(
+            error_body(message, status=exc.status_code), status_code=exc.status_code, headers=exc.headers
+        )
 
     app.add_exception_handler(HTTPException, handler)

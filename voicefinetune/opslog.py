@@ -36,7 +36,9 @@ class OpsLog:
     def _replay(self, path: Path) -> None:
         if not path.exists():
             return
-        with open(path, "rb+") as handle:  # end a line torn by a crash, so the next record starts on its own line
+        with open(
+            path, "rb+"
+        ) as handle:  # end a line torn by a crash, so the next record starts on its own line
             size = handle.seek(0, os.SEEK_END)
             if size:
                 handle.seek(size - 1)
@@ -58,7 +60,9 @@ class OpsLog:
         if len(self._history) > HISTORY_IN_MEMORY:
             del self._history[: len(self._history) - HISTORY_IN_MEMORY]
 
-    def record(self, op_name: str, duration_seconds: float, job_id: str | None = None, **details: Any) -> None:
+    def record(
+        self, op_name: str, duration_seconds: float, job_id: str | None = None, **details: Any
+    ) -> None:
         """Record an operation that already finished."""
         record = {
             "op_name": op_name,
@@ -111,17 +115,23 @@ class OpsLog:
                 if count
             }
 
-    def history(self, job_id: str | None = None, op_name: str | None = None, limit: int | None = None) -> list[dict]:
+    def history(
+        self, job_id: str | None = None, op_name: str | None = None, limit: int | None = None
+    ) -> list[dict]:
         """Newest first."""
         with self._lock:
             records = [
                 r
                 for r in reversed(self._history)
-                if (job_id is None or r.get("job_id") == job_id) and (op_name is None or r["op_name"] == op_name)
+                if (job_id is None or r.get("job_id") == job_id)
+                and (op_name is None or r["op_name"] == op_name)
             ]
         return records[:limit] if limit is not None else records
 
     def running(self) -> list[dict[str, Any]]:
         now = time.time()
         with self._lock:
-            return [{**entry, "elapsed_seconds": round(now - entry["started_at"], 3)} for entry in self._running.values()]
+            return [
+                {**entry, "elapsed_seconds": round(now - entry["started_at"], 3)}
+                for entry in self._running.values()
+            ]

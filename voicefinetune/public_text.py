@@ -54,7 +54,11 @@ class PublicText:
         text = re.sub(re.escape(endpoint) + r"/([^\s'\"]*)", r"s3://\1", text, flags=re.IGNORECASE)
         text = re.sub(re.escape(endpoint), S3_ENDPOINT, text, flags=re.IGNORECASE)
         address = urlsplit(endpoint).netloc
-        return re.sub(re.escape(address) + _PATH_END, S3_ENDPOINT, text, flags=re.IGNORECASE) if address else text
+        return (
+            re.sub(re.escape(address) + _PATH_END, S3_ENDPOINT, text, flags=re.IGNORECASE)
+            if address
+            else text
+        )
 
     def _paths(self, text: str) -> str:
         for root in sorted(self._roots(), key=lambda root: -len(str(root))):

@@ -145,7 +145,9 @@ def choose_runtime(settings: Settings) -> Runtime:
     if not settings.use_flash_attn:
         return Runtime(settings.device, "bfloat16", "sdpa")
     if not flash_attn_available():
-        return Runtime(settings.device, "bfloat16", "sdpa", note="USE_FLASH_ATTN=1 but flash_attn is not installed")
+        return Runtime(
+            settings.device, "bfloat16", "sdpa", note="USE_FLASH_ATTN=1 but flash_attn is not installed"
+        )
     return Runtime(settings.device, "bfloat16", "flash_attention_2")
 
 

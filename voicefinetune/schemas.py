@@ -20,7 +20,16 @@ PRESIGNED_URL_SECONDS = 24 * 3600
 JobStatusName = Literal["queued", "preparing", "training", "loading", "ready", "failed"]
 
 SUPPORTED_LANGUAGES = (
-    "Auto", "Chinese", "English", "Japanese", "Korean", "German", "French", "Russian", "Portuguese", "Spanish",
+    "Auto",
+    "Chinese",
+    "English",
+    "Japanese",
+    "Korean",
+    "German",
+    "French",
+    "Russian",
+    "Portuguese",
+    "Spanish",
     "Italian",
 )
 
@@ -79,7 +88,9 @@ def check_language(language: str | None) -> str:
     for name in SUPPORTED_LANGUAGES:
         if name.lower() == wanted:
             return name
-    raise InvalidInput(f"unsupported language {short_repr(language)}; supported: {', '.join(SUPPORTED_LANGUAGES)}")
+    raise InvalidInput(
+        f"unsupported language {short_repr(language)}; supported: {', '.join(SUPPORTED_LANGUAGES)}"
+    )
 
 
 def check_filename(filename: str, *, field: str = "filename") -> str:
@@ -103,7 +114,9 @@ class FinetuneRequest(BaseModel):
     batch_size: int = Field(2, ge=1, le=1024, description="Batch size (increase on larger GPUs)")
     lr: float = Field(1e-6, gt=0, le=1.0, description="Learning rate")
     gradient_accumulation_steps: int = Field(
-        1, ge=1, le=1024,
+        1,
+        ge=1,
+        le=1024,
         description="Batches whose gradients add up to one optimizer step (effective batch: batch_size × this)",
     )
     language: str = Field(
@@ -113,15 +126,20 @@ class FinetuneRequest(BaseModel):
         "/infer uses by default) and on the 'Auto' layout",
     )
     book_id: str | None = Field(None, pattern=ID_PATTERN, description="Optional book ID for S3 organization")
-    chapter_id: str | None = Field(None, pattern=ID_PATTERN, description="Optional chapter ID for S3 organization")
+    chapter_id: str | None = Field(
+        None, pattern=ID_PATTERN, description="Optional chapter ID for S3 organization"
+    )
     character_id: str | None = Field(
         None, pattern=ID_PATTERN, description="Optional character ID for local directory organization"
     )
     resume_job_id: str | None = Field(
-        None, pattern=RESUME_JOB_ID_PATTERN, description="A previous job to continue training from; falls back to the base model if not found"
+        None,
+        pattern=RESUME_JOB_ID_PATTERN,
+        description="A previous job to continue training from; falls back to the base model if not found",
     )
     job_id: str | None = Field(
-        None, description="Optional client-chosen job id; repeating a call with an active job's id returns that job"
+        None,
+        description="Optional client-chosen job id; repeating a call with an active job's id returns that job",
     )
 
     @field_validator("speaker_name")
@@ -207,12 +225,21 @@ class InferRequest(BaseModel):
     language: str = Field("English", max_length=MAX_LANGUAGE_CHARS, description="Language name")
     instruct: str = Field("", max_length=MAX_INSTRUCT_CHARS, description="Style/emotion instruction")
     upload_to_s3: bool | None = Field(
-        None, description="Upload the result to S3 (the default when storage is configured); false returns the WAV"
+        None,
+        description="Upload the result to S3 (the default when storage is configured); false returns the WAV",
     )
-    s3_filename: str | None = Field(None, max_length=MAX_FILENAME_CHARS, description="Custom filename for the S3 upload")
-    book_id: str | None = Field(None, pattern=ID_PATTERN, description="Triggers the path audio/segments/{book_id}/")
-    chapter_id: str | None = Field(None, pattern=ID_PATTERN, description="Used with book_id for the chapter path")
-    overwrite: bool = Field(True, description="false: answer with an existing object of that name, not regenerate")
+    s3_filename: str | None = Field(
+        None, max_length=MAX_FILENAME_CHARS, description="Custom filename for the S3 upload"
+    )
+    book_id: str | None = Field(
+        None, pattern=ID_PATTERN, description="Triggers the path audio/segments/{book_id}/"
+    )
+    chapter_id: str | None = Field(
+        None, pattern=ID_PATTERN, description="Used with book_id for the chapter path"
+    )
+    overwrite: bool = Field(
+        True, description="false: answer with an existing object of that name, not regenerate"
+    )
 
 
 class BatchItem(BaseModel):
@@ -224,7 +251,9 @@ class BatchItem(BaseModel):
 
 class BatchInferRequest(BaseModel):
     items: list[BatchItem] = Field(min_length=1, max_length=1000)
-    language: str = Field("English", max_length=MAX_LANGUAGE_CHARS, description="Default language for all items")
+    language: str = Field(
+        "English", max_length=MAX_LANGUAGE_CHARS, description="Default language for all items"
+    )
     instruct: str = Field("", max_length=MAX_INSTRUCT_CHARS, description="Default instruction for all items")
     book_id: str | None = Field(None, pattern=ID_PATTERN)
     chapter_id: str | None = Field(None, pattern=ID_PATTERN)
@@ -239,8 +268,9 @@ class InferS3Response(BaseModel):
     text: str
     job_id: str | None = None
     kept_existing: bool = Field(
-        False, description="true: an object already existed under s3_key and was kept (overwrite: false), so its "
-        "audio was not generated from this text"
+        False,
+        description="true: an object already existed under s3_key and was kept (overwrite: false), so its "
+        "audio was not generated from this text",
     )
     note: str | None = Field(None, description="Why the object was kept and how to replace it")
 
@@ -297,15 +327,18 @@ class CloneItem(BaseModel):
 class VoiceCloneBatchRequest(BaseModel):
     ref_audio_url: str = Field(description=REF_AUDIO_URL_HELP)
     ref_text: str = Field(
-        "", max_length=MAX_REF_TEXT_CHARS, description="Transcript of the reference audio (ICL mode; ignored with use_xvec)"
+        "",
+        max_length=MAX_REF_TEXT_CHARS,
+        description="Transcript of the reference audio (ICL mode; ignored with use_xvec)",
     )
     items: list[CloneItem] = Field(min_length=1, max_length=1000)
     language: str = Field("English", max_length=MAX_LANGUAGE_CHARS)
     use_xvec: bool = False
     upload_to_s3: bool = Field(
-        True, description="true: upload each WAV to S3 (audio/clone/{reference id}/{filename}: one folder per "
+        True,
+        description="true: upload each WAV to S3 (audio/clone/{reference id}/{filename}: one folder per "
         "reference voice); false: each WAV comes back "
-        f"base64-encoded in its entry (audio_base64), at most {MAX_INLINE_BATCH_ITEMS} items"
+        f"base64-encoded in its entry (audio_base64), at most {MAX_INLINE_BATCH_ITEMS} items",
     )
     overwrite: bool = False
 

@@ -81,8 +81,12 @@ class ApiKeyMiddleware:
         if key_matches(presented_key(scope.get("headers", [])), self.keys):
             await self.app(scope, receive, send)
             return
-        await send_json(send, 401, unauthorized_body(scope.get("path", "")),
-                        extra_headers=[(b"www-authenticate", b"Bearer")])
+        await send_json(
+            send,
+            401,
+            unauthorized_body(scope.get("path", "")),
+            extra_headers=[(b"www-authenticate", b"Bearer")],
+        )
 
 
 def unauthorized_body(path: str) -> dict[str, Any]:

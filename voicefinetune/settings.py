@@ -45,31 +45,35 @@ class Settings:
     s3_access_key: str | None = field(default=None, metadata={"env": "E2E_ACCESS_KEY"})
     s3_secret_key: str | None = field(default=None, metadata={"env": "E2E_SECRET_KEY"})
     s3_bucket: str = field(default="qwen3-tts", metadata={"env": "E2E_BUCKET"})
-    s3_endpoint_url: str = field(default="https://objectstore.e2enetworks.net", metadata={"env": "E2E_ENDPOINT_URL"})
+    s3_endpoint_url: str = field(
+        default="https://objectstore.e2enetworks.net", metadata={"env": "E2E_ENDPOINT_URL"}
+    )
 
     data_dir: Path = field(default=Path("data"), metadata={"env": "VFT_DATA_DIR", "parse": Path})
     base_model: str = field(default=SEED_BASE_MODEL, metadata={"env": "VFT_BASE_MODEL"})
-    voice_design_model: str = field(default=SEED_VOICE_DESIGN_MODEL, metadata={"env": "VFT_VOICE_DESIGN_MODEL"})
-    tiny_models: bool = field(default=False, metadata={"env": "VFT_TINY_MODELS", "parse": parse_bool})
-    tiny_models_dir: Path | None = field(
-        default=None, metadata={"env": "VFT_TINY_MODELS_DIR", "parse": Path}
+    voice_design_model: str = field(
+        default=SEED_VOICE_DESIGN_MODEL, metadata={"env": "VFT_VOICE_DESIGN_MODEL"}
     )
+    tiny_models: bool = field(default=False, metadata={"env": "VFT_TINY_MODELS", "parse": parse_bool})
+    tiny_models_dir: Path | None = field(default=None, metadata={"env": "VFT_TINY_MODELS_DIR", "parse": Path})
     s3_region: str = field(default="us-east-1", metadata={"env": "VFT_S3_REGION"})
     s3_max_attempts: int = field(default=5, metadata={"env": "VFT_S3_MAX_ATTEMPTS", "parse": int})
     s3_connect_timeout: float = field(default=5.0, metadata={"env": "VFT_S3_CONNECT_TIMEOUT", "parse": float})
     disk_cache_gb: float = field(default=20.0, metadata={"env": "VFT_DISK_CACHE_GB", "parse": float})
-    max_concurrent_trainings: int = field(default=1, metadata={"env": "VFT_MAX_CONCURRENT_TRAININGS", "parse": int})
+    max_concurrent_trainings: int = field(
+        default=1, metadata={"env": "VFT_MAX_CONCURRENT_TRAININGS", "parse": int}
+    )
     max_text_chars: int = field(default=2000, metadata={"env": "VFT_MAX_TEXT_CHARS", "parse": int})
-    allow_private_urls: bool = field(default=False, metadata={"env": "VFT_ALLOW_PRIVATE_URLS", "parse": parse_bool})
+    allow_private_urls: bool = field(
+        default=False, metadata={"env": "VFT_ALLOW_PRIVATE_URLS", "parse": parse_bool}
+    )
     # Voice-clone reference URLs on these origins (scheme://host:port, comma-separated) may be private or loopback.
     trusted_url_origins: str = field(default="", metadata={"env": "VFT_TRUSTED_URL_ORIGINS"})
     inference_url: str | None = field(default=None, metadata={"env": "VFT_INFERENCE_URL"})
     namespace: str = field(default="default", metadata={"env": "VFT_NAMESPACE"})
     # Trainer progress: events are also POSTed here (bearer token), besides the JSON lines on stdout.
     progress_url: str | None = field(default=None, metadata={"env": "VFT_PROGRESS_URL"})
-    progress_token: str | None = field(
-        default=None, repr=False, metadata={"env": "VFT_PROGRESS_TOKEN"}
-    )
+    progress_token: str | None = field(default=None, repr=False, metadata={"env": "VFT_PROGRESS_TOKEN"})
     # Inference request fusion: concurrent requests for one model wait this long to share one generate call.
     inference_batch_window_ms: float = field(
         default=15.0, metadata={"env": "VFT_INFERENCE_BATCH_WINDOW_MS", "parse": float}

@@ -64,7 +64,9 @@ def build_key(*segments: str) -> str:
     return "/".join(parts)
 
 
-def audio_key(job_id: str | None, *, filename: str, book_id: str | None = None, chapter_id: str | None = None) -> str:
+def audio_key(
+    job_id: str | None, *, filename: str, book_id: str | None = None, chapter_id: str | None = None
+) -> str:
     """The original service's layout: audio/segments/{book_id}[/{chapter_id}]/{file} when book_id is set, else audio/{job_id}/{file}."""
     if book_id:
         return build_key("audio", "segments", book_id, *([chapter_id] if chapter_id else []), filename)
@@ -149,7 +151,9 @@ class Storage:
             try:
                 self.client.create_bucket(Bucket=self.bucket)
             except (BotoCoreError, ClientError) as exc:
-                raise StorageError(self.public(f"bucket {self.bucket!r} is missing and cannot be created: {exc}")) from exc
+                raise StorageError(
+                    self.public(f"bucket {self.bucket!r} is missing and cannot be created: {exc}")
+                ) from exc
         except BotoCoreError as exc:
             raise StorageError(self.public(f"S3 is unreachable: {exc}")) from exc
 
@@ -168,10 +172,15 @@ class Storage:
         return self.head(key) is not None
 
     def upload_bytes(self, data: bytes, key: str, content_type: str = "audio/wav") -> None:
-        self._upload(key, lambda: self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type))
+        self._upload(
+            key,
+            lambda: self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type),
+        )
 
     def upload_file(self, path: Path, key: str) -> None:
-        self._upload(key, lambda: self.client.upload_file(str(path), self.bucket, key, Config=self._transfer()))
+        self._upload(
+            key, lambda: self.client.upload_file(str(path), self.bucket, key, Config=self._transfer())
+        )
 
     def _upload(self, key: str, send: Callable[[], object]) -> None:
         """Run an upload; a bucket that does not exist yet (a fresh S3 server) is created and the upload repeated."""
@@ -202,7 +211,9 @@ class Storage:
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         try:
-            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            for page in self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix
+            ):
                 for obj in page.get("Contents", []):
                     yield ObjectInfo(obj["Key"], obj["Size"], obj["LastModified"].timestamp())
         except (BotoCoreError, ClientError) as exc:
@@ -235,12 +246,16 @@ class Storage:
                 return sum(p.stat().st_size for p in files)
             except StorageError as exc:
                 last_error = exc
-                log.warning("upload of %s to %s failed (attempt %d/%d): %s", folder, prefix, attempt, attempts, exc)
+                log.warning(
+                    "upload of %s to %s failed (attempt %d/%d): %s", folder, prefix, attempt, attempts, exc
+                )
                 if attempt < attempts:
                     time.sleep(backoff * attempt)
-        raise StorageError(self.public(
-            f"could not upload {folder} to s3://{self.bucket}/{prefix} after {attempts} attempts: {last_error}"
-        )) from last_error
+        raise StorageError(
+            self.public(
+                f"could not upload {folder} to s3://{self.bucket}/{prefix} after {attempts} attempts: {last_error}"
+            )
+        ) from last_error
 
     def verify_dir(self, folder: Path, prefix: str) -> None:
         """Raise StorageError unless S3 holds every file of ``folder`` under ``prefix`` with the same size."""
@@ -249,7 +264,9 @@ class Storage:
             if path.is_file():
                 key = build_key(prefix, path.relative_to(folder).as_posix())
                 if remote.get(key) != path.stat().st_size:
-                    raise StorageError(self.public(f"s3://{self.bucket}/{key} is missing or its size differs from {path}"))
+                    raise StorageError(
+                        self.public(f"s3://{self.bucket}/{key} is missing or its size differs from {path}")
+                    )
 
     def holds_dir(self, folder: Path, prefix: str) -> bool:
         try:
@@ -283,7 +300,9 @@ class Storage:
         return folder
 
 
-def _swap_into_place(staging: Path, folder: Path, *, replace_existing: bool, shown: Callable[[Path], str]) -> None:
+def _swap_into_place(
+    staging: Path, folder: Path, *, replace_existing: bool, shown: Callable[[Path], str]
+) -> None:
     """Rename ``staging`` to ``folder``; an existing ``folder`` is first renamed aside (then removed) when
     ``replace_existing``, an empty one simply removed, a non-empty one otherwise kept (FileExistsError naming it
     as ``shown``)."""
@@ -291,7 +310,9 @@ def _swap_into_place(staging: Path, folder: Path, *, replace_existing: bool, sho
         folder.rmdir()
     if folder.exists() or folder.is_symlink():
         if not replace_existing:
-            raise FileExistsError(f"{shown(folder)} already exists and is not a complete model: not replacing it")
+            raise FileExistsError(
+                f"{shown(folder)} already exists and is not a complete model: not replacing it"
+            )
         aside = folder.with_name(f".{folder.name}.replaced-{uuid.uuid4().hex[:8]}")
         folder.rename(aside)
         staging.rename(folder)

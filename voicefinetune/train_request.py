@@ -30,14 +30,22 @@ class TrainRequest:
     def arguments(self, progress_url: str | None = None) -> list[str]:
         """The arguments after `vft train` (see `voicefinetune_trainer.cli.build_parser`)."""
         args = [
-            "--job-id", self.job_id,
-            "--dataset", self.dataset,
-            "--speaker-name", self.speaker_name,
-            "--num-epochs", str(self.num_epochs),
-            "--batch-size", str(self.batch_size),
-            "--lr", repr(self.lr),
-            "--gradient-accumulation-steps", str(self.gradient_accumulation_steps),
-            "--language", self.language,
+            "--job-id",
+            self.job_id,
+            "--dataset",
+            self.dataset,
+            "--speaker-name",
+            self.speaker_name,
+            "--num-epochs",
+            str(self.num_epochs),
+            "--batch-size",
+            str(self.batch_size),
+            "--lr",
+            repr(self.lr),
+            "--gradient-accumulation-steps",
+            str(self.gradient_accumulation_steps),
+            "--language",
+            self.language,
         ]
         optional = {
             "--resume-from": self.resume_from,

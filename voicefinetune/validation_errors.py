@@ -33,8 +33,12 @@ def error_line(error: dict[str, Any], body: Any = None) -> str:
     """One error as ``field: message (got value)``; the value is left out where the message already names it."""
     if error.get("type") == "json_invalid":
         position = next((part for part in reversed(error.get("loc", ())) if isinstance(part, int)), 0)
-        return invalid_json_message(str(error.get("ctx", {}).get("error", "JSON decode error")), body, position)
-    field = ".".join(str(_short(part)) for part in error.get("loc", ()) if part not in ("body", "query", "path"))
+        return invalid_json_message(
+            str(error.get("ctx", {}).get("error", "JSON decode error")), body, position
+        )
+    field = ".".join(
+        str(_short(part)) for part in error.get("loc", ()) if part not in ("body", "query", "path")
+    )
     message = _short_message(error)
     value = error.get("input")
     if error.get("type") != "missing" and isinstance(value, str | int | float) and not _names(message, value):

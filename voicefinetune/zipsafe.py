@@ -50,7 +50,9 @@ def _member_path(name: str) -> PurePosixPath:
     # Some Windows zip tools (PowerShell's Compress-Archive) write '\\' as the separator: read it as '/'.
     posix = name.replace("\\", "/")
     if posix.startswith("/") or DRIVE_LETTER.match(posix):
-        raise UnsafeArchive(f"unsafe path: zip member {name!r} is an absolute path: store paths relative to the dataset folder")
+        raise UnsafeArchive(
+            f"unsafe path: zip member {name!r} is an absolute path: store paths relative to the dataset folder"
+        )
     parts = [part for part in posix.split("/") if part not in ("", ".")]
     if ".." in parts:
         raise UnsafeArchive(f"unsafe path: zip member {name!r} points outside the archive ('..'): remove it")
@@ -67,7 +69,9 @@ def _unix_mode(info: zipfile.ZipInfo) -> int:
 def _check_member_type(info: zipfile.ZipInfo) -> None:
     kind = stat.S_IFMT(_unix_mode(info))
     if kind == stat.S_IFLNK:
-        raise UnsafeArchive(f"zip member {info.filename!r} is a symbolic link (symlink): replace it with the real file")
+        raise UnsafeArchive(
+            f"zip member {info.filename!r} is a symbolic link (symlink): replace it with the real file"
+        )
     if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
         raise UnsafeArchive(f"zip member {info.filename!r} is not a regular file or folder: remove it")
     if info.flag_bits & 0x1:
@@ -92,7 +96,9 @@ def check_archive(archive: zipfile.ZipFile, limits: ZipLimits) -> list[tuple[zip
         seen.add(path)
         total += info.file_size
         compressed += info.compress_size
-        if info.file_size >= RATIO_CHECK_MIN_BYTES and info.file_size > limits.max_ratio * max(info.compress_size, 1):
+        if info.file_size >= RATIO_CHECK_MIN_BYTES and info.file_size > limits.max_ratio * max(
+            info.compress_size, 1
+        ):
             raise UnsafeArchive(
                 f"zip member {info.filename!r} expands {info.file_size / max(info.compress_size, 1):.0f}x "
                 f"({info.file_size} bytes from {info.compress_size}); the limit is {limits.max_ratio:.0f}x: "
@@ -117,7 +123,9 @@ def _copy_capped(source, target, cap: int, name: str) -> int:
     while chunk := source.read(COPY_CHUNK):
         written += len(chunk)
         if written > cap:
-            raise UnsafeArchive(f"zip member {name!r} expands beyond its declared size or the size limit: zip bomb")
+            raise UnsafeArchive(
+                f"zip member {name!r} expands beyond its declared size or the size limit: zip bomb"
+            )
         target.write(chunk)
     return written
 
@@ -206,5 +214,7 @@ def extract_zip(zip_path: Path, dest: Path, limits: ZipLimits | None = None) -> 
         shutil.rmtree(dest, ignore_errors=True)
         if is_disk_full(exc):
             raise DiskFull("the extracted dataset") from exc
-        raise UnsafeArchive(f"the dataset zip is damaged or uses an unsupported format ({exc}): zip it again") from exc
+        raise UnsafeArchive(
+            f"the dataset zip is damaged or uses an unsupported format ({exc}): zip it again"
+        ) from exc
     return [relative for _, relative in members]

@@ -23,7 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     from voicefinetune.settings import Settings
     from voicefinetune_inference.app import create_app
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     settings = Settings.from_env()
     run(create_app(settings), settings, host=args.host, port=args.port, log_level=args.log_level)
     return 0

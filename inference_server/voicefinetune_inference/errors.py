@@ -42,7 +42,9 @@ class ModelLoadFailed(RuntimeError):
 def status_for(exc: BaseException) -> int:
     if isinstance(exc, VoiceNotFound):
         return 404
-    if isinstance(exc, VoiceNotReady | FileExistsError):  # FileExistsError: a restore that would overwrite a folder
+    if isinstance(
+        exc, VoiceNotReady | FileExistsError
+    ):  # FileExistsError: a restore that would overwrite a folder
         return 409
     if isinstance(exc, StorageNotConfigured | ServerBusy):
         return 503

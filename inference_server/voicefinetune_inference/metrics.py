@@ -23,67 +23,87 @@ REQUEST_SECONDS = Histogram(
     **_name("request_duration_seconds"),
 )
 AUDIO_SECONDS = Counter(
-    documentation="Seconds of audio generated, by kind of model", labelnames=("kind",),
+    documentation="Seconds of audio generated, by kind of model",
+    labelnames=("kind",),
     **_name("audio_generated_seconds"),
 )
 ITEMS = Counter(
-    documentation="Items (utterances) generated, by kind of model", labelnames=("kind",), **_name("items_generated"),
+    documentation="Items (utterances) generated, by kind of model",
+    labelnames=("kind",),
+    **_name("items_generated"),
 )
 BATCH_SIZE = Histogram(
-    documentation="Items fused into one generate call", buckets=(1, 2, 4, 8, 16, 32, 64),
+    documentation="Items fused into one generate call",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
     **_name("generate_batch_size"),
 )
 GENERATE_SECONDS = Histogram(
-    documentation="Duration of one (fused) generate call", buckets=LATENCY_BUCKETS, **_name("generate_seconds"),
+    documentation="Duration of one (fused) generate call",
+    buckets=LATENCY_BUCKETS,
+    **_name("generate_seconds"),
 )
 MODEL_LOAD_SECONDS = Histogram(
-    documentation="Model load duration, disk to memory (including an S3 restore)", buckets=LOAD_BUCKETS,
+    documentation="Model load duration, disk to memory (including an S3 restore)",
+    buckets=LOAD_BUCKETS,
     **_name("model_load_seconds"),
 )
 MODEL_LOAD_FAILURES = Counter(documentation="Model loads that failed", **_name("model_load_failures"))
 MODEL_UNLOAD_SECONDS = Histogram(
-    documentation="Model unload duration", buckets=LOAD_BUCKETS, **_name("model_unload_seconds"),
+    documentation="Model unload duration",
+    buckets=LOAD_BUCKETS,
+    **_name("model_unload_seconds"),
 )
 CACHE_HITS = Counter(documentation="Requests that found their model loaded", **_name("cache_hits"))
 CACHE_MISSES = Counter(documentation="Requests that had to load their model", **_name("cache_misses"))
 CACHE_EVICTIONS = Counter(documentation="Models evicted to make room for another", **_name("cache_evictions"))
 AGE_AT_EVICTION_SECONDS = Histogram(
-    documentation="Time a model had been loaded when it was evicted", buckets=AGE_BUCKETS,
+    documentation="Time a model had been loaded when it was evicted",
+    buckets=AGE_BUCKETS,
     **_name("age_at_eviction_seconds"),
 )
 MODELS_LOADED = Gauge(documentation="Models loaded now", **_name("models_loaded"))
 LOADED_MODEL_BYTES = Gauge(
-    documentation="Parameter bytes of the loaded models", **_name("loaded_model_bytes"),
+    documentation="Parameter bytes of the loaded models",
+    **_name("loaded_model_bytes"),
 )
 VRAM_USED_BYTES = Gauge(
-    documentation="GPU memory allocated by torch (0 without CUDA)", **_name("vram_used_bytes"),
+    documentation="GPU memory allocated by torch (0 without CUDA)",
+    **_name("vram_used_bytes"),
 )
 S3_UPLOAD_SECONDS = Histogram(
-    documentation="Duration of one audio upload to S3", buckets=LATENCY_BUCKETS, **_name("s3_upload_seconds"),
+    documentation="Duration of one audio upload to S3",
+    buckets=LATENCY_BUCKETS,
+    **_name("s3_upload_seconds"),
 )
 DISK_DELETIONS = Counter(
-    documentation="Model folders deleted by the disk LRU (S3 holds them)", **_name("disk_deletions"),
+    documentation="Model folders deleted by the disk LRU (S3 holds them)",
+    **_name("disk_deletions"),
 )
 DISK_RESTORES = Counter(documentation="Model folders restored from S3", **_name("disk_restores"))
 # The decode engine (VFT_ENGINE) per generate call or stream; mode: "batch" (whole utterances) or "stream".
 ENGINE_FIRST_AUDIO_SECONDS = Histogram(
     documentation="Time from the start of generation to its first audio (a whole batch's end without streaming)",
-    labelnames=("engine", "mode"), buckets=LATENCY_BUCKETS, **_name("engine_time_to_first_audio_seconds"),
+    labelnames=("engine", "mode"),
+    buckets=LATENCY_BUCKETS,
+    **_name("engine_time_to_first_audio_seconds"),
 )
 ENGINE_REAL_TIME_FACTOR = Histogram(
     documentation="Seconds of audio generated per wall second of generation (above 1: faster than real time)",
-    labelnames=("engine", "mode"), buckets=(0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 20, 50, 100),
+    labelnames=("engine", "mode"),
+    buckets=(0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 20, 50, 100),
     **_name("engine_real_time_factor"),
 )
 ENGINE_FRAMES_PER_SECOND = Histogram(
     documentation="Codec frames (80 ms each) generated per wall second, summed over a fused batch's rows",
-    labelnames=("engine", "mode"), buckets=(1, 5, 12.5, 25, 50, 100, 250, 500, 1000, 2500),
+    labelnames=("engine", "mode"),
+    buckets=(1, 5, 12.5, 25, 50, 100, 250, 500, 1000, 2500),
     **_name("engine_frames_per_second"),
 )
 
 
-def observe_engine(*, engine: str, mode: str, first_audio: float, seconds: float, audio_seconds: float,
-                   frames: int) -> None:
+def observe_engine(
+    *, engine: str, mode: str, first_audio: float, seconds: float, audio_seconds: float, frames: int
+) -> None:
     """One generate call's or stream's engine figures."""
     ENGINE_FIRST_AUDIO_SECONDS.labels(engine, mode).observe(first_audio)
     if seconds > 0:

@@ -55,7 +55,9 @@ AUDIO_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 class VoiceRegistration(BaseModel):
-    speaker_name: str = Field(description="Speaker name inside the fine-tuned checkpoint (vft train --speaker-name)")
+    speaker_name: str = Field(
+        description="Speaker name inside the fine-tuned checkpoint (vft train --speaker-name)"
+    )
     checkpoint_path: str | None = Field(
         None,
         description="Model folder inside the job's own folder, relative to VFT_DATA_DIR, e.g. "
@@ -73,11 +75,16 @@ class VoiceRegistration(BaseModel):
     model_config = {
         "json_schema_extra": {
             "examples": [
-                {"speaker_name": "hero_voice", "checkpoint_path": "jobs/hero1/output/checkpoint-epoch-9",
-                 "s3_prefix": "checkpoints/hero1", "preload": True}
+                {
+                    "speaker_name": "hero_voice",
+                    "checkpoint_path": "jobs/hero1/output/checkpoint-epoch-9",
+                    "s3_prefix": "checkpoints/hero1",
+                    "preload": True,
+                }
             ]
         }
     }
+
 
 REGISTER_HELP = """Make the model trained for `job_id` servable at `/infer/{job_id}` (replacing an earlier registration).
 `vft serve` does this itself when a training ends, and the operator in Kubernetes; call it to serve a checkpoint made
@@ -119,7 +126,9 @@ class TimedRoute(APIRoute):
                 status = 422
                 raise
             finally:
-                metrics.REQUEST_SECONDS.labels(method, endpoint, str(status)).observe(time.monotonic() - started)
+                metrics.REQUEST_SECONDS.labels(method, endpoint, str(status)).observe(
+                    time.monotonic() - started
+                )
 
         return timed
 
@@ -145,7 +154,9 @@ async def guarded(call: Awaitable[Any]) -> Any:
 def audio_answer(result: bytes | InferS3Response) -> Response | InferS3Response:
     if isinstance(result, bytes):
         return Response(
-            content=result, media_type=WAV_MEDIA_TYPE, headers={"Content-Disposition": 'inline; filename="speech.wav"'}
+            content=result,
+            media_type=WAV_MEDIA_TYPE,
+            headers={"Content-Disposition": 'inline; filename="speech.wav"'},
         )
     return result
 
@@ -161,7 +172,10 @@ def build_router(service: InferenceService, job_gate: JobGate | None = None) -> 
     # --- speech ----------------------------------------------------------------------------------------------
 
     @router.post(
-        "/infer/{job_id}", tags=["inference"], response_model=InferS3Response, responses=AUDIO_RESPONSES,
+        "/infer/{job_id}",
+        tags=["inference"],
+        response_model=InferS3Response,
+        responses=AUDIO_RESPONSES,
         summary="Generate one utterance in a fine-tuned voice (WAV, or uploaded to S3)",
     )
     async def infer(job_id: str, body: InferRequest):
@@ -169,7 +183,9 @@ def build_router(service: InferenceService, job_gate: JobGate | None = None) -> 
         return audio_answer(await guarded(service.infer(job_id, body)))
 
     @router.post(
-        "/infer/{job_id}/batch", tags=["inference"], response_model=list[InferS3Response | BatchItemError],
+        "/infer/{job_id}/batch",
+        tags=["inference"],
+        response_model=list[InferS3Response | BatchItemError],
         summary="Generate many utterances in one voice and upload them; results in request order",
     )
     async def infer_batch(job_id: str, body: BatchInferRequest):
@@ -177,21 +193,28 @@ def build_router(service: InferenceService, job_gate: JobGate | None = None) -> 
         return await guarded(service.infer_batch(job_id, body))
 
     @router.post(
-        "/voice-design", tags=["inference"], response_model=InferS3Response, responses=AUDIO_RESPONSES,
+        "/voice-design",
+        tags=["inference"],
+        response_model=InferS3Response,
+        responses=AUDIO_RESPONSES,
         summary="Generate speech in a voice described by an instruction (VoiceDesign model)",
     )
     async def voice_design(body: VoiceDesignRequest):
         return audio_answer(await guarded(service.voice_design(body)))
 
     @router.post(
-        "/voice-clone", tags=["inference"], response_model=InferS3Response, responses=AUDIO_RESPONSES,
+        "/voice-clone",
+        tags=["inference"],
+        response_model=InferS3Response,
+        responses=AUDIO_RESPONSES,
         summary="Clone a voice from reference audio for one text (Base model)",
     )
     async def voice_clone(body: VoiceCloneRequest):
         return audio_answer(await guarded(service.voice_clone(body)))
 
     @router.post(
-        "/voice-clone/batch", tags=["inference"],
+        "/voice-clone/batch",
+        tags=["inference"],
         response_model=list[InferS3Response | InlineAudioResponse | BatchItemError],
         summary="Clone a voice from reference audio for many texts; the clone prompt is computed once",
         description="Results in request order: the S3 object of each item (or, with `upload_to_s3: false`, its WAV "
@@ -204,13 +227,17 @@ def build_router(service: InferenceService, job_gate: JobGate | None = None) -> 
     # --- voices ----------------------------------------------------------------------------------------------
 
     @router.post(
-        "/voices/{job_id}", tags=["voices"], response_model=VoiceInfo, summary="Register (and preload) a voice",
+        "/voices/{job_id}",
+        tags=["voices"],
+        response_model=VoiceInfo,
+        summary="Register (and preload) a voice",
         description=REGISTER_HELP,
     )
     async def register_voice(job_id: str, body: VoiceRegistration):
         if body.checkpoint_path and body.checkpoint_path.startswith(("/", "\\")):
             raise HTTPException(
-                400, f"checkpoint_path {body.checkpoint_path!r} must be relative to VFT_DATA_DIR, inside jobs/{job_id}/"
+                400,
+                f"checkpoint_path {body.checkpoint_path!r} must be relative to VFT_DATA_DIR, inside jobs/{job_id}/",
             )
         return await guarded(
             service.register_voice(
@@ -238,7 +265,9 @@ def build_router(service: InferenceService, job_gate: JobGate | None = None) -> 
     async def gpu_status():
         return service.gpu_status()
 
-    @router.post("/gpu/unload", tags=["gpu"], summary="Unload every model now (they reload on the next request)")
+    @router.post(
+        "/gpu/unload", tags=["gpu"], summary="Unload every model now (they reload on the next request)"
+    )
     async def gpu_unload() -> dict[str, Any]:
         return await guarded(service.unload_all())
 

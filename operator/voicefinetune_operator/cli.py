@@ -17,17 +17,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "Deployment. Configured by VFT_* variables (see the chart's ConfigMap).",
     )
     parser.add_argument(
-        "-n", "--namespace", action="append", default=[], dest="namespaces",
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        dest="namespaces",
         help="watch this namespace (repeatable); default: all namespaces",
     )
-    parser.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (the default)")
     parser.add_argument(
-        "--liveness", metavar="URL", default=None,
+        "-A", "--all-namespaces", action="store_true", help="watch every namespace (the default)"
+    )
+    parser.add_argument(
+        "--liveness",
+        metavar="URL",
+        default=None,
         help="serve Kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz (default: none)",
     )
-    parser.add_argument("--port", type=int, default=None, help="progress receiver and /metrics port (VFT_OPERATOR_PORT)")
     parser.add_argument(
-        "--release-finalizers", action="store_true",
+        "--port", type=int, default=None, help="progress receiver and /metrics port (VFT_OPERATOR_PORT)"
+    )
+    parser.add_argument(
+        "--release-finalizers",
+        action="store_true",
         help="remove the operator's finalizer from the VoiceFinetunes of the watched namespaces and exit (the "
         "chart's pre-delete hook; after dropping a namespace from the watched ones)",
     )

@@ -26,8 +26,16 @@ OPERATOR_SERVICE = "voicefinetune-operator"
 
 # Settings of the original service the trainer and inference pods get as plain values (the S3 keys come from the Secret instead).
 POD_SETTINGS = (
-    "device", "use_flash_attn", "s3_bucket", "s3_endpoint_url", "s3_region", "base_model", "voice_design_model",
-    "tiny_models", "train_recipe", "train_fit_check",
+    "device",
+    "use_flash_attn",
+    "s3_bucket",
+    "s3_endpoint_url",
+    "s3_region",
+    "base_model",
+    "voice_design_model",
+    "tiny_models",
+    "train_recipe",
+    "train_fit_check",
 )
 
 
@@ -53,7 +61,9 @@ def stored_secret_key(path: Path) -> str:
     except OSError as exc:
         log.warning(
             "VFT_OPERATOR_SECRET_KEY is not set and %s cannot be written (%s): progress tokens are valid for this "
-            "process only (trainers of Jobs started before a restart cannot report progress)", path, exc,
+            "process only (trainers of Jobs started before a restart cannot report progress)",
+            path,
+            exc,
         )
     return key
 
@@ -71,7 +81,9 @@ def _names(value: str) -> tuple[str, ...]:
 class OperatorConfig:
     settings: Settings = field(default_factory=Settings)
     namespace: str = field(default="default", metadata={"env": "VFT_OPERATOR_NAMESPACE"})
-    trainer_image: str = field(default="ghcr.io/voicefinetune/trainer:0.1.0", metadata={"env": "VFT_TRAINER_IMAGE"})
+    trainer_image: str = field(
+        default="ghcr.io/voicefinetune/trainer:0.1.0", metadata={"env": "VFT_TRAINER_IMAGE"}
+    )
     inference_image: str = field(
         default="ghcr.io/voicefinetune/inference:0.1.0", metadata={"env": "VFT_INFERENCE_IMAGE"}
     )
@@ -95,14 +107,19 @@ class OperatorConfig:
         default_factory=dict, metadata={"env": "VFT_TRAIN_NODE_SELECTOR", "parse": _json}
     )
     train_tolerations: list[dict[str, Any]] = field(
-        default_factory=lambda: list(DEFAULT_GPU_TOLERATIONS), metadata={"env": "VFT_TRAIN_TOLERATIONS", "parse": _json}
+        default_factory=lambda: list(DEFAULT_GPU_TOLERATIONS),
+        metadata={"env": "VFT_TRAIN_TOLERATIONS", "parse": _json},
     )
     train_cpu: str = field(default="4", metadata={"env": "VFT_TRAIN_CPU"})
     train_memory: str = field(default="32Gi", metadata={"env": "VFT_TRAIN_MEMORY"})
     train_shm_size: str = field(default="8Gi", metadata={"env": "VFT_TRAIN_SHM_SIZE"})
-    train_scratch_size: str = field(default="30Gi", metadata={"env": "VFT_TRAIN_SCRATCH_SIZE"})  # see values.yaml
+    train_scratch_size: str = field(
+        default="30Gi", metadata={"env": "VFT_TRAIN_SCRATCH_SIZE"}
+    )  # see values.yaml
     train_backoff_limit: int = field(default=1, metadata={"env": "VFT_TRAIN_BACKOFF_LIMIT", "parse": int})
-    train_deadline_seconds: int = field(default=86400, metadata={"env": "VFT_TRAIN_DEADLINE_SECONDS", "parse": int})
+    train_deadline_seconds: int = field(
+        default=86400, metadata={"env": "VFT_TRAIN_DEADLINE_SECONDS", "parse": int}
+    )
     train_ttl_seconds: int = field(default=86400, metadata={"env": "VFT_TRAIN_TTL_SECONDS", "parse": int})
     train_service_account: str = field(default="", metadata={"env": "VFT_TRAIN_SERVICE_ACCOUNT"})
     # Progress receiver: trainer pods POST to {progress_base_url}/progress/{namespace}/{name}.
@@ -126,7 +143,9 @@ class OperatorConfig:
         metadata={"env": "VFT_INFERENCE_TOLERATIONS", "parse": _json},
     )
     inference_service_account: str = field(default="", metadata={"env": "VFT_INFERENCE_SERVICE_ACCOUNT"})
-    manage_inference: bool = field(default=True, metadata={"env": "VFT_MANAGE_INFERENCE", "parse": parse_bool})
+    manage_inference: bool = field(
+        default=True, metadata={"env": "VFT_MANAGE_INFERENCE", "parse": parse_bool}
+    )
     repair_interval: float = field(default=30.0, metadata={"env": "VFT_REPAIR_INTERVAL", "parse": float})
     resync_interval: float = field(default=60.0, metadata={"env": "VFT_RESYNC_INTERVAL", "parse": float})
     load_timeout: float = field(default=900.0, metadata={"env": "VFT_LOAD_TIMEOUT", "parse": float})
@@ -164,7 +183,9 @@ class OperatorConfig:
         values.update(overrides)
         config = cls(**values)
         if not config.secret_key and not config.key_secret:
-            config = replace(config, secret_key=stored_secret_key(config.settings.state_dir / SECRET_KEY_FILE))
+            config = replace(
+                config, secret_key=stored_secret_key(config.settings.state_dir / SECRET_KEY_FILE)
+            )
         return config
 
     @property
@@ -209,4 +230,3 @@ class OperatorConfig:
                 (Settings.env_name("s3_secret_key"), self.s3_secret_secret_key),
             )
         ]
-

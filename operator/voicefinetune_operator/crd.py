@@ -61,7 +61,9 @@ def read_spec(body: dict[str, Any]) -> VoiceFinetuneSpec:
         raise InvalidSpec(problems) from exc
     policy = spec.get("deletionPolicy") or "Retain"
     if policy not in DELETION_POLICIES:
-        raise InvalidSpec(f"spec.deletionPolicy must be one of {', '.join(DELETION_POLICIES)}; got {policy!r}")
+        raise InvalidSpec(
+            f"spec.deletionPolicy must be one of {', '.join(DELETION_POLICIES)}; got {policy!r}"
+        )
     labels = (body.get("metadata") or {}).get("labels") or {}
     scheduling = Scheduling(
         gpus=spec.get("gpus"),

@@ -49,7 +49,8 @@ class EventRecorder:
         """Best effort: a lost Event must never fail a reconciliation."""
         timestamp = now()
         try:
-            await self.kube.create(event_path(body["metadata"]["namespace"]), build_event(
-                body, kind, reason, message, timestamp))
+            await self.kube.create(
+                event_path(body["metadata"]["namespace"]), build_event(body, kind, reason, message, timestamp)
+            )
         except KubeError as exc:
             log.warning("could not post event %s on %s: %s", reason, body["metadata"].get("name"), exc)

@@ -26,7 +26,9 @@ class InferenceUnavailable(RuntimeError):
 
 
 class InferenceFleet:
-    def __init__(self, resolver: EndpointResolver, load_timeout: float = 900.0, headers: dict[str, str] | None = None):
+    def __init__(
+        self, resolver: EndpointResolver, load_timeout: float = 900.0, headers: dict[str, str] | None = None
+    ):
         self.resolver = resolver
         self.load_timeout = load_timeout
         self.headers = dict(headers or {})  # the API key, when the inference servers require one
@@ -38,14 +40,20 @@ class InferenceFleet:
             raise InferenceUnavailable("the inference Service has no ready replica")
         owner, *others = rendezvous_order(job_id, endpoints)
         body = {"speaker_name": speaker_name, "s3_prefix": s3_prefix}
-        async with httpx.AsyncClient(timeout=httpx.Timeout(self.load_timeout, connect=10.0), headers=self.headers) as client:
+        async with httpx.AsyncClient(
+            timeout=httpx.Timeout(self.load_timeout, connect=10.0), headers=self.headers
+        ) as client:
             await self._post(client, owner, job_id, {**body, "preload": True})
-            await asyncio.gather(*(self._post(client, other, job_id, {**body, "preload": False}) for other in others))
+            await asyncio.gather(
+                *(self._post(client, other, job_id, {**body, "preload": False}) for other in others)
+            )
         return owner
 
     async def register_on(self, endpoint: str, job_id: str, *, speaker_name: str, s3_prefix: str) -> None:
         """Register (without preloading) on one replica."""
-        async with httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0), headers=self.headers) as client:
+        async with httpx.AsyncClient(
+            timeout=httpx.Timeout(60.0, connect=10.0), headers=self.headers
+        ) as client:
             await self._post(client, endpoint, job_id, {"speaker_name": speaker_name, "s3_prefix": s3_prefix})
 
     async def unregister(self, job_id: str) -> int:
@@ -62,13 +70,17 @@ class InferenceFleet:
             response.raise_for_status()
             return {item["job_id"] for item in response.json() if isinstance(item, dict) and "job_id" in item}
 
-    async def _post(self, client: httpx.AsyncClient, endpoint: str, job_id: str, body: dict[str, Any]) -> None:
+    async def _post(
+        self, client: httpx.AsyncClient, endpoint: str, job_id: str, body: dict[str, Any]
+    ) -> None:
         try:
             response = await client.post(f"{endpoint}/voices/{job_id}", json=body)
         except httpx.HTTPError as exc:
             raise InferenceUnavailable(f"{endpoint}: {exc!r}") from exc
         if 400 <= response.status_code < 500:
-            raise VoiceRejected(f"{endpoint} refused voice {job_id}: {response.status_code} {_detail(response)}")
+            raise VoiceRejected(
+                f"{endpoint} refused voice {job_id}: {response.status_code} {_detail(response)}"
+            )
         if response.status_code >= 500:
             raise InferenceUnavailable(f"{endpoint}: {response.status_code} {_detail(response)}")
 

@@ -49,7 +49,9 @@ def configure_kopf(settings: kopf.OperatorSettings, namespaces: tuple[str, ...] 
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
     )
-    settings.posting.level = logging.WARNING  # Kopf's own Events: warnings and errors only; ours cover the transitions
+    settings.posting.level = (
+        logging.WARNING
+    )  # Kopf's own Events: warnings and errors only; ours cover the transitions
     settings.watching.connect_timeout = 60
     settings.networking.request_timeout = 60
     # Kopf's scanning lists and watches Namespaces and CRDs, which only namespace patterns need. Exact names (or
@@ -92,8 +94,12 @@ def build_registry(
         await _run("resume", memo.runtime.reconciler.resume(_plain(body)))
 
     @kopf.timer(
-        *RESOURCE, registry=registry, interval=config.resync_interval, initial_delay=config.resync_interval,
-        annotations=NOT_RELEASED, when=lambda status, **_: status.get("phase") not in TERMINAL_PHASES,
+        *RESOURCE,
+        registry=registry,
+        interval=config.resync_interval,
+        initial_delay=config.resync_interval,
+        annotations=NOT_RELEASED,
+        when=lambda status, **_: status.get("phase") not in TERMINAL_PHASES,
     )
     async def resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         await _run("resync", memo.runtime.reconciler.resync(_plain(body)))
@@ -103,20 +109,29 @@ def build_registry(
         if isinstance(event.get("object"), dict):
             memo.runtime.reconciler.observe(event.get("type") or "", event["object"])
 
-    @kopf.on.delete(*RESOURCE, registry=registry, backoff=RETRY_DELAY, retries=DELETE_RETRIES, annotations=NOT_RELEASED)
+    @kopf.on.delete(
+        *RESOURCE, registry=registry, backoff=RETRY_DELAY, retries=DELETE_RETRIES, annotations=NOT_RELEASED
+    )
     async def deleted(body: kopf.Body, retry: int, memo: kopf.Memo, **_: Any) -> None:
         last_attempt = retry >= DELETE_RETRIES - 1
         await _run("delete", memo.runtime.reconciler.delete(_plain(body), last_attempt))
 
-    @kopf.on.event("batch", "v1", "jobs", labels={"app.kubernetes.io/managed-by": MANAGED_BY}, registry=registry)
+    @kopf.on.event(
+        "batch", "v1", "jobs", labels={"app.kubernetes.io/managed-by": MANAGED_BY}, registry=registry
+    )
     async def job_changed(event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
         if isinstance(event.get("object"), dict):
             # Event handlers are not retried: a failure here is picked up by the Job's next event or a resume.
             with reconciling("job"):
                 await memo.runtime.reconciler.on_job(event.get("type") or "", copy.deepcopy(event["object"]))
 
-    @kopf.on.event("", "v1", "pods", labels={"app.kubernetes.io/managed-by": MANAGED_BY,
-                                             "app.kubernetes.io/component": "trainer"}, registry=registry)
+    @kopf.on.event(
+        "",
+        "v1",
+        "pods",
+        labels={"app.kubernetes.io/managed-by": MANAGED_BY, "app.kubernetes.io/component": "trainer"},
+        registry=registry,
+    )
     async def pod_changed(event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
         if isinstance(event.get("object"), dict):
             with reconciling("pod"):

@@ -90,7 +90,9 @@ def build_inference_deployment(config: OperatorConfig, owner: dict[str, Any] | N
             }
         ],
         "volumes": [
-            cache_volume(config), {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}}, TMP_VOLUME,
+            cache_volume(config),
+            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}},
+            TMP_VOLUME,
         ],
     }
     if config.inference_service_account:
@@ -127,7 +129,11 @@ def build_inference_service(config: OperatorConfig, owner: dict[str, Any] | None
 
 
 def _metadata(config: OperatorConfig, owner: dict[str, Any] | None) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": config.inference_name, "namespace": config.namespace, "labels": labels(config)}
+    meta: dict[str, Any] = {
+        "name": config.inference_name,
+        "namespace": config.namespace,
+        "labels": labels(config),
+    }
     if owner is not None:
         meta["ownerReferences"] = [owner]
     return meta
@@ -172,11 +178,17 @@ def _compare(want: Any, have: Any, path: str) -> list[str]:
     if isinstance(want, dict):
         if not isinstance(have, dict):
             return [path]
-        return [diff for key, value in want.items() for diff in _compare(value, have.get(key), f"{path}.{key}")]
+        return [
+            diff for key, value in want.items() for diff in _compare(value, have.get(key), f"{path}.{key}")
+        ]
     if isinstance(want, list):
         if not isinstance(have, list) or len(want) != len(have):
             return [path]
-        return [diff for i, (w, h) in enumerate(zip(want, have, strict=True)) for diff in _compare(w, h, f"{path}[{i}]")]
+        return [
+            diff
+            for i, (w, h) in enumerate(zip(want, have, strict=True))
+            for diff in _compare(w, h, f"{path}[{i}]")
+        ]
     if want is None:
         return []
     return [] if str(want) == str(have) else [path]

@@ -101,7 +101,10 @@ def build_training_job(
     env = [
         {"name": "VFT_PROGRESS_URL", "value": progress_url},
         # The token only lets its holder report progress for this one resource (see progress_secret.py).
-        {"name": "VFT_PROGRESS_TOKEN", "valueFrom": {"secretKeyRef": {"name": progress_secret, "key": PROGRESS_TOKEN_KEY}}},
+        {
+            "name": "VFT_PROGRESS_TOKEN",
+            "valueFrom": {"secretKeyRef": {"name": progress_secret, "key": PROGRESS_TOKEN_KEY}},
+        },
         {"name": "VFT_DATA_DIR", "value": DATA_DIR},
         {"name": "HF_HOME", "value": f"{DATA_DIR}/huggingface"},
         {"name": "PYTORCH_CUDA_ALLOC_CONF", "value": "expandable_segments:True"},
@@ -124,10 +127,12 @@ def build_training_job(
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "securityContext": POD_SECURITY_CONTEXT,
-        "nodeSelector": dict(scheduling.node_selector if scheduling.node_selector is not None
-                             else config.train_node_selector),
-        "tolerations": list(scheduling.tolerations if scheduling.tolerations is not None
-                            else config.train_tolerations),
+        "nodeSelector": dict(
+            scheduling.node_selector if scheduling.node_selector is not None else config.train_node_selector
+        ),
+        "tolerations": list(
+            scheduling.tolerations if scheduling.tolerations is not None else config.train_tolerations
+        ),
         "containers": [
             {
                 "name": TRAINER_CONTAINER,
@@ -166,7 +171,11 @@ def build_training_job(
             "rules": [
                 {
                     "action": "FailJob",
-                    "onExitCodes": {"containerName": TRAINER_CONTAINER, "operator": "In", "values": [EXIT_USAGE]},
+                    "onExitCodes": {
+                        "containerName": TRAINER_CONTAINER,
+                        "operator": "In",
+                        "values": [EXIT_USAGE],
+                    },
                 },
                 {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
             ]
@@ -241,7 +250,9 @@ def job_outcome(job: dict[str, Any]) -> JobOutcome:
     for kind in ("Failed", "FailureTarget"):
         if kind in conditions:
             condition = conditions[kind]
-            return JobOutcome("failed", condition.get("reason") or "JobFailed", condition.get("message") or "")
+            return JobOutcome(
+                "failed", condition.get("reason") or "JobFailed", condition.get("message") or ""
+            )
     for kind in ("Complete", "SuccessCriteriaMet"):
         if kind in conditions:
             return JobOutcome("succeeded", "JobSucceeded", conditions[kind].get("message") or "")
@@ -276,7 +287,9 @@ def belongs_to_job(pod: dict[str, Any], job_name_: str) -> bool:
     labels = meta.get("labels") or {}
     if any(labels.get(key) == job_name_ for key in JOB_NAME_LABELS):
         return True
-    if any(ref.get("kind") == "Job" and ref.get("name") == job_name_ for ref in meta.get("ownerReferences") or []):
+    if any(
+        ref.get("kind") == "Job" and ref.get("name") == job_name_ for ref in meta.get("ownerReferences") or []
+    ):
         return True
     return not labels and str(meta.get("name", "")).startswith(f"{job_name_}-")  # the Job controller's naming
 

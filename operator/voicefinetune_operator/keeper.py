@@ -31,7 +31,9 @@ ReadyVoices = Callable[[], dict[tuple[str, str], tuple[str, str, str]]]
 
 
 class InferenceKeeper:
-    def __init__(self, kube: KubeClient, config: OperatorConfig, fleet: InferenceFleet, ready_voices: ReadyVoices):
+    def __init__(
+        self, kube: KubeClient, config: OperatorConfig, fleet: InferenceFleet, ready_voices: ReadyVoices
+    ):
         self.kube = kube
         self.config = config
         self.fleet = fleet
@@ -45,14 +47,18 @@ class InferenceKeeper:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("keeping the inference Deployment failed; trying again in %.0f s",
-                              self.config.repair_interval)
+                log.exception(
+                    "keeping the inference Deployment failed; trying again in %.0f s",
+                    self.config.repair_interval,
+                )
             await asyncio.sleep(self.config.repair_interval)
 
     async def reconcile(self) -> None:
         if self.config.manage_inference:
             owner = await self._owner_reference()
-            await self._keep(deployment_path(self.config.namespace), build_inference_deployment(self.config, owner))
+            await self._keep(
+                deployment_path(self.config.namespace), build_inference_deployment(self.config, owner)
+            )
             await self._keep(service_path(self.config.namespace), build_inference_service(self.config, owner))
         await self._sync_voices()
 
@@ -73,7 +79,9 @@ class InferenceKeeper:
             # A Deployment's selector cannot change (an upgrade added the release label): replace it.
             await self.kube.delete(f"{collection}/{name}", propagation="Background")
             INFERENCE_REPAIRS.labels(kind, "replaced").inc()
-            log.info("deleted the inference %s %s to change its selector; it is made again next round", kind, name)
+            log.info(
+                "deleted the inference %s %s to change its selector; it is made again next round", kind, name
+            )
             return
         if differences:
             await self.kube.patch(f"{collection}/{name}", repair_patch(desired, autoscaled=autoscaled))
@@ -113,4 +121,3 @@ class InferenceKeeper:
                         log.info("registered voice %s again on %s", voice, endpoint)
                     except Exception as exc:
                         log.warning("re-registering voice %s on %s failed: %s", voice, endpoint, exc)
-

@@ -33,7 +33,9 @@ def default_identity() -> str:
 
 
 class LeaderElector:
-    def __init__(self, kube: KubeClient, *, namespace: str, name: str, duration: float, identity: str | None = None):
+    def __init__(
+        self, kube: KubeClient, *, namespace: str, name: str, duration: float, identity: str | None = None
+    ):
         self.kube = kube
         self.path = lease_path(namespace, name)
         self.collection = lease_path(namespace)
@@ -54,12 +56,20 @@ class LeaderElector:
         while True:
             try:
                 if await self.try_acquire():
-                    log.info("leader election: %s holds Lease %s/%s", self.identity, self.namespace, self.name)
+                    log.info(
+                        "leader election: %s holds Lease %s/%s", self.identity, self.namespace, self.name
+                    )
                     return
             except KubeError as exc:
-                log.warning("leader election: cannot read or write Lease %s/%s: %s", self.namespace, self.name, exc)
+                log.warning(
+                    "leader election: cannot read or write Lease %s/%s: %s", self.namespace, self.name, exc
+                )
             if not announced:
-                log.info("leader election: another operator holds Lease %s/%s; standing by", self.namespace, self.name)
+                log.info(
+                    "leader election: another operator holds Lease %s/%s; standing by",
+                    self.namespace,
+                    self.name,
+                )
                 announced = True
             await asyncio.sleep(self.retry_period)
 
@@ -98,16 +108,24 @@ class LeaderElector:
                 lease = await self.kube.get(self.path)
                 holder = ((lease or {}).get("spec") or {}).get("holderIdentity")
                 if lease is None or holder != self.identity:
-                    log.error("leader election: Lease %s/%s is held by %s now", self.namespace, self.name, holder)
+                    log.error(
+                        "leader election: Lease %s/%s is held by %s now", self.namespace, self.name, holder
+                    )
                     lost()
                     return
                 if await self._write(lease, {"renewTime": _micro_now()}):
                     last_renewed = time.monotonic()
             except KubeError as exc:
-                log.warning("leader election: renewing Lease %s/%s failed: %s", self.namespace, self.name, exc)
+                log.warning(
+                    "leader election: renewing Lease %s/%s failed: %s", self.namespace, self.name, exc
+                )
             if time.monotonic() - last_renewed > self.duration:
-                log.error("leader election: could not renew Lease %s/%s for %.0f s", self.namespace, self.name,
-                          self.duration)
+                log.error(
+                    "leader election: could not renew Lease %s/%s for %.0f s",
+                    self.namespace,
+                    self.name,
+                    self.duration,
+                )
                 lost()
                 return
 

@@ -102,7 +102,9 @@ HANDLERS = ("create", "resume", "resync", "delete", "job", "pod")
 RESULTS = ("success", "error")
 OUTCOMES = ("succeeded", "failed")
 PROGRESS_RESULTS = ("applied", "throttled", "ignored", "rejected")
-REPAIRS = tuple((kind, action) for kind in ("Deployment", "Service") for action in ("created", "patched", "replaced"))
+REPAIRS = tuple(
+    (kind, action) for kind in ("Deployment", "Service") for action in ("created", "patched", "replaced")
+)
 
 
 def initialise() -> None:

@@ -24,7 +24,10 @@ def check_overrides(scheduling: Scheduling, config: OperatorConfig) -> None:
                 "(the operator's VFT_TRAINER_IMAGE_PREFIXES, the chart's training.allowedImagePrefixes)"
             )
     if not config.allow_scheduling_overrides:
-        for field, value in (("nodeSelector", scheduling.node_selector), ("tolerations", scheduling.tolerations)):
+        for field, value in (
+            ("nodeSelector", scheduling.node_selector),
+            ("tolerations", scheduling.tolerations),
+        ):
             if value is not None:
                 raise InvalidSpec(
                     f"spec.{field} is not allowed: this operator does not let a VoiceFinetune choose its nodes "

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 from typing import Any
 
-WAITING_PROBLEMS = frozenset({
-    "CreateContainerConfigError",
-    "CreateContainerError",
-    "ErrImagePull",
-    "ImagePullBackOff",
-    "InvalidImageName",
-    "ErrImageNeverPull",
-})
+WAITING_PROBLEMS = frozenset(
+    {
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "ErrImageNeverPull",
+    }
+)
 UNSCHEDULABLE = "Unschedulable"
 
 
@@ -29,7 +31,9 @@ def pod_problem(pod: dict[str, Any]) -> tuple[str, str] | None:
             return reason, f"pod {name}: container {container.get('name')} cannot start ({reason}){detail}"
     for condition in status.get("conditions") or []:
         if (condition.get("type"), condition.get("status"), condition.get("reason")) == (
-            "PodScheduled", "False", UNSCHEDULABLE,
+            "PodScheduled",
+            "False",
+            UNSCHEDULABLE,
         ):
             detail = f": {condition['message']}" if condition.get("message") else ""
             return UNSCHEDULABLE, f"pod {name} cannot be scheduled ({UNSCHEDULABLE}){detail}"

@@ -111,7 +111,9 @@ def build_app(secret_key: str, throttle: ProgressThrottle) -> web.Application:
             event = None
         if not isinstance(event, dict) or not isinstance(event.get("stage"), str):
             PROGRESS_EVENTS.labels("rejected").inc()
-            return _problem(400, "the body must be a JSON object with a string 'stage' (a trainer progress event)")
+            return _problem(
+                400, "the body must be a JSON object with a string 'stage' (a trainer progress event)"
+            )
         try:
             result = await throttle.report(namespace, name, event)
         except Exception as exc:  # the API server is unreachable: tell the trainer, which goes on regardless

@@ -32,7 +32,11 @@ async def progress_key(kube: KubeClient, *, namespace: str, name: str) -> str:
             "apiVersion": "v1",
             "kind": "Secret",
             "type": "Opaque",
-            "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/managed-by": MANAGED_BY}},
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": {"app.kubernetes.io/managed-by": MANAGED_BY},
+            },
             "data": {KEY: base64.b64encode(key.encode()).decode()},
         }
         try:

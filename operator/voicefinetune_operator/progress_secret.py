@@ -39,8 +39,11 @@ def owned_secret(body: dict[str, Any], *, name: str, data: dict[str, str]) -> di
 
 
 def progress_secret(body: dict[str, Any], token: str) -> dict[str, Any]:
-    return owned_secret(body, name=progress_secret_name(body["metadata"]["name"], token),
-                        data={PROGRESS_TOKEN_KEY: base64.b64encode(token.encode()).decode()})
+    return owned_secret(
+        body,
+        name=progress_secret_name(body["metadata"]["name"], token),
+        data={PROGRESS_TOKEN_KEY: base64.b64encode(token.encode()).decode()},
+    )
 
 
 async def ensure_progress_secret(kube: KubeClient, body: dict[str, Any], token: str) -> str:

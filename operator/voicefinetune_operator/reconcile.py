@@ -93,18 +93,26 @@ class Reconciler:
             spec = read_spec(body)
             check_overrides(spec.scheduling, self.config)
         except InvalidSpec as exc:
-            await self.writer.transition(namespace, name, phase=FAILED, reason="InvalidSpec", message=str(exc))
+            await self.writer.transition(
+                namespace, name, phase=FAILED, reason="InvalidSpec", message=str(exc)
+            )
             return
         try:
             s3_secret = await ensure_s3_secret(self.kube, self.config, body)
         except SecretUnavailable as exc:
-            await self.writer.transition(namespace, name, phase=FAILED, reason="S3SecretUnavailable", message=str(exc))
+            await self.writer.transition(
+                namespace, name, phase=FAILED, reason="S3SecretUnavailable", message=str(exc)
+            )
             return
         progress_url = f"{self.config.progress_url_base}{progress_path(namespace, name)}"
         token = progress_token(self.config.secret_key, namespace, name)
         manifest = build_training_job(
-            body, spec, config=self.config, progress_url=progress_url,
-            progress_secret=await ensure_progress_secret(self.kube, body, token), s3_secret=s3_secret,
+            body,
+            spec,
+            config=self.config,
+            progress_url=progress_url,
+            progress_secret=await ensure_progress_secret(self.kube, body, token),
+            s3_secret=s3_secret,
         )
         job = manifest["metadata"]["name"]
         try:
@@ -128,7 +136,9 @@ class Reconciler:
         extra = {"jobName": job}
         if not status.get("startedAt"):
             extra["startedAt"] = now()
-        await self.writer.transition(namespace, name, phase=QUEUED, reason=reason, message=message, extra=extra)
+        await self.writer.transition(
+            namespace, name, phase=QUEUED, reason=reason, message=message, extra=extra
+        )
 
     async def on_job(self, event_type: str, job: dict[str, Any]) -> None:
         """A training Job changed: its outcome moves the resource on (Preparing, Loading or Failed)."""
@@ -159,15 +169,23 @@ class Reconciler:
             ):
                 self.start_loading(namespace, name)
         elif outcome.state == "failed":
-            pods = (await self.kube.list(pod_path(namespace), f"batch.kubernetes.io/job-name={job_name_}"))["items"]
+            pods = (await self.kube.list(pod_path(namespace), f"batch.kubernetes.io/job-name={job_name_}"))[
+                "items"
+            ]
             said = termination_message([pod for pod in pods if belongs_to_job(pod, job_name_)])
             message = "; ".join(part for part in (outcome.message, said) if part) or outcome.reason
             # The trainer's last log lines speak of its pod's data folder and of the S3 endpoint.
             public = PublicText(Path(DATA_DIR), self.config.settings.s3_endpoint_url)
-            await self.writer.transition(namespace, name, phase=FAILED, reason=outcome.reason, message=public(message))
+            await self.writer.transition(
+                namespace, name, phase=FAILED, reason=outcome.reason, message=public(message)
+            )
         elif outcome.state == "running":
             await self.writer.transition(
-                namespace, name, phase=PREPARING, reason="PodRunning", message=f"training Job {job_name_} is running"
+                namespace,
+                name,
+                phase=PREPARING,
+                reason="PodRunning",
+                message=f"training Job {job_name_} is running",
             )
 
     async def on_pod(self, event_type: str, pod: dict[str, Any]) -> None:
@@ -210,7 +228,9 @@ class Reconciler:
         key = (namespace, name)
         task = self._loading.get(key)
         if task is None or task.done():
-            self._loading[key] = asyncio.create_task(self._load(namespace, name), name=f"load-{namespace}-{name}")
+            self._loading[key] = asyncio.create_task(
+                self._load(namespace, name), name=f"load-{namespace}-{name}"
+            )
 
     async def _load(self, namespace: str, name: str) -> None:
         """Register and preload the voice; retried (with backoff) while the inference Service cannot take it, for at
@@ -227,12 +247,17 @@ class Reconciler:
             try:
                 replica = await self.fleet.register(voice, speaker, prefix)
             except VoiceRejected as exc:
-                await self.writer.transition(namespace, name, phase=FAILED, reason="LoadFailed", message=str(exc))
+                await self.writer.transition(
+                    namespace, name, phase=FAILED, reason="LoadFailed", message=str(exc)
+                )
                 return
             except (InferenceUnavailable, KubeError) as exc:
                 if time.monotonic() >= deadline:
                     await self.writer.transition(
-                        namespace, name, phase=FAILED, reason="LoadFailed",
+                        namespace,
+                        name,
+                        phase=FAILED,
+                        reason="LoadFailed",
                         message=f"the voice did not load within VFT_LOAD_TIMEOUT={self.config.load_timeout:g} s: {exc}",
                     )
                     return
@@ -332,7 +357,9 @@ class Reconciler:
                 log.warning("%s/%s: giving up unregistering the voice: %s", namespace, name, exc)
         if (body.get("spec") or {}).get("deletionPolicy") == "Delete":
             removed = await asyncio.to_thread(self._delete_checkpoint, voice)
-            log.info("%s/%s: deleted %d checkpoint objects (deletionPolicy: Delete)", namespace, name, removed)
+            log.info(
+                "%s/%s: deleted %d checkpoint objects (deletionPolicy: Delete)", namespace, name, removed
+            )
         self.writer.forget(namespace, name)
         self.throttle.forget(namespace, name)
         self.ready_voices.pop((namespace, name), None)

@@ -38,9 +38,13 @@ async def _release(kube: KubeClient, item: dict[str, Any]) -> bool:
         if FINALIZER not in finalizers and (meta.get("annotations") or {}).get(RELEASED_ANNOTATION):
             return False
         # The annotation keeps a still-running operator from putting the finalizer back.
-        patch = {"metadata": {"resourceVersion": meta.get("resourceVersion"),
-                              "annotations": {RELEASED_ANNOTATION: "true"},
-                              "finalizers": [f for f in finalizers if f != FINALIZER]}}
+        patch = {
+            "metadata": {
+                "resourceVersion": meta.get("resourceVersion"),
+                "annotations": {RELEASED_ANNOTATION: "true"},
+                "finalizers": [f for f in finalizers if f != FINALIZER],
+            }
+        }
         try:
             await kube.patch(object_path(meta["namespace"], meta["name"]), patch)
         except Conflict:

@@ -43,8 +43,11 @@ class Runtime:
         self._runner: web.AppRunner | None = None
         self._keeper_task: asyncio.Task | None = None
         self.elector = (
-            LeaderElector(kube, namespace=config.namespace, name=config.lease_name, duration=config.lease_duration)
-            if config.leader_election else None
+            LeaderElector(
+                kube, namespace=config.namespace, name=config.lease_name, duration=config.lease_duration
+            )
+            if config.leader_election
+            else None
         )
         self._renew_task: asyncio.Task | None = None
 
@@ -63,7 +66,9 @@ class Runtime:
         then this process only serves /healthz, /metrics and progress reports."""
         if self.elector is not None:
             await self.elector.acquire()
-            self._renew_task = asyncio.create_task(self.elector.renew_forever(_stop_this_process), name="lease")
+            self._renew_task = asyncio.create_task(
+                self.elector.renew_forever(_stop_this_process), name="lease"
+            )
         self._keeper_task = asyncio.create_task(self.keeper.run(), name="inference-keeper")
 
     async def _serve(self) -> None:
@@ -79,17 +84,26 @@ class Runtime:
             if self.config.in_cluster or self.config.progress_base_url:
                 log.error(
                     "cannot serve progress reports and /metrics on :%d (%s); reconciling goes on without them: "
-                    "free the port or pick another with --port / VFT_OPERATOR_PORT", wanted, exc,
+                    "free the port or pick another with --port / VFT_OPERATOR_PORT",
+                    wanted,
+                    exc,
                 )
                 return
             await web.TCPSite(self._runner, "0.0.0.0", 0).start()
-            log.warning("port %d is taken (%s); serving progress reports and /metrics on a free port instead", wanted,
-                        exc)
+            log.warning(
+                "port %d is taken (%s); serving progress reports and /metrics on a free port instead",
+                wanted,
+                exc,
+            )
         port = _bound_port(self._runner, wanted)
         if port != self.config.port:
             self.config = replace(self.config, port=port)
             self.reconciler.config = self.config
-        log.info("progress receiver and /metrics on :%d (trainers report to %s)", port, self.config.progress_url_base)
+        log.info(
+            "progress receiver and /metrics on :%d (trainers report to %s)",
+            port,
+            self.config.progress_url_base,
+        )
 
     async def stop(self) -> None:
         for task in (self._renew_task, self._keeper_task):

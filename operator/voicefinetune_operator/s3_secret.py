@@ -48,13 +48,24 @@ async def ensure_s3_secret(kube: KubeClient, config: OperatorConfig, body: dict[
     # RBAC lets the operator read only the source Secret: an existing copy shows as a Conflict on create.
     source = await kube.get(secret_path(config.namespace, config.s3_secret))
     if source is None:
-        log.warning("%s/%s: no S3 Secret %s/%s to copy; the training pod reads Secret %s of its own namespace",
-                    namespace, name, config.namespace, config.s3_secret, config.s3_secret)
+        log.warning(
+            "%s/%s: no S3 Secret %s/%s to copy; the training pod reads Secret %s of its own namespace",
+            namespace,
+            name,
+            config.namespace,
+            config.s3_secret,
+            config.s3_secret,
+        )
         return config.s3_secret
-    missing = [key for key in (config.s3_secret_access_key, config.s3_secret_secret_key)
-               if key not in (source.get("data") or {})]
+    missing = [
+        key
+        for key in (config.s3_secret_access_key, config.s3_secret_secret_key)
+        if key not in (source.get("data") or {})
+    ]
     if missing:
-        raise SecretUnavailable(f"the S3 Secret {config.namespace}/{config.s3_secret} has no key {', '.join(missing)}")
+        raise SecretUnavailable(
+            f"the S3 Secret {config.namespace}/{config.s3_secret} has no key {', '.join(missing)}"
+        )
     try:
         await kube.create(secret_path(namespace), secret_copy(source, body, config=config))
     except Conflict:
@@ -66,5 +77,7 @@ async def ensure_s3_secret(kube: KubeClient, config: OperatorConfig, body: dict[
                 f"{namespace}: {exc}"
             ) from exc
         raise
-    log.info("%s/%s: copied the S3 Secret %s/%s to %s", namespace, name, config.namespace, config.s3_secret, target)
+    log.info(
+        "%s/%s: copied the S3 Secret %s/%s to %s", namespace, name, config.namespace, config.s3_secret, target
+    )
     return target

@@ -91,10 +91,14 @@ class StatusWriter:
                         continue
                     return None
                 text = message or f"{phase}: {reason}"
-                if await self._write(namespace, name, body, self._entering(body, phase, reason, message, extra)):
+                if await self._write(
+                    namespace, name, body, self._entering(body, phase, reason, message, extra)
+                ):
                     break
             else:
-                raise Conflict(409, "Conflict", f"{namespace}/{name} kept changing while its status was written")
+                raise Conflict(
+                    409, "Conflict", f"{namespace}/{name} kept changing while its status was written"
+                )
         await self.events.post(body, kind=WARNING if phase == FAILED else NORMAL, reason=reason, message=text)
         log.info("%s/%s: %s -> %s (%s)", namespace, name, status.get("phase"), phase, reason)
         return body
@@ -130,7 +134,9 @@ class StatusWriter:
 
     async def unflag(self, namespace: str, name: str) -> bool:
         """The training pod runs now: clear what ``flag`` said."""
-        return await self._pod_condition(namespace, name, ok=True, reason="PodRunning", message="the training pod runs")
+        return await self._pod_condition(
+            namespace, name, ok=True, reason="PodRunning", message="the training pod runs"
+        )
 
     async def _pod_condition(self, namespace: str, name: str, *, ok: bool, reason: str, message: str) -> bool:
         async with self._locks[(namespace, name)]:
@@ -149,8 +155,9 @@ class StatusWriter:
                     updates.append(("Ready", "False", reason, message))
                 patch = {
                     "error": None if ok else message,
-                    "conditions": merge_conditions(status.get("conditions") or [], updates,
-                                                   generation=acted_on(body), timestamp=now()),
+                    "conditions": merge_conditions(
+                        status.get("conditions") or [], updates, generation=acted_on(body), timestamp=now()
+                    ),
                 }
                 if await self._write(namespace, name, body, patch):
                     break
@@ -194,6 +201,7 @@ class StatusWriter:
             else:
                 return False
         if entered:
-            await self.events.post(body, kind=NORMAL, reason=proposed, message=f"trainer stage {event.get('stage')}")
+            await self.events.post(
+                body, kind=NORMAL, reason=proposed, message=f"trainer stage {event.get('stage')}"
+            )
         return True
-

@@ -14,8 +14,11 @@ PACKAGES = ("voicefinetune", "voicefinetune_operator", "voicefinetune_inference"
 
 def test_the_tree_holds_no_symbolic_link():
     ignored = {".git", ".venv"}
-    links = [str(path.relative_to(REPO)) for path in REPO.rglob("*")
-             if path.is_symlink() and not ignored & set(path.relative_to(REPO).parts)]
+    links = [
+        str(path.relative_to(REPO))
+        for path in REPO.rglob("*")
+        if path.is_symlink() and not ignored & set(path.relative_to(REPO).parts)
+    ]
     assert links == []
 
 
@@ -93,8 +96,12 @@ def test_the_circle_finder_finds_a_circle():
 
 def test_the_checkout_root_does_not_shadow_the_standard_library():
     # -S: no site start-up (no .pth hooks), the checkout's root first on sys.path, as for any script run there.
-    result = subprocess.run([sys.executable, "-S", "-c", "import collections, socket, operator; print(operator.eq)"],
-                            cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", "import collections, socket, operator; print(operator.eq)"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     assert "built-in function eq" in result.stdout
 
@@ -128,9 +135,24 @@ def test_lifecycle_spellings_line_up():
     from voicefinetune.lifecycle import PHASES, PROGRESS_CAMEL, SPEC_FIELDS
 
     assert PHASES == ("Queued", "Preparing", "Training", "Loading", "Ready", "Failed")
-    assert PROGRESS_CAMEL == {"stage": "stage", "epoch": "epoch", "total_epochs": "totalEpochs", "step": "step",
-                              "loss": "loss", "global_step": "globalStep"}
-    assert SPEC_FIELDS == {"datasetS3Key": "dataset_s3_key", "speakerName": "speaker_name", "numEpochs": "num_epochs",
-                           "batchSize": "batch_size", "lr": "lr", "bookId": "book_id", "chapterId": "chapter_id",
-                           "characterId": "character_id", "resumeJobId": "resume_job_id",
-                           "gradientAccumulationSteps": "gradient_accumulation_steps", "language": "language"}
+    assert PROGRESS_CAMEL == {
+        "stage": "stage",
+        "epoch": "epoch",
+        "total_epochs": "totalEpochs",
+        "step": "step",
+        "loss": "loss",
+        "global_step": "globalStep",
+    }
+    assert SPEC_FIELDS == {
+        "datasetS3Key": "dataset_s3_key",
+        "speakerName": "speaker_name",
+        "numEpochs": "num_epochs",
+        "batchSize": "batch_size",
+        "lr": "lr",
+        "bookId": "book_id",
+        "chapterId": "chapter_id",
+        "characterId": "character_id",
+        "resumeJobId": "resume_job_id",
+        "gradientAccumulationSteps": "gradient_accumulation_steps",
+        "language": "language",
+    }

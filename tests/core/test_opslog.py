@@ -36,12 +36,12 @@ def test_failures_stay_out_of_averages_and_history_survives_a_restart(tmp_path):
 def test_started_operation_is_running_until_finished_once(tmp_path):
     ops = OpsLog(tmp_path / "ops.jsonl")
     op_id = ops.start("prepare_data", job_id="j", attempt=2)
-    assert [{k: v for k, v in r.items() if k not in ("started_at", "elapsed_seconds")} for r in ops.running()] == [
-        {"op_name": "prepare_data", "job_id": "j", "attempt": 2}
-    ]
+    assert [
+        {k: v for k, v in r.items() if k not in ("started_at", "elapsed_seconds")} for r in ops.running()
+    ] == [{"op_name": "prepare_data", "job_id": "j", "attempt": 2}]
     ops.finish(op_id, ok=False)
     ops.finish(op_id)
     assert ops.running() == []
-    assert [(r["op_name"], r["job_id"], r["ok"], r["attempt"]) for r in OpsLog(tmp_path / "ops.jsonl").history()] == [
-        ("prepare_data", "j", False, 2)
-    ]
+    assert [
+        (r["op_name"], r["job_id"], r["ok"], r["attempt"]) for r in OpsLog(tmp_path / "ops.jsonl").history()
+    ] == [("prepare_data", "j", False, 2)]

@@ -25,12 +25,17 @@ def test_control_plane_imports_nothing_from_the_ml_stack(tmp_path):
         "create_kubernetes_app(Settings.from_env({}))\n"
         f"print(','.join(m for m in {ML_PACKAGES!r} if m in sys.modules))\n"
     )
-    loaded = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, check=True, capture_output=True, text=True)
+    loaded = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, check=True, capture_output=True, text=True
+    )
     assert loaded.stdout.strip() == ""
 
 
-PARTS = {"operator": "voicefinetune-operator", "inference_server": "voicefinetune-inference",
-         "trainer_image": "voicefinetune-trainer"}
+PARTS = {
+    "operator": "voicefinetune-operator",
+    "inference_server": "voicefinetune-inference",
+    "trainer_image": "voicefinetune-trainer",
+}
 
 
 def wheel_requirements(source: Path, out: Path) -> tuple[str, list[str]]:
@@ -38,8 +43,23 @@ def wheel_requirements(source: Path, out: Path) -> tuple[str, list[str]]:
     import email
     import zipfile
 
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
-                    str(source)], check=True, capture_output=True, text=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(out),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     (wheel,) = out.glob("*.whl")
     with zipfile.ZipFile(wheel) as archive:
         (metadata,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
@@ -50,8 +70,11 @@ def wheel_requirements(source: Path, out: Path) -> tuple[str, list[str]]:
 def requirement_names(requirements: list[str]) -> set[str]:
     import re
 
-    return {re.split(r"[\s\[<>=!~;(]", requirement, maxsplit=1)[0].lower() for requirement in requirements
-            if "extra ==" not in requirement}
+    return {
+        re.split(r"[\s\[<>=!~;(]", requirement, maxsplit=1)[0].lower()
+        for requirement in requirements
+        if "extra ==" not in requirement
+    }
 
 
 def test_each_part_is_a_distribution_that_depends_on_the_core_and_on_no_other_part(tmp_path):
@@ -76,8 +99,12 @@ def test_the_operators_wheel_brings_no_ml_stack_through_the_core_extras_it_asks_
 
     root = PYPROJECT.parent
     _, requirements = wheel_requirements(root / "operator", tmp_path / "operator")
-    extras = {extra for requirement in requirements if requirement.startswith("voicefinetune[")
-              for extra in requirement.split("[", 1)[1].split("]", 1)[0].split(",")}
+    extras = {
+        extra
+        for requirement in requirements
+        if requirement.startswith("voicefinetune[")
+        for extra in requirement.split("[", 1)[1].split("]", 1)[0].split(",")
+    }
     optional = toml.loads(PYPROJECT.read_text())["project"]["optional-dependencies"]
     pulled = " ".join(dependency for extra in extras for dependency in optional[extra.strip()])
     assert not [name for name in ("torch", "transformers", "qwen-tts", "numpy") if name in pulled]

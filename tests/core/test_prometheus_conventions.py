@@ -11,7 +11,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 HELM = Path(sys.executable).parent / "helm"
 
-pytestmark = pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (apt: prometheus)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("promtool") is None, reason="promtool not installed (apt: prometheus)"
+)
 
 
 def test_every_metric_follows_prometheus_naming():
@@ -21,17 +23,31 @@ def test_every_metric_follows_prometheus_naming():
         "from voicefinetune.metrics import exposition\n"
         "import sys; sys.stdout.write(exposition()[0].decode())\n"
     )
-    exposition = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True).stdout
+    exposition = subprocess.run(
+        [sys.executable, "-c", script], check=True, capture_output=True, text=True
+    ).stdout
     assert "vft_" in exposition
-    checked = subprocess.run(["promtool", "check", "metrics"], input=exposition, capture_output=True, text=True)
+    checked = subprocess.run(
+        ["promtool", "check", "metrics"], input=exposition, capture_output=True, text=True
+    )
     assert checked.returncode == 0 and not checked.stdout.strip(), checked.stdout + checked.stderr
 
 
 def test_the_charts_alert_rules_load(tmp_path):
     rendered = subprocess.run(
-        [str(HELM), "template", "t", str(REPO / "charts" / "voicefinetune"),
-         "--set", "monitoring.prometheusRule.enabled=true", "--show-only", "templates/prometheusrule.yaml"],
-        check=True, capture_output=True, text=True,
+        [
+            str(HELM),
+            "template",
+            "t",
+            str(REPO / "charts" / "voicefinetune"),
+            "--set",
+            "monitoring.prometheusRule.enabled=true",
+            "--show-only",
+            "templates/prometheusrule.yaml",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     rules = tmp_path / "rules.yml"
     rules.write_text(yaml.safe_dump(yaml.safe_load(rendered)["spec"]))

@@ -10,9 +10,14 @@ from voicefinetune.public_text import PublicText
 def test_server_paths_and_the_endpoint_are_replaced_and_the_rest_is_kept(tmp_path: Path) -> None:
     data = tmp_path / "data"
     public = PublicText(data, "http://127.0.0.1:9000/")
-    assert public(f"dataset file {data}/uploads/a.zip does not exist.") == "dataset file uploads/a.zip does not exist."
+    assert (
+        public(f"dataset file {data}/uploads/a.zip does not exist.")
+        == "dataset file uploads/a.zip does not exist."
+    )
     assert public(f"{data} is full") == "the data folder is full"
-    assert public(f"{data}2/x is elsewhere") == f"{data}2/x is elsewhere"  # a sibling folder is not the data folder
+    assert (
+        public(f"{data}2/x is elsewhere") == f"{data}2/x is elsewhere"
+    )  # a sibling folder is not the data folder
     assert public('could not reach "http://127.0.0.1:9000/bucket/key" (host 127.0.0.1:9000)') == (
         'could not reach "s3://bucket/key" (host the S3 endpoint)'
     )

@@ -55,7 +55,10 @@ def test_plain_import_qwen_tts_works_in_a_fresh_interpreter(tiny_models):
         "print(model.model.tts_model_type, *model.get_supported_speakers())"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code, str(tiny_models.custom_voice)], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code, str(tiny_models.custom_voice)],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split()[-2:] == ["custom_voice", "tiny_speaker"]
@@ -76,7 +79,9 @@ def test_resolve_model_with_tiny_models_uses_the_tiny_folders(tiny_models):
     assert Path(resolve_model(settings, "voice_design")) == tiny_models.voice_design
 
 
-def test_resolve_model_names_tiny_models_under_the_data_dir_by_default_and_never_builds_them(tmp_path, tiny_models):
+def test_resolve_model_names_tiny_models_under_the_data_dir_by_default_and_never_builds_them(
+    tmp_path, tiny_models
+):
     settings = Settings.from_env({"VFT_TINY_MODELS": "1", "VFT_DATA_DIR": str(tmp_path)})
     assert tiny_models_root(settings) == tmp_path / "tiny-models"
     with pytest.raises(FileNotFoundError, match="vft models tiny"):
@@ -88,7 +93,9 @@ def test_resolve_model_names_tiny_models_under_the_data_dir_by_default_and_never
 
 def test_importing_the_core_loads_no_developer_tooling():
     code = "import sys, voicefinetune.qwen; print([m for m in sys.modules if m.startswith('voicefinetune.devtools')])"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
     assert result.stdout.strip() == "[]"
 
 
@@ -113,7 +120,9 @@ def test_choose_runtime_uses_bf16_on_gpu():
 
 @needs_no_cuda
 def test_load_model_picks_cpu_float32_sdpa_here(tiny_models):
-    settings = Settings.from_env({"DEVICE": "cuda:0", "USE_FLASH_ATTN": "1"})  # the original service's defaults
+    settings = Settings.from_env(
+        {"DEVICE": "cuda:0", "USE_FLASH_ATTN": "1"}
+    )  # the original service's defaults
     model = load_model(tiny_models.custom_voice, settings)
     assert type(model).__name__ == "Qwen3TTSModel"
     runtime = loaded_runtime(model)

@@ -13,13 +13,25 @@ from voicefinetune.schemas import (
 
 def test_finetune_defaults_match_the_original_service():
     request = FinetuneRequest(dataset_s3_key="datasets/Hero1/dataset.zip")
-    assert (request.speaker_name, request.num_epochs, request.batch_size, request.lr) == ("speaker_custom", 15, 2, 1e-6)
+    assert (request.speaker_name, request.num_epochs, request.batch_size, request.lr) == (
+        "speaker_custom",
+        15,
+        2,
+        1e-6,
+    )
     assert request.book_id is request.chapter_id is request.character_id is request.resume_job_id is None
 
 
 @pytest.mark.parametrize(
     "field,value",
-    [("num_epochs", 0), ("num_epochs", -1), ("batch_size", 0), ("lr", 0), ("lr", -1e-3), ("speaker_name", "Hero_1")],
+    [
+        ("num_epochs", 0),
+        ("num_epochs", -1),
+        ("batch_size", 0),
+        ("lr", 0),
+        ("lr", -1e-3),
+        ("speaker_name", "Hero_1"),
+    ],
 )
 def test_finetune_refuses_bad_values(field, value):
     with pytest.raises(ValidationError) as error:

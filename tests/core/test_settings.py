@@ -38,8 +38,15 @@ def test_environment_overrides_and_parsing():
 def test_every_variable_of_the_original_service_is_read():
     names = {name for name, _ in env_table()}
     original = {
-        "DEVICE", "USE_FLASH_ATTN", "GPU_IDLE_TIMEOUT", "GPU_MAX_CONCURRENCY", "GPU_MAX_MODELS",
-        "E2E_ACCESS_KEY", "E2E_SECRET_KEY", "E2E_BUCKET", "E2E_ENDPOINT_URL",
+        "DEVICE",
+        "USE_FLASH_ATTN",
+        "GPU_IDLE_TIMEOUT",
+        "GPU_MAX_CONCURRENCY",
+        "GPU_MAX_MODELS",
+        "E2E_ACCESS_KEY",
+        "E2E_SECRET_KEY",
+        "E2E_BUCKET",
+        "E2E_ENDPOINT_URL",
     }
     assert original <= names
     assert {"VFT_DATA_DIR", "VFT_BASE_MODEL", "VFT_VOICE_DESIGN_MODEL", "VFT_TINY_MODELS"} <= names

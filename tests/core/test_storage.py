@@ -14,7 +14,9 @@ def test_build_key_joins_safe_segments():
     )
 
 
-@pytest.mark.parametrize("segment", ["/etc/passwd", "..", "a/../b", "a//b", "", ".", "a\x00b", "a\nb", "a\\b"])
+@pytest.mark.parametrize(
+    "segment", ["/etc/passwd", "..", "a/../b", "a//b", "", ".", "a\x00b", "a\nb", "a\\b"]
+)
 def test_build_key_refuses_escapes(segment):
     with pytest.raises(UnsafeKey):
         build_key("audio", segment)

@@ -59,8 +59,13 @@ def test_build_writes_three_checkpoints(tmp_path):
         folder = getattr(models, kind)
         config = json.loads((folder / "config.json").read_text())
         assert config["tts_model_type"] == kind
-        for name in ("model.safetensors", "generation_config.json", "speech_tokenizer/model.safetensors",
-                     "speech_tokenizer/config.json", "speech_tokenizer/preprocessor_config.json"):
+        for name in (
+            "model.safetensors",
+            "generation_config.json",
+            "speech_tokenizer/model.safetensors",
+            "speech_tokenizer/config.json",
+            "speech_tokenizer/preprocessor_config.json",
+        ):
             assert (folder / name).is_file(), f"{kind}/{name} missing"
         assert sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) < 5_000_000
     assert is_complete(models.root)
@@ -88,13 +93,20 @@ def test_each_folder_loads_with_the_expected_type_languages_and_speakers(loaded)
 
 @pytest.mark.parametrize("language", SUPPORTED_LANGUAGES)
 def test_every_supported_language_generates(loaded, language):
-    wav = generate(loaded["custom_voice"].generate_custom_voice, text=TEXT, speaker=TINY_SPEAKER, language=language,
-                   max_new_tokens=4)
+    wav = generate(
+        loaded["custom_voice"].generate_custom_voice,
+        text=TEXT,
+        speaker=TINY_SPEAKER,
+        language=language,
+        max_new_tokens=4,
+    )
     assert len(wav) > 0
 
 
 def test_custom_voice_generates_sane_audio(loaded):
-    wav = generate(loaded["custom_voice"].generate_custom_voice, text=TEXT, speaker=TINY_SPEAKER, language="English")
+    wav = generate(
+        loaded["custom_voice"].generate_custom_voice, text=TEXT, speaker=TINY_SPEAKER, language="English"
+    )
     assert_sane_audio(wav)
 
 
@@ -102,10 +114,16 @@ def test_custom_voice_text_and_instruct_change_the_audio(loaded):
     model = loaded["custom_voice"]
     reference = generate(model.generate_custom_voice, text=TEXT, speaker=TINY_SPEAKER, language="English")
     same = generate(model.generate_custom_voice, text=TEXT, speaker=TINY_SPEAKER, language="English")
-    other_text = generate(model.generate_custom_voice, text="Something else entirely.", speaker=TINY_SPEAKER,
-                          language="English")
-    instructed = generate(model.generate_custom_voice, text=TEXT, speaker=TINY_SPEAKER, language="English",
-                          instruct="Whisper, very slowly.")
+    other_text = generate(
+        model.generate_custom_voice, text="Something else entirely.", speaker=TINY_SPEAKER, language="English"
+    )
+    instructed = generate(
+        model.generate_custom_voice,
+        text=TEXT,
+        speaker=TINY_SPEAKER,
+        language="English",
+        instruct="Whisper, very slowly.",
+    )
     assert not differ(reference, same)  # the seed alone fixes the output: what differs below is conditioning
     assert differ(reference, other_text)
     assert differ(reference, instructed)
@@ -113,10 +131,15 @@ def test_custom_voice_text_and_instruct_change_the_audio(loaded):
 
 def test_voice_design_instruct_and_text_change_the_audio(loaded):
     model = loaded["voice_design"]
-    deep = generate(model.generate_voice_design, text=TEXT, instruct="A deep calm male voice.", language="English")
-    bright = generate(model.generate_voice_design, text=TEXT, instruct="A bright cheerful voice.", language="English")
-    other_text = generate(model.generate_voice_design, text="Goodbye.", instruct="A deep calm male voice.",
-                          language="English")
+    deep = generate(
+        model.generate_voice_design, text=TEXT, instruct="A deep calm male voice.", language="English"
+    )
+    bright = generate(
+        model.generate_voice_design, text=TEXT, instruct="A bright cheerful voice.", language="English"
+    )
+    other_text = generate(
+        model.generate_voice_design, text="Goodbye.", instruct="A deep calm male voice.", language="English"
+    )
     assert_sane_audio(deep)
     assert differ(deep, bright)
     assert differ(deep, other_text)
@@ -125,14 +148,26 @@ def test_voice_design_instruct_and_text_change_the_audio(loaded):
 def test_voice_clone_with_ref_text_and_x_vector_only(loaded):
     model = loaded["base"]
     ref_one, ref_two = (synthetic_voice(11), SAMPLE_RATE), (synthetic_voice(22), SAMPLE_RATE)
-    icl_one = generate(model.generate_voice_clone, text=TEXT, language="English", ref_audio=ref_one,
-                       ref_text="A reference sentence.")
-    icl_two = generate(model.generate_voice_clone, text=TEXT, language="English", ref_audio=ref_two,
-                       ref_text="A reference sentence.")
-    xvec_one = generate(model.generate_voice_clone, text=TEXT, language="English", ref_audio=ref_one,
-                        x_vector_only_mode=True)
-    xvec_two = generate(model.generate_voice_clone, text=TEXT, language="English", ref_audio=ref_two,
-                        x_vector_only_mode=True)
+    icl_one = generate(
+        model.generate_voice_clone,
+        text=TEXT,
+        language="English",
+        ref_audio=ref_one,
+        ref_text="A reference sentence.",
+    )
+    icl_two = generate(
+        model.generate_voice_clone,
+        text=TEXT,
+        language="English",
+        ref_audio=ref_two,
+        ref_text="A reference sentence.",
+    )
+    xvec_one = generate(
+        model.generate_voice_clone, text=TEXT, language="English", ref_audio=ref_one, x_vector_only_mode=True
+    )
+    xvec_two = generate(
+        model.generate_voice_clone, text=TEXT, language="English", ref_audio=ref_two, x_vector_only_mode=True
+    )
     for wav in (icl_one, xvec_one):
         assert_sane_audio(wav)
     assert differ(icl_one, icl_two)
@@ -141,8 +176,12 @@ def test_voice_clone_with_ref_text_and_x_vector_only(loaded):
 
 def test_voice_clone_prompt_is_reusable_and_speaker_specific(loaded):
     model = loaded["base"]
-    prompt = model.create_voice_clone_prompt(ref_audio=(synthetic_voice(11), SAMPLE_RATE), ref_text="Reference.")
-    other = model.create_voice_clone_prompt(ref_audio=(synthetic_voice(22), SAMPLE_RATE), ref_text="Reference.")
+    prompt = model.create_voice_clone_prompt(
+        ref_audio=(synthetic_voice(11), SAMPLE_RATE), ref_text="Reference."
+    )
+    other = model.create_voice_clone_prompt(
+        ref_audio=(synthetic_voice(22), SAMPLE_RATE), ref_text="Reference."
+    )
     assert prompt[0].ref_code.shape[1] == 16
     assert not torch.allclose(prompt[0].ref_spk_embedding, other[0].ref_spk_embedding)
     first = generate(model.generate_voice_clone, text=TEXT, language="English", voice_clone_prompt=prompt)
@@ -201,8 +240,10 @@ def test_vft_models_tiny_cli_in_two_processes_at_once(tmp_path):
     root = tmp_path / "cli"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     command = [sys.executable, "-m", "voicefinetune.cli", "models", "tiny", str(root), "--seed", "0"]
-    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-                 for _ in range(2)]
+    processes = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        for _ in range(2)
+    ]
     outputs = [p.communicate(timeout=120) for p in processes]
     for process, (stdout, stderr) in zip(processes, outputs, strict=True):
         assert process.returncode == 0, stderr
@@ -237,8 +278,13 @@ def test_vft_builds_tiny_models_only_before_commands_that_load_models(tmp_path, 
     for command, rest in (("train", ["--job-id", "j1"]), ("inference", []), ("serve", ["--port", "1"])):
         cli.ensure_tiny_models_for(command, rest)
     assert built == [tmp_path / "tiny-models"] * 3
-    for command, rest in (("serve", ["--backend", "kubernetes"]), ("operator", []), ("train", ["--help"]),
-                          ("models", ["tiny", str(tmp_path)]), ("demo", [])):
+    for command, rest in (
+        ("serve", ["--backend", "kubernetes"]),
+        ("operator", []),
+        ("train", ["--help"]),
+        ("models", ["tiny", str(tmp_path)]),
+        ("demo", []),
+    ):
         cli.ensure_tiny_models_for(command, rest)
     assert len(built) == 3
     monkeypatch.setenv("VFT_TINY_MODELS_DIR", str(tmp_path / "elsewhere"))

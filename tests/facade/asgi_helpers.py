@@ -28,7 +28,13 @@ class Echo:
                 break
         self.bodies.append(body)
         payload = json.dumps({"received": len(body)}).encode()
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
         await send({"type": "http.response.body", "body": payload})
 
 
@@ -44,8 +50,13 @@ class Answer:
 
 
 async def call(
-    app, *, method: str = "POST", path: str = "/x", headers: dict[str, str] | None = None,
-    chunks: list[bytes] | None = None, hang_up: bool = False,
+    app,
+    *,
+    method: str = "POST",
+    path: str = "/x",
+    headers: dict[str, str] | None = None,
+    chunks: list[bytes] | None = None,
+    hang_up: bool = False,
 ) -> Answer:
     """Send one HTTP request through ``app``; ``chunks`` arrive as separate ``http.request`` messages. With
     ``hang_up`` the client disconnects after its chunks instead of ending the body. Status 0: no answer was sent."""
@@ -66,7 +77,9 @@ async def call(
         sent.append(message)
 
     scope = {
-        "type": "http", "method": method, "path": path,
+        "type": "http",
+        "method": method,
+        "path": path,
         "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
     }
     await app(scope, receive, send)

@@ -51,7 +51,16 @@ class Server:
     def start(self) -> Server:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "voicefinetune.cli", self.command, "--host", "127.0.0.1", "--port", str(self.port)],
+            [
+                sys.executable,
+                "-m",
+                "voicefinetune.cli",
+                self.command,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -59,7 +68,9 @@ class Server:
         deadline = time.monotonic() + SERVER_START_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"vft {self.command} exited with {self.process.returncode}:\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"vft {self.command} exited with {self.process.returncode}:\n{self.log_tail()}"
+                )
             try:
                 if httpx.get(self.url + "/", timeout=2).status_code == 200:
                     return self
@@ -67,7 +78,9 @@ class Server:
                 pass
             time.sleep(0.2)
         self.kill()
-        raise RuntimeError(f"vft {self.command} did not answer in {SERVER_START_TIMEOUT}s:\n{self.log_tail()}")
+        raise RuntimeError(
+            f"vft {self.command} did not answer in {SERVER_START_TIMEOUT}s:\n{self.log_tail()}"
+        )
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -140,8 +153,11 @@ def served(tmp_path_factory, s3_endpoint: str, tiny_models) -> Iterator[Server]:
 def train_voice(server: Server, dataset_zip: Path, speaker: str) -> str:
     """POST /finetune (one epoch) and wait for the voice to be ready; its id."""
     with server.client() as http:
-        r = http.post("/finetune", files={"dataset": dataset_zip.read_bytes()},
-                      data={"speaker_name": speaker, "num_epochs": "1"})
+        r = http.post(
+            "/finetune",
+            files={"dataset": dataset_zip.read_bytes()},
+            data={"speaker_name": speaker, "num_epochs": "1"},
+        )
     assert r.status_code == 202, r.text
     job = server.wait_for(r.json()["job_id"], timeout=300)
     assert job["status"] == "ready", f"{job}\n{server.log_tail()}"
@@ -182,7 +198,10 @@ def served_small_upload_cap(tmp_path_factory, s3_endpoint: str, tiny_models) -> 
     """A `vft serve` like ``served`` with VFT_MAX_UPLOAD_BYTES=600000."""
     root = tmp_path_factory.mktemp("serve-cap")
     env = server_environment(
-        root / "data", s3_endpoint=s3_endpoint, bucket=f"vft-facade-{uuid.uuid4().hex[:10]}", tiny_root=tiny_models.root
+        root / "data",
+        s3_endpoint=s3_endpoint,
+        bucket=f"vft-facade-{uuid.uuid4().hex[:10]}",
+        tiny_root=tiny_models.root,
     )
     env["VFT_MAX_UPLOAD_BYTES"] = str(SMALL_UPLOAD_CAP)
     Storage(Settings.from_env(env)).ensure_bucket()
@@ -196,7 +215,10 @@ def inference_served(tmp_path_factory, s3_endpoint: str, tiny_models) -> Iterato
     """A real standalone `vft inference` (tiny models, moto S3); yields its base URL."""
     root = tmp_path_factory.mktemp("inference")
     env = server_environment(
-        root / "data", s3_endpoint=s3_endpoint, bucket=f"vft-inf-{uuid.uuid4().hex[:10]}", tiny_root=tiny_models.root
+        root / "data",
+        s3_endpoint=s3_endpoint,
+        bucket=f"vft-inf-{uuid.uuid4().hex[:10]}",
+        tiny_root=tiny_models.root,
     )
     Storage(Settings.from_env(env)).ensure_bucket()
     server = Server(env=env, port=free_port(), log_path=root / "inference.log", command="inference").start()

@@ -19,7 +19,9 @@ def add_voice(server, tiny_models, job_id: str) -> str:
     """The tiny custom_voice checkpoint where the trainer leaves one, registered (and loaded) as a fine-tuned voice."""
     folder = server.settings.job_dir(job_id) / "output" / "checkpoint-epoch-0"
     shutil.copytree(tiny_models.custom_voice, folder)
-    response = httpx.post(f"{server.url}/voices/{job_id}", json={"speaker_name": SPEAKER, "preload": True}, timeout=120)
+    response = httpx.post(
+        f"{server.url}/voices/{job_id}", json={"speaker_name": SPEAKER, "preload": True}, timeout=120
+    )
     assert response.status_code == 200, response.text
     return job_id
 
@@ -42,7 +44,9 @@ def last_stream_record(server, after: float, timeout: float = 60.0) -> dict:
     """The newest `inference_stream` ops record that started after ``after`` (waits for it to be written)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        records = httpx.get(f"{server.url}/ops/history", params={"op_name": "inference_stream"}, timeout=10).json()
+        records = httpx.get(
+            f"{server.url}/ops/history", params={"op_name": "inference_stream"}, timeout=10
+        ).json()
         records = [r for r in records if r["started_at"] >= after]
         if records:
             return max(records, key=lambda r: r["started_at"])
@@ -53,5 +57,8 @@ def last_stream_record(server, after: float, timeout: float = 60.0) -> dict:
 def metric_value(server, name: str) -> float:
     """The sum of a metric's samples (all label sets) on the server's /metrics."""
     text = httpx.get(f"{server.url}/metrics", timeout=10).text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name) and not line.startswith("#") and (line[len(name)] in " {"))
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name) and not line.startswith("#") and (line[len(name)] in " {")
+    )

@@ -15,8 +15,14 @@ PROTECTED = [
     ("POST", "/voice-design", {}, 422),
     ("GET", "/storage/status", None, 200),
 ]
-WRONG = [{}, {"Authorization": "Bearer wrong"}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer k2"},
-         {"Authorization": "k"}, {"Authorization": "Basic k"}]
+WRONG = [
+    {},
+    {"Authorization": "Bearer wrong"},
+    {"X-API-Key": "wrong"},
+    {"Authorization": "Bearer k2"},
+    {"Authorization": "k"},
+    {"Authorization": "Basic k"},
+]
 
 
 def test_health_is_open(served_with_key):
@@ -39,7 +45,11 @@ def test_protected_without_a_valid_key(served_with_key, method, path, body, stat
 @pytest.mark.parametrize(("method", "path", "body", "status"), PROTECTED)
 def test_protected_with_a_key(served_with_key, method, path, body, status):
     with served_with_key.client() as client:
-        for headers in ({"Authorization": "Bearer k"}, {"X-API-Key": "k"}, {"Authorization": "bearer rotated-k2"}):
+        for headers in (
+            {"Authorization": "Bearer k"},
+            {"X-API-Key": "k"},
+            {"Authorization": "bearer rotated-k2"},
+        ):
             response = client.request(method, path, json=body, headers=headers)
             assert response.status_code == status, (headers, response.text)
 

@@ -25,25 +25,43 @@ KEYS = ("k1", "rotated-k2")
 DETAIL_401 = {"detail": UNAUTHORIZED}
 
 
-def guarded(keys: tuple[str, ...] = KEYS, paths: frozenset[str] = HEALTH_PATHS) -> tuple[ApiKeyMiddleware, Echo]:
+def guarded(
+    keys: tuple[str, ...] = KEYS, paths: frozenset[str] = HEALTH_PATHS
+) -> tuple[ApiKeyMiddleware, Echo]:
     echo = Echo()
     return ApiKeyMiddleware(echo, keys=keys, open_paths=paths), echo
 
 
-@pytest.mark.parametrize("headers", [
-    {"Authorization": "Bearer k1"}, {"Authorization": "bearer rotated-k2"}, {"X-API-Key": "k1"},
-    {"x-api-key": " rotated-k2 "}, {"Authorization": "Bearer  k1 "},
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Authorization": "Bearer k1"},
+        {"Authorization": "bearer rotated-k2"},
+        {"X-API-Key": "k1"},
+        {"x-api-key": " rotated-k2 "},
+        {"Authorization": "Bearer  k1 "},
+    ],
+)
 async def test_a_valid_key_in_either_header_reaches_the_app(headers):
     app, echo = guarded()
     answer = await call(app, path="/jobs", headers=headers, chunks=[b"{}"])
     assert (answer.status, answer.json(), echo.bodies) == (200, {"received": 2}, [b"{}"])
 
 
-@pytest.mark.parametrize("headers", [
-    {}, {"Authorization": "Bearer wrong"}, {"X-API-Key": "k"}, {"Authorization": "k1"}, {"Authorization": "Basic k1"},
-    {"Authorization": "Bearer "}, {"X-API-Key": ""}, {"Authorization": "Bearer k1x"}, {"X-Other": "k1"},
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"X-API-Key": "k"},
+        {"Authorization": "k1"},
+        {"Authorization": "Basic k1"},
+        {"Authorization": "Bearer "},
+        {"X-API-Key": ""},
+        {"Authorization": "Bearer k1x"},
+        {"X-Other": "k1"},
+    ],
+)
 async def test_a_missing_or_wrong_key_is_the_exact_401_and_never_reaches_the_app(headers):
     app, echo = guarded()
     answer = await call(app, path="/jobs", headers=headers)
@@ -56,8 +74,14 @@ async def test_the_openai_routes_answer_401_in_openais_error_shape():
     app, _ = guarded()
     answer = await call(app, path="/v1/audio/speech")
     assert answer.status == 401
-    assert answer.json() == {"error": {"message": UNAUTHORIZED, "type": "invalid_request_error", "param": None,
-                                       "code": "invalid_api_key"}}
+    assert answer.json() == {
+        "error": {
+            "message": UNAUTHORIZED,
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "invalid_api_key",
+        }
+    }
 
 
 @pytest.mark.parametrize("path", sorted(HEALTH_PATHS))

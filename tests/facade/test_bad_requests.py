@@ -60,7 +60,9 @@ def test_bad_json_fields_are_refused_with_the_field_named(client: TestClient, ch
     r = client.post("/finetune", json=body(**changes))
     assert r.status_code == 422, r.text
     assert field in r.json()["message"] and hint in r.json()["message"]
-    assert isinstance(r.json()["detail"], str) and field in r.json()["detail"]  # readable, like every other error
+    assert (
+        isinstance(r.json()["detail"], str) and field in r.json()["detail"]
+    )  # readable, like every other error
     assert client.get("/jobs").json() == []
 
 
@@ -95,12 +97,16 @@ def test_unsafe_dataset_key_is_refused(client: TestClient) -> None:
 
 
 def test_upload_that_is_not_a_dataset_zip(client: TestClient) -> None:
-    r = client.post("/finetune", files={"dataset": ("x.zip", b"not a zip at all")}, data={"speaker_name": "Hero"})
+    r = client.post(
+        "/finetune", files={"dataset": ("x.zip", b"not a zip at all")}, data={"speaker_name": "Hero"}
+    )
     assert r.status_code == 400 and "zip" in r.json()["detail"]
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("data/a.wav", b"RIFF")
-    r = client.post("/finetune", files={"dataset": ("d.zip", buffer.getvalue())}, data={"speaker_name": "Hero"})
+    r = client.post(
+        "/finetune", files={"dataset": ("d.zip", buffer.getvalue())}, data={"speaker_name": "Hero"}
+    )
     assert r.status_code == 400 and "missing train.jsonl" in r.json()["detail"]
     r = client.post("/finetune", data={"speaker_name": "Hero"})
     assert r.status_code == 422 and "dataset_s3_key" in r.json()["detail"]
@@ -114,7 +120,12 @@ def test_unknown_job_is_404_everywhere(client: TestClient) -> None:
     assert client.delete("/jobs/nosuchjob").status_code == 404
     r = client.post("/infer/nosuchjob", json={"text": "Hello."})
     assert r.status_code == 404 and "nosuchjob" in r.json()["detail"]
-    assert client.post("/infer/nosuchjob/batch", json={"items": [{"text": "a", "filename": "a.wav"}]}).status_code == 404
+    assert (
+        client.post(
+            "/infer/nosuchjob/batch", json={"items": [{"text": "a", "filename": "a.wav"}]}
+        ).status_code
+        == 404
+    )
 
 
 def test_client_job_id_is_idempotent(client: TestClient) -> None:
@@ -132,15 +143,23 @@ def test_client_job_id_is_idempotent(client: TestClient) -> None:
 
 
 def test_no_storage_and_no_upload_is_503(tmp_path: Path, tiny_models) -> None:
-    settings = Settings(device="cpu", use_flash_attn=False, data_dir=tmp_path / "data", tiny_models=True,
-                        tiny_models_dir=tiny_models.root)
+    settings = Settings(
+        device="cpu",
+        use_flash_attn=False,
+        data_dir=tmp_path / "data",
+        tiny_models=True,
+        tiny_models_dir=tiny_models.root,
+    )
     with TestClient(create_local_app(settings)) as http:
         assert http.get("/").json()["storage_configured"] is False
         r = http.post("/finetune", json=body())
         assert r.status_code == 503 and "E2E_ACCESS_KEY" in r.json()["detail"]
         # No upload and no key either (form fields only, or an empty JSON body): still the storage 503, since
         # without S3 only an upload can work.
-        for r in (http.post("/finetune", data={"speaker_name": "hero_voice"}), http.post("/finetune", json={})):
+        for r in (
+            http.post("/finetune", data={"speaker_name": "hero_voice"}),
+            http.post("/finetune", json={}),
+        ):
             assert r.status_code == 503 and "'dataset'" in r.json()["detail"], r.text
         r = http.post("/finetune", json={"speaker_name": "Hero_1"})  # a bad field is still named first
         assert r.status_code == 422 and "speaker_name" in r.json()["detail"]
@@ -155,18 +174,24 @@ def test_resume_from_an_unknown_job_falls_back_with_a_warning(client: TestClient
         if job.get("warnings") or job["status"] == "failed":
             break
         time.sleep(0.1)
-    assert job["warnings"] == ["resume_job_id 'neverexisted' has no checkpoint; training starts from the base model"]
+    assert job["warnings"] == [
+        "resume_job_id 'neverexisted' has no checkpoint; training starts from the base model"
+    ]
     assert job["resume_job_id"] == "neverexisted"
     assert client.delete(f"/jobs/{job_id}").status_code == 200
 
 
-def test_unknown_fields_are_ignored_like_the_original_service_and_named(client: TestClient, dataset_zip: Path) -> None:
+def test_unknown_fields_are_ignored_like_the_original_service_and_named(
+    client: TestClient, dataset_zip: Path
+) -> None:
     r = client.post("/finetune", json=body(flash_attn=True, voice_style="warm"))
     assert r.status_code == 202, r.text
     assert r.json()["warnings"] == ["ignored unknown field(s): flash_attn, voice_style"]
     assert client.delete(f"/jobs/{r.json()['job_id']}").status_code == 200
     with open(dataset_zip, "rb") as handle:
-        r = client.post("/finetune", files={"dataset": handle}, data={"speaker_name": "Hero", "colour": "blue"})
+        r = client.post(
+            "/finetune", files={"dataset": handle}, data={"speaker_name": "Hero", "colour": "blue"}
+        )
     assert r.status_code == 202 and r.json()["warnings"] == ["ignored unknown field(s): colour"], r.text
     assert client.delete(f"/jobs/{r.json()['job_id']}").status_code == 200
     assert "warnings" not in client.post("/finetune", json=body(job_id="plain-one")).json()

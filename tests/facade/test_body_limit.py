@@ -76,11 +76,15 @@ async def test_a_body_without_a_content_type_counts_as_json():
 async def test_a_multipart_upload_is_checked_against_the_upload_limit_by_its_content_length(size, status):
     app, echo = guarded()
     chunks = pieces(size)
-    answer = await call(app, path=UPLOAD_PATH, headers={**MULTIPART, "Content-Length": str(size)}, chunks=chunks)
+    answer = await call(
+        app, path=UPLOAD_PATH, headers={**MULTIPART, "Content-Length": str(size)}, chunks=chunks
+    )
     assert answer.status == status
     if status == 200:
         assert answer.json() == {"received": size}
-        assert echo.bodies == [b"".join(chunks)]  # streamed through, over the JSON limit: the upload route counts it
+        assert echo.bodies == [
+            b"".join(chunks)
+        ]  # streamed through, over the JSON limit: the upload route counts it
     else:
         assert (answer.json(), answer.reads, echo.bodies) == (UPLOAD_413, 0, [])
 
@@ -88,7 +92,9 @@ async def test_a_multipart_upload_is_checked_against_the_upload_limit_by_its_con
 @pytest.mark.parametrize("method", ["GET", "HEAD", "OPTIONS", "DELETE"])
 async def test_bodiless_methods_pass_untouched(method):
     app, echo = guarded()
-    answer = await call(app, method=method, headers={**JSON, "Content-Length": "999999"}, chunks=[b"x" * 2000])
+    answer = await call(
+        app, method=method, headers={**JSON, "Content-Length": "999999"}, chunks=[b"x" * 2000]
+    )
     assert (answer.status, answer.json(), echo.bodies) == (200, {"received": 2000}, [b"x" * 2000])
 
 
@@ -110,18 +116,25 @@ async def test_the_replayed_body_is_followed_by_the_clients_own_messages():
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
-    answer = await call(BodyLimitMiddleware(app, max_json_bytes=JSON_LIMIT, max_upload_bytes=UPLOAD_LIMIT),
-                        headers=JSON, chunks=[b"{}"])
+    answer = await call(
+        BodyLimitMiddleware(app, max_json_bytes=JSON_LIMIT, max_upload_bytes=UPLOAD_LIMIT),
+        headers=JSON,
+        chunks=[b"{}"],
+    )
     assert answer.status == 204
     assert seen == [{"type": "http.request", "body": b"{}", "more_body": False}, {"type": "http.disconnect"}]
 
 
 async def test_a_multipart_body_off_the_upload_routes_is_415_unread():
     app, echo = guarded()
-    answer = await call(app, path="/voice-design", headers={**MULTIPART, "Content-Length": "10"}, chunks=[b"x" * 10])
+    answer = await call(
+        app, path="/voice-design", headers={**MULTIPART, "Content-Length": "10"}, chunks=[b"x" * 10]
+    )
     assert (answer.status, answer.reads, echo.bodies) == (415, 0, [])
-    assert answer.json() == {"detail": "a multipart body is an upload and only POST /upload takes one: send JSON "
-                                       "(Content-Type: application/json)"}
+    assert answer.json() == {
+        "detail": "a multipart body is an upload and only POST /upload takes one: send JSON "
+        "(Content-Type: application/json)"
+    }
     no_uploads = BodyLimitMiddleware(echo, max_json_bytes=JSON_LIMIT, max_upload_bytes=UPLOAD_LIMIT)
     answer = await call(no_uploads, path="/upload", headers=MULTIPART)
     assert answer.status == 415
@@ -168,6 +181,12 @@ async def test_limit_bodies_wires_the_settings_and_the_upload_routes():
     json_over = await call(app, headers=JSON, chunks=[b"x" * 11])
     upload_over = await call(app, path="/upload", headers={**MULTIPART, "Content-Length": "21"})
     elsewhere = await call(app, path="/other", headers=MULTIPART)
-    assert (json_over.status, json_over.json()) == (413, {"detail": "the request body (JSON) exceeds the limit of 10 bytes"})
-    assert (upload_over.status, upload_over.json()) == (413, {"detail": "the upload exceeds the limit of 20 bytes"})
+    assert (json_over.status, json_over.json()) == (
+        413,
+        {"detail": "the request body (JSON) exceeds the limit of 10 bytes"},
+    )
+    assert (upload_over.status, upload_over.json()) == (
+        413,
+        {"detail": "the upload exceeds the limit of 20 bytes"},
+    )
     assert elsewhere.status == 415 and "only POST /upload takes one" in elsewhere.json()["detail"]

@@ -22,7 +22,9 @@ from .conftest import Server, free_port, server_environment
 
 HEADER_TIMEOUT = 2.0
 BODY_TIMEOUT = 2.0
-SLACK = 3.0  # the server's timer may fire late on a busy machine; a connection left open is never closed at all
+SLACK = (
+    3.0  # the server's timer may fire late on a busy machine; a connection left open is never closed at all
+)
 PACE = 0.5  # seconds between two pieces of the steady upload: well inside BODY_TIMEOUT
 PIECES = 3 * int(HEADER_TIMEOUT / PACE)  # the upload lasts three header deadlines
 SLOW_HEADERS = b"POST /voice-design HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\r\n"
@@ -38,7 +40,10 @@ def server(request, tmp_path_factory, s3_endpoint: str, tiny_models) -> Iterator
     command = request.param
     root = tmp_path_factory.mktemp(command)
     env = server_environment(
-        root / "data", s3_endpoint=s3_endpoint, bucket=f"vft-dl-{uuid.uuid4().hex[:10]}", tiny_root=tiny_models.root
+        root / "data",
+        s3_endpoint=s3_endpoint,
+        bucket=f"vft-dl-{uuid.uuid4().hex[:10]}",
+        tiny_root=tiny_models.root,
     )
     env |= {"VFT_HEADER_TIMEOUT": str(HEADER_TIMEOUT), "VFT_BODY_TIMEOUT": str(BODY_TIMEOUT)}
     Storage(Settings.from_env(env)).ensure_bucket()
@@ -60,7 +65,7 @@ def until_closed(sock: socket.socket, give_up: float, trickle: bytes = b"") -> t
     while (now := time.monotonic()) < started + give_up:
         if sent < len(trickle) and now >= started + sent:
             try:
-                sock.sendall(trickle[sent:sent + 1])
+                sock.sendall(trickle[sent : sent + 1])
             except OSError:
                 break
             sent += 1
@@ -90,9 +95,11 @@ def steady_upload(command: str, url: str) -> tuple[httpx.Response, int]:
 
     if command == "serve":
         boundary = "steady-upload"
-        head = (f'--{boundary}\r\nContent-Disposition: form-data; name="num_epochs"\r\n\r\n0\r\n'
-                f'--{boundary}\r\nContent-Disposition: form-data; name="dataset"; filename="d.zip"\r\n'
-                "Content-Type: application/zip\r\n\r\n").encode()
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="num_epochs"\r\n\r\n0\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="dataset"; filename="d.zip"\r\n'
+            "Content-Type: application/zip\r\n\r\n"
+        ).encode()
         body = pieces(head, b"z" * 65536, f"\r\n--{boundary}--\r\n".encode())
         headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
         path = "/finetune"
@@ -108,13 +115,26 @@ STEADY_ANSWER = {
     "serve": {
         "detail": "num_epochs: Input should be greater than or equal to 1 (got '0')",
         "message": "num_epochs: Input should be greater than or equal to 1 (got '0')",
-        "errors": [{"type": "greater_than_equal", "loc": ["body", "num_epochs"],
-                    "msg": "Input should be greater than or equal to 1", "input": "0"}],
+        "errors": [
+            {
+                "type": "greater_than_equal",
+                "loc": ["body", "num_epochs"],
+                "msg": "Input should be greater than or equal to 1",
+                "input": "0",
+            }
+        ],
     },
     "inference": {
         "detail": "text: Field required",
         "message": "text: Field required",
-        "errors": [{"type": "missing", "loc": ["body", "text"], "msg": "Field required", "input": {"instruct": "warm"}}],
+        "errors": [
+            {
+                "type": "missing",
+                "loc": ["body", "text"],
+                "msg": "Field required",
+                "input": {"instruct": "warm"},
+            }
+        ],
     },
 }
 
@@ -143,8 +163,10 @@ def test_a_connection_that_never_sends_is_closed_at_the_header_deadline(server):
 def test_a_body_that_stops_coming_is_dropped_after_the_body_timeout(server):
     _, url = server
     with connect(url) as stalled:
-        stalled.sendall(b"POST /voice-design HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                        b"Content-Length: 100\r\n\r\n{\"text\": ")
+        stalled.sendall(
+            b"POST /voice-design HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"text": '
+        )
         received, seconds, _ = until_closed(stalled, give_up=BODY_TIMEOUT + SLACK)
     assert received == b""  # the app was still reading: there is no answer to give
     assert BODY_TIMEOUT - 0.2 <= seconds <= BODY_TIMEOUT + SLACK

@@ -29,7 +29,10 @@ def one_item_calls(tmp_path_factory, s3_endpoint: str, tiny_models) -> Iterator[
     are uploaded one after another."""
     root = tmp_path_factory.mktemp("serve-delete")
     env = server_environment(
-        root / "data", s3_endpoint=s3_endpoint, bucket=f"vft-del-{uuid.uuid4().hex[:10]}", tiny_root=tiny_models.root
+        root / "data",
+        s3_endpoint=s3_endpoint,
+        bucket=f"vft-del-{uuid.uuid4().hex[:10]}",
+        tiny_root=tiny_models.root,
     )
     env["VFT_INFERENCE_MAX_BATCH"] = "1"
     Storage(Settings.from_env(env)).ensure_bucket()
@@ -56,7 +59,10 @@ def test_delete_during_batch_stops_it_unloads_the_voice_and_removes_its_files(
     job_id = train_voice(server, dataset_zip, "Doomed")
     storage = Storage(server.settings)
     job_dir = server.settings.job_dir(job_id)
-    items = [{"text": f"Sentence number {i} of a long chapter.", "filename": f"line_{i:03d}.wav"} for i in range(ITEMS)]
+    items = [
+        {"text": f"Sentence number {i} of a long chapter.", "filename": f"line_{i:03d}.wav"}
+        for i in range(ITEMS)
+    ]
     with ThreadPoolExecutor(1) as pool, server.client(timeout=300) as http:
         batch = pool.submit(http.post, f"/infer/{job_id}/batch", json={"items": items, "language": "English"})
         _wait_for_first_upload(storage, job_id)
@@ -84,7 +90,9 @@ def test_delete_during_batch_stops_it_unloads_the_voice_and_removes_its_files(
     assert not job_dir.exists()
 
 
-def test_restart_removes_job_folders_no_job_refers_to(one_item_calls: Server, dataset_zip: Path, tiny_models) -> None:
+def test_restart_removes_job_folders_no_job_refers_to(
+    one_item_calls: Server, dataset_zip: Path, tiny_models
+) -> None:
     """What a deletion interrupted by a crash leaves behind goes at the next start; the folders of real jobs and of
     voices registered without a job (POST /voices) stay."""
     server = one_item_calls
@@ -94,11 +102,15 @@ def test_restart_removes_job_folders_no_job_refers_to(one_item_calls: Server, da
     (leftover / "config.json").write_text("{}")
     registered = server.settings.job_dir(f"admin-{uuid.uuid4().hex[:8]}") / "output" / "checkpoint-epoch-0"
     shutil.copytree(tiny_models.custom_voice, registered)
-    r = httpx.post(f"{server.url}/voices/{registered.parent.parent.name}", json={"speaker_name": TINY_SPEAKER})
+    r = httpx.post(
+        f"{server.url}/voices/{registered.parent.parent.name}", json={"speaker_name": TINY_SPEAKER}
+    )
     assert r.status_code == 200, r.text
 
     server.restart()
 
     assert not leftover.parent.parent.exists()
     assert (registered / "config.json").is_file()
-    assert (server.settings.data_dir / httpx.get(f"{server.url}/jobs/{job_id}").json()["checkpoint_path"]).is_dir()
+    assert (
+        server.settings.data_dir / httpx.get(f"{server.url}/jobs/{job_id}").json()["checkpoint_path"]
+    ).is_dir()

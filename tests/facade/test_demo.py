@@ -17,9 +17,22 @@ from voicefinetune.schemas import SAMPLE_RATE
 def test_demo_exits_0_and_leaves_playable_24khz_wavs(tmp_path: Path, tiny_models) -> None:
     out = tmp_path / "demo-output"
     result = subprocess.run(
-        [sys.executable, "-m", "voicefinetune.cli", "demo", "--output-dir", str(out), "--epochs", "1",
-         "--models-dir", str(tiny_models.root)],
-        capture_output=True, text=True, timeout=360, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "voicefinetune.cli",
+            "demo",
+            "--output-dir",
+            str(out),
+            "--epochs",
+            "1",
+            "--models-dir",
+            str(tiny_models.root),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=360,
+        cwd=tmp_path,
         env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"},
     )
     assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"

@@ -26,7 +26,9 @@ def mount_small_filesystem(folder: Path, size: int) -> None:
         ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, text=True
     )
     if mounted.returncode != 0:
-        pytest.skip(f"a real full disk needs a small tmpfs, and `mount -t tmpfs` failed (run as root): {mounted.stderr}")
+        pytest.skip(
+            f"a real full disk needs a small tmpfs, and `mount -t tmpfs` failed (run as root): {mounted.stderr}"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +41,10 @@ def small_disks(tmp_path_factory, s3_endpoint: str, tiny_models) -> Iterator[Ser
         mount_small_filesystem(mounts[0], UPLOADS_SIZE)
         mount_small_filesystem(mounts[1], JOBS_SIZE)
         env = server_environment(
-            data, s3_endpoint=s3_endpoint, bucket=f"vft-full-{uuid.uuid4().hex[:10]}", tiny_root=tiny_models.root
+            data,
+            s3_endpoint=s3_endpoint,
+            bucket=f"vft-full-{uuid.uuid4().hex[:10]}",
+            tiny_root=tiny_models.root,
         )
         Storage(Settings.from_env(env)).ensure_bucket()
         server = Server(env=env, port=free_port(), log_path=root / "serve.log").start()
@@ -52,8 +57,11 @@ def small_disks(tmp_path_factory, s3_endpoint: str, tiny_models) -> Iterator[Ser
 
 def test_an_upload_that_fills_the_disk_is_507(small_disks: Server) -> None:
     with small_disks.client() as http:
-        r = http.post("/finetune", files={"dataset": ("big.zip", b"\0" * (2 * UPLOADS_SIZE))},
-                      data={"speaker_name": "Hero"})
+        r = http.post(
+            "/finetune",
+            files={"dataset": ("big.zip", b"\0" * (2 * UPLOADS_SIZE))},
+            data={"speaker_name": "Hero"},
+        )
         jobs = http.get("/jobs").json()
     assert r.status_code == 507, r.text
     assert r.json() == {
@@ -64,7 +72,9 @@ def test_an_upload_that_fills_the_disk_is_507(small_disks: Server) -> None:
     assert list((small_disks.settings.data_dir / "uploads").iterdir()) == []  # the partial file went
 
 
-def test_an_extraction_that_fills_the_disk_fails_the_job_saying_so(small_disks: Server, dataset_zip: Path) -> None:
+def test_an_extraction_that_fills_the_disk_fails_the_job_saying_so(
+    small_disks: Server, dataset_zip: Path
+) -> None:
     with small_disks.client() as http:
         r = http.post("/finetune", files={"dataset": dataset_zip.read_bytes()}, data={"speaker_name": "Hero"})
     assert r.status_code == 202, r.text
@@ -74,4 +84,6 @@ def test_an_extraction_that_fills_the_disk_fails_the_job_saying_so(small_disks: 
         "the server's disk is full: the extracted dataset could not be written; free space on the server "
         "(or ask its administrator to), then try again"
     )
-    assert not (small_disks.settings.job_dir(job["job_id"]) / "dataset").exists()  # the partial extraction went
+    assert not (
+        small_disks.settings.job_dir(job["job_id"]) / "dataset"
+    ).exists()  # the partial extraction went

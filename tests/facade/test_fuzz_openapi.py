@@ -13,7 +13,10 @@ from schemathesis import GenerationMode
 
 CASES_PER_OPERATION = 6
 FUZZ = settings(
-    max_examples=CASES_PER_OPERATION, deadline=None, derandomize=True, database=None,
+    max_examples=CASES_PER_OPERATION,
+    deadline=None,
+    derandomize=True,
+    database=None,
     suppress_health_check=list(HealthCheck),
 )
 
@@ -34,7 +37,9 @@ def server_errors(base_url: str) -> tuple[int, list[str]]:
                 sent += 1
                 response = case.call(base_url=base_url, timeout=120)
                 if response.status_code >= 500:
-                    errors.append(f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:300]}")
+                    errors.append(
+                        f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:300]}"
+                    )
 
             with contextlib.suppress(Unsatisfiable):  # nothing to make invalid (no parameters, no body)
                 send()

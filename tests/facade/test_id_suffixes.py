@@ -28,8 +28,14 @@ from .conftest import server_environment
 
 SUFFIXES = ["\n", "\r\n", "\x00"]
 # A valid value of each field (the suffix is what makes it invalid); ids not listed take "hero1".
-VALID = {"s3_filename": "take.wav", "items[].filename": "take.wav", "voice": "alloy", "model": "qwen3-tts",
-         "model_id": "qwen3-tts", "speaker_name": "Hero"}
+VALID = {
+    "s3_filename": "take.wav",
+    "items[].filename": "take.wav",
+    "voice": "alloy",
+    "model": "qwen3-tts",
+    "model_id": "qwen3-tts",
+    "speaker_name": "Hero",
+}
 DATASET_KEY = "datasets/Hero1/dataset.zip"
 VOICE = "hero1"  # registered on the standalone inference app, so its /infer routes reach their field checks
 SPEAKER = "tiny_speaker"  # the speaker of the tiny custom_voice checkpoint
@@ -39,7 +45,9 @@ FACADE, INFERENCE = "facade", "inference"
 
 JOB_ID_RULE = "job_id must be 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit; got {!r}"
 VOICE_ID_RULE = "job_id {!r} must be 1-128 letters, digits, '.', '_' or '-' (starting with a letter or digit)"
-SPEAKER_RULE = "speaker_name must start with a letter and use only letters, digits, '_' or '-' (64 at most); got {!r}"
+SPEAKER_RULE = (
+    "speaker_name must start with a letter and use only letters, digits, '_' or '-' (64 at most); got {!r}"
+)
 FILENAME_RULE = "unsafe {} {!r}: use letters, digits, '.', '_' or '-' only, no folders and no '..'"
 
 
@@ -92,7 +100,9 @@ class Sent:
 
 
 def _finetune(field: str, value: str) -> Sent:
-    return Sent("POST", "/finetune", json={"dataset_s3_key": DATASET_KEY, "speaker_name": "Hero", field: value})
+    return Sent(
+        "POST", "/finetune", json={"dataset_s3_key": DATASET_KEY, "speaker_name": "Hero", field: value}
+    )
 
 
 def _finetune_form(field: str, value: str) -> Sent:
@@ -154,22 +164,28 @@ SPEECH = {"model": "qwen3-tts", "input": "Hello.", "voice": "alloy"}
 TEXT = {"text": "Hello there."}
 
 # (app, method, route, where, field) -> (the request for a value, the check of the answer)
-CASES: dict[tuple[str, str, str, str, str], tuple[Callable[[str], Sent], Callable[[Response, str], None]]] = {}
+CASES: dict[
+    tuple[str, str, str, str, str], tuple[Callable[[str], Sent], Callable[[Response, str], None]]
+] = {}
 for _field in ("job_id", "speaker_name", "book_id", "chapter_id", "character_id", "resume_job_id"):
     CASES[(FACADE, "POST", "/finetune", "application/json", _field)] = (
-        lambda value, field=_field: _finetune(field, value), _refused_422(_field)
+        lambda value, field=_field: _finetune(field, value),
+        _refused_422(_field),
     )
     CASES[(FACADE, "POST", "/finetune", "multipart/form-data", _field)] = (
-        lambda value, field=_field: _finetune_form(field, value), _refused_422(_field)
+        lambda value, field=_field: _finetune_form(field, value),
+        _refused_422(_field),
     )
 for _method, _route in (("GET", "/jobs/{job_id}"), ("DELETE", "/jobs/{job_id}")):
     CASES[(FACADE, _method, _route, "path", "job_id")] = (_path(_method, _route), _refused_400(JOB_ID_RULE))
 for _app, _rule in ((FACADE, JOB_ID_RULE), (INFERENCE, VOICE_ID_RULE)):  # the facade's job gate comes first
     CASES[(_app, "POST", "/infer/{job_id}", "path", "job_id")] = (
-        _path("POST", "/infer/{job_id}", TEXT), _refused_400(_rule)
+        _path("POST", "/infer/{job_id}", TEXT),
+        _refused_400(_rule),
     )
     CASES[(_app, "POST", "/infer/{job_id}/batch", "path", "job_id")] = (
-        _path("POST", "/infer/{job_id}/batch", {"items": [TEXT]}), _refused_400(_rule)
+        _path("POST", "/infer/{job_id}/batch", {"items": [TEXT]}),
+        _refused_400(_rule),
     )
 for _app in (FACADE, INFERENCE):
     for _method, _route, _body in (
@@ -177,16 +193,22 @@ for _app in (FACADE, INFERENCE):
         ("DELETE", "/voices/{job_id}", None),
         ("GET", "/storage/list/{job_id}", None),
     ):
-        CASES[(_app, _method, _route, "path", "job_id")] = (_path(_method, _route, _body), _refused_400(VOICE_ID_RULE))
+        CASES[(_app, _method, _route, "path", "job_id")] = (
+            _path(_method, _route, _body),
+            _refused_400(VOICE_ID_RULE),
+        )
     CASES[(_app, "POST", "/voices/{job_id}", "application/json", "speaker_name")] = (
-        lambda value: Sent("POST", f"/voices/{VOICE}-new", json={"speaker_name": value}), _refused_400(SPEAKER_RULE)
+        lambda value: Sent("POST", f"/voices/{VOICE}-new", json={"speaker_name": value}),
+        _refused_400(SPEAKER_RULE),
     )
     for _field in ("job_id", "op_name"):
         CASES[(_app, "GET", "/ops/history", "query", _field)] = (
-            lambda value, field=_field: Sent("GET", f"/ops/history?{field}={quote(value, safe='')}"), _no_match
+            lambda value, field=_field: Sent("GET", f"/ops/history?{field}={quote(value, safe='')}"),
+            _no_match,
         )
     CASES[(_app, "GET", "/v1/models/{model_id}", "path", "model_id")] = (
-        lambda value: Sent("GET", f"/v1/models/{quote(value, safe='')}"), _openai_refused(404, "model")
+        lambda value: Sent("GET", f"/v1/models/{quote(value, safe='')}"),
+        _openai_refused(404, "model"),
     )
     CASES[(_app, "POST", "/v1/audio/speech", "application/json", "model")] = (
         lambda value: Sent("POST", "/v1/audio/speech", json={**SPEECH, "model": value}),
@@ -201,19 +223,34 @@ for _app in (FACADE, INFERENCE):
         _refused_400(FILENAME_RULE, "s3_filename"),
     )
     CASES[(_app, "POST", "/voice-clone", "application/json", "s3_filename")] = (
-        lambda value: Sent("POST", "/voice-clone", json={**TEXT, "ref_audio_url": REFERENCE, "ref_text": "Hi.",
-                                                         "upload_to_s3": True, "s3_filename": value}),
+        lambda value: Sent(
+            "POST",
+            "/voice-clone",
+            json={
+                **TEXT,
+                "ref_audio_url": REFERENCE,
+                "ref_text": "Hi.",
+                "upload_to_s3": True,
+                "s3_filename": value,
+            },
+        ),
         _refused_400(FILENAME_RULE, "s3_filename"),
     )
     CASES[(_app, "POST", "/voice-clone/batch", "application/json", "items[].filename")] = (
-        lambda value: Sent("POST", "/voice-clone/batch", json={"ref_audio_url": REFERENCE, "ref_text": "Hi.",
-                                                               "items": [{**TEXT, "filename": value}]}),
+        lambda value: Sent(
+            "POST",
+            "/voice-clone/batch",
+            json={"ref_audio_url": REFERENCE, "ref_text": "Hi.", "items": [{**TEXT, "filename": value}]},
+        ),
         _item_refused("filename"),
     )
     for _route in ("/infer/{job_id}", "/infer/{job_id}/batch"):
         for _field in ("book_id", "chapter_id"):
-            body = (lambda v, f=_field: {**TEXT, f: v}) if _route == "/infer/{job_id}" else (
-                lambda v, f=_field: {"items": [TEXT], f: v})
+            body = (
+                (lambda v, f=_field: {**TEXT, f: v})
+                if _route == "/infer/{job_id}"
+                else (lambda v, f=_field: {"items": [TEXT], f: v})
+            )
             CASES[(_app, "POST", _route, "application/json", _field)] = (
                 lambda value, route=_route, body=body: Sent(
                     "POST", route.replace("{job_id}", VOICE), json=body(value)
@@ -241,14 +278,25 @@ def apps(tmp_path_factory, s3_endpoint: str, tiny_models) -> Iterator[dict[str, 
     root = tmp_path_factory.mktemp("id-suffixes")
     clients: dict[str, TestClient] = {}
     for name, create in ((FACADE, create_local_app), (INFERENCE, create_inference_app)):
-        settings = Settings.from_env(server_environment(
-            root / name, s3_endpoint=s3_endpoint, bucket=f"vft-ids-{uuid.uuid4().hex[:10]}", tiny_root=tiny_models.root
-        ))
+        settings = Settings.from_env(
+            server_environment(
+                root / name,
+                s3_endpoint=s3_endpoint,
+                bucket=f"vft-ids-{uuid.uuid4().hex[:10]}",
+                tiny_root=tiny_models.root,
+            )
+        )
         Storage(settings).ensure_bucket()
         clients[name] = TestClient(create(settings)).__enter__()
-    folder = Settings.from_env(server_environment(
-        root / INFERENCE, s3_endpoint=s3_endpoint, bucket="unused", tiny_root=tiny_models.root
-    )).job_dir(VOICE) / "output" / "checkpoint-epoch-0"
+    folder = (
+        Settings.from_env(
+            server_environment(
+                root / INFERENCE, s3_endpoint=s3_endpoint, bucket="unused", tiny_root=tiny_models.root
+            )
+        ).job_dir(VOICE)
+        / "output"
+        / "checkpoint-epoch-0"
+    )
     shutil.copytree(tiny_models.custom_voice, folder)
     registered = clients[INFERENCE].post(f"/voices/{VOICE}", json={"speaker_name": SPEAKER})
     assert registered.status_code == 200, registered.text
@@ -270,8 +318,13 @@ def reference(tmp_path_factory) -> str:
     import soundfile as sf
 
     buffer = io.BytesIO()
-    sf.write(buffer, (0.1 * np.sin(np.arange(24000) / 24000 * 2 * np.pi * 140)).astype(np.float32), 24000,
-             format="WAV", subtype="PCM_16")
+    sf.write(
+        buffer,
+        (0.1 * np.sin(np.arange(24000) / 24000 * 2 * np.pi * 140)).astype(np.float32),
+        24000,
+        format="WAV",
+        subtype="PCM_16",
+    )
     return base64.b64encode(buffer.getvalue()).decode()
 
 
@@ -284,7 +337,9 @@ def test_the_table_covers_every_id_field_of_both_apps(apps: dict[str, TestClient
 
 
 @pytest.mark.parametrize("suffix", SUFFIXES, ids=["LF", "CRLF", "NUL"])
-@pytest.mark.parametrize("case", sorted(CASES), ids=lambda case: f"{case[0]}:{case[1]}:{case[2]}:{case[3]}:{case[4]}")
+@pytest.mark.parametrize(
+    "case", sorted(CASES), ids=lambda case: f"{case[0]}:{case[1]}:{case[2]}:{case[3]}:{case[4]}"
+)
 def test_an_id_with_a_control_suffix_is_refused_naming_the_field(
     apps: dict[str, TestClient], dataset: bytes, reference: str, case, suffix: str
 ) -> None:
@@ -298,7 +353,10 @@ def test_an_id_with_a_control_suffix_is_refused_naming_the_field(
     client = apps[app]
     jobs_before = client.get("/jobs").json() if app == FACADE else None
     answer = client.request(
-        sent.method, sent.url, json=json, data=sent.data,
+        sent.method,
+        sent.url,
+        json=json,
+        data=sent.data,
         files={"dataset": ("dataset.zip", dataset, "application/zip")} if sent.upload else None,
     )
     check(answer, value)
@@ -306,7 +364,9 @@ def test_an_id_with_a_control_suffix_is_refused_naming_the_field(
         assert client.get("/jobs").json() == jobs_before  # nothing was created
 
 
-def test_vft_train_refuses_a_job_id_or_speaker_with_a_control_suffix(tmp_path: Path, capsys, monkeypatch) -> None:
+def test_vft_train_refuses_a_job_id_or_speaker_with_a_control_suffix(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
     import json
 
     from voicefinetune_trainer.cli import EXIT_FAILED, main
@@ -314,10 +374,19 @@ def test_vft_train_refuses_a_job_id_or_speaker_with_a_control_suffix(tmp_path: P
     monkeypatch.setenv("VFT_DATA_DIR", str(tmp_path / "data"))
     for suffix in SUFFIXES:
         for flag, value, expected in (
-            ("--job-id", "hero1" + suffix, f"--job-id {'hero1' + suffix!r} must be letters, digits, '.', '_' or '-' (128 at most)"),
+            (
+                "--job-id",
+                "hero1" + suffix,
+                f"--job-id {'hero1' + suffix!r} must be letters, digits, '.', '_' or '-' (128 at most)",
+            ),
             ("--speaker-name", "Hero" + suffix, "--speaker-name: " + SPEAKER_RULE.format("Hero" + suffix)),
         ):
-            arguments = {"--job-id": "hero1", "--dataset": "missing.zip", "--speaker-name": "Hero", flag: value}
+            arguments = {
+                "--job-id": "hero1",
+                "--dataset": "missing.zip",
+                "--speaker-name": "Hero",
+                flag: value,
+            }
             code = main([item for pair in arguments.items() for item in pair])
             last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
             assert code == EXIT_FAILED and last["stage"] == "failed", last

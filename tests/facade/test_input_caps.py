@@ -26,8 +26,11 @@ TOO_LONG = [
     ("/finetune", {**FINETUNE, "resume_job_id": "../../etc"}, "resume_job_id"),
     ("/finetune", {**FINETUNE, "resume_job_id": LONG}, "resume_job_id"),
     ("/finetune", {**FINETUNE, "language": LONG}, "language"),
-    ("/voice-clone/batch", {"ref_audio_url": "http://x/a.wav", "items": [{"text": "Hi."}] * 33, "upload_to_s3": False},
-     "items"),
+    (
+        "/voice-clone/batch",
+        {"ref_audio_url": "http://x/a.wav", "items": [{"text": "Hi."}] * 33, "upload_to_s3": False},
+        "items",
+    ),
 ]
 
 
@@ -44,7 +47,9 @@ def test_json_over_the_cap_is_413(served, path):
     body = json.dumps({"text": "a" * LIMIT}).encode()
     with served.client() as client:
         declared = client.post(path, content=body, headers={"Content-Type": "application/json"})
-        chunked = client.post(path, content=iter([body[:1000], body[1000:]]), headers={"Content-Type": "application/json"})
+        chunked = client.post(
+            path, content=iter([body[:1000], body[1000:]]), headers={"Content-Type": "application/json"}
+        )
     for response in (declared, chunked):
         assert response.status_code == 413, response.text
         assert response.json() == {"detail": f"the request body (JSON) exceeds the limit of {LIMIT} bytes"}

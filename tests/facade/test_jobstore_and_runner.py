@@ -60,17 +60,34 @@ def test_parse_event_takes_only_json_objects_with_a_stage() -> None:
 
 def test_child_environment_reproduces_the_settings(tmp_path: Path) -> None:
     settings = Settings(
-        device="cpu", use_flash_attn=False, s3_access_key="k", s3_secret_key="s", data_dir=tmp_path,
-        tiny_models=True, max_concurrent_trainings=2, disk_cache_gb=1.5,
+        device="cpu",
+        use_flash_attn=False,
+        s3_access_key="k",
+        s3_secret_key="s",
+        data_dir=tmp_path,
+        tiny_models=True,
+        max_concurrent_trainings=2,
+        disk_cache_gb=1.5,
     )
     assert Settings.from_env(settings.to_env()) == settings
 
 
 def test_train_command_follows_the_trainer_contract(tmp_path: Path) -> None:
-    argv = TrainRequest("j1", "datasets/x.zip", "Hero", 3, 2, 1e-6, resume_from="checkpoints/j0", output_dir=tmp_path).local_command()
+    argv = TrainRequest(
+        "j1", "datasets/x.zip", "Hero", 3, 2, 1e-6, resume_from="checkpoints/j0", output_dir=tmp_path
+    ).local_command()
     joined = " ".join(argv)
-    for expected in ("train", "--job-id j1", "--dataset datasets/x.zip", "--speaker-name Hero", "--num-epochs 3",
-                     "--batch-size 2", "--lr 1e-06", f"--output-dir {tmp_path}", "--resume-from checkpoints/j0"):
+    for expected in (
+        "train",
+        "--job-id j1",
+        "--dataset datasets/x.zip",
+        "--speaker-name Hero",
+        "--num-epochs 3",
+        "--batch-size 2",
+        "--lr 1e-06",
+        f"--output-dir {tmp_path}",
+        "--resume-from checkpoints/j0",
+    ):
         assert expected in joined
     assert json.loads(json.dumps(argv)) == argv
 

@@ -24,5 +24,7 @@ def test_a_wrong_key_is_401(served_with_key, key):
 def test_the_right_key_speaks(served_with_key):
     client = client_for(served_with_key, "k")
     assert "qwen3-tts" in {model.id for model in client.models.list()}
-    response = client.audio.speech.create(model="qwen3-tts", voice="alloy", input="Hello.", response_format="wav")
+    response = client.audio.speech.create(
+        model="qwen3-tts", voice="alloy", input="Hello.", response_format="wav"
+    )
     assert response.content[:4] == b"RIFF"

@@ -43,7 +43,10 @@ def client(served) -> openai.OpenAI:
 @pytest.mark.parametrize("response_format", FORMATS)
 def test_every_format_decodes_to_24_khz(client, voice, response_format, tmp_path):
     response = client.audio.speech.create(
-        model="qwen3-tts", voice=voice, input="Hello there. How are you today?", response_format=response_format
+        model="qwen3-tts",
+        voice=voice,
+        input="Hello there. How are you today?",
+        response_format=response_format,
     )
     audio, rate = decode(response.content, response_format)
     assert rate == 24000
@@ -51,7 +54,10 @@ def test_every_format_decodes_to_24_khz(client, voice, response_format, tmp_path
 
     target = tmp_path / f"speech.{response_format}"
     with client.audio.speech.with_streaming_response.create(
-        model="qwen3-tts", voice=voice, input="A second request, streamed to a file.", response_format=response_format
+        model="qwen3-tts",
+        voice=voice,
+        input="A second request, streamed to a file.",
+        response_format=response_format,
     ) as streamed:
         assert streamed.status_code == 200
         assert streamed.headers["transfer-encoding"] == "chunked"
@@ -62,8 +68,12 @@ def test_every_format_decodes_to_24_khz(client, voice, response_format, tmp_path
 
 
 def test_the_speaker_name_and_the_id_object_address_the_voice(client, voice):
-    by_name = client.audio.speech.create(model="tts-1", voice="tiny_speaker", input="Hello.", response_format="wav")
-    by_object = client.audio.speech.create(model="qwen3-tts", voice={"id": voice}, input="Hi.", response_format="wav")
+    by_name = client.audio.speech.create(
+        model="tts-1", voice="tiny_speaker", input="Hello.", response_format="wav"
+    )
+    by_object = client.audio.speech.create(
+        model="qwen3-tts", voice={"id": voice}, input="Hi.", response_format="wav"
+    )
     assert decode(by_name.content, "wav")[1] == decode(by_object.content, "wav")[1] == 24000
 
 
@@ -71,8 +81,9 @@ def test_speed_two_halves_the_duration_and_keeps_what_was_said(client, served, v
     outcomes = {}
     for speed in (1.0, 2.0):
         before = time.time()
-        response = client.audio.speech.create(model="qwen3-tts", voice=voice, input=TEN_SENTENCES,
-                                              response_format="pcm", speed=speed)
+        response = client.audio.speech.create(
+            model="qwen3-tts", voice=voice, input=TEN_SENTENCES, response_format="pcm", speed=speed
+        )
         audio, _ = decode(response.content, "pcm")
         record = last_stream_record(served, before)
         assert record["result"] == "completed"
@@ -86,8 +97,13 @@ def test_speed_two_halves_the_duration_and_keeps_what_was_said(client, served, v
 
 def test_the_same_request_speaks_the_same_so_speed_two_is_half_as_long(client, voice):
     def speak(speed: float) -> bytes:
-        return client.audio.speech.create(model="qwen3-tts", voice=voice, input="One line. And another one.",
-                                          response_format="pcm", speed=speed).content
+        return client.audio.speech.create(
+            model="qwen3-tts",
+            voice=voice,
+            input="One line. And another one.",
+            response_format="pcm",
+            speed=speed,
+        ).content
 
     normal = speak(1.0)
     assert speak(1.0) == normal  # each sentence's sampling seed comes from what is said and by whom
@@ -114,12 +130,19 @@ def test_ten_sentences_start_playing_long_before_the_response_ends(client, serve
 
 
 def test_sse_events_carry_the_audio(served, voice):
-    body = {"model": "qwen3-tts", "voice": voice, "input": "Hello there. Events now.", "response_format": "wav",
-            "stream_format": "sse"}
+    body = {
+        "model": "qwen3-tts",
+        "voice": voice,
+        "input": "Hello there. Events now.",
+        "response_format": "wav",
+        "stream_format": "sse",
+    }
     with httpx.stream("POST", f"{served.url}/v1/audio/speech", json=body, timeout=120) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
-        events = [json.loads(line[len("data: "):]) for line in response.iter_lines() if line.startswith("data: ")]
+        events = [
+            json.loads(line[len("data: ") :]) for line in response.iter_lines() if line.startswith("data: ")
+        ]
     assert [e["type"] for e in events[:-1]] == ["speech.audio.delta"] * (len(events) - 1)
     assert events[-1]["type"] == "speech.audio.done"
     assert set(events[-1]["usage"]) == {"input_tokens", "output_tokens", "total_tokens"}
@@ -128,7 +151,12 @@ def test_sse_events_carry_the_audio(served, voice):
 
 
 def test_a_disconnected_client_stops_its_generation(served, voice):
-    body = {"model": "qwen3-tts", "voice": voice, "input": f"{TEN_SENTENCES} {TEN_SENTENCES}", "response_format": "pcm"}
+    body = {
+        "model": "qwen3-tts",
+        "voice": voice,
+        "input": f"{TEN_SENTENCES} {TEN_SENTENCES}",
+        "response_format": "pcm",
+    }
     before = time.time()
     with httpx.stream("POST", f"{served.url}/v1/audio/speech", json=body, timeout=120) as response:
         assert response.status_code == 200
@@ -140,9 +168,16 @@ def test_a_disconnected_client_stops_its_generation(served, voice):
 
 
 def test_designed_and_preset_voices(client, served):
-    preset = client.audio.speech.create(model="qwen3-tts", voice="alloy", input="Hello.", response_format="flac")
-    designed = client.audio.speech.create(model="qwen3-tts", voice="design", input="Hello.", response_format="mp3",
-                                          instructions="A deep, calm narrator")
+    preset = client.audio.speech.create(
+        model="qwen3-tts", voice="alloy", input="Hello.", response_format="flac"
+    )
+    designed = client.audio.speech.create(
+        model="qwen3-tts",
+        voice="design",
+        input="Hello.",
+        response_format="mp3",
+        instructions="A deep, calm narrator",
+    )
     assert decode(preset.content, "flac")[1] == decode(designed.content, "mp3")[1] == 24000
 
 
@@ -160,10 +195,15 @@ def test_unknown_voice_is_400_invalid_value_in_openai_shape(client, voice):
     with pytest.raises(openai.BadRequestError) as caught:
         client.audio.speech.create(model="qwen3-tts", voice="nobody-here", input="Hello.")
     assert caught.value.status_code == 400
-    assert caught.value.response.json() == {"error": {
-        "message": "Invalid value: voice 'nobody-here' is neither a ready fine-tuned voice (job id or speaker name), "
-                   "'design', nor a preset; GET /v1/audio/voices lists them",
-        "type": "invalid_request_error", "param": "voice", "code": "invalid_value"}}
+    assert caught.value.response.json() == {
+        "error": {
+            "message": "Invalid value: voice 'nobody-here' is neither a ready fine-tuned voice (job id or speaker name), "
+            "'design', nor a preset; GET /v1/audio/voices lists them",
+            "type": "invalid_request_error",
+            "param": "voice",
+            "code": "invalid_value",
+        }
+    }
 
 
 def test_a_speaker_name_of_two_voices_is_400_naming_their_job_ids(client, served, tiny_models, voice):
@@ -172,13 +212,22 @@ def test_a_speaker_name_of_two_voices_is_400_naming_their_job_ids(client, served
         listed = httpx.get(f"{served.url}/v1/audio/voices", timeout=10).json()["data"]
         assert sorted(entry["id"] for entry in listed if entry["speaker_name"] == SPEAKER) == [voice, twin]
         with pytest.raises(openai.BadRequestError) as caught:
-            client.audio.speech.create(model="qwen3-tts", voice=SPEAKER, input="Hello.", response_format="pcm")
-        assert caught.value.response.json() == {"error": {
-            "message": f"voice {SPEAKER!r} is the speaker name of 2 voices: pass one of their job ids instead "
-                       f"({voice!r}, {twin!r})",
-            "type": "invalid_request_error", "param": "voice", "code": "invalid_value"}}
+            client.audio.speech.create(
+                model="qwen3-tts", voice=SPEAKER, input="Hello.", response_format="pcm"
+            )
+        assert caught.value.response.json() == {
+            "error": {
+                "message": f"voice {SPEAKER!r} is the speaker name of 2 voices: pass one of their job ids instead "
+                f"({voice!r}, {twin!r})",
+                "type": "invalid_request_error",
+                "param": "voice",
+                "code": "invalid_value",
+            }
+        }
         for job_id in (voice, twin):
-            spoken = client.audio.speech.create(model="qwen3-tts", voice=job_id, input="Hi.", response_format="pcm")
+            spoken = client.audio.speech.create(
+                model="qwen3-tts", voice=job_id, input="Hi.", response_format="pcm"
+            )
             assert len(spoken.content) > 0
     finally:
         assert httpx.delete(f"{served.url}/voices/{twin}", timeout=60).status_code == 200
@@ -186,10 +235,15 @@ def test_a_speaker_name_of_two_voices_is_400_naming_their_job_ids(client, served
 
 def test_every_voice_and_model_of_openais_speech_api_is_accepted(client, served):
     """The ids the official client declares (its `voice` and `model` literals) all speak."""
-    [voices] = [typing.get_args(arg) for arg in typing.get_args(speech_create_params.Voice) if typing.get_args(arg)]
+    [voices] = [
+        typing.get_args(arg) for arg in typing.get_args(speech_create_params.Voice) if typing.get_args(arg)
+    ]
     models = typing.get_args(SpeechModel)
     assert {"marin", "cedar", "ballad", "verse"} <= set(voices) and "gpt-4o-mini-tts-2025-12-15" in models
-    listed = {entry["id"]: entry["type"] for entry in httpx.get(f"{served.url}/v1/audio/voices", timeout=10).json()["data"]}
+    listed = {
+        entry["id"]: entry["type"]
+        for entry in httpx.get(f"{served.url}/v1/audio/voices", timeout=10).json()["data"]
+    }
     assert {name: listed.get(name) for name in voices} == dict.fromkeys(voices, "preset")
     assert set(models) <= {model.id for model in client.models.list()}
     for index, name in enumerate(voices):
@@ -203,12 +257,21 @@ def test_a_model_is_retrieved_by_its_id(client, served):
         model = client.models.retrieve(model_id)
         assert (model.id, model.object, model.owned_by) == (model_id, "model", "voicefinetune")
     assert httpx.get(f"{served.url}/v1/models/tts-1-hd", timeout=10).json() == {
-        "id": "tts-1-hd", "object": "model", "created": 0, "owned_by": "voicefinetune"}
+        "id": "tts-1-hd",
+        "object": "model",
+        "created": 0,
+        "owned_by": "voicefinetune",
+    }
     with pytest.raises(openai.NotFoundError) as caught:
         client.models.retrieve("no-such-model")
-    assert caught.value.response.json() == {"error": {
-        "message": "The model 'no-such-model' does not exist; GET /v1/models lists the ids",
-        "type": "invalid_request_error", "param": "model", "code": "model_not_found"}}
+    assert caught.value.response.json() == {
+        "error": {
+            "message": "The model 'no-such-model' does not exist; GET /v1/models lists the ids",
+            "type": "invalid_request_error",
+            "param": "model",
+            "code": "model_not_found",
+        }
+    }
 
 
 def test_405_404_and_413_on_v1_are_openai_shaped(served):
@@ -217,12 +280,18 @@ def test_405_404_and_413_on_v1_are_openai_shaped(served):
 
     wrong_method = httpx.get(f"{served.url}/v1/audio/speech", timeout=10)
     assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"
-    assert wrong_method.json() == openai_error("method GET is not allowed on /v1/audio/speech (see the Allow header)")
+    assert wrong_method.json() == openai_error(
+        "method GET is not allowed on /v1/audio/speech (see the Allow header)"
+    )
     unknown_path = httpx.get(f"{served.url}/v1/audio/nothing", timeout=10)
     assert (unknown_path.status_code, unknown_path.json()) == (404, openai_error("Not Found"))
     limit = served.settings.max_json_bytes
-    too_big = httpx.post(f"{served.url}/v1/audio/speech", content=b" " * (limit + 1),
-                         headers={"content-type": "application/json"}, timeout=30)
+    too_big = httpx.post(
+        f"{served.url}/v1/audio/speech",
+        content=b" " * (limit + 1),
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
     assert too_big.status_code == 413
     assert too_big.json() == openai_error(f"the request body (JSON) exceeds the limit of {limit} bytes")
     # Outside /v1 the service's own shape stays.
@@ -235,14 +304,22 @@ def test_empty_input_is_400(client, voice, text):
     with pytest.raises(openai.BadRequestError) as caught:
         client.audio.speech.create(model="qwen3-tts", voice=voice, input=text)
     assert caught.value.status_code == 400
-    assert caught.value.response.json() == {"error": {
-        "message": "input must not be empty", "type": "invalid_request_error", "param": "input", "code": None}}
+    assert caught.value.response.json() == {
+        "error": {
+            "message": "input must not be empty",
+            "type": "invalid_request_error",
+            "param": "input",
+            "code": None,
+        }
+    }
 
 
 def test_bad_values_are_400_with_openais_codes(client, voice):
-    for extra, param, code in (({"speed": 5.0}, "speed", "decimal_above_max_value"),
-                               ({"response_format": "ogg"}, "response_format", "invalid_value"),
-                               ({"input": "x" * 4097}, "input", "string_above_max_length")):
+    for extra, param, code in (
+        ({"speed": 5.0}, "speed", "decimal_above_max_value"),
+        ({"response_format": "ogg"}, "response_format", "invalid_value"),
+        ({"input": "x" * 4097}, "input", "string_above_max_length"),
+    ):
         arguments = {"model": "qwen3-tts", "voice": voice, "input": "Hello.", **extra}
         with pytest.raises(openai.BadRequestError) as caught:
             client.audio.speech.create(**arguments)
@@ -255,12 +332,17 @@ def test_bad_values_are_400_with_openais_codes(client, voice):
 
 def test_a_voice_fine_tuned_by_this_server_speaks_through_the_client(client, served, dataset_zip):
     with served.client() as http:
-        created = http.post("/finetune", files={"dataset": dataset_zip.read_bytes()},
-                            data={"speaker_name": "Narrator", "num_epochs": "1"})
+        created = http.post(
+            "/finetune",
+            files={"dataset": dataset_zip.read_bytes()},
+            data={"speaker_name": "Narrator", "num_epochs": "1"},
+        )
     assert created.status_code == 202, created.text
     job = served.wait_for(created.json()["job_id"], timeout=300)
     assert job["status"] == "ready", job
-    listed = {entry["id"]: entry for entry in httpx.get(f"{served.url}/v1/audio/voices", timeout=10).json()["data"]}
+    listed = {
+        entry["id"]: entry for entry in httpx.get(f"{served.url}/v1/audio/voices", timeout=10).json()["data"]
+    }
     assert listed[job["job_id"]]["type"] == "fine-tuned"
     assert listed[job["job_id"]]["speaker_name"] == "Narrator"
     for voice in (job["job_id"], "Narrator"):
@@ -274,8 +356,11 @@ def test_a_voice_fine_tuned_by_this_server_speaks_through_the_client(client, ser
 
 def test_a_voice_still_training_is_409(client, served, dataset_zip):
     with served.client() as http:
-        created = http.post("/finetune", files={"dataset": dataset_zip.read_bytes()},
-                            data={"speaker_name": "Later", "num_epochs": "200"})
+        created = http.post(
+            "/finetune",
+            files={"dataset": dataset_zip.read_bytes()},
+            data={"speaker_name": "Later", "num_epochs": "200"},
+        )
         assert created.status_code == 202, created.text
         job_id = created.json()["job_id"]
         try:

@@ -34,8 +34,11 @@ def _watch_running(server: Server, job_id: str, until: tuple[str, ...], timeout:
 
 def test_preparation_and_training_are_listed_while_they_run(served: Server, dataset_zip: Path) -> None:
     with served.client() as http:
-        r = http.post("/finetune", files={"dataset": dataset_zip.read_bytes()},
-                      data={"speaker_name": "Watched", "num_epochs": "3"})
+        r = http.post(
+            "/finetune",
+            files={"dataset": dataset_zip.read_bytes()},
+            data={"speaker_name": "Watched", "num_epochs": "3"},
+        )
     assert r.status_code == 202, r.text
     job_id = r.json()["job_id"]
     submitted = time.time()
@@ -52,14 +55,18 @@ def test_preparation_and_training_are_listed_while_they_run(served: Server, data
     assert _running_for(served, job_id) == []
     history = httpx.get(f"{served.url}/ops/history", params={"job_id": job_id}).json()
     assert [(r["op_name"], r["ok"]) for r in reversed(history) if r["op_name"] in TRAINING_OPS] == [
-        ("prepare_data", True), ("training", True)
+        ("prepare_data", True),
+        ("training", True),
     ]
 
 
 def test_a_cancelled_training_leaves_the_list(served: Server, dataset_zip: Path) -> None:
     with served.client() as http:
-        r = http.post("/finetune", files={"dataset": dataset_zip.read_bytes()},
-                      data={"speaker_name": "Cancelled", "num_epochs": "200"})
+        r = http.post(
+            "/finetune",
+            files={"dataset": dataset_zip.read_bytes()},
+            data={"speaker_name": "Cancelled", "num_epochs": "200"},
+        )
         assert r.status_code == 202, r.text
         job_id = r.json()["job_id"]
         deadline = time.monotonic() + 240
@@ -71,5 +78,6 @@ def test_a_cancelled_training_leaves_the_list(served: Server, dataset_zip: Path)
         assert _running_for(served, job_id) == []
         history = http.get("/ops/history", params={"job_id": job_id}).json()
         assert [(record["op_name"], record["ok"]) for record in reversed(history)] == [
-            ("prepare_data", True), ("training", False)
+            ("prepare_data", True),
+            ("training", False),
         ]

@@ -31,7 +31,10 @@ def unreachable_s3(tmp_path: Path, tiny_models) -> Iterator[tuple[TestClient, Se
         sock.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
     environment = server_environment(
-        tmp_path / "data", s3_endpoint=dead, bucket=f"vft-gone-{uuid.uuid4().hex[:8]}", tiny_root=tiny_models.root
+        tmp_path / "data",
+        s3_endpoint=dead,
+        bucket=f"vft-gone-{uuid.uuid4().hex[:8]}",
+        tiny_root=tiny_models.root,
     )
     settings = Settings.from_env({**environment, "VFT_S3_CONNECT_TIMEOUT": "1"})
     with TestClient(create_local_app(settings)) as client:
@@ -47,7 +50,9 @@ def assert_public(message: str, settings: Settings) -> None:
 
 def test_s3_unreachable_at_submission_names_the_object_not_the_endpoint(unreachable_s3) -> None:
     client, settings = unreachable_s3
-    answer = client.post("/finetune", json={"dataset_s3_key": "datasets/hero/dataset.zip", "speaker_name": "Hero"})
+    answer = client.post(
+        "/finetune", json={"dataset_s3_key": "datasets/hero/dataset.zip", "speaker_name": "Hero"}
+    )
     assert answer.status_code == 503, answer.text
     where = f"s3://{settings.s3_bucket}/datasets/hero/dataset.zip"
     assert answer.json() == {
@@ -63,7 +68,9 @@ def test_a_training_that_cannot_upload_its_checkpoint_fails_with_a_public_messag
     client, settings = unreachable_s3
     with open(dataset_zip, "rb") as handle:
         submitted = client.post(
-            "/finetune", files={"dataset": handle}, data={"speaker_name": "Hero", "num_epochs": "1", "lr": "1e-3"}
+            "/finetune",
+            files={"dataset": handle},
+            data={"speaker_name": "Hero", "num_epochs": "1", "lr": "1e-3"},
         )
     assert submitted.status_code == 202, submitted.text
     job_id = submitted.json()["job_id"]

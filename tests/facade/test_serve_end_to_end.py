@@ -25,7 +25,7 @@ from .conftest import Server, train_voice
 # The original service's "Microservice Integration Pattern", verbatim. Before running it, the test substitutes GPU_API (as
 # the acceptance allows) and shortens `time.sleep(30)` to `time.sleep(0.5)` so polling does not dominate the run;
 # nothing else changes.
-SEED_PATTERN = textwrap.dedent('''
+SEED_PATTERN = textwrap.dedent("""
     import requests
 
     GPU_API = "http://<TIR_GPU_IP>:8000"
@@ -73,7 +73,7 @@ SEED_PATTERN = textwrap.dedent('''
     # 4. Check operation timing
     r = requests.get(f"{GPU_API}/ops/averages")
     print(f"Avg inference time: {r.json()['inference_custom_voice']['avg_seconds']}s")
-''')
+""")
 
 
 def upstream_pattern_script(base_url: str) -> str:
@@ -91,7 +91,11 @@ def pattern_run(served: Server, dataset_zip: Path, tmp_path_factory) -> subproce
     (workdir / "voice_dataset.zip").write_bytes(dataset_zip.read_bytes())
     (workdir / "pattern.py").write_text(upstream_pattern_script(served.url))
     return subprocess.run(
-        [sys.executable, "pattern.py"], cwd=workdir, capture_output=True, text=True, timeout=480,
+        [sys.executable, "pattern.py"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=480,
         env={**os.environ},
     )
 
@@ -115,11 +119,15 @@ def deleted_voice(served: Server, dataset_zip: Path) -> str:
     job_id = train_voice(served, dataset_zip, "Earlier")
     assert httpx.delete(f"{served.url}/jobs/{job_id}", timeout=60).status_code == 200
     assert not served.settings.job_dir(job_id).exists()
-    assert list(Storage(served.settings).list(f"checkpoints/{job_id}/")), "the deleted voice left no S3 checkpoint"
+    assert list(Storage(served.settings).list(f"checkpoints/{job_id}/")), (
+        "the deleted voice left no S3 checkpoint"
+    )
     return job_id
 
 
-def test_original_microservice_pattern_runs_unchanged(served: Server, pattern_run: subprocess.CompletedProcess) -> None:
+def test_original_microservice_pattern_runs_unchanged(
+    served: Server, pattern_run: subprocess.CompletedProcess
+) -> None:
     result = pattern_run
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}\n{served.log_tail()}"
     lines = result.stdout.splitlines()
@@ -147,13 +155,21 @@ def test_every_original_curl_example(served: Server, dataset_zip: Path, pattern_
     storage.upload_file(dataset_zip, "datasets/Hero1/dataset.zip")
     with served.client() as http:
         assert http.get("/").json() == {
-            "service": "qwen3-tts-finetune-api", "status": "ok", "storage_configured": True,
+            "service": "qwen3-tts-finetune-api",
+            "status": "ok",
+            "storage_configured": True,
         }
         # POST /finetune (JSON): 202 with the original service's response shape.
-        r = http.post("/finetune", json={
-            "dataset_s3_key": "datasets/Hero1/dataset.zip", "speaker_name": "hero_voice", "num_epochs": 15,
-            "batch_size": 2, "lr": 1e-6,
-        })
+        r = http.post(
+            "/finetune",
+            json={
+                "dataset_s3_key": "datasets/Hero1/dataset.zip",
+                "speaker_name": "hero_voice",
+                "num_epochs": 15,
+                "batch_size": 2,
+                "lr": 1e-6,
+            },
+        )
         assert r.status_code == 202, r.text
         body = r.json()
         assert body["status"] == "queued" and body["speaker_name"] == "hero_voice"
@@ -166,53 +182,79 @@ def test_every_original_curl_example(served: Server, dataset_zip: Path, pattern_
         assert http.delete(f"/jobs/{second}").status_code == 200
         assert http.get(f"/jobs/{second}").status_code == 404
         # POST /infer: WAV directly (upload_to_s3 false) ...
-        r = http.post(f"/infer/{job_id}", json={
-            "text": "Hello, welcome to our audiobook.", "language": "English", "upload_to_s3": False,
-        })
+        r = http.post(
+            f"/infer/{job_id}",
+            json={
+                "text": "Hello, welcome to our audiobook.",
+                "language": "English",
+                "upload_to_s3": False,
+            },
+        )
         assert r.status_code == 200 and r.content[:4] == b"RIFF", r.text[:200]
         # ... and with S3 configured the original service's first example (no upload_to_s3) answers with the upload.
-        r = http.post(f"/infer/{job_id}", json={"text": "Hello, welcome to our audiobook.", "language": "English"})
+        r = http.post(
+            f"/infer/{job_id}", json={"text": "Hello, welcome to our audiobook.", "language": "English"}
+        )
         assert r.status_code == 200 and r.json()["s3_key"].startswith(f"audio/{job_id}/"), r.text[:300]
         # POST /infer with book/chapter.
-        r = http.post(f"/infer/{job_id}", json={
-            "text": "Hello, welcome to our audiobook.", "language": "English", "upload_to_s3": True,
-            "book_id": "book_001", "chapter_id": "chapter_1", "s3_filename": "intro.wav",
-        })
+        r = http.post(
+            f"/infer/{job_id}",
+            json={
+                "text": "Hello, welcome to our audiobook.",
+                "language": "English",
+                "upload_to_s3": True,
+                "book_id": "book_001",
+                "chapter_id": "chapter_1",
+                "s3_filename": "intro.wav",
+            },
+        )
         assert r.status_code == 200, r.text
         assert r.json()["s3_key"] == "audio/segments/book_001/chapter_1/intro.wav"
         assert r.json()["sample_rate"] == SAMPLE_RATE and r.json()["job_id"] == job_id
         # POST /infer/{id}/batch
-        r = http.post(f"/infer/{job_id}/batch", json={
-            "items": [
-                {"text": "Chapter one. The adventure begins.", "filename": "ch1_001.wav"},
-                {"text": "Our hero stood at the crossroads.", "filename": "ch1_002.wav"},
-                {"text": "A cold wind blew from the north.", "filename": "ch1_003.wav"},
-            ],
-            "language": "English",
-        })
+        r = http.post(
+            f"/infer/{job_id}/batch",
+            json={
+                "items": [
+                    {"text": "Chapter one. The adventure begins.", "filename": "ch1_001.wav"},
+                    {"text": "Our hero stood at the crossroads.", "filename": "ch1_002.wav"},
+                    {"text": "A cold wind blew from the north.", "filename": "ch1_003.wav"},
+                ],
+                "language": "English",
+            },
+        )
         assert r.status_code == 200, r.text
         assert [item["s3_key"] for item in r.json()] == [f"audio/{job_id}/ch1_00{i}.wav" for i in (1, 2, 3)]
         audio = httpx.get(r.json()[0]["presigned_url"], timeout=30).content
         assert audio[:4] == b"RIFF"
         # POST /voice-design (WAV)
-        r = http.post("/voice-design", json={
-            "text": "Welcome to this audiobook.",
-            "instruct": "A warm male voice, middle-aged, calm and authoritative", "language": "English",
-        })
+        r = http.post(
+            "/voice-design",
+            json={
+                "text": "Welcome to this audiobook.",
+                "instruct": "A warm male voice, middle-aged, calm and authoritative",
+                "language": "English",
+            },
+        )
         assert r.status_code == 200 and r.content[:4] == b"RIFF", r.text[:200]
         # POST /voice-clone/batch with a reference the server may fetch (base64 here: the original service's example URL is
         # on the internet, which this machine cannot reach).
         import base64
 
         ref = base64.b64encode(r.content).decode()
-        r = http.post("/voice-clone/batch", json={
-            "ref_audio_url": ref, "ref_text": "This is the reference spoken text.",
-            "items": [
-                {"text": "First sentence to generate in this voice.", "filename": "clone_001.wav"},
-                {"text": "Second sentence to generate concurrently.", "filename": "clone_002.wav"},
-            ],
-            "language": "English", "upload_to_s3": True,
-        })
+        r = http.post(
+            "/voice-clone/batch",
+            json={
+                "ref_audio_url": ref,
+                "ref_text": "This is the reference spoken text.",
+                "items": [
+                    {"text": "First sentence to generate in this voice.", "filename": "clone_001.wav"},
+                    {"text": "Second sentence to generate concurrently.", "filename": "clone_002.wav"},
+                ],
+                "language": "English",
+                "upload_to_s3": True,
+            },
+        )
         assert r.status_code == 200, r.text
         assert len(r.json()) == 2 and all("presigned_url" in item for item in r.json())
         # Storage, GPU, ops
@@ -222,13 +264,18 @@ def test_every_original_curl_example(served: Server, dataset_zip: Path, pattern_
         status = http.get("/gpu/status").json()
         assert {"model_loaded", "total_requests", "idle_timeout_seconds"} <= set(status)
         assert http.post("/gpu/unload").status_code == 200
-        assert http.put("/gpu/config", json={"idle_timeout_seconds": 120}).json()["idle_timeout_seconds"] == 120
+        assert (
+            http.put("/gpu/config", json={"idle_timeout_seconds": 120}).json()["idle_timeout_seconds"] == 120
+        )
         assert http.put("/gpu/config", json={"idle_timeout_seconds": 0}).status_code == 200
         assert http.get("/gpu/cleanup", params={"threshold_gb": 20.0}).status_code == 200
         assert http.get("/ops/averages").status_code == 200
         assert isinstance(http.get("/ops/history").json(), list | dict)
         assert http.get("/ops/history", params={"job_id": job_id}).status_code == 200
-        assert http.get("/ops/history", params={"op_name": "inference_custom_voice", "limit": 10}).status_code == 200
+        assert (
+            http.get("/ops/history", params={"op_name": "inference_custom_voice", "limit": 10}).status_code
+            == 200
+        )
         assert http.get("/ops/running").status_code == 200
         assert http.get("/docs").status_code == 200
 
@@ -246,19 +293,27 @@ def test_delete_finished_job_removes_files_and_voice(served: Server, finished_vo
     assert not job_dir.exists()
 
 
-def test_restart_during_training_then_cancel_a_training(served: Server, dataset_zip: Path, deleted_voice: str) -> None:
+def test_restart_during_training_then_cancel_a_training(
+    served: Server, dataset_zip: Path, deleted_voice: str
+) -> None:
     """Kill -9 the server while a job trains and another waits; after the restart the first runs again to ready
     and both are listed. Meanwhile: /infer on an unfinished job is 409, and DELETE of a training job ends its
     `vft train` process and makes the id 404."""
     with served.client() as http:
-        first = http.post("/finetune", files={"dataset": dataset_zip.read_bytes()},
-                          data={"speaker_name": "Phoenix", "num_epochs": "2"})
+        first = http.post(
+            "/finetune",
+            files={"dataset": dataset_zip.read_bytes()},
+            data={"speaker_name": "Phoenix", "num_epochs": "2"},
+        )
         assert first.status_code == 202, first.text
         job_id = first.json()["job_id"]
         # Resumes from an earlier voice: its local files were deleted, S3 still holds checkpoints/{id}.
         earlier = deleted_voice
-        queued = http.post("/finetune", files={"dataset": dataset_zip.read_bytes()},
-                           data={"speaker_name": "Queued", "num_epochs": "200", "resume_job_id": earlier}).json()["job_id"]
+        queued = http.post(
+            "/finetune",
+            files={"dataset": dataset_zip.read_bytes()},
+            data={"speaker_name": "Queued", "num_epochs": "200", "resume_job_id": earlier},
+        ).json()["job_id"]
         assert http.get(f"/jobs/{queued}").json()["status"] == "queued"
         r = http.post(f"/infer/{queued}", json={"text": "Too early."})
         assert r.status_code == 409 and queued in r.json()["detail"]
@@ -273,7 +328,9 @@ def test_restart_during_training_then_cancel_a_training(served: Server, dataset_
     job = served.wait_for(job_id, timeout=150)
     assert job["status"] == "ready", job
     assert any("restart" in warning for warning in job["warnings"])
-    wav = httpx.post(f"{served.url}/infer/{job_id}", json={"text": "Back again.", "upload_to_s3": False}, timeout=60)
+    wav = httpx.post(
+        f"{served.url}/infer/{job_id}", json={"text": "Back again.", "upload_to_s3": False}, timeout=60
+    )
     assert wav.status_code == 200
     data, rate = soundfile.read(io.BytesIO(wav.content))
     assert rate == SAMPLE_RATE and len(data) > 0

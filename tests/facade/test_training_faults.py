@@ -20,7 +20,14 @@ from voicefinetune.storage import Storage
 
 EVENTS = [
     {"stage": "training", "epoch": 1, "step": 1, "loss": 1.5},
-    {"stage": "training", "epoch": 1e999, "step": float("nan"), "loss": 1e999, "global_step": "x", "total_epochs": -1},
+    {
+        "stage": "training",
+        "epoch": 1e999,
+        "step": float("nan"),
+        "loss": 1e999,
+        "global_step": "x",
+        "total_epochs": -1,
+    },
     {"stage": "done", "checkpoint_path": "/somewhere"},
 ]
 
@@ -60,7 +67,9 @@ def test_overflowing_progress_numbers_keep_the_job_going(tmp_path: Path) -> None
     )
     store.save(record)
     opslog = OpsLog(settings.state_dir / "ops.jsonl")
-    runner = JobRunner(settings, Storage(settings), opslog, store, StatusUpdater(store, PublicText.of(settings)))
+    runner = JobRunner(
+        settings, Storage(settings), opslog, store, StatusUpdater(store, PublicText.of(settings))
+    )
     tracker = StageTimer(opslog, "big")
     for event in EVENTS[:2]:
         runner._on_event(record, json.loads(json.dumps(event)), tracker)

@@ -16,7 +16,9 @@ def multipart(fields: dict[str, str], filename: str, payload: bytes) -> tuple[by
     ]
     parts.append(
         f'--{boundary}\r\nContent-Disposition: form-data; name="dataset"; filename="{filename}"\r\n'
-        "Content-Type: application/zip\r\n\r\n".encode() + payload + b"\r\n"
+        "Content-Type: application/zip\r\n\r\n".encode()
+        + payload
+        + b"\r\n"
     )
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
@@ -72,8 +74,11 @@ def test_the_upload_is_never_spooled_by_the_generic_form_parser(settings, storag
 
     monkeypatch.setattr(MultiPartParser, "parse", spooling)
     with TestClient(create_local_app(settings)) as http, open(dataset_zip, "rb") as handle:
-        answer = http.post("/finetune", data={"speaker_name": "Hero", "num_epochs": "1"},
-                           files={"dataset": ("voice.zip", handle)})
+        answer = http.post(
+            "/finetune",
+            data={"speaker_name": "Hero", "num_epochs": "1"},
+            files={"dataset": ("voice.zip", handle)},
+        )
         assert answer.status_code == 202, answer.text
         job_id = answer.json()["job_id"]
         assert (settings.data_dir / "uploads" / f"{job_id}.zip").read_bytes() == dataset_zip.read_bytes()

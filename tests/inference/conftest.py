@@ -32,7 +32,9 @@ async def make_service(settings: Settings, storage: Storage) -> AsyncIterator[Ma
 
     async def make(**overrides) -> InferenceService:
         configured = dataclasses.replace(settings, **overrides)
-        service = InferenceService(configured, Storage(configured), OpsLog(configured.state_dir / "ops.jsonl"))
+        service = InferenceService(
+            configured, Storage(configured), OpsLog(configured.state_dir / "ops.jsonl")
+        )
         await service.start()
         started.append(service)
         return service
@@ -47,7 +49,9 @@ async def http_client(service: InferenceService, job_gate=None) -> AsyncIterator
     app = FastAPI()
     app.include_router(build_router(service, job_gate))
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://inference.test", timeout=120) as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://inference.test", timeout=120
+    ) as client:
         yield client
 
 
@@ -67,7 +71,9 @@ async def add_voice(
     if backed_up:
         prefix = checkpoint_prefix(job_id)
         service.storage.upload_dir(folder, prefix)
-    await service.register_voice(job_id, TINY_SPEAKER, checkpoint_path=str(folder), s3_prefix=prefix, preload=preload)
+    await service.register_voice(
+        job_id, TINY_SPEAKER, checkpoint_path=str(folder), s3_prefix=prefix, preload=preload
+    )
     return folder
 
 
@@ -80,7 +86,9 @@ def reference_wav(seconds: float = 1.0, rate: int = 24000) -> bytes:
     """A short voiced-sounding clip (harmonics + a little noise) as WAV bytes."""
     t = np.arange(int(seconds * rate)) / rate
     rng = np.random.default_rng(7)
-    wave = sum(0.2 / k * np.sin(2 * np.pi * 140 * k * t) for k in range(1, 6)) + 0.01 * rng.standard_normal(t.size)
+    wave = sum(0.2 / k * np.sin(2 * np.pi * 140 * k * t) for k in range(1, 6)) + 0.01 * rng.standard_normal(
+        t.size
+    )
     buffer = io.BytesIO()
     sf.write(buffer, wave.astype(np.float32), rate, format="WAV", subtype="PCM_16")
     return buffer.getvalue()
@@ -153,6 +161,8 @@ def wav_server():
     thread.start()
     import types
 
-    yield types.SimpleNamespace(url=f"http://127.0.0.1:{server.server_address[1]}", requests=requests, wav=wav)
+    yield types.SimpleNamespace(
+        url=f"http://127.0.0.1:{server.server_address[1]}", requests=requests, wav=wav
+    )
     server.shutdown()
     server.server_close()

@@ -16,7 +16,9 @@ CPU = Settings(device="cpu", use_flash_attn=False)
 
 
 def load_tiny(tiny_models, kind: str, engine: str = "fast") -> tts_model.LoadedModel:
-    return tts_model.load(str(getattr(tiny_models, kind)), Settings(device="cpu", use_flash_attn=False, engine=engine))
+    return tts_model.load(
+        str(getattr(tiny_models, kind)), Settings(device="cpu", use_flash_attn=False, engine=engine)
+    )
 
 
 @contextlib.contextmanager
@@ -42,7 +44,9 @@ def clone_prompt(loaded: tts_model.LoadedModel, seconds: float = 1.0):
     rate = 24000
     t = np.arange(int(seconds * rate)) / rate
     rng = np.random.default_rng(7)
-    wave = sum(0.2 / k * np.sin(2 * np.pi * 140 * k * t) for k in range(1, 6)) + 0.01 * rng.standard_normal(t.size)
+    wave = sum(0.2 / k * np.sin(2 * np.pi * 140 * k * t) for k in range(1, 6)) + 0.01 * rng.standard_normal(
+        t.size
+    )
     return tts_model.clone_prompt(
         loaded, wave.astype(np.float32), sample_rate=rate, ref_text="A reference line.", use_xvec=False
     )

@@ -8,7 +8,9 @@ from voicefinetune_inference.caches.disk_cache import folder_bytes, has_model
 from voicefinetune.schemas import InvalidInput
 
 
-async def test_tiny_threshold_deletes_only_s3_backed_models_and_they_come_back(make_service, tiny_models, kit):
+async def test_tiny_threshold_deletes_only_s3_backed_models_and_they_come_back(
+    make_service, tiny_models, kit
+):
     service = await make_service()
     backed = await kit.add_voice(service, tiny_models, job_id="backed")
     local = await kit.add_voice(service, tiny_models, job_id="local", backed_up=False)
@@ -21,7 +23,10 @@ async def test_tiny_threshold_deletes_only_s3_backed_models_and_they_come_back(m
     # a model outside the job's own folder cannot be registered (so the LRU never reaches it)
     with pytest.raises(InvalidInput):
         await service.register_voice(
-            "outside", kit.speaker, checkpoint_path=str(tiny_models.custom_voice), s3_prefix="checkpoints/outside"
+            "outside",
+            kit.speaker,
+            checkpoint_path=str(tiny_models.custom_voice),
+            s3_prefix="checkpoints/outside",
         )
 
     async with kit.http_client(service) as client:
@@ -40,16 +45,23 @@ async def test_tiny_threshold_deletes_only_s3_backed_models_and_they_come_back(m
         again = await client.post("/infer/backed", json={"text": "Back from S3.", "upload_to_s3": False})
         assert again.status_code == 200, again.text
         assert has_model(backed)
-        assert (await client.post("/infer/local", json={"text": "Still here.", "upload_to_s3": False})).status_code == 200
+        assert (
+            await client.post("/infer/local", json={"text": "Still here.", "upload_to_s3": False})
+        ).status_code == 200
         voices = {v["job_id"]: v for v in (await client.get("/voices")).json()}
         assert voices["backed"]["on_disk"] is True and voices["backed"]["loaded"] is True
 
 
 async def test_least_recently_used_goes_first_and_only_as_much_as_needed(make_service, tiny_models, kit):
     service = await make_service()
-    folders = {job_id: await kit.add_voice(service, tiny_models, job_id=job_id) for job_id in ("first", "second", "third")}
+    folders = {
+        job_id: await kit.add_voice(service, tiny_models, job_id=job_id)
+        for job_id in ("first", "second", "third")
+    }
     async with kit.http_client(service) as client:
-        assert (await client.post("/infer/first", json={"text": "Hi.", "upload_to_s3": False})).status_code == 200
+        assert (
+            await client.post("/infer/first", json={"text": "Hi.", "upload_to_s3": False})
+        ).status_code == 200
         size = folder_bytes(folders["first"])
         used = service.disk.usage_bytes()
         # room for all but one model: exactly one goes, the least recently used ("second": "first" was just used)
@@ -58,7 +70,9 @@ async def test_least_recently_used_goes_first_and_only_as_much_as_needed(make_se
         assert [d["job_id"] for d in report["deleted"]] == ["second"]
         assert folders["first"].exists() and folders["third"].exists() and not folders["second"].exists()
         # under the threshold nothing more happens
-        assert (await client.get("/gpu/cleanup", params={"threshold_gb": threshold_gb})).json()["deleted"] == []
+        assert (await client.get("/gpu/cleanup", params={"threshold_gb": threshold_gb})).json()[
+            "deleted"
+        ] == []
         assert (await client.get("/gpu/cleanup", params={"threshold_gb": -1})).status_code == 422
 
 
@@ -75,16 +89,21 @@ async def test_voice_registered_by_s3_prefix_only_is_downloaded(make_service, ti
     storage.upload_dir(tiny_models.custom_voice, "checkpoints/remote")
     async with kit.http_client(service) as client:
         registered = await client.post(
-            "/voices/remote", json={"speaker_name": kit.speaker, "s3_prefix": "checkpoints/remote", "preload": True}
+            "/voices/remote",
+            json={"speaker_name": kit.speaker, "s3_prefix": "checkpoints/remote", "preload": True},
         )
         assert registered.status_code == 200, registered.text
         info = registered.json()
         assert info["on_disk"] is True and info["loaded"] is True
         assert info["local_path"].endswith("jobs/remote/checkpoint")
-        assert (await client.post("/infer/remote", json={"text": "Hello.", "upload_to_s3": False})).status_code == 200
+        assert (
+            await client.post("/infer/remote", json={"text": "Hello.", "upload_to_s3": False})
+        ).status_code == 200
 
 
-async def test_a_copy_at_the_conventional_prefix_counts_and_empty_job_folders_go(make_service, tiny_models, kit):
+async def test_a_copy_at_the_conventional_prefix_counts_and_empty_job_folders_go(
+    make_service, tiny_models, kit
+):
     service = await make_service()
     folder = kit.install_checkpoint(service, tiny_models, job_id="plain")
     service.storage.upload_dir(folder, "checkpoints/plain")  # where the trainer uploads; not registered
@@ -93,5 +112,7 @@ async def test_a_copy_at_the_conventional_prefix_counts_and_empty_job_folders_go
     assert [d["job_id"] for d in report["deleted"]] == ["plain"]
     assert not service.settings.job_dir("plain").exists()  # nothing else was in it
     async with kit.http_client(service) as client:
-        assert (await client.post("/infer/plain", json={"text": "Hi.", "upload_to_s3": False})).status_code == 200
+        assert (
+            await client.post("/infer/plain", json={"text": "Hi.", "upload_to_s3": False})
+        ).status_code == 200
     assert has_model(folder)

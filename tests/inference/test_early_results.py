@@ -40,11 +40,17 @@ def batched(loaded, items, engine, *, limits=None, deliver=False, **kwargs):
     options = fast_engine.CallOptions(frame_limits=limits)
     delivery = contextlib.nullcontext()
     if deliver:
-        references = [getattr(i.clone_prompt, "ref_code", None) for i in items] if loaded.kind == "base" else None
+        references = (
+            [getattr(i.clone_prompt, "ref_code", None) for i in items] if loaded.kind == "base" else None
+        )
         rows = RowDelivery(loaded.tts, early.__setitem__, references)
         options.on_row_done = rows.row_done
         delivery = rows.skipping_delivered()
-    with decoded_codes(loaded) as decoded, fast_engine.engine_for(loaded.tts.model, engine, options), delivery:
+    with (
+        decoded_codes(loaded) as decoded,
+        fast_engine.engine_for(loaded.tts.model, engine, options),
+        delivery,
+    ):
         wavs, _ = tts_model.call_upstream(loaded, items, **kwargs)
     return wavs, early, decoded
 
@@ -57,7 +63,9 @@ def test_each_early_row_equals_the_batched_calls_row(models, kind):
     items = items_for(loaded, [SHORT, LONG, "Medium length words here."])
     limits = [8, 16, 24]
     want, _, _ = batched(loaded, items, "fast", limits=limits, max_new_tokens=24, **GREEDY)
-    got, early, decoded = batched(loaded, items, "fast", limits=limits, deliver=True, max_new_tokens=24, **GREEDY)
+    got, early, decoded = batched(
+        loaded, items, "fast", limits=limits, deliver=True, max_new_tokens=24, **GREEDY
+    )
     assert sorted(early) == [0, 1]
     assert len(decoded) == 3  # rows 0 and 1 alone, row 2 in the batch's own decode
     for row in (0, 1):
@@ -151,5 +159,7 @@ def test_with_the_upstream_engine_nothing_is_delivered_early(tiny_models):
     loaded = load_tiny(tiny_models, "voice_design", engine="upstream")
     loaded.tts.generate_defaults.update(GREEDY, max_new_tokens=60)
     calls: list[int] = []
-    wavs = tts_model.generate(loaded, items_for(loaded, ["x", "ab", "Hi."]), on_ready=lambda row, wav: calls.append(row))
+    wavs = tts_model.generate(
+        loaded, items_for(loaded, ["x", "ab", "Hi."]), on_ready=lambda row, wav: calls.append(row)
+    )
     assert calls == [] and all(len(w) for w in wavs)

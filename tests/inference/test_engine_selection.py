@@ -29,7 +29,9 @@ async def test_seed_endpoint_and_status_through_each_engine(make_service, engine
     async with http_client(service) as client:
         status = (await client.get("/gpu/status")).json()
         assert status["engine"] == engine
-        answer = await client.post("/voice-design", json={"text": "Welcome home.", "instruct": "A warm voice"})
+        answer = await client.post(
+            "/voice-design", json={"text": "Welcome home.", "instruct": "A warm voice"}
+        )
         assert answer.status_code == 200 and answer.headers["content-type"] == "audio/wav"
         audio, rate = read_wav(answer.content)
         assert rate == 24000 and audio.ndim == 1 and len(audio) > 0 and len(audio) % 1920 == 0
@@ -45,7 +47,10 @@ async def test_the_service_streams_one_utterance(make_service):
     labels = {"engine": "fast", "mode": "stream"}
     before = REGISTRY.get_sample_value("vft_inference_engine_time_to_first_audio_seconds_count", labels) or 0
     chunks = [chunk async for chunk in service.generator.stream(spec, item)]
-    assert REGISTRY.get_sample_value("vft_inference_engine_time_to_first_audio_seconds_count", labels) == before + 1
+    assert (
+        REGISTRY.get_sample_value("vft_inference_engine_time_to_first_audio_seconds_count", labels)
+        == before + 1
+    )
     assert [len(c) // 1920 for c in chunks][:1] == [1]
     assert all(c.dtype == np.float32 for c in chunks)
     total = sum(len(c) for c in chunks)

@@ -35,7 +35,9 @@ def run(loaded, items, engine: str, options=None, **kwargs):
 
 
 @pytest.mark.parametrize("kind", ["custom_voice", "voice_design", "base"])
-@pytest.mark.parametrize("texts", [[LONG], [SHORT, LONG, "Medium length words here."]], ids=["single", "fused"])
+@pytest.mark.parametrize(
+    "texts", [[LONG], [SHORT, LONG, "Medium length words here."]], ids=["single", "fused"]
+)
 def test_greedy_codes_equal_upstream(models, kind, texts):
     loaded = models[kind]
     items = items_for(loaded, texts)
@@ -60,7 +62,9 @@ def test_rows_stop_at_their_own_bound_and_the_others_are_unchanged(models):
     loaded = models["custom_voice"]
     items = items_for(loaded, [SHORT, LONG])
     want, _ = run(loaded, items, "upstream", max_new_tokens=24, **GREEDY)
-    got, wavs = run(loaded, items, "fast", fast_engine.CallOptions(frame_limits=[8, 24]), max_new_tokens=24, **GREEDY)
+    got, wavs = run(
+        loaded, items, "fast", fast_engine.CallOptions(frame_limits=[8, 24]), max_new_tokens=24, **GREEDY
+    )
     assert [len(c) for c in want] == [23, 23]  # the tiny talker does not choose EOS greedily within 24 ids
     assert got[0].shape == (7, 16) and torch.equal(got[0], want[0][:7])
     assert torch.equal(got[1], want[1])
@@ -106,7 +110,10 @@ def test_substitution_is_undone_and_upstream_stays_selectable(models):
     assert "generate" not in vars(talker)
     with fast_engine.engine_for(loaded.tts.model, "upstream"):
         assert "generate" not in vars(talker)
-    with pytest.raises(ValueError, match="unknown engine 'turbo'"), fast_engine.engine_for(loaded.tts.model, "turbo"):
+    with (
+        pytest.raises(ValueError, match="unknown engine 'turbo'"),
+        fast_engine.engine_for(loaded.tts.model, "turbo"),
+    ):
         pass
     with pytest.raises(ValueError, match="VFT_ENGINE='turbo'"):
         tts_model.check_engine("turbo")

@@ -31,13 +31,17 @@ def fixed_logits(seed: int, rows: int = 3) -> torch.Tensor:
     return torch.randn(rows, VOCAB, generator=generator) * 3
 
 
-def upstream_processors(history_length: int, *, penalty: float, params: SamplingParams) -> LogitsProcessorList:
+def upstream_processors(
+    history_length: int, *, penalty: float, params: SamplingParams
+) -> LogitsProcessorList:
     """The list `generate()` builds for upstream's talker settings, in its order (prompt length 0: inputs_embeds)."""
-    processors = LogitsProcessorList([
-        RepetitionPenaltyLogitsProcessor(penalty=penalty),
-        MinNewTokensLengthLogitsProcessor(0, 2, torch.tensor([EOS])),
-        SuppressTokensLogitsProcessor(SUPPRESSED),
-    ])
+    processors = LogitsProcessorList(
+        [
+            RepetitionPenaltyLogitsProcessor(penalty=penalty),
+            MinNewTokensLengthLogitsProcessor(0, 2, torch.tensor([EOS])),
+            SuppressTokensLogitsProcessor(SUPPRESSED),
+        ]
+    )
     if params.do_sample:
         if params.temperature != 1.0:
             processors.append(TemperatureLogitsWarper(params.temperature))
@@ -63,8 +67,14 @@ def test_processed_logits_equal_upstreams(history_length, params):
     history = torch.randint(0, 64, (3, history_length), generator=torch.Generator().manual_seed(5))
     want = upstream_processors(history_length, penalty=1.05, params=params)(history, logits.clone())
     mask = suppression_mask(VOCAB, SUPPRESSED, "cpu")
-    got = restrict(logits.clone(), history=history, repetition_penalty=1.05, suppressed=mask, eos_id=EOS,
-                   block_eos=history_length < 2)
+    got = restrict(
+        logits.clone(),
+        history=history,
+        repetition_penalty=1.05,
+        suppressed=mask,
+        eos_id=EOS,
+        block_eos=history_length < 2,
+    )
     if params.do_sample:
         got = warp(got, params)
     assert torch.equal(torch.isinf(got), torch.isinf(want))
@@ -90,8 +100,12 @@ def test_draws_equal_upstreams_softmax_multinomial():
     """Same generator state, same processed scores: the same ids as `generate()`'s `multinomial(softmax(scores))`."""
     params = SamplingParams(top_k=20, top_p=0.9, temperature=0.8)
     logits = fixed_logits(11, rows=6)
-    want_scores = upstream_processors(3, penalty=1.0, params=params)(torch.zeros(6, 3, dtype=torch.long), logits.clone())
-    want = torch.multinomial(torch.softmax(want_scores, dim=-1), 1, generator=torch.Generator().manual_seed(3))
+    want_scores = upstream_processors(3, penalty=1.0, params=params)(
+        torch.zeros(6, 3, dtype=torch.long), logits.clone()
+    )
+    want = torch.multinomial(
+        torch.softmax(want_scores, dim=-1), 1, generator=torch.Generator().manual_seed(3)
+    )
     mask = suppression_mask(VOCAB, SUPPRESSED, "cpu")
     got = choose(restrict(logits.clone(), suppressed=mask), params, torch.Generator().manual_seed(3))
     assert got.tolist() == want.squeeze(1).tolist()

@@ -11,9 +11,20 @@ import httpx
 import pytest
 
 GPU_STATUS_FIELDS = {
-    "model_loaded", "loaded_checkpoint", "speaker_name", "auto_unload_enabled", "idle_timeout_seconds",
-    "idle_seconds", "total_requests", "total_loads", "total_unloads", "gpu_name", "gpu_memory_total_gb",
-    "gpu_memory_allocated_gb", "gpu_memory_reserved_gb", "gpu_memory_free_gb",
+    "model_loaded",
+    "loaded_checkpoint",
+    "speaker_name",
+    "auto_unload_enabled",
+    "idle_timeout_seconds",
+    "idle_seconds",
+    "total_requests",
+    "total_loads",
+    "total_unloads",
+    "gpu_name",
+    "gpu_memory_total_gb",
+    "gpu_memory_allocated_gb",
+    "gpu_memory_reserved_gb",
+    "gpu_memory_free_gb",
 }
 
 
@@ -37,7 +48,9 @@ async def test_two_slots_four_voices_fifty_concurrent_requests(make_service, tin
                 await asyncio.sleep(0.02)
 
         async def one(i: int, job_id: str) -> httpx.Response:
-            return await client.post(f"/infer/{job_id}", json={"text": f"Request {i} for {job_id}.", "upload_to_s3": False})
+            return await client.post(
+                f"/infer/{job_id}", json={"text": f"Request {i} for {job_id}.", "upload_to_s3": False}
+            )
 
         watcher = asyncio.create_task(watch())
         answers = await asyncio.gather(*(one(i, job_id) for i, job_id in enumerate(targets)))
@@ -78,7 +91,9 @@ async def test_voice_design_and_base_share_the_cache(make_service, tiny_models, 
     service = await make_service(gpu_max_models=1)
     await kit.add_voice(service, tiny_models, job_id="hero", backed_up=False)
     async with kit.http_client(service) as client:
-        assert (await client.post("/infer/hero", json={"text": "Hi.", "upload_to_s3": False})).status_code == 200
+        assert (
+            await client.post("/infer/hero", json={"text": "Hi.", "upload_to_s3": False})
+        ).status_code == 200
         design = await client.post("/voice-design", json={"text": "Hi.", "instruct": "A calm voice"})
         assert design.status_code == 200 and design.headers["content-type"] == "audio/wav"
         status = (await client.get("/gpu/status")).json()
@@ -112,7 +127,9 @@ async def test_idle_timeout_unloads_everything_and_the_next_request_reloads(make
     await kit.add_voice(service, tiny_models, job_id="b", backed_up=False)
     async with kit.http_client(service) as client:
         for job_id in ("a", "b"):
-            assert (await client.post(f"/infer/{job_id}", json={"text": "Hi.", "upload_to_s3": False})).status_code == 200
+            assert (
+                await client.post(f"/infer/{job_id}", json={"text": "Hi.", "upload_to_s3": False})
+            ).status_code == 200
         assert (await client.get("/gpu/status")).json()["model_loaded"] is True
         status = await wait_until_unloaded(client)
         assert status["model_loaded"] is False and status["loaded_models"] == []
@@ -150,15 +167,18 @@ async def test_gpu_unload_frees_everything(make_service, tiny_models, kit):
         assert (await client.post("/infer/b", json={"text": "Hi.", "upload_to_s3": False})).status_code == 200
 
 
-
 @pytest.mark.timeout(300)  # three model loads on a shared CPU
 async def test_status_names_the_voice_in_use_after_another_model_was_used(make_service, tiny_models, kit):
     """/gpu/status's loaded_checkpoint and speaker_name name the most recently used model: a fine-tuned voice that
     a batch is using now, not the Base model a voice clone used before the batch started."""
     service = await make_service(gpu_max_models=2, inference_max_batch=1)
     await kit.add_voice(service, tiny_models, job_id="hero", preload=True)
-    clone = {"text": "Hi.", "ref_audio_url": base64.b64encode(kit.reference_wav()).decode(), "ref_text": "Hello.",
-             "upload_to_s3": False}
+    clone = {
+        "text": "Hi.",
+        "ref_audio_url": base64.b64encode(kit.reference_wav()).decode(),
+        "ref_text": "Hello.",
+        "upload_to_s3": False,
+    }
     items = [{"text": f"Line {i} of the chapter.", "filename": f"l{i}.wav"} for i in range(6)]
     async with kit.http_client(service) as client:
         assert (await client.post("/voice-clone", json=clone)).status_code == 200
@@ -173,6 +193,12 @@ async def test_status_names_the_voice_in_use_after_another_model_was_used(make_s
             await asyncio.sleep(0.01)
         assert (await batch).status_code == 200
         after = (await client.get("/gpu/status")).json()
-    assert (status["loaded_checkpoint"], status["speaker_name"]) == ("jobs/hero/output/checkpoint-epoch-0", kit.speaker)
+    assert (status["loaded_checkpoint"], status["speaker_name"]) == (
+        "jobs/hero/output/checkpoint-epoch-0",
+        kit.speaker,
+    )
     assert [m["key"] for m in status["loaded_models"]] == ["voice:hero", "base"]
-    assert (after["loaded_checkpoint"], after["speaker_name"]) == ("jobs/hero/output/checkpoint-epoch-0", kit.speaker)
+    assert (after["loaded_checkpoint"], after["speaker_name"]) == (
+        "jobs/hero/output/checkpoint-epoch-0",
+        kit.speaker,
+    )

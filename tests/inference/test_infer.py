@@ -20,8 +20,12 @@ async def test_infer_uploads_to_s3_under_the_original_key(make_service, tiny_mod
         answer = await client.post(
             "/infer/hero",
             json={
-                "text": "Hello, welcome to our audiobook.", "language": "English", "upload_to_s3": True,
-                "book_id": "book_001", "chapter_id": "chapter_1", "s3_filename": "intro.wav",
+                "text": "Hello, welcome to our audiobook.",
+                "language": "English",
+                "upload_to_s3": True,
+                "book_id": "book_001",
+                "chapter_id": "chapter_1",
+                "s3_filename": "intro.wav",
             },
         )
         assert answer.status_code == 200, answer.text
@@ -54,7 +58,9 @@ async def test_overwrite_false_answers_with_the_existing_object(make_service, ti
         first = (await client.post("/infer/hero", json={"text": "Once.", "s3_filename": "once.wav"})).json()
         generated = service.batcher.items
         stamp = service.storage.head(first["s3_key"]).last_modified
-        again = await client.post("/infer/hero", json={"text": "Once.", "s3_filename": "once.wav", "overwrite": False})
+        again = await client.post(
+            "/infer/hero", json={"text": "Once.", "s3_filename": "once.wav", "overwrite": False}
+        )
         assert again.status_code == 200 and again.json()["s3_key"] == first["s3_key"]
         assert first["kept_existing"] is False and again.json()["kept_existing"] is True
         assert service.batcher.items == generated
@@ -66,7 +72,9 @@ async def test_without_storage_the_wav_comes_back_and_upload_is_503(make_service
     folder = kit.install_checkpoint(service, tiny_models, job_id="local")
     await service.register_voice("local", kit.speaker, checkpoint_path=str(folder))
     async with kit.http_client(service) as client:
-        wav = await client.post("/infer/local", json={"text": "Hello, welcome to our audiobook.", "language": "English"})
+        wav = await client.post(
+            "/infer/local", json={"text": "Hello, welcome to our audiobook.", "language": "English"}
+        )
         assert wav.status_code == 200 and wav.headers["content-type"] == "audio/wav"
         audio, rate = kit.read_wav(wav.content)
         assert rate == 24000 and audio.size > 2400
@@ -98,8 +106,12 @@ async def test_errors_have_the_original_status_and_a_message(make_service, tiny_
         assert all(language in klingon.json()["detail"] for language in SUPPORTED_LANGUAGES)
         unsafe = await client.post("/infer/hero", json={"text": "Hi.", "s3_filename": "../../etc/passwd"})
         assert unsafe.status_code == 400 and "filename" in unsafe.json()["detail"]
-        unsafe_book = await client.post("/infer/hero", json={"text": "Hi.", "book_id": "../x", "s3_filename": "a.wav"})
-        assert unsafe_book.status_code == 422 and "book_id" in str(unsafe_book.json()["detail"])  # ids are key-safe
+        unsafe_book = await client.post(
+            "/infer/hero", json={"text": "Hi.", "book_id": "../x", "s3_filename": "a.wav"}
+        )
+        assert unsafe_book.status_code == 422 and "book_id" in str(
+            unsafe_book.json()["detail"]
+        )  # ids are key-safe
         schema = await client.post("/infer/hero", json={"language": "English"})
         assert schema.status_code == 422
     assert service.total_requests == 0  # nothing above reached a model
@@ -147,7 +159,9 @@ async def test_batch_of_20_reports_two_bad_items_in_place(make_service, tiny_mod
     assert not any(obj.key.endswith("passwd") for obj in service.storage.list("audio/"))
     # 18 items generated in fused calls, never more than the cap per call
     assert service.batcher.items == 18
-    assert service.batcher.calls < 18 and service.batcher.largest_batch <= service.settings.inference_max_batch
+    assert (
+        service.batcher.calls < 18 and service.batcher.largest_batch <= service.settings.inference_max_batch
+    )
 
 
 async def test_batch_item_language_and_duplicate_filenames(make_service, tiny_models, kit):

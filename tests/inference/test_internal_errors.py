@@ -16,7 +16,8 @@ async def test_a_broken_checkpoint_is_a_500_with_an_error_id(make_service, tiny_
     with caplog.at_level(logging.ERROR):
         async with kit.http_client(service) as client:
             answer = await client.post(
-                "/voices/broken", json={"speaker_name": kit.speaker, "checkpoint_path": relative, "preload": True}
+                "/voices/broken",
+                json={"speaker_name": kit.speaker, "checkpoint_path": relative, "preload": True},
             )
     assert answer.status_code == 500
     detail = answer.json()["detail"]

@@ -21,10 +21,15 @@ def _why(url: str) -> str:
     ("route", "body"),
     [
         ("/voice-clone", {"text": "Hello there.", "ref_text": "The reference."}),
-        ("/voice-clone/batch", {"items": [{"text": "Hello there.", "filename": "a.wav"}], "ref_text": "The reference."}),
+        (
+            "/voice-clone/batch",
+            {"items": [{"text": "Hello there.", "filename": "a.wav"}], "ref_text": "The reference."},
+        ),
     ],
 )
-async def test_a_malformed_reference_url_is_a_400_naming_the_field(make_service, kit, url, route, body) -> None:
+async def test_a_malformed_reference_url_is_a_400_naming_the_field(
+    make_service, kit, url, route, body
+) -> None:
     service = await make_service()
     async with kit.http_client(service) as client:
         answer = await client.post(route, json={**body, "ref_audio_url": url})

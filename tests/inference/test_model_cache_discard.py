@@ -57,7 +57,9 @@ async def test_discard_waits_for_a_load_whose_requests_were_cancelled_then_unloa
 
 async def test_discard_of_a_model_in_use_returns_once_its_request_ends():
     cache = ModelCache(1, lambda model: None)
-    voice = ModelSpec(key="voice", kind="custom_voice", path="/models/voice", load=lambda: Model("v"), job_id="voice")
+    voice = ModelSpec(
+        key="voice", kind="custom_voice", path="/models/voice", load=lambda: Model("v"), job_id="voice"
+    )
     holding, release = asyncio.Event(), asyncio.Event()
 
     async def hold() -> None:

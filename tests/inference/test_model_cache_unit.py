@@ -104,7 +104,10 @@ async def test_a_failed_load_frees_its_slot_and_reaches_every_waiter():
         except OSError as exc:
             return str(exc)
 
-    assert await asyncio.wait_for(asyncio.gather(attempt(), attempt()), WAIT_SECONDS) == ["no such checkpoint"] * 2
+    assert (
+        await asyncio.wait_for(asyncio.gather(attempt(), attempt()), WAIT_SECONDS)
+        == ["no such checkpoint"] * 2
+    )
     assert cache.resident == 0 and cache.total_loads == 0
     async with cache.use(spec("good", [])) as model:
         assert model.name == "good"
@@ -133,7 +136,9 @@ async def test_close_unloads_every_model():
 async def test_busy_while_a_model_loads_is_held_or_is_still_being_unloaded():
     loading, unloading, release = threading.Event(), threading.Event(), asyncio.Event()
     cache = ModelCache(1, lambda model: unloading.wait(WAIT_SECONDS))
-    slow = ModelSpec(key="a", kind="base", path="/models/a", load=lambda: loading.wait(WAIT_SECONDS) and Model("a"))
+    slow = ModelSpec(
+        key="a", kind="base", path="/models/a", load=lambda: loading.wait(WAIT_SECONDS) and Model("a")
+    )
     assert not cache.busy()
 
     async def hold() -> None:
@@ -172,7 +177,11 @@ async def test_idle_time_counts_from_the_end_of_the_last_request():
         pass
     evicted = time.monotonic() - released
     [record] = cache.evictions
-    assert record.key == "a" and 0.05 <= record.idle_seconds <= evicted and record.age_seconds >= record.idle_seconds
+    assert (
+        record.key == "a"
+        and 0.05 <= record.idle_seconds <= evicted
+        and record.age_seconds >= record.idle_seconds
+    )
 
 
 async def test_each_failed_load_counts_once_in_the_failure_metric():
@@ -212,7 +221,9 @@ async def test_counters_and_the_loaded_bytes_gauge_follow_loads_hits_and_evictio
 async def test_a_model_still_loading_has_no_size_yet():
     loading = threading.Event()
     cache = ModelCache(1, lambda model: None)
-    slow = ModelSpec(key="a", kind="base", path="/models/a", load=lambda: loading.wait(WAIT_SECONDS) and Model("a"))
+    slow = ModelSpec(
+        key="a", kind="base", path="/models/a", load=lambda: loading.wait(WAIT_SECONDS) and Model("a")
+    )
 
     async def use() -> None:
         async with cache.use(slow):
@@ -259,7 +270,16 @@ async def test_batcher_fuses_concurrent_items_in_order_and_caps_the_batch():
     batcher = Batcher(run, window_seconds=0.02, max_batch=4)
     results = await batcher.submit_many("voice", list(range(10)))
     assert [r if not isinstance(r, Exception) else str(r) for r in results] == [
-        0, 10, 20, 30, 40, "bad 5", 60, 70, 80, 90
+        0,
+        10,
+        20,
+        30,
+        40,
+        "bad 5",
+        60,
+        70,
+        80,
+        90,
     ]
     assert [len(c) for c in calls] == [4, 4, 2] and sum(calls, []) == list(range(10))
     assert batcher.largest_batch == 4 and batcher.calls == 3

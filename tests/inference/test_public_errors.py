@@ -6,7 +6,9 @@ from __future__ import annotations
 import shutil
 
 
-async def test_a_checkpoint_gone_from_disk_and_s3_is_named_relative_to_the_data_folder(make_service, kit, tiny_models):
+async def test_a_checkpoint_gone_from_disk_and_s3_is_named_relative_to_the_data_folder(
+    make_service, kit, tiny_models
+):
     service = await make_service()
     folder = kit.install_checkpoint(service, tiny_models, job_id="gone")
     await service.register_voice("gone", kit.speaker, checkpoint_path=str(folder))

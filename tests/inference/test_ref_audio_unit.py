@@ -16,8 +16,23 @@ from voicefinetune_inference.audio.reference import (
 
 @pytest.mark.parametrize(
     "address",
-    ["127.0.0.1", "127.8.9.10", "::1", "10.0.0.1", "172.16.5.4", "192.168.0.1", "169.254.169.254", "169.254.1.1",
-     "fe80::1", "fd00:ec2::254", "100.64.0.1", "0.0.0.0", "::ffff:127.0.0.1", "224.0.0.1", "240.0.0.1"],
+    [
+        "127.0.0.1",
+        "127.8.9.10",
+        "::1",
+        "10.0.0.1",
+        "172.16.5.4",
+        "192.168.0.1",
+        "169.254.169.254",
+        "169.254.1.1",
+        "fe80::1",
+        "fd00:ec2::254",
+        "100.64.0.1",
+        "0.0.0.0",
+        "::ffff:127.0.0.1",
+        "224.0.0.1",
+        "240.0.0.1",
+    ],
 )
 def test_non_public_addresses_are_refused(address):
     assert address_refusal(ipaddress.ip_address(address), allow_private=False) is not None

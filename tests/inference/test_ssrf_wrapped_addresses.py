@@ -23,7 +23,10 @@ def test_wrapped_non_public_addresses_are_refused(address, reason):
 
 
 def test_wrapped_metadata_is_refused_even_with_private_urls_allowed():
-    assert address_refusal(ipaddress.ip_address("64:ff9b::a9fe:a9fe"), allow_private=True) == "a cloud metadata address"
+    assert (
+        address_refusal(ipaddress.ip_address("64:ff9b::a9fe:a9fe"), allow_private=True)
+        == "a cloud metadata address"
+    )
 
 
 def test_wrapped_public_addresses_pass():

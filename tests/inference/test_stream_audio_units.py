@@ -27,7 +27,10 @@ def tone(seconds: float, hz: float = 220.0) -> np.ndarray:
 
 def test_sentences_split_at_boundaries_and_join_short_ones():
     assert split_sentences("Hello there. How are you? I am fine! Ok.") == [
-        "Hello there.", "How are you?", "I am fine! Ok."]
+        "Hello there.",
+        "How are you?",
+        "I am fine! Ok.",
+    ]
     assert split_sentences("第一句话。第二句话！") == ["第一句话。第二句话！"]
     assert split_sentences("他说：“你好吗？”我很好。", min_chars=4) == ["他说：“你好吗？”", "我很好。"]
     assert split_sentences('"Quoted here." Next one here.') == ['"Quoted here."', "Next one here."]
@@ -80,8 +83,12 @@ def test_a_flac_streamed_front_to_back_is_read_by_ffmpeg_but_not_by_soundfile():
     streamed FLAC and the server can stream it like the other formats."""
     audio = tone(1.0)
     encoder = AvEncoder("flac")
-    data = b"".join(encoder.encode(audio[i : i + 2400]) for i in range(0, audio.size, 2400)) + encoder.finish()
-    assert data[:4] == b"fLaC" and int.from_bytes(data[21:26], "big") & (2**36 - 1) == 0  # total samples: unknown
+    data = (
+        b"".join(encoder.encode(audio[i : i + 2400]) for i in range(0, audio.size, 2400)) + encoder.finish()
+    )
+    assert (
+        data[:4] == b"fLaC" and int.from_bytes(data[21:26], "big") & (2**36 - 1) == 0
+    )  # total samples: unknown
     with av.open(io.BytesIO(data)) as container:
         decoded = np.concatenate([frame.to_ndarray().reshape(-1) for frame in container.decode(audio=0)])
     assert np.abs(decoded / 32768.0 - audio).max() < 1e-3
@@ -93,7 +100,9 @@ def test_a_flac_streamed_front_to_back_is_read_by_ffmpeg_but_not_by_soundfile():
 def test_time_stretch_changes_duration_not_pitch(speed):
     audio = tone(2.0)
     stretch = TimeStretch(speed)
-    out = np.concatenate([stretch.push(audio[i : i + 4800]) for i in range(0, audio.size, 4800)] + [stretch.flush()])
+    out = np.concatenate(
+        [stretch.push(audio[i : i + 4800]) for i in range(0, audio.size, 4800)] + [stretch.flush()]
+    )
     assert out.size / audio.size == pytest.approx(1 / speed, rel=0.03)
     spectrum = np.abs(np.fft.rfft(out))
     assert np.argmax(spectrum) * RATE / out.size == pytest.approx(220.0, abs=3.0)

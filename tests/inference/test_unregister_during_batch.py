@@ -14,7 +14,9 @@ ITEMS = 30
 
 
 async def test_unregistering_a_voice_stops_its_batch_and_unloads_it(make_service, tiny_models, kit):
-    service = await make_service(inference_max_batch=1)  # one item per model call: the batch runs item by item
+    service = await make_service(
+        inference_max_batch=1
+    )  # one item per model call: the batch runs item by item
     folder = await kit.add_voice(service, tiny_models, job_id="hero", backed_up=True)
     items = [{"text": f"Line {i} of a long chapter.", "filename": f"line_{i:03d}.wav"} for i in range(ITEMS)]
 

@@ -34,14 +34,19 @@ def batch_body(ref: str, n: int = 2, **extra) -> dict:
     return {
         "ref_audio_url": ref,
         "ref_text": "This is the reference spoken text.",
-        "items": [{"text": f"Sentence number {i} in this voice.", "filename": f"clone_{i:03d}.wav"} for i in range(n)],
+        "items": [
+            {"text": f"Sentence number {i} in this voice.", "filename": f"clone_{i:03d}.wav"}
+            for i in range(n)
+        ],
         "language": "English",
         **extra,
     }
 
 
 @pytest.mark.parametrize("template", REFUSED_URLS)
-async def test_private_loopback_and_metadata_urls_are_refused(make_service, kit, wav_server, template, monkeypatch):
+async def test_private_loopback_and_metadata_urls_are_refused(
+    make_service, kit, wav_server, template, monkeypatch
+):
     service = await make_service()
     port = wav_server.url.rsplit(":", 1)[1]
     url = template.format(port=port)
@@ -90,7 +95,9 @@ async def test_batch_with_base64_and_data_url(make_service, kit):
         assert all(r["kept_existing"] is True and "overwrite: true" in r["note"] for r in again.json())
         assert service.batcher.items == generated
 
-        icl_without_text = await client.post("/voice-clone/batch", json={**batch_body(encoded), "ref_text": ""})
+        icl_without_text = await client.post(
+            "/voice-clone/batch", json={**batch_body(encoded), "ref_text": ""}
+        )
         assert icl_without_text.status_code == 400 and "ref_text" in icl_without_text.json()["detail"]
         garbage = await client.post("/voice-clone/batch", json=batch_body("bm90IGF1ZGlv"))
         assert garbage.status_code == 400 and "audio" in garbage.json()["detail"]
@@ -124,8 +131,11 @@ async def test_url_guard_checks_redirects_size_and_content(make_service, kit, wa
         missing = await client.post("/voice-clone/batch", json=batch_body(f"{wav_server.url}/nothing.wav"))
         assert missing.status_code == 400 and "404" in missing.json()["detail"]
         followed = await client.post(
-            "/voice-clone", json={
-                "ref_audio_url": f"{wav_server.url}/to-ref", "ref_text": "Reference.", "text": "Hello there.",
+            "/voice-clone",
+            json={
+                "ref_audio_url": f"{wav_server.url}/to-ref",
+                "ref_text": "Reference.",
+                "text": "Hello there.",
                 "upload_to_s3": False,
             },
         )
@@ -138,7 +148,8 @@ async def test_single_clone_defaults_to_s3_and_refuses_private_urls(make_service
     encoded = base64.b64encode(kit.reference_wav()).decode()
     async with kit.http_client(service) as client:
         uploaded = await client.post(
-            "/voice-clone", json={"ref_audio_url": encoded, "ref_text": "Ref.", "text": "Hi.", "s3_filename": "x.wav"}
+            "/voice-clone",
+            json={"ref_audio_url": encoded, "ref_text": "Ref.", "text": "Hi.", "s3_filename": "x.wav"},
         )
         assert uploaded.status_code == 200, uploaded.text
         assert clone_folder_and_names([uploaded.json()])[1] == ["x.wav"]
@@ -212,9 +223,14 @@ async def test_clones_of_different_references_never_share_an_object_and_a_kept_o
             "from this text: send overwrite: true to replace it"
         )
         assert service.batcher.items == generated
-        assert httpx.get(service.storage.presigned_url(first["s3_key"]), timeout=30).content == objects[first["s3_key"]]
+        assert (
+            httpx.get(service.storage.presigned_url(first["s3_key"]), timeout=30).content
+            == objects[first["s3_key"]]
+        )
 
-        replaced = await client.post("/voice-clone/batch", json={**batch_body(one), "items": [changed], "overwrite": True})
+        replaced = await client.post(
+            "/voice-clone/batch", json={**batch_body(one), "items": [changed], "overwrite": True}
+        )
         [replaced] = replaced.json()
         assert replaced["s3_key"] == first["s3_key"] and replaced["kept_existing"] is False
         assert service.batcher.items == generated + 1

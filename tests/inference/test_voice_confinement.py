@@ -27,7 +27,9 @@ def snapshot(root) -> dict[str, int]:
 
 
 @pytest.mark.parametrize(("field", "value"), OUTSIDE)
-async def test_registration_outside_the_jobs_own_folder_is_a_400(make_service, tiny_models, kit, field, value):
+async def test_registration_outside_the_jobs_own_folder_is_a_400(
+    make_service, tiny_models, kit, field, value
+):
     service = await make_service()
     victim = kit.install_checkpoint(service, tiny_models, job_id="victim")
     service.storage.upload_dir(victim, checkpoint_prefix("victim"))
@@ -55,7 +57,8 @@ async def test_own_folder_and_prefix_are_accepted(make_service, tiny_models, kit
     relative = folder.relative_to(service.settings.data_dir).as_posix()
     async with kit.http_client(service) as client:
         answer = await client.post(
-            "/voices/mine", json={"speaker_name": kit.speaker, "checkpoint_path": relative, "s3_prefix": "checkpoints/mine/"}
+            "/voices/mine",
+            json={"speaker_name": kit.speaker, "checkpoint_path": relative, "s3_prefix": "checkpoints/mine/"},
         )
     assert answer.status_code == 200, answer.text
     assert answer.json()["s3_prefix"] == "checkpoints/mine"
@@ -73,7 +76,12 @@ async def test_restore_never_deletes_a_folder_it_did_not_create(make_service, ti
     async with kit.http_client(service) as client:
         answer = await client.post(
             "/voices/held",
-            json={"speaker_name": kit.speaker, "checkpoint_path": relative, "s3_prefix": "checkpoints/held", "preload": True},
+            json={
+                "speaker_name": kit.speaker,
+                "checkpoint_path": relative,
+                "s3_prefix": "checkpoints/held",
+                "preload": True,
+            },
         )
     assert answer.status_code == 409, answer.text
     assert "not replacing it" in answer.json()["detail"]

@@ -58,7 +58,9 @@ def start_operator(kubeconfig: Path, tmp_path: Path):
     started: list[OperatorProcess] = []
 
     def start(
-        inference_url: str = "http://127.0.0.1:9", env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+        inference_url: str = "http://127.0.0.1:9",
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
     ) -> OperatorProcess:
         environment = env or operator_environment(kubeconfig, inference_url)
         process = OperatorProcess(environment, tmp_path / f"operator-{len(started)}.log", args)
@@ -79,8 +81,12 @@ def services(tmp_path):
 
     def start(args: list[str], env: dict[str, str], name: str) -> Process:
         port = free_port()
-        process = Process([VFT_BIN, *args, "--host", "127.0.0.1", "--port", str(port)], env, tmp_path / f"{name}.log",
-                          f"http://127.0.0.1:{port}")
+        process = Process(
+            [VFT_BIN, *args, "--host", "127.0.0.1", "--port", str(port)],
+            env,
+            tmp_path / f"{name}.log",
+            f"http://127.0.0.1:{port}",
+        )
         started.append(process)
         return process
 

@@ -35,7 +35,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for(check: Callable[[], T], *, timeout: float = 60.0, interval: float = 0.05, what: str = "condition") -> T:
+def wait_for(
+    check: Callable[[], T], *, timeout: float = 60.0, interval: float = 0.05, what: str = "condition"
+) -> T:
     """Poll ``check`` until it returns something truthy; that value, or AssertionError after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
@@ -84,8 +86,9 @@ class OperatorProcess:
 
     def start(self) -> OperatorProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
-        self.process = subprocess.Popen([VFT_BIN, "operator", "--verbose", *self.args], env=self.env, stdout=log,
-                                        stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            [VFT_BIN, "operator", "--verbose", *self.args], env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
         wait_for(self._ready, timeout=30, interval=0.1, what="the operator's HTTP endpoint")
         return self
 
@@ -115,7 +118,8 @@ class OperatorProcess:
         for family in text_string_to_metric_families(httpx.get(f"{self.url}/metrics", timeout=10).text):
             for sample in family.samples:
                 if sample.name == "vft_operator_reconcile_total" and sample.labels == {
-                    "handler": handler, "result": "success",
+                    "handler": handler,
+                    "result": "success",
                 }:
                     return sample.value
         return 0.0
@@ -150,7 +154,9 @@ class Process:
                 self.process.kill()
 
 
-def operator_environment(kubeconfig: Path, inference_url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+def operator_environment(
+    kubeconfig: Path, inference_url: str, extra: dict[str, str] | None = None
+) -> dict[str, str]:
     port = free_port()
     return {
         **os.environ,
@@ -185,7 +191,9 @@ def pod_command(
                 env[name] = base64.b64decode(secret.data[ref["key"]]).decode()
     missing = set(references) - set(overrides) - set(env)
     assert not missing, f"the test must supply the Secret-backed variables {missing}"
-    command = [VFT_BIN if part == "vft" else part for part in container["command"]] + container.get("args", [])
+    command = [VFT_BIN if part == "vft" else part for part in container["command"]] + container.get(
+        "args", []
+    )
     return command, {**os.environ, **env, **overrides}
 
 
@@ -207,6 +215,15 @@ def mark_job(
     if message:
         condition["message"] = message
     batch.patch_namespaced_job_status(
-        name, namespace, {"status": {"startTime": now, "completionTime": now, "active": 0, "conditions": [condition],
-                                     **counters}}
+        name,
+        namespace,
+        {
+            "status": {
+                "startTime": now,
+                "completionTime": now,
+                "active": 0,
+                "conditions": [condition],
+                **counters,
+            }
+        },
     )

@@ -47,7 +47,9 @@ _parse_path = parsing.parse_path
 def _parse_path_with_namespaces(path: str) -> parsing.ParsedPath:
     parts = path.strip("/").split("/")
     if parts[:3] == ["api", "v1", "namespaces"] and len(parts) <= 4:
-        return parsing.ParsedPath(group="", version="v1", plural="namespaces", name=parts[3] if len(parts) == 4 else None)
+        return parsing.ParsedPath(
+            group="", version="v1", plural="namespaces", name=parts[3] if len(parts) == 4 else None
+        )
     return _parse_path(path)
 
 
@@ -123,7 +125,9 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     async def _handle_stamped(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         self._forget_served_requests()
         if request.resource is not None:
-            self.served[(str(request.action.value if request.action else request.method), request.resource.plural)] += 1
+            self.served[
+                (str(request.action.value if request.action else request.method), request.resource.plural)
+            ] += 1
             if request.params.get("labelSelector"):
                 self.selectors[request.resource.plural].add(request.params["labelSelector"])
         if request.resource is not None:
@@ -165,8 +169,12 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                     try:
                         jsonpatch.apply_patch(raw, [op])
                     except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
-                        raise kmock.KubernetesError(422, "Invalid", f"the test operation failed: {exc}") from exc
-            spec_changed = spec_changed and any(str(op.get("path", "")).startswith("/spec") for op in request.data)
+                        raise kmock.KubernetesError(
+                            422, "Invalid", f"the test operation failed: {exc}"
+                        ) from exc
+            spec_changed = spec_changed and any(
+                str(op.get("path", "")).startswith("/spec") for op in request.data
+            )
             request.data.append({"op": "add", "path": "/metadata/resourceVersion", "value": revision})
             if spec_changed:
                 generation = int(raw.get("metadata", {}).get("generation", 1)) + 1
@@ -175,8 +183,12 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             meta = request.data.setdefault("metadata", {})
             expected = meta.get("resourceVersion")
             if expected is not None and str(expected) != str(raw.get("metadata", {}).get("resourceVersion")):
-                raise kmock.KubernetesError(409, "Conflict", "the object has been modified; please apply your "
-                                            "changes to the latest version and try again")
+                raise kmock.KubernetesError(
+                    409,
+                    "Conflict",
+                    "the object has been modified; please apply your "
+                    "changes to the latest version and try again",
+                )
             meta["resourceVersion"] = revision
             if spec_changed and "spec" in request.data and request.data["spec"] != raw.get("spec"):
                 meta["generation"] = int(raw.get("metadata", {}).get("generation", 1)) + 1
@@ -190,7 +202,9 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             meta = current.raw.get("metadata", {})
             if meta.get("deletionTimestamp") or not meta.get("finalizers"):
                 return
-            current.patch({"metadata": {"deletionTimestamp": _now(), "resourceVersion": self._next_revision()}})
+            current.patch(
+                {"metadata": {"deletionTimestamp": _now(), "resourceVersion": self._next_revision()}}
+            )
             await self._buses[request.resource].put({"type": "MODIFIED", "object": current.raw})
 
     async def _serve_list(self, request: rendering.Request) -> rendering.Payload:
@@ -218,13 +232,15 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 ]
             selector = request.params.get("labelSelector") or ""
             for raw in snapshot:
-                if int(raw.get("metadata", {}).get("resourceVersion") or 0) > since and _selected(raw, selector):
+                if int(raw.get("metadata", {}).get("resourceVersion") or 0) > since and _selected(
+                    raw, selector
+                ):
                     yield {"type": "ADDED", "object": raw}
             async for event in bus.stream(since=mark):
                 meta = event.get("object", {}).get("metadata", {})
-                if self._matches(request, request.resource, meta.get("namespace"), meta.get("name")) and _selected(
-                    event.get("object", {}), selector
-                ):
+                if self._matches(
+                    request, request.resource, meta.get("namespace"), meta.get("name")
+                ) and _selected(event.get("object", {}), selector):
                     yield event
         finally:
             await bus.unmark(mark)
@@ -311,7 +327,10 @@ class EmulatorThread:
                     "clusters": [{"name": "kmock", "cluster": {"server": self.url}}],
                     "users": [{"name": "kmock", "user": {"token": "kmock"}}],
                     "contexts": [
-                        {"name": "kmock", "context": {"cluster": "kmock", "user": "kmock", "namespace": namespace}}
+                        {
+                            "name": "kmock",
+                            "context": {"cluster": "kmock", "user": "kmock", "namespace": namespace},
+                        }
                     ],
                     "current-context": "kmock",
                 }

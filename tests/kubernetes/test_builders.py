@@ -40,7 +40,11 @@ def resource(name: str = "hero", labels: dict | None = None, **spec) -> dict:
 
 def training_job(body: dict, config: OperatorConfig = CONFIG) -> dict:
     return build_training_job(
-        body, read_spec(body), config=config, progress_url="http://op:8081/progress/voices/hero", progress_secret="progress-secret"
+        body,
+        read_spec(body),
+        config=config,
+        progress_url="http://op:8081/progress/voices/hero",
+        progress_secret="progress-secret",
     )
 
 
@@ -68,10 +72,21 @@ def test_training_job_runs_vft_train_with_the_spec_and_the_defaults():
     job = training_job(resource(numEpochs=3, lr=2e-6, resumeJobId="old-voice"))
     meta, spec = job["metadata"], job["spec"]
     assert meta["name"] == "vft-train-hero" and meta["namespace"] == "voices"
-    assert meta["ownerReferences"] == [{"apiVersion": "voicefinetune.io/v1alpha1", "kind": "VoiceFinetune",
-                                        "name": "hero", "uid": "u-1", "controller": True,
-                                        "blockOwnerDeletion": True}]
-    assert (spec["backoffLimit"], spec["activeDeadlineSeconds"], spec["ttlSecondsAfterFinished"]) == (1, 86400, 86400)
+    assert meta["ownerReferences"] == [
+        {
+            "apiVersion": "voicefinetune.io/v1alpha1",
+            "kind": "VoiceFinetune",
+            "name": "hero",
+            "uid": "u-1",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+    assert (spec["backoffLimit"], spec["activeDeadlineSeconds"], spec["ttlSecondsAfterFinished"]) == (
+        1,
+        86400,
+        86400,
+    )
     assert "suspend" not in spec
     pod = spec["template"]["spec"]
     assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
@@ -90,8 +105,10 @@ def test_training_job_runs_vft_train_with_the_spec_and_the_defaults():
     env = {e["name"]: e for e in container["env"]}
     assert env["PYTORCH_CUDA_ALLOC_CONF"]["value"] == "expandable_segments:True"
     # The token is read from its Secret, never written into the Job spec.
-    assert env["VFT_PROGRESS_TOKEN"] == {"name": "VFT_PROGRESS_TOKEN",
-                                         "valueFrom": {"secretKeyRef": {"name": "progress-secret", "key": "token"}}}
+    assert env["VFT_PROGRESS_TOKEN"] == {
+        "name": "VFT_PROGRESS_TOKEN",
+        "valueFrom": {"secretKeyRef": {"name": "progress-secret", "key": "token"}},
+    }
     for key in ("E2E_ACCESS_KEY", "E2E_SECRET_KEY"):
         assert env[key]["valueFrom"]["secretKeyRef"]["name"] == "voicefinetune-s3" and "value" not in env[key]
     shm = next(v for v in pod["volumes"] if v["name"] == "dshm")
@@ -100,8 +117,15 @@ def test_training_job_runs_vft_train_with_the_spec_and_the_defaults():
 
 
 def test_scheduling_comes_from_the_spec_else_the_operator():
-    custom = training_job(resource(gpus=2, nodeSelector={"pool": "a100"}, tolerations=[], trainerImage="my/trainer:1",
-                                   queueName="team-queue"))
+    custom = training_job(
+        resource(
+            gpus=2,
+            nodeSelector={"pool": "a100"},
+            tolerations=[],
+            trainerImage="my/trainer:1",
+            queueName="team-queue",
+        )
+    )
     pod = custom["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"pool": "a100"} and pod["tolerations"] == []
     assert pod["containers"][0]["resources"]["requests"]["nvidia.com/gpu"] == "2"
@@ -110,7 +134,9 @@ def test_scheduling_comes_from_the_spec_else_the_operator():
     assert custom["spec"]["suspend"] is True  # Kueue admits it
     by_label = training_job(resource(labels={"kueue.x-k8s.io/queue-name": "q2"}))
     assert by_label["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "q2"
-    defaults = OperatorConfig(settings=Settings(), secret_key="k", train_gpus=0, train_node_selector={"cpu": "yes"})
+    defaults = OperatorConfig(
+        settings=Settings(), secret_key="k", train_gpus=0, train_node_selector={"cpu": "yes"}
+    )
     cpu = training_job(resource(), defaults)
     container = cpu["spec"]["template"]["spec"]["containers"][0]
     assert "nvidia.com/gpu" not in container["resources"]["requests"]
@@ -132,8 +158,11 @@ def test_invalid_spec_is_reported_with_the_field():
         ({"active": 1}, "running", ""),
         ({"succeeded": 1}, "succeeded", "JobSucceeded"),
         ({"conditions": [{"type": "Complete", "status": "True"}]}, "succeeded", "JobSucceeded"),
-        ({"conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}]}, "failed",
-         "DeadlineExceeded"),
+        (
+            {"conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}]},
+            "failed",
+            "DeadlineExceeded",
+        ),
         ({"failed": 2}, "failed", "BackoffLimitExceeded"),
         ({"conditions": [{"type": "Failed", "status": "False"}], "active": 1}, "running", ""),
     ],
@@ -145,11 +174,24 @@ def test_job_outcome(status, state, reason):
 
 def test_termination_message_reads_the_newest_failed_pod():
     def pod(name, created, message, exit_code=1):
-        return {"metadata": {"name": name, "creationTimestamp": created},
-                "status": {"containerStatuses": [{"name": "trainer", "state": {"terminated": {
-                    "exitCode": exit_code, "reason": "Error", "message": message}}}]}}
+        return {
+            "metadata": {"name": name, "creationTimestamp": created},
+            "status": {
+                "containerStatuses": [
+                    {
+                        "name": "trainer",
+                        "state": {
+                            "terminated": {"exitCode": exit_code, "reason": "Error", "message": message}
+                        },
+                    }
+                ]
+            },
+        }
 
-    pods = [pod("a", "2026-01-01T00:00:00Z", "old"), pod("b", "2026-01-01T00:05:00Z", "dataset has no train.jsonl")]
+    pods = [
+        pod("a", "2026-01-01T00:00:00Z", "old"),
+        pod("b", "2026-01-01T00:05:00Z", "dataset has no train.jsonl"),
+    ]
     assert termination_message(pods) == "pod b: trainer exited 1 (Error): dataset has no train.jsonl"
     assert termination_message([pod("c", "2026-01-01T00:00:00Z", "", exit_code=0)]) is None
     no_code = pod("d", "", "out of memory")
@@ -184,21 +226,43 @@ def test_phases_only_move_forward():
 
 def test_conditions_keep_their_transition_time_until_status_changes():
     first = merge_conditions([], phase_conditions("Queued", "JobCreated", "m"), generation=1, timestamp="T1")
-    again = merge_conditions(first, phase_conditions("Training", "Training", "m"), generation=2, timestamp="T2")
+    again = merge_conditions(
+        first, phase_conditions("Training", "Training", "m"), generation=2, timestamp="T2"
+    )
     ready = {c["type"]: c for c in again}["Ready"]
     assert (ready["status"], ready["lastTransitionTime"], ready["observedGeneration"]) == ("False", "T1", 2)
-    done = {c["type"]: c for c in merge_conditions(
-        again, phase_conditions("Ready", "VoiceLoaded", "m"), generation=2, timestamp="T3"
-    )}
+    done = {
+        c["type"]: c
+        for c in merge_conditions(
+            again, phase_conditions("Ready", "VoiceLoaded", "m"), generation=2, timestamp="T3"
+        )
+    }
     assert done["Ready"]["status"] == "True" and done["Ready"]["lastTransitionTime"] == "T3"
     assert done["TrainingJobCreated"]["status"] == "True"
 
 
 def test_progress_status_reads_trainer_events():
-    progress = progress_status({"stage": "training", "epoch": 2, "total_epochs": 5, "step": 7, "loss": 0.25,
-                                "global_step": 17, "extra": "dropped"}, "T")
-    assert progress == {"stage": "training", "epoch": 2, "totalEpochs": 5, "step": 7, "loss": 0.25,
-                        "globalStep": 17, "updatedAt": "T"}
+    progress = progress_status(
+        {
+            "stage": "training",
+            "epoch": 2,
+            "total_epochs": 5,
+            "step": 7,
+            "loss": 0.25,
+            "global_step": 17,
+            "extra": "dropped",
+        },
+        "T",
+    )
+    assert progress == {
+        "stage": "training",
+        "epoch": 2,
+        "totalEpochs": 5,
+        "step": 7,
+        "loss": 0.25,
+        "globalStep": 17,
+        "updatedAt": "T",
+    }
     assert "loss" not in progress_status({"stage": "training", "loss": float("nan")}, "T")
 
 
@@ -219,29 +283,47 @@ def test_rendezvous_keeps_voices_on_their_replica():
 def test_objects_the_operator_makes_validate_for_kubernetes_1_30(tmp_path):
     """The Job, Deployment and Service the operator creates pass kubernetes-validate in strict mode, as the chart
     does (the API server would default some fields a strict schema requires, e.g. onPodConditions[].status)."""
-    validate = shutil.which("kubernetes-validate", path=str(Path(sys.executable).parent)) or "kubernetes-validate"
+    validate = (
+        shutil.which("kubernetes-validate", path=str(Path(sys.executable).parent)) or "kubernetes-validate"
+    )
     owner = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "op", "uid": "u-2"}
-    scheduled = resource("narrator", labels={"kueue.x-k8s.io/queue-name": "q"}, gpus=2, nodeSelector={"gpu": "a100"},
-                         tolerations=[{"key": "k", "operator": "Exists", "effect": "NoSchedule"}])
-    objects = [training_job(resource()), training_job(scheduled), build_inference_deployment(CONFIG, owner),
-               build_inference_service(CONFIG, owner)]
+    scheduled = resource(
+        "narrator",
+        labels={"kueue.x-k8s.io/queue-name": "q"},
+        gpus=2,
+        nodeSelector={"gpu": "a100"},
+        tolerations=[{"key": "k", "operator": "Exists", "effect": "NoSchedule"}],
+    )
+    objects = [
+        training_job(resource()),
+        training_job(scheduled),
+        build_inference_deployment(CONFIG, owner),
+        build_inference_service(CONFIG, owner),
+    ]
     manifest = tmp_path / "made.yaml"
     manifest.write_text(yaml.safe_dump_all(objects))
-    result = subprocess.run([validate, "-k", "1.30.0", "--strict", str(manifest)], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [validate, "-k", "1.30.0", "--strict", str(manifest)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_progress_url_default_depends_on_where_the_operator_runs(tmp_path):
-    pod = OperatorConfig.from_env({"KUBERNETES_SERVICE_HOST": "10.0.0.1", "VFT_OPERATOR_SECRET_KEY": "k",
-                                   "POD_NAMESPACE": "voices"})
+    pod = OperatorConfig.from_env(
+        {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "VFT_OPERATOR_SECRET_KEY": "k", "POD_NAMESPACE": "voices"}
+    )
     assert pod.progress_url_base == "http://voicefinetune-operator.voices.svc:8081"
     laptop = OperatorConfig.from_env({"VFT_DATA_DIR": str(tmp_path)})
     assert laptop.progress_url_base == "http://127.0.0.1:8081"
-    explicit = OperatorConfig.from_env({"VFT_PROGRESS_BASE_URL": "http://op:9000/", "VFT_OPERATOR_SECRET_KEY": "k"})
+    explicit = OperatorConfig.from_env(
+        {"VFT_PROGRESS_BASE_URL": "http://op:9000/", "VFT_OPERATOR_SECRET_KEY": "k"}
+    )
     assert explicit.progress_url_base == "http://op:9000"
     # no configured key: one is made once and kept, so a restarted operator accepts the tokens it gave out
-    assert laptop.secret_key and OperatorConfig.from_env({"VFT_DATA_DIR": str(tmp_path)}).secret_key == laptop.secret_key
+    assert (
+        laptop.secret_key
+        and OperatorConfig.from_env({"VFT_DATA_DIR": str(tmp_path)}).secret_key == laptop.secret_key
+    )
 
 
 def test_the_progress_token_secret_is_owned_by_its_resource_and_named_after_its_token():

@@ -19,10 +19,20 @@ HELM = shutil.which("helm", path=str(BIN)) or "helm"
 VALIDATE = shutil.which("kubernetes-validate", path=str(BIN)) or "kubernetes-validate"
 VARIANTS = {
     "defaults": [],
-    "monitoring-clusterwide": ["--set", "monitoring.serviceMonitor.enabled=true", "--set",
-                               "monitoring.prometheusRule.enabled=true", "--set", "operator.clusterWide=true"],
-    "namespaces-existing-secret": ["--set", "operator.watchNamespaces={voices,team-b}", "--set",
-                                   "s3.existingSecret=my-s3"],
+    "monitoring-clusterwide": [
+        "--set",
+        "monitoring.serviceMonitor.enabled=true",
+        "--set",
+        "monitoring.prometheusRule.enabled=true",
+        "--set",
+        "operator.clusterWide=true",
+    ],
+    "namespaces-existing-secret": [
+        "--set",
+        "operator.watchNamespaces={voices,team-b}",
+        "--set",
+        "s3.existingSecret=my-s3",
+    ],
     "kind-cpu": ["-f", str(CHART / "ci" / "kind-cpu-values.yaml")],
 }
 
@@ -51,12 +61,15 @@ def test_helm_lint_strict():
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_rendered_manifests_validate_for_kubernetes_1_30(variant, tmp_path):
-    result = helm("template", "vft", str(CHART), "--namespace", "voices", "--include-crds", *VARIANTS[variant])
+    result = helm(
+        "template", "vft", str(CHART), "--namespace", "voices", "--include-crds", *VARIANTS[variant]
+    )
     assert result.returncode == 0, result.stderr
     manifest = tmp_path / "rendered.yaml"
     manifest.write_text(result.stdout)
-    check = subprocess.run([VALIDATE, "-k", "1.30.0", "--strict", str(manifest)], capture_output=True, text=True,
-                           timeout=120)
+    check = subprocess.run(
+        [VALIDATE, "-k", "1.30.0", "--strict", str(manifest)], capture_output=True, text=True, timeout=120
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     assert "ERROR" not in check.stdout + check.stderr
 
@@ -80,17 +93,19 @@ def rules_of(docs: list[dict[str, Any]], name: str) -> set[tuple[str, str, str, 
     return granted
 
 
-OPERATOR_RULES = {
-    ("voicefinetune.io", "voicefinetunes", verb, "") for verb in ("get", "list", "watch", "patch")
-} | {
-    ("voicefinetune.io", "voicefinetunes/status", "patch", ""),
-    # owner references with blockOwnerDeletion need it where OwnerReferencesPermissionEnforcement runs (OpenShift)
-    ("voicefinetune.io", "voicefinetunes/finalizers", "update", ""),
-    ("", "pods", "list", ""),
-    ("", "pods", "watch", ""),
-    ("", "events", "create", ""),
-    ("", "secrets", "create", ""),  # the S3 Secret's copy for a training pod in another namespace
-} | {("batch", "jobs", verb, "") for verb in ("get", "list", "watch", "create", "delete")}
+OPERATOR_RULES = (
+    {("voicefinetune.io", "voicefinetunes", verb, "") for verb in ("get", "list", "watch", "patch")}
+    | {
+        ("voicefinetune.io", "voicefinetunes/status", "patch", ""),
+        # owner references with blockOwnerDeletion need it where OwnerReferencesPermissionEnforcement runs (OpenShift)
+        ("voicefinetune.io", "voicefinetunes/finalizers", "update", ""),
+        ("", "pods", "list", ""),
+        ("", "pods", "watch", ""),
+        ("", "events", "create", ""),
+        ("", "secrets", "create", ""),  # the S3 Secret's copy for a training pod in another namespace
+    }
+    | {("batch", "jobs", verb, "") for verb in ("get", "list", "watch", "create", "delete")}
+)
 
 
 def test_rbac_grants_only_what_operator_and_facade_call():
@@ -114,7 +129,8 @@ def test_rbac_grants_only_what_operator_and_facade_call():
         ("coordination.k8s.io", "leases", "patch", "vft-voicefinetune-operator"),
     }
     assert rules_of(docs, "vft-voicefinetune-facade") == {
-        ("voicefinetune.io", "voicefinetunes", verb, "") for verb in ("get", "list", "watch", "create", "delete")
+        ("voicefinetune.io", "voicefinetunes", verb, "")
+        for verb in ("get", "list", "watch", "create", "delete")
     }
     assert not of_kind(docs, "ClusterRole") and not of_kind(docs, "ClusterRoleBinding")
     for role in of_kind(docs, "Role"):
@@ -123,13 +139,18 @@ def test_rbac_grants_only_what_operator_and_facade_call():
             if "secrets" in rule["resources"]:  # never list, watch or read any Secret but the named ones
                 assert set(rule["verbs"]) <= {"create", "get"}
                 assert "get" not in rule["verbs"] or rule["resourceNames"] in (
-                    ["vft-voicefinetune-s3"], ["vft-voicefinetune-operator-progress-key"])
+                    ["vft-voicefinetune-s3"],
+                    ["vft-voicefinetune-operator-progress-key"],
+                )
 
 
 def test_rbac_follows_the_watched_namespaces():
     docs = render(*VARIANTS["namespaces-existing-secret"])
-    namespaces = {r["metadata"]["namespace"] for r in of_kind(docs, "Role") if r["metadata"]["name"] ==
-                  "vft-voicefinetune-operator"}
+    namespaces = {
+        r["metadata"]["namespace"]
+        for r in of_kind(docs, "Role")
+        if r["metadata"]["name"] == "vft-voicefinetune-operator"
+    }
     assert namespaces == {"voices", "team-b"}
     (operator,) = [d for d in of_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-operator")]
     args = operator["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -154,18 +175,27 @@ def test_s3_keys_come_from_a_secret_and_monitoring_objects_render():
     for deployment in of_kind(docs, "Deployment"):
         env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
         for key in ("E2E_ACCESS_KEY", "E2E_SECRET_KEY"):
-            assert "value" not in env[key] and env[key]["valueFrom"]["secretKeyRef"]["name"] == "vft-voicefinetune-s3"
+            assert (
+                "value" not in env[key]
+                and env[key]["valueFrom"]["secretKeyRef"]["name"] == "vft-voicefinetune-s3"
+            )
     assert of_kind(docs, "ServiceMonitor") and of_kind(docs, "PrometheusRule")
     dashboard = [c for c in of_kind(docs, "ConfigMap") if c["metadata"]["name"].endswith("-dashboard")]
     assert yaml.safe_load(dashboard[0]["data"]["voicefinetune.json"])["panels"]
-    operator_config = [c for c in of_kind(docs, "ConfigMap") if c["metadata"]["name"] == "vft-voicefinetune-operator"]
+    operator_config = [
+        c for c in of_kind(docs, "ConfigMap") if c["metadata"]["name"] == "vft-voicefinetune-operator"
+    ]
     assert operator_config[0]["data"]["VFT_INFERENCE_NAME"] == "vft-voicefinetune-inference"
 
 
 @pytest.mark.parametrize(
     ("setting", "complaint"),
-    [("training.gpus=-1", "minimum"), ("inference.replicas=many", "integer"), ("bogus=1", "additional properties"),
-     ("imagePullPolicy=Sometimes", "must be one of")],
+    [
+        ("training.gpus=-1", "minimum"),
+        ("inference.replicas=many", "integer"),
+        ("bogus=1", "additional properties"),
+        ("imagePullPolicy=Sometimes", "must be one of"),
+    ],
 )
 def test_values_schema_refuses_bad_values(setting, complaint):
     result = helm("template", "vft", str(CHART), "--set", setting)
@@ -174,7 +204,9 @@ def test_values_schema_refuses_bad_values(setting, complaint):
 
 
 def operator_env(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    (deployment,) = [d for d in of_kind(docs, "Deployment") if d["metadata"]["name"] == "vft-voicefinetune-operator"]
+    (deployment,) = [
+        d for d in of_kind(docs, "Deployment") if d["metadata"]["name"] == "vft-voicefinetune-operator"
+    ]
     return {item["name"]: item for item in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
 
 
@@ -192,5 +224,6 @@ def test_a_progress_key_given_in_the_values_comes_from_the_charts_secret():
     (secret,) = [d for d in of_kind(docs, "Secret") if d["metadata"]["name"] == "vft-voicefinetune-operator"]
     assert secret["stringData"]["secret-key"] == "given-key"
     assert operator_env(docs)["VFT_OPERATOR_SECRET_KEY"]["valueFrom"] == {
-        "secretKeyRef": {"name": "vft-voicefinetune-operator", "key": "secret-key"}}
+        "secretKeyRef": {"name": "vft-voicefinetune-operator", "key": "secret-key"}
+    }
     assert "VFT_OPERATOR_KEY_SECRET" not in operator_env(docs)

@@ -16,8 +16,12 @@ HELM = shutil.which("helm", path=str(Path(sys.executable).parent)) or "helm"
 
 
 def render(*extra: str) -> list[dict]:
-    result = subprocess.run([HELM, "template", "vft", str(CHART), "--namespace", "voices", *extra],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [HELM, "template", "vft", str(CHART), "--namespace", "voices", *extra],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
@@ -41,13 +45,17 @@ def test_without_a_key_nothing_mentions_one():
 
 def test_a_key_value_becomes_a_secret_that_every_component_references():
     docs = render("--set", "apiKey.value=s3cr3t-key")
-    secret = next(d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "vft-voicefinetune-api-key")
+    secret = next(
+        d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "vft-voicefinetune-api-key"
+    )
     assert secret["stringData"] == {"VFT_API_KEY": "s3cr3t-key"}
     env = api_key_env(docs)
     assert set(env) == {"vft-voicefinetune-facade", "vft-voicefinetune-operator"}
     for item in env.values():
-        assert item == {"name": "VFT_API_KEY", "valueFrom": {"secretKeyRef": {
-            "name": "vft-voicefinetune-api-key", "key": "VFT_API_KEY"}}}
+        assert item == {
+            "name": "VFT_API_KEY",
+            "valueFrom": {"secretKeyRef": {"name": "vft-voicefinetune-api-key", "key": "VFT_API_KEY"}},
+        }
     config = next(d for d in docs if d["kind"] == "ConfigMap" and "VFT_OPERATOR_NAMESPACE" in d["data"])
     assert config["data"]["VFT_API_KEY_SECRET"] == "vft-voicefinetune-api-key"
     assert sum("s3cr3t-key" in yaml.safe_dump(d) for d in docs) == 1  # only in the Secret

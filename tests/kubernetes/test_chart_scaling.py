@@ -9,20 +9,33 @@ from test_chart import CHART, VALIDATE, helm, of_kind, render, rules_of
 from voicefinetune_operator.config import OperatorConfig
 from voicefinetune_operator.inference import build_inference_deployment
 
-PRODUCTION = ["--set", "inference.autoscaling.enabled=true", "--set", "inference.autoscaling.maxReplicas=4",
-              "--set", "operator.replicas=2", "--set", "imagePullSecrets[0].name=regcred"]
+PRODUCTION = [
+    "--set",
+    "inference.autoscaling.enabled=true",
+    "--set",
+    "inference.autoscaling.maxReplicas=4",
+    "--set",
+    "operator.replicas=2",
+    "--set",
+    "imagePullSecrets[0].name=regcred",
+]
 
 
 def operator_config(docs: list[dict]) -> OperatorConfig:
-    (config,) = [c for c in of_kind(docs, "ConfigMap") if c["metadata"]["name"] == "vft-voicefinetune-operator"]
+    (config,) = [
+        c for c in of_kind(docs, "ConfigMap") if c["metadata"]["name"] == "vft-voicefinetune-operator"
+    ]
     return OperatorConfig.from_env({**config["data"], "VFT_OPERATOR_SECRET_KEY": "k"})
 
 
 def test_autoscaling_renders_an_hpa_and_a_pdb_over_the_operators_inference_pods():
     docs = render(*PRODUCTION)
     (hpa,) = of_kind(docs, "HorizontalPodAutoscaler")
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
-                                             "name": "vft-voicefinetune-inference"}
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "vft-voicefinetune-inference",
+    }
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 4)
     config = operator_config(docs)
     assert config.inference_autoscaling is True and config.image_pull_secrets == ("regcred",)
@@ -47,18 +60,32 @@ def test_defaults_render_no_hpa_and_no_pdb_for_one_replica():
 
 def test_two_operator_replicas_roll_with_leader_election_on_a_lease():
     docs = render(*PRODUCTION)
-    (operator,) = [d for d in of_kind(docs, "Deployment") if d["metadata"]["name"] == "vft-voicefinetune-operator"]
+    (operator,) = [
+        d for d in of_kind(docs, "Deployment") if d["metadata"]["name"] == "vft-voicefinetune-operator"
+    ]
     assert operator["spec"]["replicas"] == 2
-    assert operator["spec"]["strategy"] == {"type": "RollingUpdate",
-                                            "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
-    assert operator["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["httpGet"]["port"] == "progress"
+    assert operator["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    assert (
+        operator["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["httpGet"]["port"]
+        == "progress"
+    )
     config = operator_config(docs)
-    assert (config.leader_election, config.lease_name, config.namespace) == (True, "vft-voicefinetune-operator",
-                                                                           "voices")
+    assert (config.leader_election, config.lease_name, config.namespace) == (
+        True,
+        "vft-voicefinetune-operator",
+        "voices",
+    )
     granted = rules_of(docs, "vft-voicefinetune-operator-inference")
-    assert {("coordination.k8s.io", "leases", verb, "vft-voicefinetune-operator") for verb in ("get", "patch")} <= granted
+    assert {
+        ("coordination.k8s.io", "leases", verb, "vft-voicefinetune-operator") for verb in ("get", "patch")
+    } <= granted
     single = render("--set", "operator.leaderElection.enabled=false", "--set", "operator.replicas=2")
-    (alone,) = [d for d in of_kind(single, "Deployment") if d["metadata"]["name"] == "vft-voicefinetune-operator"]
+    (alone,) = [
+        d for d in of_kind(single, "Deployment") if d["metadata"]["name"] == "vft-voicefinetune-operator"
+    ]
     assert alone["spec"]["replicas"] == 1 and alone["spec"]["strategy"] == {"type": "Recreate"}
 
 
@@ -69,8 +96,9 @@ def test_production_values_lint_and_validate_for_kubernetes_1_30(tmp_path):
     assert rendered.returncode == 0, rendered.stderr
     manifest = tmp_path / "rendered.yaml"
     manifest.write_text(rendered.stdout)
-    check = subprocess.run([VALIDATE, "-k", "1.30.0", "--strict", str(manifest)], capture_output=True, text=True,
-                           timeout=120)
+    check = subprocess.run(
+        [VALIDATE, "-k", "1.30.0", "--strict", str(manifest)], capture_output=True, text=True, timeout=120
+    )
     assert check.returncode == 0, check.stdout + check.stderr
 
 
@@ -84,7 +112,9 @@ def test_uninstall_runs_a_hook_that_releases_the_finalizers_of_the_watched_names
     (hook,) = [d for d in of_kind(docs, "Job") if d["metadata"]["name"].endswith("-release-finalizers")]
     assert hook["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete"
     pod = hook["spec"]["template"]["spec"]
-    assert pod["serviceAccountName"] == "vft-voicefinetune-operator" and pod["securityContext"]["runAsNonRoot"]
+    assert (
+        pod["serviceAccountName"] == "vft-voicefinetune-operator" and pod["securityContext"]["runAsNonRoot"]
+    )
     (container,) = pod["containers"]
     assert container["command"] == ["vft", "operator", "--release-finalizers"]
     assert container["args"] == ["--namespace=voices", "--namespace=team-b"]

@@ -61,17 +61,23 @@ def test_plain_jsonschema_validate_without_defaults():
     """What a tester writes first: no defaulting, the default draft; required fields are really required."""
     schema = version_schema()
     base = {"apiVersion": "voicefinetune.io/v1alpha1", "kind": "VoiceFinetune", "metadata": {"name": "x"}}
-    jsonschema.validate({**base, "spec": {"datasetS3Key": "d.zip", "speakerName": "Hero1", "lr": 1e-6}}, schema)
-    for spec in ({"speakerName": "Hero1"}, {"datasetS3Key": "d.zip"}, {"datasetS3Key": "d.zip", "speakerName": "Hero_1"},
-                 {"datasetS3Key": "d.zip", "speakerName": "Hero1", "lr": 0},
-                 {"datasetS3Key": "d.zip", "speakerName": "Hero1", "lr": 0.0}):
+    jsonschema.validate(
+        {**base, "spec": {"datasetS3Key": "d.zip", "speakerName": "Hero1", "lr": 1e-6}}, schema
+    )
+    for spec in (
+        {"speakerName": "Hero1"},
+        {"datasetS3Key": "d.zip"},
+        {"datasetS3Key": "d.zip", "speakerName": "Hero_1"},
+        {"datasetS3Key": "d.zip", "speakerName": "Hero1", "lr": 0},
+        {"datasetS3Key": "d.zip", "speakerName": "Hero1", "lr": 0.0},
+    ):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate({**base, "spec": spec}, schema)
 
 
 def readme_example() -> dict[str, Any]:
     text = (REPO / "README.md").read_text()
-    section = text[text.index("## Kubernetes"):]
+    section = text[text.index("## Kubernetes") :]
     block = re.search(r"```yaml\n(.*?)```", section, re.S)
     assert block, "the README's Kubernetes section has a yaml example"
     return yaml.safe_load(block.group(1))
@@ -111,11 +117,24 @@ def test_spec_defaults_are_the_api_defaults():
         api_default = FinetuneRequest.model_fields[snake].default
         if api_default is not None and snake != "dataset_s3_key":
             assert spec_schema[camel]["default"] == api_default, camel
-    defaulted = validate({"apiVersion": "voicefinetune.io/v1alpha1", "kind": "VoiceFinetune",
-                          "metadata": {"name": "x"}, "spec": {"datasetS3Key": "d.zip"}})
-    assert defaulted["spec"] == {"datasetS3Key": "d.zip", "speakerName": "speaker_custom", "numEpochs": 15,
-                                 "batchSize": 2, "lr": 1e-6, "gradientAccumulationSteps": 1, "language": "English",
-                                 "deletionPolicy": "Retain"}
+    defaulted = validate(
+        {
+            "apiVersion": "voicefinetune.io/v1alpha1",
+            "kind": "VoiceFinetune",
+            "metadata": {"name": "x"},
+            "spec": {"datasetS3Key": "d.zip"},
+        }
+    )
+    assert defaulted["spec"] == {
+        "datasetS3Key": "d.zip",
+        "speakerName": "speaker_custom",
+        "numEpochs": 15,
+        "batchSize": 2,
+        "lr": 1e-6,
+        "gradientAccumulationSteps": 1,
+        "language": "English",
+        "deletionPolicy": "Retain",
+    }
 
 
 @pytest.mark.parametrize(
@@ -138,14 +157,28 @@ def test_spec_defaults_are_the_api_defaults():
 )
 def test_schema_refuses_bad_specs(spec, problem):
     with pytest.raises(jsonschema.ValidationError, match=problem):
-        validate({"apiVersion": "voicefinetune.io/v1alpha1", "kind": "VoiceFinetune", "metadata": {"name": "x"},
-                  "spec": spec})
+        validate(
+            {
+                "apiVersion": "voicefinetune.io/v1alpha1",
+                "kind": "VoiceFinetune",
+                "metadata": {"name": "x"},
+                "spec": spec,
+            }
+        )
 
 
-@pytest.mark.parametrize("name", ["Hero1", "hero_voice", "speaker_custom", "a", "Narrator-Deep", "x__y", "end_"])
+@pytest.mark.parametrize(
+    "name", ["Hero1", "hero_voice", "speaker_custom", "a", "Narrator-Deep", "x__y", "end_"]
+)
 def test_schema_accepts_speaker_names_the_api_accepts(name):
-    validate({"apiVersion": "voicefinetune.io/v1alpha1", "kind": "VoiceFinetune", "metadata": {"name": "x"},
-              "spec": {"datasetS3Key": "d.zip", "speakerName": name}})
+    validate(
+        {
+            "apiVersion": "voicefinetune.io/v1alpha1",
+            "kind": "VoiceFinetune",
+            "metadata": {"name": "x"},
+            "spec": {"datasetS3Key": "d.zip", "speakerName": name},
+        }
+    )
     FinetuneRequest(dataset_s3_key="d.zip", speaker_name=name)  # same rule on both sides
 
 
@@ -171,8 +204,14 @@ def test_examples_exist_and_readme_example_is_valid():
 
 def test_more_than_one_gpu_is_refused_with_a_message_by_the_schema():
     with pytest.raises(jsonschema.ValidationError, match="greater than the maximum"):
-        validate({"apiVersion": "voicefinetune.io/v1alpha1", "kind": "VoiceFinetune", "metadata": {"name": "x"},
-                  "spec": {"datasetS3Key": "d.zip", "gpus": 2}})
+        validate(
+            {
+                "apiVersion": "voicefinetune.io/v1alpha1",
+                "kind": "VoiceFinetune",
+                "metadata": {"name": "x"},
+                "spec": {"datasetS3Key": "d.zip", "gpus": 2},
+            }
+        )
     gpus = version_schema()["properties"]["spec"]["properties"]["gpus"]
     (rule,) = gpus["x-kubernetes-validations"]
     assert rule["rule"] == "self <= 1" and "spec.gpus > 1 is not supported" in rule["message"]

@@ -29,25 +29,53 @@ def resource(cluster, name: str) -> dict:
 
 
 def test_finetune_train_load_infer_delete_on_the_cluster(
-    cluster, kubeconfig, start_operator, services, batch, core, settings, settings_env, storage, tiny_models, tmp_path
+    cluster,
+    kubeconfig,
+    start_operator,
+    services,
+    batch,
+    core,
+    settings,
+    settings_env,
+    storage,
+    tiny_models,
+    tmp_path,
 ):
     storage.upload_file(make_dataset_zip(tmp_path / "dataset.zip", count=4), DATASET)
     s3 = {key: settings_env[key] for key in S3_KEYS}
 
-    inference = services(["inference"], {**settings_env, "VFT_DATA_DIR": str(tmp_path / "inference-pod")},
-                         "inference")
-    facade = services(["serve", "--backend", "kubernetes"], {
-        **os.environ, **s3, "KUBECONFIG": str(kubeconfig), "VFT_NAMESPACE": "default",
-        "VFT_INFERENCE_URL": inference.url, "VFT_DATA_DIR": str(tmp_path / "facade-pod"), "USE_FLASH_ATTN": "0",
-    }, "facade")
+    inference = services(
+        ["inference"], {**settings_env, "VFT_DATA_DIR": str(tmp_path / "inference-pod")}, "inference"
+    )
+    facade = services(
+        ["serve", "--backend", "kubernetes"],
+        {
+            **os.environ,
+            **s3,
+            "KUBECONFIG": str(kubeconfig),
+            "VFT_NAMESPACE": "default",
+            "VFT_INFERENCE_URL": inference.url,
+            "VFT_DATA_DIR": str(tmp_path / "facade-pod"),
+            "USE_FLASH_ATTN": "0",
+        },
+        "facade",
+    )
     operator_env = operator_environment(kubeconfig, inference.url, s3)
     operator = start_operator(env=operator_env)
     facade.wait_healthy()
     inference.wait_healthy()
 
     # REST -> VoiceFinetune -> Job
-    created = httpx.post(f"{facade.url}/finetune", json={
-        "dataset_s3_key": DATASET, "speaker_name": "hero_voice", "num_epochs": 2, "batch_size": 2, "lr": 1e-3})
+    created = httpx.post(
+        f"{facade.url}/finetune",
+        json={
+            "dataset_s3_key": DATASET,
+            "speaker_name": "hero_voice",
+            "num_epochs": 2,
+            "batch_size": 2,
+            "lr": 1e-3,
+        },
+    )
     assert created.status_code == 202, created.text
     job_id = created.json()["job_id"]
     assert created.json()["status"] == "queued"
@@ -62,11 +90,20 @@ def test_finetune_train_load_infer_delete_on_the_cluster(
     assert [j["metadata"]["uid"] for j in cluster.objects(JOBS)] == [job["metadata"]["uid"]]
 
     # Play the pod: the Job's own command, with what the Secret and the node would provide.
-    command, env = pod_command(job, {
-        **s3, "DEVICE": "cpu", "USE_FLASH_ATTN": "0", "VFT_TINY_MODELS": "1",
-        "VFT_TINY_MODELS_DIR": str(tiny_models.root), "VFT_DATA_DIR": str(tmp_path / "trainer-pod"),
-        "HF_HOME": str(tmp_path / "hf"), "VFT_S3_MAX_ATTEMPTS": "2",
-    }, core)
+    command, env = pod_command(
+        job,
+        {
+            **s3,
+            "DEVICE": "cpu",
+            "USE_FLASH_ATTN": "0",
+            "VFT_TINY_MODELS": "1",
+            "VFT_TINY_MODELS_DIR": str(tiny_models.root),
+            "VFT_DATA_DIR": str(tmp_path / "trainer-pod"),
+            "HF_HOME": str(tmp_path / "hf"),
+            "VFT_S3_MAX_ATTEMPTS": "2",
+        },
+        core,
+    )
     trained = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert trained.returncode == 0, trained.stderr[-3000:]
     status = resource(cluster, job_id)["status"]
@@ -80,17 +117,28 @@ def test_finetune_train_load_infer_delete_on_the_cluster(
 
     # The Job controller's part: the Job succeeded -> Loading -> Ready.
     mark_job(batch, job["metadata"]["name"], outcome="Complete")
-    ready = wait_for(lambda: httpx.get(f"{facade.url}/jobs/{job_id}").json()["status"] == "ready"
-                     and httpx.get(f"{facade.url}/jobs/{job_id}").json(), timeout=120, interval=0.2,
-                     what="the job to be ready")
-    assert ready["inference_url"] == f"/infer/{job_id}" and ready["checkpoint_path"] == f"checkpoints/{job_id}"
+    ready = wait_for(
+        lambda: (
+            httpx.get(f"{facade.url}/jobs/{job_id}").json()["status"] == "ready"
+            and httpx.get(f"{facade.url}/jobs/{job_id}").json()
+        ),
+        timeout=120,
+        interval=0.2,
+        what="the job to be ready",
+    )
+    assert (
+        ready["inference_url"] == f"/infer/{job_id}" and ready["checkpoint_path"] == f"checkpoints/{job_id}"
+    )
     reasons = [e["reason"] for e in cluster.objects("v1/events") if e["involvedObject"]["name"] == job_id]
     assert {"JobCreated", "Preparing", "Training", "JobSucceeded", "VoiceLoaded"} <= set(reasons)
     loaded = {v["job_id"]: v for v in httpx.get(f"{inference.url}/voices").json()}
     assert loaded[job_id]["loaded"] is True  # preloaded during Loading
 
-    audio = httpx.post(f"{facade.url}/infer/{job_id}", json={"text": "Hello from the cluster.",
-                                                             "upload_to_s3": False}, timeout=120)
+    audio = httpx.post(
+        f"{facade.url}/infer/{job_id}",
+        json={"text": "Hello from the cluster.", "upload_to_s3": False},
+        timeout=120,
+    )
     assert audio.status_code == 200, audio.text
     assert audio.headers["content-type"] == "audio/wav" and audio.content[:4] == b"RIFF"
     assert audio.headers["x-vft-replica"] == inference.url
@@ -102,4 +150,6 @@ def test_finetune_train_load_infer_delete_on_the_cluster(
     assert not cluster.objects(JOBS)
     assert job_id not in {v["job_id"] for v in httpx.get(f"{inference.url}/voices").json()}
     assert httpx.get(f"{facade.url}/jobs/{job_id}").status_code == 404
-    assert list(storage.list(f"checkpoints/{job_id}/")), "deletionPolicy Retain (the default) keeps the checkpoint"
+    assert list(storage.list(f"checkpoints/{job_id}/")), (
+        "deletionPolicy Retain (the default) keeps the checkpoint"
+    )

@@ -46,22 +46,59 @@ async def test_create_makes_a_voicefinetune_and_reads_come_from_the_cache(backen
     assert job.status == "queued" and job.speaker_name == "Hero1" and job.config.num_epochs == 3
     (resource,) = cluster.objects(VFT)
     assert resource["metadata"]["name"] == job.job_id
-    assert resource["spec"] == {"datasetS3Key": DATASET, "speakerName": "Hero1", "numEpochs": 3, "batchSize": 2,
-                                "lr": 1e-6, "gradientAccumulationSteps": 1, "language": "English"}
-    patch_status(custom, job.job_id, {"phase": "Training", "progress": {
-        "stage": "training", "epoch": 1, "totalEpochs": 3, "step": 2, "loss": 0.5, "globalStep": 5}})
+    assert resource["spec"] == {
+        "datasetS3Key": DATASET,
+        "speakerName": "Hero1",
+        "numEpochs": 3,
+        "batchSize": 2,
+        "lr": 1e-6,
+        "gradientAccumulationSteps": 1,
+        "language": "English",
+    }
+    patch_status(
+        custom,
+        job.job_id,
+        {
+            "phase": "Training",
+            "progress": {
+                "stage": "training",
+                "epoch": 1,
+                "totalEpochs": 3,
+                "step": 2,
+                "loss": 0.5,
+                "globalStep": 5,
+            },
+        },
+    )
     seen = await eventually(lambda: _status(backend, job.job_id, "training"))
-    assert seen.progress.model_dump() == {"stage": "training", "epoch": 1, "total_epochs": 3, "step": 2,
-                                          "loss": 0.5, "global_step": 5}
+    assert seen.progress.model_dump() == {
+        "stage": "training",
+        "epoch": 1,
+        "total_epochs": 3,
+        "step": 2,
+        "loss": 0.5,
+        "global_step": 5,
+    }
     reads = cluster.call(lambda e: dict(e.served))
     for _ in range(50):
         await backend.get(job.job_id)
         await backend.list()
     assert cluster.call(lambda e: dict(e.served)) == reads, "reads must not call the API"
-    patch_status(custom, job.job_id, {"phase": "Ready", "inferenceUrl": f"/infer/{job.job_id}",
-                                      "checkpointPath": f"checkpoints/{job.job_id}", "completedAt": "2026-01-01T00:00:00Z"})
+    patch_status(
+        custom,
+        job.job_id,
+        {
+            "phase": "Ready",
+            "inferenceUrl": f"/infer/{job.job_id}",
+            "checkpointPath": f"checkpoints/{job.job_id}",
+            "completedAt": "2026-01-01T00:00:00Z",
+        },
+    )
     ready = await eventually(lambda: _status(backend, job.job_id, "ready"))
-    assert (ready.inference_url, ready.checkpoint_path) == (f"/infer/{job.job_id}", f"checkpoints/{job.job_id}")
+    assert (ready.inference_url, ready.checkpoint_path) == (
+        f"/infer/{job.job_id}",
+        f"checkpoints/{job.job_id}",
+    )
     assert [j.job_id for j in await backend.list()] == [job.job_id]
 
 
@@ -82,7 +119,9 @@ async def test_dataset_must_exist_and_uploads_go_to_s3_first(backend, cluster, s
         await backend.create(FinetuneRequest(dataset_s3_key="datasets/missing.zip"))
     assert not cluster.objects(VFT)
     upload = make_dataset_zip(tmp_path / "dataset.zip", count=2)
-    job = await backend.create(FinetuneRequest(dataset_s3_key="upload:dataset.zip", job_id="uploaded"), upload)
+    job = await backend.create(
+        FinetuneRequest(dataset_s3_key="upload:dataset.zip", job_id="uploaded"), upload
+    )
     key = uploaded_dataset_key("uploaded")
     assert storage.exists(key) and job.dataset_s3_key == key
     (resource,) = cluster.objects(VFT)

@@ -57,23 +57,46 @@ def by_name(url: str) -> str:
 
 
 def test_two_replicas_preload_on_the_owner_survive_a_restart_and_unregister_everywhere(
-    cluster, kubeconfig, start_operator, services, custom, batch, core, settings_env, storage, tiny_models, tmp_path
+    cluster,
+    kubeconfig,
+    start_operator,
+    services,
+    custom,
+    batch,
+    core,
+    settings_env,
+    storage,
+    tiny_models,
+    tmp_path,
 ):
     storage.upload_file(make_dataset_zip(tmp_path / "dataset.zip", count=4), DATASET)
     s3 = {key: settings_env[key] for key in S3_KEYS}
-    replicas = [services(["inference"], {**settings_env, "VFT_DATA_DIR": str(tmp_path / f"replica-{i}")},
-                         f"replica-{i}") for i in range(2)]
+    replicas = [
+        services(
+            ["inference"], {**settings_env, "VFT_DATA_DIR": str(tmp_path / f"replica-{i}")}, f"replica-{i}"
+        )
+        for i in range(2)
+    ]
     urls = [replica.url for replica in replicas]
     start_operator(env=operator_environment(kubeconfig, ",".join(urls), {**s3, "VFT_MANAGE_INFERENCE": "0"}))
     for replica in replicas:
         replica.wait_healthy()
     create(custom, "fleet")
     (job,) = wait_for(lambda: cluster.objects(JOBS), what="the training Job")
-    command, env = pod_command(job, {
-        **s3, "DEVICE": "cpu", "USE_FLASH_ATTN": "0", "VFT_TINY_MODELS": "1",
-        "VFT_TINY_MODELS_DIR": str(tiny_models.root), "VFT_DATA_DIR": str(tmp_path / "trainer-pod"),
-        "HF_HOME": str(tmp_path / "hf"), "VFT_S3_MAX_ATTEMPTS": "2",
-    }, core)
+    command, env = pod_command(
+        job,
+        {
+            **s3,
+            "DEVICE": "cpu",
+            "USE_FLASH_ATTN": "0",
+            "VFT_TINY_MODELS": "1",
+            "VFT_TINY_MODELS_DIR": str(tiny_models.root),
+            "VFT_DATA_DIR": str(tmp_path / "trainer-pod"),
+            "HF_HOME": str(tmp_path / "hf"),
+            "VFT_S3_MAX_ATTEMPTS": "2",
+        },
+        core,
+    )
     trained = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert trained.returncode == 0, trained.stderr[-3000:]
     mark_job(batch, job["metadata"]["name"], outcome="Complete")
@@ -89,12 +112,19 @@ def test_two_replicas_preload_on_the_owner_survive_a_restart_and_unregister_ever
     gone = next(replica for replica in replicas if replica.url == other)
     gone.stop()
     port = other.rsplit(":", 1)[1]
-    back = Process([VFT_BIN, "inference", "--host", "127.0.0.1", "--port", port],
-                   {**settings_env, "VFT_DATA_DIR": str(tmp_path / "replica-back")}, tmp_path / "replica-back.log",
-                   other)
+    back = Process(
+        [VFT_BIN, "inference", "--host", "127.0.0.1", "--port", port],
+        {**settings_env, "VFT_DATA_DIR": str(tmp_path / "replica-back")},
+        tmp_path / "replica-back.log",
+        other,
+    )
     try:
         back.wait_healthy()
-        wait_for(lambda: "fleet" in voices_on(other), timeout=60, what="the voice registered again on the new replica")
+        wait_for(
+            lambda: "fleet" in voices_on(other),
+            timeout=60,
+            what="the voice registered again on the new replica",
+        )
 
         custom.delete_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, "fleet")
         wait_for(lambda: not cluster.objects(VFT), timeout=60, what="the resource to go")
@@ -105,13 +135,20 @@ def test_two_replicas_preload_on_the_owner_survive_a_restart_and_unregister_ever
     assert not cluster.objects("apps/v1/deployments") and not cluster.objects("v1/services")
 
 
-def test_a_voice_that_cannot_load_within_the_load_timeout_fails(cluster, kubeconfig, start_operator, custom, batch):
+def test_a_voice_that_cannot_load_within_the_load_timeout_fails(
+    cluster, kubeconfig, start_operator, custom, batch
+):
     start_operator(env=operator_environment(kubeconfig, "http://127.0.0.1:9", {"VFT_LOAD_TIMEOUT": "2"}))
     create(custom, "unloadable")
     (job,) = wait_for(lambda: cluster.objects(JOBS), what="the training Job")
     mark_job(batch, job["metadata"]["name"], outcome="Complete")
-    status = wait_for(lambda: status_of(cluster, "unloadable").get("phase") == "Failed"
-                      and status_of(cluster, "unloadable"), timeout=60, what="phase Failed")
+    status = wait_for(
+        lambda: (
+            status_of(cluster, "unloadable").get("phase") == "Failed" and status_of(cluster, "unloadable")
+        ),
+        timeout=60,
+        what="phase Failed",
+    )
     assert "VFT_LOAD_TIMEOUT=2 s" in status["error"]
     loaded = {c["type"]: c for c in status["conditions"]}["VoiceLoaded"]
     assert (loaded["status"], loaded["reason"]) == ("False", "LoadFailed")
@@ -128,8 +165,11 @@ def test_a_checkpoint_the_replica_refuses_fails_the_resource(
     create(custom, "empty")
     (job,) = wait_for(lambda: cluster.objects(JOBS), what="the training Job")
     mark_job(batch, job["metadata"]["name"], outcome="Complete")  # "succeeded" without writing a checkpoint
-    status = wait_for(lambda: status_of(cluster, "empty").get("phase") == "Failed" and status_of(cluster, "empty"),
-                      timeout=90, what="phase Failed")
+    status = wait_for(
+        lambda: status_of(cluster, "empty").get("phase") == "Failed" and status_of(cluster, "empty"),
+        timeout=90,
+        what="phase Failed",
+    )
     loaded = {c["type"]: c for c in status["conditions"]}["VoiceLoaded"]
     assert (loaded["status"], loaded["reason"]) == ("False", "LoadFailed")
     assert "empty" in status["error"] and replica.url in status["error"]  # the replica its name resolved to

@@ -25,7 +25,9 @@ class ServerThread:
     def __init__(self, app):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def start(self) -> ServerThread:
@@ -60,8 +62,9 @@ async def facade(settings, kubeconfig, custom, replicas):
     for name in [*VOICES, "still-training"]:
         custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, voicefinetune(name))
         phase = "Training" if name == "still-training" else "Ready"
-        custom.patch_namespaced_custom_object_status(GROUP, VERSION, "default", PLURAL, name,
-                                                     {"status": {"phase": phase}})
+        custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, "default", PLURAL, name, {"status": {"phase": phase}}
+        )
     facade_settings = replace(settings, inference_url=",".join(server.url for server in replicas))
     backend = KubernetesBackend(facade_settings, kubeconfig=str(kubeconfig))
     app = create_app(facade_settings, backend, ForwardedInference(facade_settings))
@@ -82,8 +85,10 @@ async def test_each_voice_keeps_its_replica_and_voices_spread(facade, replicas):
     endpoints = [server.url for server in replicas]
     owners = {}
     for voice in VOICES:
-        answers = {(await facade.post(f"/infer/{voice}", json={"text": "hi"})).headers["X-VFT-Replica"]
-                   for _ in range(3)}
+        answers = {
+            (await facade.post(f"/infer/{voice}", json={"text": "hi"})).headers["X-VFT-Replica"]
+            for _ in range(3)
+        }
         assert len(answers) == 1, f"{voice} went to several replicas"
         owners[voice] = answers.pop()
         assert owners[voice] == pick(voice, endpoints)  # where the operator preloaded it

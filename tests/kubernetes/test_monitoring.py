@@ -37,15 +37,30 @@ def prometheus(tmp_path: Path):
     def start(targets: dict[str, str]) -> str:
         port = free_port()
         config = tmp_path / "prometheus.yml"
-        config.write_text(yaml.safe_dump({
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "scrape_configs": [{"job_name": job, "static_configs": [{"targets": [target]}]}
-                               for job, target in targets.items()],
-        }))
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                    "scrape_configs": [
+                        {"job_name": job, "static_configs": [{"targets": [target]}]}
+                        for job, target in targets.items()
+                    ],
+                }
+            )
+        )
         log = open(tmp_path / "prometheus.log", "wb")  # noqa: SIM115 - owned by the child
-        started.append(subprocess.Popen(
-            [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT))
+        started.append(
+            subprocess.Popen(
+                [
+                    PROMETHEUS,
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
         return f"http://127.0.0.1:{port}"
 
     yield start
@@ -65,8 +80,12 @@ def test_every_dashboard_and_alert_expression_has_data_on_a_fresh_install(
     start_operator, services, prometheus, settings_env, tmp_path
 ):
     operator = start_operator()
-    serve = services(["serve"], {**settings_env, "VFT_DATA_DIR": str(tmp_path / "serve")}, "serve").wait_healthy()
-    url = prometheus({"operator": operator.url.removeprefix("http://"), "serve": serve.url.removeprefix("http://")})
+    serve = services(
+        ["serve"], {**settings_env, "VFT_DATA_DIR": str(tmp_path / "serve")}, "serve"
+    ).wait_healthy()
+    url = prometheus(
+        {"operator": operator.url.removeprefix("http://"), "serve": serve.url.removeprefix("http://")}
+    )
 
     def scraped_enough() -> bool:
         try:

@@ -28,8 +28,18 @@ DATASET = "datasets/Hero1/dataset.zip"
 
 
 def create_in(custom: kubernetes.client.CustomObjectsApi, namespace: str, name: str, **spec) -> dict:
-    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "VoiceFinetune", "metadata": {"name": name},
-            "spec": {"datasetS3Key": DATASET, "speakerName": "hero_voice", "numEpochs": 1, "batchSize": 2, **spec}}
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "VoiceFinetune",
+        "metadata": {"name": name},
+        "spec": {
+            "datasetS3Key": DATASET,
+            "speakerName": "hero_voice",
+            "numEpochs": 1,
+            "batchSize": 2,
+            **spec,
+        },
+    }
     return custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
 
 
@@ -44,10 +54,15 @@ def job_of(cluster, namespace: str) -> dict:
 
 
 def s3_secret(core: kubernetes.client.CoreV1Api, namespace: str = "default") -> None:
-    core.create_namespaced_secret(namespace, {
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "voicefinetune-s3"},
-        "data": {"E2E_ACCESS_KEY": "dGVzdGluZw==", "E2E_SECRET_KEY": "dGVzdGluZw==", "unrelated": "eA=="},
-    })
+    core.create_namespaced_secret(
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "voicefinetune-s3"},
+            "data": {"E2E_ACCESS_KEY": "dGVzdGluZw==", "E2E_SECRET_KEY": "dGVzdGluZw==", "unrelated": "eA=="},
+        },
+    )
 
 
 def test_identity_is_the_bare_name_at_home_and_qualified_elsewhere():
@@ -68,12 +83,19 @@ def test_the_training_job_trains_into_the_qualified_prefix_only_when_several_nam
 
     from voicefinetune.settings import Settings
 
-    body = {"metadata": {"name": "hero", "namespace": "team-a", "uid": "u"},
-            "spec": {"datasetS3Key": DATASET, "speakerName": "hero_voice"}}
+    body = {
+        "metadata": {"name": "hero", "namespace": "team-a", "uid": "u"},
+        "spec": {"datasetS3Key": DATASET, "speakerName": "hero_voice"},
+    }
 
     def job_id(**config) -> str:
-        job = build_training_job(body, read_spec(body), config=OperatorConfig(settings=Settings(), secret_key="k",
-                                 **config), progress_url="http://op/progress/team-a/hero", progress_secret="progress-secret")
+        job = build_training_job(
+            body,
+            read_spec(body),
+            config=OperatorConfig(settings=Settings(), secret_key="k", **config),
+            progress_url="http://op/progress/team-a/hero",
+            progress_secret="progress-secret",
+        )
         args = job["spec"]["template"]["spec"]["containers"][0]["args"]
         return args[args.index("--job-id") + 1]
 
@@ -83,12 +105,23 @@ def test_the_training_job_trains_into_the_qualified_prefix_only_when_several_nam
 
 
 def test_same_name_in_two_namespaces_trains_and_serves_apart(
-    cluster, kubeconfig, start_operator, services, custom, core, batch, settings_env, storage, tiny_models, tmp_path
+    cluster,
+    kubeconfig,
+    start_operator,
+    services,
+    custom,
+    core,
+    batch,
+    settings_env,
+    storage,
+    tiny_models,
+    tmp_path,
 ):
     storage.upload_file(make_dataset_zip(tmp_path / "dataset.zip", count=4), DATASET)
     s3 = {key: settings_env[key] for key in S3_KEYS}
-    inference = services(["inference"], {**settings_env, "VFT_DATA_DIR": str(tmp_path / "inference-pod")},
-                         "inference")
+    inference = services(
+        ["inference"], {**settings_env, "VFT_DATA_DIR": str(tmp_path / "inference-pod")}, "inference"
+    )
     s3_secret(core)
     start_operator(env=operator_environment(kubeconfig, inference.url, s3))
     inference.wait_healthy()
@@ -96,22 +129,41 @@ def test_same_name_in_two_namespaces_trains_and_serves_apart(
     for namespace in ("team-a", "team-b"):
         create_in(custom, namespace, "hero", deletionPolicy="Delete")
         job = job_of(cluster, namespace)
-        command, env = pod_command(job, {
-            **s3, "DEVICE": "cpu", "USE_FLASH_ATTN": "0", "VFT_TINY_MODELS": "1",
-            "VFT_TINY_MODELS_DIR": str(tiny_models.root), "VFT_DATA_DIR": str(tmp_path / f"{namespace}-pod"),
-            "HF_HOME": str(tmp_path / "hf"), "VFT_S3_MAX_ATTEMPTS": "2",
-        }, core)
+        command, env = pod_command(
+            job,
+            {
+                **s3,
+                "DEVICE": "cpu",
+                "USE_FLASH_ATTN": "0",
+                "VFT_TINY_MODELS": "1",
+                "VFT_TINY_MODELS_DIR": str(tiny_models.root),
+                "VFT_DATA_DIR": str(tmp_path / f"{namespace}-pod"),
+                "HF_HOME": str(tmp_path / "hf"),
+                "VFT_S3_MAX_ATTEMPTS": "2",
+            },
+            core,
+        )
         trained = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
         assert trained.returncode == 0, trained.stderr[-3000:]
         mark_job(batch, job["metadata"]["name"], outcome="Complete", namespace=namespace)
-        status = wait_for(lambda ns=namespace: resource(cluster, ns, "hero").get("status", {}).get("phase") == "Ready"
-                          and resource(cluster, ns, "hero")["status"], timeout=120, what=f"{namespace}/hero Ready")
+        status = wait_for(
+            lambda ns=namespace: (
+                resource(cluster, ns, "hero").get("status", {}).get("phase") == "Ready"
+                and resource(cluster, ns, "hero")["status"]
+            ),
+            timeout=120,
+            what=f"{namespace}/hero Ready",
+        )
         voices[namespace] = voice_id(namespace, "hero", home="default")
         assert status["checkpointPath"] == f"checkpoints/{voices[namespace]}"
         assert status["inferenceUrl"] == f"/infer/{voices[namespace]}"
     assert voices["team-a"] != voices["team-b"]
-    assert list(storage.list(f"checkpoints/{voices['team-a']}/")) and list(storage.list(f"checkpoints/{voices['team-b']}/"))
-    assert {voices["team-a"], voices["team-b"]} <= {v["job_id"] for v in httpx.get(f"{inference.url}/voices").json()}
+    assert list(storage.list(f"checkpoints/{voices['team-a']}/")) and list(
+        storage.list(f"checkpoints/{voices['team-b']}/")
+    )
+    assert {voices["team-a"], voices["team-b"]} <= {
+        v["job_id"] for v in httpx.get(f"{inference.url}/voices").json()
+    }
 
     custom.delete_namespaced_custom_object(GROUP, VERSION, "team-a", PLURAL, "hero")
     wait_for(lambda: not cluster.objects(VFT, "team-a"), timeout=60, what="team-a/hero to go")
@@ -122,7 +174,9 @@ def test_same_name_in_two_namespaces_trains_and_serves_apart(
     assert resource(cluster, "team-b", "hero")["status"]["phase"] == "Ready"
 
 
-def test_the_s3_secret_is_copied_into_the_resources_namespace_and_owned_by_it(cluster, start_operator, custom, core):
+def test_the_s3_secret_is_copied_into_the_resources_namespace_and_owned_by_it(
+    cluster, start_operator, custom, core
+):
     s3_secret(core)
     start_operator()
     created = create_in(custom, "team-a", "hero")
@@ -131,14 +185,25 @@ def test_the_s3_secret_is_copied_into_the_resources_namespace_and_owned_by_it(cl
     env = job["spec"]["template"]["spec"]["containers"][0]["env"]
     referenced = {e["valueFrom"]["secretKeyRef"]["name"] for e in env if "valueFrom" in e}
     assert referenced and referenced <= set(secrets)
-    s3_copies = {e["valueFrom"]["secretKeyRef"]["name"] for e in env if "valueFrom" in e and e["name"] in S3_KEYS}
+    s3_copies = {
+        e["valueFrom"]["secretKeyRef"]["name"] for e in env if "valueFrom" in e and e["name"] in S3_KEYS
+    }
     assert len(s3_copies) == 1
     for name in referenced:
         (owner,) = secrets[name]["metadata"]["ownerReferences"]
-        assert (owner["kind"], owner["name"], owner["uid"]) == ("VoiceFinetune", "hero", created["metadata"]["uid"])
-    assert secrets[s3_copies.pop()]["data"] == {"E2E_ACCESS_KEY": "dGVzdGluZw==", "E2E_SECRET_KEY": "dGVzdGluZw=="}
-    assert wait_for(lambda: resource(cluster, "team-a", "hero").get("status", {}).get("phase") == "Queued",
-                    what="phase Queued")
+        assert (owner["kind"], owner["name"], owner["uid"]) == (
+            "VoiceFinetune",
+            "hero",
+            created["metadata"]["uid"],
+        )
+    assert secrets[s3_copies.pop()]["data"] == {
+        "E2E_ACCESS_KEY": "dGVzdGluZw==",
+        "E2E_SECRET_KEY": "dGVzdGluZw==",
+    }
+    assert wait_for(
+        lambda: resource(cluster, "team-a", "hero").get("status", {}).get("phase") == "Queued",
+        what="phase Queued",
+    )
 
 
 def test_without_a_secret_to_copy_the_pod_reads_its_namespaces_own_and_a_missing_one_is_said(
@@ -150,12 +215,20 @@ def test_without_a_secret_to_copy_the_pod_reads_its_namespaces_own_and_a_missing
     create_in(custom, "team-a", "hero")
     job = job_of(cluster, "team-a")
     env = job["spec"]["template"]["spec"]["containers"][0]["env"]
-    assert {e["valueFrom"]["secretKeyRef"]["name"] for e in env if "valueFrom" in e and e["name"] in S3_KEYS} == {"voicefinetune-s3"}
+    assert {
+        e["valueFrom"]["secretKeyRef"]["name"] for e in env if "valueFrom" in e and e["name"] in S3_KEYS
+    } == {"voicefinetune-s3"}
     # Only the resource's progress-token Secret was made there: no S3 copy.
     assert all("-progress-" in s["metadata"]["name"] for s in cluster.objects("v1/secrets", "team-a"))
     core.create_namespaced_pod("team-a", trainer_pod(job, WAITING["CreateContainerConfigError"]))
-    status = wait_for(lambda: "voicefinetune-s3" in (resource(cluster, "team-a", "hero")["status"].get("error") or "")
-                      and resource(cluster, "team-a", "hero")["status"], timeout=60, what="the missing Secret said")
+    status = wait_for(
+        lambda: (
+            "voicefinetune-s3" in (resource(cluster, "team-a", "hero")["status"].get("error") or "")
+            and resource(cluster, "team-a", "hero")["status"]
+        ),
+        timeout=60,
+        what="the missing Secret said",
+    )
     assert "CreateContainerConfigError" in status["error"]
     ready = {c["type"]: c for c in status["conditions"]}["Ready"]
     assert (ready["status"], ready["reason"]) == ("False", "CreateContainerConfigError")
@@ -164,41 +237,95 @@ def test_without_a_secret_to_copy_the_pod_reads_its_namespaces_own_and_a_missing
 def trainer_pod(job: dict, status: dict) -> dict:
     name = job["metadata"]["name"]
     return {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": f"{name}-x7k2p", "labels": {**job["spec"]["template"]["metadata"]["labels"],
-                                                          "batch.kubernetes.io/job-name": name, "job-name": name}},
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"{name}-x7k2p",
+            "labels": {
+                **job["spec"]["template"]["metadata"]["labels"],
+                "batch.kubernetes.io/job-name": name,
+                "job-name": name,
+            },
+        },
         "spec": job["spec"]["template"]["spec"],
         "status": status,
     }
 
 
 WAITING = {
-    "CreateContainerConfigError": {"phase": "Pending", "containerStatuses": [{
-        "name": "trainer", "ready": False, "restartCount": 0, "image": "trainer", "imageID": "",
-        "state": {"waiting": {"reason": "CreateContainerConfigError",
-                              "message": 'secret "voicefinetune-s3" not found'}}}]},
-    "ImagePullBackOff": {"phase": "Pending", "containerStatuses": [{
-        "name": "trainer", "ready": False, "restartCount": 0, "image": "trainer", "imageID": "",
-        "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}}}]},
-    "Unschedulable": {"phase": "Pending", "conditions": [{
-        "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-        "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}]},
+    "CreateContainerConfigError": {
+        "phase": "Pending",
+        "containerStatuses": [
+            {
+                "name": "trainer",
+                "ready": False,
+                "restartCount": 0,
+                "image": "trainer",
+                "imageID": "",
+                "state": {
+                    "waiting": {
+                        "reason": "CreateContainerConfigError",
+                        "message": 'secret "voicefinetune-s3" not found',
+                    }
+                },
+            }
+        ],
+    },
+    "ImagePullBackOff": {
+        "phase": "Pending",
+        "containerStatuses": [
+            {
+                "name": "trainer",
+                "ready": False,
+                "restartCount": 0,
+                "image": "trainer",
+                "imageID": "",
+                "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}},
+            }
+        ],
+    },
+    "Unschedulable": {
+        "phase": "Pending",
+        "conditions": [
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
+            }
+        ],
+    },
 }
 
 
 @pytest.mark.parametrize("reason", WAITING)
-def test_a_pod_that_cannot_start_is_said_in_status_and_a_condition(reason, cluster, start_operator, custom, core):
+def test_a_pod_that_cannot_start_is_said_in_status_and_a_condition(
+    reason, cluster, start_operator, custom, core
+):
     start_operator()
     create_in(custom, "default", "stuck")
     job = job_of(cluster, "default")
-    wait_for(lambda: resource(cluster, "default", "stuck").get("status", {}).get("phase") == "Queued",
-             what="phase Queued")
+    wait_for(
+        lambda: resource(cluster, "default", "stuck").get("status", {}).get("phase") == "Queued",
+        what="phase Queued",
+    )
     core.create_namespaced_pod("default", trainer_pod(job, WAITING[reason]))
-    status = wait_for(lambda: reason in (resource(cluster, "default", "stuck")["status"].get("error") or "")
-                      and resource(cluster, "default", "stuck")["status"], timeout=60, what=f"status.error {reason}")
+    status = wait_for(
+        lambda: (
+            reason in (resource(cluster, "default", "stuck")["status"].get("error") or "")
+            and resource(cluster, "default", "stuck")["status"]
+        ),
+        timeout=60,
+        what=f"status.error {reason}",
+    )
     conditions = {c["type"]: c for c in status["conditions"]}
-    assert (conditions["TrainingPodReady"]["status"], conditions["TrainingPodReady"]["reason"]) == ("False", reason)
+    assert (conditions["TrainingPodReady"]["status"], conditions["TrainingPodReady"]["reason"]) == (
+        "False",
+        reason,
+    )
     assert (conditions["Ready"]["status"], conditions["Ready"]["reason"]) == ("False", reason)
     assert status["phase"] == "Queued"
-    events = wait_for(lambda: [e for e in cluster.objects("v1/events") if e["reason"] == reason], what="the Event")
+    events = wait_for(
+        lambda: [e for e in cluster.objects("v1/events") if e["reason"] == reason], what="the Event"
+    )
     assert events[0]["type"] == "Warning"

@@ -26,9 +26,13 @@ def replicas(settings, tmp_path, tiny_models):
     for index in range(2):
         replica_settings = replace(settings, data_dir=tmp_path / f"replica-{index}")
         servers.append(ServerThread(create_inference_app(replica_settings)).start())
-        shutil.copytree(tiny_models.custom_voice, replica_settings.job_dir(VOICE) / "output" / "checkpoint-epoch-0")
+        shutil.copytree(
+            tiny_models.custom_voice, replica_settings.job_dir(VOICE) / "output" / "checkpoint-epoch-0"
+        )
     owner = pick(VOICE, [server.url for server in servers])
-    answer = httpx.post(f"{owner}/voices/{VOICE}", json={"speaker_name": "tiny_speaker", "preload": True}, timeout=60)
+    answer = httpx.post(
+        f"{owner}/voices/{VOICE}", json={"speaker_name": "tiny_speaker", "preload": True}, timeout=60
+    )
     assert answer.status_code == 200, answer.text
     yield servers
     for server in servers:
@@ -75,24 +79,43 @@ def test_speech_goes_to_the_voices_replica_and_streams_through(facade, replicas)
 def test_designed_voices_go_where_voice_design_goes_and_errors_pass_through(facade, replicas):
     endpoints = [server.url for server in replicas]
     for voice in ("alloy", "Marin", "cedar"):  # an old preset and OpenAI's newest ones, in any case
-        preset = httpx.post(f"{facade.url}/v1/audio/speech", timeout=120,
-                            json={"model": "qwen3-tts", "voice": voice, "input": "Hello.", "response_format": "wav"})
+        preset = httpx.post(
+            f"{facade.url}/v1/audio/speech",
+            timeout=120,
+            json={"model": "qwen3-tts", "voice": voice, "input": "Hello.", "response_format": "wav"},
+        )
         assert preset.status_code == 200, (voice, preset.text)
         assert preset.headers["x-vft-replica"] == pick("voice-design", endpoints)
         assert preset.content[:4] == b"RIFF"
-    unknown = httpx.post(f"{facade.url}/v1/audio/speech", timeout=60,
-                         json={"model": "qwen3-tts", "voice": "nobody", "input": "Hello."})
+    unknown = httpx.post(
+        f"{facade.url}/v1/audio/speech",
+        timeout=60,
+        json={"model": "qwen3-tts", "voice": "nobody", "input": "Hello."},
+    )
     assert unknown.status_code == 400
     assert (unknown.json()["error"]["param"], unknown.json()["error"]["code"]) == ("voice", "invalid_value")
     models = httpx.get(f"{facade.url}/v1/models", timeout=30)
     assert models.status_code == 200 and "qwen3-tts" in {m["id"] for m in models.json()["data"]}
     model = httpx.get(f"{facade.url}/v1/models/gpt-4o-mini-tts-2025-12-15", timeout=30)
     assert model.status_code == 200
-    assert model.json() == {"id": "gpt-4o-mini-tts-2025-12-15", "object": "model", "created": 0, "owned_by": "voicefinetune"}
+    assert model.json() == {
+        "id": "gpt-4o-mini-tts-2025-12-15",
+        "object": "model",
+        "created": 0,
+        "owned_by": "voicefinetune",
+    }
     wrong_method = httpx.get(f"{facade.url}/v1/audio/speech", timeout=30)
-    assert (wrong_method.status_code, wrong_method.json()) == (405, {"error": {
-        "message": "method GET is not allowed on /v1/audio/speech (see the Allow header)",
-        "type": "invalid_request_error", "param": None, "code": None}})
+    assert (wrong_method.status_code, wrong_method.json()) == (
+        405,
+        {
+            "error": {
+                "message": "method GET is not allowed on /v1/audio/speech (see the Allow header)",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": None,
+            }
+        },
+    )
 
 
 def test_a_seed_request_for_the_voice_is_served_while_its_stream_runs(replicas):
@@ -105,7 +128,9 @@ def test_a_seed_request_for_the_voice_is_served_while_its_stream_runs(replicas):
         first = next(chunks)
         # The seed's endpoint for the same voice (the fusion batcher's path) is answered between the stream's
         # sentences, not after the whole stream: counted by what the stream had sent by then.
-        infer = httpx.post(f"{owner}/infer/{VOICE}", json={"text": "Meanwhile.", "upload_to_s3": False}, timeout=120)
+        infer = httpx.post(
+            f"{owner}/infer/{VOICE}", json={"text": "Meanwhile.", "upload_to_s3": False}, timeout=120
+        )
         sent_meanwhile = bytes_streamed(owner) - before
         rest = b"".join(chunks)
     assert infer.status_code == 200 and infer.content[:4] == b"RIFF"

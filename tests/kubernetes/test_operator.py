@@ -45,8 +45,8 @@ def create(custom: kubernetes.client.CustomObjectsApi, body: dict) -> dict:
 
 def readme_example_path(tmp_path):
     text = (REPO / "README.md").read_text()
-    section = text[text.index("## Kubernetes"):]
-    example = section[section.index("```yaml\n") + len("```yaml\n"):]
+    section = text[text.index("## Kubernetes") :]
+    example = section[section.index("```yaml\n") + len("```yaml\n") :]
     path = tmp_path / "voicefinetune.yaml"
     path.write_text(example[: example.index("```")])
     return path
@@ -58,14 +58,22 @@ def test_readme_example_applied_with_kubectl_yields_a_gpu_job_owned_by_it(
     start_operator()
     example = readme_example_path(tmp_path)
     name = yaml.safe_load(example.read_text())["metadata"]["name"]
-    applied = subprocess.run([KUBECTL, "apply", "--validate=false", "-f", str(example)],
-                             env={"KUBECONFIG": str(kubeconfig), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
-                             capture_output=True, text=True, timeout=120)
+    applied = subprocess.run(
+        [KUBECTL, "apply", "--validate=false", "-f", str(example)],
+        env={"KUBECONFIG": str(kubeconfig), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert applied.returncode == 0, applied.stderr
     (job,) = wait_for(lambda: jobs_of(cluster), timeout=60, what="the training Job")
     (resource,) = cluster.objects(VFT)
     (owner,) = job["metadata"]["ownerReferences"]
-    assert (owner["kind"], owner["name"], owner["uid"]) == ("VoiceFinetune", name, resource["metadata"]["uid"])
+    assert (owner["kind"], owner["name"], owner["uid"]) == (
+        "VoiceFinetune",
+        name,
+        resource["metadata"]["uid"],
+    )
     assert owner["controller"] is True
     (container,) = job["spec"]["template"]["spec"]["containers"]
     assert container["resources"]["requests"]["nvidia.com/gpu"] == "1"
@@ -79,29 +87,53 @@ def test_failed_job_fails_the_resource_with_the_pods_message(cluster, start_oper
     (job,) = wait_for(lambda: jobs_of(cluster), what="the training Job")
     job_name = job["metadata"]["name"]
     said = "the dataset zip has no train.jsonl: put train.jsonl and data/*.wav in it"
-    core.create_namespaced_pod("default", {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": f"{job_name}-x7k2p", "labels": {"batch.kubernetes.io/job-name": job_name,
-                                                            "job-name": job_name},
-                     "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": job_name,
-                                          "uid": job["metadata"]["uid"]}]},
-        "spec": job["spec"]["template"]["spec"],
-        "status": {"phase": "Failed", "containerStatuses": [{"name": "trainer", "ready": False, "restartCount": 0,
-                   "image": "trainer", "imageID": "", "state": {"terminated": {"exitCode": 1, "reason": "Error",
-                                                                              "message": said}}}]},
-    })
+    core.create_namespaced_pod(
+        "default",
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": f"{job_name}-x7k2p",
+                "labels": {"batch.kubernetes.io/job-name": job_name, "job-name": job_name},
+                "ownerReferences": [
+                    {"apiVersion": "batch/v1", "kind": "Job", "name": job_name, "uid": job["metadata"]["uid"]}
+                ],
+            },
+            "spec": job["spec"]["template"]["spec"],
+            "status": {
+                "phase": "Failed",
+                "containerStatuses": [
+                    {
+                        "name": "trainer",
+                        "ready": False,
+                        "restartCount": 0,
+                        "image": "trainer",
+                        "imageID": "",
+                        "state": {"terminated": {"exitCode": 1, "reason": "Error", "message": said}},
+                    }
+                ],
+            },
+        },
+    )
     mark_job(
-        batch, job_name, outcome="Failed", reason="BackoffLimitExceeded",
+        batch,
+        job_name,
+        outcome="Failed",
+        reason="BackoffLimitExceeded",
         message="Job has reached the specified backoff limit",
     )
-    status = wait_for(lambda: status_of(cluster, "broken").get("phase") == "Failed" and status_of(cluster, "broken"),
-                      what="phase Failed")
+    status = wait_for(
+        lambda: status_of(cluster, "broken").get("phase") == "Failed" and status_of(cluster, "broken"),
+        what="phase Failed",
+    )
     assert said in status["error"] and "backoff limit" in status["error"]
     ready = {c["type"]: c for c in status["conditions"]}["Ready"]
     assert (ready["status"], ready["reason"]) == ("False", "BackoffLimitExceeded")
     assert said in ready["message"] and ready["observedGeneration"] == 1
-    events = wait_for(lambda: [e for e in cluster.objects("v1/events") if e["reason"] == "BackoffLimitExceeded"],
-                      what="the Failed event")
+    events = wait_for(
+        lambda: [e for e in cluster.objects("v1/events") if e["reason"] == "BackoffLimitExceeded"],
+        what="the Failed event",
+    )
     assert events[0]["type"] == "Warning" and events[0]["involvedObject"]["name"] == "broken"
     reasons = [e["reason"] for e in cluster.objects("v1/events")]
     assert "JobCreated" in reasons
@@ -119,7 +151,10 @@ def test_operator_restarted_midway_makes_no_second_job(cluster, kubeconfig, star
     wait_for(lambda: second.reconciled("resume") >= 1, timeout=60, what="the new operator's resume handler")
     assert [j["metadata"]["uid"] for j in jobs_of(cluster)] == [job["metadata"]["uid"]]
     mark_job(
-        batch, job["metadata"]["name"], outcome="Failed", reason="DeadlineExceeded",
+        batch,
+        job["metadata"]["name"],
+        outcome="Failed",
+        reason="DeadlineExceeded",
         message="Job was active longer than specified",
     )
     assert wait_for(lambda: status_of(cluster, "steady").get("phase") == "Failed", what="phase Failed")
@@ -140,10 +175,15 @@ def test_fifty_resources_at_once_get_exactly_one_job_each(cluster, start_operato
     assert len(jobs) == 50
     owners = sorted(j["metadata"]["ownerReferences"][0]["name"] for j in jobs)
     assert owners == names
-    assert all(j["metadata"]["ownerReferences"][0]["uid"] == uids[j["metadata"]["ownerReferences"][0]["name"]]
-               for j in jobs)
-    wait_for(lambda: all(status_of(cluster, n).get("phase") == "Queued" for n in names), timeout=60,
-             what="every resource Queued")
+    assert all(
+        j["metadata"]["ownerReferences"][0]["uid"] == uids[j["metadata"]["ownerReferences"][0]["name"]]
+        for j in jobs
+    )
+    wait_for(
+        lambda: all(status_of(cluster, n).get("phase") == "Queued" for n in names),
+        timeout=60,
+        what="every resource Queued",
+    )
 
 
 def test_progress_reports_need_the_resources_token_and_reach_status(cluster, start_operator, custom):
@@ -160,13 +200,19 @@ def test_progress_reports_need_the_resources_token_and_reach_status(cluster, sta
     token = {"Authorization": f"Bearer {progress_token('test-secret-key', 'default', 'talky')}"}
     assert httpx.post(url, content=b"not json", headers=token).status_code == 400
     assert httpx.post(url, json=event, headers=token).status_code == 202
-    status = wait_for(lambda: status_of(cluster, "talky").get("phase") == "Training" and status_of(cluster, "talky"),
-                      what="phase Training")
+    status = wait_for(
+        lambda: status_of(cluster, "talky").get("phase") == "Training" and status_of(cluster, "talky"),
+        what="phase Training",
+    )
     assert status["progress"]["epoch"] == 1 and status["progress"]["globalStep"] == 9
-    answers = [httpx.post(url, json={**event, "global_step": 10 + i}, headers=token).json()["result"]
-               for i in range(5)]
+    answers = [
+        httpx.post(url, json={**event, "global_step": 10 + i}, headers=token).json()["result"]
+        for i in range(5)
+    ]
     assert "throttled" in answers  # within the interval only the newest report is kept...
-    assert wait_for(lambda: status_of(cluster, "talky")["progress"]["globalStep"] == 14, what="the last report")
+    assert wait_for(
+        lambda: status_of(cluster, "talky")["progress"]["globalStep"] == 14, what="the last report"
+    )
     missing = f"{operator.url}/progress/default/nobody"
     other = {"Authorization": f"Bearer {progress_token('test-secret-key', 'default', 'nobody')}"}
     assert httpx.post(missing, json=event, headers=other).status_code == 404
@@ -181,27 +227,39 @@ def test_inference_deployment_and_service_are_kept(cluster, start_operator, clie
     apps = kubernetes.client.AppsV1Api(client)
     deployment = wait_for(lambda: cluster.objects("apps/v1/deployments"), what="the inference Deployment")[0]
     assert deployment["metadata"]["name"] == "voicefinetune-inference"
-    assert wait_for(lambda: cluster.objects("v1/services"), what="the inference Service")[0]["spec"]["clusterIP"] == "None"
+    assert (
+        wait_for(lambda: cluster.objects("v1/services"), what="the inference Service")[0]["spec"]["clusterIP"]
+        == "None"
+    )
     apps.delete_namespaced_deployment("voicefinetune-inference", "default")
     recreated = wait_for(lambda: cluster.objects("apps/v1/deployments"), what="the Deployment back")[0]
     assert recreated["metadata"]["uid"] != deployment["metadata"]["uid"]
     apps.patch_namespaced_deployment("voicefinetune-inference", "default", {"spec": {"replicas": 0}})
-    assert wait_for(lambda: cluster.objects("apps/v1/deployments")[0]["spec"]["replicas"] == 1,
-                    what="replicas patched back")
+    assert wait_for(
+        lambda: cluster.objects("apps/v1/deployments")[0]["spec"]["replicas"] == 1,
+        what="replicas patched back",
+    )
 
 
 @pytest.mark.parametrize("policy", ["Retain", "Delete"])
 def test_deletion_stops_the_job_and_honours_the_deletion_policy(
     cluster, kubeconfig, start_operator, custom, storage, settings_env, policy
 ):
-    env = operator_environment(kubeconfig, "http://127.0.0.1:9", {
-        key: settings_env[key] for key in ("E2E_ACCESS_KEY", "E2E_SECRET_KEY", "E2E_BUCKET", "E2E_ENDPOINT_URL")})
+    env = operator_environment(
+        kubeconfig,
+        "http://127.0.0.1:9",
+        {
+            key: settings_env[key]
+            for key in ("E2E_ACCESS_KEY", "E2E_SECRET_KEY", "E2E_BUCKET", "E2E_ENDPOINT_URL")
+        },
+    )
     start_operator(env=env)
     storage.upload_bytes(b"weights", "checkpoints/doomed/model.safetensors")
     create(custom, voicefinetune("doomed", deletionPolicy=policy))
     wait_for(lambda: jobs_of(cluster), what="the training Job")
-    resource = wait_for(lambda: [o for o in cluster.objects(VFT) if o["metadata"].get("finalizers")],
-                        what="the finalizer")[0]
+    resource = wait_for(
+        lambda: [o for o in cluster.objects(VFT) if o["metadata"].get("finalizers")], what="the finalizer"
+    )[0]
     assert resource["metadata"]["finalizers"] == ["voicefinetune.io/cleanup"]
     custom.delete_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, "doomed")
     wait_for(lambda: not cluster.objects(VFT), what="the resource to go")
@@ -247,7 +305,9 @@ def test_outside_a_cluster_trainers_reach_the_operator_with_default_settings_acr
     start_operator(env=env)
     event = {"stage": "training", "epoch": 0, "total_epochs": 2, "step": 1, "loss": 1.5, "global_step": 1}
     assert httpx.post(url, json=event, headers=token).status_code == 202
-    assert wait_for(lambda: status_of(cluster, "local").get("progress", {}).get("globalStep") == 1, what="progress")
+    assert wait_for(
+        lambda: status_of(cluster, "local").get("progress", {}).get("globalStep") == 1, what="progress"
+    )
 
 
 def test_in_a_cluster_the_progress_key_lives_in_a_secret_the_operator_makes_once(
@@ -256,8 +316,11 @@ def test_in_a_cluster_the_progress_key_lives_in_a_secret_the_operator_makes_once
     """No VFT_OPERATOR_SECRET_KEY (the chart's default, so that `helm template` never rotates a key): the operator
     makes the Secret VFT_OPERATOR_KEY_SECRET names, and a restarted operator on an empty data dir still accepts
     the tokens of the Jobs made before."""
-    env = operator_environment(kubeconfig, "http://127.0.0.1:9", {
-        "VFT_OPERATOR_KEY_SECRET": "vft-operator-progress-key", "VFT_DATA_DIR": str(tmp_path / "first")})
+    env = operator_environment(
+        kubeconfig,
+        "http://127.0.0.1:9",
+        {"VFT_OPERATOR_KEY_SECRET": "vft-operator-progress-key", "VFT_DATA_DIR": str(tmp_path / "first")},
+    )
     env.pop("VFT_OPERATOR_SECRET_KEY")
     first = start_operator(env=env)
     create(custom, voicefinetune("keyed"))
@@ -269,8 +332,12 @@ def test_in_a_cluster_the_progress_key_lives_in_a_secret_the_operator_makes_once
     first.stop()
     start_operator(env={**env, "VFT_DATA_DIR": str(tmp_path / "second")})
     event = {"stage": "training", "epoch": 0, "total_epochs": 2, "step": 1, "loss": 1.5, "global_step": 1}
-    assert wait_for(lambda: _posted(url, event, token) == 202, what="the restarted operator accepting the token")
-    assert wait_for(lambda: status_of(cluster, "keyed").get("progress", {}).get("globalStep") == 1, what="progress")
+    assert wait_for(
+        lambda: _posted(url, event, token) == 202, what="the restarted operator accepting the token"
+    )
+    assert wait_for(
+        lambda: status_of(cluster, "keyed").get("progress", {}).get("globalStep") == 1, what="progress"
+    )
     again = core.read_namespaced_secret("vft-operator-progress-key", "default")
     assert again.data == kept.data
 
@@ -290,13 +357,22 @@ def test_a_taken_port_falls_back_to_a_free_one_outside_a_cluster(cluster, kubeco
         taken.bind(("0.0.0.0", 0))
         taken.listen()
         env["VFT_OPERATOR_PORT"] = str(taken.getsockname()[1])
-        process = subprocess.Popen([VFT_BIN, "operator"], env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
+        process = subprocess.Popen(
+            [VFT_BIN, "operator"], env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT
+        )  # noqa: SIM115
         try:
             create(custom, voicefinetune("elsewhere"))
             (job,) = wait_for(lambda: jobs_of(cluster), timeout=60, what="the training Job")
             url, token = trainer_report(job, core)
             assert f":{env['VFT_OPERATOR_PORT']}/" not in url, url
-            event = {"stage": "preparing", "epoch": 0, "total_epochs": 2, "step": 0, "loss": None, "global_step": 0}
+            event = {
+                "stage": "preparing",
+                "epoch": 0,
+                "total_epochs": 2,
+                "step": 0,
+                "loss": None,
+                "global_step": 0,
+            }
             assert httpx.post(url, json=event, headers=token).status_code == 202
             assert "is taken" in log.read_text()
         finally:

@@ -55,8 +55,10 @@ def test_a_job_deleted_while_the_operator_is_away_fails_the_resource_without_a_n
     batch.delete_namespaced_job(job["metadata"]["name"], "default")
     wait_for(lambda: not cluster.objects(JOBS), what="the Job to go")
     second = start_operator(env=env)
-    status = wait_for(lambda: status_of(cluster, "orphan").get("phase") == "Failed" and status_of(cluster, "orphan"),
-                      what="phase Failed")
+    status = wait_for(
+        lambda: status_of(cluster, "orphan").get("phase") == "Failed" and status_of(cluster, "orphan"),
+        what="phase Failed",
+    )
     wait_for(lambda: second.reconciled("resume") >= 1, what="the resume handler to finish")
     assert not cluster.objects(JOBS)
     assert job["metadata"]["name"] in status["error"] and "gone" in status["error"]
@@ -68,13 +70,17 @@ def test_two_operators_one_acts_and_the_other_takes_over_when_it_is_killed(
     cluster, kubeconfig, start_operator, custom
 ):
     operators = [
-        start_operator(env=operator_environment(kubeconfig, "http://127.0.0.1:9", {"VFT_LEASE_DURATION": "4"}))
+        start_operator(
+            env=operator_environment(kubeconfig, "http://127.0.0.1:9", {"VFT_LEASE_DURATION": "4"})
+        )
         for _ in range(2)
     ]
     names = [f"burst-{i}" for i in range(10)]
     with concurrent.futures.ThreadPoolExecutor(5) as pool:
         list(pool.map(lambda n: create(custom, n), names))
-    wait_for(lambda: sum(o.reconciled("create") for o in operators) >= 10, timeout=90, what="10 create handlers")
+    wait_for(
+        lambda: sum(o.reconciled("create") for o in operators) >= 10, timeout=90, what="10 create handlers"
+    )
     jobs = cluster.objects(JOBS)
     assert sorted(j["metadata"]["ownerReferences"][0]["name"] for j in jobs) == names
     counts = [o.reconciled("create") for o in operators]
@@ -86,7 +92,11 @@ def test_two_operators_one_acts_and_the_other_takes_over_when_it_is_killed(
     active.process.kill()  # no clean stop: the Lease must expire
     active.process.wait(10)
     create(custom, "after-failover")
-    wait_for(lambda: jobs_for(cluster, "after-failover"), timeout=60, what="the new resource's Job from the standby")
+    wait_for(
+        lambda: jobs_for(cluster, "after-failover"),
+        timeout=60,
+        what="the new resource's Job from the standby",
+    )
     wait_for(lambda: standby.reconciled("create") >= 1, timeout=30, what="the standby's create handler")
     assert len(jobs_for(cluster, "after-failover")) == 1 and len(cluster.objects(JOBS)) == 11
     (lease,) = cluster.objects("coordination.k8s.io/v1/leases")
@@ -96,10 +106,15 @@ def test_two_operators_one_acts_and_the_other_takes_over_when_it_is_killed(
 def test_image_pull_secrets_from_the_chart_reach_the_job_and_the_inference_deployment(
     cluster, kubeconfig, start_operator, custom
 ):
-    (config,) = [c for c in of_kind(render("--set", "imagePullSecrets[0].name=regcred"), "ConfigMap")
-                 if c["metadata"]["name"] == "vft-voicefinetune-operator"]
+    (config,) = [
+        c
+        for c in of_kind(render("--set", "imagePullSecrets[0].name=regcred"), "ConfigMap")
+        if c["metadata"]["name"] == "vft-voicefinetune-operator"
+    ]
     pull = config["data"]["VFT_IMAGE_PULL_SECRETS"]
-    start_operator(env=operator_environment(kubeconfig, "http://127.0.0.1:9", {"VFT_IMAGE_PULL_SECRETS": pull}))
+    start_operator(
+        env=operator_environment(kubeconfig, "http://127.0.0.1:9", {"VFT_IMAGE_PULL_SECRETS": pull})
+    )
     create(custom, "private")
     (job,) = wait_for(lambda: cluster.objects(JOBS), what="the training Job")
     assert job["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
@@ -107,19 +122,36 @@ def test_image_pull_secrets_from_the_chart_reach_the_job_and_the_inference_deplo
     assert deployment["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
 
 
-def test_with_autoscaling_a_replicas_change_survives_the_repair_loop(cluster, kubeconfig, start_operator, client):
-    start_operator(env=operator_environment(kubeconfig, "http://127.0.0.1:9", {"VFT_INFERENCE_AUTOSCALING": "1"}))
+def test_with_autoscaling_a_replicas_change_survives_the_repair_loop(
+    cluster, kubeconfig, start_operator, client
+):
+    start_operator(
+        env=operator_environment(kubeconfig, "http://127.0.0.1:9", {"VFT_INFERENCE_AUTOSCALING": "1"})
+    )
     apps = kubernetes.client.AppsV1Api(client)
     (deployment,) = wait_for(lambda: cluster.objects("apps/v1/deployments"), what="the inference Deployment")
     assert deployment["spec"]["replicas"] == 1
     # The HPA scales; someone also edits the image, which the keeper does repair: once the image is back, a
     # repair round has run after the scale.
     container = deployment["spec"]["template"]["spec"]["containers"][0]
-    apps.patch_namespaced_deployment("voicefinetune-inference", "default", {"spec": {"replicas": 3, "template": {
-        "spec": {"containers": [{**container, "image": "someone/else:1"}]}}}})
-    repaired = wait_for(lambda: cluster.objects("apps/v1/deployments")[0]["spec"]["template"]["spec"]["containers"][0]
-                        ["image"] == container["image"] and cluster.objects("apps/v1/deployments")[0],
-                        what="the image patched back")
+    apps.patch_namespaced_deployment(
+        "voicefinetune-inference",
+        "default",
+        {
+            "spec": {
+                "replicas": 3,
+                "template": {"spec": {"containers": [{**container, "image": "someone/else:1"}]}},
+            }
+        },
+    )
+    repaired = wait_for(
+        lambda: (
+            cluster.objects("apps/v1/deployments")[0]["spec"]["template"]["spec"]["containers"][0]["image"]
+            == container["image"]
+            and cluster.objects("apps/v1/deployments")[0]
+        ),
+        what="the image patched back",
+    )
     assert repaired["spec"]["replicas"] == 3
     requests = repaired["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]
     assert requests["cpu"] == "1"
@@ -130,10 +162,15 @@ def test_jobs_and_pods_are_watched_with_server_side_label_selectors(cluster, sta
     create(custom, "filtered")
     wait_for(lambda: cluster.objects(JOBS), what="the training Job")
     selectors = cluster.emulator.selectors
-    wait_for(lambda: JOB_SELECTOR in selectors["jobs"] and POD_SELECTOR in selectors["pods"],
-             what="the Job and Pod watches")
-    assert selectors["jobs"] | selectors["pods"] <= {JOB_SELECTOR, POD_SELECTOR, *(
-        f"batch.kubernetes.io/job-name={j['metadata']['name']}" for j in cluster.objects(JOBS))}
+    wait_for(
+        lambda: JOB_SELECTOR in selectors["jobs"] and POD_SELECTOR in selectors["pods"],
+        what="the Job and Pod watches",
+    )
+    assert selectors["jobs"] | selectors["pods"] <= {
+        JOB_SELECTOR,
+        POD_SELECTOR,
+        *(f"batch.kubernetes.io/job-name={j['metadata']['name']}" for j in cluster.objects(JOBS)),
+    }
 
 
 async def test_a_status_write_decided_on_a_stale_read_cannot_move_the_phase_back(kubeconfig, custom):
@@ -146,13 +183,15 @@ async def test_a_status_write_decided_on_a_stale_read_cannot_move_the_phase_back
     from voicefinetune.cluster.resource import object_path
 
     create(custom, "racy")
-    custom.patch_namespaced_custom_object_status(GROUP, VERSION, "default", PLURAL, "racy",
-                                                 {"status": {"phase": "Training"}})
+    custom.patch_namespaced_custom_object_status(
+        GROUP, VERSION, "default", PLURAL, "racy", {"status": {"phase": "Training"}}
+    )
     kube = await KubeClient.connect(str(kubeconfig))
     try:
         stale = await kube.get(object_path("default", "racy"))
-        custom.patch_namespaced_custom_object_status(GROUP, VERSION, "default", PLURAL, "racy",
-                                                     {"status": {"phase": "Loading"}})
+        custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, "default", PLURAL, "racy", {"status": {"phase": "Loading"}}
+        )
         real_get, reads = kube.get, []
 
         async def get_stale_first(path: str):
@@ -161,7 +200,10 @@ async def test_a_status_write_decided_on_a_stale_read_cannot_move_the_phase_back
 
         kube.get = get_stale_first
         writer = StatusWriter(kube, EventRecorder(kube))
-        assert await writer.progress("default", "racy", {"stage": "training", "epoch": 1, "global_step": 5}) is False
+        assert (
+            await writer.progress("default", "racy", {"stage": "training", "epoch": 1, "global_step": 5})
+            is False
+        )
         assert len(reads) == 2  # the conflict made it read again
         kube.get = real_get
         current = await kube.get(object_path("default", "racy"))
@@ -181,7 +223,9 @@ def failed_count(operator) -> float:
     return -1.0
 
 
-def test_a_restarted_operator_does_not_count_failed_jobs_again(cluster, kubeconfig, start_operator, custom, batch):
+def test_a_restarted_operator_does_not_count_failed_jobs_again(
+    cluster, kubeconfig, start_operator, custom, batch
+):
     env = operator_environment(kubeconfig, "http://127.0.0.1:9")
     first = start_operator(env=env)
     started = utc_now()
@@ -207,11 +251,18 @@ def test_releasing_finalizers_lets_resources_delete_with_and_without_an_operator
     operator = start_operator()
     for name in ("kept-a", "kept-b"):
         create(custom, name)
-    wait_for(lambda: len([o for o in cluster.objects(VFT) if o["metadata"].get("finalizers")]) == 2,
-             what="both finalizers")
+    wait_for(
+        lambda: len([o for o in cluster.objects(VFT) if o["metadata"].get("finalizers")]) == 2,
+        what="both finalizers",
+    )
     env = {"KUBECONFIG": str(kubeconfig), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    released = subprocess.run([VFT_BIN, "operator", "--release-finalizers", "-n", "default"], env=env,
-                              capture_output=True, text=True, timeout=60)
+    released = subprocess.run(
+        [VFT_BIN, "operator", "--release-finalizers", "-n", "default"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert released.returncode == 0, released.stderr
     assert "released 2 VoiceFinetune(s)" in released.stdout
     for resource in cluster.objects(VFT):
@@ -225,19 +276,37 @@ def test_releasing_finalizers_lets_resources_delete_with_and_without_an_operator
     wait_for(lambda: not cluster.objects(VFT), what="kept-b to go without an operator")
 
 
-def test_an_inference_deployment_without_the_release_label_is_replaced_once(cluster, kubeconfig, start_operator, client):
+def test_an_inference_deployment_without_the_release_label_is_replaced_once(
+    cluster, kubeconfig, start_operator, client
+):
     """Deployment selectors cannot change: one made before the release label joined the selector is replaced."""
     apps = kubernetes.client.AppsV1Api(client)
     old_selector = {"app.kubernetes.io/name": "voicefinetune", "app.kubernetes.io/component": "inference"}
-    apps.create_namespaced_deployment("default", {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "voicefinetune-inference"},
-        "spec": {"replicas": 1, "selector": {"matchLabels": old_selector},
-                 "template": {"metadata": {"labels": old_selector},
-                              "spec": {"containers": [{"name": "inference", "image": "old"}]}}}})
+    apps.create_namespaced_deployment(
+        "default",
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "voicefinetune-inference"},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": old_selector},
+                "template": {
+                    "metadata": {"labels": old_selector},
+                    "spec": {"containers": [{"name": "inference", "image": "old"}]},
+                },
+            },
+        },
+    )
     start_operator(env=operator_environment(kubeconfig, "http://127.0.0.1:9", {"VFT_INSTANCE": "vft"}))
-    replaced = wait_for(lambda: [d for d in cluster.objects("apps/v1/deployments")
-                                 if d["spec"]["selector"]["matchLabels"].get("app.kubernetes.io/instance") == "vft"],
-                        what="the Deployment with the release label")[0]
+    replaced = wait_for(
+        lambda: [
+            d
+            for d in cluster.objects("apps/v1/deployments")
+            if d["spec"]["selector"]["matchLabels"].get("app.kubernetes.io/instance") == "vft"
+        ],
+        what="the Deployment with the release label",
+    )[0]
     assert replaced["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/instance"] == "vft"
     (service,) = wait_for(lambda: cluster.objects("v1/services"), what="the inference Service")
     assert service["spec"]["selector"]["app.kubernetes.io/instance"] == "vft"
@@ -251,12 +320,18 @@ def test_a_spec_edited_after_creation_is_not_claimed_as_observed(cluster, start_
     operator = start_operator()
     create(custom, "edited")
     wait_for(lambda: status_of(cluster, "edited").get("phase") == "Queued", what="phase Queued")
-    custom.patch_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, "edited", {"spec": {"numEpochs": 99}})
-    wait_for(lambda: [o for o in cluster.objects(VFT) if o["metadata"]["generation"] == 2], what="generation 2")
+    custom.patch_namespaced_custom_object(
+        GROUP, VERSION, "default", PLURAL, "edited", {"spec": {"numEpochs": 99}}
+    )
+    wait_for(
+        lambda: [o for o in cluster.objects(VFT) if o["metadata"]["generation"] == 2], what="generation 2"
+    )
     token = {"Authorization": f"Bearer {progress_token('test-secret-key', 'default', 'edited')}"}
     event = {"stage": "training", "epoch": 0, "total_epochs": 15, "step": 1, "loss": 1.0, "global_step": 1}
     assert httpx.post(f"{operator.url}/progress/default/edited", json=event, headers=token).status_code == 202
-    status = wait_for(lambda: status_of(cluster, "edited").get("phase") == "Training" and status_of(cluster, "edited"),
-                      what="phase Training")
+    status = wait_for(
+        lambda: status_of(cluster, "edited").get("phase") == "Training" and status_of(cluster, "edited"),
+        what="phase Training",
+    )
     assert status["observedGeneration"] == 1
     assert all(c["observedGeneration"] == 1 for c in status["conditions"])

@@ -11,14 +11,21 @@ from voicefinetune.settings import Settings
 
 CONFIG = OperatorConfig(settings=Settings(), namespace="voices", secret_key="k")
 BODY = {
-    "apiVersion": "voicefinetune.io/v1alpha1", "kind": "VoiceFinetune",
+    "apiVersion": "voicefinetune.io/v1alpha1",
+    "kind": "VoiceFinetune",
     "metadata": {"name": "hero", "namespace": "voices", "uid": "u-1"},
     "spec": {"datasetS3Key": "datasets/Hero1/dataset.zip", "speakerName": "hero_voice"},
 }
 
 
 def pods() -> list[dict]:
-    job = build_training_job(BODY, read_spec(BODY), config=CONFIG, progress_url="http://op/progress", progress_secret="progress-secret")
+    job = build_training_job(
+        BODY,
+        read_spec(BODY),
+        config=CONFIG,
+        progress_url="http://op/progress",
+        progress_secret="progress-secret",
+    )
     return [job["spec"]["template"]["spec"], build_inference_deployment(CONFIG)["spec"]["template"]["spec"]]
 
 
@@ -45,5 +52,6 @@ def test_the_inference_deployment_reads_the_api_key_from_its_secret():
     assert "VFT_API_KEY" not in env(CONFIG)
     keyed = env(replace(CONFIG, api_key_secret="vft-api-key"))
     assert keyed["VFT_API_KEY"] == {
-        "name": "VFT_API_KEY", "valueFrom": {"secretKeyRef": {"name": "vft-api-key", "key": "VFT_API_KEY"}}
+        "name": "VFT_API_KEY",
+        "valueFrom": {"secretKeyRef": {"name": "vft-api-key", "key": "VFT_API_KEY"}},
     }

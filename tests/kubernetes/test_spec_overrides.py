@@ -11,8 +11,10 @@ def status_of(cluster, name: str) -> dict:
 
 
 def failed(cluster, name: str) -> dict:
-    return wait_for(lambda: status_of(cluster, name).get("phase") == "Failed" and status_of(cluster, name),
-                    what=f"{name} Failed")
+    return wait_for(
+        lambda: status_of(cluster, name).get("phase") == "Failed" and status_of(cluster, name),
+        what=f"{name} Failed",
+    )
 
 
 def test_foreign_images_and_scheduling_are_refused_by_default(cluster, start_operator, custom):
@@ -24,7 +26,10 @@ def test_foreign_images_and_scheduling_are_refused_by_default(cluster, start_ope
         voicefinetune("plain"),
     ):
         custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, body)
-    assert "spec.trainerImage 'docker.io/attacker/miner:latest' is not allowed" in failed(cluster, "evil-image")["error"]
+    assert (
+        "spec.trainerImage 'docker.io/attacker/miner:latest' is not allowed"
+        in failed(cluster, "evil-image")["error"]
+    )
     assert "spec.nodeSelector is not allowed" in failed(cluster, "own-nodes")["error"]
     assert "spec.tolerations is not allowed" in failed(cluster, "own-tolerations")["error"]
     jobs = wait_for(lambda: cluster.objects(JOBS), what="the plain resource's Job")
@@ -32,13 +37,26 @@ def test_foreign_images_and_scheduling_are_refused_by_default(cluster, start_ope
 
 
 def test_allowed_prefixes_and_overrides_pass(cluster, kubeconfig, start_operator, custom):
-    env = operator_environment(kubeconfig, "http://127.0.0.1:9", {
-        "VFT_TRAINER_IMAGE_PREFIXES": "registry.internal/voices/", "VFT_ALLOW_SCHEDULING_OVERRIDES": "1",
-    })
+    env = operator_environment(
+        kubeconfig,
+        "http://127.0.0.1:9",
+        {
+            "VFT_TRAINER_IMAGE_PREFIXES": "registry.internal/voices/",
+            "VFT_ALLOW_SCHEDULING_OVERRIDES": "1",
+        },
+    )
     start_operator(env=env)
-    custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, voicefinetune(
-        "custom", trainerImage="registry.internal/voices/trainer:2", nodeSelector={"pool": "a100"},
-    ))
+    custom.create_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        "default",
+        PLURAL,
+        voicefinetune(
+            "custom",
+            trainerImage="registry.internal/voices/trainer:2",
+            nodeSelector={"pool": "a100"},
+        ),
+    )
     (job,) = wait_for(lambda: cluster.objects(JOBS), what="the Job")
     pod = job["spec"]["template"]["spec"]
     assert pod["containers"][0]["image"] == "registry.internal/voices/trainer:2"

@@ -58,7 +58,9 @@ def test_with_fp32_state_and_weights_it_is_torch_adamw(weights, grads):
     ours, _ = run_steps(
         lambda p: CompactAdamW(p, lr=1e-3, weight_decay=0.01, state_dtype=torch.float32), weights, grads
     )
-    reference, _ = run_steps(lambda p: torch.optim.AdamW(p, lr=1e-3, weight_decay=0.01, foreach=False), weights, grads)
+    reference, _ = run_steps(
+        lambda p: torch.optim.AdamW(p, lr=1e-3, weight_decay=0.01, foreach=False), weights, grads
+    )
     torch.testing.assert_close(ours, reference, rtol=0, atol=1e-7)
 
 
@@ -129,8 +131,12 @@ def test_stochastic_rounding_is_unbiased_between_bf16_neighbours():
     """A value a fraction p of the way from one bf16 number to the next (in magnitude) must round up with probability
     p, so that the mean of many roundings is the value itself. Round-to-nearest, or noise of the wrong range, is off
     by a large part of a bf16 step."""
-    lows = torch.tensor([1.0, -0.0234375, 3.0517578125e-4, -752.0], dtype=torch.bfloat16)  # both signs, 4 binades
-    fractions = torch.tensor([1, 4096, 21845, 32768, 61440], dtype=torch.float32) / 65536  # exact in fp32 here
+    lows = torch.tensor(
+        [1.0, -0.0234375, 3.0517578125e-4, -752.0], dtype=torch.bfloat16
+    )  # both signs, 4 binades
+    fractions = (
+        torch.tensor([1, 4096, 21845, 32768, 61440], dtype=torch.float32) / 65536
+    )  # exact in fp32 here
     repeats = 1 << 16
     low = lows.float()[:, None]
     step = low.sign() * bf16_spacing(lows)[:, None]  # to the next bf16 number away from zero
@@ -167,7 +173,9 @@ def test_the_bf16_second_moment_keeps_decaying_over_a_long_run():
 def several_tensors(dtype: torch.dtype) -> list[torch.nn.Parameter]:
     generator = torch.Generator().manual_seed(4)
     shapes = [(64, 32), (32, 16), (16, 16), (64,), (7, 3), (32,), (5,)]
-    return [torch.nn.Parameter((torch.randn(shape, generator=generator) * 0.02).to(dtype)) for shape in shapes]
+    return [
+        torch.nn.Parameter((torch.randn(shape, generator=generator) * 0.02).to(dtype)) for shape in shapes
+    ]
 
 
 def step_several(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter]) -> None:
@@ -194,8 +202,10 @@ def test_tensors_joined_into_chunks_update_as_they_would_one_at_a_time():
     alone_optimizer = CompactAdamW(alone, lr=1e-3, state_dtype=torch.float32, chunk_elements=1)
     step_several(joined_optimizer, joined)
     step_several(alone_optimizer, alone)
-    assert any(param.dtype == torch.bfloat16 and (param.detach() != start).any() for param, start in zip(
-        joined, several_tensors(torch.bfloat16), strict=False))
+    assert any(
+        param.dtype == torch.bfloat16 and (param.detach() != start).any()
+        for param, start in zip(joined, several_tensors(torch.bfloat16), strict=False)
+    )
     for param, expected in zip(joined, alone, strict=True):
         assert torch.equal(param, expected)
         ours_state, expected_state = joined_optimizer.state[param], alone_optimizer.state[expected]
@@ -233,8 +243,10 @@ def test_the_fit_check_counts_the_measured_temporaries_of_the_optimizer_step(bas
     measured = []
     for dtype in (torch.bfloat16, torch.float32):
         generator = torch.Generator().manual_seed(6)
-        params = [torch.nn.Parameter(torch.randn(size, generator=generator).to(dtype))
-                  for size in [largest] + [largest // 8] * 8]
+        params = [
+            torch.nn.Parameter(torch.randn(size, generator=generator).to(dtype))
+            for size in [largest] + [largest // 8] * 8
+        ]
         optimizer = CompactAdamW(params, lr=1e-3)
         for param in params:
             param.grad = torch.randn(param.shape, generator=generator).to(dtype)
@@ -248,8 +260,9 @@ def test_the_fit_check_counts_the_measured_temporaries_of_the_optimizer_step(bas
         measured.append((peak["Total"] - before["Total"]) / largest)
     assert max(measured) <= STEP_TEMPORARY_BYTES < max(measured) + 4, measured
 
-    estimate = estimate_peak(base_tts.model, RECIPES["compact"], device_type="cuda", batch_size=1, positions=10,
-                             frames=5)
+    estimate = estimate_peak(
+        base_tts.model, RECIPES["compact"], device_type="cuda", batch_size=1, positions=10, frames=5
+    )
     trained = trainable_parameters(base_tts.model, freeze_text_embedding=True)
     assert estimate.temporaries == max(param.numel() for param in trained) * STEP_TEMPORARY_BYTES
 
@@ -263,8 +276,11 @@ def samples(base_tts):
 
     def at_24k(clip) -> np.ndarray:
         wave = clip.waveform.astype(np.float32)
-        return wave if clip.sample_rate == SAMPLE_RATE else librosa.resample(
-            wave, orig_sr=clip.sample_rate, target_sr=SAMPLE_RATE)
+        return (
+            wave
+            if clip.sample_rate == SAMPLE_RATE
+            else librosa.resample(wave, orig_sr=clip.sample_rate, target_sr=SAMPLE_RATE)
+        )
 
     ref = at_24k(reference_clip())
     return encode_samples(base_tts, [(clip.text, at_24k(clip), ref) for clip in speech_clips(4)])
@@ -289,7 +305,11 @@ def test_accumulating_two_batches_is_one_batch_of_both(tiny_models, cpu_settings
 def test_gradient_accumulation_counts_optimizer_steps(tiny_models, samples, cpu_settings, tmp_path):
     events = []
     config = TrainConfig(
-        speaker_name=SPEAKER, num_epochs=2, batch_size=1, lr=1e-3, output_dir=tmp_path / "out",
+        speaker_name=SPEAKER,
+        num_epochs=2,
+        batch_size=1,
+        lr=1e-3,
+        output_dir=tmp_path / "out",
         gradient_accumulation_steps=2,
     )
     train(tiny_models.base, samples, config=config, settings=cpu_settings, on_step=events.append)
@@ -297,7 +317,9 @@ def test_gradient_accumulation_counts_optimizer_steps(tiny_models, samples, cpu_
     assert events[-1].loss < events[0].loss
 
 
-def test_text_embedding_is_frozen_and_everything_else_but_the_speaker_encoder_trains(tiny_models, cpu_settings):
+def test_text_embedding_is_frozen_and_everything_else_but_the_speaker_encoder_trains(
+    tiny_models, cpu_settings
+):
     model = load_model(tiny_models.base, cpu_settings).model
     trained = {id(p) for p in trainable_parameters(model, freeze_text_embedding=True)}
     frozen = sorted(name for name, p in model.named_parameters() if id(p) not in trained)
@@ -317,7 +339,11 @@ def test_fit_check_refuses_a_run_that_cannot_fit_with_what_to_change(base_tts, s
     assert 0 < estimate.total < 80 * GIB
     with pytest.raises(WontFit) as refused:
         check_training_fits(
-            base_tts.model, seed, prepared, batch_size=4, gradient_accumulation_steps=1,
+            base_tts.model,
+            seed,
+            prepared,
+            batch_size=4,
+            gradient_accumulation_steps=1,
             free_bytes=estimate.total // 2,
         )
     message = str(refused.value)
@@ -343,17 +369,26 @@ def test_a_run_stopped_early_leaves_optimizer_state_for_resume(tiny_models, samp
         if event.epoch == 1:
             raise Stop
 
-    config = TrainConfig(speaker_name=SPEAKER, num_epochs=3, batch_size=2, lr=1e-3, output_dir=tmp_path / "out")
+    config = TrainConfig(
+        speaker_name=SPEAKER, num_epochs=3, batch_size=2, lr=1e-3, output_dir=tmp_path / "out"
+    )
     with pytest.raises(Stop):
         train(tiny_models.base, samples, config=config, settings=cpu_settings, on_step=stop_in_second_epoch)
     ((epoch, latest),) = list_checkpoints(tmp_path / "out")
     assert epoch == 0 and (latest / OPTIMIZER_FILE).is_file()
     saved = torch.load(latest / OPTIMIZER_FILE)
-    assert saved["state"] and all(entry["exp_avg"].dtype == torch.bfloat16 for entry in saved["state"].values())
+    assert saved["state"] and all(
+        entry["exp_avg"].dtype == torch.bfloat16 for entry in saved["state"].values()
+    )
 
     events = []
     resumed = TrainConfig(
-        speaker_name=SPEAKER, num_epochs=1, batch_size=2, lr=1e-3, output_dir=tmp_path / "again", resume_from=latest
+        speaker_name=SPEAKER,
+        num_epochs=1,
+        batch_size=2,
+        lr=1e-3,
+        output_dir=tmp_path / "again",
+        resume_from=latest,
     )
     final = train(tiny_models.base, samples, config=resumed, settings=cpu_settings, on_step=events.append)
     assert [(e.epoch, e.global_step) for e in events] == [(1, 3), (1, 4)]
@@ -361,7 +396,9 @@ def test_a_run_stopped_early_leaves_optimizer_state_for_resume(tiny_models, samp
     assert not (final / OPTIMIZER_FILE).exists()
 
 
-def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tiny_models, cpu_settings, base_tts, samples):
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(
+    tiny_models, cpu_settings, base_tts, samples
+):
     """The compact recipe recomputes decoder layers in backward on CUDA; the gradients must not change."""
     prepared = prepare_samples(base_tts, samples[:2])
     results = []
@@ -373,7 +410,9 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tiny_models, c
         model.talker.train()
         loss = sft_loss(model, build_batch(prepared, model.config)).total
         loss.backward()
-        results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+        results.append(
+            (loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+        )
         assert len(results[-1][1]) == len(parameters)
     (loss_plain, grads_plain), (loss_checkpointed, grads_checkpointed) = results
     torch.testing.assert_close(loss_checkpointed, loss_plain)
@@ -395,12 +434,22 @@ def test_the_cuda_configuration_trains_and_exports_on_the_tiny_model(
     tiny_models, samples, cpu_settings, tmp_path, monkeypatch
 ):
     compact = RECIPES["compact"]
-    cuda_like = CudaLikeRecipe("cuda-like", compact.freeze_text_embedding, compact.bf16_weights_on_cuda,
-                               compact.state_dtype, compact.gradient_checkpointing)
+    cuda_like = CudaLikeRecipe(
+        "cuda-like",
+        compact.freeze_text_embedding,
+        compact.bf16_weights_on_cuda,
+        compact.state_dtype,
+        compact.gradient_checkpointing,
+    )
     monkeypatch.setitem(RECIPES, "cuda-like", cuda_like)
     events = []
     config = TrainConfig(
-        speaker_name=SPEAKER, num_epochs=3, batch_size=2, lr=1e-3, output_dir=tmp_path / "out", recipe="cuda-like"
+        speaker_name=SPEAKER,
+        num_epochs=3,
+        batch_size=2,
+        lr=1e-3,
+        output_dir=tmp_path / "out",
+        recipe="cuda-like",
     )
     final = train(tiny_models.base, samples, config=config, settings=cpu_settings, on_step=events.append)
     assert events[-1].loss < events[0].loss, [e.loss for e in events]

@@ -85,12 +85,15 @@ def test_dataset_maker_layout_gives_24khz_mono_clips(tmp_path, clips, ref_clip):
 
 def test_stereo_44k_audio_is_resampled_to_24k_mono(tmp_path):
     lines = [_line("./data/a.wav"), _line("data/b.wav")]
-    archive = _zip(tmp_path / "ds.zip", {
-        "train.jsonl": "\n".join(lines).encode(),
-        "data/a.wav": _wav(1.0, 44100, channels=2),
-        "data/b.wav": _wav(0.5, 16000),
-        "data/ref.wav": _wav(2.0, 48000),
-    })
+    archive = _zip(
+        tmp_path / "ds.zip",
+        {
+            "train.jsonl": "\n".join(lines).encode(),
+            "data/a.wav": _wav(1.0, 44100, channels=2),
+            "data/b.wav": _wav(0.5, 16000),
+            "data/ref.wav": _wav(2.0, 48000),
+        },
+    )
     clips = open_dataset(archive, tmp_path / "dataset").load()
     assert [len(c.audio) for c in clips] == [24000, 12000]
     assert len(clips[0].ref_audio) == 48000
@@ -105,14 +108,23 @@ def _wav_frames(frames: int, rate: int) -> bytes:
 @pytest.mark.parametrize(
     ("rate", "frames", "at_24k"),
     # 24 kHz / rate * frames, rounded half up: 12001.5 -> 12002, 12000.5 -> 12001; 44100 and 24000 have no halves
-    [(16000, 8001, 12002), (48000, 24001, 12001), (16000, 8000, 12000), (44100, 44101, 24001), (24000, 12345, 12345)],
+    [
+        (16000, 8001, 12002),
+        (48000, 24001, 12001),
+        (16000, 8000, 12000),
+        (44100, 44101, 24001),
+        (24000, 12345, 12345),
+    ],
 )
 def test_the_sample_count_read_from_the_header_is_the_decoded_length(tmp_path, rate, frames, at_24k):
-    archive = _zip(tmp_path / "ds.zip", {
-        "train.jsonl": _line("./data/a.wav").encode(),
-        "data/a.wav": _wav_frames(frames, rate),
-        "data/ref.wav": _wav(2.0),
-    })
+    archive = _zip(
+        tmp_path / "ds.zip",
+        {
+            "train.jsonl": _line("./data/a.wav").encode(),
+            "data/a.wav": _wav_frames(frames, rate),
+            "data/ref.wav": _wav(2.0),
+        },
+    )
     dataset = open_dataset(archive, tmp_path / "dataset")
     [entry] = dataset.entries
     assert len(load_audio(entry.audio)) == at_24k  # what the decoder (soxr) really gives
@@ -122,7 +134,10 @@ def test_the_sample_count_read_from_the_header_is_the_decoded_length(tmp_path, r
 
 def test_train_jsonl_line_limit_at_its_boundary(tmp_path):
     lines = "\n".join([_line("./data/a.wav")] * 3)
-    archive = _zip(tmp_path / "ds.zip", {"train.jsonl": lines.encode(), "data/a.wav": _wav(1.0), "data/ref.wav": _wav(2.0)})
+    archive = _zip(
+        tmp_path / "ds.zip",
+        {"train.jsonl": lines.encode(), "data/a.wav": _wav(1.0), "data/ref.wav": _wav(2.0)},
+    )
     assert len(open_dataset(archive, tmp_path / "ok", DatasetLimits(max_lines=3)).entries) == 3
     with pytest.raises(DatasetError) as caught:
         open_dataset(archive, tmp_path / "over", DatasetLimits(max_lines=2))
@@ -139,10 +154,14 @@ def test_train_jsonl_of_100001_lines_is_refused_before_any_line_is_read(tmp_path
 
 
 def test_a_one_character_path_is_a_file_name_and_a_drive_letter_is_absolute(tmp_path):
-    archive = _zip(tmp_path / "ds.zip", {
-        "train.jsonl": "\n".join([_line("a", ref="r"), _line("C:x.wav", ref="r")]).encode(),
-        "a": _wav(1.0), "r": _wav(2.0),
-    })
+    archive = _zip(
+        tmp_path / "ds.zip",
+        {
+            "train.jsonl": "\n".join([_line("a", ref="r"), _line("C:x.wav", ref="r")]).encode(),
+            "a": _wav(1.0),
+            "r": _wav(2.0),
+        },
+    )
     with pytest.raises(DatasetError) as caught:
         open_dataset(archive, tmp_path / "dataset")
     assert caught.value.problems == [
@@ -154,11 +173,16 @@ def test_past_200_problems_the_message_counts_the_rest(tmp_path):
     one = _zip(tmp_path / "one.zip", {"train.jsonl": b"[1]\n"})
     with pytest.raises(DatasetError) as caught:
         open_dataset(one, tmp_path / "d1")
-    assert str(caught.value) == "train.jsonl has 1 bad line(s): line 1: expected a JSON object with audio, text and ref_audio"
+    assert (
+        str(caught.value)
+        == "train.jsonl has 1 bad line(s): line 1: expected a JSON object with audio, text and ref_audio"
+    )
     many = _zip(tmp_path / "many.zip", {"train.jsonl": b"[1]\n" * 205})
     with pytest.raises(DatasetError) as caught:
         open_dataset(many, tmp_path / "d2")
-    shown = "; ".join(f"line {n}: expected a JSON object with audio, text and ref_audio" for n in range(1, 201))
+    shown = "; ".join(
+        f"line {n}: expected a JSON object with audio, text and ref_audio" for n in range(1, 201)
+    )
     assert str(caught.value) == f"train.jsonl has 205 bad line(s): {shown}; and 5 more"
     assert len(caught.value.problems) == 205
 
@@ -230,33 +254,52 @@ def test_every_bad_line_is_reported_at_once(tmp_path):
         "[1, 2]",
         _line("./data/a.wav", ref="./data/nope.wav"),
     ]
-    archive = _zip(tmp_path / "ds.zip", {
-        "train.jsonl": "\n".join(lines).encode(),
-        "data/a.wav": _wav(1.0),
-        "data/short.wav": _wav(0.1),
-        "data/ref.wav": _wav(2.0),
-    })
+    archive = _zip(
+        tmp_path / "ds.zip",
+        {
+            "train.jsonl": "\n".join(lines).encode(),
+            "data/a.wav": _wav(1.0),
+            "data/short.wav": _wav(0.1),
+            "data/ref.wav": _wav(2.0),
+        },
+    )
     with pytest.raises(DatasetError) as caught:
         open_dataset(archive, tmp_path / "dataset")
     message = str(caught.value)
     expected = {
-        2: "invalid JSON", 3: "'text' is empty", 4: "'audio' is missing", 5: "'ref_audio' is missing",
-        6: "outside the archive", 7: "absolute", 8: "lasts 0.10 s", 10: "expected a JSON object",
+        2: "invalid JSON",
+        3: "'text' is empty",
+        4: "'audio' is missing",
+        5: "'ref_audio' is missing",
+        6: "outside the archive",
+        7: "absolute",
+        8: "lasts 0.10 s",
+        10: "expected a JSON object",
         11: "'./data/nope.wav' is missing",
     }
     assert "train.jsonl has 9 bad line(s)" in message
     for number, fragment in expected.items():
-        assert any(p.startswith(f"line {number}:") and fragment in p for p in caught.value.problems), (number, message)
+        assert any(p.startswith(f"line {number}:") and fragment in p for p in caught.value.problems), (
+            number,
+            message,
+        )
     assert "line 1:" not in message and "line 9:" not in message
     assert not (tmp_path / "dataset").exists()
 
 
 def test_duration_bounds_follow_the_limits(tmp_path):
-    archive = _zip(tmp_path / "ds.zip", {
-        "train.jsonl": _line("./data/a.wav").encode(), "data/a.wav": _wav(3.0), "data/ref.wav": _wav(2.0),
-    })
+    archive = _zip(
+        tmp_path / "ds.zip",
+        {
+            "train.jsonl": _line("./data/a.wav").encode(),
+            "data/a.wav": _wav(3.0),
+            "data/ref.wav": _wav(2.0),
+        },
+    )
     assert open_dataset(archive, tmp_path / "ok")
-    with pytest.raises(DatasetError, match=r"line 1: audio './data/a.wav' lasts 3.00 s; clips must last 0.3 to 2 s"):
+    with pytest.raises(
+        DatasetError, match=r"line 1: audio './data/a.wav' lasts 3.00 s; clips must last 0.3 to 2 s"
+    ):
         open_dataset(archive, tmp_path / "bad", DatasetLimits(max_seconds=2.0))
 
 
@@ -269,8 +312,14 @@ def test_empty_manifest_and_non_utf8_manifest(tmp_path):
 
 @pytest.mark.parametrize(
     ("name", "fragment"),
-    [("..\\x.wav", "outside"), ("C:/x.wav", "absolute"), ("C:\\x.wav", "absolute"), ("\\etc\\x", "absolute"),
-     ("data/../../x.wav", "outside"), ("a\x01b", "control")],
+    [
+        ("..\\x.wav", "outside"),
+        ("C:/x.wav", "absolute"),
+        ("C:\\x.wav", "absolute"),
+        ("\\etc\\x", "absolute"),
+        ("data/../../x.wav", "outside"),
+        ("a\x01b", "control"),
+    ],
 )
 def test_unsafe_member_names(tmp_path, name, fragment):
     archive = _zip(tmp_path / "ds.zip", {"train.jsonl": b"", name: b"x"})
@@ -336,7 +385,9 @@ def test_symlink_and_duplicate_members(tmp_path):
 def test_manifest_lines_match_the_dataset_maker_layout():
     clip = Clip("Hi.", np.zeros(24000, dtype=np.float32), 24000)
     assert json.loads(manifest_lines([clip])[0]) == {
-        "audio": "./data/seg_00000001.wav", "text": "Hi.", "ref_audio": "./data/ref_audio.wav",
+        "audio": "./data/seg_00000001.wav",
+        "text": "Hi.",
+        "ref_audio": "./data/ref_audio.wav",
     }
 
 
@@ -349,7 +400,9 @@ def test_tone_clips_make_a_valid_dataset_without_espeak(tmp_path):
 
 def test_a_line_may_give_its_clip_language(tmp_path):
     lines = [
-        json.dumps({"audio": "./data/a.wav", "text": "Hallo.", "ref_audio": "./data/ref.wav", "language": "german"}),
+        json.dumps(
+            {"audio": "./data/a.wav", "text": "Hallo.", "ref_audio": "./data/ref.wav", "language": "german"}
+        ),
         _line("./data/a.wav"),
     ]
     members = {"data/a.wav": _wav(1.0), "data/ref.wav": _wav(2.0)}
@@ -358,7 +411,9 @@ def test_a_line_may_give_its_clip_language(tmp_path):
     assert [entry.language for entry in dataset.entries] == ["German", None]
     assert [clip.language for clip in dataset.load()] == ["German", None]
 
-    lines[1] = json.dumps({"audio": "./data/a.wav", "text": "Hi.", "ref_audio": "./data/ref.wav", "language": "Klingon"})
+    lines[1] = json.dumps(
+        {"audio": "./data/a.wav", "text": "Hi.", "ref_audio": "./data/ref.wav", "language": "Klingon"}
+    )
     archive = _zip(tmp_path / "bad.zip", {"train.jsonl": "\n".join(lines).encode(), **members})
     with pytest.raises(DatasetError) as caught:
         open_dataset(archive, tmp_path / "bad")

@@ -51,7 +51,9 @@ def test_default_infer_request_is_served_with_a_prompt_the_voice_trained_on(
         return batch
 
     monkeypatch.setattr(sft, "build_batch", recording_build_batch)
-    config = TrainConfig(speaker_name=SPEAKER, num_epochs=1, batch_size=1, lr=1e-3, output_dir=tmp_path / "out")
+    config = TrainConfig(
+        speaker_name=SPEAKER, num_epochs=1, batch_size=1, lr=1e-3, output_dir=tmp_path / "out"
+    )
     final = train(tiny_models.base, samples, config=config, settings=cpu_settings, on_step=lambda _: None)
     assert len(seen) == 2
 
@@ -73,8 +75,10 @@ def test_default_infer_request_is_served_with_a_prompt_the_voice_trained_on(
     with torch.no_grad():
         trained_inputs = [talker_inputs(served.tts.model, batch) for batch in seen]
     matches = [
-        index for index, inputs in enumerate(trained_inputs)
-        if inputs.shape[1] >= prefill.shape[1] and torch.allclose(inputs[:, : prefill.shape[1]], prefill, atol=1e-6)
+        index
+        for index, inputs in enumerate(trained_inputs)
+        if inputs.shape[1] >= prefill.shape[1]
+        and torch.allclose(inputs[:, : prefill.shape[1]], prefill, atol=1e-6)
     ]
     assert len(matches) == 1, "the default /infer prompt must be one of the training inputs"
     # and it is the language layout: think, think_bos, the language's tag, think_eos after the 3 role tokens

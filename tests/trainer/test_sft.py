@@ -150,9 +150,7 @@ def test_talker_loss_is_shifted_once(base_tts, samples):
     assert torch.allclose(parts.talker, manual, atol=1e-5)
     assert torch.allclose(parts.total, parts.talker + 0.3 * parts.sub_talker)
     # every frame and the final eos are targets: frames + 1 per sample
-    assert int((batch.labels != IGNORE_INDEX).sum()) == sum(
-        s.audio_codes.shape[0] + 1 for s in samples[:2]
-    )
+    assert int((batch.labels != IGNORE_INDEX).sum()) == sum(s.audio_codes.shape[0] + 1 for s in samples[:2])
 
 
 def test_loss_goes_down_over_two_epochs(trained):
@@ -258,7 +256,9 @@ def test_a_checkpoint_per_epoch_with_trainer_state_in_the_latest_only(trained):
 
 
 def test_only_the_newest_epoch_checkpoints_stay_on_disk(tiny_models, samples, cpu_settings, tmp_path):
-    run = run_training(tiny_models.base, samples[:2], cpu_settings, tmp_path / "output", num_epochs=3, keep_checkpoints=1)
+    run = run_training(
+        tiny_models.base, samples[:2], cpu_settings, tmp_path / "output", num_epochs=3, keep_checkpoints=1
+    )
     assert [path.name for _, path in list_checkpoints(run.output_dir)] == ["checkpoint-epoch-2"]
     assert run.final == run.output_dir / "checkpoint-epoch-2"
 
@@ -329,8 +329,13 @@ def test_failed_write_leaves_no_partial_folder_and_keeps_the_previous_one(base_t
     for epoch in (0, 1):  # a new epoch, and the one that exists already
         with pytest.raises(FileNotFoundError):
             export_checkpoint(
-                base_tts.model, base_dir=base, output_dir=output, epoch=epoch, speaker_name=SPEAKER,
-                speaker_slot=1000, speaker_embedding=embedding + 1,
+                base_tts.model,
+                base_dir=base,
+                output_dir=output,
+                epoch=epoch,
+                speaker_name=SPEAKER,
+                speaker_slot=1000,
+                speaker_embedding=embedding + 1,
             )
 
     assert sorted(p.name for p in output.iterdir()) == ["checkpoint-epoch-0"]
@@ -388,7 +393,9 @@ def test_purge_keeps_only_the_final_weights(trained, tmp_path):
     assert final == output / "checkpoint-epoch-1"
     assert [p.name for p in output.iterdir()] == ["checkpoint-epoch-1"]
     assert not (final / OPTIMIZER_FILE).exists()
-    assert TrainingState.read(final).epoch == 1  # a run resumed from the published model continues the numbering
+    assert (
+        TrainingState.read(final).epoch == 1
+    )  # a run resumed from the published model continues the numbering
     assert (final / "model.safetensors").read_bytes() == (trained.final / "model.safetensors").read_bytes()
     assert purge_training_state(tmp_path / "nothing-here") is None
 
@@ -423,7 +430,9 @@ def test_training_refuses_a_non_base_model(tiny_models, samples, cpu_settings, t
 
 @pytest.mark.parametrize(("count", "batch_size"), [(4, 1), (6, 2), (6, 4), (7, 3), (5, 5)])
 @pytest.mark.parametrize(("first_epoch", "last_epoch"), [(0, 1), (0, 4), (3, 5), (2, 2)])
-def test_batches_are_fixed_and_the_last_epoch_ends_with_the_first_batch(count, batch_size, first_epoch, last_epoch):
+def test_batches_are_fixed_and_the_last_epoch_ends_with_the_first_batch(
+    count, batch_size, first_epoch, last_epoch
+):
     batches = fixed_batches(count, batch_size, seed=0)
     assert sorted(i for batch in batches for i in batch) == list(range(count))
     assert all(len(batch) == batch_size for batch in batches[:-1])
@@ -441,7 +450,9 @@ def test_batches_are_fixed_and_the_last_epoch_ends_with_the_first_batch(count, b
 def test_loss_goes_down_even_at_the_default_lr(tiny_models, samples, cpu_settings, tmp_path, batch_size):
     """At lr 1e-6 one run lowers the loss far less than it differs between clips: the first and the last step
     must still compare the same clips, and every epoch the same batches."""
-    run = run_training(tiny_models.base, samples, cpu_settings, tmp_path / "out", lr=1e-6, batch_size=batch_size)
+    run = run_training(
+        tiny_models.base, samples, cpu_settings, tmp_path / "out", lr=1e-6, batch_size=batch_size
+    )
     assert run.events[-1].loss < run.events[0].loss, [e.loss for e in run.events]
     losses = epoch_losses(run.events)
     assert losses[1] < losses[0], losses

@@ -22,7 +22,13 @@ from voicefinetune.settings import Settings
 
 CLIPS = 3 * ENCODE_BATCH_SIZE
 GROUPS = 4
-RATES = (16000, 22050, 24000, 44100, 48000)  # resampled lengths must be known before decoding, to sort by them
+RATES = (
+    16000,
+    22050,
+    24000,
+    44100,
+    48000,
+)  # resampled lengths must be known before decoding, to sort by them
 
 
 def _wav(seconds: float, rate: int, seed: int) -> bytes:
@@ -36,8 +42,12 @@ def _wav(seconds: float, rate: int, seed: int) -> bytes:
 def dataset_zip(tmp_path: Path) -> Path:
     lines, members = [], {"data/ref.wav": _wav(2.0, 48000, seed=99)}
     for i in range(CLIPS):
-        members[f"data/c{i}.wav"] = _wav(0.4 + 0.37 * ((i * 7) % CLIPS) / CLIPS + i * 1e-4, RATES[i % 5], seed=i)
-        lines.append(json.dumps({"audio": f"./data/c{i}.wav", "text": f"Clip {i}.", "ref_audio": "./data/ref.wav"}))
+        members[f"data/c{i}.wav"] = _wav(
+            0.4 + 0.37 * ((i * 7) % CLIPS) / CLIPS + i * 1e-4, RATES[i % 5], seed=i
+        )
+        lines.append(
+            json.dumps({"audio": f"./data/c{i}.wav", "text": f"Clip {i}.", "ref_audio": "./data/ref.wav"})
+        )
     path = tmp_path / "ds.zip"
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("train.jsonl", "\n".join(lines))
@@ -62,7 +72,9 @@ class FakeTokenizer:
         for wave in waves:
             frames = len(wave) // 1920
             values = np.abs(wave[: frames * 1920]).reshape(frames, -1).sum(axis=1) * 1000
-            codes.append(torch.tensor(values, dtype=torch.long)[:, None].repeat(1, GROUPS) + torch.arange(GROUPS))
+            codes.append(
+                torch.tensor(values, dtype=torch.long)[:, None].repeat(1, GROUPS) + torch.arange(GROUPS)
+            )
         return SimpleNamespace(audio_codes=codes)
 
 
@@ -86,7 +98,9 @@ def tracked(monkeypatch) -> tuple[SimpleNamespace, list[weakref.ref]]:
 def _pipeline(tmp_path: Path) -> tuple[TrainingPipeline, list[dict]]:
     events: list[dict] = []
     reporter = SimpleNamespace(emit=events.append, close=lambda: None)
-    request = TrainRequest(job_id="stream", dataset="x.zip", speaker_name="Hero1", num_epochs=1, batch_size=1, lr=0.1)
+    request = TrainRequest(
+        job_id="stream", dataset="x.zip", speaker_name="Hero1", num_epochs=1, batch_size=1, lr=0.1
+    )
     return TrainingPipeline(request, Settings.from_env({"VFT_DATA_DIR": str(tmp_path)}), reporter), events
 
 

@@ -45,7 +45,9 @@ class TrainRun:
         return [e for e in self.events if e["stage"] == "training" and e["loss"] is not None]
 
     def losses(self) -> list[tuple[int, float]]:
-        return [(e["epoch"], e["loss"]) for e in self.events if e["stage"] == "training" and e["loss"] is not None]
+        return [
+            (e["epoch"], e["loss"]) for e in self.events if e["stage"] == "training" and e["loss"] is not None
+        ]
 
     def stages(self) -> list[str]:
         order: list[str] = []
@@ -63,7 +65,11 @@ def vft_command() -> list[str]:
 def run_vft_train(args: list[str], env: dict[str, str]) -> TrainRun:
     """`vft train ARGS` in a child process; every stdout line must be a JSON event."""
     process = subprocess.run(
-        [*vft_command(), "train", *args], env=env, capture_output=True, text=True, timeout=TRAIN_TIMEOUT,
+        [*vft_command(), "train", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TRAIN_TIMEOUT,
     )
     events = []
     for line in process.stdout.splitlines():
@@ -76,8 +82,19 @@ def run_vft_train(args: list[str], env: dict[str, str]) -> TrainRun:
 
 def train_args(job_id: str, dataset: str | Path, epochs: int = 1, *extra: str) -> list[str]:
     return [
-        "--job-id", job_id, "--dataset", str(dataset), "--speaker-name", SPEAKER,
-        "--num-epochs", str(epochs), "--batch-size", "2", "--lr", LR, *extra,
+        "--job-id",
+        job_id,
+        "--dataset",
+        str(dataset),
+        "--speaker-name",
+        SPEAKER,
+        "--num-epochs",
+        str(epochs),
+        "--batch-size",
+        "2",
+        "--lr",
+        LR,
+        *extra,
     ]
 
 
@@ -93,7 +110,8 @@ def job_dir(env: dict[str, str], job_id: str) -> Path:
 
 def assert_inputs_purged(folder: Path) -> None:
     leftovers = [
-        p for p in folder.rglob("*")
+        p
+        for p in folder.rglob("*")
         if p.name in TRAINING_STATE_NAMES or p.suffix in {".wav", ".zip"} or p.name == "dataset"
     ]
     assert not leftovers, leftovers
@@ -144,7 +162,9 @@ def test_published_checkpoint_is_a_custom_voice_that_speaks(trained, trainer_env
     tts = load_model(folder, settings)
     assert tts.model.tts_model_type == "custom_voice"
     assert tts.get_supported_speakers() == [SPEAKER.lower()]
-    wavs, rate = tts.generate_custom_voice(text="Hello from the new voice.", speaker=SPEAKER, language="English")
+    wavs, rate = tts.generate_custom_voice(
+        text="Hello from the new voice.", speaker=SPEAKER, language="English"
+    )
     assert rate == 24000 and len(wavs[0]) > 0
     assert np.isfinite(wavs[0]).all() and np.abs(wavs[0]).max() > 0
 
@@ -157,22 +177,33 @@ def test_no_dataset_or_optimizer_files_remain(trained, trainer_env):
 
 
 def test_resume_from_the_published_checkpoint_trains_further(trained, trainer_env):
-    run = run_vft_train(train_args("hero1-resumed", DATASET_KEY, 1, "--resume-from", f"checkpoints/{JOB_ID}"), trainer_env)
+    run = run_vft_train(
+        train_args("hero1-resumed", DATASET_KEY, 1, "--resume-from", f"checkpoints/{JOB_ID}"), trainer_env
+    )
     assert run.returncode == 0, f"{run.last}\n{run.stderr[-4000:]}"
     assert not [e for e in run.events if "warning" in e]
     assert any("resuming from" in e.get("message", "") for e in run.events)
     first_loss_before, first_loss_resumed = trained.losses()[0][1], run.losses()[0][1]
     assert first_loss_resumed < first_loss_before, (trained.losses(), run.losses())
     before, after = trained.progress(), run.progress()
-    assert after[0]["epoch"] == before[-1]["epoch"] + 1 and after[0]["global_step"] > before[-1]["global_step"]
+    assert (
+        after[0]["epoch"] == before[-1]["epoch"] + 1 and after[0]["global_step"] > before[-1]["global_step"]
+    )
     assert run.last["stage"] == "done" and run.last["s3_prefix"] == "checkpoints/hero1-resumed"
     assert_inputs_purged(job_dir(trainer_env, "hero1-resumed"))
 
 
 def test_missing_resume_checkpoint_falls_back_to_the_base_model(trainer_env, dataset_zip):
     dead_reporter = f"http://127.0.0.1:{closed_port()}/progress"  # a failing reporter must not stop training
-    args = train_args("hero1-fallback", dataset_zip, 1, "--resume-from", "checkpoints/no-such-job",
-                      "--progress-url", dead_reporter)
+    args = train_args(
+        "hero1-fallback",
+        dataset_zip,
+        1,
+        "--resume-from",
+        "checkpoints/no-such-job",
+        "--progress-url",
+        dead_reporter,
+    )
     run = run_vft_train(args, trainer_env)
     assert run.returncode == 0, f"{run.last}\n{run.stderr[-4000:]}"
     warnings = [e["warning"] for e in run.events if "warning" in e]
@@ -192,7 +223,10 @@ def test_unreachable_s3_during_upload_retries_then_fails_keeping_the_checkpoint(
     assert len(retries) == 2
     kept = Path(failed["checkpoint_path"])
     # The error names the kept checkpoint inside the data folder, without the server's absolute path.
-    assert kept.relative_to(env["VFT_DATA_DIR"]).as_posix() in failed["error"] and str(kept) not in failed["error"]
+    assert (
+        kept.relative_to(env["VFT_DATA_DIR"]).as_posix() in failed["error"]
+        and str(kept) not in failed["error"]
+    )
     assert (kept / "model.safetensors").is_file() and (kept / "config.json").is_file()
     assert_inputs_purged(job_dir(env, "hero1-offline"))
 
@@ -207,7 +241,8 @@ def test_bad_dataset_fails_fast_and_writes_nothing_outside_its_job_folder(bad_da
     for fragment in bad_dataset.fragments:
         assert fragment in run.last["error"], run.last["error"]
     assert {p for p in set(tmp_path.rglob("*")) - before if not p.is_relative_to(folder)} <= {
-        tmp_path / "data", tmp_path / "data" / "jobs"
+        tmp_path / "data",
+        tmp_path / "data" / "jobs",
     }
     assert not Path("/etc/x").exists()
     assert_inputs_purged(folder)
@@ -246,8 +281,13 @@ def test_in_process_run_resumes_from_a_local_folder_without_s3(trained, trainer_
     settings = replace(Settings.from_env(trainer_env), s3_access_key=None, s3_secret_key=None)
     events: list[dict[str, Any]] = []
     request = TrainRequest(
-        job_id="hero1-local", dataset=str(dataset_zip), speaker_name=SPEAKER, num_epochs=1, batch_size=4,
-        lr=float(LR), resume_from=trained.last["checkpoint_path"],
+        job_id="hero1-local",
+        dataset=str(dataset_zip),
+        speaker_name=SPEAKER,
+        num_epochs=1,
+        batch_size=4,
+        lr=float(LR),
+        resume_from=trained.last["checkpoint_path"],
     )
     last = run_training(request, settings=settings, reporter=ListReporter(events))
     assert last["stage"] == "done", last
@@ -257,21 +297,32 @@ def test_in_process_run_resumes_from_a_local_folder_without_s3(trained, trainer_
     assert_inputs_purged(settings.job_dir("hero1-local"))
 
 
-def test_a_job_that_cannot_fit_the_gpu_fails_at_once_saying_what_to_change(trainer_env, dataset_zip, monkeypatch):
+def test_a_job_that_cannot_fit_the_gpu_fails_at_once_saying_what_to_change(
+    trainer_env, dataset_zip, monkeypatch
+):
     """The fit check with simulated free memory (1 MiB: far below the estimate) in place of CUDA's."""
     from voicefinetune_trainer import fit, sft
 
     def check_with_one_gib_free(model, recipe, prepared, *, config, settings):
         fit.check_training_fits(
-            model, recipe, prepared, batch_size=config.batch_size,
-            gradient_accumulation_steps=config.gradient_accumulation_steps, free_bytes=2**20,
+            model,
+            recipe,
+            prepared,
+            batch_size=config.batch_size,
+            gradient_accumulation_steps=config.gradient_accumulation_steps,
+            free_bytes=2**20,
         )
 
     monkeypatch.setattr(sft, "_check_fits", check_with_one_gib_free)
     settings = replace(Settings.from_env(trainer_env), s3_access_key=None, s3_secret_key=None)
     events: list[dict[str, Any]] = []
     request = TrainRequest(
-        job_id="hero1-too-big", dataset=str(dataset_zip), speaker_name=SPEAKER, num_epochs=1, batch_size=4, lr=float(LR),
+        job_id="hero1-too-big",
+        dataset=str(dataset_zip),
+        speaker_name=SPEAKER,
+        num_epochs=1,
+        batch_size=4,
+        lr=float(LR),
     )
     last = run_training(request, settings=settings, reporter=ListReporter(events))
     assert last["stage"] == "failed" and last["failed_stage"] == "training", last
@@ -334,7 +385,9 @@ def test_failing_reporters_never_raise(progress_sink, capsys):
 
 def test_checkpoints_of_an_earlier_run_are_cleared_but_a_resume_source_among_them_is_kept(tmp_path):
     settings = Settings.from_env({"VFT_DATA_DIR": str(tmp_path)})
-    request = TrainRequest(job_id="again", dataset="x.zip", speaker_name=SPEAKER, num_epochs=1, batch_size=1, lr=0.1)
+    request = TrainRequest(
+        job_id="again", dataset="x.zip", speaker_name=SPEAKER, num_epochs=1, batch_size=1, lr=0.1
+    )
     pipeline = TrainingPipeline(request, settings, ListReporter([]))
     for epoch in (1, 9):
         (pipeline.output_dir / f"checkpoint-epoch-{epoch}").mkdir(parents=True)

@@ -56,7 +56,9 @@ def test_a_stream_longer_than_its_cap_stops_before_writing_past_it(extra):
         return
     with pytest.raises(UnsafeArchive) as caught:
         _copy_capped(source, target, cap, "a.wav")
-    assert str(caught.value) == "zip member 'a.wav' expands beyond its declared size or the size limit: zip bomb"
+    assert (
+        str(caught.value) == "zip member 'a.wav' expands beyond its declared size or the size limit: zip bomb"
+    )
     assert len(target.getvalue()) <= cap
 
 
@@ -109,7 +111,10 @@ def test_many_small_dense_members_are_refused_as_a_whole(tmp_path):
     assert size == MIB and size > 200 * compressed
     with pytest.raises(UnsafeArchive) as caught:
         inspect_zip(refused)
-    assert str(caught.value) == f"the zip expands {size / compressed:.0f}x; the limit is 200x: this looks like a zip bomb"
+    assert (
+        str(caught.value)
+        == f"the zip expands {size / compressed:.0f}x; the limit is 200x: this looks like a zip bomb"
+    )
     under = _zip(tmp_path / "under.zip", {"data/0.wav": bytes(MIB // 2), "data/1.wav": bytes(MIB // 2 - 1)})
     assert len(inspect_zip(under)) == 2
     with pytest.raises(UnsafeArchive):
@@ -171,9 +176,15 @@ def _as_zip64(path: Path, *, count_marker: bool, size_marker: bool) -> tuple[int
     )
     locator = struct.pack("<4sIQI", b"PK\x06\x07", 0, end, 1)
     classic = struct.pack(
-        "<4s4HIIH", b"PK\x05\x06", 0, 0,
-        0xFFFF if count_marker else count, 0xFFFF if count_marker else count,
-        0xFFFFFFFF if size_marker else directory_bytes, directory_offset, 0,
+        "<4s4HIIH",
+        b"PK\x05\x06",
+        0,
+        0,
+        0xFFFF if count_marker else count,
+        0xFFFF if count_marker else count,
+        0xFFFFFFFF if size_marker else directory_bytes,
+        directory_offset,
+        0,
     )
     path.write_bytes(data[:end] + record + locator + classic)
     return count, directory_bytes
@@ -229,7 +240,9 @@ def test_not_a_zip_is_refused_with_the_fix(tmp_path):
     path = tmp_path / "ds.zip"
     path.write_bytes(b"PK\x05\x06 too short")
     assert directory_totals(path) is None
-    with pytest.raises(UnsafeArchive, match=r"^the dataset is not a readable zip file \(.*\): upload a \.zip archive$"):
+    with pytest.raises(
+        UnsafeArchive, match=r"^the dataset is not a readable zip file \(.*\): upload a \.zip archive$"
+    ):
         inspect_zip(path)
 
 
@@ -239,8 +252,10 @@ def test_not_a_zip_is_refused_with_the_fix(tmp_path):
 def test_a_space_is_a_name_character_and_a_lone_dot_is_no_name(tmp_path):
     spaced = _zip(tmp_path / "spaced.zip", {"data/my clip.wav": b"x", "./data//b.wav": b"y"})
     assert [str(p) for p in inspect_zip(spaced)] == ["data/my clip.wav", "data/b.wav"]
-    for name, message in [(".", "zip member '.' has an empty name"),
-                          ("a\x1fb", "zip member 'a\\x1fb' has control characters in its name: rename it")]:
+    for name, message in [
+        (".", "zip member '.' has an empty name"),
+        ("a\x1fb", "zip member 'a\\x1fb' has control characters in its name: rename it"),
+    ]:
         with pytest.raises(UnsafeArchive) as caught:
             inspect_zip(_zip(tmp_path / "bad.zip", {name: b"x"}))
         assert str(caught.value) == message
@@ -273,7 +288,9 @@ def test_the_record_is_found_at_the_very_start_of_an_empty_zip_and_at_the_end_of
     empty = _zip(tmp_path / "empty.zip", {})
     assert empty.stat().st_size == 22 and directory_totals(empty) == (0, 0)
     decoy = struct.pack("<4s4HIIH", b"PK\x05\x06", 0, 0, 60_000, 60_000, 30_000_000, 0, 0)
-    path = _zip(tmp_path / "decoy.zip", {"data/a.wav": decoy + os.urandom(64)}, compression=zipfile.ZIP_STORED)
+    path = _zip(
+        tmp_path / "decoy.zip", {"data/a.wav": decoy + os.urandom(64)}, compression=zipfile.ZIP_STORED
+    )
     count, directory_bytes = _sizes_of_directory(path)
     assert directory_totals(path) == (count, directory_bytes) == (1, 46 + len("data/a.wav"))
     assert [str(p) for p in inspect_zip(path)] == ["data/a.wav"]

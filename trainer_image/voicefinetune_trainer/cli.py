@@ -50,18 +50,27 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vft train",
         description="Fine-tune a Qwen3-TTS voice from a dataset zip; progress as JSON lines on stdout.",
     )
-    parser.add_argument("--job-id", required=True, help="job id: names the job folder and checkpoints/{job_id} on S3")
-    parser.add_argument("--dataset", required=True, help="S3 key (or s3://bucket/key) or local path of the dataset zip")
-    parser.add_argument("--speaker-name", required=True, help="name of the new voice (no '_' followed by a digit)")
+    parser.add_argument(
+        "--job-id", required=True, help="job id: names the job folder and checkpoints/{job_id} on S3"
+    )
+    parser.add_argument(
+        "--dataset", required=True, help="S3 key (or s3://bucket/key) or local path of the dataset zip"
+    )
+    parser.add_argument(
+        "--speaker-name", required=True, help="name of the new voice (no '_' followed by a digit)"
+    )
     parser.add_argument("--num-epochs", type=int, default=DEFAULT_NUM_EPOCHS)
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--lr", type=float, default=DEFAULT_LR)
     parser.add_argument(
-        "--gradient-accumulation-steps", type=int, default=DEFAULT_GRADIENT_ACCUMULATION_STEPS,
+        "--gradient-accumulation-steps",
+        type=int,
+        default=DEFAULT_GRADIENT_ACCUMULATION_STEPS,
         help="batches whose gradients add up to one optimizer step (effective batch: batch size × this)",
     )
     parser.add_argument(
-        "--language", default=DEFAULT_LANGUAGE,
+        "--language",
+        default=DEFAULT_LANGUAGE,
         help="language of the dataset's speech (a train.jsonl line's own 'language' wins); Auto: auto layout only",
     )
     parser.add_argument("--resume-from", help="checkpoint to continue from: local folder or S3 prefix")

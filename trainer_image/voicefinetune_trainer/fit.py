@@ -47,12 +47,16 @@ class PeakEstimate:
         return self.parameters + self.optimizer + max(self.activations, self.gradients + self.temporaries)
 
     def describe(self) -> str:
-        parts = ", ".join(f"{name} {getattr(self, name) / GIB:.1f}" for name in (
-            "parameters", "gradients", "optimizer", "activations", "temporaries"))
+        parts = ", ".join(
+            f"{name} {getattr(self, name) / GIB:.1f}"
+            for name in ("parameters", "gradients", "optimizer", "activations", "temporaries")
+        )
         return f"{self.total / GIB:.1f} GiB ({parts})"
 
 
-def _decoder_activations(positions: int, config: Any, layers: int, dtype_bytes: int, checkpointed: bool) -> int:
+def _decoder_activations(
+    positions: int, config: Any, layers: int, dtype_bytes: int, checkpointed: bool
+) -> int:
     hidden, intermediate = config.hidden_size, config.intermediate_size
     full_layer = positions * (PER_LAYER_HIDDEN * hidden + PER_LAYER_INTERMEDIATE * intermediate) * dtype_bytes
     if checkpointed:
@@ -75,7 +79,9 @@ def estimate_peak(
         if not frozen:
             trained += parameter.numel()
             largest = max(largest, parameter.numel())
-    if recipe.state_dtype is None:  # torch AdamW: fp32 moments, and foreach's temporary the size of one of them
+    if (
+        recipe.state_dtype is None
+    ):  # torch AdamW: fp32 moments, and foreach's temporary the size of one of them
         optimizer, temporaries = trained * 8, trained * 4
     else:  # moments, the int16 weight extension for bf16 weights, and the step's fp32 working copies of one tensor
         extension = 2 if weights_bytes == 2 else 0
@@ -86,20 +92,37 @@ def estimate_peak(
     talker = model.config.talker_config
     predictor = talker.code_predictor_config
     activations = _decoder_activations(
-        batch_size * positions, talker, talker.num_hidden_layers, compute_bytes, recipe.checkpointing(device_type)
+        batch_size * positions,
+        talker,
+        talker.num_hidden_layers,
+        compute_bytes,
+        recipe.checkpointing(device_type),
     ) + _decoder_activations(
-        batch_size * frames * talker.num_code_groups, predictor, predictor.num_hidden_layers, compute_bytes,
+        batch_size * frames * talker.num_code_groups,
+        predictor,
+        predictor.num_hidden_layers,
+        compute_bytes,
         recipe.checkpointing(device_type),
     )
     # logits in fp32 for the losses, and their gradients
-    activations += 3 * 4 * batch_size * (positions * talker.vocab_size + frames * talker.num_code_groups * predictor.vocab_size)
+    activations += (
+        3
+        * 4
+        * batch_size
+        * (positions * talker.vocab_size + frames * talker.num_code_groups * predictor.vocab_size)
+    )
     if autocast is not None:  # the cast weights that backward keeps
         activations += trained * autocast.itemsize
     return PeakEstimate(total * weights_bytes, trained * weights_bytes, optimizer, activations, temporaries)
 
 
 def check_fit(
-    estimate: PeakEstimate, *, free_bytes: int, batch_size: int, gradient_accumulation_steps: int, recipe: Recipe
+    estimate: PeakEstimate,
+    *,
+    free_bytes: int,
+    batch_size: int,
+    gradient_accumulation_steps: int,
+    recipe: Recipe,
 ) -> None:
     """Raise WontFit when the estimated peak (with a margin) exceeds `free_bytes`; the message says what to do."""
     if estimate.total * MARGIN <= free_bytes:
@@ -113,8 +136,11 @@ def check_fit(
         )
     if recipe.name != "compact":
         advice.append("use the compact recipe (VFT_TRAIN_RECIPE=compact)")
-    advice += ["shorten the longest clips", "use a GPU with more free memory",
-               "or set VFT_TRAIN_FIT_CHECK=0 to try anyway"]
+    advice += [
+        "shorten the longest clips",
+        "use a GPU with more free memory",
+        "or set VFT_TRAIN_FIT_CHECK=0 to try anyway",
+    ]
     raise WontFit(
         f"training will not fit in GPU memory: estimated peak {estimate.describe()} with a {MARGIN:.2f}× margin, "
         f"but only {free_bytes / GIB:.1f} GiB is free; " + "; ".join(advice)

@@ -58,7 +58,9 @@ def _scatter(targets: list[torch.Tensor], values: torch.Tensor) -> None:
         targets[0].copy_(values)
         return
     pieces = values.split([target.numel() for target in targets])
-    torch._foreach_copy_(targets, [piece.view_as(target) for piece, target in zip(pieces, targets, strict=True)])
+    torch._foreach_copy_(
+        targets, [piece.view_as(target) for piece, target in zip(pieces, targets, strict=True)]
+    )
 
 
 def _store_moment(targets: list[torch.Tensor], value: torch.Tensor) -> None:
@@ -133,7 +135,9 @@ class CompactAdamW(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> None:  # noqa: ARG002 - the Optimizer signature
-        stepped = [param for group in self.param_groups for param in group["params"] if param.grad is not None]
+        stepped = [
+            param for group in self.param_groups for param in group["params"] if param.grad is not None
+        ]
         if not stepped:
             return
         budget = self.chunk_elements or max(param.numel() for param in stepped)

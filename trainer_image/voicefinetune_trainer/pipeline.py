@@ -54,7 +54,9 @@ class JobInterrupted(JobFailed):
 
 def check_request(request: TrainRequest) -> None:
     if not JOB_ID_PATTERN.fullmatch(request.job_id) or ".." in request.job_id:
-        raise InvalidInput(f"--job-id {request.job_id!r} must be letters, digits, '.', '_' or '-' (128 at most)")
+        raise InvalidInput(
+            f"--job-id {request.job_id!r} must be letters, digits, '.', '_' or '-' (128 at most)"
+        )
     try:
         check_speaker_name(request.speaker_name)
     except InvalidInput as exc:
@@ -79,7 +81,11 @@ def check_request(request: TrainRequest) -> None:
 
 class TrainingPipeline:
     def __init__(
-        self, request: TrainRequest, settings: Settings, reporter: Reporter, storage: Storage | None = None,
+        self,
+        request: TrainRequest,
+        settings: Settings,
+        reporter: Reporter,
+        storage: Storage | None = None,
         limits: DatasetLimits | None = None,
     ):
         self.request = request
@@ -105,8 +111,13 @@ class TrainingPipeline:
             s3_prefix = self.upload(checkpoint)
             shutil.rmtree(self.resume_dir, ignore_errors=True)  # kept on failure: a rerun may resume from it
             return self.progress.enter(
-                STAGE_DONE, checkpoint_path=str(checkpoint), s3_prefix=s3_prefix, timings=self.progress.timings,
-                message="checkpoint published" if s3_prefix else "checkpoint kept locally (S3 not configured)",
+                STAGE_DONE,
+                checkpoint_path=str(checkpoint),
+                s3_prefix=s3_prefix,
+                timings=self.progress.timings,
+                message="checkpoint published"
+                if s3_prefix
+                else "checkpoint kept locally (S3 not configured)",
             )
         except (InvalidInput, JobFailed, StorageError, UnsafeKey, DiskFull) as exc:
             return self._failed(str(exc), checkpoint)
@@ -120,7 +131,10 @@ class TrainingPipeline:
 
     def _failed(self, error: str, checkpoint: Path | None) -> Event:
         return self.progress.enter(
-            STAGE_FAILED, error=error, failed_stage=self.progress.stage, timings=self.progress.timings,
+            STAGE_FAILED,
+            error=error,
+            failed_stage=self.progress.stage,
+            timings=self.progress.timings,
             checkpoint_path=str(checkpoint) if checkpoint and checkpoint.exists() else None,
         )
 
@@ -135,7 +149,9 @@ class TrainingPipeline:
         with it (the same loaded model then trains)."""
         self.progress.enter(STAGE_PREPARING, message=f"fetching dataset {self.request.dataset}")
         dataset = open_dataset(self.fetch_dataset(), self.dataset_dir / "files", self.limits)
-        self.progress.event(message=f"dataset checked: {len(dataset.entries)} clips, {dataset.total_seconds:.1f} s of audio")
+        self.progress.event(
+            message=f"dataset checked: {len(dataset.entries)} clips, {dataset.total_seconds:.1f} s of audio"
+        )
         base_model = self.request.base_model or self._default_base_model()
         resume_from = self.find_resume_checkpoint(base_model)
         model = self.load_base_model(base_model)
@@ -174,7 +190,9 @@ class TrainingPipeline:
         if value.startswith("s3://"):
             bucket, _, key = value[len("s3://") :].partition("/")
             if bucket != self.storage.bucket:
-                raise JobFailed(f"{value} is in bucket {bucket!r}; this trainer reads bucket {self.storage.bucket!r}")
+                raise JobFailed(
+                    f"{value} is in bucket {bucket!r}; this trainer reads bucket {self.storage.bucket!r}"
+                )
             value = key
         try:
             return build_key(value.strip("/"))
@@ -328,10 +346,15 @@ def latest_checkpoint(folder: Path) -> Path:
     """``folder`` itself when it is a checkpoint, else its highest ``checkpoint-epoch-N``."""
     if (folder / CHECKPOINT_CONFIG).is_file():
         return folder
-    epochs = [
-        (int(match.group(1)), child)
-        for child in folder.iterdir() if child.is_dir() and (match := EPOCH_FOLDER.fullmatch(child.name))
-    ] if folder.is_dir() else []
+    epochs = (
+        [
+            (int(match.group(1)), child)
+            for child in folder.iterdir()
+            if child.is_dir() and (match := EPOCH_FOLDER.fullmatch(child.name))
+        ]
+        if folder.is_dir()
+        else []
+    )
     for _, child in sorted(epochs, reverse=True):
         if (child / CHECKPOINT_CONFIG).is_file():
             return child

@@ -16,7 +16,9 @@ SHOWN_TEXTS = ("error", "warning", "message")
 class Progress:
     """The job's current counters; every event it emits carries all six progress fields and the time."""
 
-    def __init__(self, reporter: Reporter, job_id: str, total_epochs: int, public: Callable[[str], str] = str):
+    def __init__(
+        self, reporter: Reporter, job_id: str, total_epochs: int, public: Callable[[str], str] = str
+    ):
         self.reporter = reporter
         self.public = public  # makes the texts of SHOWN_TEXTS fit to show a client
         self.job_id = job_id
@@ -40,10 +42,13 @@ class Progress:
             "job_id": self.job_id,
             "time": round(time.time(), 3),
         }
-        event.update({
-            key: self.public(value) if key in SHOWN_TEXTS and isinstance(value, str) else value
-            for key, value in extra.items() if value is not None
-        })
+        event.update(
+            {
+                key: self.public(value) if key in SHOWN_TEXTS and isinstance(value, str) else value
+                for key, value in extra.items()
+                if value is not None
+            }
+        )
         self.reporter.emit(event)
         return event
 

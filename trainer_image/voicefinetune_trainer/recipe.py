@@ -45,11 +45,17 @@ class Recipe:
 
 RECIPES: dict[str, Recipe] = {
     "compact": Recipe(
-        "compact", freeze_text_embedding=True, bf16_weights_on_cuda=True, state_dtype=torch.bfloat16,
+        "compact",
+        freeze_text_embedding=True,
+        bf16_weights_on_cuda=True,
+        state_dtype=torch.bfloat16,
         gradient_checkpointing=True,
     ),
     "seed": Recipe(
-        "seed", freeze_text_embedding=False, bf16_weights_on_cuda=False, state_dtype=None,
+        "seed",
+        freeze_text_embedding=False,
+        bf16_weights_on_cuda=False,
+        state_dtype=None,
         gradient_checkpointing=False,
     ),
 }
@@ -59,4 +65,6 @@ def get_recipe(name: str) -> Recipe:
     try:
         return RECIPES[name]
     except KeyError:
-        raise ValueError(f"unknown training recipe {name!r} (VFT_TRAIN_RECIPE): use one of {sorted(RECIPES)}") from None
+        raise ValueError(
+            f"unknown training recipe {name!r} (VFT_TRAIN_RECIPE): use one of {sorted(RECIPES)}"
+        ) from None

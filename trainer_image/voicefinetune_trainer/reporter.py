@@ -46,7 +46,11 @@ class HttpReporter:
     """POSTs events as JSON to ``url`` (bearer ``token`` when given) from a background thread."""
 
     def __init__(
-        self, url: str, token: str | None = None, min_interval: float = 1.0, timeout: float = 5.0,
+        self,
+        url: str,
+        token: str | None = None,
+        min_interval: float = 1.0,
+        timeout: float = 5.0,
         close_timeout: float = 10.0,
     ):
         self.url = url
@@ -68,7 +72,11 @@ class HttpReporter:
     def emit(self, event: Event) -> None:
         with self._wake:
             # A newer training event replaces a queued one: only the latest counters matter.
-            if self._queue and event.get("stage") == STAGE_TRAINING and self._queue[-1].get("stage") == STAGE_TRAINING:
+            if (
+                self._queue
+                and event.get("stage") == STAGE_TRAINING
+                and self._queue[-1].get("stage") == STAGE_TRAINING
+            ):
                 self._queue[-1] = event
             else:
                 self._queue.append(event)
@@ -80,7 +88,11 @@ class HttpReporter:
             self._wake.notify()
         self._thread.join(self.close_timeout)
         if self._thread.is_alive():
-            log.warning("progress endpoint %s: gave up sending the last events after %.0f s", self.url, self.close_timeout)
+            log.warning(
+                "progress endpoint %s: gave up sending the last events after %.0f s",
+                self.url,
+                self.close_timeout,
+            )
 
     def _next(self) -> Event | None:
         with self._wake:
@@ -89,7 +101,12 @@ class HttpReporter:
                     head = self._queue[0]
                     wait = self._last_training_post + self.min_interval - time.monotonic()
                     # Throttle only training events that more events would supersede; the last one always goes.
-                    if head.get("stage") == STAGE_TRAINING and wait > 0 and not self._closing and len(self._queue) == 1:
+                    if (
+                        head.get("stage") == STAGE_TRAINING
+                        and wait > 0
+                        and not self._closing
+                        and len(self._queue) == 1
+                    ):
                         self._wake.wait(wait)
                         continue
                     return self._queue.popleft()

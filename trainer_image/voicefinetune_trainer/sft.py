@@ -132,7 +132,9 @@ def load_base_model(model_path: str | Path, settings: Settings, recipe: str | No
     tts = load_model(model_path, settings, replace(runtime, dtype_name=str(dtype).removeprefix("torch.")))
     model = tts.model
     if model.tts_model_type != "base" or model.speaker_encoder is None:
-        raise ValueError(f"{model_path} is a {model.tts_model_type} model; fine-tuning starts from a Base model")
+        raise ValueError(
+            f"{model_path} is a {model.tts_model_type} model; fine-tuning starts from a Base model"
+        )
     return tts
 
 
@@ -190,12 +192,18 @@ def train(
     model.talker.train()
     latest: Path | None = None
     batches = fixed_batches(len(prepared), config.batch_size, config.seed)
-    built = [build_batch([prepared[i] for i in batch], model.config) for batch in batches]  # the same every epoch
+    built = [
+        build_batch([prepared[i] for i in batch], model.config) for batch in batches
+    ]  # the same every epoch
     accumulate = config.gradient_accumulation_steps
     try:
         for epoch in range(first_epoch, total_epochs):
             order = batch_order(
-                len(batches), seed=config.seed, epoch=epoch, first_epoch=first_epoch, last_epoch=total_epochs - 1
+                len(batches),
+                seed=config.seed,
+                epoch=epoch,
+                first_epoch=first_epoch,
+                last_epoch=total_epochs - 1,
             )
             for step, start in enumerate(range(0, len(order), accumulate)):
                 group = [built[index].to(model.device) for index in order[start : start + accumulate]]
@@ -244,7 +252,11 @@ def _load_optimizer_state(optimizer: torch.optim.Optimizer, path: Path, config: 
     try:
         optimizer.load_state_dict(saved)
     except (ValueError, KeyError) as exc:
-        log.warning("optimizer state in %s does not fit this run's recipe (%s); starting with fresh moments", path, exc)
+        log.warning(
+            "optimizer state in %s does not fit this run's recipe (%s); starting with fresh moments",
+            path,
+            exc,
+        )
         optimizer.state.clear()
         return
     for group in optimizer.param_groups:  # this run's hyper-parameters win
@@ -263,7 +275,9 @@ def _release_encoders(model: Any) -> None:
     torch.cuda.empty_cache()
 
 
-def _check_fits(model: Any, recipe: Recipe, prepared: list[Any], *, config: TrainConfig, settings: Settings) -> None:
+def _check_fits(
+    model: Any, recipe: Recipe, prepared: list[Any], *, config: TrainConfig, settings: Settings
+) -> None:
     """On CUDA (unless VFT_TRAIN_FIT_CHECK=0): refuse at once a run whose estimated peak exceeds the free memory."""
     if model.device.type != "cuda" or not settings.train_fit_check:
         return

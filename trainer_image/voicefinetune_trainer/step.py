@@ -47,7 +47,9 @@ def train_step(
     totals = []
     for one in batches:
         with torch.autocast(
-            device_type=device_type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None
+            device_type=device_type,
+            dtype=autocast_dtype or torch.bfloat16,
+            enabled=autocast_dtype is not None,
         ):
             parts = sft_loss(model, one)
         (parts.total / len(batches)).backward()
@@ -56,7 +58,9 @@ def train_step(
     optimizer.step()
     if len(totals) == 1:
         return totals[0]
-    return LossParts(*(torch.stack([getattr(t, k) for t in totals]).mean() for k in ("total", "talker", "sub_talker")))
+    return LossParts(
+        *(torch.stack([getattr(t, k) for t in totals]).mean() for k in ("total", "talker", "sub_talker"))
+    )
 
 
 def make_optimizer(

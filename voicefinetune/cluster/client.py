@@ -64,7 +64,9 @@ def event_path(namespace: str) -> str:
     return _path("/api/v1", namespace, "events")
 
 
-def _path(prefix: str, namespace: str, plural: str, name: str | None = None, subresource: str | None = None) -> str:
+def _path(
+    prefix: str, namespace: str, plural: str, name: str | None = None, subresource: str | None = None
+) -> str:
     path = f"{prefix}/namespaces/{namespace}/{plural}"
     if name:
         path += f"/{name}"
@@ -123,7 +125,11 @@ class KubeClient:
 
     async def delete(self, path: str, propagation: str | None = None) -> bool:
         """False when there was nothing to delete."""
-        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation} if propagation else None
+        body = (
+            {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation}
+            if propagation
+            else None
+        )
         try:
             await self._request("DELETE", path, body=body)
         except KubeError as exc:

@@ -40,7 +40,9 @@ def spec_values(spec: dict[str, Any]) -> dict[str, Any]:
     return {snake: spec[camel] for camel, snake in SPEC_FIELDS.items() if spec.get(camel) is not None}
 
 
-def trains_with_flash_attention(resource: dict[str, Any], *, use_flash_attn: bool, device: str, tiny: bool) -> bool:
+def trains_with_flash_attention(
+    resource: dict[str, Any], *, use_flash_attn: bool, device: str, tiny: bool
+) -> bool:
     """Whether the resource's training pod uses flash attention: what its trainer reported
     (``status.flashAttention``) once known, else the prediction: USE_FLASH_ATTN on, a GPU device, a pod with a
     GPU (``spec.gpus`` 0 trains on the CPU) and real models (the trainer image carries flash-attn)."""

@@ -67,12 +67,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output-dir", type=Path, default=Path("demo-output"), help="where the WAVs go")
     parser.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs (default 3)")
     parser.add_argument(
-        "--models-dir", type=Path, default=None,
+        "--models-dir",
+        type=Path,
+        default=None,
         help="tiny models cache (default $XDG_CACHE_HOME/voicefinetune/tiny-models)",
     )
     parser.add_argument("--port", type=int, default=0, help="API port (default: a free one)")
     parser.add_argument(
-        "--api-key", default=os.environ.get("VFT_API_KEY") or None,
+        "--api-key",
+        default=os.environ.get("VFT_API_KEY") or None,
         help="run `vft serve` with this VFT_API_KEY and send it with every call (default: $VFT_API_KEY, else none)",
     )
     return parser.parse_args(argv)
@@ -129,9 +132,21 @@ def api_server(env: dict[str, str], port: int, log_path: Path):
     url = f"http://127.0.0.1:{port}"
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "voicefinetune.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-             "--log-level", "warning"],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "voicefinetune.cli",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     try:
         deadline = time.monotonic() + SERVER_START_SECONDS
@@ -144,7 +159,9 @@ def api_server(env: dict[str, str], port: int, log_path: Path):
             except requests.RequestException:
                 pass
             if time.monotonic() > deadline:
-                raise DemoFailed(f"`vft serve` did not answer within {SERVER_START_SECONDS:.0f}s; see {log_path}")
+                raise DemoFailed(
+                    f"`vft serve` did not answer within {SERVER_START_SECONDS:.0f}s; see {log_path}"
+                )
             time.sleep(0.25)
         yield url
     finally:
@@ -163,7 +180,11 @@ def api_server(env: dict[str, str], port: int, log_path: Path):
 def check(response: requests.Response, what: str) -> Any:
     if not response.ok:
         raise DemoFailed(f"{what} failed: HTTP {response.status_code}: {response.text[:500]}")
-    return response.json() if response.headers.get("content-type", "").startswith("application/json") else response
+    return (
+        response.json()
+        if response.headers.get("content-type", "").startswith("application/json")
+        else response
+    )
 
 
 def save_wav(data: bytes, path: Path) -> float:
@@ -180,20 +201,42 @@ def voice_design(api: str, out: Path, saved: list[tuple[Path, float]]) -> list[A
     from .sample_data import Clip
 
     step("0. Voice design", "a reference voice from a description, uploaded to S3")
-    body = check(API.post(f"{api}/voice-design", json={
-        "text": DATASET_SENTENCES[0], "instruct": DEMO_INSTRUCT, "s3_filename": "ref_voice.wav", "upload_to_s3": True,
-    }, timeout=120), "voice design")
+    body = check(
+        API.post(
+            f"{api}/voice-design",
+            json={
+                "text": DATASET_SENTENCES[0],
+                "instruct": DEMO_INSTRUCT,
+                "s3_filename": "ref_voice.wav",
+                "upload_to_s3": True,
+            },
+            timeout=120,
+        ),
+        "voice design",
+    )
     console.print(f"   Voice design: {body['s3_url']}")
     clips = []
     for _attempt in range(MAX_DESIGN_ATTEMPTS):
         if len(clips) == len(DATASET_SENTENCES):
             break
         text = DATASET_SENTENCES[len(clips)]
-        wav = check(API.post(f"{api}/voice-design", json={
-            "text": text, "instruct": DEMO_INSTRUCT, "language": "English", "upload_to_s3": False,
-        }, timeout=120), "voice design").content
+        wav = check(
+            API.post(
+                f"{api}/voice-design",
+                json={
+                    "text": text,
+                    "instruct": DEMO_INSTRUCT,
+                    "language": "English",
+                    "upload_to_s3": False,
+                },
+                timeout=120,
+            ),
+            "voice design",
+        ).content
         waveform, rate = soundfile.read(io.BytesIO(wav), dtype="float32")
-        if len(waveform) < MIN_CLIP_SECONDS * rate:  # a random tiny model sometimes stops at once: sample again
+        if (
+            len(waveform) < MIN_CLIP_SECONDS * rate
+        ):  # a random tiny model sometimes stops at once: sample again
             continue
         path = out / "voice_design" / f"clip_{len(clips) + 1:02d}.wav"
         saved.append((path, save_wav(wav, path)))
@@ -216,8 +259,15 @@ def build_dataset(clips: list[Any], folder: Path) -> Path:
 def finetune(api: str, dataset: Path, epochs: int) -> str:
     step("1b. Fine-tune", "POST /finetune with the zip as a multipart upload")
     with open(dataset, "rb") as handle:
-        body = check(API.post(f"{api}/finetune", files={"dataset": handle},
-                                   data={"speaker_name": DEMO_SPEAKER, "num_epochs": epochs}, timeout=120), "finetune")
+        body = check(
+            API.post(
+                f"{api}/finetune",
+                files={"dataset": handle},
+                data={"speaker_name": DEMO_SPEAKER, "num_epochs": epochs},
+                timeout=120,
+            ),
+            "finetune",
+        )
     console.print(f"   job {body['job_id']}: {body['status']}, config {body['config']}")
     return body["job_id"]
 
@@ -225,8 +275,12 @@ def finetune(api: str, dataset: Path, epochs: int) -> str:
 def wait_for_training(api: str, job_id: str) -> dict:
     step("2. Training", f"polling GET /jobs/{job_id}")
     deadline = time.monotonic() + TRAINING_TIMEOUT_SECONDS
-    columns = (TextColumn("   {task.description}"), BarColumn(), TextColumn("{task.fields[detail]}"),
-               TimeElapsedColumn())
+    columns = (
+        TextColumn("   {task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task("queued", total=None, detail="")
         while True:
@@ -236,7 +290,9 @@ def wait_for_training(api: str, job_id: str) -> dict:
             stage = progress.get("stage") or job["status"]
             done_epochs = progress.get("epoch", 0) + (1 if stage in ("uploading", "done") else 0)
             loss = progress.get("loss")
-            detail = f"epoch {progress.get('epoch', 0) + 1}/{total}" if total and stage == "training" else stage
+            detail = (
+                f"epoch {progress.get('epoch', 0) + 1}/{total}" if total and stage == "training" else stage
+            )
             if loss is not None:
                 detail += f"  loss {loss:.3f}"
             if job["status"] in ("loading", "ready"):
@@ -253,8 +309,14 @@ def wait_for_training(api: str, job_id: str) -> dict:
 
 def synthesize(api: str, job_id: str, out: Path, saved: list[tuple[Path, float]]) -> None:
     step("3. Batch synthesis", f"POST /infer/{job_id}/batch → S3, then the presigned URLs fetched")
-    items = check(API.post(f"{api}/infer/{job_id}/batch", json={"items": list(BATCH_ITEMS), "language": "English"},
-                                timeout=300), "batch synthesis")
+    items = check(
+        API.post(
+            f"{api}/infer/{job_id}/batch",
+            json={"items": list(BATCH_ITEMS), "language": "English"},
+            timeout=300,
+        ),
+        "batch synthesis",
+    )
     for item in items:
         if "presigned_url" not in item:
             raise DemoFailed(f"batch item failed: {item}")
@@ -329,8 +391,10 @@ def main(argv: list[str] | None = None) -> int:
     except (DemoFailed, requests.RequestException) as exc:
         console.print(f"\n[bold red]demo failed:[/] {exc}")
         return 1
-    console.print(f"\n[bold green]Done in {time.monotonic() - started:.0f}s.[/] "
-                  f"{len(saved)} WAVs ({SAMPLE_RATE} Hz) in [bold]{args.output_dir.resolve()}[/]:")
+    console.print(
+        f"\n[bold green]Done in {time.monotonic() - started:.0f}s.[/] "
+        f"{len(saved)} WAVs ({SAMPLE_RATE} Hz) in [bold]{args.output_dir.resolve()}[/]:"
+    )
     for path, seconds in saved:
         console.print(f"   {path.relative_to(args.output_dir.resolve())}  {seconds:.2f}s")
     return 0

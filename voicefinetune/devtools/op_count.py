@@ -19,7 +19,9 @@ class OpCounter(TorchDispatchMode):
         self.computing = 0
         self.views = 0
 
-    def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+    def __torch_dispatch__(
+        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
+    ) -> Any:
         self.by_name[str(func)] += 1
         if func.namespace == "aten":
             if func.is_view:

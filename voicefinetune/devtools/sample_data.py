@@ -63,7 +63,9 @@ def _espeak(text: str, voice: str, speed: int, pitch: int) -> Clip:
         out = Path(folder) / "clip.wav"
         subprocess.run(
             ["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", str(out), text],
-            check=True, capture_output=True, timeout=30,
+            check=True,
+            capture_output=True,
+            timeout=30,
         )
         data, rate = soundfile.read(str(out), dtype="float32", always_2d=True)
     return Clip(text, np.ascontiguousarray(data.mean(axis=1)), rate)
@@ -166,9 +168,13 @@ def write_bad_dataset_zip(kind: str, path: Path, *, clips: list[Clip], ref: Clip
     lines = manifest_lines(clips)
     members: dict[str, bytes | tuple[zipfile.ZipInfo, bytes]] = {}
     if kind == "missing-wav":
-        lines[1] = json.dumps({"audio": "./data/nope.wav", "text": "Gone.", "ref_audio": "./data/ref_audio.wav"})
+        lines[1] = json.dumps(
+            {"audio": "./data/nope.wav", "text": "Gone.", "ref_audio": "./data/ref_audio.wav"}
+        )
     elif kind == "empty-text":
-        lines[1] = json.dumps({"audio": "./data/seg_00000002.wav", "text": "", "ref_audio": "./data/ref_audio.wav"})
+        lines[1] = json.dumps(
+            {"audio": "./data/seg_00000002.wav", "text": "", "ref_audio": "./data/ref_audio.wav"}
+        )
     elif kind == "invalid-json-line-3":
         lines[2] = lines[2][:-1] + ","
     members.update(_dataset_members(clips, ref, lines))
@@ -181,7 +187,10 @@ def write_bad_dataset_zip(kind: str, path: Path, *, clips: list[Clip], ref: Clip
     elif kind == "symlink-member":
         members["data/link.wav"] = (_special_member("data/link.wav", stat.S_IFLNK | 0o777), b"/etc/passwd")
     elif kind == "zip-bomb":
-        members["data/huge.wav"] = (_special_member("data/huge.wav", stat.S_IFREG | 0o644), bytes(40 * 1024 * 1024))
+        members["data/huge.wav"] = (
+            _special_member("data/huge.wav", stat.S_IFREG | 0o644),
+            bytes(40 * 1024 * 1024),
+        )
     elif kind == "text-as-wav":
         members["data/seg_00000002.wav"] = b"this is a text file, not audio\n" * 20
     path.parent.mkdir(parents=True, exist_ok=True)

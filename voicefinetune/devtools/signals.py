@@ -19,7 +19,7 @@ def synthetic_voice(seed: int, seconds: float = 1.2, f0: float | None = None) ->
     formants = rng.uniform(300, 3000, size=3)
     wave = np.zeros(n)
     for h in range(1, 16):
-        weight = sum(np.exp(-(((h * f0) - f) / 250) ** 2) for f in formants) + 0.05 / h
+        weight = sum(np.exp(-((((h * f0) - f) / 250) ** 2)) for f in formants) + 0.05 / h
         wave += weight * np.sin(h * phase + rng.uniform(0, 2 * np.pi))
     syllables = 0.5 * (1 - np.cos(2 * np.pi * rng.uniform(3, 5) * t))
     noise = rng.standard_normal(n) * (rng.uniform(size=n // 2400 + 1).repeat(2400)[:n] > 0.7)

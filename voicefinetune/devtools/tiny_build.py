@@ -37,8 +37,11 @@ from .tiny_tts_model import build_tts_model, speaker_embedding
 def write_weights(model: Any, folder: Path, skip_prefix: str | None = None) -> None:
     from safetensors.torch import save_file
 
-    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()
-             if not (skip_prefix and k.startswith(skip_prefix))}
+    state = {
+        k: v.detach().contiguous().clone()
+        for k, v in model.state_dict().items()
+        if not (skip_prefix and k.startswith(skip_prefix))
+    }
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
 
 
@@ -59,7 +62,9 @@ def build_tiny_models(directory: str | Path, seed: int = 0) -> TinyModels:
         _build_into(models, seed)
     finally:
         torch.set_num_threads(threads)
-    write_json(models.root / MARKER_FILE, {"format_version": FORMAT_VERSION, "seed": seed, **models.as_dict()})
+    write_json(
+        models.root / MARKER_FILE, {"format_version": FORMAT_VERSION, "seed": seed, **models.as_dict()}
+    )
     return models
 
 
@@ -80,15 +85,25 @@ def _build_into(models: TinyModels, seed: int) -> None:
         custom_voice = build_tts_model(configs["custom_voice"], seed)
         custom_voice.talker.load_state_dict(base.talker.state_dict())
         with torch.no_grad():
-            custom_voice.talker.get_input_embeddings().weight[TINY_SPEAKER_SLOT] = speaker_embedding(base, seed + 7)
+            custom_voice.talker.get_input_embeddings().weight[TINY_SPEAKER_SLOT] = speaker_embedding(
+                base, seed + 7
+            )
 
         for kind, model in (("base", base), ("voice_design", voice_design), ("custom_voice", custom_voice)):
             folder = getattr(models, kind)
-            _write_checkpoint(folder, configs[kind], model, text_tokenizer, speech_tokenizer, Qwen3TTSProcessor)
+            _write_checkpoint(
+                folder, configs[kind], model, text_tokenizer, speech_tokenizer, Qwen3TTSProcessor
+            )
 
 
-def _write_checkpoint(folder: Path, config: dict[str, Any], model: Any, text_tokenizer: Any,
-                      speech_tokenizer: Any, processor_class: Any) -> None:
+def _write_checkpoint(
+    folder: Path,
+    config: dict[str, Any],
+    model: Any,
+    text_tokenizer: Any,
+    speech_tokenizer: Any,
+    processor_class: Any,
+) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     # Not model.save_pretrained: the config it writes does not reload (TypeError).
     write_json(folder / "config.json", config)

@@ -32,8 +32,13 @@ class TinyModels:
         return cls(root=root, **{kind: tiny_model_folder(root, kind) for kind in KINDS})
 
     def as_dict(self) -> dict[str, str]:
-        return {"root": str(self.root), "base": str(self.base), "voice_design": str(self.voice_design),
-                "custom_voice": str(self.custom_voice), "speaker": TINY_SPEAKER}
+        return {
+            "root": str(self.root),
+            "base": str(self.base),
+            "voice_design": str(self.voice_design),
+            "custom_voice": str(self.custom_voice),
+            "speaker": TINY_SPEAKER,
+        }
 
 
 def is_complete(directory: str | Path, seed: int | None = None) -> bool:

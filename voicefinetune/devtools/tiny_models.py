@@ -64,9 +64,13 @@ def ensure_tiny_models(directory: str | Path, seed: int = 0) -> TinyModels:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vft models", description="Tiny random Qwen3-TTS checkpoints for tests.")
+    parser = argparse.ArgumentParser(
+        prog="vft models", description="Tiny random Qwen3-TTS checkpoints for tests."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    tiny = sub.add_parser("tiny", help="build base/, voice_design/ and custom_voice/ under DIR; print paths as JSON")
+    tiny = sub.add_parser(
+        "tiny", help="build base/, voice_design/ and custom_voice/ under DIR; print paths as JSON"
+    )
     tiny.add_argument("directory", metavar="DIR", type=Path)
     tiny.add_argument("--seed", type=int, default=0, help="random seed (same seed, same weights)")
     tiny.add_argument("--force", action="store_true", help="rebuild even when DIR already holds tiny models")

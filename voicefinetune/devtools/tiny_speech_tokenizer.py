@@ -38,7 +38,9 @@ def _calibrate_decoder_level(decoder: Any, generator: Any, target_rms: float = 0
     last_conv = decoder.decoder[-1].conv
     codes = torch.randint(0, CODEBOOK_SIZE, (4, NUM_CODE_GROUPS, 12), generator=generator)
     with torch.no_grad():
-        last_conv.weight.mul_(1e-4)  # the output is linear in this weight (no bias) and now far from the clamp
+        last_conv.weight.mul_(
+            1e-4
+        )  # the output is linear in this weight (no bias) and now far from the clamp
         rms = decoder(codes).pow(2).mean().sqrt()
         last_conv.weight.mul_(target_rms / (rms + 1e-12))
 
@@ -60,7 +62,10 @@ def _seed_encoder_codebooks(encoder: Any, seed: int, generator: Any) -> None:
         latents = encoder.encoder_transformer(latents.transpose(1, 2))[0].transpose(1, 2)
         latents = encoder.downsample(latents)
         quantizer = encoder.quantizer
-        for rvq in (quantizer.semantic_residual_vector_quantizer, quantizer.acoustic_residual_vector_quantizer):
+        for rvq in (
+            quantizer.semantic_residual_vector_quantizer,
+            quantizer.acoustic_residual_vector_quantizer,
+        ):
             projected = rvq.input_proj(latents) if rvq.input_proj is not None else latents
             residual = projected.transpose(1, 2).reshape(-1, projected.shape[1])
             for layer in rvq.layers:

@@ -41,9 +41,12 @@ def _calibrate_speaker_encoder(model: Any, seed: int) -> None:
     import torch
 
     with torch.no_grad():
-        embeddings = torch.stack([
-            model.extract_speaker_embedding(synthetic_voice(seed * 1000 + 500 + i), SAMPLE_RATE) for i in range(6)
-        ])
+        embeddings = torch.stack(
+            [
+                model.extract_speaker_embedding(synthetic_voice(seed * 1000 + 500 + i), SAMPLE_RATE)
+                for i in range(6)
+            ]
+        )
         fc = model.speaker_encoder.fc
         scale = TALKER_INIT_STD / (embeddings.std(dim=0).mean() + 1e-6)
         fc.weight.mul_(scale)

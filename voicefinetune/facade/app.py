@@ -88,9 +88,11 @@ def create_app(settings: Settings, backend: JobBackend, inference: InferenceMoun
     async def health() -> Health:
         return Health(storage_configured=settings.storage_configured)
 
-    app.include_router(build_job_router(
-        backend, upload_dir, settings.storage_configured, max_upload_bytes=settings.max_upload_bytes
-    ))
+    app.include_router(
+        build_job_router(
+            backend, upload_dir, settings.storage_configured, max_upload_bytes=settings.max_upload_bytes
+        )
+    )
     app.include_router(inference.router(make_job_gate(backend)))
     return app
 

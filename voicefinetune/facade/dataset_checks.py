@@ -15,7 +15,9 @@ def check_dataset_zip(path: Path) -> None:
     """Refuse an upload that is not a safe zip with a train.jsonl (the original service's 400), before queueing it."""
     members = inspect_zip(path)
     if not any(m.name == "train.jsonl" and len(m.parts) <= 2 for m in members):
-        raise InvalidInput("Invalid dataset zip (missing train.jsonl): put train.jsonl and data/*.wav in the zip")
+        raise InvalidInput(
+            "Invalid dataset zip (missing train.jsonl): put train.jsonl and data/*.wav in the zip"
+        )
 
 
 async def check_dataset_key(storage: Storage, key: str) -> None:

@@ -50,10 +50,13 @@ ROUTES: list[tuple[str, str, str]] = [
 class InferenceProxy:
     def __init__(self, settings: Settings):
         self.resolver = EndpointResolver(
-            settings.inference_url or f"http://voicefinetune-inference.{settings.namespace}.svc.cluster.local:8000"
+            settings.inference_url
+            or f"http://voicefinetune-inference.{settings.namespace}.svc.cluster.local:8000"
         )
         self._clients: dict[int, httpx.AsyncClient] = {}
-        self.auth = auth_headers(settings)  # the inference Service shares the facade's key (the chart's Secret)
+        self.auth = auth_headers(
+            settings
+        )  # the inference Service shares the facade's key (the chart's Secret)
 
     def _client(self) -> httpx.AsyncClient:
         loop_id = id(asyncio.get_running_loop())
@@ -71,13 +74,18 @@ class InferenceProxy:
 
     async def forward(self, request: Request, key: str) -> Response:
         body = await request.body()
-        headers = {name: value for name, value in request.headers.items() if name.lower() in FORWARDED_HEADERS}
+        headers = {
+            name: value for name, value in request.headers.items() if name.lower() in FORWARDED_HEADERS
+        }
         headers.update(self.auth)
         replicas = await self.replicas(key)
         if key == "*":  # every replica: a failure anywhere is the caller's answer
-            answers = await asyncio.gather(*(self._send(r, request, body, headers) for r in replicas),
-                                           return_exceptions=True)
-            lost = [f"{r}: {a!r}" for r, a in zip(replicas, answers, strict=True) if isinstance(a, BaseException)]
+            answers = await asyncio.gather(
+                *(self._send(r, request, body, headers) for r in replicas), return_exceptions=True
+            )
+            lost = [
+                f"{r}: {a!r}" for r, a in zip(replicas, answers, strict=True) if isinstance(a, BaseException)
+            ]
             if lost:
                 raise HTTPException(503, f"inference replicas unreachable: {'; '.join(lost)}")
             return next((a for a in answers if a.status_code >= 400), answers[0])
@@ -85,17 +93,26 @@ class InferenceProxy:
         for replica in replicas:
             try:
                 return await self._send(replica, request, body, headers)
-            except httpx.TransportError as exc:  # the replica went away: the next one in rendezvous order takes it
+            except (
+                httpx.TransportError
+            ) as exc:  # the replica went away: the next one in rendezvous order takes it
                 errors.append(f"{replica}: {exc!r}")
         raise HTTPException(503, f"the inference service is unreachable: {'; '.join(errors)}")
 
     async def _send(self, replica: str, request: Request, body: bytes, headers: dict[str, str]) -> Response:
         answer = await self._client().request(
-            request.method, f"{replica}{request.url.path}", params=request.query_params, content=body, headers=headers
+            request.method,
+            f"{replica}{request.url.path}",
+            params=request.query_params,
+            content=body,
+            headers=headers,
         )
         returned = {name: value for name, value in answer.headers.items() if name.lower() in RETURNED_HEADERS}
-        return Response(content=answer.content, status_code=answer.status_code,
-                        headers={**returned, "X-VFT-Replica": replica})
+        return Response(
+            content=answer.content,
+            status_code=answer.status_code,
+            headers={**returned, "X-VFT-Replica": replica},
+        )
 
 
 def inference_proxy_router(settings: Settings, job_gate: JobGate) -> APIRouter:
@@ -115,8 +132,14 @@ def inference_proxy_router(settings: Settings, job_gate: JobGate) -> APIRouter:
             return await proxy.forward(request, key)
 
         tag = path.strip("/").split("/")[0]
-        router.add_api_route(path, endpoint, methods=[method], tags=[tag], summary=f"{method} {path} (forwarded)",
-                             name=f"proxy_{method.lower()}_{path}")
+        router.add_api_route(
+            path,
+            endpoint,
+            methods=[method],
+            tags=[tag],
+            summary=f"{method} {path} (forwarded)",
+            name=f"proxy_{method.lower()}_{path}",
+        )
 
     for method, path, routing in ROUTES:
         add(method, path, routing)

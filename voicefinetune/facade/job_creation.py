@@ -96,7 +96,9 @@ class JobCreator:
                 created_at=now,
                 updated_at=now,
             )
-            record = JobRecord(job=job, request=request.model_copy(update={"job_id": job_id}), upload_path=upload_path)
+            record = JobRecord(
+                job=job, request=request.model_copy(update={"job_id": job_id}), upload_path=upload_path
+            )
             self.store.save(record)
         self.queue.schedule(job_id)
         return job

@@ -50,18 +50,24 @@ class JobRunner:
         job, request = record.job, record.request
         record.attempts += 1
         tracker = StageTimer(self.opslog, job.job_id)
-        self.status.set_status(record, PREPARING, Progress(stage=STAGE_PREPARING, total_epochs=request.num_epochs))
+        self.status.set_status(
+            record, PREPARING, Progress(stage=STAGE_PREPARING, total_epochs=request.num_epochs)
+        )
         tracker.enter(STAGE_PREPARING)
         try:
             return await self._train(record, tracker)
         finally:
-            tracker.finish(ok=False)  # a run that did not end normally (cancelled, failed early) leaves /ops/running
+            tracker.finish(
+                ok=False
+            )  # a run that did not end normally (cancelled, failed early) leaves /ops/running
 
     async def _train(self, record: JobRecord, tracker: StageTimer) -> bool:
         job, request = record.job, record.request
         dataset = record.upload_path or request.dataset_s3_key
         if record.upload_path and not Path(record.upload_path).is_file():
-            self.status.fail(record, "the uploaded dataset is gone (deleted from the data folder); resubmit it")
+            self.status.fail(
+                record, "the uploaded dataset is gone (deleted from the data folder); resubmit it"
+            )
             return False
         train_request = TrainRequest(
             job_id=job.job_id,

@@ -24,8 +24,12 @@ class JobRecord(BaseModel):
 
     job: Job
     request: FinetuneRequest
-    upload_path: str | None = Field(None, description="Uploaded dataset zip (absolute), while the job needs it")
-    child_pid: int | None = Field(None, description="Process group of the running `vft train`, to reap orphans")
+    upload_path: str | None = Field(
+        None, description="Uploaded dataset zip (absolute), while the job needs it"
+    )
+    child_pid: int | None = Field(
+        None, description="Process group of the running `vft train`, to reap orphans"
+    )
     checkpoint_dir: str | None = Field(None, description="Absolute path of the trained checkpoint")
     s3_prefix: str | None = Field(None, description="Where the trainer published the checkpoint on S3")
     attempts: int = 0

@@ -112,7 +112,9 @@ class ResourceCache:
 
     def all(self) -> list[dict[str, Any]]:
         live = [item for item in self._items.values() if not item["metadata"].get("deletionTimestamp")]
-        return sorted(live, key=lambda item: (item["metadata"].get("creationTimestamp") or "", item["metadata"]["name"]))
+        return sorted(
+            live, key=lambda item: (item["metadata"].get("creationTimestamp") or "", item["metadata"]["name"])
+        )
 
 
 class KubernetesBackend:
@@ -130,7 +132,10 @@ class KubernetesBackend:
         """``config.flash_attn``: whether the resource's training uses flash attention, not just the setting."""
         settings = self.settings
         return trains_with_flash_attention(
-            resource, use_flash_attn=settings.use_flash_attn, device=settings.device, tiny=settings.tiny_models
+            resource,
+            use_flash_attn=settings.use_flash_attn,
+            device=settings.device,
+            tiny=settings.tiny_models,
         )
 
     # --- lifecycle -------------------------------------------------------------------------------------------
@@ -170,8 +175,12 @@ class KubernetesBackend:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("watching VoiceFinetunes in %s failed (%s); listing again in %.1f s",
-                            self.namespace, exc, backoff)
+                log.warning(
+                    "watching VoiceFinetunes in %s failed (%s); listing again in %.1f s",
+                    self.namespace,
+                    exc,
+                    backoff,
+                )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
 
@@ -220,7 +229,11 @@ class KubernetesBackend:
         wanted = request_to_spec(request.model_copy(update={"job_id": None}))
         have = resource.get("spec") or {}
         uploaded = str(request.dataset_s3_key).startswith("upload:")
-        if any(have.get(key) != value for key, value in wanted.items() if not (uploaded and key == "datasetS3Key")):
+        if any(
+            have.get(key) != value
+            for key, value in wanted.items()
+            if not (uploaded and key == "datasetS3Key")
+        ):
             raise JobConflict(
                 f"job {request.job_id!r} already exists with different parameters: use another job_id, "
                 "or DELETE /jobs/{job_id} first"

@@ -34,7 +34,9 @@ class LocalBackend:
         status = StatusUpdater(self.store, PublicText.of(settings))
         runner = JobRunner(settings, storage, opslog, self.store, status)
         voice_loader = VoiceLoader(settings, self.store, status, voices)
-        self.queue = TrainingQueue(self.store, status, runner, voice_loader, settings.max_concurrent_trainings)
+        self.queue = TrainingQueue(
+            self.store, status, runner, voice_loader, settings.max_concurrent_trainings
+        )
         self.recovery = StartupRecovery(settings, storage, self.store, status, self.queue, voices)
         self.creator = JobCreator(settings, storage, self.store, self.queue)
         self.deleter = JobDeleter(settings, self.store, status, self.queue, voices)

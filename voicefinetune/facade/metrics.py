@@ -8,16 +8,25 @@ from ..lifecycle import TERMINAL_STATUSES
 from ..metrics import NAMESPACE
 
 JOBS_SUBMITTED = Counter(
-    "jobs_submitted_total", "Fine-tuning jobs accepted by POST /finetune", ["source"], namespace=NAMESPACE, subsystem="facade"
+    "jobs_submitted_total",
+    "Fine-tuning jobs accepted by POST /finetune",
+    ["source"],
+    namespace=NAMESPACE,
+    subsystem="facade",
 )
 JOBS_FINISHED = Counter(
-    "jobs_finished_total", "Fine-tuning jobs that reached a final state", ["status"], namespace=NAMESPACE, subsystem="facade"
+    "jobs_finished_total",
+    "Fine-tuning jobs that reached a final state",
+    ["status"],
+    namespace=NAMESPACE,
+    subsystem="facade",
 )
 JOB_DURATION = Histogram(
     "job_duration_seconds",
     "Time from submission to ready or failed",
     ["status"],
-    namespace=NAMESPACE, subsystem="facade",
+    namespace=NAMESPACE,
+    subsystem="facade",
     buckets=(10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800),
 )
 

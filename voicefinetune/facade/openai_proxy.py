@@ -20,7 +20,9 @@ from ..openai_compat import DESIGN_VOICES, error_body
 if TYPE_CHECKING:
     from .inference_proxy import InferenceProxy
 
-VOICE_DESIGN_KEY = "voice-design"  # the voices of the VoiceDesign model (DESIGN_VOICES) go where /voice-design goes
+VOICE_DESIGN_KEY = (
+    "voice-design"  # the voices of the VoiceDesign model (DESIGN_VOICES) go where /voice-design goes
+)
 RELAYED_HEADERS = ("content-type", "content-disposition", "cache-control", "www-authenticate")
 
 
@@ -38,7 +40,9 @@ def voice_key(body: bytes) -> str:
     return VOICE_DESIGN_KEY if voice.lower() in DESIGN_VOICES else voice
 
 
-async def forward_speech(proxy: InferenceProxy, request: Request, forwarded: tuple[str, ...]) -> StreamingResponse:
+async def forward_speech(
+    proxy: InferenceProxy, request: Request, forwarded: tuple[str, ...]
+) -> StreamingResponse:
     """Send the request to the voice's replica (the next ones in rendezvous order if it cannot be reached) and relay
     the answer's bytes as they arrive."""
     body = await request.body()
@@ -52,16 +56,25 @@ async def forward_speech(proxy: InferenceProxy, request: Request, forwarded: tup
         return _error(exc.status_code, str(exc.detail))
     for replica in replicas:
         outgoing = client.build_request(
-            request.method, f"{replica}{request.url.path}", params=request.query_params, content=body, headers=headers
+            request.method,
+            f"{replica}{request.url.path}",
+            params=request.query_params,
+            content=body,
+            headers=headers,
         )
         try:
             answer = await client.send(outgoing, stream=True)
-        except httpx.TransportError as exc:  # the replica went away: the next one in rendezvous order takes it
+        except (
+            httpx.TransportError
+        ) as exc:  # the replica went away: the next one in rendezvous order takes it
             errors.append(f"{replica}: {exc!r}")
             continue
         returned = {name: value for name, value in answer.headers.items() if name.lower() in RELAYED_HEADERS}
-        return StreamingResponse(_relay(answer), status_code=answer.status_code,
-                                 headers={**returned, "X-VFT-Replica": replica, "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            _relay(answer),
+            status_code=answer.status_code,
+            headers={**returned, "X-VFT-Replica": replica, "X-Accel-Buffering": "no"},
+        )
     return _error(503, f"the inference service is unreachable: {'; '.join(errors)}")
 
 

@@ -49,7 +49,9 @@ class StartupRecovery:
         kept = {str(Path(record.upload_path).resolve()) for record in records if record.upload_path}
         for path in uploads.glob("*.zip") if uploads.is_dir() else ():
             if str(path.resolve()) not in kept:
-                log.warning("removing upload %s: no job refers to it (a crash interrupted its submission)", path)
+                log.warning(
+                    "removing upload %s: no job refers to it (a crash interrupted its submission)", path
+                )
                 path.unlink(missing_ok=True)
 
     def _remove_orphan_job_folders(self, records: list[JobRecord]) -> None:
@@ -59,7 +61,9 @@ class StartupRecovery:
         kept = {record.job.job_id for record in records} | {voice["job_id"] for voice in self.voices.voices()}
         for folder in jobs.iterdir() if jobs.is_dir() else ():
             if folder.name not in kept and folder.is_dir() and not folder.is_symlink():
-                log.warning("removing jobs/%s: no job refers to it (its deletion was interrupted)", folder.name)
+                log.warning(
+                    "removing jobs/%s: no job refers to it (its deletion was interrupted)", folder.name
+                )
                 shutil.rmtree(folder, ignore_errors=True)
 
     async def _recover(self, record: JobRecord) -> None:

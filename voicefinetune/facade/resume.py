@@ -24,7 +24,9 @@ async def resolve_resume_source(
     if earlier is not None and earlier.checkpoint_dir and Path(earlier.checkpoint_dir).is_dir():
         return earlier.checkpoint_dir
     if storage.configured:
-        prefix = earlier.s3_prefix if earlier is not None and earlier.s3_prefix else checkpoint_prefix(resume_id)
+        prefix = (
+            earlier.s3_prefix if earlier is not None and earlier.s3_prefix else checkpoint_prefix(resume_id)
+        )
         try:
             if await asyncio.to_thread(lambda: next(iter(storage.list(prefix.rstrip("/") + "/")), None)):
                 return prefix

@@ -29,7 +29,11 @@ FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 _FORM_SCHEMA = {
     "type": "object",
     "properties": {
-        UPLOAD_FIELD: {"type": "string", "format": "binary", "description": "Dataset zip (train.jsonl + data/)"},
+        UPLOAD_FIELD: {
+            "type": "string",
+            "format": "binary",
+            "description": "Dataset zip (train.jsonl + data/)",
+        },
         **{
             name: {"type": "string", "description": field.description or ""}
             for name, field in FinetuneRequest.model_fields.items()
@@ -42,7 +46,9 @@ FINETUNE_OPENAPI = {
         "description": "JSON with dataset_s3_key, or multipart with the zip in the file field 'dataset' and the "
         "other fields as form fields (dataset_s3_key then optional).",
         "content": {
-            "application/json": {"schema": FinetuneRequest.model_json_schema(ref_template="#/components/schemas/{model}")},
+            "application/json": {
+                "schema": FinetuneRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+            },
             "multipart/form-data": {"schema": _FORM_SCHEMA},
         },
     }
@@ -58,9 +64,7 @@ NO_STORAGE_NO_UPLOAD = (
     "S3 storage is not configured (set E2E_ACCESS_KEY and E2E_SECRET_KEY), so a dataset_s3_key cannot be read: "
     f"upload the dataset zip as the multipart file field {UPLOAD_FIELD!r} instead"
 )
-KEY_OR_UPLOAD = (
-    f"required: the S3 key of the dataset zip, or send the zip itself as the multipart file field {UPLOAD_FIELD!r}"
-)
+KEY_OR_UPLOAD = f"required: the S3 key of the dataset zip, or send the zip itself as the multipart file field {UPLOAD_FIELD!r}"
 
 
 def path_job_id(job_id: str) -> str:
@@ -98,7 +102,11 @@ def _validate(data: Any, storage_configured: bool) -> FinetuneRequest:
 
 
 async def read_finetune_request(
-    request: Request, upload_dir: Path, storage_configured: bool = True, *, max_upload_bytes: int = MAX_UPLOAD_BYTES
+    request: Request,
+    upload_dir: Path,
+    storage_configured: bool = True,
+    *,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
 ) -> tuple[FinetuneRequest, Path | None, list[str]]:
     """The request from a JSON body or from form fields (strings, coerced by the same model) plus a saved upload."""
     content_type = request.headers.get("content-type", "").lower()
@@ -107,11 +115,13 @@ async def read_finetune_request(
             body = await request.json()
         except ValueError as exc:
             reason = (
-                invalid_json_message(exc.msg, exc.doc, exc.pos) if isinstance(exc, JSONDecodeError)
+                invalid_json_message(exc.msg, exc.doc, exc.pos)
+                if isinstance(exc, JSONDecodeError)
                 else "request body is not valid JSON"
             )
             raise HTTPException(
-                400, f"{reason}; send JSON (Content-Type: application/json) or a multipart form with a 'dataset' file"
+                400,
+                f"{reason}; send JSON (Content-Type: application/json) or a multipart form with a 'dataset' file",
             ) from exc
         body, ignored = split_unknown_fields(body)
         return _validate(body, storage_configured), None, ignored
@@ -120,7 +130,9 @@ async def read_finetune_request(
     form = await request.form()  # url-encoded: fields only, no file
     if UPLOAD_FIELD in form:
         raise HTTPException(400, f"the form field {UPLOAD_FIELD!r} must be a file (the dataset zip)")
-    fields = {key: value for key, value in form.multi_items() if isinstance(value, str) and value.strip() != ""}
+    fields = {
+        key: value for key, value in form.multi_items() if isinstance(value, str) and value.strip() != ""
+    }
     fields, ignored = split_unknown_fields(fields)
     return _validate(fields, storage_configured), None, ignored
 
@@ -130,7 +142,9 @@ async def _read_streamed_form(
 ) -> tuple[FinetuneRequest, Path | None, list[str]]:
     form = await stream_form(request, folder=upload_dir, file_field=UPLOAD_FIELD, max_bytes=max_upload_bytes)
     try:
-        fields = {key: value for key, value in form.fields.items() if key != UPLOAD_FIELD and value.strip() != ""}
+        fields = {
+            key: value for key, value in form.fields.items() if key != UPLOAD_FIELD and value.strip() != ""
+        }
         if form.upload is not None:
             if form.upload.stat().st_size == 0:
                 raise HTTPException(400, "the uploaded 'dataset' file is empty: send the dataset zip")
@@ -144,7 +158,11 @@ async def _read_streamed_form(
 
 
 def build_job_router(
-    backend: JobBackend, upload_dir: Path, storage_configured: bool = True, *, max_upload_bytes: int = MAX_UPLOAD_BYTES
+    backend: JobBackend,
+    upload_dir: Path,
+    storage_configured: bool = True,
+    *,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
 ) -> APIRouter:
     router = APIRouter(tags=["fine-tuning"])
 
@@ -175,7 +193,9 @@ def build_job_router(
             if upload is not None and upload.exists():  # the backend moves it when it keeps it
                 upload.unlink(missing_ok=True)
         JOBS_SUBMITTED.labels(source="upload" if upload is not None else "s3").inc()
-        answer = FinetuneResponse(job_id=job.job_id, status=job.status, speaker_name=job.speaker_name, config=job.config)
+        answer = FinetuneResponse(
+            job_id=job.job_id, status=job.status, speaker_name=job.speaker_name, config=job.config
+        )
         body = answer.model_dump(mode="json")
         if ignored:
             body["warnings"] = [f"ignored unknown field(s): {', '.join(ignored)}"]
@@ -200,7 +220,11 @@ def build_job_router(
         if job is None or not await backend.delete(job_id):
             raise HTTPException(404, f"job {job_id!r} not found")
         finished = job.status in TERMINAL_STATUSES
-        return {"job_id": job_id, "status": "deleted" if finished else "cancelled", "previous_status": job.status}
+        return {
+            "job_id": job_id,
+            "status": "deleted" if finished else "cancelled",
+            "previous_status": job.status,
+        }
 
     return router
 
@@ -209,4 +233,3 @@ def remove_stale_uploads(upload_dir: Path) -> None:
     """Uploads interrupted by a crash leave `.incoming-*` files; nothing refers to them."""
     for path in upload_dir.glob(".incoming-*"):
         path.unlink(missing_ok=True)
-

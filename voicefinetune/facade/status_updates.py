@@ -23,7 +23,9 @@ def purge_upload(record: JobRecord) -> None:
 class StatusUpdater:
     def __init__(self, store: JobStore, public: Callable[[str], str]):
         self.store = store
-        self.public = public  # a job's error and warnings are shown to clients: no server folders, no S3 endpoint
+        self.public = (
+            public  # a job's error and warnings are shown to clients: no server folders, no S3 endpoint
+        )
         self._saved_at: dict[str, float] = {}
 
     def seconds_since_save(self, job_id: str) -> float:

@@ -118,7 +118,9 @@ class TrainingProcess:
                     last_event = event
                     try:
                         self.on_event(event)
-                    except Exception:  # a bug in bookkeeping (a failing write, an odd value) never kills the training
+                    except (
+                        Exception
+                    ):  # a bug in bookkeeping (a failing write, an odd value) never kills the training
                         log.exception("progress handler failed for job %s", self.request.job_id)
             returncode = await self.process.wait()
         finally:

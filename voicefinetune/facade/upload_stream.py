@@ -52,10 +52,13 @@ class _FormWriter:
 
     def callbacks(self) -> dict[str, Any]:
         return {
-            "on_part_begin": self.part_begin, "on_part_data": self.part_data, "on_part_end": self.part_end,
+            "on_part_begin": self.part_begin,
+            "on_part_data": self.part_data,
+            "on_part_end": self.part_end,
             "on_header_field": lambda data, start, end: self.header_name.extend(data[start:end]),
             "on_header_value": lambda data, start, end: self.header_value.extend(data[start:end]),
-            "on_header_end": self.header_end, "on_headers_finished": self.headers_finished,
+            "on_header_end": self.header_end,
+            "on_headers_finished": self.headers_finished,
         }
 
     def part_begin(self) -> None:

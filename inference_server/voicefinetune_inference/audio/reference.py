@@ -129,7 +129,9 @@ def _pinned_url(parts, address: IPAddress) -> str:
 async def _read_limited(response: httpx.Response, url: str) -> bytes:
     declared = response.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > MAX_REF_AUDIO_BYTES:
-        raise RefAudioError(f"reference audio at {url} is {declared} bytes; the limit is {MAX_REF_AUDIO_BYTES}")
+        raise RefAudioError(
+            f"reference audio at {url} is {declared} bytes; the limit is {MAX_REF_AUDIO_BYTES}"
+        )
     chunks: list[bytes] = []
     received = 0
     async for chunk in response.aiter_bytes():
@@ -141,7 +143,9 @@ async def _read_limited(response: httpx.Response, url: str) -> bytes:
 
 
 async def fetch_url(url: str, allow_private: bool, trusted_origins: Collection[Origin] = ()) -> bytes:
-    async with httpx.AsyncClient(follow_redirects=False, trust_env=False, timeout=FETCH_TIMEOUT_SECONDS) as client:
+    async with httpx.AsyncClient(
+        follow_redirects=False, trust_env=False, timeout=FETCH_TIMEOUT_SECONDS
+    ) as client:
         for _hop in range(MAX_REDIRECTS + 1):
             parts = split_url(url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -201,9 +205,13 @@ async def load_reference_audio(
         data = decode_data_url(value)
     elif scheme in ("http", "https"):
         try:
-            data = await asyncio.wait_for(fetch_url(value, allow_private, trusted_origins), FETCH_TIMEOUT_SECONDS)
+            data = await asyncio.wait_for(
+                fetch_url(value, allow_private, trusted_origins), FETCH_TIMEOUT_SECONDS
+            )
         except (TimeoutError, httpx.TimeoutException) as exc:
-            raise RefAudioError(f"fetching ref_audio_url timed out after {FETCH_TIMEOUT_SECONDS:g} s") from exc
+            raise RefAudioError(
+                f"fetching ref_audio_url timed out after {FETCH_TIMEOUT_SECONDS:g} s"
+            ) from exc
         except httpx.HTTPError as exc:
             raise RefAudioError(f"could not fetch ref_audio_url: {exc}") from exc
     elif scheme:

@@ -35,7 +35,9 @@ class TimeStretch:
         self._rate = sample_rate
         self._pts = 0
         self._graph = av.filter.Graph()
-        node = self._graph.add_abuffer(format="flt", sample_rate=sample_rate, layout="mono", time_base=f"1/{sample_rate}")
+        node = self._graph.add_abuffer(
+            format="flt", sample_rate=sample_rate, layout="mono", time_base=f"1/{sample_rate}"
+        )
         self._source = node
         for factor in tempo_steps(speed):
             step = self._graph.add("atempo", f"{factor:.6f}")

@@ -69,7 +69,9 @@ class CheckpointLocator:
             raise InvalidInput(f"s3_prefix {s3_prefix!r}: {exc}") from exc
         own = checkpoint_prefix(job_id)
         if prefix != own and not prefix.startswith(own + "/"):
-            raise InvalidInput(f"s3_prefix {s3_prefix!r} must be the job's own checkpoint prefix {own} (or under it)")
+            raise InvalidInput(
+                f"s3_prefix {s3_prefix!r} must be the job's own checkpoint prefix {own} (or under it)"
+            )
         return prefix
 
     def model_folder(self, voice: Voice) -> Path:

@@ -74,7 +74,10 @@ class DiskCache:
         return folder
 
     def prune(
-        self, threshold_bytes: float, candidates: list[DiskCandidate], lock_for: Callable[[str], threading.Lock]
+        self,
+        threshold_bytes: float,
+        candidates: list[DiskCandidate],
+        lock_for: Callable[[str], threading.Lock],
     ) -> dict:
         """Delete least recently used, S3-backed model folders until the jobs folder fits under the threshold."""
         used_before = used = self.usage_bytes()
@@ -132,6 +135,11 @@ class DiskCache:
         shutil.rmtree(candidate.folder)
         self._remove_empty_parents(candidate.folder)
         metrics.DISK_DELETIONS.inc()
-        log.info("disk LRU deleted %s (%d bytes; S3 holds it under %s)", candidate.folder, size, candidate.s3_prefix)
+        log.info(
+            "disk LRU deleted %s (%d bytes; S3 holds it under %s)",
+            candidate.folder,
+            size,
+            candidate.s3_prefix,
+        )
         deleted.append({"job_id": candidate.job_id, "folder": str(candidate.folder), "bytes": size})
         return None

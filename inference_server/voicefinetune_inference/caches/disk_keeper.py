@@ -18,7 +18,9 @@ log = logging.getLogger(__name__)
 
 
 class DiskKeeper:
-    def __init__(self, settings: Settings, registry: VoiceRegistry, disk: DiskCache, locator: CheckpointLocator):
+    def __init__(
+        self, settings: Settings, registry: VoiceRegistry, disk: DiskCache, locator: CheckpointLocator
+    ):
         self.settings = settings
         self.registry = registry
         self.disk = disk

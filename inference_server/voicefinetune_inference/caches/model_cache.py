@@ -164,7 +164,8 @@ class ModelCache:
         except TimeoutError:
             raise ServerBusy(
                 f"all {self.max_models} model slots (GPU_MAX_MODELS) stayed in use for {self.wait_timeout:g} s: "
-                "retry later", retry_after=max(1, round(self.wait_timeout / 4)),
+                "retry later",
+                retry_after=max(1, round(self.wait_timeout / 4)),
             ) from None
 
     async def _release(self, entry: CachedModel) -> None:
@@ -279,4 +280,6 @@ class ModelCache:
 
     def _publish(self) -> None:
         metrics.MODELS_LOADED.set(sum(1 for e in self._entries.values() if e.loaded))
-        metrics.LOADED_MODEL_BYTES.set(sum(getattr(e.model, "size_bytes", 0) or 0 for e in self._entries.values()))
+        metrics.LOADED_MODEL_BYTES.set(
+            sum(getattr(e.model, "size_bytes", 0) or 0 for e in self._entries.values())
+        )

@@ -63,7 +63,9 @@ class ModelLoader:
         """(worker thread) Restore the folder from S3 if the disk LRU deleted it, then load it."""
         restored = False
         with self.keeper.lock(voice.job_id):
-            if self.keeper.registry.get(voice.job_id) is None:  # unregistered meanwhile: its folder may be going
+            if (
+                self.keeper.registry.get(voice.job_id) is None
+            ):  # unregistered meanwhile: its folder may be going
                 raise VoiceDeleted.of(voice.job_id)
             folder = self.locator.model_folder(voice)
             with self.opslog.track("model_load", job_id=voice.job_id, checkpoint=str(folder)):
@@ -84,7 +86,9 @@ class ModelLoader:
                         ) from exc
                     restored = True
                 loaded = self._load_folder(folder)
-                self._check_servable(voice, self.locator.display_path(folder), loaded)  # inside the tracked op: a refusal is logged ok: false
+                self._check_servable(
+                    voice, self.locator.display_path(folder), loaded
+                )  # inside the tracked op: a refusal is logged ok: false
         if restored:
             self.keeper.prune_quietly(exclude={voice.job_id})
         return loaded
@@ -111,4 +115,6 @@ class ModelLoader:
         try:
             return tts_model.load(str(folder), self.settings)
         except Exception as exc:
-            raise ModelLoadFailed(f"could not load the model at {folder}: {type(exc).__name__}: {exc}") from exc
+            raise ModelLoadFailed(
+                f"could not load the model at {folder}: {type(exc).__name__}: {exc}"
+            ) from exc

@@ -19,7 +19,9 @@ VOICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 class VoiceCatalog:
-    def __init__(self, registry: VoiceRegistry, cache: ModelCache, locator: CheckpointLocator, loader: ModelLoader):
+    def __init__(
+        self, registry: VoiceRegistry, cache: ModelCache, locator: CheckpointLocator, loader: ModelLoader
+    ):
         self.registry = registry
         self.cache = cache
         self.locator = locator
@@ -48,13 +50,17 @@ class VoiceCatalog:
             s3_prefix=self.locator.own_s3_prefix(job_id, s3_prefix),
         )
         if voice.checkpoint_path is None and voice.s3_prefix is None:
-            voice.checkpoint_path, voice.s3_prefix = await asyncio.to_thread(self.locator.trainer_checkpoint, job_id)
+            voice.checkpoint_path, voice.s3_prefix = await asyncio.to_thread(
+                self.locator.trainer_checkpoint, job_id
+            )
         previous = self.registry.get(job_id)
         if previous is not None:
             voice.last_used = previous.last_used
         self.registry.put(voice)
         if previous is not None and (previous.checkpoint_path, previous.s3_prefix, previous.speaker_name) != (
-            voice.checkpoint_path, voice.s3_prefix, voice.speaker_name
+            voice.checkpoint_path,
+            voice.s3_prefix,
+            voice.speaker_name,
         ):
             await self.cache.unload(voice_key(job_id))
         if preload:

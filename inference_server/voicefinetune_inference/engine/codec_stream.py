@@ -33,7 +33,11 @@ class IncrementalDecoder:
     """Feed frames with `push` (codes [n, 16]); take waveform chunks (float32 numpy) as they become ready."""
 
     def __init__(
-        self, decoder: Any, *, prefix: torch.Tensor | None = None, schedule: tuple[int, ...] = CHUNK_SCHEDULE,
+        self,
+        decoder: Any,
+        *,
+        prefix: torch.Tensor | None = None,
+        schedule: tuple[int, ...] = CHUNK_SCHEDULE,
         context_frames: int | None = None,
     ):
         self.decoder = decoder  # Qwen3TTSTokenizerV2Decoder (speech_tokenizer.model.decoder)
@@ -52,7 +56,9 @@ class IncrementalDecoder:
         return self.schedule[min(self.chunks, len(self.schedule) - 1)]
 
     def push(self, codes: torch.Tensor) -> list[np.ndarray]:
-        self.codes = torch.cat((self.codes, codes.detach().to("cpu", torch.long).reshape(-1, self.codes.shape[1])))
+        self.codes = torch.cat(
+            (self.codes, codes.detach().to("cpu", torch.long).reshape(-1, self.codes.shape[1]))
+        )
         ready = []
         while len(self.codes) - self.done >= self._next_size():
             ready.append(self._decode(self.done + self._next_size()))

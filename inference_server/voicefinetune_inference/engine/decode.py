@@ -62,8 +62,9 @@ class _Predictor:
         self.cp = talker.code_predictor
         self.groups = talker.config.num_code_groups
         layers = self.cp.model.layers
-        self.cache = StaticKV.for_layers(layers[0].self_attn, layers=len(layers), batch=batch, capacity=self.groups,
-                                         like=like)
+        self.cache = StaticKV.for_layers(
+            layers[0].self_attn, layers=len(layers), batch=batch, capacity=self.groups, like=like
+        )
         positions = torch.arange(self.groups, device=like.device).unsqueeze(0)
         self.cos, self.sin = self.cp.model.rotary_emb(like, positions)
         self.attend = attention_function(layers[0].self_attn)
@@ -77,15 +78,23 @@ class _Predictor:
         rotate = plain_rotation(self.cos[:, start:end], self.sin[:, start:end])
         self.cache.position = start
         for layer in self.cp.model.layers:
-            hidden = layer_forward(layer, hidden, rotate=rotate, cache=self.cache, mask=None, attend=self.attend)
+            hidden = layer_forward(
+                layer, hidden, rotate=rotate, cache=self.cache, mask=None, attend=self.attend
+            )
         return rms_norm(self.cp.model.norm, hidden[:, -1])
 
-    def run(self, past_hidden: torch.Tensor, first: torch.Tensor, params: SamplingParams,
-            generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def run(
+        self,
+        past_hidden: torch.Tensor,
+        first: torch.Tensor,
+        params: SamplingParams,
+        generator: torch.Generator | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Codes [b, 16] of one frame whose codebook-0 ids are ``first``; and the frame's summed code embedding."""
         batch = first.shape[0]
-        embeds = torch.empty(batch, self.groups, past_hidden.shape[-1], dtype=past_hidden.dtype,
-                             device=past_hidden.device)
+        embeds = torch.empty(
+            batch, self.groups, past_hidden.shape[-1], dtype=past_hidden.dtype, device=past_hidden.device
+        )
         codes = torch.empty(batch, self.groups, dtype=torch.long, device=first.device)
         codes[:, 0] = first
         embeds[:, 0:1] = self.talker.get_input_embeddings()(first.unsqueeze(1))
@@ -93,7 +102,9 @@ class _Predictor:
         for step in range(self.groups - 1):
             logits = self.cp.lm_head[step](hidden).float()
             codes[:, step + 1] = choose(logits, params, generator)
-            embeds[:, step + 1 : step + 2] = self.cp.model.codec_embedding[step](codes[:, step + 1 : step + 2])
+            embeds[:, step + 1 : step + 2] = self.cp.model.codec_embedding[step](
+                codes[:, step + 1 : step + 2]
+            )
             if step + 1 < self.groups - 1:
                 hidden = self._forward(embeds[:, step + 1 : step + 2], step + 2)
         return codes, embeds.sum(1, keepdim=True)
@@ -106,14 +117,19 @@ class _Talker:
         self.talker = talker
         embeds = job.inputs_embeds
         layers = talker.model.layers
-        self.cache = StaticKV.for_layers(layers[0].self_attn, layers=len(layers), batch=embeds.shape[0],
-                                         capacity=capacity, like=embeds)
+        self.cache = StaticKV.for_layers(
+            layers[0].self_attn, layers=len(layers), batch=embeds.shape[0], capacity=capacity, like=embeds
+        )
         self.cache.fill_from(prefill.past_key_values)
         self.prompt_length = embeds.shape[1]
         self.padded = bool((job.attention_mask == 0).any())
-        ones = torch.ones(embeds.shape[0], capacity - self.prompt_length, dtype=torch.bool, device=embeds.device)
+        ones = torch.ones(
+            embeds.shape[0], capacity - self.prompt_length, dtype=torch.bool, device=embeds.device
+        )
         self.mask = torch.cat((job.attention_mask.bool(), ones), dim=1)
-        self.deltas = talker.rope_deltas.view(-1).long()  # prompt padding shifts each row's positions (upstream's rope)
+        self.deltas = talker.rope_deltas.view(
+            -1
+        ).long()  # prompt padding shifts each row's positions (upstream's rope)
         table = torch.arange(capacity + 1, device=embeds.device).view(1, 1, -1).expand(3, 1, -1)
         self.cos, self.sin = talker.model.rotary_emb(embeds, table)  # [3, 1, capacity + 1, D]
         self.attend = attention_function(layers[0].self_attn)
@@ -128,20 +144,29 @@ class _Talker:
         position = self.prompt_length + frame
         rows_positions = position + self.deltas  # [b]
         layers = self.talker.model.layers
-        rotate = talker_rotation(layers[0].self_attn, self.cos[:, 0, rows_positions].unsqueeze(2),
-                                 self.sin[:, 0, rows_positions].unsqueeze(2))
+        rotate = talker_rotation(
+            layers[0].self_attn,
+            self.cos[:, 0, rows_positions].unsqueeze(2),
+            self.sin[:, 0, rows_positions].unsqueeze(2),
+        )
         mask = self.mask[:, None, None, : position + 1] if self.padded else None
         self.cache.position = position
         hidden = embeds
         for layer in layers:
-            hidden = layer_forward(layer, hidden, rotate=rotate, cache=self.cache, mask=mask, attend=self.attend)
+            hidden = layer_forward(
+                layer, hidden, rotate=rotate, cache=self.cache, mask=mask, attend=self.attend
+            )
         hidden = rms_norm(self.talker.model.norm, hidden)
         return self.talker.codec_head(hidden[:, -1]).float(), hidden
 
 
 @torch.inference_mode()
 def run(
-    talker, job: DecodeJob, *, on_frame: FrameCallback | None = None, should_stop: Callable[[], bool] | None = None,
+    talker,
+    job: DecodeJob,
+    *,
+    on_frame: FrameCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
     on_row_done: RowCallback | None = None,
 ) -> list[torch.Tensor]:
     """Each row's codes [frames, 16] up to (not including) its EOS frame."""
@@ -149,8 +174,12 @@ def run(
     batch, length, _ = embeds.shape
     device = embeds.device
     prefill = talker(
-        inputs_embeds=embeds, attention_mask=mask, use_cache=True, cache_position=torch.arange(length, device=device),
-        trailing_text_hidden=job.trailing_text_hidden, tts_pad_embed=job.tts_pad_embed,
+        inputs_embeds=embeds,
+        attention_mask=mask,
+        use_cache=True,
+        cache_position=torch.arange(length, device=device),
+        trailing_text_hidden=job.trailing_text_hidden,
+        tts_pad_embed=job.tts_pad_embed,
     )
     most = max(job.frame_limits)
     loop = _Talker(talker, job, prefill, capacity=length + most + 1)
@@ -161,15 +190,22 @@ def run(
     logits, past_hidden = prefill.logits[:, -1].float(), prefill.past_hidden
     rows = torch.arange(batch, device=device)
     history = torch.empty(batch, 0, dtype=torch.long, device=device)
-    out = torch.full((batch, max(most, 1), talker.config.num_code_groups), job.eos_id, dtype=torch.long,
-                     device=device)
+    out = torch.full(
+        (batch, max(most, 1), talker.config.num_code_groups), job.eos_id, dtype=torch.long, device=device
+    )
     lengths = [0] * batch
     chosen = 0
     while True:
         if should_stop is not None and should_stop():
             raise GenerationCancelled("generation stopped: its consumer went away")
-        restricted = restrict(logits, history=history, repetition_penalty=job.repetition_penalty,
-                              suppressed=suppressed, eos_id=job.eos_id, block_eos=chosen < job.min_new_tokens)
+        restricted = restrict(
+            logits,
+            history=history,
+            repetition_penalty=job.repetition_penalty,
+            suppressed=suppressed,
+            eos_id=job.eos_id,
+            block_eos=chosen < job.min_new_tokens,
+        )
         first = choose(restricted, job.talker, job.generator)
         chosen += 1
         history = torch.cat((history, first.unsqueeze(1)), dim=1)

@@ -42,7 +42,9 @@ class RowDelivery:
         self.on_ready = on_ready
         self.references = list(references or [])
         self.delivered: set[int] = set()
-        self._decode: Callable[[list[dict[str, Any]]], tuple[list[np.ndarray], int]] | None = None  # the real one
+        self._decode: Callable[[list[dict[str, Any]]], tuple[list[np.ndarray], int]] | None = (
+            None  # the real one
+        )
 
     def _reference(self, row: int) -> Any:
         return self.references[row] if row < len(self.references) else None

@@ -50,7 +50,9 @@ class _TalkerOutput:
         self.hidden_states = hidden_states
 
 
-def _as_upstream_output(codes: list[torch.Tensor], eos_id: int, groups: int, device: torch.device) -> _TalkerOutput:
+def _as_upstream_output(
+    codes: list[torch.Tensor], eos_id: int, groups: int, device: torch.device
+) -> _TalkerOutput:
     frames = max([len(c) for c in codes] + [1])
     padded = torch.zeros(len(codes), frames, groups, dtype=torch.long, device=device)
     padded[:, :, 0] = eos_id  # rows end at their first EOS frame, as upstream's rows do
@@ -75,11 +77,14 @@ def _job(talker: Any, kwargs: dict[str, Any], options: CallOptions) -> fast_deco
         trailing_text_hidden=kwargs["trailing_text_hidden"],
         tts_pad_embed=kwargs["tts_pad_embed"],
         talker=SamplingParams(
-            do_sample=bool(kwargs.get("do_sample", True)), top_k=int(kwargs.get("top_k") or 0),
-            top_p=float(kwargs.get("top_p", 1.0) or 1.0), temperature=float(kwargs.get("temperature") or 1.0),
+            do_sample=bool(kwargs.get("do_sample", True)),
+            top_k=int(kwargs.get("top_k") or 0),
+            top_p=float(kwargs.get("top_p", 1.0) or 1.0),
+            temperature=float(kwargs.get("temperature") or 1.0),
         ),
         predictor=SamplingParams(
-            do_sample=bool(kwargs.get("subtalker_dosample", True)), top_k=int(kwargs.get("subtalker_top_k") or 0),
+            do_sample=bool(kwargs.get("subtalker_dosample", True)),
+            top_k=int(kwargs.get("subtalker_top_k") or 0),
             top_p=float(kwargs.get("subtalker_top_p", 1.0) or 1.0),
             temperature=float(kwargs.get("subtalker_temperature") or 1.0),
         ),
@@ -95,7 +100,9 @@ def _job(talker: Any, kwargs: dict[str, Any], options: CallOptions) -> fast_deco
 def supported(talker: Any) -> bool:
     """The loop attends over every cached position: a checkpoint with sliding-window attention keeps upstream's."""
     predictor_types = getattr(talker.code_predictor.config, "layer_types", None) or []
-    return not getattr(talker.config, "sliding_window", None) and all(t == "full_attention" for t in predictor_types)
+    return not getattr(talker.config, "sliding_window", None) and all(
+        t == "full_attention" for t in predictor_types
+    )
 
 
 @contextlib.contextmanager
@@ -109,7 +116,11 @@ def substituted(model: Any, options: CallOptions | None = None) -> Iterator[None
             return type(talker).generate(talker, **kwargs)
         job = _job(talker, kwargs, options)
         codes = fast_decode.run(
-            talker, job, on_frame=options.on_frame, should_stop=options.should_stop, on_row_done=options.on_row_done
+            talker,
+            job,
+            on_frame=options.on_frame,
+            should_stop=options.should_stop,
+            on_row_done=options.on_row_done,
         )
         return _as_upstream_output(codes, job.eos_id, talker.config.num_code_groups, job.inputs_embeds.device)
 

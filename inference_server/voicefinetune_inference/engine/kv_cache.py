@@ -14,7 +14,14 @@ import torch
 
 class StaticKV:
     def __init__(
-        self, *, layers: int, batch: int, heads: int, capacity: int, head_dim: int, dtype: torch.dtype,
+        self,
+        *,
+        layers: int,
+        batch: int,
+        heads: int,
+        capacity: int,
+        head_dim: int,
+        dtype: torch.dtype,
         device: torch.device,
     ):
         shape = (batch, heads, capacity, head_dim)
@@ -24,12 +31,19 @@ class StaticKV:
         self.position = 0  # where the next update writes; the caller moves it once per forward
 
     @classmethod
-    def for_layers(cls, attention: Any, *, layers: int, batch: int, capacity: int, like: torch.Tensor) -> StaticKV:
+    def for_layers(
+        cls, attention: Any, *, layers: int, batch: int, capacity: int, like: torch.Tensor
+    ) -> StaticKV:
         """Sized from one of the model's attention modules (``k_proj`` and ``head_dim``)."""
         heads = attention.k_proj.out_features // attention.head_dim
         return cls(
-            layers=layers, batch=batch, heads=heads, capacity=capacity, head_dim=attention.head_dim,
-            dtype=like.dtype, device=like.device,
+            layers=layers,
+            batch=batch,
+            heads=heads,
+            capacity=capacity,
+            head_dim=attention.head_dim,
+            dtype=like.dtype,
+            device=like.device,
         )
 
     def update(

@@ -55,7 +55,12 @@ def plain_rotation(cos: torch.Tensor, sin: torch.Tensor) -> Rotate:
 
 
 def layer_forward(
-    layer: Any, hidden: torch.Tensor, *, rotate: Rotate, cache: Any, mask: torch.Tensor | None,
+    layer: Any,
+    hidden: torch.Tensor,
+    *,
+    rotate: Rotate,
+    cache: Any,
+    mask: torch.Tensor | None,
     attend: Callable[..., tuple[torch.Tensor, Any]],
 ) -> torch.Tensor:
     """``layer`` (a Qwen3-TTS decoder layer) on ``hidden`` [B, q, H], writing its keys and values into ``cache``."""

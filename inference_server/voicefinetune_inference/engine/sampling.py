@@ -29,7 +29,9 @@ def penalize_repetition(logits: torch.Tensor, history: torch.Tensor | None, pena
     return torch.where(seen, torch.where(logits < 0, logits * penalty, logits / penalty), logits)
 
 
-def suppression_mask(vocab_size: int, ids: list[int] | None, device: torch.device | str) -> torch.Tensor | None:
+def suppression_mask(
+    vocab_size: int, ids: list[int] | None, device: torch.device | str
+) -> torch.Tensor | None:
     """A [vocab] bool mask of the ids never to produce (computed once per call, not per step)."""
     if not ids:
         return None
@@ -74,7 +76,9 @@ def warp(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
     return logits
 
 
-def choose(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None = None) -> torch.Tensor:
+def choose(
+    logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """[B] next ids from already restricted logits [B, V]: argmax, or a draw from the warped distribution."""
     if not params.do_sample:
         return torch.argmax(logits, dim=-1)

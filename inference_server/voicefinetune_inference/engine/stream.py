@@ -58,8 +58,12 @@ def _reference_codes(loaded: LoadedModel, item: SpeechItem) -> Any:
 
 
 def synthesize_stream(
-    loaded: LoadedModel, item: SpeechItem, *, emit: Callable[[np.ndarray], None],
-    should_stop: Callable[[], bool] | None = None, context_frames: int | None = None,
+    loaded: LoadedModel,
+    item: SpeechItem,
+    *,
+    emit: Callable[[np.ndarray], None],
+    should_stop: Callable[[], bool] | None = None,
+    context_frames: int | None = None,
 ) -> StreamStats:
     """(worker thread) Generate ``item`` and hand its waveform to ``emit`` chunk by chunk (float32, 24 kHz)."""
     from voicefinetune_inference.engine import fast_engine
@@ -80,7 +84,9 @@ def synthesize_stream(
         import torch
 
         torch.manual_seed(utterance_seed(loaded, item))
-        if loaded.engine != "fast":  # upstream's loop has no frames to hand out: the whole utterance is one chunk
+        if (
+            loaded.engine != "fast"
+        ):  # upstream's loop has no frames to hand out: the whole utterance is one chunk
             wavs, rate = call_upstream(loaded, [item])
             if int(rate) != SAMPLE_RATE:
                 raise RuntimeError(f"the model speaks at {rate} Hz, streaming needs {SAMPLE_RATE} Hz")
@@ -89,7 +95,8 @@ def synthesize_stream(
             stats.seconds = time.monotonic() - started
             return stats
         decoder = IncrementalDecoder(
-            loaded.tts.model.speech_tokenizer.model.decoder, prefix=_reference_codes(loaded, item),
+            loaded.tts.model.speech_tokenizer.model.decoder,
+            prefix=_reference_codes(loaded, item),
             context_frames=context_frames,
         )
 
@@ -119,7 +126,9 @@ def utterance_seed(loaded: LoadedModel, item: SpeechItem) -> int:
 _END = object()
 
 
-async def stream_chunks(loaded: LoadedModel, item: SpeechItem, *, pool: Executor) -> AsyncIterator[np.ndarray]:
+async def stream_chunks(
+    loaded: LoadedModel, item: SpeechItem, *, pool: Executor
+) -> AsyncIterator[np.ndarray]:
     """Chunks of one utterance as they are decoded; runs `synthesize_stream` on ``pool``. Closing the iterator
     early (or cancelling its consumer) stops generation at the next frame and waits until the model is free."""
     from voicefinetune_inference import metrics
@@ -140,8 +149,12 @@ async def stream_chunks(loaded: LoadedModel, item: SpeechItem, *, pool: Executor
             yield chunk
         stats: StreamStats = await work
         metrics.observe_engine(
-            engine=loaded.engine, mode="stream", first_audio=stats.first_chunk_seconds or stats.seconds,
-            seconds=stats.seconds, audio_seconds=stats.samples / SAMPLE_RATE, frames=stats.frames,
+            engine=loaded.engine,
+            mode="stream",
+            first_audio=stats.first_chunk_seconds or stats.seconds,
+            seconds=stats.seconds,
+            audio_seconds=stats.samples / SAMPLE_RATE,
+            frames=stats.frames,
         )
     finally:
         stop.set()

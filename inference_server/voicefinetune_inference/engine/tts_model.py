@@ -58,7 +58,11 @@ def load(path: str, settings: Settings) -> LoadedModel:
         tts = load_model(path, settings)
     size = sum(p.numel() * p.element_size() for p in tts.model.parameters())
     return LoadedModel(
-        tts=tts, kind=str(tts.model.tts_model_type), path=str(path), size_bytes=int(size), engine=settings.engine
+        tts=tts,
+        kind=str(tts.model.tts_model_type),
+        path=str(path),
+        size_bytes=int(size),
+        engine=settings.engine,
     )
 
 
@@ -68,15 +72,20 @@ def check_engine(engine: str) -> str:
     return engine
 
 
-def call_upstream(loaded: LoadedModel, items: list[SpeechItem], **kwargs: Any) -> tuple[list[np.ndarray], int]:
+def call_upstream(
+    loaded: LoadedModel, items: list[SpeechItem], **kwargs: Any
+) -> tuple[list[np.ndarray], int]:
     """Upstream's ``generate_*`` for ``items`` (one kind of model); ``kwargs`` go to it (e.g. sampling settings).
     The caller holds ``loaded.lock`` and has chosen the engine."""
     texts = [item.text for item in items]
     languages = [item.language for item in items]
     if loaded.kind == "custom_voice":
         return loaded.tts.generate_custom_voice(
-            text=texts, speaker=[item.speaker for item in items], language=languages,
-            instruct=[item.instruct or "" for item in items], **kwargs,
+            text=texts,
+            speaker=[item.speaker for item in items],
+            language=languages,
+            instruct=[item.instruct or "" for item in items],
+            **kwargs,
         )
     if loaded.kind == "voice_design":
         return loaded.tts.generate_voice_design(
@@ -116,7 +125,11 @@ def generate(
     options = fast_engine.CallOptions(frame_limits=[fast_engine.frame_bound(item.text) for item in items])
     delivery = contextlib.nullcontext()
     if on_ready is not None and loaded.engine == "fast" and len(items) > 1:
-        references = [getattr(item.clone_prompt, "ref_code", None) for item in items] if loaded.kind == "base" else None
+        references = (
+            [getattr(item.clone_prompt, "ref_code", None) for item in items]
+            if loaded.kind == "base"
+            else None
+        )
         rows = RowDelivery(loaded.tts, on_ready, references)
         options.on_row_done = rows.row_done
         delivery = rows.skipping_delivered()
@@ -126,7 +139,9 @@ def generate(
         import librosa
 
         wavs = [
-            librosa.resample(np.asarray(w, dtype=np.float32), orig_sr=int(rate), target_sr=SAMPLE_RATE) if len(w) else w
+            librosa.resample(np.asarray(w, dtype=np.float32), orig_sr=int(rate), target_sr=SAMPLE_RATE)
+            if len(w)
+            else w
             for w in wavs
         ]
     return [np.asarray(w, dtype=np.float32) for w in wavs]
@@ -138,14 +153,22 @@ def clone_prompt(
     """The reusable voice-clone prompt of one reference recording (Base model)."""
     with loaded.lock:
         return loaded.tts.create_voice_clone_prompt(
-            ref_audio=(waveform, sample_rate), ref_text=None if use_xvec else ref_text, x_vector_only_mode=use_xvec
+            ref_audio=(waveform, sample_rate),
+            ref_text=None if use_xvec else ref_text,
+            x_vector_only_mode=use_xvec,
         )[0]
 
 
 def gpu_memory(settings: Settings) -> dict[str, Any]:
     """GPU name and memory figures in GB from torch.cuda; all None when no CUDA device is used."""
     figures: dict[str, Any] = dict.fromkeys(
-        ("gpu_name", "gpu_memory_total_gb", "gpu_memory_allocated_gb", "gpu_memory_reserved_gb", "gpu_memory_free_gb")
+        (
+            "gpu_name",
+            "gpu_memory_total_gb",
+            "gpu_memory_allocated_gb",
+            "gpu_memory_reserved_gb",
+            "gpu_memory_free_gb",
+        )
     )
     import torch
 

@@ -21,11 +21,13 @@ class VoiceId(BaseModel):
 
 class SpeechRequest(BaseModel):
     model: str = Field(description="Any id of GET /v1/models, e.g. qwen3-tts")
-    input: str = Field(description="The text to say (at most 4096 characters); long inputs stream sentence by sentence")
+    input: str = Field(
+        description="The text to say (at most 4096 characters); long inputs stream sentence by sentence"
+    )
     voice: str | VoiceId = Field(
         description="A ready fine-tuned voice (its job id or speaker name), 'design' (the VoiceDesign model: describe "
         "the voice in `instructions`), or a preset voice (" + ", ".join(PRESET_VOICES) + ": stock voice "
-        "descriptions for the VoiceDesign model), as a string or as {\"id\": ...}. GET /v1/audio/voices lists them."
+        'descriptions for the VoiceDesign model), as a string or as {"id": ...}. GET /v1/audio/voices lists them.'
     )
     response_format: ResponseFormat = Field("mp3", description="pcm = raw 16-bit little-endian mono 24 kHz")
     speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED, description="Pitch-preserving tempo, 0.25-4.0")
@@ -44,8 +46,14 @@ class SpeechRequest(BaseModel):
     model_config = {
         "extra": "ignore",
         "json_schema_extra": {
-            "examples": [{"model": "qwen3-tts", "input": "Hello there. This is my fine-tuned voice.",
-                          "voice": "hero1", "response_format": "mp3"}]
+            "examples": [
+                {
+                    "model": "qwen3-tts",
+                    "input": "Hello there. This is my fine-tuned voice.",
+                    "voice": "hero1",
+                    "response_format": "mp3",
+                }
+            ]
         },
     }
 
@@ -90,8 +98,14 @@ class OpenAIError(Exception):
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"description": description, "content": {"application/json": {"example": {"error": {
-        "message": "...", "type": kind, "param": None, "code": None}}}}}
+    status: {
+        "description": description,
+        "content": {
+            "application/json": {
+                "example": {"error": {"message": "...", "type": kind, "param": None, "code": None}}
+            }
+        },
+    }
     for status, description, kind in (
         (400, "Invalid request (e.g. empty input, an unknown or ambiguous voice)", "invalid_request_error"),
         (401, "Missing or wrong API key (when VFT_API_KEY is set)", "authentication_error"),

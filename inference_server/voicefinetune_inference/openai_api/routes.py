@@ -76,8 +76,12 @@ def parse_speech(raw: bytes) -> SpeechRequest:
         param = ".".join(str(part) for part in first.get("loc", ())) or None
         if first.get("type") == "json_invalid":
             raise OpenAIError(400, "the request body is not valid JSON") from exc
-        raise OpenAIError(400, f"{param}: {first.get('msg', 'invalid value')}", param=param,
-                          code=VALIDATION_CODES.get(first.get("type", ""), "invalid_value")) from exc
+        raise OpenAIError(
+            400,
+            f"{param}: {first.get('msg', 'invalid value')}",
+            param=param,
+            code=VALIDATION_CODES.get(first.get("type", ""), "invalid_value"),
+        ) from exc
 
 
 async def _chain(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -104,21 +108,42 @@ async def not_ready_error(job_gate: JobGate | None, voice: str) -> OpenAIError |
     return None
 
 
-def add_openai_routes(router: APIRouter, service: InferenceService, *, job_gate: JobGate | None = None) -> None:
+def add_openai_routes(
+    router: APIRouter, service: InferenceService, *, job_gate: JobGate | None = None
+) -> None:
     """Add the /v1 endpoints to ``router`` (added, not included, so they keep the router's route class and show
     as plain routes in its table). ``job_gate`` turns an unknown voice that names a job not ready yet into a 409."""
     settings = service.settings
     voices = OpenAIVoices(settings, service.catalog, service.speech.loader)
-    streamer = SpeechStreamer(chunk_source(service.generator), activity=service.activity, opslog=service.opslog)
+    streamer = SpeechStreamer(
+        chunk_source(service.generator), activity=service.activity, opslog=service.opslog
+    )
     schema = inline_schema(SpeechRequest)
 
     @router.post(
-        "/v1/audio/speech", tags=["openai"], summary="Generate speech (OpenAI-compatible, streamed)",
-        description=SPEECH_HELP, response_class=StreamingResponse,
-        responses={200: {"content": {"audio/mpeg": {}, "audio/wav": {}, "audio/ogg": {}, "audio/flac": {},
-                                     "audio/aac": {}, "audio/pcm": {}, "text/event-stream": {}},
-                         "description": "The audio, streamed"}, **ERROR_RESPONSES},
-        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}},
+        "/v1/audio/speech",
+        tags=["openai"],
+        summary="Generate speech (OpenAI-compatible, streamed)",
+        description=SPEECH_HELP,
+        response_class=StreamingResponse,
+        responses={
+            200: {
+                "content": {
+                    "audio/mpeg": {},
+                    "audio/wav": {},
+                    "audio/ogg": {},
+                    "audio/flac": {},
+                    "audio/aac": {},
+                    "audio/pcm": {},
+                    "text/event-stream": {},
+                },
+                "description": "The audio, streamed",
+            },
+            **ERROR_RESPONSES,
+        },
+        openapi_extra={
+            "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}
+        },
     )
     async def speech(request: Request):
         started = time.monotonic()
@@ -128,14 +153,22 @@ def add_openai_routes(router: APIRouter, service: InferenceService, *, job_gate:
             if not body.input.strip():
                 raise OpenAIError(400, "input must not be empty", param="input")
             if len(body.input) > MAX_INPUT_CHARS:
-                raise OpenAIError(400, f"input is {len(body.input)} characters long; the limit is {MAX_INPUT_CHARS}",
-                                  param="input", code="string_above_max_length")
+                raise OpenAIError(
+                    400,
+                    f"input is {len(body.input)} characters long; the limit is {MAX_INPUT_CHARS}",
+                    param="input",
+                    code="string_above_max_length",
+                )
             language = request_language(body.language)
             voice = await voices.resolve(body.voice_name, body.instructions)
             sentences = split_sentences(body.input, max_chars=min(settings.max_text_chars, 400))
             plan = StreamRequest(
-                spec=voice.spec, items=[voice.item(text, language) for text in sentences],
-                response_format=body.response_format, speed=body.speed, voice=body.voice_name, job_id=voice.job_id,
+                spec=voice.spec,
+                items=[voice.item(text, language) for text in sentences],
+                response_format=body.response_format,
+                speed=body.speed,
+                voice=body.voice_name,
+                job_id=voice.job_id,
             )
             stream = streamer.respond(plan, stream_format=body.stream_format, started=started)
             first = await anext(stream, b"")
@@ -149,16 +182,24 @@ def add_openai_routes(router: APIRouter, service: InferenceService, *, job_gate:
         if not sse:
             headers["Content-Disposition"] = f'inline; filename="speech.{body.response_format}"'
         return StreamingResponse(
-            _chain(first, stream), media_type="text/event-stream" if sse else media_type(body.response_format),
+            _chain(first, stream),
+            media_type="text/event-stream" if sse else media_type(body.response_format),
             headers=headers,
         )
 
-    @router.get("/v1/models", tags=["openai"], response_model=ModelList, summary="Model ids for /v1/audio/speech")
+    @router.get(
+        "/v1/models", tags=["openai"], response_model=ModelList, summary="Model ids for /v1/audio/speech"
+    )
     async def models() -> ModelList:
         return ModelList(data=voices.models())
 
-    @router.get("/v1/models/{model_id:path}", tags=["openai"], response_model=ModelCard,
-                summary="One model id of GET /v1/models", responses={404: ERROR_RESPONSES[404]})
+    @router.get(
+        "/v1/models/{model_id:path}",
+        tags=["openai"],
+        response_model=ModelCard,
+        summary="One model id of GET /v1/models",
+        responses={404: ERROR_RESPONSES[404]},
+    )
     async def model(model_id: str, request: Request):
         # Starlette's route pattern ends in `$`, which matches before a final newline (dropped from a :path
         # parameter): the id is the whole rest of the path.
@@ -168,7 +209,11 @@ def add_openai_routes(router: APIRouter, service: InferenceService, *, job_gate:
         except OpenAIError as error:
             return error_response(error)
 
-    @router.get("/v1/audio/voices", tags=["openai"], response_model=VoiceList,
-                summary="Voices for /v1/audio/speech: fine-tuned, designed and preset")
+    @router.get(
+        "/v1/audio/voices",
+        tags=["openai"],
+        response_model=VoiceList,
+        summary="Voices for /v1/audio/speech: fine-tuned, designed and preset",
+    )
     async def voice_list() -> VoiceList:
         return VoiceList(data=voices.cards())

@@ -176,12 +176,24 @@ class SpeechStreamer:
         if outcome.audio_seconds and seconds > 0:
             stream_metrics.REAL_TIME_FACTOR.observe(outcome.audio_seconds / seconds)
         self.opslog.record(
-            "inference_stream", seconds, request.job_id, ok=outcome.result == "completed", result=outcome.result,
-            voice=request.voice, format=request.response_format, speed=request.speed, sentences=outcome.sentences,
-            sentences_started=outcome.sentences_started, sentences_done=outcome.sentences_done,
-            first_audio_seconds=None if outcome.first_audio_seconds is None else round(outcome.first_audio_seconds, 4),
-            audio_seconds=round(outcome.audio_seconds, 4), output_seconds=round(outcome.output_seconds, 4),
-            bytes=outcome.bytes, **outcome.details,
+            "inference_stream",
+            seconds,
+            request.job_id,
+            ok=outcome.result == "completed",
+            result=outcome.result,
+            voice=request.voice,
+            format=request.response_format,
+            speed=request.speed,
+            sentences=outcome.sentences,
+            sentences_started=outcome.sentences_started,
+            sentences_done=outcome.sentences_done,
+            first_audio_seconds=None
+            if outcome.first_audio_seconds is None
+            else round(outcome.first_audio_seconds, 4),
+            audio_seconds=round(outcome.audio_seconds, 4),
+            output_seconds=round(outcome.output_seconds, 4),
+            bytes=outcome.bytes,
+            **outcome.details,
         )
 
 

@@ -56,38 +56,62 @@ class OpenAIVoices:
 
     def model(self, model: str) -> ModelCard:
         if model not in self.model_ids():
-            raise OpenAIError(404, f"The model {short_repr(model)} does not exist; GET /v1/models lists the ids",
-                              param="model", code="model_not_found")
+            raise OpenAIError(
+                404,
+                f"The model {short_repr(model)} does not exist; GET /v1/models lists the ids",
+                param="model",
+                code="model_not_found",
+            )
         return ModelCard(id=model)
 
     def cards(self) -> list[VoiceCard]:
         tuned = [
-            VoiceCard(id=voice["job_id"], name=voice["speaker_name"], type="fine-tuned",
-                      speaker_name=voice["speaker_name"])
+            VoiceCard(
+                id=voice["job_id"],
+                name=voice["speaker_name"],
+                type="fine-tuned",
+                speaker_name=voice["speaker_name"],
+            )
             for voice in self.catalog.all()
         ]
-        designed = [VoiceCard(id=DESIGN_VOICE, name="Voice design", type="designed",
-                              description="The VoiceDesign model: describe the voice in `instructions`")]
-        presets = [VoiceCard(id=name, name=name, type="preset", description=text) for name, text in PRESET_VOICES.items()]
+        designed = [
+            VoiceCard(
+                id=DESIGN_VOICE,
+                name="Voice design",
+                type="designed",
+                description="The VoiceDesign model: describe the voice in `instructions`",
+            )
+        ]
+        presets = [
+            VoiceCard(id=name, name=name, type="preset", description=text)
+            for name, text in PRESET_VOICES.items()
+        ]
         return tuned + designed + presets
 
     async def resolve(self, voice: str, instructions: str | None) -> ResolvedVoice:
         tuned = self._fine_tuned(voice)
         if tuned is not None:
             self.catalog.touch(tuned.job_id)
-            return ResolvedVoice(self.loader.voice_spec(tuned), tuned.job_id, tuned.speaker_name, instructions or "")
+            return ResolvedVoice(
+                self.loader.voice_spec(tuned), tuned.job_id, tuned.speaker_name, instructions or ""
+            )
         lowered = voice.lower()
         if lowered == DESIGN_VOICE:
             if not instructions or not instructions.strip():
-                raise OpenAIError(400, "voice 'design' needs `instructions` describing the voice",
-                                  param="instructions")
+                raise OpenAIError(
+                    400, "voice 'design' needs `instructions` describing the voice", param="instructions"
+                )
             return ResolvedVoice(await self.loader.shared_spec("voice_design"), None, None, instructions)
         if lowered in PRESET_VOICES:
             description = PRESET_VOICES[lowered] + (f" {instructions.strip()}" if instructions else "")
             return ResolvedVoice(await self.loader.shared_spec("voice_design"), None, None, description)
-        raise UnknownVoice(400, f"Invalid value: voice {short_repr(voice)} is neither a ready fine-tuned voice (job id or "
-                           "speaker name), 'design', nor a preset; GET /v1/audio/voices lists them",
-                           param="voice", code="invalid_value")
+        raise UnknownVoice(
+            400,
+            f"Invalid value: voice {short_repr(voice)} is neither a ready fine-tuned voice (job id or "
+            "speaker name), 'design', nor a preset; GET /v1/audio/voices lists them",
+            param="voice",
+            code="invalid_value",
+        )
 
     def _fine_tuned(self, name: str):
         try:
@@ -99,8 +123,13 @@ class OpenAIVoices:
         matches = [v for v in self.catalog.registry.all() if v.speaker_name.lower() == name.lower()]
         if len(matches) > 1:
             job_ids = ", ".join(sorted(repr(v.job_id) for v in matches))
-            raise OpenAIError(400, f"voice {name!r} is the speaker name of {len(matches)} voices: pass one of their "
-                              f"job ids instead ({job_ids})", param="voice", code="invalid_value")
+            raise OpenAIError(
+                400,
+                f"voice {name!r} is the speaker name of {len(matches)} voices: pass one of their "
+                f"job ids instead ({job_ids})",
+                param="voice",
+                code="invalid_value",
+            )
         return matches[0] if matches else None
 
 

@@ -27,7 +27,9 @@ def reference_id(waveform: np.ndarray, rate: int, *, ref_text: str, use_xvec: bo
 
 def check_ref_text(ref_text: str, use_xvec: bool) -> None:
     if not use_xvec and not (ref_text or "").strip():
-        raise InvalidInput("ref_text (the transcript of the reference audio) is required unless use_xvec is true")
+        raise InvalidInput(
+            "ref_text (the transcript of the reference audio) is required unless use_xvec is true"
+        )
 
 
 class VoiceCloner:
@@ -53,7 +55,12 @@ class VoiceCloner:
         async with self.cache.use(spec) as loaded, self.generator.gpu_slots:
             try:
                 prompt = await self.generator.on_gpu(
-                    tts_model.clone_prompt, loaded, waveform, sample_rate=rate, ref_text=ref_text, use_xvec=use_xvec
+                    tts_model.clone_prompt,
+                    loaded,
+                    waveform,
+                    sample_rate=rate,
+                    ref_text=ref_text,
+                    use_xvec=use_xvec,
                 )
             except (ValueError, RuntimeError) as exc:
                 raise RefAudioError(f"the reference audio could not be used for cloning: {exc}") from exc

@@ -68,11 +68,16 @@ class Generator:
         self.cache = cache
         self.outputs = outputs
         self.batcher = Batcher(
-            self._run_batch, settings.inference_batch_window_ms / 1000.0, settings.inference_max_batch, delivers=True
+            self._run_batch,
+            settings.inference_batch_window_ms / 1000.0,
+            settings.inference_max_batch,
+            delivers=True,
         )
         self.gpu_slots = asyncio.Semaphore(max(1, settings.gpu_max_concurrency))
         # model calls get their own threads, so that uploads and S3 checks queued in the default pool never delay them
-        self._gpu_pool = ThreadPoolExecutor(max(1, settings.gpu_max_concurrency), thread_name_prefix="vft-generate")
+        self._gpu_pool = ThreadPoolExecutor(
+            max(1, settings.gpu_max_concurrency), thread_name_prefix="vft-generate"
+        )
 
     def shutdown(self) -> None:
         """Drop the GPU threads (close the batcher, then the cache, before this)."""
@@ -104,7 +109,9 @@ class Generator:
             except Exception as exc:
                 if len(items) == 1:
                     raise
-                log.warning("fused generate of %d items for %s failed (%s); retrying one by one", len(items), key, exc)
+                log.warning(
+                    "fused generate of %d items for %s failed (%s); retrying one by one", len(items), key, exc
+                )
                 wavs = []
                 for index, item in enumerate(items):
                     if index in early:
@@ -123,8 +130,12 @@ class Generator:
         metrics.ITEMS.labels(spec.kind).inc(len(produced))
         metrics.AUDIO_SECONDS.labels(spec.kind).inc(audio_seconds)
         metrics.observe_engine(
-            engine=loaded.engine, mode="batch", first_audio=min(first_ready, default=started + elapsed) - started,
-            seconds=elapsed, audio_seconds=audio_seconds, frames=sum(len(w) for w in produced) // SAMPLES_PER_FRAME,
+            engine=loaded.engine,
+            mode="batch",
+            first_audio=min(first_ready, default=started + elapsed) - started,
+            seconds=elapsed,
+            audio_seconds=audio_seconds,
+            frames=sum(len(w) for w in produced) // SAMPLES_PER_FRAME,
         )
         return wavs
 
@@ -146,7 +157,9 @@ class Generator:
         waveform = await self.batcher.submit(spec.key, _Work(spec, item))
         return await asyncio.to_thread(to_wav_bytes, waveform)
 
-    async def produce(self, spec: ModelSpec, item: tts_model.SpeechItem, *, key: str, job_id: str | None) -> Result:
+    async def produce(
+        self, spec: ModelSpec, item: tts_model.SpeechItem, *, key: str, job_id: str | None
+    ) -> Result:
         wav = await self.generate(spec, item)
         return await self.outputs.upload(key, wav, text=item.text, job_id=job_id)
 
@@ -158,7 +171,9 @@ class Generator:
 
         async def one(plan: Planned) -> Result:
             try:
-                if kept := await self.outputs.kept(plan.key, overwrite=overwrite, text=plan.text, job_id=job_id):
+                if kept := await self.outputs.kept(
+                    plan.key, overwrite=overwrite, text=plan.text, job_id=job_id
+                ):
                     return kept
                 item = tts_model.SpeechItem(plan.text, plan.language, plan.instruct, **extra)
                 if plan.key is None:
@@ -169,7 +184,10 @@ class Generator:
                 if status_for(exc) == 500:
                     log.exception("item %d failed", plan.index)
                 return BatchItemError(
-                    index=plan.index, filename=plan.filename, text=plan.text, error=message_for(exc),
+                    index=plan.index,
+                    filename=plan.filename,
+                    text=plan.text,
+                    error=message_for(exc),
                     status_code=status_for(exc),
                 )
 

@@ -13,8 +13,10 @@ from voicefinetune.storage import Storage, StorageNotConfigured
 from voicefinetune_inference import metrics
 from voicefinetune_inference.audio.wav import wav_duration_seconds
 
-KEPT_NOTE = ("an object already existed under s3_key and was kept (overwrite: false); its audio was not generated "
-             "from this text: send overwrite: true to replace it")
+KEPT_NOTE = (
+    "an object already existed under s3_key and was kept (overwrite: false); its audio was not generated "
+    "from this text: send overwrite: true to replace it"
+)
 
 
 def auto_filename(prefix: str = "tts") -> str:
@@ -55,7 +57,9 @@ class AudioOutputs:
             job_id=job_id,
         )
 
-    async def kept(self, key: str | None, *, overwrite: bool, text: str, job_id: str | None) -> InferS3Response | None:
+    async def kept(
+        self, key: str | None, *, overwrite: bool, text: str, job_id: str | None
+    ) -> InferS3Response | None:
         """The answer for an object already under ``key`` that is kept (``overwrite`` false), else None."""
         if key is None or overwrite or not await asyncio.to_thread(self.storage.exists, key):
             return None
@@ -71,7 +75,9 @@ class AudioOutputs:
         uploading = asyncio.ensure_future(asyncio.to_thread(put))
         try:
             await asyncio.shield(uploading)
-        except asyncio.CancelledError:  # the thread cannot stop: let the request end only once nothing lands later
+        except (
+            asyncio.CancelledError
+        ):  # the thread cannot stop: let the request end only once nothing lands later
             await asyncio.wait([uploading])
             uploading.exception()  # retrieved: its failure no longer matters to anyone
             raise

@@ -40,12 +40,16 @@ from voicefinetune_inference.serving.synthesis import SpeechRequests
 
 class InferenceService:
     def __init__(self, settings: Settings, storage: Storage, opslog: OpsLog):
-        tts_model.check_engine(settings.engine)  # a wrong VFT_ENGINE stops the server at start, not each request
+        tts_model.check_engine(
+            settings.engine
+        )  # a wrong VFT_ENGINE stops the server at start, not each request
         self.settings = settings
         self.storage = storage
         self.opslog = opslog
         self.registry = VoiceRegistry(settings.state_dir / "voices.json")
-        self.cache = ModelCache(settings.gpu_max_models, tts_model.release, wait_timeout=settings.vram_wait_timeout)
+        self.cache = ModelCache(
+            settings.gpu_max_models, tts_model.release, wait_timeout=settings.vram_wait_timeout
+        )
         self.disk = DiskCache(settings.jobs_dir, storage)
         self.outputs = AudioOutputs(storage, opslog)
         locator = CheckpointLocator(settings, storage)

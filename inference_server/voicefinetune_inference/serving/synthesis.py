@@ -66,7 +66,11 @@ class SpeechRequests:
         key = None
         if upload:
             self.outputs.require_storage()
-            filename = check_filename(request.s3_filename, field="s3_filename") if request.s3_filename else auto_filename("tts")
+            filename = (
+                check_filename(request.s3_filename, field="s3_filename")
+                if request.s3_filename
+                else auto_filename("tts")
+            )
             key = audio_key(job_id, filename=filename, book_id=request.book_id, chapter_id=request.chapter_id)
         spec = self.loader.voice_spec(voice)
         with self.activity.track("inference_custom_voice", job_id):
@@ -112,7 +116,11 @@ class SpeechRequests:
         key = None
         if request.upload_to_s3:
             self.outputs.require_storage()
-            filename = check_filename(request.s3_filename, field="s3_filename") if request.s3_filename else auto_filename("design")
+            filename = (
+                check_filename(request.s3_filename, field="s3_filename")
+                if request.s3_filename
+                else auto_filename("design")
+            )
             key = audio_key(None, filename=filename)
         spec = await self.loader.shared_spec("voice_design")
         with self.activity.track("inference_voice_design", None):
@@ -131,7 +139,11 @@ class SpeechRequests:
         filename = None
         if upload:
             self.outputs.require_storage()
-            filename = check_filename(request.s3_filename, field="s3_filename") if request.s3_filename else auto_filename("clone")
+            filename = (
+                check_filename(request.s3_filename, field="s3_filename")
+                if request.s3_filename
+                else auto_filename("clone")
+            )
         waveform, rate = await self.cloner.reference_audio(request.ref_audio_url)
         reference = reference_id(waveform, rate, ref_text=request.ref_text, use_xvec=request.use_xvec)
         key = None if filename is None else clone_key(reference, filename=filename)
