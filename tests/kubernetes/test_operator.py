@@ -358,8 +358,11 @@ def test_a_taken_port_falls_back_to_a_free_one_outside_a_cluster(cluster, kubeco
         taken.listen()
         env["VFT_OPERATOR_PORT"] = str(taken.getsockname()[1])
         process = subprocess.Popen(
-            [VFT_BIN, "operator"], env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT
-        )  # noqa: SIM115
+            [VFT_BIN, "operator"],
+            env=env,
+            stdout=open(log, "wb"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
+        )
         try:
             create(custom, voicefinetune("elsewhere"))
             (job,) = wait_for(lambda: jobs_of(cluster), timeout=60, what="the training Job")
