@@ -14,9 +14,9 @@ from .settings import Settings
 
 if TYPE_CHECKING:
     from fastapi import APIRouter, FastAPI
+    from voicefinetune_inference import InferenceService
 
     from .facade.backend import JobGate
-    from .inference_server.service import InferenceService
 
 BACKENDS = ("local", "kubernetes")
 
@@ -61,7 +61,7 @@ class InProcessInference:
         self.service = service
 
     def router(self, job_gate: JobGate) -> APIRouter:
-        from .inference_server.api import build_router
+        from voicefinetune_inference import build_router
 
         return build_router(self.service, job_gate=job_gate)
 
@@ -75,9 +75,10 @@ class InProcessInference:
 def create_local_app(settings: Settings) -> FastAPI:
     """One machine: the local backend (job records on disk, `vft train` children) and the inference server
     in-process, sharing one ops log."""
+    from voicefinetune_inference import InferenceService
+
     from .facade.app import create_app
     from .facade.local_backend import LocalBackend
-    from .inference_server.service import InferenceService
     from .opslog import OpsLog
     from .storage import Storage
 
