@@ -39,7 +39,8 @@ SPEAKER_NAME_HELP = (
     "speaker_name must not contain an underscore followed by a number (e.g. use 'Hero1' instead of 'Hero_1'): "
     "it causes library parsing errors"
 )
-JOB_ID_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+# The ids the REST API gives new jobs: DNS labels, so that one also names the job's Kubernetes objects.
+API_JOB_ID_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 FILENAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 # Caps on free text fields (422 naming the field). Ids that become S3 key or folder segments are key-safe.
 MAX_INSTRUCT_CHARS = 2000
@@ -47,8 +48,9 @@ MAX_REF_TEXT_CHARS = 2000
 MAX_LANGUAGE_CHARS = 32
 MAX_FILENAME_CHARS = 200
 MAX_INLINE_BATCH_ITEMS = 32  # batch items answered inline (base64 WAVs) rather than uploaded
+# Any id that becomes one folder or S3 key segment (API job ids, namespace-qualified ids and book/chapter ids fit).
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
-RESUME_JOB_ID_PATTERN = JOB_ID_PATTERN.pattern
+RESUME_JOB_ID_PATTERN = API_JOB_ID_PATTERN.pattern
 
 
 class InvalidInput(ValueError):
@@ -65,8 +67,13 @@ def check_speaker_name(name: str) -> str:
     return name
 
 
+def is_segment_id(value: str) -> bool:
+    """``value`` matches ``ID_PATTERN`` and is no ``..``-trick: safe as one folder or S3 key segment."""
+    return re.fullmatch(ID_PATTERN, value) is not None and ".." not in value
+
+
 def check_job_id(job_id: str) -> str:
-    if not JOB_ID_PATTERN.fullmatch(job_id):
+    if not API_JOB_ID_PATTERN.fullmatch(job_id):
         raise InvalidInput(
             "job_id must be 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit; "
             f"got {short_repr(job_id)}"

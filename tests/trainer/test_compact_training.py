@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from voicefinetune_trainer.batching import build_batch
-from voicefinetune_trainer.checkpoint import OPTIMIZER_FILE, TrainingState, list_checkpoints
+from voicefinetune_trainer.checkpoint import OPTIMIZER_FILE, TrainingState
 from voicefinetune_trainer.codes import encode_samples
 from voicefinetune_trainer.fit import GIB, WontFit, check_training_fits, estimate_peak
 from voicefinetune_trainer.loss import sft_loss
@@ -26,6 +26,7 @@ from voicefinetune_trainer.recipe import RECIPES, Recipe
 from voicefinetune_trainer.sft import TrainConfig, train
 from voicefinetune_trainer.step import train_step, trainable_parameters
 
+from voicefinetune.checkpoints import list_checkpoints
 from voicefinetune.devtools.op_count import OpCounter
 from voicefinetune.devtools.sample_data import reference_clip, speech_clips
 from voicefinetune.qwen import load_model

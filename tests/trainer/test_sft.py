@@ -31,7 +31,6 @@ from voicefinetune_trainer.checkpoint import (
     TrainingState,
     drop_training_state,
     export_checkpoint,
-    list_checkpoints,
     purge_training_state,
     write_safetensors,
 )
@@ -41,6 +40,7 @@ from voicefinetune_trainer.prepare import prepare_samples
 from voicefinetune_trainer.schedule import batch_order, fixed_batches
 from voicefinetune_trainer.sft import StepEvent, TrainConfig, train
 
+from voicefinetune.checkpoints import list_checkpoints
 from voicefinetune.devtools.sample_data import Clip, reference_clip, speech_clips
 from voicefinetune.qwen import import_qwen_tts
 from voicefinetune.schemas import SAMPLE_RATE

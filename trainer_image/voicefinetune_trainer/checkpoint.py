@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import re
 import shutil
 import struct
 import tempfile
@@ -29,20 +28,18 @@ from typing import Any
 
 import torch
 
-CONFIG_FILE = "config.json"
+from voicefinetune.checkpoints import CONFIG_FILE, checkpoint_dir, list_checkpoints
+
 WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
 OPTIMIZER_FILE = "optimizer.pt"
 TRAINER_STATE_FILE = "trainer_state.json"
 TRAINING_STATE_FILES = (OPTIMIZER_FILE, TRAINER_STATE_FILE)
 
-CHECKPOINT_PREFIX = "checkpoint-epoch-"
 TEMP_PREFIX = ".tmp-"
 SPEAKER_ENCODER_PREFIX = "speaker_encoder."
 CODEC_EMBEDDING_KEY = "talker.model.codec_embedding.weight"
 CUSTOM_VOICE = "custom_voice"
-
-_CHECKPOINT_NAME = re.compile(rf"^{re.escape(CHECKPOINT_PREFIX)}(\d+)$")
 
 # safetensors dtype names (the file format's own spelling).
 _SAFETENSORS_DTYPES: dict[torch.dtype, str] = {
@@ -88,21 +85,6 @@ class TrainingState:
             raise ResumeCheckpointError(
                 f"{path} is unreadable ({exc}); delete it to resume from weights only"
             ) from exc
-
-
-def checkpoint_dir(output_dir: Path, epoch: int) -> Path:
-    return Path(output_dir) / f"{CHECKPOINT_PREFIX}{epoch}"
-
-
-def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoint folders in `output_dir`, oldest epoch first."""
-    found = []
-    if Path(output_dir).is_dir():
-        for child in Path(output_dir).iterdir():
-            match = _CHECKPOINT_NAME.fullmatch(child.name)
-            if match and child.is_dir():
-                found.append((int(match.group(1)), child))
-    return sorted(found)
 
 
 def local_model_dir(model_path: str | Path) -> Path:

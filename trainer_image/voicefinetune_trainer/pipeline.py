@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import re
 import shutil
 import time
 from pathlib import Path
@@ -23,11 +22,19 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from voicefinetune.checkpoints import (
+    CHECKPOINT_PREFIX,
+    CONFIG_FILE,
+    has_model,
+    list_checkpoints,
+    newest_checkpoint,
+    training_output_dir,
+)
 from voicefinetune.dataset import Dataset, DatasetLimits, open_dataset
 from voicefinetune.diskfull import DiskFull, is_disk_full
 from voicefinetune.lifecycle import STAGE_DONE, STAGE_FAILED, STAGE_PREPARING, STAGE_TRAINING, STAGE_UPLOADING
 from voicefinetune.public_text import PublicText
-from voicefinetune.schemas import ID_PATTERN, InvalidInput, check_language, check_speaker_name
+from voicefinetune.schemas import InvalidInput, check_language, check_speaker_name, is_segment_id
 from voicefinetune.settings import Settings
 from voicefinetune.storage import Storage, StorageError, UnsafeKey, build_key, checkpoint_prefix
 from voicefinetune.train_request import TrainRequest
@@ -36,10 +43,6 @@ from voicefinetune_trainer.reporter import Event, Reporter
 
 log = logging.getLogger(__name__)
 
-# The job id names a folder and an S3 prefix: one safe path segment (ids made by the API or Kubernetes fit).
-JOB_ID_PATTERN = re.compile(ID_PATTERN)
-CHECKPOINT_CONFIG = "config.json"
-EPOCH_FOLDER = re.compile(r"^checkpoint-epoch-(\d+)$")
 UPLOAD_ATTEMPTS = 3
 UPLOAD_BACKOFF_SECONDS = 1.0
 
@@ -53,7 +56,7 @@ class JobInterrupted(JobFailed):
 
 
 def check_request(request: TrainRequest) -> None:
-    if not JOB_ID_PATTERN.fullmatch(request.job_id) or ".." in request.job_id:
+    if not is_segment_id(request.job_id):  # it names a folder and an S3 prefix
         raise InvalidInput(
             f"--job-id {request.job_id!r} must be letters, digits, '.', '_' or '-' (128 at most)"
         )
@@ -93,7 +96,7 @@ class TrainingPipeline:
         self.storage = storage or Storage(settings)
         self.progress = Progress(reporter, request.job_id, request.num_epochs, public=PublicText.of(settings))
         self.job_dir = settings.job_dir(request.job_id)
-        self.output_dir = request.output_dir or self.job_dir / "output"
+        self.output_dir = request.output_dir or training_output_dir(settings, request.job_id)
         self.dataset_dir = self.job_dir / "dataset"
         self.resume_dir = self.job_dir / "resume"
         self.limits = limits or DatasetLimits()
@@ -217,11 +220,11 @@ class TrainingPipeline:
     def _resume_folder(self, wanted: str) -> Path:
         """A local folder, else an S3 prefix; a bare job id also names that job's output folder or S3 prefix."""
         local = Path(wanted).expanduser()
-        is_job_id = JOB_ID_PATTERN.fullmatch(wanted) is not None and ".." not in wanted
+        is_job_id = is_segment_id(wanted)
         if local.exists():
             return latest_checkpoint(local)
-        if is_job_id and (self.settings.job_dir(wanted) / "output").is_dir():
-            return latest_checkpoint(self.settings.job_dir(wanted) / "output")
+        if is_job_id and training_output_dir(self.settings, wanted).is_dir():
+            return latest_checkpoint(training_output_dir(self.settings, wanted))
         if not self.storage.configured:
             raise FileNotFoundError(f"no folder {wanted} here and S3 is not configured")
         prefixes = [self._s3_key(wanted)] + ([checkpoint_prefix(wanted)] if is_job_id else [])
@@ -298,9 +301,8 @@ class TrainingPipeline:
             shutil.rmtree(self.resume_dir, ignore_errors=True)
             resume_from.rename(self.resume_dir)
             resume_from = self.resume_dir
-        for child in self.output_dir.iterdir():
-            if child.is_dir() and EPOCH_FOLDER.fullmatch(child.name):
-                shutil.rmtree(child)
+        for _, folder in list_checkpoints(self.output_dir):
+            shutil.rmtree(folder)
         return resume_from
 
     # --- uploading -----------------------------------------------------------------------------------------
@@ -344,21 +346,12 @@ class TrainingPipeline:
 
 def latest_checkpoint(folder: Path) -> Path:
     """``folder`` itself when it is a checkpoint, else its highest ``checkpoint-epoch-N``."""
-    if (folder / CHECKPOINT_CONFIG).is_file():
+    if has_model(folder):
         return folder
-    epochs = (
-        [
-            (int(match.group(1)), child)
-            for child in folder.iterdir()
-            if child.is_dir() and (match := EPOCH_FOLDER.fullmatch(child.name))
-        ]
-        if folder.is_dir()
-        else []
-    )
-    for _, child in sorted(epochs, reverse=True):
-        if (child / CHECKPOINT_CONFIG).is_file():
-            return child
-    raise FileNotFoundError(f"{folder} holds no checkpoint ({CHECKPOINT_CONFIG} or checkpoint-epoch-N/)")
+    newest = newest_checkpoint(folder)
+    if newest is None:
+        raise FileNotFoundError(f"{folder} holds no checkpoint ({CONFIG_FILE} or {CHECKPOINT_PREFIX}N/)")
+    return newest
 
 
 def _free_memory() -> None:

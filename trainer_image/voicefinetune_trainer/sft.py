@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from voicefinetune.checkpoints import list_checkpoints
 from voicefinetune.qwen import choose_runtime, load_model
 from voicefinetune.settings import Settings
 from voicefinetune_trainer.batching import build_batch
@@ -29,7 +30,6 @@ from voicefinetune_trainer.checkpoint import (
     choose_speaker_slot,
     drop_training_state,
     export_checkpoint,
-    list_checkpoints,
     load_checkpoint_weights,
     local_model_dir,
     remove_temporary_folders,

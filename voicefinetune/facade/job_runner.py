@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..checkpoints import training_output_dir
 from ..lifecycle import PREPARING, STAGE_FAILED, STAGE_PREPARING, STAGE_STATUS
 from ..opslog import OpsLog
 from ..schemas import Progress
@@ -22,10 +23,6 @@ from .status_updates import StatusUpdater
 from .training_runner import ProgressEvent, TrainingProcess
 
 PROGRESS_SAVE_INTERVAL = 1.0
-
-
-def training_output_dir(settings: Settings, job_id: str) -> Path:
-    return settings.job_dir(job_id) / "output"
 
 
 @dataclass

@@ -9,11 +9,11 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..checkpoints import training_output_dir
 from ..lifecycle import LOADING, QUEUED, TERMINAL_STATUSES
 from ..settings import Settings
 from ..storage import Storage
 from .job_creation import queued_progress
-from .job_runner import training_output_dir
 from .jobstore import JobRecord, JobStore
 from .status_updates import StatusUpdater
 from .training_queue import TrainingQueue

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
+from voicefinetune.checkpoints import CHECKPOINT_PREFIX, has_model, newest_checkpoint, training_output_dir
 from voicefinetune.public_text import PublicText
 from voicefinetune.schemas import InvalidInput
 from voicefinetune.settings import Settings
 from voicefinetune.storage import Storage, UnsafeKey, build_key, checkpoint_prefix
-from voicefinetune_inference.caches.disk_cache import has_model, is_inside
+from voicefinetune_inference.caches.disk_cache import is_inside
 from voicefinetune_inference.caches.registry import Voice
 
-CHECKPOINT_FOLDER = re.compile(r"^checkpoint-epoch-(\d+)$")  # the trainer's output/checkpoint-epoch-N
 RESTORED_FOLDER = "checkpoint"  # jobs/{id}/checkpoint: where a voice registered only by S3 prefix lands
 
 
@@ -23,19 +22,15 @@ class CheckpointLocator:
 
     def trainer_checkpoint(self, job_id: str) -> tuple[str | None, str | None]:
         """(checkpoint_path, s3_prefix) where ``vft train --job-id {job_id}`` leaves its model by default."""
-        output = self.settings.job_dir(job_id) / "output"
-        epochs = [
-            (int(match.group(1)), folder)
-            for folder in (output.iterdir() if output.is_dir() else [])
-            if (match := CHECKPOINT_FOLDER.fullmatch(folder.name)) and has_model(folder)
-        ]
-        if epochs:
-            return str(max(epochs)[1].absolute()), None
+        output = training_output_dir(self.settings, job_id)
+        newest = newest_checkpoint(output)
+        if newest is not None:
+            return str(newest.absolute()), None
         prefix = checkpoint_prefix(job_id)
         if self.storage.configured and next(iter(self.storage.list(prefix + "/")), None) is not None:
             return None, prefix
         raise InvalidInput(
-            f"no checkpoint found for job {job_id!r}: neither {self.display_path(output)}/checkpoint-epoch-N on disk nor "
+            f"no checkpoint found for job {job_id!r}: neither {self.display_path(output)}/{CHECKPOINT_PREFIX}N on disk nor "
             f"{prefix}/ on S3; give checkpoint_path (a local model folder) or s3_prefix (where S3 holds it)"
         )
 

@@ -14,13 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from voicefinetune.checkpoints import has_model
 from voicefinetune.storage import Storage
 from voicefinetune_inference import metrics
 
 log = logging.getLogger(__name__)
 
 GB = 1e9
-MODEL_MARKER = "config.json"
 
 
 @dataclass(frozen=True)
@@ -48,10 +48,6 @@ def is_inside(folder: Path, root: Path) -> bool:
     except ValueError:
         return False
     return folder.resolve() != root.resolve()
-
-
-def has_model(folder: Path) -> bool:
-    return (folder / MODEL_MARKER).is_file()
 
 
 class DiskCache:

@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from voicefinetune.checkpoints import has_model
 from voicefinetune.opslog import OpsLog
 from voicefinetune.settings import Settings
 from voicefinetune.storage import Storage
 from voicefinetune_inference.caches.checkpoints import CheckpointLocator
-from voicefinetune_inference.caches.disk_cache import DiskCache, has_model
+from voicefinetune_inference.caches.disk_cache import DiskCache
 from voicefinetune_inference.caches.disk_keeper import DiskKeeper
 from voicefinetune_inference.caches.model_cache import ModelSpec
 from voicefinetune_inference.caches.registry import Voice

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import Any
 
-from voicefinetune.schemas import InvalidInput, check_speaker_name
+from voicefinetune.checkpoints import has_model
+from voicefinetune.schemas import InvalidInput, check_speaker_name, is_segment_id
 from voicefinetune_inference.caches.checkpoints import CheckpointLocator
-from voicefinetune_inference.caches.disk_cache import has_model
 from voicefinetune_inference.caches.model_cache import ModelCache
 from voicefinetune_inference.caches.model_loading import ModelLoader, voice_key
 from voicefinetune_inference.caches.registry import Voice, VoiceRegistry
 from voicefinetune_inference.caches.voice_work import VoiceWork
 from voicefinetune_inference.errors import VoiceNotFound
-
-VOICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 class VoiceCatalog:
@@ -115,7 +112,7 @@ class VoiceCatalog:
 
 
 def check_voice_id(job_id: str) -> str:
-    if not VOICE_ID_PATTERN.fullmatch(job_id) or ".." in job_id:
+    if not is_segment_id(job_id):
         raise InvalidInput(
             f"job_id {job_id!r} must be 1-128 letters, digits, '.', '_' or '-' (starting with a letter or digit)"
         )

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from voicefinetune_inference.caches.disk_cache import folder_bytes, has_model
+from voicefinetune_inference.caches.disk_cache import folder_bytes
 
+from voicefinetune.checkpoints import has_model
 from voicefinetune.schemas import InvalidInput
 
 
