@@ -8,6 +8,8 @@ schema defaults and ``vft train``'s argument defaults are checked against them b
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from typing import Any, get_args
 
 from .schemas import FinetuneRequest, JobStatusName, Progress
@@ -58,6 +60,23 @@ STAGE_STATUS = {
 # --- progress: snake_case in REST and trainer events, camelCase in status.progress -------------------------------
 PROGRESS_FIELDS: tuple[str, ...] = tuple(Progress.model_fields)
 PROGRESS_CAMEL: dict[str, str] = {name: camel_case(name) for name in PROGRESS_FIELDS}
+
+
+def event_progress(event: Mapping[str, Any]) -> dict[str, int | float]:
+    """The numeric progress fields of a trainer event, each read as its ``Progress`` type; a value that does not
+    read as a finite number (text, ``1e999``, NaN, null) is left out: a child's odd event never breaks its reader."""
+    numbers: dict[str, int | float] = {}
+    for name in PROGRESS_FIELDS:
+        if name == "stage" or event.get(name) is None:
+            continue
+        kind = int if Progress.model_fields[name].annotation is int else float
+        try:
+            number = kind(event[name])
+        except (TypeError, ValueError, OverflowError):
+            continue
+        if math.isfinite(number):
+            numbers[name] = number
+    return numbers
 
 
 def progress_from_status(progress: dict[str, Any]) -> dict[str, Any]:

@@ -4,10 +4,16 @@ sets, and how a trainer progress event reads in ``status.progress``."""
 from __future__ import annotations
 
 import datetime
-import math
 from typing import Any
 
-from voicefinetune.lifecycle import PHASES, PROGRESS_CAMEL, STAGE_STATUS, TERMINAL_PHASES, phase_of
+from voicefinetune.lifecycle import (
+    PHASES,
+    PROGRESS_CAMEL,
+    STAGE_STATUS,
+    TERMINAL_PHASES,
+    event_progress,
+    phase_of,
+)
 
 QUEUED, PREPARING, TRAINING, LOADING, READY, FAILED = PHASES
 ORDER = {QUEUED: 0, PREPARING: 1, TRAINING: 2, LOADING: 3, READY: 4}
@@ -76,18 +82,8 @@ def merge_conditions(
 def progress_status(event: dict[str, Any], timestamp: str) -> dict[str, Any]:
     """``status.progress`` from a trainer event (snake_case fields in, camelCase out; unknown fields dropped)."""
     progress: dict[str, Any] = {"stage": str(event.get("stage")), "updatedAt": timestamp}
-    for source, target in PROGRESS_CAMEL.items():
-        if source == "stage":
-            continue
-        kind = float if source == "loss" else int
-        value = event.get(source)
-        if value is not None:
-            try:
-                number = kind(value)
-            except (TypeError, ValueError):
-                continue
-            if math.isfinite(number):  # a NaN loss cannot go into JSON
-                progress[target] = number
+    for name, number in event_progress(event).items():
+        progress[PROGRESS_CAMEL[name]] = number
     message = event.get("error") or event.get("message") or event.get("warning")
     if message:
         progress["message"] = str(message)[:1024]

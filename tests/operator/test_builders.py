@@ -266,6 +266,17 @@ def test_progress_status_reads_trainer_events():
     assert "loss" not in progress_status({"stage": "training", "loss": float("nan")}, "T")
 
 
+def test_progress_status_leaves_out_what_does_not_read_as_a_number():
+    # JSON's 1e999 arrives as infinity: no count, like NaN, text and null (the facade reads events the same way).
+    event = {"stage": "training", "epoch": 1e999, "total_epochs": "5", "step": float("nan"), "loss": "0.5"}
+    assert progress_status({**event, "global_step": "x"}, "T") == {
+        "stage": "training",
+        "totalEpochs": 5,
+        "loss": 0.5,
+        "updatedAt": "T",
+    }
+
+
 def test_rendezvous_keeps_voices_on_their_replica():
     replicas = [f"http://10.0.0.{i}:8000" for i in range(1, 5)]
     voices = [f"voice-{i}" for i in range(400)]

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ..checkpoints import training_output_dir
-from ..lifecycle import PREPARING, STAGE_FAILED, STAGE_PREPARING, STAGE_STATUS
+from ..lifecycle import PREPARING, STAGE_FAILED, STAGE_PREPARING, STAGE_STATUS, event_progress
 from ..opslog import OpsLog
 from ..schemas import Progress
 from ..settings import Settings
@@ -119,32 +117,11 @@ class JobRunner:
             self.status.warn(record, str(event["warning"]), save=False)
         if stage == STAGE_FAILED:
             return
-        record.job.progress = Progress(
-            stage=stage,
-            epoch=_int(event.get("epoch")),
-            total_epochs=_int(event.get("total_epochs"), record.request.num_epochs),
-            step=_int(event.get("step")),
-            loss=_float(event.get("loss")),
-            global_step=_int(event.get("global_step")),
+        record.job.progress = Progress.model_validate(
+            {"stage": stage, "total_epochs": record.request.num_epochs, **event_progress(event)}
         )
         status = STAGE_STATUS.get(stage, record.job.status)
         if status != record.job.status:
             self.status.set_status(record, status, record.job.progress)
         elif self.status.seconds_since_save(record.job.job_id) >= PROGRESS_SAVE_INTERVAL:
             self.status.persist(record)
-
-
-def _int(value: Any, default: int = 0) -> int:
-    """A progress count from a child's event; anything unusable (``1e999``, NaN, text) is the default."""
-    try:
-        return int(value)
-    except (TypeError, ValueError, OverflowError):
-        return default
-
-
-def _float(value: Any) -> float | None:
-    try:
-        number = None if value is None else float(value)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return number if number is not None and math.isfinite(number) else None
