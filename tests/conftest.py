@@ -15,22 +15,25 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from voicefinetune.settings import Settings  # noqa: E402
 from voicefinetune.storage import Storage  # noqa: E402
 
+# Fixtures several areas share: real servers started per test module, and the emulated Kubernetes API server.
+pytest_plugins = ["tests.helpers.server_fixtures", "tests.helpers.kubernetes_fixtures"]
+
 # Every test has pyproject's 60 s (fixture setup included), except the end-to-end modules below, which train voices
 # or drive real servers and operators: their tests get these limits (their module fixtures count against the first).
 LONG_MODULES = {
     "facade/test_serve_end_to_end.py": 600,  # trains voices, runs the original pattern (up to 480 s)
-    "facade/test_openai_speech.py": 600,  # these four train a voice through a real `vft serve` (up to 300 s)
+    "inference/openai_api/test_openai_speech.py": 600,  # these four train a voice through a real `vft serve` (up to 300 s)
     "facade/test_ops_running.py": 600,
     "facade/test_delete_during_batch.py": 600,
     "facade/test_disk_full.py": 600,
     "facade/test_local_backend_recovery.py": 300,  # runs and restarts training jobs
     "facade/test_training_faults.py": 300,
     "facade/test_fuzz_openapi.py": 300,  # fuzzes two real servers
-    "kubernetes/test_end_to_end.py": 600,  # trains and serves a voice through operator, facade and inference server
-    "kubernetes/test_operator.py": 300,  # real operators against KMock, waits of up to 90 s
-    "kubernetes/test_operator_ha.py": 300,
-    "kubernetes/test_namespaces.py": 300,
-    "kubernetes/test_inference_fleet.py": 300,
+    "operator/test_end_to_end.py": 600,  # trains and serves a voice through operator, facade and inference server
+    "operator/test_operator.py": 300,  # real operators against KMock, waits of up to 90 s
+    "operator/test_operator_ha.py": 300,
+    "operator/test_namespaces.py": 300,
+    "operator/test_inference_fleet.py": 300,
     "trainer/test_train_cli.py": 600,  # `vft train` subprocesses
     "trainer/test_sft.py": 300,  # in-process training of the tiny model
     "trainer/test_compact_training.py": 300,

@@ -3,20 +3,15 @@ non-root pods, and the values schema."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from k8s_harness import CRD, REPO
 
-CHART = REPO / "charts" / "voicefinetune"
-BIN = Path(sys.executable).parent
-HELM = shutil.which("helm", path=str(BIN)) or "helm"
-VALIDATE = shutil.which("kubernetes-validate", path=str(BIN)) or "kubernetes-validate"
+from tests.helpers.chart import CHART, VALIDATE, helm, of_kind, render, rules_of
+from tests.helpers.k8s_harness import CRD
+
 VARIANTS = {
     "defaults": [],
     "monitoring-clusterwide": [
@@ -35,21 +30,6 @@ VARIANTS = {
     ],
     "kind-cpu": ["-f", str(CHART / "ci" / "kind-cpu-values.yaml")],
 }
-
-
-def helm(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([HELM, *args], capture_output=True, text=True, timeout=60)
-
-
-def render(*extra: str, crds: bool = False) -> list[dict[str, Any]]:
-    args = ["template", "vft", str(CHART), "--namespace", "voices", *extra]
-    result = helm(*args, *(["--include-crds"] if crds else []))
-    assert result.returncode == 0, result.stderr
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
-
-
-def of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [doc for doc in docs if doc["kind"] == kind]
 
 
 def test_helm_lint_strict():
@@ -77,20 +57,6 @@ def test_rendered_manifests_validate_for_kubernetes_1_30(variant, tmp_path):
 def test_chart_ships_the_crd_unchanged():
     (crd,) = of_kind(render(crds=True), "CustomResourceDefinition")
     assert crd == yaml.safe_load(CRD.read_text())
-
-
-def rules_of(docs: list[dict[str, Any]], name: str) -> set[tuple[str, str, str, str]]:
-    """(apiGroup, resource, verb, resourceName or '') of every rule of the Roles/ClusterRoles called ``name``."""
-    granted = set()
-    for role in docs:
-        if role["kind"] in ("Role", "ClusterRole") and role["metadata"]["name"] == name:
-            for rule in role["rules"]:
-                for group in rule["apiGroups"]:
-                    for resource in rule["resources"]:
-                        for verb in rule["verbs"]:
-                            for resource_name in rule.get("resourceNames") or [""]:
-                                granted.add((group, resource, verb, resource_name))
-    return granted
 
 
 OPERATOR_RULES = (

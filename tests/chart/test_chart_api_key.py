@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 import yaml
-from k8s_harness import REPO
+
+from tests.helpers.k8s_harness import REPO
 
 CHART = REPO / "charts" / "voicefinetune"
 HELM = shutil.which("helm", path=str(Path(sys.executable).parent)) or "helm"

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import subprocess
 
-from test_chart import CHART, VALIDATE, helm, of_kind, render, rules_of
 from voicefinetune_operator.config import OperatorConfig
 from voicefinetune_operator.inference import build_inference_deployment
+
+from tests.helpers.chart import CHART, VALIDATE, helm, of_kind, render, rules_of
 
 PRODUCTION = [
     "--set",

@@ -12,8 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from k8s_harness import free_port, wait_for
-from test_chart import CHART, of_kind, render
+
+from tests.helpers.chart import CHART, of_kind, render
+from tests.helpers.k8s_harness import free_port, wait_for
 
 PROMETHEUS = shutil.which("prometheus")
 COMPARISON = re.compile(r"\s*(>|<|>=|<=|==|!=)\s*[0-9.]+\s*$")

@@ -12,11 +12,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.helpers.servers import server_environment
 from voicefinetune.serve import create_local_app
 from voicefinetune.settings import Settings
 from voicefinetune.storage import Storage
-
-from .conftest import server_environment
 
 DATASET_KEY = "datasets/Hero1/dataset.zip"
 

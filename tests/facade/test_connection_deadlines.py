@@ -15,10 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from tests.helpers.servers import Server, free_port, server_environment
 from voicefinetune.settings import Settings
 from voicefinetune.storage import Storage
-
-from .conftest import Server, free_port, server_environment
 
 HEADER_TIMEOUT = 2.0
 BODY_TIMEOUT = 2.0

@@ -14,11 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.helpers.servers import Server, free_port, server_environment, train_voice
 from voicefinetune.devtools.tiny_configs import TINY_SPEAKER
 from voicefinetune.settings import Settings
 from voicefinetune.storage import Storage
-
-from .conftest import Server, free_port, server_environment, train_voice
 
 ITEMS = 40
 

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.servers import Server, free_port, server_environment
 from voicefinetune.settings import Settings
 from voicefinetune.storage import Storage
-
-from .conftest import Server, free_port, server_environment
 
 UPLOADS_SIZE = 1024 * 1024  # holds the test dataset (~430 kB), not a 2 MB upload
 JOBS_SIZE = 384 * 1024  # holds a training log, not the test dataset extracted (~630 kB)

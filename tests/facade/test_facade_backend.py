@@ -7,8 +7,8 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from k8s_harness import GROUP, PLURAL, VERSION, VFT
 
+from tests.helpers.k8s_harness import GROUP, PLURAL, VERSION, VFT
 from voicefinetune.devtools.sample_data import make_dataset_zip
 from voicefinetune.facade.backend import DatasetNotFound, JobConflict
 from voicefinetune.facade.kubernetes_backend import KubernetesBackend, uploaded_dataset_key

@@ -19,12 +19,11 @@ from fastapi.testclient import TestClient
 from httpx import Response
 from voicefinetune_inference.app import create_app as create_inference_app
 
+from tests.helpers.servers import server_environment
 from voicefinetune.devtools.sample_data import make_dataset_zip
 from voicefinetune.serve import create_local_app
 from voicefinetune.settings import Settings
 from voicefinetune.storage import Storage
-
-from .conftest import server_environment
 
 SUFFIXES = ["\n", "\r\n", "\x00"]
 # A valid value of each field (the suffix is what makes it invalid); ids not listed take "hero1".

@@ -4,43 +4,17 @@ settings applied to every replica, failover when a replica goes away."""
 from __future__ import annotations
 
 import collections
-import threading
-import time
 from dataclasses import replace
 
 import httpx
 import pytest
-import uvicorn
-from k8s_harness import GROUP, PLURAL, VERSION, free_port, voicefinetune
 from voicefinetune_inference.app import create_app as create_inference_app
 
+from tests.helpers.k8s_harness import GROUP, PLURAL, VERSION, voicefinetune
+from tests.helpers.servers import ServerThread
 from voicefinetune.cluster.routing import pick
 from voicefinetune.facade.app import ForwardedInference, create_app
 from voicefinetune.facade.kubernetes_backend import KubernetesBackend
-
-
-class ServerThread:
-    """A uvicorn server on 127.0.0.1 in a thread of its own."""
-
-    def __init__(self, app):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def start(self) -> ServerThread:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "server did not start"
-            time.sleep(0.05)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ from dataclasses import replace
 
 import httpx
 import pytest
-from test_inference_routing import ServerThread
 from voicefinetune_inference.app import create_app as create_inference_app
 
+from tests.helpers.servers import ServerThread
 from voicefinetune.cluster.routing import pick
 from voicefinetune.facade.app import ForwardedInference, create_app
 from voicefinetune.facade.kubernetes_backend import KubernetesBackend

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from .conftest import Server
+from tests.helpers.servers import Server
 
 RUNNING_FIELDS = {"op_name", "job_id", "started_at", "elapsed_seconds"}
 TRAINING_OPS = ("prepare_data", "training")  # (the trained voice's model_load follows, under the same job id)

@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.helpers.servers import server_environment
 from voicefinetune.serve import create_local_app
 from voicefinetune.settings import Settings
-
-from .conftest import server_environment
 
 pytestmark = pytest.mark.timeout(300)  # a real `vft train` on a shared CPU, then three upload attempts
 TRAINING_TIMEOUT = 240.0

@@ -17,10 +17,9 @@ import httpx
 import pytest
 import soundfile
 
+from tests.helpers.servers import Server, train_voice
 from voicefinetune.schemas import SAMPLE_RATE
 from voicefinetune.storage import Storage
-
-from .conftest import Server, train_voice
 
 # The original service's "Microservice Integration Pattern", verbatim. Before running it, the test substitutes GPU_API (as
 # the acceptance allows) and shortens `time.sleep(30)` to `time.sleep(0.5)` so polling does not dominate the run;

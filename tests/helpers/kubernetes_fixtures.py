@@ -1,18 +1,15 @@
-"""Fixtures of the Kubernetes area: a KMock cluster emulator over HTTP, a kubeconfig for it, the real clients."""
+"""Kubernetes fixtures: a KMock cluster emulator over HTTP, a kubeconfig for it, the real clients, `vft` processes."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import kubernetes
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # the helper modules next to this file
-
-from k8s_harness import CRD, api_client  # noqa: E402
-from kmock_cluster import EmulatorThread, crd_resources  # noqa: E402
+from tests.helpers.k8s_harness import CRD, api_client
+from tests.helpers.kmock_cluster import EmulatorThread, crd_resources
 
 
 @pytest.fixture
@@ -53,7 +50,7 @@ def core(client) -> kubernetes.client.CoreV1Api:
 @pytest.fixture
 def start_operator(kubeconfig: Path, tmp_path: Path):
     """Start `vft operator` processes against the emulator; all are stopped at the end of the test."""
-    from k8s_harness import OperatorProcess, operator_environment
+    from tests.helpers.k8s_harness import OperatorProcess, operator_environment
 
     started: list[OperatorProcess] = []
 
@@ -75,7 +72,7 @@ def start_operator(kubeconfig: Path, tmp_path: Path):
 @pytest.fixture
 def services(tmp_path):
     """Start `vft` server processes (`services(args, env, name)`); all are stopped at the end of the test."""
-    from k8s_harness import VFT_BIN, Process, free_port
+    from tests.helpers.k8s_harness import VFT_BIN, Process, free_port
 
     started: list[Process] = []
 

@@ -11,9 +11,9 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from k8s_harness import CRD, REPO
 from voicefinetune_operator.crd import read_spec
 
+from tests.helpers.k8s_harness import CRD, REPO
 from voicefinetune.lifecycle import SPEC_FIELDS
 from voicefinetune.schemas import FinetuneRequest
 

@@ -8,7 +8,8 @@ import os
 import subprocess
 
 import httpx
-from k8s_harness import (
+
+from tests.helpers.k8s_harness import (
     JOBS,
     VFT,
     mark_job,
@@ -16,7 +17,6 @@ from k8s_harness import (
     pod_command,
     wait_for,
 )
-
 from voicefinetune.devtools.sample_data import make_dataset_zip
 
 S3_KEYS = ("E2E_ACCESS_KEY", "E2E_SECRET_KEY", "E2E_BUCKET", "E2E_ENDPOINT_URL")

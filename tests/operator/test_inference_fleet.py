@@ -9,7 +9,8 @@ import subprocess
 
 import httpx
 import kubernetes
-from k8s_harness import (
+
+from tests.helpers.k8s_harness import (
     GROUP,
     JOBS,
     PLURAL,
@@ -23,7 +24,6 @@ from k8s_harness import (
     voicefinetune,
     wait_for,
 )
-
 from voicefinetune.cluster.routing import rendezvous_order
 from voicefinetune.devtools.sample_data import make_dataset_zip
 

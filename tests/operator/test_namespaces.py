@@ -8,7 +8,8 @@ import subprocess
 import httpx
 import kubernetes
 import pytest
-from k8s_harness import (
+
+from tests.helpers.k8s_harness import (
     GROUP,
     JOBS,
     PLURAL,
@@ -19,7 +20,6 @@ from k8s_harness import (
     pod_command,
     wait_for,
 )
-
 from voicefinetune.cluster.identity import voice_id
 from voicefinetune.devtools.sample_data import make_dataset_zip
 

@@ -11,7 +11,9 @@ import httpx
 import kubernetes
 import pytest
 import yaml
-from k8s_harness import (
+from voicefinetune_operator.progress import progress_token
+
+from tests.helpers.k8s_harness import (
     GROUP,
     JOBS,
     PLURAL,
@@ -25,7 +27,6 @@ from k8s_harness import (
     voicefinetune,
     wait_for,
 )
-from voicefinetune_operator.progress import progress_token
 
 KUBECTL = str(REPO / ".venv" / "bin" / "kubectl")
 

@@ -9,7 +9,11 @@ import time
 
 import httpx
 import kubernetes
-from k8s_harness import (
+from prometheus_client.parser import text_string_to_metric_families
+from voicefinetune_operator.handlers import JOB_SELECTOR, POD_SELECTOR
+
+from tests.helpers.chart import of_kind, render
+from tests.helpers.k8s_harness import (
     GROUP,
     JOBS,
     PLURAL,
@@ -21,9 +25,6 @@ from k8s_harness import (
     voicefinetune,
     wait_for,
 )
-from prometheus_client.parser import text_string_to_metric_families
-from test_chart import of_kind, render
-from voicefinetune_operator.handlers import JOB_SELECTOR, POD_SELECTOR
 
 
 def utc_now() -> str:

@@ -4,7 +4,7 @@ termination message) carry them."""
 
 from __future__ import annotations
 
-from k8s_harness import (
+from tests.helpers.k8s_harness import (
     GROUP,
     JOBS,
     PLURAL,

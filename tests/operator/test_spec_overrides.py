@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from k8s_harness import GROUP, JOBS, PLURAL, VERSION, VFT, operator_environment, voicefinetune, wait_for
+from tests.helpers.k8s_harness import (
+    GROUP,
+    JOBS,
+    PLURAL,
+    VERSION,
+    VFT,
+    operator_environment,
+    voicefinetune,
+    wait_for,
+)
 
 
 def status_of(cluster, name: str) -> dict:

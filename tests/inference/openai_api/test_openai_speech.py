@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
-import sys
 import time
 import typing
-from pathlib import Path
 
 import httpx
 import openai
@@ -15,9 +13,7 @@ import pytest
 from openai.types.audio import speech_create_params
 from openai.types.audio.speech_model import SpeechModel
 
-sys.path.insert(0, str(Path(__file__).parent))  # the helper module next to this file
-
-from openai_helpers import (  # noqa: E402
+from .openai_helpers import (
     FORMATS,
     SPEAKER,
     add_voice,

@@ -1,4 +1,4 @@
-"""A real `vft serve` subprocess (tiny models, moto S3 over HTTP) and helpers to drive it."""
+"""A real `vft serve` or `vft inference` subprocess (tiny models, moto S3 over HTTP) and helpers to drive it."""
 
 from __future__ import annotations
 
@@ -7,18 +7,15 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import pytest
+import uvicorn
 
-from voicefinetune.devtools.sample_data import make_dataset_zip
 from voicefinetune.settings import Settings
-from voicefinetune.storage import Storage
 
 SERVER_START_TIMEOUT = 90.0
 TERMINAL = ("ready", "failed")
@@ -134,22 +131,6 @@ def server_environment(data_dir: Path, *, s3_endpoint: str, bucket: str, tiny_ro
     }
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory, s3_endpoint: str, tiny_models) -> Iterator[Server]:
-    """A `vft serve` shared by a test module, with its own bucket (created) and data dir."""
-    root = tmp_path_factory.mktemp("serve")
-    env = server_environment(
-        root / "data",
-        s3_endpoint=s3_endpoint,
-        bucket=f"vft-facade-{uuid.uuid4().hex[:10]}",
-        tiny_root=tiny_models.root,
-    )
-    Storage(Settings.from_env(env)).ensure_bucket()
-    server = Server(env=env, port=free_port(), log_path=root / "serve.log").start()
-    yield server
-    server.stop()
-
-
 def train_voice(server: Server, dataset_zip: Path, speaker: str) -> str:
     """POST /finetune (one epoch) and wait for the voice to be ready; its id."""
     with server.client() as http:
@@ -164,63 +145,25 @@ def train_voice(server: Server, dataset_zip: Path, speaker: str) -> str:
     return job["job_id"]
 
 
-@pytest.fixture(scope="session")
-def dataset_zip(tmp_path_factory) -> Path:
-    """A small dataset zip in the dataset-maker layout (4 clips)."""
-    return make_dataset_zip(tmp_path_factory.mktemp("dataset") / "voice_dataset.zip", count=4)
+class ServerThread:
+    """A uvicorn server on 127.0.0.1 in a thread of its own."""
 
+    def __init__(self, app):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
 
-API_KEYS = "k,rotated-k2"
+    def start(self) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert time.monotonic() < deadline and self.thread.is_alive(), "server did not start"
+            time.sleep(0.05)
+        return self
 
-
-@pytest.fixture(scope="module")
-def served_with_key(tmp_path_factory, s3_endpoint: str, tiny_models) -> Iterator[Server]:
-    """A `vft serve` like ``served`` that requires an API key (VFT_API_KEY="k,rotated-k2": two keys, as in a rotation)."""
-    root = tmp_path_factory.mktemp("serve-key")
-    env = server_environment(
-        root / "data",
-        s3_endpoint=s3_endpoint,
-        bucket=f"vft-facade-{uuid.uuid4().hex[:10]}",
-        tiny_root=tiny_models.root,
-    )
-    env["VFT_API_KEY"] = API_KEYS
-    Storage(Settings.from_env(env)).ensure_bucket()
-    server = Server(env=env, port=free_port(), log_path=root / "serve.log").start()
-    yield server
-    server.stop()
-
-
-SMALL_UPLOAD_CAP = 600_000
-
-
-@pytest.fixture(scope="module")
-def served_small_upload_cap(tmp_path_factory, s3_endpoint: str, tiny_models) -> Iterator[Server]:
-    """A `vft serve` like ``served`` with VFT_MAX_UPLOAD_BYTES=600000."""
-    root = tmp_path_factory.mktemp("serve-cap")
-    env = server_environment(
-        root / "data",
-        s3_endpoint=s3_endpoint,
-        bucket=f"vft-facade-{uuid.uuid4().hex[:10]}",
-        tiny_root=tiny_models.root,
-    )
-    env["VFT_MAX_UPLOAD_BYTES"] = str(SMALL_UPLOAD_CAP)
-    Storage(Settings.from_env(env)).ensure_bucket()
-    server = Server(env=env, port=free_port(), log_path=root / "serve.log").start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def inference_served(tmp_path_factory, s3_endpoint: str, tiny_models) -> Iterator[str]:
-    """A real standalone `vft inference` (tiny models, moto S3); yields its base URL."""
-    root = tmp_path_factory.mktemp("inference")
-    env = server_environment(
-        root / "data",
-        s3_endpoint=s3_endpoint,
-        bucket=f"vft-inf-{uuid.uuid4().hex[:10]}",
-        tiny_root=tiny_models.root,
-    )
-    Storage(Settings.from_env(env)).ensure_bucket()
-    server = Server(env=env, port=free_port(), log_path=root / "inference.log", command="inference").start()
-    yield server.url
-    server.stop()
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)

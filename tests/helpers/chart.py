@@ -1,0 +1,47 @@
+"""The Helm chart as the real helm renders it, and helpers to read the rendered objects."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.helpers.k8s_harness import REPO
+
+CHART = REPO / "charts" / "voicefinetune"
+BIN = Path(sys.executable).parent
+HELM = shutil.which("helm", path=str(BIN)) or "helm"
+VALIDATE = shutil.which("kubernetes-validate", path=str(BIN)) or "kubernetes-validate"
+
+
+def helm(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([HELM, *args], capture_output=True, text=True, timeout=60)
+
+
+def render(*extra: str, crds: bool = False) -> list[dict[str, Any]]:
+    args = ["template", "vft", str(CHART), "--namespace", "voices", *extra]
+    result = helm(*args, *(["--include-crds"] if crds else []))
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [doc for doc in docs if doc["kind"] == kind]
+
+
+def rules_of(docs: list[dict[str, Any]], name: str) -> set[tuple[str, str, str, str]]:
+    """(apiGroup, resource, verb, resourceName or '') of every rule of the Roles/ClusterRoles called ``name``."""
+    granted = set()
+    for role in docs:
+        if role["kind"] in ("Role", "ClusterRole") and role["metadata"]["name"] == name:
+            for rule in role["rules"]:
+                for group in rule["apiGroups"]:
+                    for resource in rule["resources"]:
+                        for verb in rule["verbs"]:
+                            for resource_name in rule.get("resourceNames") or [""]:
+                                granted.add((group, resource, verb, resource_name))
+    return granted
