@@ -9,7 +9,7 @@ schema defaults and ``vft train``'s argument defaults are checked against them b
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, get_args
 
 from .schemas import FinetuneRequest, JobStatusName, Progress
@@ -82,6 +82,11 @@ def event_progress(event: Mapping[str, Any]) -> dict[str, int | float]:
 def progress_from_status(progress: dict[str, Any]) -> dict[str, Any]:
     """The REST progress fields of a ``status.progress`` object (camelCase in, snake_case out)."""
     return {snake: progress[camel] for snake, camel in PROGRESS_CAMEL.items() if camel in progress}
+
+
+# Awaited first on /infer/{job_id}* and by the OpenAI routes with the voice: raises 404 for an unknown job, 409 for
+# one that is not ready. The facade makes one from its backend; the inference server takes one when it runs inside.
+JobGate = Callable[[str], Awaitable[None]]
 
 
 # --- the /finetune body: defaults and the spec's camelCase fields ------------------------------------------------

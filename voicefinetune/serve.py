@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from fastapi import APIRouter, FastAPI
     from voicefinetune_inference import InferenceService
 
-    from .facade.backend import JobGate
+    from .lifecycle import JobGate
 
 BACKENDS = ("local", "kubernetes")
 

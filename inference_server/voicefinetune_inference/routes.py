@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 
+from voicefinetune.lifecycle import JobGate
 from voicefinetune.metrics import exposition
 from voicefinetune.opslog import OpsLog
 from voicefinetune.schemas import (
@@ -44,7 +45,6 @@ from voicefinetune_inference.serving.service import InferenceService
 
 log = logging.getLogger(__name__)
 
-JobGate = Callable[[str], Awaitable[None]]
 WAV_MEDIA_TYPE = "audio/wav"
 AUDIO_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {

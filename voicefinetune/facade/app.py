@@ -13,13 +13,13 @@ from fastapi import APIRouter, FastAPI, HTTPException
 
 from ..bodylimit import limit_bodies
 from ..error_ids import install_internal_error_handler
-from ..lifecycle import FAILED, READY
+from ..lifecycle import FAILED, READY, JobGate
 from ..openai_compat import install_openai_http_errors
 from ..schemas import Health
 from ..security import protect
 from ..settings import Settings
 from ..validation_errors import install_validation_error_handler
-from .backend import JobBackend, JobGate
+from .backend import JobBackend
 from .routes import FINETUNE_PATH, build_job_router, path_job_id, remove_stale_uploads
 
 log = logging.getLogger(__name__)

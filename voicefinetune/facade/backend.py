@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Protocol
 
 from ..schemas import FinetuneRequest, Job
-
-# Called first on /infer/{job_id}*: raises 404 for an unknown job, 409 for one that is not ready.
-JobGate = Callable[[str], Awaitable[None]]
 
 
 class JobConflict(Exception):

@@ -14,10 +14,10 @@ import httpx
 from fastapi import APIRouter, HTTPException, Request, Response
 
 from ..cluster.routing import EndpointResolver, rendezvous_order
+from ..lifecycle import JobGate
 from ..metrics import exposition
 from ..security import auth_headers
 from ..settings import Settings
-from .backend import JobGate
 from .openai_proxy import forward_speech
 
 PROXY_TIMEOUT = httpx.Timeout(600.0, connect=10.0)

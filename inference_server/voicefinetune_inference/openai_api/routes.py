@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 
+from voicefinetune.lifecycle import JobGate
 from voicefinetune_inference.audio.encoding import media_type
 from voicefinetune_inference.audio.sentences import split_sentences
 from voicefinetune_inference.errors import message_for, status_for
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
     from voicefinetune_inference.serving.service import InferenceService
 
 log = logging.getLogger(__name__)
-JobGate = Callable[[str], Awaitable[None]]
 SPEECH_HELP = """OpenAI's `audio.speech.create`. The audio streams as it is generated (chunked transfer encoding):
 long inputs are split into sentences and the next sentence generates while the current one is sent.
 `stream_format: sse` sends `speech.audio.delta` events (base64 of the chosen format's bytes) and a final
