@@ -24,13 +24,13 @@ lint: setup
 	$(VENV)/bin/lint-imports --no-cache
 
 bench: setup
-	$(VENV)/bin/python bench/train_step.py
-	$(VENV)/bin/python bench/train_memory.py --json --write-docs
-	$(VENV)/bin/python bench/inference.py
-	$(VENV)/bin/python bench/api.py
-	$(VENV)/bin/python bench/operator.py
-	$(VENV)/bin/python bench/streaming.py --write-docs
-	$(VENV)/bin/python bench/engine.py --write-docs
+	$(VENV)/bin/python -m bench.train_step
+	$(VENV)/bin/python -m bench.train_memory --json --write-docs
+	$(VENV)/bin/python -m bench.inference
+	$(VENV)/bin/python -m bench.api
+	$(VENV)/bin/python -m bench.operator
+	$(VENV)/bin/python -m bench.streaming --write-docs
+	$(VENV)/bin/python -m bench.engine --write-docs
 
 # Mutation testing over the safety-critical modules (slow; not part of `make test`): writes docs/testing.md.
 mutation: setup

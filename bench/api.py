@@ -5,7 +5,7 @@ Each app runs in its own `uvicorn` subprocess (one worker) on loopback; the clie
 its 1,000 job records (finished jobs with progress, config and checkpoint) are written to disk first and loaded at
 start, as after a restart.
 
-    .venv/bin/python bench/api.py [--jobs 1000] [--requests 400] [--seconds 4] [--write-docs]
+    .venv/bin/python -m bench.api [--jobs 1000] [--requests 400] [--seconds 4] [--write-docs]
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 
 import httpx
-from results import DOCS, write_section  # bench/results.py
+
+from bench.results import DOCS, write_section
 
 SECTION = "## API: job reads (`bench/api.py`)"
 CONCURRENCY = 8
@@ -105,7 +106,17 @@ def free_port() -> int:
 def start(kind: str, data_dir: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, __file__, "--serve", kind, "--port", str(port), "--data-dir", str(data_dir)],
+        [
+            sys.executable,
+            "-m",
+            "bench.api",
+            "--serve",
+            kind,
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+        ],
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     url = f"http://127.0.0.1:{port}"

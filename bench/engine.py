@@ -11,7 +11,7 @@ for one seed at batch 8). Rounds interleave the engines so machine load hits bot
 - streaming: time to the first PCM chunk (`engine_stream.synthesize_stream`, 1-frame first chunk) vs time to the
   whole utterance; upstream has no stream, its first audio is its whole utterance.
 
-    .venv/bin/python bench/engine.py [--rounds 3] [--frames 48] [--models DIR] [--write-docs]
+    .venv/bin/python -m bench.engine [--rounds 3] [--frames 48] [--models DIR] [--write-docs]
 
 Without CUDA this runs the tiny random checkpoints on CPU (torch threads 1). CUDA graphs and bf16 are not part
 of the engine yet, and no GPU was available where the table in docs/benchmarks.md was measured.
@@ -33,7 +33,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from results import write_section  # noqa: E402 - bench/results.py
+from bench.results import write_section  # noqa: E402
 
 SECTION = "## Generation engine: fast vs upstream (`bench/engine.py`)"
 ENGINES = ("upstream", "fast")
@@ -131,7 +131,7 @@ def render(figures: dict, *, rounds: int, frames: int, threads: int) -> str:
         return statistics.median(values)
 
     lines = [
-        "`python bench/engine.py --write-docs`: the inference server's generate call (`tts_model.generate`) with",
+        "`python -m bench.engine --write-docs`: the inference server's generate call (`tts_model.generate`) with",
         "`VFT_ENGINE=upstream` and `VFT_ENGINE=fast` on the same tiny random custom-voice checkpoint, greedy decoding",
         "(talker and sub-talker: both engines make the same codes, so they do the same work), rounds interleaving the",
         "engines. Streaming: `engine_stream.synthesize_stream` (first chunk = 1 frame, 80 ms of audio); upstream has no",

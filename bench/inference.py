@@ -8,7 +8,7 @@ Qwen3-TTS checkpoints, with S3 on an in-process moto server for the S3 restore r
 - latency of one request: warm (model in memory), cold from disk (after POST /gpu/unload) and cold from S3 (the
   disk LRU deleted the folder first), interleaved too.
 
-    .venv/bin/python bench/inference.py [--items 16] [--rounds 3] [--write-docs]
+    .venv/bin/python -m bench.inference [--items 16] [--rounds 3] [--write-docs]
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import httpx  # noqa: E402
 import soundfile as sf  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
-from results import DOCS, write_section  # bench/results.py
+
+from bench.results import DOCS, write_section
 
 SECTION = "## Inference: fusion and cold vs warm (`bench/inference.py`)"
 VOICE = "bench"
@@ -173,7 +174,7 @@ def render(items, rounds, throughput, calls, latency, loads, threads) -> str:
         "fused": "all at once, fusion on (cap 8, 15 ms window)",
     }
     rows = [
-        "`python bench/inference.py --write-docs`: real `InferenceService`s behind the real router (httpx over",
+        "`python -m bench.inference --write-docs`: real `InferenceService`s behind the real router (httpx over",
         "ASGI), tiny random checkpoints, S3 on moto. Throughput: the same N sentences for one voice sent one request",
         "after another, all at once to a service with fusion off, and all at once with fusion on (the defaults);",
         "rounds interleave the three. Latency: one request warm, cold from disk (after `POST /gpu/unload`) and cold",

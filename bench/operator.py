@@ -1,9 +1,9 @@
 """Operator throughput: N VoiceFinetunes created at once against a KMock API server, time until every one has its
 training Job, against the floor of creating the same N Jobs directly with the client, in one run.
 
-    python bench/operator.py [--count 200] [--threads 16] [--write-docs]
+    python -m bench.operator [--count 200] [--threads 16] [--write-docs]
 
-The emulator is the test suite's (tests/kubernetes/kmock_cluster.py); the operator is a real `vft operator`
+The emulator is the test suite's (tests/helpers/kmock_cluster.py); the operator is a real `vft operator`
 process; the client is the real `kubernetes` client. Jobs are timed as they arrive on a watch.
 """
 
@@ -19,11 +19,13 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "kubernetes"))
+import kubernetes
+from voicefinetune_operator.config import OperatorConfig
+from voicefinetune_operator.crd import read_spec
+from voicefinetune_operator.jobs import build_training_job
 
-import kubernetes  # noqa: E402
-from k8s_harness import (  # noqa: E402
+from bench.results import DOCS, write_section
+from tests.helpers.k8s_harness import (
     CRD,
     GROUP,
     PLURAL,
@@ -33,11 +35,7 @@ from k8s_harness import (  # noqa: E402
     operator_environment,
     voicefinetune,
 )
-from kmock_cluster import EmulatorThread, crd_resources  # noqa: E402
-from results import DOCS, write_section  # noqa: E402  (bench/results.py)
-from voicefinetune_operator.config import OperatorConfig  # noqa: E402
-from voicefinetune_operator.crd import read_spec  # noqa: E402
-from voicefinetune_operator.jobs import build_training_job  # noqa: E402
+from tests.helpers.kmock_cluster import EmulatorThread, crd_resources
 
 HEADING = "## Operator: create → Job (`bench/operator.py`)"
 
@@ -148,7 +146,7 @@ def table(count: int, threads: int, floor: dict[str, float], operated: dict[str,
     ratio = operated["total"] / floor["total"]
     return "\n".join(
         [
-            f"`python bench/operator.py --count {count} --threads {threads}`: {count} creates sent at once from "
+            f"`python -m bench.operator --count {count} --threads {threads}`: {count} creates sent at once from "
             f"{threads} client threads (the real `kubernetes` client) to the test suite's KMock API server; the operator "
             "is a real `vft operator` process; each Job's arrival is timed on a watch. The floor creates the same "
             f"{count} Job manifests directly. Measured in one run on {platform.machine()} "

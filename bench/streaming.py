@@ -7,7 +7,7 @@ default; on a CUDA machine pass `--checkpoint DIR --speaker NAME` (a custom-voic
 architecture) with DEVICE=cuda for first-audio ms and real-time factor (targets there: first audio <= 250 ms,
 >= 3x real time for one stream).
 
-    .venv/bin/python bench/streaming.py [--rounds 3] [--concurrent 4] [--write-docs]
+    .venv/bin/python -m bench.streaming [--rounds 3] [--concurrent 4] [--write-docs]
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import httpx  # noqa: E402
 import openai  # noqa: E402
-from results import DOCS, write_section  # noqa: E402 - bench/results.py
+
+from bench.results import DOCS, write_section  # noqa: E402
 
 SECTION = "## Streaming: first audio vs whole response (`bench/streaming.py`)"
 VOICE = "bench"
@@ -130,7 +131,7 @@ def render(rows, results, wall: float, rounds: int, concurrent: int) -> str:
 
     med = statistics.median
     lines = [
-        "`python bench/streaming.py --write-docs`: a real inference server (uvicorn on loopback) with one tiny "
+        "`python -m bench.streaming --write-docs`: a real inference server (uvicorn on loopback) with one tiny "
         "fine-tuned voice; the official `openai` client streams `/v1/audio/speech` (pcm), each round interleaved with "
         "the seed's buffered `/infer` on the same text; then concurrent streams.",
         "",

@@ -9,7 +9,7 @@
   checkpoint, and how many trained weights of the published checkpoint differ from the base at the default lr.
 - Train steps/s of both recipes on the tiny model (CPU), interleaved.
 
-    python bench/train_memory.py [--json] [--write-docs] [--frames 375] [--text-tokens 100] [--skip-fake]
+    python -m bench.train_memory [--json] [--write-docs] [--frames 375] [--text-tokens 100] [--skip-fake]
 
 `--json` ends the output with one JSON line (`peak_bytes_default`, `peak_bytes_before`, ...).
 """
@@ -30,14 +30,14 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-from results import DOCS, write_section  # noqa: E402  bench/results.py
-from train_step import QWEN3_TTS_1_7B_BASE, synthetic_samples  # noqa: E402  bench/train_step.py
 from voicefinetune_trainer import sft  # noqa: E402
 from voicefinetune_trainer.batching import build_batch  # noqa: E402
 from voicefinetune_trainer.fit import estimate_peak  # noqa: E402
 from voicefinetune_trainer.recipe import RECIPES, Recipe  # noqa: E402
 from voicefinetune_trainer.step import make_optimizer, train_step, trainable_parameters  # noqa: E402
 
+from bench.results import DOCS, write_section  # noqa: E402
+from bench.train_step import QWEN3_TTS_1_7B_BASE, synthetic_samples  # noqa: E402
 from voicefinetune.qwen import import_qwen_tts, load_model  # noqa: E402
 from voicefinetune.settings import Settings  # noqa: E402
 

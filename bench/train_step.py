@@ -7,11 +7,11 @@ architecture with random weights (nothing is downloaded), fp32 master weights un
 attention when `flash_attn` imports (sdpa otherwise): the `seed` recipe (`VFT_TRAIN_RECIPE=seed`);
 `bench/train_memory.py` compares it with the `compact` default.
 
-    python bench/train_step.py [--steps 20] [--batch-sizes 2] [--cpu-threads 1,2] [--frames 125] [--text-tokens 40]
+    python -m bench.train_step [--steps 20] [--batch-sizes 2] [--cpu-threads 1,2] [--frames 125] [--text-tokens 40]
 
 Prints a markdown table (one row per model × batch size).
 
-    python bench/train_step.py --optimizer-ops [--write-docs]
+    python -m bench.train_step --optimizer-ops [--write-docs]
 
 counts instead the operations one optimizer step dispatches for the 1.7B architecture's trained tensors (on the meta
 device: no memory, no GPU), one tensor at a time against the chunked update; `--write-docs` writes that table into
@@ -34,12 +34,12 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-from results import write_section  # noqa: E402 - bench/results.py
 from voicefinetune_trainer.batching import ROLE_TOKENS, PreparedSample, build_batch  # noqa: E402
 from voicefinetune_trainer.optim import STEP_TEMPORARY_BYTES, CompactAdamW  # noqa: E402
 from voicefinetune_trainer.recipe import RECIPES  # noqa: E402
 from voicefinetune_trainer.step import make_optimizer, train_step, trainable_parameters  # noqa: E402
 
+from bench.results import write_section  # noqa: E402
 from voicefinetune.devtools.op_count import OpCounter  # noqa: E402
 from voicefinetune.qwen import choose_runtime, flash_attn_available, import_qwen_tts, load_model  # noqa: E402
 from voicefinetune.settings import Settings  # noqa: E402
@@ -294,7 +294,7 @@ def optimizer_ops_table(rows: list[OptimizerOps]) -> str:
     largest = max(parameter.numel() for parameter in trained)
     before, now = rows[0].counter.computing, rows[1].counter.computing
     lines = [
-        "`python bench/train_step.py --optimizer-ops --write-docs`: the aten operations one optimizer step dispatches "
+        "`python -m bench.train_step --optimizer-ops --write-docs`: the aten operations one optimizer step dispatches "
         "for the trained tensors of the Qwen3-TTS-12Hz-1.7B-Base architecture, as each recipe trains them on CUDA "
         "(compact: bf16 weights + int16 extensions, bf16 moments, text embedding frozen; seed: fp32 weights and "
         "moments). Counted by a `TorchDispatchMode` (`voicefinetune.devtools.op_count`) during the second step, on "

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
 @pytest.fixture
-def engine_bench(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCH))  # the bench imports its neighbour bench/results.py
-    spec = importlib.util.spec_from_file_location("engine_bench", BENCH / "engine.py")
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "engine_bench", module)
-    spec.loader.exec_module(module)
-    return module
+def engine_bench():
+    from bench import engine
+
+    return engine
 
 
 def test_both_engines_make_the_same_frames_in_a_batch_of_8(engine_bench, tiny_models):
