@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Protocol
 
@@ -10,6 +11,18 @@ from ..schemas import FinetuneRequest, Job
 
 class JobConflict(Exception):
     """A job with the requested id exists with different parameters."""
+
+    @classmethod
+    def different_parameters(cls, job_id: str) -> JobConflict:
+        return cls(
+            f"job {job_id!r} already exists with different parameters: use another job_id, "
+            "or DELETE /jobs/{job_id} first"
+        )
+
+
+def new_job_id() -> str:
+    """The id of a job whose request names none."""
+    return uuid.uuid4().hex[:12]
 
 
 class DatasetNotFound(LookupError):

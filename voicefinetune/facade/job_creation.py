@@ -6,7 +6,6 @@ import asyncio
 import functools
 import shutil
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from ..lifecycle import QUEUED
 from ..schemas import FinetuneConfig, FinetuneRequest, Job, Progress
 from ..settings import Settings
 from ..storage import Storage
-from .backend import JobConflict
+from .backend import JobConflict, new_job_id
 from .dataset_checks import check_dataset_key, check_dataset_zip
 from .jobstore import JobRecord, JobStore
 from .training_queue import TrainingQueue
@@ -37,10 +36,6 @@ def flash_attn_enabled(settings: Settings) -> bool:
 def queued_progress(request: FinetuneRequest) -> Progress:
     """A waiting job already shows the six progress fields (nothing done yet)."""
     return Progress(stage=QUEUED, total_epochs=request.num_epochs)
-
-
-def new_job_id() -> str:
-    return uuid.uuid4().hex[:12]
 
 
 def same_request(a: FinetuneRequest, b: FinetuneRequest) -> bool:
@@ -108,8 +103,5 @@ class JobCreator:
         if record is None:
             return None
         if not same_request(record.request, request):
-            raise JobConflict(
-                f"job {request.job_id!r} already exists with different parameters: use another job_id, "
-                "or DELETE /jobs/{job_id} first"
-            )
+            raise JobConflict.different_parameters(record.job.job_id)
         return record.job

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import datetime
 import logging
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,8 @@ from ..lifecycle import DEFAULTS, progress_from_status, status_of
 from ..schemas import FinetuneConfig, FinetuneRequest, Job, Progress
 from ..settings import Settings
 from ..storage import Storage, StorageNotConfigured, build_key
-from .backend import DatasetNotFound, JobConflict
+from .backend import JobConflict, new_job_id
+from .dataset_checks import check_dataset_key, check_dataset_zip
 
 log = logging.getLogger(__name__)
 
@@ -194,12 +194,13 @@ class KubernetesBackend:
     async def create(self, request: FinetuneRequest, upload: Path | None = None) -> Job:
         if request.job_id and (existing := await self._existing(request)):
             return existing
-        job_id = request.job_id or uuid.uuid4().hex[:12]
+        job_id = request.job_id or new_job_id()
         if upload is not None:
             key = await self._store_upload(job_id, upload)
             request = request.model_copy(update={"dataset_s3_key": key})
         else:
-            await self._check_dataset_key(request.dataset_s3_key)
+            self._require_storage()
+            await check_dataset_key(self.storage, request.dataset_s3_key)
         resource = {
             "apiVersion": API_VERSION,
             "kind": KIND,
@@ -234,27 +235,15 @@ class KubernetesBackend:
             for key, value in wanted.items()
             if not (uploaded and key == "datasetS3Key")
         ):
-            raise JobConflict(
-                f"job {request.job_id!r} already exists with different parameters: use another job_id, "
-                "or DELETE /jobs/{job_id} first"
-            )
+            raise JobConflict.different_parameters(request.job_id)
         return job_from_resource(resource, self._flash_attn(resource))
 
     async def _store_upload(self, job_id: str, upload: Path) -> str:
-        from .dataset_checks import check_dataset_zip
-
         await asyncio.to_thread(check_dataset_zip, upload)
         self._require_storage()
         key = uploaded_dataset_key(job_id)
         await asyncio.to_thread(self.storage.upload_file, upload, key)
         return key
-
-    async def _check_dataset_key(self, key: str) -> None:
-        self._require_storage()
-        if not await asyncio.to_thread(self.storage.exists, key):
-            raise DatasetNotFound(
-                f"dataset_s3_key {key!r} does not exist in bucket {self.storage.bucket!r}: upload the zip there first"
-            )
 
     def _require_storage(self) -> None:
         if not self.storage.configured:
