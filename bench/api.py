@@ -56,6 +56,7 @@ def facade_app(data_dir: Path):
 
 def write_jobs(data_dir: Path, count: int) -> list[str]:
     from voicefinetune.facade.jobstore import JobRecord, JobStore
+    from voicefinetune.lifecycle import STAGE_DONE
     from voicefinetune.schemas import FinetuneConfig, FinetuneRequest, Job, Progress
 
     store = JobStore(data_dir / "state" / "jobs")
@@ -69,7 +70,9 @@ def write_jobs(data_dir: Path, count: int) -> list[str]:
             job_id=job_id,
             status="ready",
             speaker_name=f"voice{i}",
-            progress=Progress(stage="done", epoch=9, total_epochs=10, step=12, loss=0.0234, global_step=130),
+            progress=Progress(
+                stage=STAGE_DONE, epoch=9, total_epochs=10, step=12, loss=0.0234, global_step=130
+            ),
             inference_url=f"/infer/{job_id}",
             checkpoint_path=f"jobs/{job_id}/output/checkpoint-epoch-9",
             config=FinetuneConfig(num_epochs=10, batch_size=2, lr=1e-6, flash_attn=False),

@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ..lifecycle import STAGE_DONE, STAGE_TRAINING, STAGE_UPLOADING
 from ..schemas import SAMPLE_RATE
 
 DEMO_BUCKET = "qwen3-tts"
@@ -288,10 +289,12 @@ def wait_for_training(api: str, job_id: str) -> dict:
             progress = job.get("progress") or {}
             total = progress.get("total_epochs") or None
             stage = progress.get("stage") or job["status"]
-            done_epochs = progress.get("epoch", 0) + (1 if stage in ("uploading", "done") else 0)
+            done_epochs = progress.get("epoch", 0) + (1 if stage in (STAGE_UPLOADING, STAGE_DONE) else 0)
             loss = progress.get("loss")
             detail = (
-                f"epoch {progress.get('epoch', 0) + 1}/{total}" if total and stage == "training" else stage
+                f"epoch {progress.get('epoch', 0) + 1}/{total}"
+                if total and stage == STAGE_TRAINING
+                else stage
             )
             if loss is not None:
                 detail += f"  loss {loss:.3f}"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..lifecycle import STAGE_FAILED
+from ..lifecycle import STAGE_DONE, STAGE_FAILED
 from ..train_request import TrainRequest
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class TrainingOutcome:
             not self.cancelled
             and self.returncode == 0
             and self.last_event is not None
-            and self.last_event.get("stage") == "done"
+            and self.last_event.get("stage") == STAGE_DONE
         )
 
 
@@ -133,7 +133,7 @@ class TrainingProcess:
             return "cancelled"
         if last_event is not None and last_event.get("stage") == STAGE_FAILED:
             return str(last_event.get("error") or "training failed")
-        if returncode == 0 and last_event is not None and last_event.get("stage") == "done":
+        if returncode == 0 and last_event is not None and last_event.get("stage") == STAGE_DONE:
             return None
         tail = self._log_tail()
         reason = f"exited with code {returncode}" if returncode >= 0 else f"killed by signal {-returncode}"
