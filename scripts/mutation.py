@@ -1,12 +1,12 @@
 """`make mutation`: mutmut over the safety-critical modules, each against its own fast tests; the score table goes
 into docs/testing.md.
 
-Each module runs in a scratch copy of the package (the part symlinks such as voicefinetune/operator ->
-operator/src are copied as real folders, since mutmut walks and copies trees without following links), so the
-checkout is never touched. Modules with more mutants than ``--sample`` are sampled (a fixed, seeded choice) and the
-table says so. The score leaves out the equivalent mutants listed in EQUIVALENT (with their reason).
+Each module runs in a scratch copy of the committed tree (``git archive HEAD``) with every package at its top (the
+core and the parts' own distributions such as inference_server/voicefinetune_inference), so the checkout is never
+touched. Modules with more mutants than ``--sample`` are sampled (a fixed, seeded
+choice) and the table says so. The score leaves out the equivalent mutants listed in EQUIVALENT (with their reason).
 
-    .venv/bin/python scripts/mutation.py [--module NAME ...] [--sample N] [--jobs N] [--no-write]
+    .venv/bin/python scripts/mutation.py [--module NAME ...] [--sample N] [--jobs N] [--no-write] [--report-only]
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ DOC = ROOT / "docs" / "testing.md"
 MUTMUT = Path(sys.executable).with_name("mutmut")
 BEGIN, END = "<!-- mutation:begin -->", "<!-- mutation:end -->"
 TARGET_SCORE = 85.0
+KILLED = ("killed", "timeout")  # a mutant that makes the tests hang is caught too (mutmut's own timeout)
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,10 @@ class Module:
 
 
 OPTIMIZER_TESTS = tuple(
-    f"tests/trainer/test_compact_training.py::{name}" for name in (
-        "test_with_fp32_state_and_weights_it_is_torch_adamw", "test_bf16_moments_stay_close_to_fp32_moments",
+    f"tests/trainer/test_compact_training.py::{name}"
+    for name in (
+        "test_with_fp32_state_and_weights_it_is_torch_adamw",
+        "test_bf16_moments_stay_close_to_fp32_moments",
         "test_bf16_weights_keep_updates_far_below_a_bf16_step",
         "test_resume_state_has_the_moments_but_not_the_weight_extension",
         "test_a_resumed_optimizer_keeps_bf16_moments_and_steps_as_if_it_never_stopped",
@@ -52,24 +55,60 @@ OPTIMIZER_TESTS = tuple(
     )
 )
 MODULES = (
-    Module("dataset", "voicefinetune/dataset.py", ("tests/trainer/test_dataset.py", "tests/trainer/test_dataset_audio_caps.py")),
-    Module("zip checks", "voicefinetune/zipsafe.py", ("tests/trainer/test_zipsafe.py", "tests/trainer/test_dataset.py")),
+    Module(
+        "dataset",
+        "voicefinetune/dataset.py",
+        ("tests/trainer/test_dataset.py", "tests/trainer/test_dataset_audio_caps.py"),
+    ),
+    Module(
+        "zip checks",
+        "voicefinetune/zipsafe.py",
+        ("tests/trainer/test_zipsafe.py", "tests/trainer/test_dataset.py"),
+    ),
     Module("body limit", "voicefinetune/bodylimit.py", ("tests/core/test_body_limit.py",)),
     Module("API key", "voicefinetune/security.py", ("tests/core/test_api_key_middleware.py",)),
-    Module("SSRF guard", "voicefinetune/inference_server/ref_audio.py",
-           ("tests/inference/audio/test_ref_audio_unit.py", "tests/inference/audio/test_ssrf_wrapped_addresses.py")),
-    Module("model cache", "voicefinetune/inference_server/model_cache.py", ("tests/inference/caches/test_model_cache_unit.py",)),
-    Module("disk cache", "voicefinetune/inference_server/disk_cache.py", ("tests/inference/caches/test_disk_lru.py",)),
-    Module("optimizer", "voicefinetune/trainer/optim.py", OPTIMIZER_TESTS),
-    Module("sampling", "voicefinetune/inference_server/fast_sampling.py", ("tests/inference/engine/test_fast_sampling.py",)),
-    Module("decode loop", "voicefinetune/inference_server/fast_decode.py",
-           ("tests/inference/engine/test_fast_engine.py::test_rows_stop_at_their_own_bound_and_the_others_are_unchanged",
+    Module(
+        "SSRF guard",
+        "voicefinetune_inference/audio/reference.py",
+        (
+            "tests/inference/audio/test_ref_audio_unit.py",
+            "tests/inference/audio/test_ssrf_wrapped_addresses.py",
+            "tests/inference/audio/test_ref_audio_fetch.py",
+        ),
+    ),
+    Module(
+        "model cache",
+        "voicefinetune_inference/caches/model_cache.py",
+        (
+            "tests/inference/caches/test_model_cache_unit.py",
+            "tests/inference/caches/test_model_cache_discard.py",
+        ),
+    ),
+    Module(
+        "disk cache",
+        "voicefinetune_inference/caches/disk_cache.py",
+        ("tests/inference/caches/test_disk_lru.py",),
+    ),
+    Module("optimizer", "voicefinetune_trainer/optim.py", OPTIMIZER_TESTS),
+    Module(
+        "sampling",
+        "voicefinetune_inference/engine/sampling.py",
+        ("tests/inference/engine/test_fast_sampling.py",),
+    ),
+    Module(
+        "decode loop",
+        "voicefinetune_inference/engine/decode.py",
+        (
+            "tests/inference/engine/test_fast_engine.py::test_rows_stop_at_their_own_bound_and_the_others_are_unchanged",
             "tests/inference/engine/test_fast_engine.py::test_greedy_codes_equal_upstream",
-            "tests/inference/engine/test_early_results.py::test_a_short_row_is_delivered_while_the_long_one_still_runs"),
-           sample=8),
-    Module("operator status", "voicefinetune/operator/status.py", ("tests/operator/test_builders.py",)),
+            "tests/inference/engine/test_early_results.py::test_a_short_row_is_delivered_while_the_long_one_still_runs",
+        ),
+        sample=8,
+    ),
+    Module("operator status", "voicefinetune_operator/status.py", ("tests/operator/test_builders.py",)),
 )
 
+ASGI_SCOPE = "an ASGI HTTP scope always carries 'path' and 'headers': the default is never used"
 RATIO_FLOOR = (
     "the floor only matters for 0 or 1 compressed bytes, which nothing at or above the 1 MiB ratio threshold "
     "compresses to (deflate needs about 1 KB for 1 MiB of zeros)"
@@ -78,30 +117,80 @@ RATIO_FLOOR = (
 # Matched on the mutated line rather than mutmut's numbering, so an edit to the function cannot misfile them.
 EQUIVALENT: dict[str, dict[tuple[str, str], str]] = {
     "zip checks": {
-        ("directory_totals", 'locator = tail[at - 20 : at] if at >= 20 else b"XXXX"'):
-            "any bytes that do not start with the zip64 locator's signature read as 'no locator', as b'' does",
-        ("check_archive", 'f"the zip expands {total / max(compressed, 2):.0f}x; the limit is {limits.max_ratio:.0f}x: "'):
-            RATIO_FLOOR,
-        ("check_archive", "if total >= RATIO_CHECK_MIN_BYTES and total > limits.max_ratio * max(compressed, 2):"):
-            RATIO_FLOOR,
-        ("check_archive", "if info.file_size >= RATIO_CHECK_MIN_BYTES and info.file_size > limits.max_ratio * max(info.compress_size, 2):"):
-            RATIO_FLOOR,
-        ("check_archive", 'f"zip member {info.filename!r} expands {info.file_size / max(info.compress_size, 2):.0f}x "'):
-            RATIO_FLOOR,
+        (
+            "directory_totals",
+            'locator = tail[at - 20 : at] if at >= 20 else b"XXXX"',
+        ): "any bytes that do not start with the zip64 locator's signature read as 'no locator', as b'' does",
+        (
+            "check_archive",
+            'f"the zip expands {total / max(compressed, 2):.0f}x; the limit is {limits.max_ratio:.0f}x: "',
+        ): RATIO_FLOOR,
+        (
+            "check_archive",
+            "if total >= RATIO_CHECK_MIN_BYTES and total > limits.max_ratio * max(compressed, 2):",
+        ): RATIO_FLOOR,
+        (
+            "check_archive",
+            "if info.file_size >= RATIO_CHECK_MIN_BYTES and info.file_size > limits.max_ratio * max(info.compress_size, 2):",
+        ): RATIO_FLOOR,
+        (
+            "check_archive",
+            'f"zip member {info.filename!r} expands {info.file_size / max(info.compress_size, 2):.0f}x "',
+        ): RATIO_FLOOR,
+    },
+    "API key": {
+        (
+            "__call__",
+            'if scope["type"] != "http" or not self.keys or scope.get("path", "XXXX") in self.open_paths:',
+        ): ASGI_SCOPE,
+        ("__call__", 'if key_matches(presented_key(scope.get("headers", None)), self.keys):'): ASGI_SCOPE,
+        ("__call__", 'await send_json(send, 401, unauthorized_body(scope.get("path", )),'): ASGI_SCOPE,
+    },
+    "SSRF guard": {
+        (
+            "resolve_checked",
+            'addresses = [ipaddress.ip_address(info[4][0].split("%", 2)[0]) for info in infos]',
+        ): "element [0] of a split is the text before the first '%' whatever the split count",
+        (
+            "fetch_url",
+            '"GET", _pinned_url(parts, address), headers={"HOST": host_header}, extensions=extensions',
+        ): "HTTP header names are case-insensitive: httpx sends the same Host header",
     },
     "dataset": {
-        ("open_dataset", "shutil.rmtree(dest, )"):
-            "dest is the folder this call has just extracted, so removing it cannot fail and ignore_errors never acts",
+        (
+            "open_dataset",
+            "shutil.rmtree(dest, )",
+        ): "dest is the folder this call has just extracted, so removing it cannot fail and ignore_errors never acts",
     },
 }
 
 
 # Survivors with a word on them (killed by a test outside the module's fast list, or by one added after the run).
+NEEDS_TLS = "only an https URL tells (the SNI name): no TLS test server here yet"
+NEEDS_DNS_FAILURE = "needs a host name that fails to resolve, which depends on the machine's resolver"
 SURVIVOR_NOTES: dict[str, dict[tuple[str, str], str]] = {
+    "SSRF guard": {
+        ("fetch_url", "extensions = None"): NEEDS_TLS,
+        (
+            "fetch_url",
+            'extensions = {"SNI_HOSTNAME": parts.hostname} if parts.scheme == "https" else {}',
+        ): NEEDS_TLS,
+        (
+            "url_origin",
+            'port = parts.port or (443 if (scheme == "https") and False else 80)',
+        ): "an https origin without a port: no listed test compares one",
+        ("resolve_checked", "raise RefAudioError(None) from exc"): NEEDS_DNS_FAILURE,
+        ("resolve_checked", "raise RefAudioError(None)"): NEEDS_DNS_FAILURE,
+    },
     "dataset": {
-        ("_decode", "rel = None"): "killed by test_streaming_encode.py (a clip that fails to decode at load time)",
-        ("resolve", 'if posix.startswith("/") or (len(posix) >= 1 and posix[1] == ":"):'):
-            "killed since by test_a_one_character_path_is_a_file_name_and_a_drive_letter_is_absolute",
+        (
+            "_decode",
+            "rel = None",
+        ): "killed by test_streaming_encode.py (a clip that fails to decode at load time)",
+        (
+            "resolve",
+            'if posix.startswith("/") or (len(posix) >= 1 and posix[1] == ":"):',
+        ): "killed since by test_a_one_character_path_is_a_file_name_and_a_drive_letter_is_absolute",
     },
 }
 
@@ -122,22 +211,41 @@ class Outcome:
 
     @property
     def score(self) -> float | None:
-        scored = [s for n, s in self.statuses.items() if n not in self.equivalent and s in ("killed", "timeout", "survived")]
-        return None if not scored else 100.0 * sum(s != "survived" for s in scored) / len(scored)
+        scored = [s for n, s in self.statuses.items() if n not in self.equivalent]
+        return None if not scored else 100.0 * sum(s in KILLED for s in scored) / len(scored)
 
 
-def prepare(module: Module, work: Path, jobs: int) -> None:
+def export_head(scratch: Path) -> Path:
+    """The committed tree (HEAD), so that a run measures what is committed, whatever the working tree holds."""
+    tree = scratch / "_head"
+    shutil.rmtree(tree, ignore_errors=True)
+    tree.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", "HEAD"], cwd=ROOT, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree
+
+
+def packages(tree: Path) -> dict[str, Path]:
+    """The importable packages of the checkout: the core and each part's own distribution (e.g.
+    inference_server/voicefinetune_inference), by import name."""
+    found = {"voicefinetune": tree / "voicefinetune"}
+    found.update({init.parent.name: init.parent for init in tree.glob("*/voicefinetune_*/__init__.py")})
+    return found
+
+
+def prepare(module: Module, work: Path, tree: Path) -> None:
+    """``work`` gets every package at its top (mutmut mutates the one holding ``module.source``) and the tests;
+    mutants/ gets a copy too: mutmut puts it first on sys.path, but a start-up hook of the venv
+    (voicefinetune_torchaudio.pth) imports voicefinetune before, so PYTHONPATH (see mutmut()) must find it there."""
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    shutil.copytree(ROOT / "voicefinetune", work / "voicefinetune", symlinks=False, ignore=ignore)
-    shutil.copytree(ROOT / "tests", work / "tests", ignore=ignore)
-    # mutmut copies the package into mutants/ and puts that first on sys.path, but a start-up hook of the venv
-    # (voicefinetune_torchaudio.pth) imports voicefinetune before: PYTHONPATH (see mutmut()) makes that import, too,
-    # find the copy under mutants/, which must therefore exist before mutmut starts.
-    shutil.copytree(work / "voicefinetune", work / "mutants" / "voicefinetune")
+    for name, folder in packages(tree).items():
+        shutil.copytree(folder, work / name, symlinks=False, ignore=ignore)
+        shutil.copytree(folder, work / "mutants" / name, symlinks=False, ignore=ignore)
+    shutil.copytree(tree / "tests", work / "tests", ignore=ignore)
     config = {
-        "source_paths": ["voicefinetune"],
+        "source_paths": [module.source.split("/")[0]],
         "only_mutate": [module.source],
         "pytest_add_cli_args_test_selection": list(module.tests),
         "pytest_add_cli_args": ["-p", "no:cacheprovider"],
@@ -145,14 +253,16 @@ def prepare(module: Module, work: Path, jobs: int) -> None:
         "process_isolation": "forkserver",
     }
     lines = ["", "[tool.mutmut]"] + [f"{key} = {json.dumps(value)}" for key, value in config.items()]
-    (work / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text() + "\n".join(lines) + "\n")
+    (work / "pyproject.toml").write_text((tree / "pyproject.toml").read_text() + "\n".join(lines) + "\n")
 
 
 def mutmut(work: Path, *args: str, check: bool = True) -> str:
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": str(work / "mutants")}
     result = subprocess.run([str(MUTMUT), *args], cwd=work, env=env, capture_output=True, text=True)
     if check and result.returncode != 0:
-        raise RuntimeError(f"mutmut {' '.join(args)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+        raise RuntimeError(
+            f"mutmut {' '.join(args)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+        )
     return result.stdout
 
 
@@ -166,16 +276,30 @@ def statuses(work: Path) -> dict[str, str]:
 
 
 def mutated_line(diff: str) -> str:
-    added = [line[1:].strip() for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
+    added = [
+        line[1:].strip() for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")
+    ]
     return added[0] if added else ""
 
 
-def run_module(module: Module, scratch: Path, sample: int, jobs: int, seed: int, report_only: bool = False) -> Outcome:
+def run_module(
+    module: Module,
+    scratch: Path,
+    sample: int,
+    jobs: int,
+    seed: int,
+    report_only: bool = False,
+    tree: Path | None = None,
+) -> Outcome:
     started = time.monotonic()
     work = scratch / re.sub(r"\W+", "_", module.name)
     if report_only:
-        return classify(module, work, sorted(statuses(work)), [n for n, s in statuses(work).items() if s != "not checked"])
-    prepare(module, work, jobs)
+        if not (work / "mutants").is_dir():
+            return Outcome(module)  # never run: a row that says so
+        return classify(
+            module, work, sorted(statuses(work)), [n for n, s in statuses(work).items() if s != "not checked"]
+        )
+    prepare(module, work, tree)
     # A run that matches no mutant generates them all and collects which tests cover which function, then stops:
     # the mutant names to sample from.
     mutmut(work, "run", "--max-children", str(jobs), "__list_only__", check=False)
@@ -213,16 +337,17 @@ def classify(module: Module, work: Path, every: list[str], chosen: list[str]) ->
 
 def table(outcomes: list[Outcome], note: str) -> str:
     rows = [
-        "| module | tests | mutants run | killed | timeouts | survived | equivalent | score |",
-        "|---|---|---|---|---|---|---|---|",
+        "| module | tests | mutants run | killed | timeouts | survived | no tests | equivalent | score |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for o in outcomes:
-        score = "n/a" if o.score is None else f"{o.score:.0f} %"
+        score = "not run" if o.total == 0 else "n/a" if o.score is None else f"{o.score:.0f} %"
         run = f"{o.sampled} of {o.total}" if o.sampled < o.total else str(o.total)
         tests = ", ".join(f"`{Path(t).name}`" for t in o.module.tests)
         rows.append(
             f"| `{o.module.source.removeprefix('voicefinetune/')}` ({o.module.name}) | {tests} | {run} | "
-            f"{o.count('killed')} | {o.count('timeout')} | {o.count('survived')} | {len(o.equivalent)} | {score} |"
+            f"{o.count('killed')} | {o.count('timeout')} | {o.count('survived')} | {o.count('no tests')} | "
+            f"{len(o.equivalent)} | {score} |"
         )
     parts = [note, "", *rows, ""]
     equivalents = [(o, n) for o in outcomes for n in sorted(o.equivalent)]
@@ -230,12 +355,19 @@ def table(outcomes: list[Outcome], note: str) -> str:
         parts += ["Equivalent mutants (left out of the score):", ""]
         parts += [f"- `{n}` (`{mutated_line(o.diffs[n])}`): {o.equivalent[n]}" for o, n in equivalents]
         parts.append("")
-    survivors = [(o, n) for o in outcomes for n, s in sorted(o.statuses.items())
-                 if s not in ("killed", "timeout") and n not in o.equivalent]
+    survivors = [
+        (o, n)
+        for o in outcomes
+        for n, s in sorted(o.statuses.items())
+        if s not in KILLED and n not in o.equivalent
+    ]
     if survivors:
         parts += ["Mutants not killed:", ""]
-        parts += [f"- `{n}` ({o.statuses[n]}): `{mutated_line(o.diffs.get(n, ''))}`"
-                  + (f": {o.notes[n]}" if n in o.notes else "") for o, n in survivors]
+        parts += [
+            f"- `{n}` ({o.statuses[n]}): `{mutated_line(o.diffs.get(n, ''))}`"
+            + (f": {o.notes[n]}" if n in o.notes else "")
+            for o, n in survivors
+        ]
         parts.append("")
     return "\n".join(parts)
 
@@ -252,23 +384,34 @@ def main() -> int:
     parser.add_argument("--sample", type=int, default=20, help="mutants per module at most (0: all)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-write", action="store_true", help="print the table, leave docs/testing.md alone")
-    parser.add_argument("--report-only", action="store_true",
-                        help="run nothing: classify the mutants of the last run in --scratch again (after EQUIVALENT changed)")
+    parser.add_argument(
+        "--no-write", action="store_true", help="print the table, leave docs/testing.md alone"
+    )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run nothing: classify the mutants of the last run in --scratch again (after EQUIVALENT changed)",
+    )
     parser.add_argument("--scratch", type=Path, default=Path(tempfile.gettempdir()) / "vft-mutation")
     args = parser.parse_args()
     modules = [m for m in MODULES if not args.module or m.name in args.module]
     outcomes = []
+    tree = None if args.report_only else export_head(args.scratch)
     for module in modules:
-        outcome = run_module(module, args.scratch, args.sample, args.jobs, args.seed, args.report_only)
+        outcome = run_module(module, args.scratch, args.sample, args.jobs, args.seed, args.report_only, tree)
         outcomes.append(outcome)
-        print(f"{module.name}: score {outcome.score}, {outcome.sampled}/{outcome.total} mutants, "
-              f"{outcome.seconds:.0f} s", flush=True)
+        print(
+            f"{module.name}: score {outcome.score}, {outcome.sampled}/{outcome.total} mutants, "
+            f"{outcome.seconds:.0f} s",
+            flush=True,
+        )
     sampled = any(o.sampled < o.total for o in outcomes)
     note = (
-        f"From one run of `make mutation` (mutmut, {time.strftime('%Y-%m-%d')}): each module against only the tests "
-        "listed. " + (f"Modules with more than {args.sample} mutants are sampled (seed {args.seed}). " if sampled else "")
-        + "Score = (killed + timeouts) / (all run - equivalent)."
+        f"From `make mutation` (mutmut, {time.strftime('%Y-%m-%d')}): each module against only the tests "
+        "listed. "
+        + (f"Mutants are sampled (seed {args.seed}): the table says how many ran. " if sampled else "")
+        + 'Score = (killed + timeouts) / (all run - equivalent); a mutant no listed test runs ("no tests") counts '
+        "as not killed."
     )
     section = table(outcomes, note)
     print(section)
