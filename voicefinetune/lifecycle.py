@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, get_args
+from typing import Any, cast, get_args
 
 from .schemas import FinetuneRequest, JobStatusName, Progress
 
@@ -22,7 +22,7 @@ def camel_case(snake: str) -> str:
 
 
 # --- job statuses (REST) and phases (Kubernetes): one list, two spellings -----------------------------------------
-JOB_STATUSES: tuple[str, ...] = get_args(JobStatusName)
+JOB_STATUSES: tuple[JobStatusName, ...] = get_args(JobStatusName)
 QUEUED, PREPARING, TRAINING, LOADING, READY, FAILED = JOB_STATUSES
 TERMINAL_STATUSES = (READY, FAILED)
 
@@ -32,9 +32,10 @@ def phase_of(status: str) -> str:
     return status.capitalize()
 
 
-def status_of(phase: str | None) -> str:
+def status_of(phase: str | None) -> JobStatusName:
     """The REST status of a Kubernetes phase; a resource with no phase yet is queued."""
-    return (phase or phase_of(QUEUED)).lower()
+    # The CRD's schema allows only PHASES; the Job built from this validates the name again.
+    return cast(JobStatusName, (phase or phase_of(QUEUED)).lower())
 
 
 PHASES: tuple[str, ...] = tuple(phase_of(status) for status in JOB_STATUSES)

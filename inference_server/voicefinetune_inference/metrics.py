@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from prometheus_client import Counter, Gauge, Histogram
 
 from voicefinetune.metrics import NAMESPACE
@@ -12,7 +14,15 @@ LOAD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)
 AGE_BUCKETS = (1, 5, 15, 60, 300, 900, 1800, 3600, 4 * 3600, 24 * 3600)
 
 
-def _name(name: str) -> dict[str, str]:
+class _Name(TypedDict):
+    """The naming keywords of a prometheus metric: typed per key, so ``**_name(...)`` passes type checking."""
+
+    name: str
+    namespace: str
+    subsystem: str
+
+
+def _name(name: str) -> _Name:
     return {"name": name, "namespace": NAMESPACE, "subsystem": SUBSYSTEM}
 
 

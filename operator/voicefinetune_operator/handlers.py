@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 import kopf
@@ -105,7 +105,7 @@ def build_registry(
         await _run("resync", memo.runtime.reconciler.resync(_plain(body)))
 
     @kopf.on.event(*RESOURCE, registry=registry)
-    async def observed(event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
+    async def observed(event: Mapping[str, Any], memo: kopf.Memo, **_: Any) -> None:
         if isinstance(event.get("object"), dict):
             memo.runtime.reconciler.observe(event.get("type") or "", event["object"])
 
@@ -119,7 +119,7 @@ def build_registry(
     @kopf.on.event(
         "batch", "v1", "jobs", labels={"app.kubernetes.io/managed-by": MANAGED_BY}, registry=registry
     )
-    async def job_changed(event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
+    async def job_changed(event: Mapping[str, Any], memo: kopf.Memo, **_: Any) -> None:
         if isinstance(event.get("object"), dict):
             # Event handlers are not retried: a failure here is picked up by the Job's next event or a resume.
             with reconciling("job"):
@@ -132,7 +132,7 @@ def build_registry(
         labels={"app.kubernetes.io/managed-by": MANAGED_BY, "app.kubernetes.io/component": "trainer"},
         registry=registry,
     )
-    async def pod_changed(event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
+    async def pod_changed(event: Mapping[str, Any], memo: kopf.Memo, **_: Any) -> None:
         if isinstance(event.get("object"), dict):
             with reconciling("pod"):
                 await memo.runtime.reconciler.on_pod(event.get("type") or "", copy.deepcopy(event["object"]))

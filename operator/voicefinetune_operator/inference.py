@@ -167,9 +167,10 @@ def drift(desired: dict[str, Any], actual: dict[str, Any]) -> list[str]:
 
 
 def _dig(obj: dict[str, Any], dotted: str) -> Any:
+    node: Any = obj
     for part in dotted.split("."):
-        obj = (obj or {}).get(part) if isinstance(obj, dict) else None
-    return obj
+        node = (node or {}).get(part) if isinstance(node, dict) else None
+    return node
 
 
 def _compare(want: Any, have: Any, path: str) -> list[str]:

@@ -98,7 +98,7 @@ def build_training_job(
     if scheduling.queue_name:
         job_labels[KUEUE_QUEUE_LABEL] = scheduling.queue_name
 
-    env = [
+    env: list[dict[str, Any]] = [
         {"name": "VFT_PROGRESS_URL", "value": progress_url},
         # The token only lets its holder report progress for this one resource (see progress_secret.py).
         {

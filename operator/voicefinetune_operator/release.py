@@ -48,9 +48,10 @@ async def _release(kube: KubeClient, item: dict[str, Any]) -> bool:
         try:
             await kube.patch(object_path(meta["namespace"], meta["name"]), patch)
         except Conflict:
-            item = await kube.get(object_path(meta["namespace"], meta["name"]))
-            if item is None:
+            fresh = await kube.get(object_path(meta["namespace"], meta["name"]))
+            if fresh is None:
                 return False
+            item = fresh
             continue
         log.info("released %s/%s", meta["namespace"], meta["name"])
         return True

@@ -66,8 +66,8 @@ def merge_conditions(
     """Conditions with ``updates`` applied: lastTransitionTime moves only when a condition's status changes."""
     merged = {c["type"]: dict(c) for c in existing if c.get("type")}
     for kind, status, reason, message in updates:
-        previous = merged.get(kind)
-        changed = previous is None or previous.get("status") != status
+        previous = merged.get(kind) or {}
+        changed = previous.get("status") != status
         merged[kind] = {
             "type": kind,
             "status": status,

@@ -86,8 +86,11 @@ class StatusWriter:
                     return None
                 status = body.get("status") or {}
                 if not may_advance(status.get("phase"), phase):
-                    stale = extra and any(status.get(key) != value for key, value in extra.items())
-                    if stale and not await self._write(namespace, name, body, extra):
+                    if (
+                        extra
+                        and any(status.get(key) != value for key, value in extra.items())
+                        and not await self._write(namespace, name, body, extra)
+                    ):
                         continue
                     return None
                 text = message or f"{phase}: {reason}"
@@ -184,15 +187,15 @@ class StatusWriter:
                 if event.get("stage") == STAGE_DONE and event.get("s3_prefix"):
                     patch["checkpointPath"] = str(event["s3_prefix"])
                 proposed = STAGE_PHASE.get(str(event.get("stage")))
-                entered = proposed is not None and may_advance(current, proposed)
+                entered = proposed if proposed is not None and may_advance(current, proposed) else None
                 if entered:
                     generation = acted_on(body)
                     message = f"trainer stage {event.get('stage')}"
-                    patch["phase"] = proposed
+                    patch["phase"] = entered
                     patch["observedGeneration"] = generation
                     patch["conditions"] = merge_conditions(
                         status.get("conditions") or [],
-                        phase_conditions(proposed, proposed, message),
+                        phase_conditions(entered, entered, message),
                         generation=generation,
                         timestamp=timestamp,
                     )
@@ -202,6 +205,6 @@ class StatusWriter:
                 return False
         if entered:
             await self.events.post(
-                body, kind=NORMAL, reason=proposed, message=f"trainer stage {event.get('stage')}"
+                body, kind=NORMAL, reason=entered, message=f"trainer stage {event.get('stage')}"
             )
         return True

@@ -65,6 +65,29 @@ def test_with_fp32_state_and_weights_it_is_torch_adamw(weights, grads):
     torch.testing.assert_close(ours, reference, rtol=0, atol=1e-7)
 
 
+def test_a_closure_gives_the_gradients_of_the_step_and_its_loss_as_torch_adamw_does(weights):
+    target = torch.randn(64, 32, generator=torch.Generator().manual_seed(2))
+
+    def run(optimizer_factory):
+        parameter = torch.nn.Parameter(weights.clone())
+        optimizer = optimizer_factory([parameter])
+
+        def closure():
+            optimizer.zero_grad()
+            loss = ((parameter - target) ** 2).sum()
+            loss.backward()
+            return loss
+
+        return parameter, torch.stack([optimizer.step(closure) for _ in range(3)])
+
+    ours, our_losses = run(lambda p: CompactAdamW(p, lr=1e-3, weight_decay=0.01, state_dtype=torch.float32))
+    reference, reference_losses = run(
+        lambda p: torch.optim.AdamW(p, lr=1e-3, weight_decay=0.01, foreach=False)
+    )
+    torch.testing.assert_close(ours, reference, rtol=0, atol=1e-7)
+    torch.testing.assert_close(our_losses, reference_losses, rtol=0, atol=1e-5)
+
+
 def test_bf16_moments_stay_close_to_fp32_moments(weights, grads):
     ours, optimizer = run_steps(lambda p: CompactAdamW(p, lr=1e-3, weight_decay=0.01), weights, grads)
     reference, _ = run_steps(lambda p: torch.optim.AdamW(p, lr=1e-3, weight_decay=0.01), weights, grads)

@@ -60,7 +60,7 @@ class Batch:
     tokens: int = field(default=0)  # real (unpadded) positions, for throughput figures
 
     def to(self, device: torch.device | str) -> Batch:
-        moved = {
+        moved: dict[str, Any] = {
             name: value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
             for name, value in vars(self).items()
         }

@@ -99,13 +99,13 @@ def encode_samples(
         del encoded
 
     samples = []
-    for index, ((text, _, _), clip_codes, ref_audio) in enumerate(zip(items, codes, refs, strict=True)):
-        assert clip_codes is not None and ref_audio is not None
+    for index, ((text, _, _), clip_codes, ref_wave) in enumerate(zip(items, codes, refs, strict=True)):
+        assert clip_codes is not None and ref_wave is not None
         if clip_codes.ndim != 2 or clip_codes.shape[1] != num_groups:
             raise ValueError(
                 f"item {index}: expected codes of shape (frames, {num_groups}), got {tuple(clip_codes.shape)}"
             )
         if clip_codes.shape[0] == 0:
             raise ValueError(f"item {index}: audio too short to give one codec frame ({text[:40]!r})")
-        samples.append(Sample(text, clip_codes, ref_audio, language))
+        samples.append(Sample(text, clip_codes, ref_wave, language))
     return samples

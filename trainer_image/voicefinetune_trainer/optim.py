@@ -19,8 +19,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, overload
 
 import torch
 
@@ -133,13 +133,25 @@ class CompactAdamW(torch.optim.Optimizer):
             state[EXTENSION] = torch.zeros_like(param, dtype=torch.int16)
         return state
 
+    @overload
+    def step(self, closure: None = None) -> None: ...
+
+    @overload
+    def step(self, closure: Callable[[], float]) -> float: ...
+
     @torch.no_grad()
-    def step(self, closure: Any = None) -> None:  # noqa: ARG002 - the Optimizer signature
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """One AdamW step of every parameter with a gradient; ``closure``, as torch's optimizers take it,
+        re-evaluates the model first and its loss is returned."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
         stepped = [
             param for group in self.param_groups for param in group["params"] if param.grad is not None
         ]
         if not stepped:
-            return
+            return loss
         budget = self.chunk_elements or max(param.numel() for param in stepped)
         for group in self.param_groups:
             kinds: dict[tuple[Any, ...], list[torch.Tensor]] = {}
@@ -153,13 +165,15 @@ class CompactAdamW(torch.optim.Optimizer):
             for (step, *_), params in kinds.items():
                 for chunk in _chunks(params, budget):
                     self._update(chunk, group, step)
+        return loss
 
     def _update(self, params: list[torch.Tensor], group: dict[str, Any], step: int) -> None:
         """One AdamW step of `params` (one kind), on fp32 copies of them joined into flat buffers."""
         lr, weight_decay, eps = group["lr"], group["weight_decay"], group["eps"]
         beta1, beta2 = group["betas"]
         states = [self.state[param] for param in params]
-        grad = _gather([param.grad for param in params]).float()
+        # step() passes only parameters with a gradient
+        grad = _gather([param.grad for param in params if param.grad is not None]).float()
         exp_avg = _gather([state["exp_avg"] for state in states]).float().lerp_(grad, 1 - beta1)
         exp_avg_sq = _gather([state["exp_avg_sq"] for state in states]).float().mul_(beta2)
         exp_avg_sq.addcmul_(grad, grad, value=1 - beta2)

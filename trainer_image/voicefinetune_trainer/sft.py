@@ -129,7 +129,11 @@ def load_base_model(model_path: str | Path, settings: Settings, recipe: str | No
     """
     runtime = choose_runtime(settings)
     dtype = get_recipe(recipe or settings.train_recipe).weights_dtype(torch.device(runtime.device).type)
-    tts = load_model(model_path, settings, replace(runtime, dtype_name=str(dtype).removeprefix("torch.")))
+    tts = load_model(
+        model_path,
+        settings,
+        replace(runtime, dtype_name="bfloat16" if dtype == torch.bfloat16 else "float32"),
+    )
     model = tts.model
     if model.tts_model_type != "base" or model.speaker_encoder is None:
         raise ValueError(

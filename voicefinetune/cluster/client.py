@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import aiohttp
@@ -163,7 +163,7 @@ class KubeClient:
         self,
         method: str,
         path: str,
-        query: list[tuple[str, str]] | None = None,
+        query: Sequence[tuple[str, str]] | None = None,
         body: Any = None,
         content_type: str | None = None,
         preload: bool = True,

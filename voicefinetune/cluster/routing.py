@@ -68,8 +68,8 @@ class EndpointResolver:
         except OSError as exc:
             log.warning("cannot resolve the inference replicas of %s: %s", url, exc)
             return []
-        addresses = sorted({info[4][0] for info in infos if info[0] == socket.AF_INET}) or sorted(
-            {info[4][0] for info in infos}
+        addresses = sorted({str(info[4][0]) for info in infos if info[0] == socket.AF_INET}) or sorted(
+            {str(info[4][0]) for info in infos}
         )
         port = f":{parts.port}" if parts.port else ""
         return [

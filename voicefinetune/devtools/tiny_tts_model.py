@@ -26,9 +26,10 @@ def build_tts_model(config: dict[str, Any], seed: int) -> Any:
     for layer in model.talker.modules():
         if isinstance(layer, (nn.Linear, nn.Embedding)):
             normal_(layer.weight, TALKER_INIT_STD, generator)
-            if getattr(layer, "bias", None) is not None:
+            bias = getattr(layer, "bias", None)  # an Embedding has none
+            if bias is not None:
                 with torch.no_grad():
-                    layer.bias.zero_()
+                    bias.zero_()
     if model.speaker_encoder is not None:
         fan_in_init(model.speaker_encoder, generator)
         _calibrate_speaker_encoder(model, seed)

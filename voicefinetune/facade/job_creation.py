@@ -99,7 +99,7 @@ class JobCreator:
         return job
 
     def _existing(self, request: FinetuneRequest) -> Job | None:
-        record = self.store.get(request.job_id)
+        record = self.store.get(request.job_id) if request.job_id else None
         if record is None:
             return None
         if not same_request(record.request, request):

@@ -124,9 +124,15 @@ class KubernetesBackend:
         self.kubeconfig = kubeconfig
         self.storage = Storage(settings)
         self.cache = ResourceCache()
-        self.kube: KubeClient | None = None
+        self._kube: KubeClient | None = None
         self._synced = asyncio.Event()
         self._watcher: asyncio.Task | None = None
+
+    @property
+    def kube(self) -> KubeClient:
+        if self._kube is None:
+            raise RuntimeError("the Kubernetes backend is not started")
+        return self._kube
 
     def _flash_attn(self, resource: dict[str, Any]) -> bool:
         """``config.flash_attn``: whether the resource's training uses flash attention, not just the setting."""
@@ -141,7 +147,7 @@ class KubernetesBackend:
     # --- lifecycle -------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.kube = await KubeClient.connect(self.kubeconfig)
+        self._kube = await KubeClient.connect(self.kubeconfig)
         self._synced = asyncio.Event()
         self._watcher = asyncio.create_task(self._watch(), name="voicefinetune-watch")
 
@@ -150,8 +156,8 @@ class KubernetesBackend:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
-        if self.kube is not None:
-            await self.kube.close()
+        if self._kube is not None:
+            await self._kube.close()
 
     async def _watch(self) -> None:
         """List, then watch from the list's resourceVersion; on any break, list again (after a backoff)."""
@@ -222,6 +228,8 @@ class KubernetesBackend:
 
     async def _existing(self, request: FinetuneRequest) -> Job | None:
         """The job of a client-chosen id, when it exists with the same parameters (a repeated call)."""
+        if not request.job_id:
+            return None
         resource = (await self._cached()).get(request.job_id) or await self.kube.get(
             object_path(self.namespace, request.job_id)
         )

@@ -193,9 +193,8 @@ def build_job_router(
             if upload is not None and upload.exists():  # the backend moves it when it keeps it
                 upload.unlink(missing_ok=True)
         JOBS_SUBMITTED.labels(source="upload" if upload is not None else "s3").inc()
-        answer = FinetuneResponse(
-            job_id=job.job_id, status=job.status, speaker_name=job.speaker_name, config=job.config
-        )
+        # A created job has its speaker name and config (validated here, as the fields would be).
+        answer = FinetuneResponse.model_validate(job, from_attributes=True)
         body = answer.model_dump(mode="json")
         if ignored:
             body["warnings"] = [f"ignored unknown field(s): {', '.join(ignored)}"]

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..lifecycle import FAILED, TERMINAL_STATUSES
-from ..schemas import Progress
+from ..schemas import JobStatusName, Progress
 from .jobstore import JobRecord, JobStore
 from .metrics import JOB_DURATION, JOBS_FINISHED
 
@@ -34,7 +34,7 @@ class StatusUpdater:
     def forget(self, job_id: str) -> None:
         self._saved_at.pop(job_id, None)
 
-    def set_status(self, record: JobRecord, status: str, progress: Progress | None) -> None:
+    def set_status(self, record: JobRecord, status: JobStatusName, progress: Progress | None) -> None:
         record.job.status = status
         record.job.progress = progress
         self.persist(record)

@@ -8,12 +8,15 @@ import contextlib
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING
 
 from fastapi import HTTPException, Request
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from ..diskfull import INSUFFICIENT_STORAGE, DiskFull, is_disk_full
+
+if TYPE_CHECKING:  # python-multipart defines its callbacks' type for type checkers only
+    from python_multipart.multipart import MultipartCallbacks
 
 MAX_FIELDS_BYTES = 64 * 1024  # all non-file form fields together
 
@@ -50,7 +53,7 @@ class _FormWriter:
         self.field_bytes = 0
         self.error: HTTPException | None = None
 
-    def callbacks(self) -> dict[str, Any]:
+    def callbacks(self) -> MultipartCallbacks:
         return {
             "on_part_begin": self.part_begin,
             "on_part_data": self.part_data,

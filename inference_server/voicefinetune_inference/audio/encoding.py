@@ -92,9 +92,13 @@ class AvEncoder:
         import av
 
         _, muxer, codec = FORMATS[response_format]
+        if muxer is None or codec is None:
+            raise ValueError(f"response_format {response_format!r} has no FFmpeg container and codec")
         self._sink = _Sink()
         self._container = av.open(self._sink, "w", format=muxer, options=MUXER_OPTIONS.get(muxer, {}))
-        self._stream = self._container.add_stream(codec, rate=sample_rate, layout="mono")
+        stream = self._container.add_stream(codec, rate=sample_rate, layout="mono")
+        assert isinstance(stream, av.AudioStream)  # every codec in FORMATS is an audio codec
+        self._stream = stream
         self._sample_rate = sample_rate
         self._pts = 0
         self._closed = False

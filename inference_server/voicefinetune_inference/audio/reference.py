@@ -106,7 +106,7 @@ async def resolve_checked(host: str, port: int, allow_private: bool) -> IPAddres
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise RefAudioError(f"ref_audio_url host {host!r} does not resolve: {exc}") from exc
-    addresses = [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
+    addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
     if not addresses:
         raise RefAudioError(f"ref_audio_url host {host!r} does not resolve")
     for address in addresses:

@@ -3,6 +3,8 @@ PyAV, fed chunk by chunk so a streamed response keeps streaming."""
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 
 from voicefinetune.schemas import SAMPLE_RATE
@@ -36,7 +38,7 @@ class TimeStretch:
         self._pts = 0
         self._graph = av.filter.Graph()
         node = self._graph.add_abuffer(
-            format="flt", sample_rate=sample_rate, layout="mono", time_base=f"1/{sample_rate}"
+            format="flt", sample_rate=sample_rate, layout="mono", time_base=Fraction(1, sample_rate)
         )
         self._source = node
         for factor in tempo_steps(speed):

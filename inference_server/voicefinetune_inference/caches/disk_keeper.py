@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Collection
 from typing import Any
 
 from voicefinetune.schemas import InvalidInput
@@ -40,7 +41,7 @@ class DiskKeeper:
             raise InvalidInput("threshold_gb must be 0 or more")
         return await asyncio.to_thread(self.prune, threshold)
 
-    def prune(self, threshold_gb: float, exclude: set[str] = frozenset()) -> dict[str, Any]:
+    def prune(self, threshold_gb: float, exclude: Collection[str] = frozenset()) -> dict[str, Any]:
         with self._prune_lock:
             self.registry.flush()
             candidates = [

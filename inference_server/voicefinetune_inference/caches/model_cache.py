@@ -156,7 +156,7 @@ class ModelCache:
 
     async def _wait_for_a_slot(self, deadline: float | None) -> None:
         """Wait (holding ``_changed``) for a change; ServerBusy once ``deadline`` passes with every slot in use."""
-        if deadline is None:
+        if deadline is None or self.wait_timeout is None:  # a deadline only with a wait_timeout
             await self._changed.wait()
             return
         try:
