@@ -109,7 +109,7 @@ class TimedRoute(APIRoute):
 
     def get_route_handler(self) -> Callable:
         handler = super().get_route_handler()
-        method = next(iter(self.methods), "GET")
+        method = next(iter(self.methods or ()), "GET")
         endpoint = self.path
 
         async def timed(request: Request) -> Response:

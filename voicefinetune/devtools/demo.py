@@ -216,7 +216,7 @@ def voice_design(api: str, out: Path, saved: list[tuple[Path, float]]) -> list[A
         "voice design",
     )
     console.print(f"   Voice design: {body['s3_url']}")
-    clips = []
+    clips: list[Clip] = []
     for _attempt in range(MAX_DESIGN_ATTEMPTS):
         if len(clips) == len(DATASET_SENTENCES):
             break

@@ -159,7 +159,7 @@ class Generator:
 
     async def produce(
         self, spec: ModelSpec, item: tts_model.SpeechItem, *, key: str, job_id: str | None
-    ) -> Result:
+    ) -> InferS3Response:
         wav = await self.generate(spec, item)
         return await self.outputs.upload(key, wav, text=item.text, job_id=job_id)
 
