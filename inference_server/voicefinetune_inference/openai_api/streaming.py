@@ -12,7 +12,7 @@ import asyncio
 import base64
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,7 +72,9 @@ class SpeechStreamer:
         self.opslog = opslog
         self.lookahead = max(0, lookahead)
 
-    async def waveform(self, request: StreamRequest, outcome: StreamOutcome) -> AsyncIterator[np.ndarray]:
+    async def waveform(
+        self, request: StreamRequest, outcome: StreamOutcome
+    ) -> AsyncGenerator[np.ndarray, None]:
         """The response's audio chunks in order; the next sentence generates while this one is consumed."""
         queues: list[asyncio.Queue] = []
         tasks: list[asyncio.Task] = []
@@ -112,7 +114,7 @@ class SpeechStreamer:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def encoded(self, request: StreamRequest, outcome: StreamOutcome) -> AsyncIterator[bytes]:
+    async def encoded(self, request: StreamRequest, outcome: StreamOutcome) -> AsyncGenerator[bytes, None]:
         """The response file's bytes (``request.response_format``) as the encoder emits them."""
         encoder = make_encoder(request.response_format)
         stretch = TimeStretch(request.speed) if abs(request.speed - 1.0) > 1e-6 else None
@@ -129,7 +131,7 @@ class SpeechStreamer:
         if tail:
             yield tail
 
-    async def sse(self, request: StreamRequest, outcome: StreamOutcome) -> AsyncIterator[bytes]:
+    async def sse(self, request: StreamRequest, outcome: StreamOutcome) -> AsyncGenerator[bytes, None]:
         """OpenAI's server-sent events: ``speech.audio.delta`` (base64 of the format's bytes), then
         ``speech.audio.done`` with usage."""
         async for data in self.encoded(request, outcome):
@@ -141,7 +143,7 @@ class SpeechStreamer:
 
     async def respond(
         self, request: StreamRequest, *, stream_format: str = "audio", started: float | None = None
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """The response body: counted in the request activity, measured (metrics), recorded in the ops log."""
         started = time.monotonic() if started is None else started
         outcome = StreamOutcome()
