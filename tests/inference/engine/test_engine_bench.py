@@ -7,9 +7,16 @@ import pytest
 
 @pytest.fixture
 def engine_bench():
+    """bench.engine with the one intra-op thread its main() sets: the test's time must not depend on what an earlier
+    test left (an in-process inference server gives torch a share of the cores)."""
+    import torch
+
     from bench import engine
 
-    return engine
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield engine
+    torch.set_num_threads(threads)
 
 
 def test_both_engines_make_the_same_frames_in_a_batch_of_8(engine_bench, tiny_models):
