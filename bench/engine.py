@@ -1,6 +1,6 @@
 """The inference server's fast engine vs upstream's `generate`, side by side in one run on the same checkpoints.
 
-Both go through the server's own call (`tts_model.generate`: upstream builds the prompt and decodes the audio; the
+Both go through the server's own call (`engine.batch.generate`: upstream builds the prompt and decodes the audio; the
 decode loop between is the engine under test), on the same loaded weights, decoding greedily (talker and sub-talker)
 so that both make the same codes, frame for frame: under sampling a batch row that ends keeps being sampled upstream
 while the fast engine stops it, the random streams part, and the two would time different work (236 vs 293 frames
@@ -80,6 +80,7 @@ def _cuda() -> bool:
 def throughput(loaded, batch: int, seed: int) -> Run:
     """One generate call of ``batch`` sentences."""
     import torch
+    from voicefinetune_inference.engine import batch as engine_batch
     from voicefinetune_inference.engine import tts_model
     from voicefinetune_inference.serving.generation import SAMPLES_PER_FRAME
 
@@ -91,7 +92,7 @@ def throughput(loaded, batch: int, seed: int) -> Run:
     ]
     torch.manual_seed(seed)
     started = time.perf_counter()
-    wavs = tts_model.generate(loaded, items)
+    wavs = engine_batch.generate(loaded, items)
     wall = time.perf_counter() - started
     samples = sum(len(w) for w in wavs)
     return Run(wall, samples / SAMPLE_RATE, samples // SAMPLES_PER_FRAME)
@@ -100,6 +101,7 @@ def throughput(loaded, batch: int, seed: int) -> Run:
 def first_audio(loaded, seed: int) -> tuple[float, float]:
     """(seconds to the first audio, seconds to the whole utterance) for one sentence."""
     import torch
+    from voicefinetune_inference.engine import batch as engine_batch
     from voicefinetune_inference.engine import stream as engine_stream
     from voicefinetune_inference.engine import tts_model
 
@@ -107,7 +109,7 @@ def first_audio(loaded, seed: int) -> tuple[float, float]:
     torch.manual_seed(seed)
     if loaded.engine == "upstream":
         started = time.perf_counter()
-        tts_model.generate(loaded, [item])
+        engine_batch.generate(loaded, [item])
         whole = time.perf_counter() - started
         return whole, whole
     stats = engine_stream.synthesize_stream(loaded, item, emit=lambda chunk: None)
@@ -131,7 +133,7 @@ def render(figures: dict, *, rounds: int, frames: int, threads: int) -> str:
         return statistics.median(values)
 
     lines = [
-        "`python -m bench.engine --write-docs`: the inference server's generate call (`tts_model.generate`) with",
+        "`python -m bench.engine --write-docs`: the inference server's generate call (`engine.batch.generate`) with",
         "`VFT_ENGINE=upstream` and `VFT_ENGINE=fast` on the same tiny random custom-voice checkpoint, greedy decoding",
         "(talker and sub-talker: both engines make the same codes, so they do the same work), rounds interleaving the",
         "engines. Streaming: `engine_stream.synthesize_stream` (first chunk = 1 frame, 80 ms of audio); upstream has no",

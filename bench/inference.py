@@ -60,7 +60,7 @@ async def open_bench(settings, tiny_models, storage_cls, opslog_cls) -> Bench:
     shutil.copytree(tiny_models.custom_voice, folder)
     prefix = f"{settings.data_dir.name}/{checkpoint_prefix(VOICE)}"
     storage.upload_dir(folder, prefix)
-    await service.register_voice(VOICE, "tiny_speaker", checkpoint_path=str(folder), s3_prefix=prefix)
+    await service.catalog.register(VOICE, "tiny_speaker", checkpoint_path=str(folder), s3_prefix=prefix)
     app = FastAPI()
     app.include_router(build_router(service))
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench", timeout=600)
@@ -153,7 +153,7 @@ async def run(items: int, rounds: int) -> str:
             await fused.client.post("/gpu/unload")
             latency["disk"].append(await timed(say(fused, "A short cold line.")))
             await fused.client.post("/gpu/unload")
-            report = await service.prune_disk(threshold_gb=0)
+            report = await service.disk_keeper.prune_disk(threshold_gb=0)
             assert [d["job_id"] for d in report["deleted"]] == [VOICE], report
             latency["s3"].append(await timed(say(fused, "A short line from S3.")))
 

@@ -85,7 +85,7 @@ def create_local_app(settings: Settings) -> FastAPI:
     storage = Storage(settings)
     opslog = OpsLog(settings.state_dir / "ops.jsonl")
     service = InferenceService(settings, storage, opslog)
-    backend = LocalBackend(settings, storage, opslog, service)
+    backend = LocalBackend(settings, storage, opslog, service.catalog, service.disk_keeper.prune_disk)
     app = create_app(settings, backend, InProcessInference(service))
     app.state.opslog = opslog
     app.state.inference_service = service

@@ -13,6 +13,7 @@ from typing import Any
 
 SEED_BASE_MODEL = "Qwen/Qwen3-TTS-12Hz-1.7B-Base"
 SEED_VOICE_DESIGN_MODEL = "Qwen/Qwen3-TTS-12Hz-1.7B-VoiceDesign"
+ENGINES = ("fast", "upstream")  # VFT_ENGINE: the inference server's own decode loop, or qwen_tts's generate
 
 
 def parse_bool(value: str) -> bool:
@@ -100,6 +101,10 @@ class Settings:
     # Inference decode loop: "fast" (the inference server's own engine) or "upstream" (qwen_tts's generate, kept for
     # comparison and as a fallback).
     engine: str = field(default="fast", metadata={"env": "VFT_ENGINE", "parse": lambda v: v.strip().lower()})
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:  # a wrong VFT_ENGINE stops a server at start, not each request
+            raise ValueError(f"VFT_ENGINE={self.engine!r} is not one of: {', '.join(ENGINES)}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

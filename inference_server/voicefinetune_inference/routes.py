@@ -1,4 +1,5 @@
-"""The inference endpoints (the original service's, plus voice registration) as an `APIRouter` over an `InferenceService`.
+"""The inference endpoints (the original service's, plus voice registration) as an `APIRouter` over the parts of an
+`InferenceService` (each route calls the part that does its work).
 
 ``job_gate(job_id)`` is awaited first on ``/infer`` routes; it may raise HTTPException (the facade answers 409 for
 a job still training). Every error is answered with ``{"detail": message}`` and the status the original service names.
@@ -180,7 +181,7 @@ def build_router(service: InferenceService, job_gate: JobGate | None = None) -> 
     )
     async def infer(job_id: str, body: InferRequest):
         await gate(job_id)
-        return audio_answer(await guarded(service.infer(job_id, body)))
+        return audio_answer(await guarded(service.speech.infer(job_id, body)))
 
     @router.post(
         "/infer/{job_id}/batch",
@@ -190,7 +191,7 @@ def build_router(service: InferenceService, job_gate: JobGate | None = None) -> 
     )
     async def infer_batch(job_id: str, body: BatchInferRequest):
         await gate(job_id)
-        return await guarded(service.infer_batch(job_id, body))
+        return await guarded(service.speech.infer_batch(job_id, body))
 
     @router.post(
         "/voice-design",
@@ -200,7 +201,7 @@ def build_router(service: InferenceService, job_gate: JobGate | None = None) -> 
         summary="Generate speech in a voice described by an instruction (VoiceDesign model)",
     )
     async def voice_design(body: VoiceDesignRequest):
-        return audio_answer(await guarded(service.voice_design(body)))
+        return audio_answer(await guarded(service.speech.voice_design(body)))
 
     @router.post(
         "/voice-clone",
@@ -210,7 +211,7 @@ def build_router(service: InferenceService, job_gate: JobGate | None = None) -> 
         summary="Clone a voice from reference audio for one text (Base model)",
     )
     async def voice_clone(body: VoiceCloneRequest):
-        return audio_answer(await guarded(service.voice_clone(body)))
+        return audio_answer(await guarded(service.speech.voice_clone(body)))
 
     @router.post(
         "/voice-clone/batch",
@@ -222,7 +223,7 @@ def build_router(service: InferenceService, job_gate: JobGate | None = None) -> 
         "status_code}`.",
     )
     async def voice_clone_batch(body: VoiceCloneBatchRequest):
-        return await guarded(service.voice_clone_batch(body))
+        return await guarded(service.speech.voice_clone_batch(body))
 
     # --- voices ----------------------------------------------------------------------------------------------
 
@@ -240,7 +241,7 @@ def build_router(service: InferenceService, job_gate: JobGate | None = None) -> 
                 f"checkpoint_path {body.checkpoint_path!r} must be relative to VFT_DATA_DIR, inside jobs/{job_id}/",
             )
         return await guarded(
-            service.register_voice(
+            service.catalog.register(
                 job_id,
                 body.speaker_name,
                 checkpoint_path=body.checkpoint_path,
@@ -251,35 +252,35 @@ def build_router(service: InferenceService, job_gate: JobGate | None = None) -> 
 
     @router.delete("/voices/{job_id}", tags=["voices"], summary="Unregister a voice and unload its model")
     async def unregister_voice(job_id: str) -> dict[str, Any]:
-        if not await guarded(service.unregister_voice(job_id)):
+        if not await guarded(service.catalog.unregister(job_id)):
             raise HTTPException(404, f"no voice is registered for job {job_id!r}")
         return {"job_id": job_id, "unregistered": True}
 
     @router.get("/voices", tags=["voices"], response_model=list[VoiceInfo], summary="Registered voices")
     async def list_voices():
-        return service.voices()
+        return service.catalog.all()
 
     # --- GPU -------------------------------------------------------------------------------------------------
 
     @router.get("/gpu/status", tags=["gpu"], response_model=GPUStatus)
     async def gpu_status():
-        return service.gpu_status()
+        return service.gpu.status()
 
     @router.post(
         "/gpu/unload", tags=["gpu"], summary="Unload every model now (they reload on the next request)"
     )
     async def gpu_unload() -> dict[str, Any]:
-        return await guarded(service.unload_all())
+        return await guarded(service.gpu.unload_all())
 
     @router.put("/gpu/config", tags=["gpu"], summary="Change the idle timeout (0 disables auto-unload)")
     async def gpu_config(body: GPUConfig) -> dict[str, Any]:
-        return service.set_idle_timeout(body.idle_timeout_seconds)
+        return service.gpu.set_idle_timeout(body.idle_timeout_seconds)
 
     @router.get("/gpu/cleanup", tags=["gpu"], summary="Run the disk LRU over the jobs folder now")
     async def gpu_cleanup(
         threshold_gb: float | None = Query(None, ge=0, description="Default: VFT_DISK_CACHE_GB (20)"),
     ) -> dict[str, Any]:
-        return await guarded(service.prune_disk(threshold_gb))
+        return await guarded(service.disk_keeper.prune_disk(threshold_gb))
 
     # --- storage ---------------------------------------------------------------------------------------------
 

@@ -71,7 +71,7 @@ async def add_voice(
     if backed_up:
         prefix = checkpoint_prefix(job_id)
         service.storage.upload_dir(folder, prefix)
-    await service.register_voice(
+    await service.catalog.register(
         job_id, TINY_SPEAKER, checkpoint_path=str(folder), s3_prefix=prefix, preload=preload
     )
     return folder

@@ -119,7 +119,7 @@ async def test_voice_registration_over_http(make_service, tiny_models, kit):
 
         # persisted: a new service on the same state folder serves it
         other = await make_service()
-        assert [v["job_id"] for v in other.voices()] == ["job-7"]
+        assert [v["job_id"] for v in other.catalog.all()] == ["job-7"]
 
         nowhere = await client.post("/voices/job-8", json={"speaker_name": kit.speaker})
         assert nowhere.status_code == 400 and "checkpoint_path" in nowhere.json()["detail"]

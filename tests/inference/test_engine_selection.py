@@ -8,12 +8,9 @@ import dataclasses
 import numpy as np
 import pytest
 from prometheus_client import REGISTRY
-from voicefinetune_inference import InferenceService
 from voicefinetune_inference.engine import tts_model
 
-from voicefinetune.opslog import OpsLog
 from voicefinetune.settings import Settings
-from voicefinetune.storage import Storage
 
 from .conftest import http_client, read_wav
 
@@ -60,6 +57,9 @@ async def test_the_service_streams_one_utterance(make_service):
 
 
 def test_a_wrong_engine_stops_the_server_at_start(settings):
-    wrong = dataclasses.replace(settings, engine="turbo")
+    """The settings refuse it, whichever way they are made: from the environment (`vft inference`, `vft serve`) or
+    from other settings (nothing below them checks again)."""
     with pytest.raises(ValueError, match="VFT_ENGINE='turbo' is not one of: fast, upstream"):
-        InferenceService(wrong, Storage(wrong), OpsLog(wrong.state_dir / "ops.jsonl"))
+        Settings.from_env({"VFT_ENGINE": " Turbo "})
+    with pytest.raises(ValueError, match="VFT_ENGINE='turbo' is not one of: fast, upstream"):
+        dataclasses.replace(settings, engine="turbo")

@@ -70,7 +70,7 @@ async def test_overwrite_false_answers_with_the_existing_object(make_service, ti
 async def test_without_storage_the_wav_comes_back_and_upload_is_503(make_service, tiny_models, kit):
     service = await make_service(s3_access_key=None, s3_secret_key=None)
     folder = kit.install_checkpoint(service, tiny_models, job_id="local")
-    await service.register_voice("local", kit.speaker, checkpoint_path=str(folder))
+    await service.catalog.register("local", kit.speaker, checkpoint_path=str(folder))
     async with kit.http_client(service) as client:
         wav = await client.post(
             "/infer/local", json={"text": "Hello, welcome to our audiobook.", "language": "English"}
@@ -114,13 +114,13 @@ async def test_errors_have_the_original_status_and_a_message(make_service, tiny_
         )  # ids are key-safe
         schema = await client.post("/infer/hero", json={"language": "English"})
         assert schema.status_code == 422
-    assert service.total_requests == 0  # nothing above reached a model
+    assert service.activity.total_requests == 0  # nothing above reached a model
 
 
 async def test_missing_checkpoint_without_s3_copy_is_409(make_service, tiny_models, kit):
     service = await make_service()
     folder = kit.install_checkpoint(service, tiny_models, job_id="gone")
-    await service.register_voice("gone", kit.speaker, checkpoint_path=str(folder))
+    await service.catalog.register("gone", kit.speaker, checkpoint_path=str(folder))
     import shutil
 
     shutil.rmtree(folder)

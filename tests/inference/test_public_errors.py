@@ -11,7 +11,7 @@ async def test_a_checkpoint_gone_from_disk_and_s3_is_named_relative_to_the_data_
 ):
     service = await make_service()
     folder = kit.install_checkpoint(service, tiny_models, job_id="gone")
-    await service.register_voice("gone", kit.speaker, checkpoint_path=str(folder))
+    await service.catalog.register("gone", kit.speaker, checkpoint_path=str(folder))
     shutil.rmtree(folder)  # deleted behind the server's back, and S3 never had a copy
     async with kit.http_client(service) as client:
         answer = await client.post("/infer/gone", json={"text": "Hello there.", "upload_to_s3": False})

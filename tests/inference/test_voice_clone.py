@@ -64,7 +64,11 @@ async def test_private_loopback_and_metadata_urls_are_refused(
     assert "resolves to" in answer.json()["detail"] and "refused" in answer.json()["detail"]
     assert outgoing == []  # refused after resolving, before any connection attempt (10.0.0.1 would hang)
     assert wav_server.requests == []  # the loopback server never saw a request
-    assert service.clone_prompts == 0 and service.cache.total_loads == 0 and service.total_requests == 0
+    assert (
+        service.cloner.clone_prompts == 0
+        and service.cache.total_loads == 0
+        and service.activity.total_requests == 0
+    )
 
 
 async def test_batch_with_base64_and_data_url(make_service, kit):
@@ -78,7 +82,7 @@ async def test_batch_with_base64_and_data_url(make_service, kit):
         assert len(folders) == 1 and names == [f"clone_{i:03d}.wav" for i in range(3)]
         assert all(set(r) == S3_FIELDS and r["kept_existing"] is False and r["note"] is None for r in results)
         assert all(r["sample_rate"] == 24000 and r["job_id"] is None for r in results)
-        assert service.clone_prompts == 1  # one prompt for the three items
+        assert service.cloner.clone_prompts == 1  # one prompt for the three items
 
         data_url = f"data:audio/wav;base64,{encoded}"
         xvec = await client.post(
@@ -86,7 +90,7 @@ async def test_batch_with_base64_and_data_url(make_service, kit):
             json={**batch_body(data_url, n=2), "ref_text": "", "use_xvec": True, "overwrite": True},
         )
         assert xvec.status_code == 200, xvec.text
-        assert service.clone_prompts == 2
+        assert service.cloner.clone_prompts == 2
 
         # overwrite false (the default): existing objects come back without generating
         generated = service.batcher.items
@@ -116,7 +120,7 @@ async def test_batch_from_an_allowed_url_fetches_once(make_service, kit, wav_ser
     assert len(results) == 4 and results[2]["index"] == 2 and "empty" in results[2]["error"]
     folders, names = clone_folder_and_names([r for i, r in enumerate(results) if i != 2])
     assert len(folders) == 1 and names == [f"clone_{i:03d}.wav" for i in (0, 1, 3)]
-    assert wav_server.requests == ["/ref.wav"] and service.clone_prompts == 1
+    assert wav_server.requests == ["/ref.wav"] and service.cloner.clone_prompts == 1
 
 
 async def test_url_guard_checks_redirects_size_and_content(make_service, kit, wav_server):
@@ -187,7 +191,7 @@ async def test_batch_without_upload_answers_inline_wavs(make_service, kit):
         audio, rate = kit.read_wav(base64.b64decode(entry["audio_base64"]))
         assert rate == entry["sample_rate"] == 24000 and entry["media_type"] == "audio/wav"
         assert abs(entry["duration_seconds"] - len(audio) / rate) < 0.01
-    assert service.clone_prompts == 1
+    assert service.cloner.clone_prompts == 1
     assert uploading.status_code == 503
 
 

@@ -46,7 +46,7 @@ async def test_registration_outside_the_jobs_own_folder_is_a_400(
     assert answer.status_code == 400, answer.text
     assert field in answer.json()["detail"]
     assert pruned.status_code == 200
-    assert service.voices() == []
+    assert service.catalog.all() == []
     assert snapshot(service.settings.data_dir / "jobs") == before_disk
     assert sorted(obj.key for obj in service.storage.list("")) == before_s3
 

@@ -33,7 +33,7 @@ class JobDeleter:
         self.status.forget(job_id)
         await self.queue.cancel(job_id)
         try:  # returns once the voice's requests have stopped: none restores or writes its files afterwards
-            await self.voices.unregister_voice(job_id)
+            await self.voices.unregister(job_id)
         except Exception:
             log.exception("unloading the voice of deleted job %s failed", job_id)
         await asyncio.to_thread(self._remove_files, record)

@@ -25,15 +25,22 @@ from .jobstore import JobStore
 from .recovery import StartupRecovery
 from .status_updates import StatusUpdater
 from .training_queue import TrainingQueue
-from .voice_loading import VoiceHost, VoiceLoader
+from .voice_loading import DiskPrune, VoiceHost, VoiceLoader
 
 
 class LocalBackend:
-    def __init__(self, settings: Settings, storage: Storage, opslog: OpsLog, voices: VoiceHost):
+    def __init__(
+        self,
+        settings: Settings,
+        storage: Storage,
+        opslog: OpsLog,
+        voices: VoiceHost,
+        prune_disk: DiskPrune,
+    ):
         self.store = JobStore(settings.state_dir / "jobs")
         status = StatusUpdater(self.store, PublicText.of(settings))
         runner = JobRunner(settings, storage, opslog, self.store, status)
-        voice_loader = VoiceLoader(settings, self.store, status, voices)
+        voice_loader = VoiceLoader(settings, self.store, status, voices, prune_disk)
         self.queue = TrainingQueue(
             self.store, status, runner, voice_loader, settings.max_concurrent_trainings
         )

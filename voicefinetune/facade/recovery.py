@@ -58,7 +58,7 @@ class StartupRecovery:
         """A deletion interrupted by a crash leaves ``jobs/{id}/`` with no record; a folder that a voice registered
         without a job (``POST /voices``) serves stays."""
         jobs = self.settings.jobs_dir
-        kept = {record.job.job_id for record in records} | {voice["job_id"] for voice in self.voices.voices()}
+        kept = {record.job.job_id for record in records} | {voice["job_id"] for voice in self.voices.all()}
         for folder in jobs.iterdir() if jobs.is_dir() else ():
             if folder.name not in kept and folder.is_dir() and not folder.is_symlink():
                 log.warning(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -17,9 +18,9 @@ log = logging.getLogger(__name__)
 
 
 class VoiceHost(Protocol):
-    """The part of the inference service the backend drives (``InferenceService`` implements it)."""
+    """The inference server's voices as the backend drives them (its ``VoiceCatalog`` implements it)."""
 
-    async def register_voice(
+    async def register(
         self,
         job_id: str,
         speaker_name: str,
@@ -29,11 +30,14 @@ class VoiceHost(Protocol):
         preload: bool = False,
     ) -> Any: ...
 
-    async def unregister_voice(self, job_id: str) -> Any:
+    async def unregister(self, job_id: str) -> Any:
         """Stop the voice's requests and unload it; returns once nothing uses or restores its files."""
 
-    def voices(self) -> list[dict[str, Any]]:
+    def all(self) -> list[dict[str, Any]]:
         """The registered voices (``job_id`` each)."""
+
+
+DiskPrune = Callable[[], Awaitable[Any]]  # the inference server's disk LRU, run after each training
 
 
 @dataclass
@@ -42,12 +46,13 @@ class VoiceLoader:
     store: JobStore
     status: StatusUpdater
     voices: VoiceHost
+    prune_disk: DiskPrune
 
     async def load(self, record: JobRecord) -> None:
         job = record.job
         self.status.set_status(record, LOADING, job.progress)
         try:
-            await self.voices.register_voice(
+            await self.voices.register(
                 job.job_id,
                 record.request.speaker_name,
                 checkpoint_path=record.checkpoint_dir,
@@ -69,13 +74,8 @@ class VoiceLoader:
         await self._prune_disk()
 
     async def _prune_disk(self) -> None:
-        prune = getattr(self.voices, "prune_disk", None)
-        if prune is None:
-            return
         try:
-            result = prune()
-            if asyncio.iscoroutine(result):
-                await result
+            await self.prune_disk()
         except Exception:
             log.exception("disk prune after training failed")
 

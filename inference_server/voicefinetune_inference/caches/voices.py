@@ -1,4 +1,5 @@
-"""The servable voices: registering a fine-tuned checkpoint under a job id, looking it up, describing it."""
+"""The servable voices: registering a fine-tuned checkpoint under a job id, looking it up, describing it,
+unregistering it (and deleting its folder where S3 holds a copy)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 from voicefinetune.checkpoints import has_model
 from voicefinetune.schemas import InvalidInput, check_speaker_name, is_segment_id
 from voicefinetune_inference.caches.checkpoints import CheckpointLocator
+from voicefinetune_inference.caches.disk_keeper import DiskKeeper
 from voicefinetune_inference.caches.model_cache import ModelCache
 from voicefinetune_inference.caches.model_loading import ModelLoader, voice_key
 from voicefinetune_inference.caches.registry import Voice, VoiceRegistry
@@ -17,12 +19,18 @@ from voicefinetune_inference.errors import VoiceNotFound
 
 class VoiceCatalog:
     def __init__(
-        self, registry: VoiceRegistry, cache: ModelCache, locator: CheckpointLocator, loader: ModelLoader
+        self,
+        registry: VoiceRegistry,
+        cache: ModelCache,
+        locator: CheckpointLocator,
+        loader: ModelLoader,
+        keeper: DiskKeeper,
     ):
         self.registry = registry
         self.cache = cache
         self.locator = locator
         self.loader = loader
+        self.keeper = keeper
         self.work = VoiceWork()  # the requests running for each voice
 
     async def register(
@@ -74,12 +82,14 @@ class VoiceCatalog:
 
     async def unregister(self, job_id: str) -> bool:
         """Stop serving ``job_id``: new requests find no voice, running ones end with ``VoiceDeleted``, the model
-        is unloaded; returns once nothing uses or restores its folder any more (so it may be deleted)."""
+        is unloaded; once nothing uses or restores its folder any more, the folder is deleted where S3 holds a
+        copy. False if no voice is registered under ``job_id``."""
         voice = self.registry.remove(check_voice_id(job_id))
         if voice is None:
             return False
         await self.work.stop(job_id)
         await self.cache.discard(voice_key(job_id))
+        await self.keeper.drop_copy(voice)
         return True
 
     def all(self) -> list[dict[str, Any]]:

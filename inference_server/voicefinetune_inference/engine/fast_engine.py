@@ -18,7 +18,6 @@ import torch
 
 from voicefinetune_inference.engine import decode as fast_decode
 from voicefinetune_inference.engine.sampling import SamplingParams
-from voicefinetune_inference.engine.tts_model import ENGINES
 
 # A row may not run past this many frames (80 ms each) for its text: generous for slow speech in any language
 # (about 3 frames per character is slow Chinese), yet a runaway row cannot hold a batch for 8,192 frames.
@@ -133,9 +132,8 @@ def substituted(model: Any, options: CallOptions | None = None) -> Iterator[None
 
 @contextlib.contextmanager
 def engine_for(model: Any, engine: str, options: CallOptions | None = None) -> Iterator[None]:
-    """The chosen engine for one call: ours (``fast``) or upstream's own ``talker.generate`` (``upstream``)."""
-    if engine not in ENGINES:
-        raise ValueError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
+    """The chosen engine for one call (``Settings.engine``, checked there): ours (``fast``) or upstream's own
+    ``talker.generate`` (``upstream``)."""
     if engine == "upstream":
         yield
         return

@@ -1,26 +1,23 @@
-"""Generation with qwen_tts: loading a checkpoint, batched generate calls, voice-clone prompts, GPU figures.
+"""Qwen_tts, the upstream adapter: loading a checkpoint, upstream's generate calls, voice-clone prompts, GPU figures.
 
 Every call here is blocking and runs in a worker thread; a model's lock serializes calls on it because the
-upstream model is not safe for concurrent use. Upstream's ``generate_*`` builds prompts and decodes audio; the
-decode loop between is the engine the model was loaded with (``VFT_ENGINE``: `fast_engine`, or upstream's own).
+upstream model is not safe for concurrent use. This module knows nothing of the engine: a model only records the
+one it was loaded with (``VFT_ENGINE``), and `batch` and `stream` put that engine's decode loop around
+`call_upstream`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from voicefinetune.schemas import SAMPLE_RATE
 from voicefinetune.settings import Settings
 
 GIB = 1024**3
-ENGINES = ("fast", "upstream")  # VFT_ENGINE: our decode loop (fast_engine) or upstream's talker.generate
 # transformers' from_pretrained is not thread-safe (it switches global init state, e.g. meta-device
 # initialisation): two loads in parallel threads can leave one model with meta tensors. Loads take turns.
 _LOAD_LOCK = threading.Lock()
@@ -33,7 +30,7 @@ class LoadedModel:
     path: str
     size_bytes: int
     lock: threading.Lock = field(default_factory=threading.Lock)
-    engine: str = "fast"  # fast_engine.ENGINES
+    engine: str = "fast"  # Settings.engine: the decode loop `batch` and `stream` use
 
     def speakers(self) -> list[str]:
         return self.tts.get_supported_speakers() or []
@@ -53,7 +50,6 @@ class SpeechItem:
 def load(path: str, settings: Settings) -> LoadedModel:
     from voicefinetune.qwen import load_model
 
-    check_engine(settings.engine)
     with _LOAD_LOCK:
         tts = load_model(path, settings)
     size = sum(p.numel() * p.element_size() for p in tts.model.parameters())
@@ -66,17 +62,11 @@ def load(path: str, settings: Settings) -> LoadedModel:
     )
 
 
-def check_engine(engine: str) -> str:
-    if engine not in ENGINES:
-        raise ValueError(f"VFT_ENGINE={engine!r} is not one of: {', '.join(ENGINES)}")
-    return engine
-
-
 def call_upstream(
     loaded: LoadedModel, items: list[SpeechItem], **kwargs: Any
 ) -> tuple[list[np.ndarray], int]:
     """Upstream's ``generate_*`` for ``items`` (one kind of model); ``kwargs`` go to it (e.g. sampling settings).
-    The caller holds ``loaded.lock`` and has chosen the engine."""
+    The caller holds ``loaded.lock`` and has put the engine's decode loop in place."""
     texts = [item.text for item in items]
     languages = [item.language for item in items]
     if loaded.kind == "custom_voice":
@@ -110,41 +100,6 @@ def release(loaded: LoadedModel) -> None:
     if torch.cuda.is_available():
         gc.collect()
         torch.cuda.empty_cache()
-
-
-def generate(
-    loaded: LoadedModel, items: list[SpeechItem], *, on_ready: Callable[[int, np.ndarray], None] | None = None
-) -> list[np.ndarray]:
-    """One batched generate call for ``items``; waveforms (float32, 24 kHz) in the same order.
-
-    With the fast engine and ``on_ready``, a row that ends before the rest of the batch is decoded at once and handed
-    to ``on_ready(index, waveform)`` (in this thread); its place in the returned list is then an empty array."""
-    from voicefinetune_inference.engine import fast_engine
-    from voicefinetune_inference.engine.early_results import RowDelivery
-
-    options = fast_engine.CallOptions(frame_limits=[fast_engine.frame_bound(item.text) for item in items])
-    delivery = contextlib.nullcontext()
-    if on_ready is not None and loaded.engine == "fast" and len(items) > 1:
-        references = (
-            [getattr(item.clone_prompt, "ref_code", None) for item in items]
-            if loaded.kind == "base"
-            else None
-        )
-        rows = RowDelivery(loaded.tts, on_ready, references)
-        options.on_row_done = rows.row_done
-        delivery = rows.skipping_delivered()
-    with loaded.lock, fast_engine.engine_for(loaded.tts.model, loaded.engine, options), delivery:
-        wavs, rate = call_upstream(loaded, items)
-    if int(rate) != SAMPLE_RATE:
-        import librosa
-
-        wavs = [
-            librosa.resample(np.asarray(w, dtype=np.float32), orig_sr=int(rate), target_sr=SAMPLE_RATE)
-            if len(w)
-            else w
-            for w in wavs
-        ]
-    return [np.asarray(w, dtype=np.float32) for w in wavs]
 
 
 def clone_prompt(

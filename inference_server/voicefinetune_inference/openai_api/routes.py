@@ -21,7 +21,6 @@ from voicefinetune.lifecycle import JobGate
 from voicefinetune_inference.audio.encoding import media_type
 from voicefinetune_inference.audio.sentences import split_sentences
 from voicefinetune_inference.errors import message_for, status_for
-from voicefinetune_inference.openai_api.chunk_sources import chunk_source
 from voicefinetune_inference.openai_api.protocol import (
     ERROR_RESPONSES,
     MAX_INPUT_CHARS,
@@ -115,9 +114,7 @@ def add_openai_routes(
     as plain routes in its table). ``job_gate`` turns an unknown voice that names a job not ready yet into a 409."""
     settings = service.settings
     voices = OpenAIVoices(settings, service.catalog, service.speech.loader)
-    streamer = SpeechStreamer(
-        chunk_source(service.generator), activity=service.activity, opslog=service.opslog
-    )
+    streamer = SpeechStreamer(service.generator.stream, activity=service.activity, opslog=service.opslog)
     schema = inline_schema(SpeechRequest)
 
     @router.post(

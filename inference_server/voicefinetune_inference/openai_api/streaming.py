@@ -1,6 +1,7 @@
 """Streamed speech: sentences in, encoded audio bytes out as they are generated.
 
-Each sentence's audio comes from a chunk source (an async stream of float32 24 kHz chunks per utterance). Sentence
+Each sentence's audio comes from a chunk source (an async stream of float32 24 kHz chunks per utterance: the
+engine's, ``Generator.stream``; cancelling it stops that utterance's generation). Sentence
 ``i + 1`` starts generating while sentence ``i`` is being sent (``lookahead``), chunks pass through the optional
 pitch-preserving time stretch and the incremental encoder, and bytes leave as soon as the encoder emits them. When
 the consumer goes away (the client disconnected) every sentence still generating is cancelled.

@@ -19,6 +19,7 @@ from voicefinetune.settings import Settings
 from voicefinetune_inference import metrics
 from voicefinetune_inference.audio.wav import duration_seconds, to_wav_bytes
 from voicefinetune_inference.caches.model_cache import ModelCache, ModelSpec
+from voicefinetune_inference.engine import batch as engine_batch
 from voicefinetune_inference.engine import stream as engine_stream
 from voicefinetune_inference.engine import tts_model
 from voicefinetune_inference.errors import message_for, status_for
@@ -105,7 +106,7 @@ class Generator:
         async with self.cache.use(spec) as loaded, self.gpu_slots:
             started = time.monotonic()
             try:
-                wavs: list[Any] = await self.on_gpu(tts_model.generate, loaded, items, on_ready=on_ready)
+                wavs: list[Any] = await self.on_gpu(engine_batch.generate, loaded, items, on_ready=on_ready)
             except Exception as exc:
                 if len(items) == 1:
                     raise
@@ -118,7 +119,7 @@ class Generator:
                         wavs.append(early[index])
                         continue
                     try:
-                        wavs.extend(await self.on_gpu(tts_model.generate, loaded, [item]))
+                        wavs.extend(await self.on_gpu(engine_batch.generate, loaded, [item]))
                     except Exception as item_exc:  # noqa: BLE001 - reported in that item's place
                         wavs.append(item_exc)
         elapsed = time.monotonic() - started

@@ -1,25 +1,15 @@
-"""`InferenceService`: the façade the HTTP layer (`api.py`), the facade's local backend and the benches call.
+"""`InferenceService`: the inference server's parts, built once and started and stopped together.
 
-It builds the parts and delegates to them: `voices` (registration), `checkpoints` (where a voice's model lives),
-`model_loading` (what the VRAM cache loads), `generation` (fused generate calls and outputs), `cloning`
-(reference audio and clone prompts), `synthesis` (the speech requests), `gpu_keeper` (status, unloads, idle
-timeout) and `disk_keeper` (the disk LRU).
+It is where the parts are composed, not a way in: the routes, the facade's local backend and the benches call the
+parts themselves. `catalog` (the voices: register, unregister, list), `speech` (the speech requests), `gpu`
+(status, unloads, the idle timeout), `disk_keeper` (the disk LRU), `outputs` and `storage` (S3 answers),
+`generator` (fused generate calls and streams), `cloner` (reference audio and clone prompts), `activity` (requests
+under way) and `opslog`.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from voicefinetune.opslog import OpsLog
-from voicefinetune.schemas import (
-    BatchInferRequest,
-    GPUStatus,
-    InferRequest,
-    InferS3Response,
-    VoiceCloneBatchRequest,
-    VoiceCloneRequest,
-    VoiceDesignRequest,
-)
 from voicefinetune.settings import Settings
 from voicefinetune.storage import Storage
 from voicefinetune_inference.activity import RequestActivity
@@ -29,20 +19,17 @@ from voicefinetune_inference.caches.disk_keeper import DiskKeeper
 from voicefinetune_inference.caches.gpu_keeper import GpuKeeper
 from voicefinetune_inference.caches.model_cache import ModelCache
 from voicefinetune_inference.caches.model_loading import ModelLoader
-from voicefinetune_inference.caches.registry import Voice, VoiceRegistry
+from voicefinetune_inference.caches.registry import VoiceRegistry
 from voicefinetune_inference.caches.voices import VoiceCatalog
 from voicefinetune_inference.engine import tts_model
 from voicefinetune_inference.serving.cloning import VoiceCloner
-from voicefinetune_inference.serving.generation import Generator, Result, limit_cpu_threads
+from voicefinetune_inference.serving.generation import Generator, limit_cpu_threads
 from voicefinetune_inference.serving.outputs import AudioOutputs
 from voicefinetune_inference.serving.synthesis import SpeechRequests
 
 
 class InferenceService:
     def __init__(self, settings: Settings, storage: Storage, opslog: OpsLog):
-        tts_model.check_engine(
-            settings.engine
-        )  # a wrong VFT_ENGINE stops the server at start, not each request
         self.settings = settings
         self.storage = storage
         self.opslog = opslog
@@ -55,7 +42,7 @@ class InferenceService:
         locator = CheckpointLocator(settings, storage)
         self.disk_keeper = DiskKeeper(settings, self.registry, self.disk, locator)
         loader = ModelLoader(settings, storage, opslog, locator, self.disk, self.disk_keeper)
-        self.catalog = VoiceCatalog(self.registry, self.cache, locator, loader)
+        self.catalog = VoiceCatalog(self.registry, self.cache, locator, loader, self.disk_keeper)
         self.generator = Generator(settings, self.cache, self.outputs)
         self.batcher = self.generator.batcher
         self.cloner = VoiceCloner(settings, self.cache, loader, self.generator)
@@ -64,17 +51,6 @@ class InferenceService:
         self.speech = SpeechRequests(
             settings, storage, self.outputs, self.catalog, loader, self.generator, self.cloner, self.activity
         )
-
-    @property
-    def total_requests(self) -> int:
-        return self.activity.total_requests
-
-    @property
-    def clone_prompts(self) -> int:
-        """Voice-clone prompts computed (one per clone request, however many items)."""
-        return self.cloner.clone_prompts
-
-    # --- lifecycle -------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
         limit_cpu_threads(self.settings)
@@ -86,65 +62,3 @@ class InferenceService:
         await self.cache.close()
         self.generator.shutdown()
         self.registry.flush()
-
-    # --- voices ----------------------------------------------------------------------------------------------
-
-    async def register_voice(
-        self,
-        job_id: str,
-        speaker_name: str,
-        *,
-        checkpoint_path: str | None = None,
-        s3_prefix: str | None = None,
-        preload: bool = False,
-    ) -> dict[str, Any]:
-        return await self.catalog.register(
-            job_id, speaker_name, checkpoint_path=checkpoint_path, s3_prefix=s3_prefix, preload=preload
-        )
-
-    async def unregister_voice(self, job_id: str) -> bool:
-        """Stop the voice's requests, unload it, and delete its model folder where S3 holds a copy."""
-        voice = self.registry.get(job_id)
-        if not await self.catalog.unregister(job_id):
-            return False
-        if voice is not None:
-            await self.disk_keeper.drop_copy(voice)
-        return True
-
-    def voices(self) -> list[dict[str, Any]]:
-        return self.catalog.all()
-
-    def voice(self, job_id: str) -> Voice:
-        return self.catalog.get(job_id)
-
-    # --- speech ----------------------------------------------------------------------------------------------
-
-    async def infer(self, job_id: str, request: InferRequest) -> bytes | InferS3Response:
-        return await self.speech.infer(job_id, request)
-
-    async def infer_batch(self, job_id: str, request: BatchInferRequest) -> list[Result]:
-        return await self.speech.infer_batch(job_id, request)
-
-    async def voice_design(self, request: VoiceDesignRequest) -> bytes | InferS3Response:
-        return await self.speech.voice_design(request)
-
-    async def voice_clone(self, request: VoiceCloneRequest) -> bytes | InferS3Response:
-        return await self.speech.voice_clone(request)
-
-    async def voice_clone_batch(self, request: VoiceCloneBatchRequest) -> list[Result]:
-        return await self.speech.voice_clone_batch(request)
-
-    # --- GPU and disk ----------------------------------------------------------------------------------------
-
-    def gpu_status(self) -> GPUStatus:
-        return self.gpu.status()
-
-    async def unload_all(self) -> dict[str, Any]:
-        return await self.gpu.unload_all()
-
-    def set_idle_timeout(self, seconds: int) -> dict[str, Any]:
-        return self.gpu.set_idle_timeout(seconds)
-
-    async def prune_disk(self, threshold_gb: float | None = None) -> dict[str, Any]:
-        """Run the disk LRU now (``threshold_gb`` defaults to VFT_DISK_CACHE_GB); the report lists what went."""
-        return await self.disk_keeper.prune_disk(threshold_gb)

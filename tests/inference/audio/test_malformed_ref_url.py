@@ -35,4 +35,4 @@ async def test_a_malformed_reference_url_is_a_400_naming_the_field(
         answer = await client.post(route, json={**body, "ref_audio_url": url})
     assert answer.status_code == 400, answer.text
     assert answer.json() == {"detail": f"ref_audio_url {url!r} is not a valid URL: {_why(url)}"}
-    assert service.clone_prompts == 0 and service.cache.total_loads == 0
+    assert service.cloner.clone_prompts == 0 and service.cache.total_loads == 0

@@ -18,12 +18,12 @@ async def test_tiny_threshold_deletes_only_s3_backed_models_and_they_come_back(
     # registered with an S3 prefix that S3 does not (fully) hold: must survive as well
     unverified = kit.install_checkpoint(service, tiny_models, job_id="unverified")
     service.storage.upload_bytes(b"partial", "checkpoints/unverified/config.json")
-    await service.register_voice(
+    await service.catalog.register(
         "unverified", kit.speaker, checkpoint_path=str(unverified), s3_prefix="checkpoints/unverified"
     )
     # a model outside the job's own folder cannot be registered (so the LRU never reaches it)
     with pytest.raises(InvalidInput):
-        await service.register_voice(
+        await service.catalog.register(
             "outside",
             kit.speaker,
             checkpoint_path=str(tiny_models.custom_voice),
@@ -80,7 +80,7 @@ async def test_least_recently_used_goes_first_and_only_as_much_as_needed(make_se
 async def test_default_threshold_and_prune_after_training(make_service, tiny_models, kit):
     service = await make_service(disk_cache_gb=0.000001)
     folder = await kit.add_voice(service, tiny_models, job_id="trained")
-    report = await service.prune_disk()  # what the local backend calls after each training
+    report = await service.disk_keeper.prune_disk()  # what the local backend calls after each training
     assert [d["job_id"] for d in report["deleted"]] == ["trained"] and not folder.exists()
     assert report["threshold_gb"] == 0.000001
 
@@ -108,8 +108,8 @@ async def test_a_copy_at_the_conventional_prefix_counts_and_empty_job_folders_go
     service = await make_service()
     folder = kit.install_checkpoint(service, tiny_models, job_id="plain")
     service.storage.upload_dir(folder, "checkpoints/plain")  # where the trainer uploads; not registered
-    await service.register_voice("plain", kit.speaker, checkpoint_path=str(folder))
-    report = await service.prune_disk(threshold_gb=0)
+    await service.catalog.register("plain", kit.speaker, checkpoint_path=str(folder))
+    report = await service.disk_keeper.prune_disk(threshold_gb=0)
     assert [d["job_id"] for d in report["deleted"]] == ["plain"]
     assert not service.settings.job_dir("plain").exists()  # nothing else was in it
     async with kit.http_client(service) as client:

@@ -16,8 +16,8 @@ import types
 
 import numpy as np
 import pytest
+from voicefinetune_inference.engine import batch, fast_engine, tts_model
 from voicefinetune_inference.engine import decode as fast_decode
-from voicefinetune_inference.engine import fast_engine, tts_model
 from voicefinetune_inference.engine.early_results import RowDelivery
 from voicefinetune_inference.serving import generation
 from voicefinetune_inference.serving.batcher import Batcher
@@ -159,7 +159,7 @@ def test_with_the_upstream_engine_nothing_is_delivered_early(tiny_models):
     loaded = load_tiny(tiny_models, "voice_design", engine="upstream")
     loaded.tts.generate_defaults.update(GREEDY, max_new_tokens=60)
     calls: list[int] = []
-    wavs = tts_model.generate(
+    wavs = batch.generate(
         loaded, items_for(loaded, ["x", "ab", "Hi."]), on_ready=lambda row, wav: calls.append(row)
     )
     assert calls == [] and all(len(w) for w in wavs)

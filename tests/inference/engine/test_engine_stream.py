@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import torch
-from voicefinetune_inference.engine import codec_stream, tts_model
+from voicefinetune_inference.engine import batch, codec_stream, tts_model
 from voicefinetune_inference.engine import decode as fast_decode
 from voicefinetune_inference.engine import stream as engine_stream
 
@@ -67,7 +67,7 @@ def test_stream_equals_the_whole_utterance(design):
     chunks: list[np.ndarray] = []
     item = tts_model.SpeechItem(TEXT, "english", instruct="A bright voice.")
     stats = engine_stream.synthesize_stream(design, item, emit=chunks.append)
-    (whole,) = tts_model.generate(design, [item])
+    (whole,) = batch.generate(design, [item])
     assert stats.frames == 39 and stats.chunks == len(chunks)
     assert [len(c) // 1920 for c in chunks] == [1, 2, 4, 8, 8, 8, 8]
     np.testing.assert_allclose(np.concatenate(chunks), whole, rtol=1e-4, atol=1e-4)
@@ -80,7 +80,7 @@ def test_voice_clone_stream_is_trimmed_like_upstream(tiny_models):
     item = tts_model.SpeechItem(TEXT, "english", clone_prompt=clone_prompt(loaded))
     chunks: list[np.ndarray] = []
     engine_stream.synthesize_stream(loaded, item, emit=chunks.append)
-    (whole,) = tts_model.generate(loaded, [item])
+    (whole,) = batch.generate(loaded, [item])
     assert sum(len(c) for c in chunks) == len(whole) == 19 * 1920
     np.testing.assert_allclose(np.concatenate(chunks), whole, rtol=1e-4, atol=1e-4)
 
