@@ -3,48 +3,91 @@
 A voice always goes to the same replica: rendezvous hashing of the job_id over the replicas the inference
 Service's name resolves to (``voicefinetune.cluster.routing``; the operator preloads the voice on that same
 replica). Voice design and voice clone are keyed by their model, so each of those models stays warm on one replica
-too. ``ROUTES`` is the inference server's route table as seen from here (a test keeps the two equal).
+too. ``POST /v1/audio/speech`` is routed by its body's ``voice`` like ``/infer/{job_id}`` (a fine-tuned voice's job
+id), its designed voices go where ``/voice-design`` goes, and its answer is relayed chunk by chunk as the replica
+sends it. ``ROUTES`` is the inference server's route table as seen from here (a test keeps the two equal).
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
+import json
+from collections.abc import AsyncIterator
 
 import httpx
 from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi.responses import StreamingResponse
 
 from ..cluster.routing import EndpointResolver, rendezvous_order
 from ..lifecycle import JobGate
 from ..metrics import exposition
+from ..openai_compat import DESIGN_VOICES
 from ..security import auth_headers
 from ..settings import Settings
-from .openai_proxy import forward_speech
 
 PROXY_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
 FORWARDED_HEADERS = ("content-type", "accept")
 RETURNED_HEADERS = ("content-type", "content-disposition")
-# (method, path, routing): a voice key routes to one replica ("{job_id}" = the path's job), "*" goes to every
-# replica (GPU settings apply to all), "" to the first replica.
-ROUTES: list[tuple[str, str, str]] = [
-    ("POST", "/infer/{job_id}", "{job_id}"),
-    ("POST", "/infer/{job_id}/batch", "{job_id}"),
-    ("POST", "/voice-design", "voice-design"),
-    ("POST", "/voice-clone", "voice-clone"),
-    ("POST", "/voice-clone/batch", "voice-clone"),
-    ("GET", "/gpu/status", ""),
-    ("POST", "/gpu/unload", "*"),
-    ("PUT", "/gpu/config", "*"),
-    ("GET", "/gpu/cleanup", "*"),
-    ("GET", "/storage/status", ""),
-    ("GET", "/storage/list/{job_id}", ""),
-    ("GET", "/ops/averages", ""),
-    ("GET", "/ops/history", ""),
-    ("GET", "/ops/running", ""),
-    ("POST", "/v1/audio/speech", "{voice}"),  # streamed through, routed by the body's voice (openai_proxy)
-    ("GET", "/v1/models", ""),
-    ("GET", "/v1/models/{model_id:path}", ""),
-    ("GET", "/v1/audio/voices", ""),
+STREAMED_HEADERS = (*RETURNED_HEADERS, "cache-control", "www-authenticate")
+
+
+class Routing(enum.Enum):
+    """Which replica a forwarded request goes to."""
+
+    JOB = enum.auto()  # the voice of the path's job id (after the job gate)
+    SPEECH_VOICE = enum.auto()  # the voice in the body (`speech_key`); the answer streamed through
+    VOICE_DESIGN = enum.auto()  # the VoiceDesign model's replica
+    VOICE_CLONE = enum.auto()  # the Base model's replica
+    EVERY = enum.auto()  # every replica at once (GPU settings apply to all); a failure anywhere is the answer
+    FIRST = enum.auto()  # the first replica that can be reached
+
+
+MODEL_KEYS = {Routing.VOICE_DESIGN: "voice-design", Routing.VOICE_CLONE: "voice-clone"}
+ROUTES: list[tuple[str, str, Routing]] = [
+    ("POST", "/infer/{job_id}", Routing.JOB),
+    ("POST", "/infer/{job_id}/batch", Routing.JOB),
+    ("POST", "/voice-design", Routing.VOICE_DESIGN),
+    ("POST", "/voice-clone", Routing.VOICE_CLONE),
+    ("POST", "/voice-clone/batch", Routing.VOICE_CLONE),
+    ("GET", "/gpu/status", Routing.FIRST),
+    ("POST", "/gpu/unload", Routing.EVERY),
+    ("PUT", "/gpu/config", Routing.EVERY),
+    ("GET", "/gpu/cleanup", Routing.EVERY),
+    ("GET", "/storage/status", Routing.FIRST),
+    ("GET", "/storage/list/{job_id}", Routing.FIRST),
+    ("GET", "/ops/averages", Routing.FIRST),
+    ("GET", "/ops/history", Routing.FIRST),
+    ("GET", "/ops/running", Routing.FIRST),
+    ("POST", "/v1/audio/speech", Routing.SPEECH_VOICE),
+    ("GET", "/v1/models", Routing.FIRST),
+    ("GET", "/v1/models/{model_id:path}", Routing.FIRST),
+    ("GET", "/v1/audio/voices", Routing.FIRST),
 ]
+
+
+def speech_key(body: bytes) -> str | None:
+    """The routing key of a speech request: its voice (the job id of a fine-tuned voice), or the VoiceDesign
+    model's key for the voices that model speaks; None without a voice."""
+    try:
+        voice = json.loads(body or b"{}").get("voice")
+    except (ValueError, AttributeError):
+        voice = None
+    if isinstance(voice, dict):  # OpenAI's {"id": ...} form
+        voice = voice.get("id")
+    if not isinstance(voice, str) or not voice.strip():
+        return None
+    voice = voice.strip()
+    return MODEL_KEYS[Routing.VOICE_DESIGN] if voice.lower() in DESIGN_VOICES else voice
+
+
+def routing_key(routing: Routing, request: Request, body: bytes) -> str | None:
+    """The rendezvous key of a request; None: the replicas in their sorted order."""
+    if routing is Routing.JOB:
+        return request.path_params["job_id"]
+    if routing is Routing.SPEECH_VOICE:
+        return speech_key(body)
+    return MODEL_KEYS.get(routing)
 
 
 class InferenceProxy:
@@ -65,21 +108,21 @@ class InferenceProxy:
             client = self._clients[loop_id] = httpx.AsyncClient(timeout=PROXY_TIMEOUT)
         return client
 
-    async def replicas(self, key: str) -> list[str]:
+    async def replicas(self, key: str | None) -> list[str]:
         """Replicas to try for ``key``, the owner first (the next ones only if it cannot be reached)."""
         endpoints = await self.resolver.endpoints()
         if not endpoints:
             raise HTTPException(503, "the inference service has no ready replica")
-        return rendezvous_order(key, endpoints) if key and key != "*" else sorted(endpoints)
+        return rendezvous_order(key, endpoints) if key else sorted(endpoints)
 
-    async def forward(self, request: Request, key: str) -> Response:
+    async def forward(self, request: Request, routing: Routing) -> Response:
         body = await request.body()
         headers = {
             name: value for name, value in request.headers.items() if name.lower() in FORWARDED_HEADERS
         }
         headers.update(self.auth)
-        replicas = await self.replicas(key)
-        if key == "*":  # every replica: a failure anywhere is the caller's answer
+        replicas = await self.replicas(routing_key(routing, request, body))
+        if routing is Routing.EVERY:
             answers = await asyncio.gather(
                 *(self._send(r, request, body, headers) for r in replicas), return_exceptions=True
             )
@@ -88,31 +131,51 @@ class InferenceProxy:
             ]
             if lost:
                 raise HTTPException(503, f"inference replicas unreachable: {'; '.join(lost)}")
-            return next((a for a in answers if a.status_code >= 400), answers[0])
+            sent = [a for a in answers if not isinstance(a, BaseException)]
+            return next((a for a in sent if a.status_code >= 400), sent[0])
         errors = []
         for replica in replicas:
             try:
-                return await self._send(replica, request, body, headers)
-            except (
-                httpx.TransportError
-            ) as exc:  # the replica went away: the next one in rendezvous order takes it
+                return await self._send(
+                    replica, request, body, headers, streamed=routing is Routing.SPEECH_VOICE
+                )
+            except httpx.TransportError as exc:  # the replica went away: the next one in order takes it
                 errors.append(f"{replica}: {exc!r}")
         raise HTTPException(503, f"the inference service is unreachable: {'; '.join(errors)}")
 
-    async def _send(self, replica: str, request: Request, body: bytes, headers: dict[str, str]) -> Response:
-        answer = await self._client().request(
+    async def _send(
+        self, replica: str, request: Request, body: bytes, headers: dict[str, str], *, streamed: bool = False
+    ) -> Response:
+        client = self._client()
+        outgoing = client.build_request(
             request.method,
             f"{replica}{request.url.path}",
             params=request.query_params,
             content=body,
             headers=headers,
         )
-        returned = {name: value for name, value in answer.headers.items() if name.lower() in RETURNED_HEADERS}
+        answer = await client.send(outgoing, stream=streamed)
+        kept = STREAMED_HEADERS if streamed else RETURNED_HEADERS
+        returned = {name: value for name, value in answer.headers.items() if name.lower() in kept}
+        if streamed:
+            return StreamingResponse(
+                _relay(answer),
+                status_code=answer.status_code,
+                headers={**returned, "X-VFT-Replica": replica, "X-Accel-Buffering": "no"},
+            )
         return Response(
             content=answer.content,
             status_code=answer.status_code,
             headers={**returned, "X-VFT-Replica": replica},
         )
+
+
+async def _relay(answer: httpx.Response) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in answer.aiter_raw():
+            yield chunk
+    finally:
+        await answer.aclose()
 
 
 def inference_proxy_router(settings: Settings, job_gate: JobGate) -> APIRouter:
@@ -121,15 +184,11 @@ def inference_proxy_router(settings: Settings, job_gate: JobGate) -> APIRouter:
     proxy = InferenceProxy(settings)
     router = APIRouter()
 
-    def add(method: str, path: str, routing: str) -> None:
+    def add(method: str, path: str, routing: Routing) -> None:
         async def endpoint(request: Request) -> Response:
-            job_id = request.path_params.get("job_id")
-            if path.startswith("/infer/"):
-                await job_gate(job_id)
-            key = job_id if routing == "{job_id}" else routing
-            if routing == "{voice}":
-                return await forward_speech(proxy, request, FORWARDED_HEADERS)
-            return await proxy.forward(request, key)
+            if routing is Routing.JOB:
+                await job_gate(request.path_params["job_id"])
+            return await proxy.forward(request, routing)
 
         tag = path.strip("/").split("/")[0]
         router.add_api_route(
