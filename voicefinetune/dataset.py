@@ -25,6 +25,7 @@ import numpy as np
 import soundfile
 
 from .audio_limits import MAX_CLIP_SECONDS, MAX_REF_SECONDS, audio_refusal
+from .resampling import resampled_length, to_sample_rate
 from .schemas import SAMPLE_RATE, InvalidInput, check_language
 from .zipsafe import UnsafeArchive, ZipLimits, extract_zip, inspect_zip
 
@@ -137,20 +138,10 @@ class Dataset:
             ) from exc
 
 
-def resampled_length(frames: int, rate: int, sample_rate: int = SAMPLE_RATE) -> int:
-    """How many samples ``load_audio`` gives for ``frames`` at ``rate`` (soxr rounds half up)."""
-    return frames if rate == sample_rate else (2 * frames * sample_rate + rate) // (2 * rate)
-
-
 def load_audio(path: Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """A file decoded to mono float32 at ``sample_rate``."""
-    import soxr  # librosa's own resampler, without librosa's slow import
-
     data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    mono = data.mean(axis=1)
-    if rate != sample_rate:
-        mono = soxr.resample(mono, rate, sample_rate, quality="HQ")
-    return np.ascontiguousarray(mono, dtype=np.float32)
+    return np.ascontiguousarray(to_sample_rate(data.mean(axis=1), rate, sample_rate))
 
 
 # --- archive -----------------------------------------------------------------------------------------------------

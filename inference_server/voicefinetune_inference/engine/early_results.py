@@ -17,20 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from voicefinetune.schemas import SAMPLE_RATE
+from voicefinetune.resampling import to_sample_rate
 
 # on_ready(row, waveform): float32 at 24 kHz, called in the generating thread
 ReadyCallback = Callable[[int, np.ndarray], None]
-
-
-def to_output_rate(wav: Any, rate: int) -> np.ndarray:
-    """A waveform as float32 at the server's rate (upstream's models already speak at 24 kHz)."""
-    wav = np.asarray(wav, dtype=np.float32)
-    if int(rate) == SAMPLE_RATE:
-        return wav
-    import librosa
-
-    return np.asarray(librosa.resample(wav, orig_sr=int(rate), target_sr=SAMPLE_RATE), dtype=np.float32)
 
 
 class RowDelivery:
@@ -63,7 +53,7 @@ class RowDelivery:
         if reference is not None:  # upstream's trim of the reference audio, for this row
             wav = wav[int(int(reference.shape[0]) / max(int(codes.shape[0]), 1) * wav.shape[0]) :]
         self.delivered.add(row)
-        self.on_ready(row, to_output_rate(wav, rate))
+        self.on_ready(row, to_sample_rate(wav, rate))
 
     @contextlib.contextmanager
     def skipping_delivered(self) -> Iterator[None]:
