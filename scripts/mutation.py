@@ -74,6 +74,7 @@ MODULES = (
             "tests/inference/audio/test_ref_audio_unit.py",
             "tests/inference/audio/test_ssrf_wrapped_addresses.py",
             "tests/inference/audio/test_ref_audio_fetch.py",
+            "tests/inference/audio/test_ref_audio_tls_and_dns.py",
         ),
     ),
     Module(
@@ -87,7 +88,7 @@ MODULES = (
     Module(
         "disk cache",
         "voicefinetune_inference/caches/disk_cache.py",
-        ("tests/inference/caches/test_disk_lru.py",),
+        ("tests/inference/caches/test_disk_lru.py", "tests/inference/caches/test_disk_cache_report.py"),
     ),
     Module("optimizer", "voicefinetune_trainer/optim.py", OPTIMIZER_TESTS),
     Module(
@@ -105,7 +106,7 @@ MODULES = (
         ),
         sample=8,
     ),
-    Module("operator status", "voicefinetune_operator/status.py", ("tests/operator/test_builders.py",)),
+    Module("operator status", "voicefinetune_operator/status.py", ("tests/operator/test_status_rules.py",)),
 )
 
 ASGI_SCOPE = "an ASGI HTTP scope always carries 'path' and 'headers': the default is never used"
@@ -166,22 +167,7 @@ EQUIVALENT: dict[str, dict[tuple[str, str], str]] = {
 
 
 # Survivors with a word on them (killed by a test outside the module's fast list, or by one added after the run).
-NEEDS_TLS = "only an https URL tells (the SNI name): no TLS test server here yet"
-NEEDS_DNS_FAILURE = "needs a host name that fails to resolve, which depends on the machine's resolver"
 SURVIVOR_NOTES: dict[str, dict[tuple[str, str], str]] = {
-    "SSRF guard": {
-        ("fetch_url", "extensions = None"): NEEDS_TLS,
-        (
-            "fetch_url",
-            'extensions = {"SNI_HOSTNAME": parts.hostname} if parts.scheme == "https" else {}',
-        ): NEEDS_TLS,
-        (
-            "url_origin",
-            'port = parts.port or (443 if (scheme == "https") and False else 80)',
-        ): "an https origin without a port: no listed test compares one",
-        ("resolve_checked", "raise RefAudioError(None) from exc"): NEEDS_DNS_FAILURE,
-        ("resolve_checked", "raise RefAudioError(None)"): NEEDS_DNS_FAILURE,
-    },
     "dataset": {
         (
             "_decode",
