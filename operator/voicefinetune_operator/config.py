@@ -7,16 +7,11 @@ a cluster where the chart installed the operator.
 from __future__ import annotations
 
 import json
-import logging
 import os
-import secrets
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 from voicefinetune.settings import Settings, parse_bool, read_env_fields
-
-log = logging.getLogger(__name__)
 
 GPU_RESOURCE = "nvidia.com/gpu"
 DEFAULT_GPU_TOLERATIONS = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
@@ -37,35 +32,6 @@ POD_SETTINGS = (
     "train_recipe",
     "train_fit_check",
 )
-
-
-SECRET_KEY_FILE = "operator-secret-key"
-
-
-def stored_secret_key(path: Path) -> str:
-    """The progress-token key kept in ``path`` (made on first use), so that a restarted operator still accepts the
-    tokens of Jobs it made before; a fresh key for this process only when the file cannot be written."""
-    try:
-        key = path.read_text().strip()
-        if key:
-            return key
-    except OSError:
-        pass
-    key = secrets.token_hex(32)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(key)
-        log.info("VFT_OPERATOR_SECRET_KEY is not set: progress tokens use the key kept in %s", path)
-    except OSError as exc:
-        log.warning(
-            "VFT_OPERATOR_SECRET_KEY is not set and %s cannot be written (%s): progress tokens are valid for this "
-            "process only (trainers of Jobs started before a restart cannot report progress)",
-            path,
-            exc,
-        )
-    return key
 
 
 def _json(value: str) -> Any:
@@ -125,8 +91,9 @@ class OperatorConfig:
     # Progress receiver: trainer pods POST to {progress_base_url}/progress/{namespace}/{name}.
     port: int = field(default=8081, metadata={"env": "VFT_OPERATOR_PORT", "parse": int})
     progress_base_url: str = field(default="", metadata={"env": "VFT_PROGRESS_BASE_URL"})
+    # The progress tokens' key; without one, the Secret (in the operator's namespace) that keeps it; with neither,
+    # a file under the data dir (see progress_key.py).
     secret_key: str = field(default="", repr=False, metadata={"env": "VFT_OPERATOR_SECRET_KEY"})
-    # Without a key: the Secret (in the operator's namespace) that keeps it; empty: a file under the data dir.
     key_secret: str = field(default="", metadata={"env": "VFT_OPERATOR_KEY_SECRET"})
     progress_interval: float = field(default=2.0, metadata={"env": "VFT_PROGRESS_INTERVAL", "parse": float})
     # The inference Deployment and Service the operator keeps.
@@ -181,12 +148,7 @@ class OperatorConfig:
             values["namespace"] = env.get("POD_NAMESPACE") or values["settings"].namespace
         values["in_cluster"] = bool(env.get("KUBERNETES_SERVICE_HOST"))
         values.update(overrides)
-        config = cls(**values)
-        if not config.secret_key and not config.key_secret:
-            config = replace(
-                config, secret_key=stored_secret_key(config.settings.state_dir / SECRET_KEY_FILE)
-            )
-        return config
+        return cls(**values)  # an empty secret_key is found when the operator starts (progress_key.py)
 
     @property
     def inference_url(self) -> str:

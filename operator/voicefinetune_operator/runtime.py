@@ -54,9 +54,7 @@ class Runtime:
     @classmethod
     async def start(cls, config: OperatorConfig, kubeconfig: str | None = None) -> Runtime:
         kube = await KubeClient.connect(kubeconfig)
-        if not config.secret_key:
-            key = await progress_key(kube, namespace=config.namespace, name=config.key_secret)
-            config = replace(config, secret_key=key)
+        config = replace(config, secret_key=await progress_key(config, kube))
         runtime = cls(config, kube)
         await runtime._serve()
         return runtime

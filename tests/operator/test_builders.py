@@ -3,6 +3,7 @@ rules, and voice routing."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import shutil
 import subprocess
@@ -21,6 +22,7 @@ from voicefinetune_operator.jobs import (
     resource_of,
     termination_message,
 )
+from voicefinetune_operator.progress_key import progress_key
 from voicefinetune_operator.status import may_advance, merge_conditions, phase_conditions, progress_status
 
 from voicefinetune.cluster.routing import pick, rendezvous_order
@@ -330,11 +332,14 @@ def test_progress_url_default_depends_on_where_the_operator_runs(tmp_path):
         {"VFT_PROGRESS_BASE_URL": "http://op:9000/", "VFT_OPERATOR_SECRET_KEY": "k"}
     )
     assert explicit.progress_url_base == "http://op:9000"
-    # no configured key: one is made once and kept, so a restarted operator accepts the tokens it gave out
+    # no configured key and no Secret named: one is made once and kept, so a restarted operator accepts the tokens
+    # it gave out
+    key = asyncio.run(progress_key(laptop, kube=None))
     assert (
-        laptop.secret_key
-        and OperatorConfig.from_env({"VFT_DATA_DIR": str(tmp_path)}).secret_key == laptop.secret_key
+        key
+        and asyncio.run(progress_key(OperatorConfig.from_env({"VFT_DATA_DIR": str(tmp_path)}), None)) == key
     )
+    assert asyncio.run(progress_key(explicit, None)) == "k"
 
 
 def test_the_progress_token_secret_is_owned_by_its_resource_and_named_after_its_token():
