@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from voicefinetune.resampling import to_sample_rate
+from voicefinetune_inference.engine.tts_model import decode_replaced
 
 # on_ready(row, waveform): float32 at 24 kHz, called in the generating thread
 ReadyCallback = Callable[[int, np.ndarray], None]
@@ -59,8 +60,6 @@ class RowDelivery:
     def skipping_delivered(self) -> Iterator[None]:
         """Within this block upstream's batched decode leaves out delivered rows (an empty waveform in their place)."""
         tokenizer = self.tokenizer
-        own = vars(tokenizer)
-        had, previous = "decode" in own, own.get("decode")
         real = self._decode = tokenizer.decode
 
         def decode(encoded: list[dict[str, Any]]) -> tuple[list[np.ndarray], int]:
@@ -73,12 +72,8 @@ class RowDelivery:
                     wavs[row] = wav
             return wavs, rate
 
-        tokenizer.decode = decode
         try:
-            yield
+            with decode_replaced(tokenizer, decode):
+                yield
         finally:
-            if had:
-                tokenizer.decode = previous
-            else:
-                del tokenizer.decode
             self._decode = None

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from voicefinetune.schemas import SAMPLE_RATE
-from voicefinetune_inference.engine.tts_model import LoadedModel, SpeechItem, call_upstream
+from voicefinetune_inference.engine.tts_model import LoadedModel, SpeechItem, call_upstream, decode_replaced
 
 
 @dataclass
@@ -42,11 +42,8 @@ def _without_final_decode(tts: Any) -> Iterator[None]:
     """Upstream decodes the whole utterance after generating it; while streaming, that work would be thrown away."""
     tokenizer = tts.model.speech_tokenizer
     rate = int(tokenizer.get_output_sample_rate())
-    tokenizer.decode = lambda encoded: ([np.zeros(0, dtype=np.float32) for _ in encoded], rate)
-    try:
+    with decode_replaced(tokenizer, lambda encoded: ([np.zeros(0, dtype=np.float32) for _ in encoded], rate)):
         yield
-    finally:
-        del tokenizer.decode
 
 
 def _reference_codes(loaded: LoadedModel, item: SpeechItem) -> Any:

@@ -8,8 +8,10 @@ one it was loaded with (``VFT_ENGINE``), and `batch` and `stream` put that engin
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -147,3 +149,21 @@ def vram_used_bytes(settings: Settings) -> float:
     if settings.device.startswith("cuda") and torch.cuda.is_available():
         return float(torch.cuda.memory_allocated(torch.device(settings.device)))
     return 0.0
+
+
+@contextlib.contextmanager
+def decode_replaced(
+    tokenizer: Any, decode: Callable[[list[dict[str, Any]]], tuple[list[Any], int]]
+) -> Iterator[None]:
+    """Upstream's speech tokenizer decodes with ``decode`` within this block (upstream calls ``tokenizer.decode``
+    after generating; an instance attribute covers the class's method), and as before after it."""
+    own = vars(tokenizer)
+    had, previous = "decode" in own, own.get("decode")
+    tokenizer.decode = decode
+    try:
+        yield
+    finally:
+        if had:
+            tokenizer.decode = previous
+        else:
+            del tokenizer.decode
