@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,8 @@ import httpx
 import kubernetes
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.helpers.servers import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "charts" / "voicefinetune" / "crds" / "voicefinetune.io_voicefinetunes.yaml"
 VFT = "voicefinetune.io/v1alpha1/voicefinetunes"
@@ -27,12 +28,6 @@ GROUP, VERSION, PLURAL = "voicefinetune.io", "v1alpha1", "voicefinetunes"
 VFT_BIN = str(Path(sys.executable).parent / "vft")
 
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(
