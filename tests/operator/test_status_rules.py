@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import re
+import time
 
 import pytest
 from voicefinetune_operator.status import (
@@ -199,3 +200,15 @@ def test_now_is_the_utc_time_in_rfc3339_seconds():
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", stamp)
     parsed = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
     assert before <= parsed <= after
+
+
+def test_now_is_utc_whatever_the_local_time_zone(monkeypatch):
+    monkeypatch.setenv("TZ", "Asia/Kolkata")  # UTC+05:30, no daylight saving
+    time.tzset()
+    try:
+        stamp = datetime.datetime.strptime(now(), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+        utc = datetime.datetime.now(datetime.UTC)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert abs((utc - stamp).total_seconds()) < 60
