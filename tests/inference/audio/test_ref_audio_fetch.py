@@ -8,8 +8,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-
-from voicefinetune.inference_server.ref_audio import (
+from voicefinetune_inference.audio.reference import (
     MAX_REF_AUDIO_BYTES,
     RefAudioError,
     fetch_url,
@@ -111,11 +110,14 @@ async def test_the_size_cap_exactly_the_limit_passes_and_one_byte_over_is_refuse
     )
 
 
-@pytest.mark.parametrize(("url", "message"), [
-    ("ftp://127.0.0.1/a.wav", "ref_audio_url must be an http(s) URL, got 'ftp://127.0.0.1/a.wav'"),
-    ("http:///a.wav", "ref_audio_url must be an http(s) URL, got 'http:///a.wav'"),
-    ("http://127.0.0.1:99999/a.wav", "ref_audio_url has an invalid port: 'http://127.0.0.1:99999/a.wav'"),
-])
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("ftp://127.0.0.1/a.wav", "ref_audio_url must be an http(s) URL, got 'ftp://127.0.0.1/a.wav'"),
+        ("http:///a.wav", "ref_audio_url must be an http(s) URL, got 'http:///a.wav'"),
+        ("http://127.0.0.1:99999/a.wav", "ref_audio_url has an invalid port: 'http://127.0.0.1:99999/a.wav'"),
+    ],
+)
 async def test_what_is_not_an_http_url_is_refused_before_connecting(url, message):
     with pytest.raises(RefAudioError) as caught:
         await fetch_url(url, allow_private=True)
