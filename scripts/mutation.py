@@ -157,6 +157,12 @@ EQUIVALENT: dict[str, dict[tuple[str, str], str]] = {
             '"GET", _pinned_url(parts, address), headers={"HOST": host_header}, extensions=extensions',
         ): "HTTP header names are case-insensitive: httpx sends the same Host header",
     },
+    "sampling": {
+        (
+            "suppression_mask",
+            "mask[torch.tensor(ids, dtype=torch.long, )] = True",
+        ): "indexing a tensor with a CPU index tensor moves the index to the tensor's device: the same mask",
+    },
     "dataset": {
         (
             "open_dataset",

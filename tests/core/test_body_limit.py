@@ -190,3 +190,17 @@ async def test_limit_bodies_wires_the_settings_and_the_upload_routes():
         {"detail": "the upload exceeds the limit of 20 bytes"},
     )
     assert elsewhere.status == 415 and "only POST /upload takes one" in elsewhere.json()["detail"]
+
+
+async def test_the_app_gets_the_requests_own_scope_after_the_body_is_counted():
+    seen: list[tuple[str, str]] = []
+    echo = Echo()
+
+    async def app(scope, receive, send):
+        seen.append((scope["type"], scope["path"]))
+        await echo(scope, receive, send)
+
+    middleware = BodyLimitMiddleware(app, max_json_bytes=JSON_LIMIT, max_upload_bytes=UPLOAD_LIMIT)
+    answer = await call(middleware, path="/somewhere", headers=JSON, chunks=[b"{}"])
+    assert (answer.status, answer.json()) == (200, {"received": 2})
+    assert seen == [("http", "/somewhere")]
