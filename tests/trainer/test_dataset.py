@@ -418,3 +418,20 @@ def test_a_line_may_give_its_clip_language(tmp_path):
     with pytest.raises(DatasetError) as caught:
         open_dataset(archive, tmp_path / "bad")
     assert any(p.startswith("line 2: 'language'") and "Klingon" in p for p in caught.value.problems)
+
+
+def test_the_extraction_uses_the_datasets_own_zip_limits(tmp_path):
+    # 2 MiB of zeros compresses about 1000x: over the default 200x, within this dataset's 5000x.
+    archive = _zip(
+        tmp_path / "ds.zip",
+        {
+            "train.jsonl": _line("./data/a.wav").encode(),
+            "data/a.wav": _wav(1.0),
+            "data/ref.wav": _wav(2.0),
+            "data/notes.bin": bytes(2 * 1024 * 1024),
+        },
+    )
+    limits = DatasetLimits(zip=ZipLimits(max_ratio=5000.0))
+    dataset = open_dataset(archive, tmp_path / "ok", limits)
+    assert len(dataset.entries) == 1
+    assert (tmp_path / "ok" / "data" / "notes.bin").stat().st_size == 2 * 1024 * 1024
