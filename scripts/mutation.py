@@ -156,6 +156,11 @@ EQUIVALENT: dict[str, dict[tuple[str, str], str]] = {
             "fetch_url",
             '"GET", _pinned_url(parts, address), headers={"HOST": host_header}, extensions=extensions',
         ): "HTTP header names are case-insensitive: httpx sends the same Host header",
+        (
+            "resolve_checked",
+            "infos = await asyncio.get_running_loop().getaddrinfo(host, port, )",
+        ): "without a socket type getaddrinfo lists each address once per type (stream, datagram, raw): the same "
+        "addresses in the same order, so the same checks and the same first address",
     },
     "sampling": {
         (

@@ -105,3 +105,15 @@ def test_without_storage_every_folder_is_local_only(tmp_path):
         "deleted": [],
         "kept": [{"job_id": "local", "folder": str(folder), "reason": "local only (storage not configured)"}],
     }
+
+
+def test_a_folder_already_gone_is_reported_as_such_even_while_its_lock_is_held(storage, tmp_path):
+    jobs = tmp_path / "jobs"
+    model_folder(jobs, "other", 1000)
+    locks, lock_for = free_locks()
+    locks["gone"] = threading.Lock()
+    locks["gone"].acquire()
+
+    report = DiskCache(jobs, storage).prune(0, [DiskCandidate("gone", jobs / "gone", "p", 0.0)], lock_for)
+
+    assert report["kept"] == [{"job_id": "gone", "folder": str(jobs / "gone"), "reason": "not on disk"}]
