@@ -292,7 +292,14 @@ def test_in_process_run_resumes_from_a_local_folder_without_s3(trained, trainer_
     last = run_training(request, settings=settings, reporter=ListReporter(events))
     assert last["stage"] == "done", last
     assert "s3_prefix" not in last and "S3 not configured" in last["message"]
-    assert any(e.get("message") == f"resuming from {request.resume_from}" for e in events)
+    # A message shows a server path relative to the data folder (else by its last part), never whole.
+    resumed = Path(request.resume_from)
+    shown = (
+        resumed.relative_to(settings.data_dir) if resumed.is_relative_to(settings.data_dir) else resumed.name
+    )
+    assert any(e.get("message") == f"resuming from {shown}" for e in events), [
+        e.get("message") for e in events
+    ]
     assert events[-2]["loss"] < trained.losses()[0][1]
     assert_inputs_purged(settings.job_dir("hero1-local"))
 
