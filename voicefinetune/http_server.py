@@ -25,6 +25,9 @@ REQUEST_TIMEOUT = (
     b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
     b"content-length: %d\r\n\r\n%s" % (len(HEADERS_TOO_SLOW), HEADERS_TOO_SLOW)
 )
+# After the 408 the connection stays half-open this long, reading and dropping what the client still sends: closing
+# with unread bytes makes the kernel send a reset, which can destroy the 408 before the client reads it.
+LINGER_SECONDS = 2.0
 
 
 class DeadlineH11Protocol(H11Protocol):
@@ -40,9 +43,12 @@ class DeadlineH11Protocol(H11Protocol):
         self._deadline: asyncio.TimerHandle | None = None
         self._waiting_for: str | None = None  # "headers", "body" or None
         self._body_seen = self.loop.time()
+        self._lingering = False
         self._watch()
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:  # the answer is sent; what comes after it is read only to be dropped
+            return
         super().data_received(data)
         self._body_seen = self.loop.time()
         self._watch()
@@ -94,6 +100,11 @@ class DeadlineH11Protocol(H11Protocol):
         )
         if what == "headers" and self.conn.trailing_data[0]:  # part of a request came: say why it ends
             self.transport.write(REQUEST_TIMEOUT)
+            if self.transport.can_write_eof():
+                self._lingering = True
+                self.transport.write_eof()
+                self._deadline = self.loop.call_later(LINGER_SECONDS, self.transport.close)
+                return
         self.transport.close()
 
 
