@@ -378,7 +378,7 @@ def write_doc(section: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--module", action="append", help="only these modules (by name); default: all")
-    parser.add_argument("--sample", type=int, default=20, help="mutants per module at most (0: all)")
+    parser.add_argument("--sample", type=int, default=10, help="mutants per module at most (0: all)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
