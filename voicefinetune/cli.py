@@ -18,6 +18,10 @@ COMMANDS = {
         "fine-tune a voice from a dataset zip (the training Job's command)",
     ),
     "demo": ("voicefinetune.devtools.demo", "the whole flow offline on tiny models"),
+    "dataset": (
+        "voicefinetune.devtools.dataset_cli",
+        "`vft dataset check ZIP | make FOLDER | sample DIR`: check or build a dataset zip",
+    ),
     "models": (
         "voicefinetune.devtools.tiny_models",
         "`vft models tiny DIR`: build tiny random Qwen3-TTS checkpoints",

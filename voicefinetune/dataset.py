@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -25,11 +26,11 @@ import numpy as np
 import soundfile
 
 from .audio_limits import MAX_CLIP_SECONDS, MAX_REF_SECONDS, audio_refusal
+from .dataset_layout import MANIFEST, check_layout
 from .resampling import resampled_length, to_sample_rate
-from .schemas import SAMPLE_RATE, InvalidInput, check_language
+from .schemas import SAMPLE_RATE, InvalidInput, check_language, check_speaker_name
 from .zipsafe import UnsafeArchive, ZipLimits, extract_zip, inspect_zip
 
-MANIFEST = "train.jsonl"
 IGNORED_TOP_FOLDERS = frozenset({"__MACOSX"})  # macOS Finder adds resource forks there
 IGNORED_FILES = frozenset({"thumbs.db", "desktop.ini"})  # Windows Explorer's
 MAX_REPORTED_PROBLEMS = 200
@@ -198,6 +199,44 @@ def open_dataset(zip_path: Path, dest: Path, limits: DatasetLimits | None = None
         shutil.rmtree(dest, ignore_errors=True)
         raise
     return Dataset(root, entries)
+
+
+@dataclass(frozen=True)
+class DatasetReport:
+    """What ``validate_dataset`` found: every problem to fix, else the clips and their total duration."""
+
+    problems: list[str]
+    clips: int = 0
+    seconds: float = 0.0
+
+
+def validate_dataset(
+    zip_path: Path,
+    work_dir: Path | None = None,
+    limits: DatasetLimits | None = None,
+    speaker_name: str | None = None,
+) -> DatasetReport:
+    """Every check the server makes of a dataset (the upload's layout, the archive, each train.jsonl line and its
+    audio, the speaker name when given), with every problem collected; the zip is extracted into a temporary folder
+    under ``work_dir`` (default: the system's) and removed."""
+    problems: list[str] = []
+    if speaker_name is not None:
+        try:
+            check_speaker_name(speaker_name)
+        except InvalidInput as exc:
+            problems.append(str(exc))
+    try:
+        check_layout(zip_path)
+    except InvalidInput as exc:
+        return DatasetReport([*problems, str(exc)])
+    if work_dir is not None:
+        work_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="vft-dataset-", dir=work_dir) as folder:
+        try:
+            dataset = open_dataset(zip_path, Path(folder) / "dataset", limits)
+        except DatasetError as exc:
+            return DatasetReport([*problems, *exc.problems])
+        return DatasetReport(problems, len(dataset.entries), dataset.total_seconds)
 
 
 # --- train.jsonl -------------------------------------------------------------------------------------------------

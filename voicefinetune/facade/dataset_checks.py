@@ -5,19 +5,14 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from ..schemas import InvalidInput
+from ..dataset_layout import check_layout
 from ..storage import Storage, StorageNotConfigured
-from ..zipsafe import inspect_zip
 from .backend import DatasetNotFound
 
 
 def check_dataset_zip(path: Path) -> None:
     """Refuse an upload that is not a safe zip with a train.jsonl (the original service's 400), before queueing it."""
-    members = inspect_zip(path)
-    if not any(m.name == "train.jsonl" and len(m.parts) <= 2 for m in members):
-        raise InvalidInput(
-            "Invalid dataset zip (missing train.jsonl): put train.jsonl and data/*.wav in the zip"
-        )
+    check_layout(path)
 
 
 async def check_dataset_key(storage: Storage, key: str) -> None:
