@@ -24,6 +24,7 @@ from voicefinetune_inference.engine.layers import (
     layer_forward,
     plain_rotation,
     rms_norm,
+    step_mask,
     talker_rotation,
 )
 from voicefinetune_inference.engine.sampling import SamplingParams, choose, restrict, suppression_mask
@@ -149,7 +150,11 @@ class _Talker:
             self.cos[:, 0, rows_positions].unsqueeze(2),
             self.sin[:, 0, rows_positions].unsqueeze(2),
         )
-        mask = self.mask[:, None, None, : position + 1] if self.padded else None
+        mask = (
+            step_mask(layers[0].self_attn, self.mask[:, : position + 1], embeds.dtype)
+            if self.padded
+            else None
+        )
         self.cache.position = position
         hidden = embeds
         for layer in layers:

@@ -41,6 +41,27 @@ def attention_function(attention: Any) -> Callable[..., tuple[torch.Tensor, Any]
     return ALL_ATTENTION_FUNCTIONS[implementation]
 
 
+def step_mask(attention: Any, keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A padding mask ``keep`` [B, keys] (True: attend) in the form the configured attention kernel takes, for a
+    step whose queries are the last positions (so causality adds nothing).
+
+    The form is the one transformers' own mask factory for that implementation builds (`ALL_MASK_ATTENTION_FUNCTIONS`):
+    flash attention unpads with the 2D mask itself (a 4D mask gives it sequence lengths of the wrong shape), eager
+    attention adds the mask to its scores, SDPA takes a broadcastable boolean mask.
+    """
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask, flash_attention_mask
+
+    factory = ALL_MASK_ATTENTION_FUNCTIONS.get(attention.config._attn_implementation)
+    if factory is flash_attention_mask:
+        return keep
+    mask = keep[:, None, None, :]
+    if factory is eager_mask:
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(
+            ~mask, torch.finfo(dtype).min
+        )
+    return mask
+
+
 def talker_rotation(attention: Any, cos: torch.Tensor, sin: torch.Tensor) -> Rotate:
     from qwen_tts.core.models.modeling_qwen3_tts import apply_multimodal_rotary_pos_emb
 
