@@ -203,11 +203,13 @@ def open_dataset(zip_path: Path, dest: Path, limits: DatasetLimits | None = None
 
 @dataclass(frozen=True)
 class DatasetReport:
-    """What ``validate_dataset`` found: every problem to fix, else the clips and their total duration."""
+    """What ``validate_dataset`` found: every problem to fix (and ``message``, the one error the server reports
+    them in), else the clips and their total duration."""
 
     problems: list[str]
     clips: int = 0
     seconds: float = 0.0
+    message: str = ""
 
 
 def validate_dataset(
@@ -228,15 +230,15 @@ def validate_dataset(
     try:
         check_layout(zip_path)
     except InvalidInput as exc:
-        return DatasetReport([*problems, str(exc)])
+        return DatasetReport([*problems, str(exc)], message=str(exc))
     if work_dir is not None:
         work_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="vft-dataset-", dir=work_dir) as folder:
         try:
             dataset = open_dataset(zip_path, Path(folder) / "dataset", limits)
         except DatasetError as exc:
-            return DatasetReport([*problems, *exc.problems])
-        return DatasetReport(problems, len(dataset.entries), dataset.total_seconds)
+            return DatasetReport([*problems, *exc.problems], message=str(exc))
+        return DatasetReport(problems, len(dataset.entries), dataset.total_seconds, "; ".join(problems))
 
 
 # --- train.jsonl -------------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from ..public_text import PublicText
 from ..schemas import FinetuneRequest, Job
 from ..settings import Settings
 from ..storage import Storage
+from .dataset_validation import DatasetValidator
 from .job_creation import JobCreator
 from .job_deletion import JobDeleter
 from .job_runner import JobRunner
@@ -41,8 +42,9 @@ class LocalBackend:
         status = StatusUpdater(self.store, PublicText.of(settings))
         runner = JobRunner(settings, storage, opslog, self.store, status)
         voice_loader = VoiceLoader(settings, self.store, status, voices, prune_disk)
+        validator = DatasetValidator(settings, storage, status)
         self.queue = TrainingQueue(
-            self.store, status, runner, voice_loader, settings.max_concurrent_trainings
+            self.store, status, runner, voice_loader, validator, settings.max_concurrent_trainings
         )
         self.recovery = StartupRecovery(settings, storage, self.store, status, self.queue, voices)
         self.creator = JobCreator(settings, storage, self.store, self.queue)

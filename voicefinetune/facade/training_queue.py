@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from ..error_ids import internal_error_message
 from ..lifecycle import QUEUED
+from .dataset_validation import DatasetValidator
 from .job_runner import JobRunner
 from .jobstore import JobStore
 from .status_updates import StatusUpdater
@@ -24,6 +25,7 @@ class TrainingQueue:
     status: StatusUpdater
     runner: JobRunner
     voice_loader: VoiceLoader
+    validator: DatasetValidator
     max_concurrent_trainings: int
     _tasks: dict[str, asyncio.Task] = field(default_factory=dict, init=False)
     _stopping: bool = field(default=False, init=False)
@@ -60,6 +62,9 @@ class TrainingQueue:
                 record = self.store.get(job_id)
                 if record is not None:
                     await self.voice_loader.load(record)
+                return
+            record = self.store.get(job_id)
+            if record is None or record.job.status != QUEUED or not await self.validator.passes(record):
                 return
             async with self._slots:
                 record = self.store.get(job_id)
