@@ -77,7 +77,7 @@ class InferenceKeeper:
         differences = drift(ignoring_replicas(desired) if autoscaled else desired, actual)
         if any(path.startswith("spec.selector") for path in differences) and kind == "Deployment":
             # A Deployment's selector cannot change (an upgrade added the release label): replace it.
-            await self.kube.delete(f"{collection}/{name}", propagation="Background")
+            await self.kube.delete(deployment_path(self.config.namespace, name), propagation="Background")
             INFERENCE_REPAIRS.labels(kind, "replaced").inc()
             log.info(
                 "deleted the inference %s %s to change its selector; it is made again next round", kind, name

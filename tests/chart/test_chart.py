@@ -82,6 +82,7 @@ def test_rbac_grants_only_what_operator_and_facade_call():
         ("apps", "deployments", "create", ""),
         ("apps", "deployments", "get", inference),
         ("apps", "deployments", "patch", inference),
+        ("apps", "deployments", "delete", inference),  # replaced when its selector must change
         ("apps", "deployments", "get", "vft-voicefinetune-operator"),
         ("", "services", "create", ""),
         ("", "services", "get", inference),
@@ -122,8 +123,7 @@ def test_rbac_follows_the_watched_namespaces():
     args = operator["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--namespace=voices" in args and "--namespace=team-b" in args
     clusterwide = render(*VARIANTS["monitoring-clusterwide"])
-    (role,) = of_kind(clusterwide, "ClusterRole")
-    assert rules_of(clusterwide, role["metadata"]["name"]) == OPERATOR_RULES
+    assert rules_of(clusterwide, "voices-vft-voicefinetune-operator") == OPERATOR_RULES
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

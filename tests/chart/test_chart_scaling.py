@@ -113,9 +113,15 @@ def test_uninstall_runs_a_hook_that_releases_the_finalizers_of_the_watched_names
     (hook,) = [d for d in of_kind(docs, "Job") if d["metadata"]["name"].endswith("-release-finalizers")]
     assert hook["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete"
     pod = hook["spec"]["template"]["spec"]
-    assert (
-        pod["serviceAccountName"] == "vft-voicefinetune-operator" and pod["securityContext"]["runAsNonRoot"]
-    )
+    # its own ServiceAccount, bound in every watched namespace (the rules: test_rbac_derived.py)
+    hook_account = "vft-voicefinetune-operator-release-finalizers"
+    assert pod["serviceAccountName"] == hook_account and pod["securityContext"]["runAsNonRoot"]
+    bound = {
+        b["metadata"]["namespace"]
+        for b in of_kind(docs, "RoleBinding")
+        if b["metadata"]["name"] == hook_account
+    }
+    assert bound == {"voices", "team-b"}
     (container,) = pod["containers"]
     assert container["command"] == ["vft", "operator", "--release-finalizers"]
     assert container["args"] == ["--namespace=voices", "--namespace=team-b"]

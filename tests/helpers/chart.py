@@ -22,8 +22,8 @@ def helm(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([HELM, *args], capture_output=True, text=True, timeout=60)
 
 
-def render(*extra: str, crds: bool = False) -> list[dict[str, Any]]:
-    args = ["template", "vft", str(CHART), "--namespace", "voices", *extra]
+def render(*extra: str, crds: bool = False, namespace: str = "voices") -> list[dict[str, Any]]:
+    args = ["template", "vft", str(CHART), "--namespace", namespace, *extra]
     result = helm(*args, *(["--include-crds"] if crds else []))
     assert result.returncode == 0, result.stderr
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]

@@ -14,7 +14,9 @@ subclass adds what a real API server does and Kopf relies on (see shared/notes/t
    resources took minutes); only the requests in flight are kept;
 7. a merge patch carrying ``metadata.resourceVersion`` is a precondition (409 Conflict when the object moved on);
 8. equality-based ``labelSelector`` on lists and watches (``a=b``, ``a!=b``, ``a``, ``!a``), each one recorded in
-   ``selectors`` by plural, so tests can see what a client asked the server to filter.
+   ``selectors`` by plural, so tests can see what a client asked the server to filter;
+9. RBAC when a test sets ``authorizer`` (``tests.helpers.rbac``): a request no rule allows is answered 403 and
+   recorded in ``denied``.
 
 Like KMock itself it runs no controllers: tests write Job and Pod status themselves.
 """
@@ -37,6 +39,8 @@ import jsonpatch
 import kmock
 import yaml
 from kmock._internal import k8s_dicts, parsing, rendering
+
+from tests.helpers.rbac import Access, Authorizer, access_of
 
 CREATE, UPDATE, DELETE = kmock.action.CREATE, kmock.action.UPDATE, kmock.action.DELETE
 
@@ -87,6 +91,9 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     served: collections.Counter = attrs.field(factory=collections.Counter, init=False)
     # plural -> the label selectors its lists and watches carried
     selectors: collections.defaultdict = attrs.field(factory=lambda: collections.defaultdict(set), init=False)
+    # None: every request is allowed (no RBAC)
+    authorizer: Authorizer | None = attrs.field(default=None, init=False)
+    denied: list[Access] = attrs.field(factory=list, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -124,6 +131,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
 
     async def _handle_stamped(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         self._forget_served_requests()
+        if request.resource is not None and request.resource.plural and self.authorizer is not None:
+            self._authorize(request, self.authorizer)
         if request.resource is not None:
             self.served[
                 (str(request.action.value if request.action else request.method), request.resource.plural)
@@ -141,6 +150,26 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         if request.action == CREATE and response.status == 200:
             response.set_status(201)
         return response
+
+    def _authorize(self, request: rendering.Request, authorizer: Authorizer) -> None:
+        resource = request.resource
+        access = access_of(
+            str(request.method.value),
+            resource.group or "",
+            resource.plural,
+            request.subresource,
+            request.namespace,
+            request.name,
+            request.params,
+        )
+        if not authorizer.allows(access):
+            self.denied.append(access)
+            scope = f' in the namespace "{access.namespace}"' if access.namespace else " at the cluster scope"
+            raise kmock.KubernetesError(
+                403,
+                "Forbidden",
+                f'cannot {access.verb} resource "{access.resource}" in API group "{access.group}"{scope}',
+            )
 
     def _stamp_new(self, request: rendering.Request) -> None:
         meta = request.data.setdefault("metadata", {})
