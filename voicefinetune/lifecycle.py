@@ -98,6 +98,8 @@ DEFAULT_LR: float = DEFAULTS["lr"]
 DEFAULT_SPEAKER_NAME: str = DEFAULTS["speaker_name"]
 DEFAULT_GRADIENT_ACCUMULATION_STEPS: int = DEFAULTS["gradient_accumulation_steps"]
 DEFAULT_LANGUAGE: str = DEFAULTS["language"]
+DEFAULT_METHOD: str = DEFAULTS["method"]
+DEFAULT_LORA_RANK: int = DEFAULTS["lora_rank"]
 
 # camelCase spec field -> /finetune field. `job_id` is the resource's name, not a spec field.
 SPEC_FIELDS: dict[str, str] = {

@@ -105,7 +105,7 @@ class Runtime:
     """Where and how a model runs: what `load_model` picks for the given settings on this machine."""
 
     device: str
-    dtype_name: Literal["bfloat16", "float32"]
+    dtype_name: Literal["bfloat16", "float16", "float32"]
     attn_implementation: Literal["flash_attention_2", "sdpa"]
     note: str = ""
 

@@ -111,6 +111,24 @@ def check_filename(filename: str, *, field: str = "filename") -> str:
 
 # --- fine-tuning -------------------------------------------------------------------------------------------------
 
+TrainMethod = Literal["full", "lora"]
+# The talker's and the code predictor's projections a LoRA voice may adapt (each decoder layer's attention and MLP).
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+MAX_LORA_RANK = 256
+
+
+def check_lora_targets(value: Any) -> list[str] | None:
+    """``lora_targets`` as a list of projection names; a form field may send them comma-separated."""
+    if value is None:
+        return None
+    names = [part.strip() for part in value.split(",")] if isinstance(value, str) else list(value)
+    unknown = [name for name in names if name not in LORA_TARGETS]
+    if unknown or not names:
+        raise ValueError(
+            f"lora_targets must name some of {', '.join(LORA_TARGETS)}; got {short_repr(unknown or names)}"
+        )
+    return list(dict.fromkeys(names))
+
 
 class FinetuneRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -131,6 +149,21 @@ class FinetuneRequest(BaseModel):
         max_length=MAX_LANGUAGE_CHARS,
         description="Language of the dataset's speech: the voice trains on that language's prompt layout (the one "
         "/infer uses by default) and on the 'Auto' layout",
+    )
+    method: TrainMethod = Field(
+        "full",
+        description="full: every weight trains (a full checkpoint per voice); lora: low-rank adapters on the "
+        "talker's and code predictor's projections (a small voice served on its resident base model)",
+    )
+    lora_rank: int = Field(16, ge=1, le=MAX_LORA_RANK, description="LoRA rank (method lora)")
+    lora_alpha: int | None = Field(
+        None, ge=1, le=4 * MAX_LORA_RANK, description="LoRA alpha (method lora); default 2 × lora_rank"
+    )
+    lora_targets: list[str] | None = Field(
+        None,
+        description="Projections LoRA adapts (method lora), some of "
+        + ", ".join(LORA_TARGETS)
+        + "; default all",
     )
     book_id: str | None = Field(None, pattern=ID_PATTERN, description="Optional book ID for S3 organization")
     chapter_id: str | None = Field(
@@ -159,6 +192,11 @@ class FinetuneRequest(BaseModel):
     def _language(cls, value: str) -> str:
         return check_language(value)
 
+    @field_validator("lora_targets", mode="before")
+    @classmethod
+    def _lora_targets(cls, value: Any) -> list[str] | None:
+        return check_lora_targets(value)
+
     @field_validator("dataset_s3_key")
     @classmethod
     def _dataset_key(cls, value: str) -> str:
@@ -177,6 +215,7 @@ class FinetuneConfig(BaseModel):
     batch_size: int
     lr: float
     flash_attn: bool
+    method: TrainMethod = "full"
 
 
 class FinetuneResponse(BaseModel):

@@ -8,7 +8,7 @@ from typing import Any
 
 from voicefinetune.cluster.identity import voice_id
 from voicefinetune.storage import checkpoint_prefix
-from voicefinetune.train_request import TrainRequest
+from voicefinetune.train_request import TrainRequest, method_fields
 from voicefinetune_operator.config import GPU_RESOURCE, OperatorConfig
 from voicefinetune_operator.crd import (
     KUEUE_QUEUE_LABEL,
@@ -73,6 +73,7 @@ def trainer_args(job_id: str, spec: VoiceFinetuneSpec, progress_url: str) -> lis
         lr=request.lr,
         gradient_accumulation_steps=request.gradient_accumulation_steps,
         language=request.language,
+        **method_fields(request),
         resume_from=checkpoint_prefix(request.resume_job_id) if request.resume_job_id else None,
         base_model=spec.scheduling.base_model,
     ).arguments(progress_url=progress_url)

@@ -53,6 +53,9 @@ def body(**changes) -> dict:
         ({"num_epochs": "ten"}, "num_epochs", "integer"),
         ({"gradient_accumulation_steps": 0}, "gradient_accumulation_steps", "greater than or equal to 1"),
         ({"language": "Klingon"}, "language", "unsupported language 'Klingon'"),
+        ({"method": "dora"}, "method", "Input should be 'full' or 'lora'"),
+        ({"lora_rank": 0}, "lora_rank", "greater than or equal to 1"),
+        ({"lora_targets": ["lm_head"]}, "lora_targets", "q_proj, k_proj, v_proj, o_proj, gate_proj"),
     ],
 )
 def test_bad_json_fields_are_refused_with_the_field_named(client: TestClient, changes, field, hint) -> None:
@@ -74,6 +77,8 @@ def test_bad_json_fields_are_refused_with_the_field_named(client: TestClient, ch
         ({"batch_size": "0"}, "batch_size"),
         ({"lr": "0"}, "lr"),
         ({"lr": "-0.001"}, "lr"),
+        ({"method": "dora"}, "method"),
+        ({"lora_targets": "q_proj,lm_head"}, "lora_targets"),
     ],
 )
 def test_bad_form_fields_are_refused_like_json(client: TestClient, dataset_zip: Path, form, field) -> None:

@@ -54,6 +54,8 @@ async def test_create_makes_a_voicefinetune_and_reads_come_from_the_cache(backen
         "lr": 1e-6,
         "gradientAccumulationSteps": 1,
         "language": "English",
+        "method": "full",
+        "loraRank": 16,
     }
     patch_status(
         custom,
@@ -100,6 +102,22 @@ async def test_create_makes_a_voicefinetune_and_reads_come_from_the_cache(backen
         f"checkpoints/{job.job_id}",
     )
     assert [j.job_id for j in await backend.list()] == [job.job_id]
+
+
+async def test_a_lora_job_goes_into_the_spec_and_reports_its_method(backend, cluster):
+    request = FinetuneRequest(
+        dataset_s3_key=DATASET, method="lora", lora_rank=4, lora_targets="q_proj,v_proj"
+    )
+    job = await backend.create(request)
+    assert job.config.method == "lora"
+    (resource,) = cluster.objects(VFT)
+    assert {k: v for k, v in resource["spec"].items() if k.startswith(("method", "lora"))} == {
+        "method": "lora",
+        "loraRank": 4,
+        "loraTargets": ["q_proj", "v_proj"],
+    }
+    read = await eventually(lambda: backend.get(job.job_id))
+    assert read.config.method == "lora"
 
 
 async def _status(backend, job_id, wanted):

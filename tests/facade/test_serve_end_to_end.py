@@ -172,7 +172,13 @@ def test_every_original_curl_example(served: Server, dataset_zip: Path, pattern_
         assert r.status_code == 202, r.text
         body = r.json()
         assert body["status"] == "queued" and body["speaker_name"] == "hero_voice"
-        assert body["config"] == {"num_epochs": 15, "batch_size": 2, "lr": 1e-6, "flash_attn": False}
+        assert body["config"] == {
+            "num_epochs": 15,
+            "batch_size": 2,
+            "lr": 1e-6,
+            "flash_attn": False,
+            "method": "full",
+        }
         second = body["job_id"]
         # GET /jobs/{id}, GET /jobs
         assert http.get(f"/jobs/{second}").json()["job_id"] == second

@@ -70,6 +70,31 @@ def test_training_job_passes_accumulation_language_and_the_training_recipe():
     assert defaults[defaults.index("--language") + 1] == "English"
 
 
+def test_training_job_passes_the_method_and_the_lora_settings():
+    body = resource(method="lora", loraRank=4, loraAlpha=6, loraTargets=["q_proj", "v_proj"])
+    args = training_job(body)["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--method") :] == [
+        "--method",
+        "lora",
+        "--lora-rank",
+        "4",
+        "--progress-url",
+        "http://op:8081/progress/voices/hero",
+        "--lora-alpha",
+        "6",
+        "--lora-targets",
+        "q_proj,v_proj",
+    ]
+    defaults = training_job(resource())["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert defaults[defaults.index("--method") : defaults.index("--method") + 4] == [
+        "--method",
+        "full",
+        "--lora-rank",
+        "16",
+    ]
+    assert "--lora-alpha" not in defaults and "--lora-targets" not in defaults
+
+
 def test_training_job_runs_vft_train_with_the_spec_and_the_defaults():
     job = training_job(resource(numEpochs=3, lr=2e-6, resumeJobId="old-voice"))
     meta, spec = job["metadata"], job["spec"]

@@ -133,6 +133,8 @@ def test_spec_defaults_are_the_api_defaults():
         "lr": 1e-6,
         "gradientAccumulationSteps": 1,
         "language": "English",
+        "method": "full",
+        "loraRank": 16,
         "deletionPolicy": "Retain",
     }
 
@@ -153,6 +155,8 @@ def test_spec_defaults_are_the_api_defaults():
         ({"datasetS3Key": "d.zip", "numEpochs": 1.5}, "is not of type 'integer'"),
         ({"datasetS3Key": "d.zip", "deletionPolicy": "Purge"}, "is not one of"),
         ({"datasetS3Key": ""}, "non-empty"),
+        ({"datasetS3Key": "d.zip", "method": "dora"}, "'dora' is not one of \\['full', 'lora'\\]"),
+        ({"datasetS3Key": "d.zip", "loraTargets": ["lm_head"]}, "'lm_head' is not one of"),
     ],
 )
 def test_schema_refuses_bad_specs(spec, problem):

@@ -45,3 +45,32 @@ def test_optional_arguments_are_left_out_when_unset():
         a for a in arguments if a in {"--resume-from", "--base-model", "--output-dir", "--progress-url"}
     ]
     assert TrainRequest("j1", "d.zip", "Hero", 1, 1, 0.5).local_command()[-len(arguments) :] == arguments
+
+
+def test_lora_arguments_round_trip_through_the_trainer_parser():
+    request = TrainRequest(
+        "j1",
+        "d.zip",
+        "Hero",
+        1,
+        1,
+        0.5,
+        method="lora",
+        lora_rank=8,
+        lora_alpha=4,
+        lora_targets=("q_proj", "up_proj"),
+    )
+    args = build_parser().parse_args(request.arguments())
+    assert (args.method, args.lora_rank, args.lora_alpha, args.lora_targets) == (
+        "lora",
+        8,
+        4,
+        ("q_proj", "up_proj"),
+    )
+    defaults = build_parser().parse_args(["--job-id", "j", "--dataset", "d.zip", "--speaker-name", "Hero"])
+    assert (defaults.method, defaults.lora_rank, defaults.lora_alpha, defaults.lora_targets) == (
+        "full",
+        16,
+        None,
+        None,
+    )

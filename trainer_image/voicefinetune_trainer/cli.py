@@ -22,10 +22,13 @@ from voicefinetune.lifecycle import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_GRADIENT_ACCUMULATION_STEPS,
     DEFAULT_LANGUAGE,
+    DEFAULT_LORA_RANK,
     DEFAULT_LR,
+    DEFAULT_METHOD,
     DEFAULT_NUM_EPOCHS,
     STAGE_FAILED,
 )
+from voicefinetune.schemas import check_lora_targets
 from voicefinetune.settings import Settings
 from voicefinetune_trainer.pipeline import JobInterrupted, TrainRequest, run_training
 from voicefinetune_trainer.progress import Progress
@@ -73,11 +76,29 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_LANGUAGE,
         help="language of the dataset's speech (a train.jsonl line's own 'language' wins); Auto: auto layout only",
     )
+    parser.add_argument(
+        "--method",
+        choices=("full", "lora"),
+        default=DEFAULT_METHOD,
+        help="full: every weight trains; lora: low-rank adapters (a small voice on a shared base model)",
+    )
+    parser.add_argument("--lora-rank", type=int, default=DEFAULT_LORA_RANK)
+    parser.add_argument("--lora-alpha", type=int, help="default: 2 × --lora-rank")
+    parser.add_argument(
+        "--lora-targets", type=_lora_targets, help="comma-separated projections (default: all of them)"
+    )
     parser.add_argument("--resume-from", help="checkpoint to continue from: local folder or S3 prefix")
     parser.add_argument("--base-model", help="base checkpoint (folder or hub id); default VFT_BASE_MODEL")
     parser.add_argument("--output-dir", type=Path, help="where checkpoints go; default {job folder}/output")
     parser.add_argument("--progress-url", help="also POST each event here as JSON (default VFT_PROGRESS_URL)")
     return parser
+
+
+def _lora_targets(text: str) -> tuple[str, ...]:
+    try:
+        return tuple(check_lora_targets(text) or ())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 @contextlib.contextmanager
@@ -143,6 +164,10 @@ def main(argv: list[str] | None = None) -> int:
         output_dir=args.output_dir,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         language=args.language,
+        method=args.method,
+        lora_rank=args.lora_rank,
+        lora_alpha=args.lora_alpha,
+        lora_targets=args.lora_targets,
     )
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_interrupted) if in_main_thread else None

@@ -18,7 +18,7 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -34,7 +34,14 @@ from voicefinetune.dataset import Dataset, DatasetLimits, open_dataset
 from voicefinetune.diskfull import DiskFull, is_disk_full
 from voicefinetune.lifecycle import STAGE_DONE, STAGE_FAILED, STAGE_PREPARING, STAGE_TRAINING, STAGE_UPLOADING
 from voicefinetune.public_text import PublicText
-from voicefinetune.schemas import InvalidInput, check_language, check_speaker_name, is_segment_id
+from voicefinetune.schemas import (
+    MAX_LORA_RANK,
+    InvalidInput,
+    TrainMethod,
+    check_language,
+    check_speaker_name,
+    is_segment_id,
+)
 from voicefinetune.settings import Settings
 from voicefinetune.storage import Storage, StorageError, UnsafeKey, build_key, checkpoint_prefix
 from voicefinetune.train_request import TrainRequest
@@ -78,6 +85,14 @@ def check_request(request: TrainRequest) -> None:
         check_language(request.language)
     except InvalidInput as exc:
         raise InvalidInput(f"--language: {exc}") from exc
+    if request.method not in get_args(TrainMethod):
+        raise InvalidInput(
+            f"--method must be one of {', '.join(get_args(TrainMethod))}; got {request.method!r}"
+        )
+    if not 1 <= request.lora_rank <= MAX_LORA_RANK:
+        raise InvalidInput(f"--lora-rank must be in 1..{MAX_LORA_RANK}; got {request.lora_rank}")
+    if request.lora_alpha is not None and request.lora_alpha < 1:
+        raise InvalidInput(f"--lora-alpha must be at least 1; got {request.lora_alpha}")
     if not request.dataset.strip():
         raise InvalidInput("--dataset must name an S3 key or a local .zip file")
 
@@ -157,7 +172,7 @@ class TrainingPipeline:
         )
         base_model = self.request.base_model or self._default_base_model()
         resume_from = self.find_resume_checkpoint(base_model)
-        model = self.load_base_model(base_model)
+        model = self.load_base_model(base_model, self._recipe())
         return self.encode(dataset, model), base_model, resume_from, model
 
     def _default_base_model(self) -> str:
@@ -237,11 +252,23 @@ class TrainingPipeline:
         where = " or ".join(f"s3://{self.storage.bucket}/{p}/" for p in prefixes)
         raise FileNotFoundError(f"no local folder {wanted} and nothing under {where}")
 
-    def load_base_model(self, base_model: str) -> Any:
+    def _recipe(self) -> str:
+        from voicefinetune_trainer.recipe import LORA_RECIPE
+
+        return LORA_RECIPE if self.request.method == "lora" else self.settings.train_recipe
+
+    def _lora(self) -> Any:
+        from voicefinetune_trainer.lora import LoraSettings
+
+        if self.request.method != "lora":
+            return None
+        return LoraSettings(self.request.lora_rank, self.request.lora_alpha, self.request.lora_targets)
+
+    def load_base_model(self, base_model: str, recipe: str) -> Any:
         from voicefinetune_trainer.sft import load_base_model
 
         try:
-            return load_base_model(base_model, self.settings)
+            return load_base_model(base_model, self.settings, recipe)
         except ValueError as exc:  # not a Base checkpoint
             raise JobFailed(str(exc)) from exc
 
@@ -271,7 +298,9 @@ class TrainingPipeline:
             output_dir=self.output_dir,
             resume_from=resume_from,
             gradient_accumulation_steps=self.request.gradient_accumulation_steps,
-            recipe=self.settings.train_recipe,
+            recipe=self._recipe(),
+            lora=self._lora(),
+            base_model=base_model,
         )
         try:
             checkpoint = Path(

@@ -1,14 +1,15 @@
 """Training recipes: how the 1.7B fine-tune spends GPU memory. `compact` is the default; `seed` is the original
-configuration, kept selectable (`VFT_TRAIN_RECIPE=seed`) and as the benchmark's baseline.
+configuration, kept selectable (`VFT_TRAIN_RECIPE=seed`) and as the benchmark's baseline; `lora` is the recipe of
+every ``method: lora`` job (whatever VFT_TRAIN_RECIPE says).
 
-| | compact | seed |
-|---|---|---|
-| text embedding (311 M of 1.92 B parameters at 1.7B) | frozen | trained |
-| weights on CUDA | bf16 + int16 extension (fp32-precise, see `optim`) | fp32 under bf16 autocast |
-| weights on CPU | fp32 | fp32 |
-| AdamW moments | bf16 (`CompactAdamW`) | fp32 (torch AdamW, foreach) |
-| gradient checkpointing (decoder layers) | on CUDA | off |
-| bytes per trained parameter on CUDA | 2 + 2 + 2 grad + 4 moments = 10 | 4 + 4 grad + 8 moments (+ 2 autocast copy) |
+| | compact | seed | lora |
+|---|---|---|---|
+| what trains | all but the text embedding (311 M of 1.92 B at 1.7B) | everything | the adapters only |
+| weights on CUDA | bf16 + int16 extension (fp32-precise, see `optim`) | fp32 under bf16 autocast | frozen bf16 (fp16 without bf16); adapters fp32 |
+| weights on CPU | fp32 | fp32 | fp32 |
+| AdamW moments | bf16 (`CompactAdamW`) | fp32 (torch AdamW, foreach) | fp32 (adapters only) |
+| gradient checkpointing (decoder layers) | on CUDA | off | on CUDA |
+| bytes per trained parameter on CUDA | 2 + 2 + 2 grad + 4 moments = 10 | 4 + 4 grad + 8 moments (+ 2 autocast copy) | 4 + 4 + 8 (frozen: 2) |
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 DEFAULT_RECIPE = "compact"
+LORA_RECIPE = "lora"
 
 
 @dataclass(frozen=True)
@@ -29,16 +31,22 @@ class Recipe:
     # recompute each decoder layer in backward (on CUDA; on CPU it would only cost time): the activations of
     # batch 2 × 30 s clips at 1.7B drop from ≈ 7.8 GiB to ≈ 1.4
     gradient_checkpointing: bool
+    # frozen half-precision weights may be fp16 on a card without bf16 (trained weights could not: fp16 rounds)
+    fp16_without_bf16: bool = False
 
     def weights_dtype(self, device_type: str) -> torch.dtype:
-        return torch.bfloat16 if self.bf16_weights_on_cuda and device_type == "cuda" else torch.float32
+        if not (self.bf16_weights_on_cuda and device_type == "cuda"):
+            return torch.float32
+        if self.fp16_without_bf16 and not torch.cuda.is_bf16_supported():
+            return torch.float16
+        return torch.bfloat16
 
     def checkpointing(self, device_type: str) -> bool:
         return self.gradient_checkpointing and device_type == "cuda"
 
     def autocast_dtype(self, device_type: str) -> torch.dtype | None:
         """bf16 autocast for fp32 weights on CUDA; bf16 weights already compute in bf16, CPU stays fp32."""
-        if device_type != "cuda" or self.weights_dtype(device_type) == torch.bfloat16:
+        if device_type != "cuda" or self.weights_dtype(device_type) != torch.float32:
             return None
         return torch.bfloat16
 
@@ -57,6 +65,14 @@ RECIPES: dict[str, Recipe] = {
         bf16_weights_on_cuda=False,
         state_dtype=None,
         gradient_checkpointing=False,
+    ),
+    LORA_RECIPE: Recipe(
+        LORA_RECIPE,
+        freeze_text_embedding=True,
+        bf16_weights_on_cuda=True,
+        state_dtype=None,
+        gradient_checkpointing=True,
+        fp16_without_bf16=True,
     ),
 }
 

@@ -16,16 +16,18 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from voicefinetune.checkpoints import list_checkpoints
+from voicefinetune.lora_voice import is_lora_voice
 from voicefinetune.qwen import choose_runtime, load_model
 from voicefinetune.settings import Settings
 from voicefinetune_trainer.batching import build_batch
 from voicefinetune_trainer.checkpoint import (
     OPTIMIZER_FILE,
+    ResumeCheckpointError,
     TrainingState,
     choose_speaker_slot,
     drop_training_state,
@@ -38,12 +40,24 @@ from voicefinetune_trainer.checkpoint import (
 )
 from voicefinetune_trainer.codes import Sample
 from voicefinetune_trainer.fit import WontFit, check_training_fits
+from voicefinetune_trainer.lora import (
+    LoraSettings,
+    adapter_parameters,
+    attach_adapters,
+    export_lora_checkpoint,
+    load_adapter_weights,
+)
 from voicefinetune_trainer.prepare import prepare_samples
 from voicefinetune_trainer.recipe import DEFAULT_RECIPE, Recipe, get_recipe
 from voicefinetune_trainer.schedule import batch_order, fixed_batches
 from voicefinetune_trainer.step import make_optimizer, train_step, trainable_parameters
 
 log = logging.getLogger(__name__)
+_DTYPE_NAMES: dict[torch.dtype, Literal["bfloat16", "float16", "float32"]] = {
+    torch.bfloat16: "bfloat16",
+    torch.float16: "float16",
+    torch.float32: "float32",
+}
 
 __all__ = [
     "StepEvent",
@@ -69,6 +83,8 @@ class TrainConfig:
     keep_checkpoints: int = 1
     gradient_accumulation_steps: int = 1
     recipe: str = DEFAULT_RECIPE
+    lora: LoraSettings | None = None  # method lora: adapters train (recipe `lora`), the base stays frozen
+    base_model: str | None = None  # what a LoRA voice's config names as its base; default the model path
 
     def __post_init__(self) -> None:
         if not self.speaker_name.strip():
@@ -113,10 +129,18 @@ class _Resume:
     folder: Path
 
 
-def _resume(model: Any, config: TrainConfig) -> _Resume | None:
+def _resume(model: Any, config: TrainConfig, adapters: Any | None) -> _Resume | None:
+    """Weights of the resume checkpoint: a full model's into ``model``, a LoRA voice's into ``adapters``."""
     if config.resume_from is None:
         return None
     folder = config.resume_from
+    if is_lora_voice(folder) != (adapters is not None):
+        raise ResumeCheckpointError(
+            f"{folder} is a {'lora' if is_lora_voice(folder) else 'full'} checkpoint: resume it with that method"
+        )
+    if adapters is not None:
+        load_adapter_weights(adapters, folder)
+        return _Resume(TrainingState.read(folder), None, folder)
     load_checkpoint_weights(model, folder)
     return _Resume(TrainingState.read(folder), speaker_slot_of(folder, config.speaker_name), folder)
 
@@ -132,7 +156,7 @@ def load_base_model(model_path: str | Path, settings: Settings, recipe: str | No
     tts = load_model(
         model_path,
         settings,
-        replace(runtime, dtype_name="bfloat16" if dtype == torch.bfloat16 else "float32"),
+        replace(runtime, dtype_name=_DTYPE_NAMES[dtype]),
     )
     model = tts.model
     if model.tts_model_type != "base" or model.speaker_encoder is None:
@@ -166,7 +190,8 @@ def train(
     tts = tts or load_base_model(model_path, settings, config.recipe)
     model = tts.model
     base_dir = local_model_dir(model_path)
-    resumed = _resume(model, config)
+    adapters = attach_adapters(model.talker, config.lora) if config.lora else None
+    resumed = _resume(model, config, adapters)
     state = resumed.state if resumed else None
     slot = (
         resumed.slot
@@ -180,7 +205,11 @@ def train(
     speaker_embedding = torch.stack([p.speaker_embedding for p in prepared]).mean(dim=0)
     _release_encoders(model)
 
-    parameters = trainable_parameters(model, freeze_text_embedding=recipe.freeze_text_embedding)
+    parameters = (
+        adapter_parameters(model)
+        if adapters is not None
+        else trainable_parameters(model, freeze_text_embedding=recipe.freeze_text_embedding)
+    )
     if recipe.checkpointing(model.device.type):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     _check_fits(model, recipe, prepared, config=config, settings=settings)
@@ -226,16 +255,27 @@ def train(
                     )
                 global_step += 1
                 on_step(StepEvent(epoch, total_epochs, step, global_step, loss))
-            latest = export_checkpoint(
-                model,
-                base_dir=base_dir,
-                output_dir=config.output_dir,
-                epoch=epoch,
-                speaker_name=config.speaker_name,
-                speaker_slot=slot,
-                speaker_embedding=speaker_embedding,
-                state=TrainingState(epoch, global_step, config.speaker_name, slot, config.seed),
-            )
+            epoch_state = TrainingState(epoch, global_step, config.speaker_name, slot, config.seed)
+            if adapters is not None and config.lora is not None:
+                latest = export_lora_checkpoint(
+                    adapters,
+                    voice=config.lora.config(config.base_model or str(model_path), config.speaker_name),
+                    output_dir=config.output_dir,
+                    epoch=epoch,
+                    speaker_embedding=speaker_embedding,
+                    state=epoch_state,
+                )
+            else:
+                latest = export_checkpoint(
+                    model,
+                    base_dir=base_dir,
+                    output_dir=config.output_dir,
+                    epoch=epoch,
+                    speaker_name=config.speaker_name,
+                    speaker_slot=slot,
+                    speaker_embedding=speaker_embedding,
+                    state=epoch_state,
+                )
             checkpoints = [folder for _, folder in list_checkpoints(config.output_dir)]
             for folder in checkpoints[: -config.keep_checkpoints]:
                 shutil.rmtree(folder)

@@ -82,6 +82,7 @@ class JobCreator:
                     batch_size=request.batch_size,
                     lr=request.lr,
                     flash_attn=flash_attn_enabled(self.settings),
+                    method=request.method,
                 ),
                 dataset_s3_key=None if upload is not None else request.dataset_s3_key,
                 book_id=request.book_id,

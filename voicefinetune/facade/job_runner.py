@@ -13,7 +13,7 @@ from ..opslog import OpsLog
 from ..schemas import Progress
 from ..settings import Settings
 from ..storage import Storage
-from ..train_request import TrainRequest
+from ..train_request import TrainRequest, method_fields
 from .jobstore import JobRecord, JobStore
 from .resume import resolve_resume_source
 from .stage_timer import StageTimer
@@ -73,6 +73,7 @@ class JobRunner:
             lr=request.lr,
             gradient_accumulation_steps=request.gradient_accumulation_steps,
             language=request.language,
+            **method_fields(request),
             output_dir=training_output_dir(self.settings, job.job_id).resolve(),
             resume_from=await resolve_resume_source(
                 record, store=self.store, storage=self.storage, status=self.status

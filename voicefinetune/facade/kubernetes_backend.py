@@ -62,6 +62,7 @@ def job_from_resource(resource: dict[str, Any], flash_attn: bool) -> Job:
             batch_size=spec.get("batchSize", DEFAULTS["batch_size"]),
             lr=spec.get("lr", DEFAULTS["lr"]),
             flash_attn=flash_attn,
+            method=spec.get("method", DEFAULTS["method"]),
         ),
         dataset_s3_key=spec.get("datasetS3Key"),
         book_id=spec.get("bookId"),
