@@ -45,3 +45,35 @@ def rules_of(docs: list[dict[str, Any]], name: str) -> set[tuple[str, str, str, 
                             for resource_name in rule.get("resourceNames") or [""]:
                                 granted.add((group, resource, verb, resource_name))
     return granted
+
+
+def operator_config(docs: list[dict[str, Any]]) -> Any:
+    """The operator's configuration as the rendered chart gives it (its ConfigMap, in the release namespace)."""
+    from voicefinetune_operator.config import OperatorConfig
+
+    (config_map,) = [c for c in of_kind(docs, "ConfigMap") if c["metadata"]["name"].endswith("-operator")]
+    return OperatorConfig.from_env({**config_map["data"]}, secret_key="k")
+
+
+def operator_built(docs: list[dict[str, Any]], namespace: str = "voices") -> list[dict[str, Any]]:
+    """The objects the operator makes with the rendered chart's settings: a training Job for a VoiceFinetune in
+    ``namespace``, the inference Deployment and its Service."""
+    from voicefinetune_operator.crd import read_spec
+    from voicefinetune_operator.inference import build_inference_deployment, build_inference_service
+    from voicefinetune_operator.jobs import build_training_job
+
+    config = operator_config(docs)
+    body = {
+        "apiVersion": "voicefinetune.io/v1alpha1",
+        "kind": "VoiceFinetune",
+        "metadata": {"name": "hero", "namespace": namespace, "uid": "u-1"},
+        "spec": {"datasetS3Key": "datasets/Hero1/dataset.zip", "speakerName": "hero_voice"},
+    }
+    job = build_training_job(
+        body,
+        read_spec(body),
+        config=config,
+        progress_url=f"{config.progress_url_base}/progress/{namespace}/hero",
+        progress_secret="vft-progress-hero",
+    )
+    return [job, build_inference_deployment(config), build_inference_service(config)]

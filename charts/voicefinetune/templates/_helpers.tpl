@@ -118,3 +118,66 @@ capabilities:
 {{- define "voicefinetune.progressKeySecret" -}}
 {{ include "voicefinetune.operatorName" . }}-progress-key
 {{- end }}
+
+{{/* The labels the operator gives training pods (voicefinetune_operator.jobs.trainer_labels). */}}
+{{- define "voicefinetune.trainerLabels" -}}
+app.kubernetes.io/name: voicefinetune
+app.kubernetes.io/component: trainer
+app.kubernetes.io/managed-by: voicefinetune-operator
+{{- end }}
+
+{{/* The selector of the inference pods the operator makes (voicefinetune_operator.inference.selector). */}}
+{{- define "voicefinetune.inferenceSelector" -}}
+app.kubernetes.io/name: voicefinetune
+app.kubernetes.io/component: inference
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* The inference servers' port (voicefinetune_operator.config.INFERENCE_PORT). */}}
+{{- define "voicefinetune.inferencePort" -}}8000{{- end }}
+
+{{/* An ingress rule opening ``port`` to the scraper's namespace (none without one): (dict "root" . "port" P). */}}
+{{- define "voicefinetune.metricsIngress" -}}
+{{- with .root.Values.networkPolicy.metricsNamespaceLabels -}}
+# Prometheus
+- ports:
+    - port: {{ $.port }}
+      protocol: TCP
+  from:
+    - namespaceSelector:
+        matchLabels:
+          {{- toYaml . | nindent 10 }}
+{{- end }}
+{{- end }}
+
+{{/* Egress to the cluster DNS. */}}
+{{- define "voicefinetune.dnsEgress" -}}
+- ports:
+    - port: 53
+      protocol: UDP
+    - port: 53
+      protocol: TCP
+  to:
+    - namespaceSelector:
+        matchLabels:
+          {{- toYaml .Values.networkPolicy.dns.namespaceLabels | nindent 10 }}
+      podSelector:
+        matchLabels:
+          {{- toYaml .Values.networkPolicy.dns.podLabels | nindent 10 }}
+{{- end }}
+
+{{/* Egress to address blocks on TCP ports ({ipBlocks, ports}); nothing when no block is given. */}}
+{{- define "voicefinetune.ipEgress" -}}
+{{- if .ipBlocks -}}
+- ports:
+    {{- range .ports }}
+    - port: {{ . }}
+      protocol: TCP
+    {{- end }}
+  to:
+    {{- range .ipBlocks }}
+    - ipBlock:
+        {{- toYaml . | nindent 8 }}
+    {{- end }}
+{{- end }}
+{{- end }}
