@@ -14,6 +14,8 @@ from typing import Any
 SEED_BASE_MODEL = "Qwen/Qwen3-TTS-12Hz-1.7B-Base"
 SEED_VOICE_DESIGN_MODEL = "Qwen/Qwen3-TTS-12Hz-1.7B-VoiceDesign"
 ENGINES = ("fast", "upstream")  # VFT_ENGINE: the inference server's own decode loop, or qwen_tts's generate
+# VFT_SCHEDULER: one continuously batched decode loop per resident model, or fused calls of up to max_batch items
+SCHEDULERS = ("continuous", "batch")
 
 
 def parse_bool(value: str) -> bool:
@@ -101,10 +103,29 @@ class Settings:
     # Inference decode loop: "fast" (the inference server's own engine) or "upstream" (qwen_tts's generate, kept for
     # comparison and as a fallback).
     engine: str = field(default="fast", metadata={"env": "VFT_ENGINE", "parse": lambda v: v.strip().lower()})
+    # How requests share a model (fast engine only): "continuous" (rows join and leave a running loop every frame)
+    # or "batch" (the batcher's fused calls, each running until its rows end).
+    scheduler: str = field(
+        default="continuous", metadata={"env": "VFT_SCHEDULER", "parse": lambda v: v.strip().lower()}
+    )
+    # Rows a model's continuous loop runs at once; unset: 16 on CUDA, 8 on CPU (`engine_slots_for`).
+    engine_slots: int | None = field(default=None, metadata={"env": "VFT_ENGINE_SLOTS", "parse": int})
+    # Capture each batch-size bucket's decode step as a CUDA graph at load (CUDA only; 0: run eagerly).
+    cuda_graphs: bool = field(default=True, metadata={"env": "VFT_CUDA_GRAPHS", "parse": parse_bool})
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:  # a wrong VFT_ENGINE stops a server at start, not each request
             raise ValueError(f"VFT_ENGINE={self.engine!r} is not one of: {', '.join(ENGINES)}")
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"VFT_SCHEDULER={self.scheduler!r} is not one of: {', '.join(SCHEDULERS)}")
+
+    @property
+    def continuous(self) -> bool:
+        """Requests share one continuously batched decode loop per model (the fast engine's scheduler)."""
+        return self.engine == "fast" and self.scheduler == "continuous"
+
+    def engine_slots_for(self, on_gpu: bool) -> int:
+        return self.engine_slots if self.engine_slots else (16 if on_gpu else 8)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

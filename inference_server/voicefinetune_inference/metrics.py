@@ -119,3 +119,21 @@ def observe_engine(
     if seconds > 0:
         ENGINE_REAL_TIME_FACTOR.labels(engine, mode).observe(audio_seconds / seconds)
         ENGINE_FRAMES_PER_SECOND.labels(engine, mode).observe(frames / seconds)
+
+
+# The continuous decode loop of each resident model (VFT_SCHEDULER=continuous); model: the model cache's key.
+ENGINE_QUEUE_WAIT_SECONDS = Histogram(
+    documentation="Time a request waited for decode slots before its prefill",
+    buckets=LATENCY_BUCKETS,
+    **_name("engine_queue_wait_seconds"),
+)
+ENGINE_SLOTS_OCCUPIED = Gauge(
+    documentation="Decode slots holding a running row, per model",
+    labelnames=("model",),
+    **_name("engine_slots_occupied"),
+)
+ENGINE_FRAMES = Counter(
+    documentation="Codec frames (80 ms each) produced by a model's continuous loop, summed over rows (rate: frames/s)",
+    labelnames=("model",),
+    **_name("engine_frames"),
+)

@@ -56,14 +56,14 @@ async def test_overwrite_false_answers_with_the_existing_object(make_service, ti
     await kit.add_voice(service, tiny_models, job_id="hero")
     async with kit.http_client(service) as client:
         first = (await client.post("/infer/hero", json={"text": "Once.", "s3_filename": "once.wav"})).json()
-        generated = service.batcher.items
+        generated = service.generator.generated
         stamp = service.storage.head(first["s3_key"]).last_modified
         again = await client.post(
             "/infer/hero", json={"text": "Once.", "s3_filename": "once.wav", "overwrite": False}
         )
         assert again.status_code == 200 and again.json()["s3_key"] == first["s3_key"]
         assert first["kept_existing"] is False and again.json()["kept_existing"] is True
-        assert service.batcher.items == generated
+        assert service.generator.generated == generated
         assert service.storage.head(first["s3_key"]).last_modified == stamp
 
 
@@ -130,7 +130,7 @@ async def test_missing_checkpoint_without_s3_copy_is_409(make_service, tiny_mode
 
 
 async def test_batch_of_20_reports_two_bad_items_in_place(make_service, tiny_models, kit):
-    service = await make_service()
+    service = await make_service(scheduler="batch")  # the batcher's fused calls (the continuous loop has none)
     await kit.add_voice(service, tiny_models, job_id="narrator")
     items = [{"text": f"Line number {i} of the chapter.", "filename": f"ch1_{i:03d}.wav"} for i in range(20)]
     items[7]["text"] = ""

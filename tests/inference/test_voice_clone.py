@@ -93,11 +93,11 @@ async def test_batch_with_base64_and_data_url(make_service, kit):
         assert service.cloner.clone_prompts == 2
 
         # overwrite false (the default): existing objects come back without generating
-        generated = service.batcher.items
+        generated = service.generator.generated
         again = await client.post("/voice-clone/batch", json=batch_body(encoded, n=3))
         assert [r["s3_key"] for r in again.json()] == [r["s3_key"] for r in results]
         assert all(r["kept_existing"] is True and "overwrite: true" in r["note"] for r in again.json())
-        assert service.batcher.items == generated
+        assert service.generator.generated == generated
 
         icl_without_text = await client.post(
             "/voice-clone/batch", json={**batch_body(encoded), "ref_text": ""}
@@ -216,7 +216,7 @@ async def test_clones_of_different_references_never_share_an_object_and_a_kept_o
         objects = {key: httpx.get(service.storage.presigned_url(key), timeout=30).content for key in keys}
         assert all(kit.read_wav(data)[1] == 24000 for data in objects.values())
 
-        generated = service.batcher.items
+        generated = service.generator.generated
         changed = {**item, "text": "New words for a file that exists."}
         kept = await client.post("/voice-clone/batch", json={**batch_body(one), "items": [changed]})
         [kept] = kept.json()
@@ -226,7 +226,7 @@ async def test_clones_of_different_references_never_share_an_object_and_a_kept_o
             "an object already existed under s3_key and was kept (overwrite: false); its audio was not generated "
             "from this text: send overwrite: true to replace it"
         )
-        assert service.batcher.items == generated
+        assert service.generator.generated == generated
         assert (
             httpx.get(service.storage.presigned_url(first["s3_key"]), timeout=30).content
             == objects[first["s3_key"]]
@@ -237,4 +237,4 @@ async def test_clones_of_different_references_never_share_an_object_and_a_kept_o
         )
         [replaced] = replaced.json()
         assert replaced["s3_key"] == first["s3_key"] and replaced["kept_existing"] is False
-        assert service.batcher.items == generated + 1
+        assert service.generator.generated == generated + 1

@@ -59,6 +59,8 @@ class CachedModel:
             "loaded_seconds_ago": None if self.loaded_at is None else round(now - self.loaded_at, 3),
             "idle_seconds": round(now - self.last_used, 3) if self.in_use == 0 else 0.0,
             "size_bytes": getattr(self.model, "size_bytes", None),
+            # the model's continuous decode loop: slots, rows running, queue, graphs captured (None without one)
+            "decode_loop": self.model.engine_status() if hasattr(self.model, "engine_status") else None,
         }
 
 

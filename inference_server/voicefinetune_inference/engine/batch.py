@@ -38,6 +38,6 @@ def generate(
         rows = RowDelivery(loaded.tts, on_ready, references)
         options.on_row_done = rows.row_done
         delivery = rows.skipping_delivered()
-    with loaded.lock, fast_engine.engine_for(loaded.tts.model, loaded.engine, options), delivery:
+    with fast_engine.decoding(loaded, options), delivery:
         wavs, rate = call_upstream(loaded, items)
     return [to_sample_rate(w, rate) for w in wavs]

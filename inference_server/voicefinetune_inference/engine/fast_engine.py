@@ -10,14 +10,20 @@ the replacement runs `fast_decode.run` on them and answers in the shape upstream
 from __future__ import annotations
 
 import contextlib
+import queue
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from voicefinetune_inference.engine import decode as fast_decode
 from voicefinetune_inference.engine.sampling import SamplingParams
+
+if TYPE_CHECKING:
+    from voicefinetune_inference.engine.scheduler import DecodeLoop
+    from voicefinetune_inference.engine.tts_model import LoadedModel
 
 # A row may not run past this many frames (80 ms each) for its text: generous for slow speech in any language
 # (about 3 frames per character is slow Chinese), yet a runaway row cannot hold a batch for 8,192 frames.
@@ -40,6 +46,8 @@ class CallOptions:
     on_row_done: fast_decode.RowCallback | None = None
     should_stop: Callable[[], bool] | None = None
     generator: torch.Generator | None = None
+    # The continuous loop: per row, the seed of its draws (else drawn from ``generator`` or torch's own)
+    seeds: list[int] | None = None
 
 
 class _TalkerOutput:
@@ -138,4 +146,81 @@ def engine_for(model: Any, engine: str, options: CallOptions | None = None) -> I
         yield
         return
     with substituted(model, options):
+        yield
+
+
+# --- the continuous loop (``VFT_SCHEDULER=continuous``) -----------------------------------------------------------
+
+STOP_POLL_SECONDS = 0.05  # how often a waiting caller checks ``should_stop`` while no frame arrives
+_calls = threading.local()  # the options of the upstream call this thread is making
+
+
+def _seeds(rows: int, options: CallOptions) -> list[int]:
+    if options.seeds is not None:
+        return list(options.seeds)
+    return [int(s) for s in torch.randint(0, 2**62, (rows,), generator=options.generator).tolist()]
+
+
+def _through_loop(loop: DecodeLoop, job: fast_decode.DecodeJob, options: CallOptions) -> list[torch.Tensor]:
+    """(the caller's thread) Submit ``job`` to ``loop`` and wait for its rows, running the callbacks here."""
+    request = loop.submit(job, _seeds(job.inputs_embeds.shape[0], options))
+    try:
+        while True:
+            if options.should_stop is not None and options.should_stop():
+                raise fast_decode.GenerationCancelled("generation stopped: its consumer went away")
+            try:
+                event = request.events.get(timeout=STOP_POLL_SECONDS)
+            except queue.Empty:
+                continue
+            if event[0] == "frame" and options.on_frame is not None:
+                options.on_frame(event[1], event[2], event[3])
+            elif event[0] == "row" and options.on_row_done is not None:
+                options.on_row_done(event[1], event[2])
+            elif event[0] == "end":
+                return list(event[1])
+            elif event[0] == "error":
+                raise event[1]
+    except BaseException:
+        request.cancel()
+        loop.wake()
+        raise
+
+
+def attach(model: Any, loop: DecodeLoop) -> None:
+    """From now on ``model.talker.generate`` runs in ``loop`` (for the model's lifetime), with the options the
+    calling thread set with `routed`; upstream's prompt building and decoding stay in the calling thread."""
+    talker = model.talker
+
+    def generate(**kwargs: Any) -> Any:
+        options = getattr(_calls, "options", None) or CallOptions()
+        job = _job(talker, kwargs, options)
+        codes = _through_loop(loop, job, options)
+        device = job.inputs_embeds.device
+        return _as_upstream_output(
+            [c.to(device) for c in codes], job.eos_id, talker.config.num_code_groups, device
+        )
+
+    talker.generate = generate
+
+
+@contextlib.contextmanager
+def routed(options: CallOptions | None = None) -> Iterator[None]:
+    """This thread's upstream calls within the block reach the continuous loop with ``options``."""
+    previous = getattr(_calls, "options", None)
+    _calls.options = options or CallOptions()
+    try:
+        yield
+    finally:
+        _calls.options = previous
+
+
+@contextlib.contextmanager
+def decoding(loaded: LoadedModel, options: CallOptions | None = None) -> Iterator[None]:
+    """One upstream call's decoding: through the model's continuous loop when it has one (no model lock: the loop
+    alone runs the talker), else under the model's lock with the engine it was loaded with."""
+    if loaded.decode_loop is not None:
+        with routed(options):
+            yield
+        return
+    with loaded.lock, engine_for(loaded.tts.model, loaded.engine, options):
         yield

@@ -1,9 +1,10 @@
 """One utterance as a stream of PCM chunks, produced while the engine is still generating its frames.
 
-`synthesize_stream` is the blocking half (a worker thread, under the model's lock): upstream builds the prompt,
-the fast engine's loop hands each frame to an `IncrementalDecoder`, and every finished chunk goes to ``emit``.
-Upstream's own whole-utterance decode at the end is skipped (the chunks already are the audio). ``should_stop`` is
-checked between frames: when it says so, generation stops and the lock is released.
+`synthesize_stream` is the blocking half (a worker thread): upstream builds the prompt, the fast engine's loop hands
+each frame to an `IncrementalDecoder` (in this thread), and every finished chunk goes to ``emit``. With the model's
+continuous loop (`scheduler`) the utterance is one row among others; without it, the utterance holds the model's
+lock. Upstream's own whole-utterance decode at the end is skipped (the chunks already are the audio). A row's draws
+follow from `utterance_seed`. ``should_stop`` is checked between frames: when it says so, the row stops.
 
 `stream_chunks` is the asynchronous face; `Generator.stream` (generation.py) wraps it with the model cache and the
 GPU slots: ``async for chunk in generator.stream(spec, item)``.
@@ -76,40 +77,50 @@ def synthesize_stream(
         stats.samples += len(chunk)
         emit(chunk)
 
-    with loaded.lock:
-        # The same utterance of the same voice sounds the same every time it is streamed (sentence by sentence).
+    # The same utterance of the same voice sounds the same every time it is streamed (sentence by sentence).
+    seed = utterance_seed(loaded, item)
+    if loaded.engine != "fast":  # upstream's loop has no frames to hand out: the whole utterance is one chunk
         import torch
 
-        torch.manual_seed(utterance_seed(loaded, item))
-        if (
-            loaded.engine != "fast"
-        ):  # upstream's loop has no frames to hand out: the whole utterance is one chunk
+        with loaded.lock:
+            torch.manual_seed(seed)
             wavs, rate = call_upstream(loaded, [item])
-            if int(rate) != SAMPLE_RATE:
-                raise RuntimeError(f"the model speaks at {rate} Hz, streaming needs {SAMPLE_RATE} Hz")
-            send(np.asarray(wavs[0], dtype=np.float32))
-            stats.frames = len(wavs[0]) // int(loaded.tts.model.speech_tokenizer.get_decode_upsample_rate())
-            stats.seconds = time.monotonic() - started
-            return stats
-        decoder = IncrementalDecoder(
-            loaded.tts.model.speech_tokenizer.model.decoder,
-            prefix=_reference_codes(loaded, item),
-            context_frames=context_frames,
-        )
+        if int(rate) != SAMPLE_RATE:
+            raise RuntimeError(f"the model speaks at {rate} Hz, streaming needs {SAMPLE_RATE} Hz")
+        send(np.asarray(wavs[0], dtype=np.float32))
+        stats.frames = len(wavs[0]) // int(loaded.tts.model.speech_tokenizer.get_decode_upsample_rate())
+        stats.seconds = time.monotonic() - started
+        return stats
+    decoder = IncrementalDecoder(
+        loaded.tts.model.speech_tokenizer.model.decoder,
+        prefix=_reference_codes(loaded, item),
+        context_frames=context_frames,
+    )
 
-        def on_frame(step: int, rows: Any, codes: Any) -> None:
-            stats.frames += 1
-            for chunk in decoder.push(codes[0:1]):
-                send(chunk)
+    def on_frame(step: int, rows: Any, codes: Any) -> None:
+        stats.frames += 1
+        for chunk in decoder.push(codes[0:1]):
+            send(chunk)
 
-        options = fast_engine.CallOptions(
-            frame_limits=[fast_engine.frame_bound(item.text)], on_frame=on_frame, should_stop=should_stop
-        )
-        with fast_engine.substituted(loaded.tts.model, options), _without_final_decode(loaded.tts):
+    options = fast_engine.CallOptions(
+        frame_limits=[fast_engine.frame_bound(item.text)],
+        on_frame=on_frame,
+        should_stop=should_stop,
+        seeds=[seed],
+    )
+    if loaded.decode_loop is not None:
+        with fast_engine.routed(options), _without_final_decode(loaded.tts):
             call_upstream(loaded, [item])
-        tail = decoder.flush()
-        if tail is not None:
-            send(tail)
+    else:
+        import torch
+
+        with loaded.lock:  # the one-call loop draws from torch's own generator
+            torch.manual_seed(seed)
+            with fast_engine.substituted(loaded.tts.model, options), _without_final_decode(loaded.tts):
+                call_upstream(loaded, [item])
+    tail = decoder.flush()
+    if tail is not None:
+        send(tail)
     stats.seconds = time.monotonic() - started
     return stats
 

@@ -33,9 +33,14 @@ class LoadedModel:
     size_bytes: int
     lock: threading.Lock = field(default_factory=threading.Lock)
     engine: str = "fast"  # Settings.engine: the decode loop `batch` and `stream` use
+    decode_loop: Any = None  # the model's continuous loop (`scheduler.DecodeLoop`), when it has one
 
     def speakers(self) -> list[str]:
         return self.tts.get_supported_speakers() or []
+
+    def engine_status(self) -> dict[str, Any] | None:
+        """The continuous loop's slots, rows running, queue and graphs (None without one)."""
+        return None if self.decode_loop is None else self.decode_loop.status()
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,9 @@ def release(loaded: LoadedModel) -> None:
     On CPU the interpreter's own collector frees what reference counting leaves (a forced full collection over
     torch and transformers objects costs about a second on a busy machine).
     """
+    if loaded.decode_loop is not None:
+        loaded.decode_loop.close()
+        loaded.decode_loop = None
     loaded.tts = None
     import torch
 
@@ -151,19 +159,59 @@ def vram_used_bytes(settings: Settings) -> float:
     return 0.0
 
 
+class _ThreadDecodes:
+    """Installed as a tokenizer's ``decode`` while any replacement is active: each thread sees its own innermost
+    replacement (several requests of one model decode at once in the continuous loop's callers); a replacement that
+    calls ``tokenizer.decode`` itself reaches the one outside it; threads without one get what was there before."""
+
+    def __init__(self, tokenizer: Any):
+        own = vars(tokenizer)
+        self.had, self.previous = "decode" in own, own.get("decode")
+        self.fallback = self.previous if self.had else type(tokenizer).decode.__get__(tokenizer)
+        self.stacks: dict[int, list[Callable[..., Any]]] = {}
+        self.depths: dict[int, int] = {}
+
+    def __call__(self, encoded: list[dict[str, Any]]) -> tuple[list[Any], int]:
+        thread = threading.get_ident()
+        stack = self.stacks.get(thread, [])
+        depth = self.depths.get(thread, len(stack))
+        if depth == 0:
+            return self.fallback(encoded)
+        self.depths[thread] = depth - 1
+        try:
+            return stack[depth - 1](encoded)
+        finally:
+            self.depths[thread] = depth
+
+
+_DECODES_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def decode_replaced(
     tokenizer: Any, decode: Callable[[list[dict[str, Any]]], tuple[list[Any], int]]
 ) -> Iterator[None]:
-    """Upstream's speech tokenizer decodes with ``decode`` within this block (upstream calls ``tokenizer.decode``
-    after generating; an instance attribute covers the class's method), and as before after it."""
-    own = vars(tokenizer)
-    had, previous = "decode" in own, own.get("decode")
-    tokenizer.decode = decode
+    """Upstream's speech tokenizer decodes with ``decode`` within this block, in this thread (upstream calls
+    ``tokenizer.decode`` after generating; an instance attribute covers the class's method), and as before after
+    it."""
+    with _DECODES_LOCK:
+        decodes = vars(tokenizer).get("decode")
+        if not isinstance(decodes, _ThreadDecodes):
+            decodes = _ThreadDecodes(tokenizer)
+            tokenizer.decode = decodes
+        thread = threading.get_ident()
+        decodes.stacks.setdefault(thread, []).append(decode)
     try:
         yield
     finally:
-        if had:
-            tokenizer.decode = previous
-        else:
-            del tokenizer.decode
+        with _DECODES_LOCK:
+            stack = decodes.stacks[thread]
+            stack.pop()
+            if not stack:
+                del decodes.stacks[thread]
+            decodes.depths.pop(thread, None)
+            if not decodes.stacks:
+                if decodes.had:
+                    tokenizer.decode = decodes.previous
+                else:
+                    del tokenizer.decode

@@ -66,6 +66,7 @@ def limit_cpu_threads(settings: Settings) -> None:
 
 class Generator:
     def __init__(self, settings: Settings, cache: ModelCache, outputs: AudioOutputs):
+        self.settings = settings
         self.cache = cache
         self.outputs = outputs
         self.batcher = Batcher(
@@ -79,10 +80,56 @@ class Generator:
         self._gpu_pool = ThreadPoolExecutor(
             max(1, settings.gpu_max_concurrency), thread_name_prefix="vft-generate"
         )
+        # VFT_SCHEDULER=continuous: a thread per request builds its prompt, waits for its rows and decodes its audio
+        # while the model's decode loop runs every request's rows together
+        self.continuous = settings.continuous
+        self.generated = 0  # utterances generated, by either scheduler
+        self._request_pool = ThreadPoolExecutor(
+            max(32, 4 * settings.engine_slots_for(True)), thread_name_prefix="vft-request"
+        )
 
     def shutdown(self) -> None:
         """Drop the GPU threads (close the batcher, then the cache, before this)."""
         self._gpu_pool.shutdown(wait=False, cancel_futures=True)
+        self._request_pool.shutdown(wait=False, cancel_futures=True)
+
+    def _with_loop(self, loaded: tts_model.LoadedModel, spec: ModelSpec) -> tts_model.LoadedModel:
+        """The model's continuous decode loop, started with its first request (stopped when the model is released)."""
+        if loaded.decode_loop is None and loaded.engine == "fast":
+            from voicefinetune.qwen import choose_runtime
+            from voicefinetune_inference.engine import fast_engine
+            from voicefinetune_inference.engine.scheduler import DecodeLoop
+
+            talker = loaded.tts.model.talker
+            if fast_engine.supported(talker):
+                slots = self.settings.engine_slots_for(choose_runtime(self.settings).on_gpu)
+                loop = DecodeLoop(talker, slots=slots, name=spec.key)
+                fast_engine.attach(loaded.tts.model, loop)
+                loaded.decode_loop = loop
+        return loaded
+
+    async def _generate_alone(self, spec: ModelSpec, item: tts_model.SpeechItem) -> np.ndarray:
+        """(continuous) One utterance as one request of its model's decode loop."""
+        async with self.cache.use(spec) as loaded:
+            self._with_loop(loaded, spec)
+            started = time.monotonic()
+            (wav,) = await asyncio.get_running_loop().run_in_executor(
+                self._request_pool, functools.partial(engine_batch.generate, loaded, [item])
+            )
+        elapsed = time.monotonic() - started
+        self.generated += 1
+        audio_seconds = duration_seconds(wav)
+        metrics.ITEMS.labels(spec.kind).inc()
+        metrics.AUDIO_SECONDS.labels(spec.kind).inc(audio_seconds)
+        metrics.observe_engine(
+            engine=loaded.engine,
+            mode="batch",
+            first_audio=elapsed,
+            seconds=elapsed,
+            audio_seconds=audio_seconds,
+            frames=len(wav) // SAMPLES_PER_FRAME,
+        )
+        return wav
 
     async def _run_batch(
         self, key: str, work: list[_Work], *, deliver: Callable[[int, Any], None] | None = None
@@ -127,6 +174,7 @@ class Generator:
         metrics.BATCH_SIZE.observe(len(items))
         metrics.GENERATE_SECONDS.observe(elapsed)
         produced = [w for w in wavs if not isinstance(w, BaseException)]
+        self.generated += len(produced)
         audio_seconds = sum(duration_seconds(w) for w in produced)
         metrics.ITEMS.labels(spec.kind).inc(len(produced))
         metrics.AUDIO_SECONDS.labels(spec.kind).inc(audio_seconds)
@@ -144,7 +192,14 @@ class Generator:
         """One utterance as float32 PCM chunks at 24 kHz (1, 2, 4, then 8 frames of 1920 samples each, the last one
         shorter), produced while it is generated; joined, they are the utterance. Runs apart from the fusion
         batcher, holding its model's lock for the utterance. Leaving the ``async for`` early (closing the iterator,
-        or cancelling its task) stops generation at the next frame and frees the model."""
+        or cancelling its task) stops generation at the next frame and frees the model. With the continuous
+        scheduler the utterance is one row of its model's decode loop instead."""
+        if self.continuous:
+            async with self.cache.use(spec) as loaded:
+                self._with_loop(loaded, spec)
+                async for chunk in engine_stream.stream_chunks(loaded, item, pool=self._request_pool):
+                    yield chunk
+            return
         async with self.cache.use(spec) as loaded, self.gpu_slots:
             async for chunk in engine_stream.stream_chunks(loaded, item, pool=self._gpu_pool):
                 yield chunk
@@ -155,7 +210,10 @@ class Generator:
         )
 
     async def generate(self, spec: ModelSpec, item: tts_model.SpeechItem) -> bytes:
-        waveform = await self.batcher.submit(spec.key, _Work(spec, item))
+        if self.continuous:
+            waveform = await self._generate_alone(spec, item)
+        else:
+            waveform = await self.batcher.submit(spec.key, _Work(spec, item))
         return await asyncio.to_thread(to_wav_bytes, waveform)
 
     async def produce(

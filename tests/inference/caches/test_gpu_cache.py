@@ -29,7 +29,7 @@ GPU_STATUS_FIELDS = {
 
 
 async def test_two_slots_four_voices_fifty_concurrent_requests(make_service, tiny_models, kit):
-    service = await make_service(gpu_max_models=2)
+    service = await make_service(gpu_max_models=2, scheduler="batch")  # counts the batcher's fused calls
     voices = ["v1", "v2", "v3", "v4"]
     for job_id in voices:
         await kit.add_voice(service, tiny_models, job_id=job_id, backed_up=False)

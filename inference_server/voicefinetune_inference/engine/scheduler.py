@@ -1,0 +1,286 @@
+"""The continuously batched decode loop of one resident model: its own thread over a fixed number of slots.
+
+Callers (`fast_engine.routed`: upstream's ``generate_*`` in the caller's thread builds the prompt, then waits here)
+`submit` a `decode.DecodeJob` with a seed per row. Between two frames the loop takes waiting requests first come,
+first served, as long as all of a request's rows find free slots: it prefills them (upstream's talker forward) and
+writes them into their slots (`slot_step.SlotDecoder.admit`). Then it runs one frame for every running row, reads
+the frame's end flags and codes once, and hands each request its frames; a row that ended (EOS, frame bound) gives
+its slot back at once and its codes go to its request then. A cancelled request's rows leave at the next frame
+boundary. Every voice on the same weights shares the loop: the voice is in the prompt.
+
+Requests hear of their rows through a queue of events, so callbacks (codec decoding for a stream, early results)
+run in the requesting thread, never in the loop's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from voicefinetune_inference import metrics
+from voicefinetune_inference.engine.decode import DecodeJob
+from voicefinetune_inference.engine.sampling import suppression_mask
+from voicefinetune_inference.engine.slot_step import SlotDecoder
+
+log = logging.getLogger(__name__)
+
+BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)  # batch sizes a step runs at (the smallest that holds the rows)
+SPAN_STEP = 64  # attention spans are multiples of this many positions (fewer distinct shapes)
+INITIAL_CAPACITY = 512  # positions per slot at first; a longer request grows every slot once
+
+
+def bucket_for(rows: int, slots: int) -> int:
+    return min(next((b for b in BUCKETS if b >= rows), slots), slots)
+
+
+@dataclass
+class Request:
+    """One call's rows in the loop. ``events`` carries ``("frame", frame, rows, codes)``, ``("row", row, codes)``
+    for a row that ends before the others, then ``("end", codes_per_row)`` or ``("error", exception)``."""
+
+    job: DecodeJob
+    seeds: list[int]
+    events: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    enqueued: float = field(default_factory=time.monotonic)
+    slots: dict[int, int] = field(default_factory=dict)  # slot -> row
+    codes: list[list[torch.Tensor]] = field(default_factory=list)
+    frames: int = 0
+
+    @property
+    def rows(self) -> int:
+        return int(self.job.inputs_embeds.shape[0])
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+
+class DecodeLoop:
+    def __init__(
+        self,
+        talker: Any,
+        *,
+        slots: int,
+        name: str = "model",
+        step_context: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
+    ):
+        self.talker = talker
+        self.slots = max(1, slots)
+        self.name = name
+        # wraps each step (in the loop's thread): e.g. a dispatch mode that checks the step never syncs
+        self.step_context = step_context or contextlib.nullcontext
+        self.graphs_captured = False  # CUDA graph capture is not done yet: every step runs eagerly
+        self._decoder: SlotDecoder | None = None
+        self._free = list(range(self.slots))
+        self._running: dict[int, Request] = {}  # slot -> request
+        self._lengths = [0] * self.slots  # host copy of each slot's cache length
+        self._waiting: deque[Request] = deque()
+        self._changed = threading.Condition()
+        self._closed = False
+        self.frames = 0  # frames run (one per step)
+        self.row_frames = 0  # frames produced, summed over rows
+        self._started = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name=f"vft-decode-{name}", daemon=True)
+        self._thread.start()
+
+    # --- callers --------------------------------------------------------------------------------------------------
+
+    def submit(self, job: DecodeJob, seeds: list[int]) -> Request:
+        request = Request(job, seeds)
+        if request.rows > self.slots:
+            raise ValueError(f"a request of {request.rows} rows does not fit {self.slots} decode slots")
+        with self._changed:
+            if self._closed:
+                raise RuntimeError("the model's decode loop has stopped")
+            self._waiting.append(request)
+            self._changed.notify()
+        return request
+
+    def wake(self) -> None:
+        """A request was cancelled: let the loop drop it even if it is idle."""
+        with self._changed:
+            self._changed.notify()
+
+    @property
+    def decoder(self) -> SlotDecoder | None:
+        """The slot buffers and step (made with the first request, sized from its tensors)."""
+        return self._decoder
+
+    def status(self) -> dict[str, Any]:
+        with self._changed:
+            waiting = len(self._waiting)
+        elapsed = max(time.monotonic() - self._started, 1e-9)
+        return {
+            "scheduler": "continuous",
+            "slots": self.slots,
+            "rows_running": len(self._running),
+            "queue": waiting,
+            "graphs_captured": self.graphs_captured,
+            "frames_per_second": round(self.row_frames / elapsed, 2),
+        }
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=30)
+
+    # --- the loop -------------------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        with torch.inference_mode():
+            while True:
+                with self._changed:
+                    while not self._closed and not self._running and not self._waiting:
+                        self._changed.wait()
+                    if self._closed:
+                        break
+                try:
+                    self._drop_cancelled()
+                    self._admit()
+                    if self._running:
+                        self._frame()
+                except Exception as exc:  # noqa: BLE001 - handed to every request in the loop
+                    log.exception("decode loop of %s failed", self.name)
+                    self._fail_all(exc)
+        self._fail_all(RuntimeError("the model's decode loop has stopped"))
+
+    def _take_slot(self) -> int:
+        return heapq.heappop(self._free)
+
+    def _give_back(self, slot: int) -> None:
+        del self._running[slot]
+        if self._decoder is not None:
+            self._decoder.free(slot)
+        heapq.heappush(self._free, slot)
+        metrics.ENGINE_SLOTS_OCCUPIED.labels(self.name).set(len(self._running))
+
+    def _drop_cancelled(self) -> None:
+        for request in {id(r): r for r in self._running.values() if r.cancelled.is_set()}.values():
+            for slot in list(request.slots):
+                self._give_back(slot)
+        with self._changed:
+            cancelled = [r for r in self._waiting if r.cancelled.is_set()]
+            for request in cancelled:
+                self._waiting.remove(request)
+
+    def _admit(self) -> None:
+        while True:
+            with self._changed:
+                if not self._waiting or self._waiting[0].rows > len(self._free):
+                    return
+                request = self._waiting.popleft()
+            metrics.ENGINE_QUEUE_WAIT_SECONDS.observe(time.monotonic() - request.enqueued)
+            try:
+                self._prefill(request)
+            except Exception as exc:  # noqa: BLE001 - that request's failure
+                for slot in list(request.slots):
+                    self._give_back(slot)
+                request.events.put(("error", exc))
+
+    def _prefill(self, request: Request) -> None:
+        job = request.job
+        embeds, mask = job.inputs_embeds, job.attention_mask
+        rows, length, _ = embeds.shape
+        prefill = self.talker(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            use_cache=True,
+            cache_position=torch.arange(length, device=embeds.device),
+            trailing_text_hidden=job.trailing_text_hidden,
+            tts_pad_embed=job.tts_pad_embed,
+        )
+        valid = [int(n) for n in mask.sum(dim=1).tolist()]
+        deltas = [int(d) for d in self.talker.rope_deltas.view(-1).tolist()]
+        need = max(valid) + max(job.frame_limits) + 2
+        if self._decoder is None:
+            capacity = max(INITIAL_CAPACITY, -(-need // SPAN_STEP) * SPAN_STEP)
+            self._decoder = SlotDecoder(self.talker, slots=self.slots, capacity=capacity, like=embeds)
+        decoder = self._decoder
+        if need > decoder.capacity:
+            decoder.grow(max(need, 2 * decoder.capacity))
+        suppressed = suppression_mask(self.talker.config.vocab_size, job.suppress_ids, embeds.device)
+        cache = prefill.past_key_values
+        request.codes = [[] for _ in range(rows)]
+        for row in range(rows):
+            slot = self._take_slot()
+            request.slots[slot] = row
+            self._running[slot] = request
+            start = length - valid[row]
+            decoder.admit(
+                slot,
+                keys=[layer.keys[row, :, start:] for layer in cache.layers],
+                values=[layer.values[row, :, start:] for layer in cache.layers],
+                logits=prefill.logits[row, -1].float(),
+                past_hidden=prefill.past_hidden[row],
+                start=length + deltas[row],
+                trailing=job.trailing_text_hidden[row],
+                pad=job.tts_pad_embed.view(-1),
+                limit=job.frame_limits[row],
+                min_new=job.min_new_tokens,
+                eos=job.eos_id,
+                penalty=job.repetition_penalty,
+                suppressed=suppressed,
+                talker=job.talker,
+                predictor=job.predictor,
+                seed=request.seeds[row],
+            )
+            self._lengths[slot] = valid[row]
+        metrics.ENGINE_SLOTS_OCCUPIED.labels(self.name).set(len(self._running))
+
+    def _frame(self) -> None:
+        decoder = self._decoder
+        assert decoder is not None
+        bucket = bucket_for(max(self._running) + 1, self.slots)
+        longest = max(self._lengths[slot] for slot in self._running) + 1
+        span = min(decoder.capacity, -(-longest // SPAN_STEP) * SPAN_STEP)
+        with self.step_context():
+            decoder.frame(bucket, span)
+        # the one read per frame: which rows ended, and their codes (a copy: the buffer is the next step's)
+        out = decoder.out[:bucket].to("cpu", copy=True)
+        self.frames += 1
+        produced: dict[int, tuple[Request, list[int]]] = {}
+        for slot, request in list(self._running.items()):
+            row = request.slots[slot]
+            if bool(out[slot, 0]):
+                del request.slots[slot]
+                self._give_back(slot)
+                self._row_ended(request, row)
+                continue
+            self._lengths[slot] += 1
+            request.codes[row].append(out[slot, 1:])
+            produced.setdefault(id(request), (request, []))[1].append(row)
+        for request, rows in produced.values():
+            self.row_frames += len(rows)
+            metrics.ENGINE_FRAMES.labels(self.name).inc(len(rows))
+            codes = torch.stack([request.codes[row][-1] for row in rows])
+            request.events.put(("frame", len(request.codes[rows[0]]) - 1, torch.tensor(rows), codes))
+
+    def _row_ended(self, request: Request, row: int) -> None:
+        groups = self.talker.config.num_code_groups
+        done = [torch.stack(c) if c else torch.empty(0, groups, dtype=torch.long) for c in request.codes]
+        if request.slots:
+            request.events.put(("row", row, done[row]))
+        else:
+            request.events.put(("end", done))
+
+    def _fail_all(self, exc: BaseException) -> None:
+        for request in {id(r): r for r in self._running.values()}.values():
+            for slot in list(request.slots):
+                self._give_back(slot)
+            request.events.put(("error", exc))
+        with self._changed:
+            waiting, self._waiting = list(self._waiting), deque()
+        for request in waiting:
+            request.events.put(("error", exc))

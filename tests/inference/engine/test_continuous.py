@@ -1,0 +1,257 @@
+"""The continuous decode loop (`engine.scheduler`) on the tiny checkpoints: a request's codes do not depend on the
+rows beside it, on when it joins, or on rows of other voices of the same model; sampled rows follow their seeds;
+and the step is graph-ready (its buffers keep their storage per bucket, nothing in it waits for the device)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from voicefinetune_inference.engine import batch, fast_engine, tts_model
+from voicefinetune_inference.engine.scheduler import DecodeLoop
+
+from .engine_helpers import GREEDY, load_tiny
+
+SLOTS = 4
+LONG = "A rather longer line of text, so that its prompt is padded differently from the short one."
+DEADLINE = 60.0
+
+
+def with_loop(tiny_models, kind: str, **loop_options) -> tts_model.LoadedModel:
+    loaded = load_tiny(tiny_models, kind)
+    loaded.tts.generate_defaults.update(max_new_tokens=64)
+    loop = DecodeLoop(loaded.tts.model.talker, slots=SLOTS, name=kind, **loop_options)
+    fast_engine.attach(loaded.tts.model, loop)
+    loaded.decode_loop = loop
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def custom(tiny_models):
+    loaded = with_loop(tiny_models, "custom_voice")
+    yield loaded
+    tts_model.release(loaded)
+
+
+@pytest.fixture(scope="module")
+def base(tiny_models):
+    loaded = with_loop(tiny_models, "base")
+    yield loaded
+    tts_model.release(loaded)
+
+
+def reference_prompt(loaded: tts_model.LoadedModel, pitch: float, ref_text: str):
+    rate = 24000
+    t = np.arange(rate) / rate
+    wave = sum(0.2 / k * np.sin(2 * np.pi * pitch * k * t) for k in range(1, 6))
+    return tts_model.clone_prompt(
+        loaded, wave.astype(np.float32), sample_rate=rate, ref_text=ref_text, use_xvec=False
+    )
+
+
+class Row:
+    """One request's frames as the loop hands them over (in the requesting thread)."""
+
+    def __init__(self) -> None:
+        self.frames: list[torch.Tensor] = []
+        self.started = threading.Event()
+        self.rows_beside_first: int | None = None
+
+    def codes(self) -> torch.Tensor:
+        return torch.cat(self.frames) if self.frames else torch.empty(0, 16, dtype=torch.long)
+
+
+def request(
+    loaded: tts_model.LoadedModel,
+    item: tts_model.SpeechItem,
+    *,
+    frames: int,
+    seed: int = 0,
+    sampled: bool = False,
+    row: Row | None = None,
+) -> Row:
+    """One utterance through upstream's call and the model's loop; its codes as the loop produced them."""
+    row = row or Row()
+
+    def on_frame(step, rows, codes):
+        if not row.frames:
+            row.rows_beside_first = loaded.decode_loop.status()["rows_running"]
+        row.frames.append(codes.clone())
+        row.started.set()
+
+    options = fast_engine.CallOptions(frame_limits=[frames], on_frame=on_frame, seeds=[seed])
+    settings = {} if sampled else GREEDY
+    with fast_engine.decoding(loaded, options):
+        tts_model.call_upstream(loaded, [item], **settings)
+    return row
+
+
+def wait_for(condition, what: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+def joined_after(loaded, running_item, item, *, offset: int, frames: int = 20, **options) -> tuple[Row, Row]:
+    """``item`` submitted once ``running_item`` (a longer row) has produced ``offset`` frames."""
+    running = Row()
+    with ThreadPoolExecutor(1) as pool:
+        background = pool.submit(request, loaded, running_item, frames=60, row=running, **options)
+        wait_for(lambda: len(running.frames) >= offset or background.done(), f"{offset} frames")
+        joined = request(loaded, item, frames=frames, **options)
+        background.result(timeout=DEADLINE)
+    return running, joined
+
+
+def speaker(text: str, instruct: str = "") -> tts_model.SpeechItem:
+    return tts_model.SpeechItem(text, "english", instruct=instruct, speaker="tiny_speaker")
+
+
+@pytest.mark.parametrize("offset", [1, 5, 12])
+def test_a_request_joined_mid_flight_makes_the_codes_it_makes_alone(custom, offset):
+    item = speaker("Hello there, this is the request that joins.")
+    alone = request(custom, item, frames=20).codes()
+    running, joined = joined_after(custom, speaker(LONG), item, offset=offset)
+    assert alone.shape == (19, 16)
+    assert joined.rows_beside_first == 2  # it really ran beside the other row
+    assert torch.equal(joined.codes(), alone)
+    assert torch.equal(running.codes(), request(custom, speaker(LONG), frames=60).codes())
+
+
+def test_rows_of_other_voices_on_the_same_model_leave_a_clone_unchanged(base):
+    """Voice clones of two references (the voice is in the prompt) and a third text, all in one loop."""
+    first = tts_model.SpeechItem(
+        "The first cloned voice speaks.",
+        "english",
+        clone_prompt=reference_prompt(base, 140.0, "A low reference."),
+    )
+    second = tts_model.SpeechItem(
+        LONG, "english", clone_prompt=reference_prompt(base, 230.0, "A higher reference line.")
+    )
+    alone = request(base, first, frames=16).codes()
+    running, joined = joined_after(base, second, first, offset=3, frames=16)
+    assert joined.rows_beside_first == 2
+    assert alone.shape == (15, 16) and torch.equal(joined.codes(), alone)
+    assert not torch.equal(running.codes()[:15], alone)  # a different voice did run beside it
+
+
+def test_custom_voice_rows_with_other_instructions_leave_each_other_unchanged(custom):
+    """The tiny CustomVoice checkpoint has one speaker: its rows differ by instruction and text here."""
+    calm = speaker("Spoken calmly by the one speaker.", instruct="Calm and slow.")
+    alone = request(custom, calm, frames=20).codes()
+    running, joined = joined_after(custom, speaker(LONG, instruct="Loud and fast!"), calm, offset=4)
+    assert joined.rows_beside_first == 2
+    assert torch.equal(joined.codes(), alone)
+
+
+def test_sampled_rows_follow_their_seeds_whatever_joins_or_leaves(custom):
+    item = speaker("A sampled line of speech.")
+    alone = request(custom, item, frames=20, seed=1234, sampled=True).codes()
+    running, joined = joined_after(custom, speaker(LONG), item, offset=3, sampled=True, seed=1234)
+    assert joined.rows_beside_first == 2
+    assert torch.equal(joined.codes(), alone)
+    other_seed = request(custom, item, frames=20, seed=99, sampled=True).codes()
+    assert not torch.equal(other_seed[: len(alone)], alone[: len(other_seed)])
+
+
+def test_buffered_generate_through_the_loop_equals_the_one_call_engine(tiny_models, custom):
+    """`batch.generate` (the server's buffered call) of a fused pair: the same waveforms with or without the loop."""
+    plain = load_tiny(tiny_models, "custom_voice")
+    plain.tts.generate_defaults.update(max_new_tokens=64)
+    for loaded in (plain, custom):
+        loaded.tts.generate_defaults.update(GREEDY)
+    try:
+        items = [speaker("Hi."), speaker(LONG)]
+        want = batch.generate(plain, items)
+        got = batch.generate(custom, items)
+    finally:
+        for key in GREEDY:
+            custom.tts.generate_defaults.pop(key)
+    assert [len(w) for w in got] == [len(w) for w in want] == [63 * 1920, 63 * 1920]
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)
+
+
+# --- graph readiness ---------------------------------------------------------------------------------------------
+
+SYNCING = {
+    "aten::_local_scalar_dense",
+    "aten::nonzero",
+    "aten::masked_select",
+    "aten::unique",
+    "aten::_unique2",
+}
+INDEXING = {
+    "aten::index.Tensor",
+    "aten::index_put_",
+    "aten::index_put",
+}  # host-free with integer indices only
+
+
+def syncs_with_the_host(func, args) -> bool:
+    name = func._schema.name
+    if name in SYNCING:
+        return True
+    if f"{name}.{func._overloadname}" in INDEXING or name in INDEXING:
+        indices = args[1] if len(args) > 1 else []
+        return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in indices)
+    return torch.Tag.dynamic_output_shape in func.tags or torch.Tag.data_dependent_output in func.tags
+
+
+class HostSyncs(TorchDispatchMode):
+    """Records the ops dispatched inside steps that read device data on the host or size their output by it."""
+
+    def __init__(self, seen: list[str]):
+        super().__init__()
+        self.seen = seen
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if syncs_with_the_host(func, args):
+            self.seen.append(func._schema.name)
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_step_keeps_its_buffers_and_never_waits_for_the_device(tiny_models):
+    syncs: list[str] = []
+    storage: dict[int, set[tuple]] = {}
+    holder: dict[str, DecodeLoop] = {}
+
+    class Step:
+        def __enter__(self):
+            self.mode = HostSyncs(syncs)
+            return self.mode.__enter__()
+
+        def __exit__(self, *exc):
+            self.mode.__exit__(*exc)
+            decoder = holder["loop"].decoder
+            record = tuple(sorted((n, t.data_ptr(), tuple(t.shape)) for n, t in decoder.buffers().items()))
+            storage.setdefault(decoder.kv.bucket, set()).add(record)
+
+    loaded = with_loop(tiny_models, "custom_voice", step_context=Step)
+    holder["loop"] = loaded.decode_loop
+    try:
+        rows: list[Row] = [Row() for _ in range(3)]
+        with ThreadPoolExecutor(3) as pool:
+            first = pool.submit(request, loaded, speaker(LONG), frames=24, row=rows[0])
+            wait_for(lambda: len(rows[0].frames) >= 2, "the first row")
+            second = pool.submit(
+                request, loaded, speaker("Short."), frames=6, row=rows[1], sampled=True, seed=5
+            )
+            wait_for(lambda: second.done(), "the second row")
+            third = pool.submit(request, loaded, speaker("A third one joins."), frames=8, row=rows[2])
+            for future in (first, third):
+                future.result(timeout=DEADLINE)
+    finally:
+        tts_model.release(loaded)
+    assert [len(rows[0].frames), len(rows[2].frames)] == [23, 7] and 0 < len(rows[1].frames) <= 5
+    assert syncs == []
+    assert len(storage) >= 2  # rows joined and left: the loop ran at more than one batch-size bucket
+    for bucket, records in storage.items():
+        assert len(records) == 1, f"bucket {bucket}: buffers changed storage or shape between steps"
