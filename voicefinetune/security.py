@@ -1,7 +1,9 @@
 """The optional API key shared by the facade and the inference server (off unless ``VFT_API_KEY`` is set).
 
-With keys configured, every request except the open paths (health, probes, optionally ``/metrics``) must carry one
-of them as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``; otherwise the answer is a JSON 401. Keys are
+With keys configured, every request except the open paths (health, probes, the API documentation pages with their
+assets and schema, optionally ``/metrics``) must carry one of them as ``Authorization: Bearer <key>`` or
+``X-API-Key: <key>``; otherwise the answer is a JSON 401. The documentation stays open so that a browser can load
+Swagger UI and send the key with its Authorize button. Keys are
 compared in constant time, and several comma-separated keys are accepted so a key can be rotated without downtime.
 """
 
@@ -23,7 +25,13 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 HEALTH_PATHS = frozenset({"/", "/healthz", "/readyz", "/livez"})
 METRICS_PATH = "/metrics"
-UNAUTHORIZED = "missing or invalid API key: send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
+OPENAPI_PATH, SWAGGER_PATH, REDOC_PATH = "/openapi.json", "/docs", "/redoc"
+DOCS_PATHS = frozenset({OPENAPI_PATH, SWAGGER_PATH, REDOC_PATH})
+DOCS_ASSETS_PATH = "/docs-assets"  # Swagger UI's and ReDoc's files (voicefinetune.api_docs)
+API_KEY_HEADER = "X-API-Key"
+UNAUTHORIZED = (
+    f"missing or invalid API key: send it as 'Authorization: Bearer <key>' or '{API_KEY_HEADER}: <key>'"
+)
 
 
 def parse_keys(value: str | None) -> tuple[str, ...]:
@@ -46,7 +54,7 @@ def auth_headers(settings: Settings) -> dict[str, str]:
 def presented_key(headers: list[tuple[bytes, bytes]]) -> str | None:
     for name, value in headers:
         lowered = name.lower()
-        if lowered == b"x-api-key":
+        if lowered == API_KEY_HEADER.lower().encode():
             return value.decode("latin-1").strip()
         if lowered == b"authorization":
             scheme, _, credentials = value.decode("latin-1").partition(" ")
@@ -69,13 +77,23 @@ def key_matches(presented: str | None, keys: tuple[str, ...]) -> bool:
 class ApiKeyMiddleware:
     """ASGI middleware: 401 JSON for a request without a valid key, except on the open paths."""
 
-    def __init__(self, app: ASGIApp, keys: tuple[str, ...], open_paths: frozenset[str] = HEALTH_PATHS):
+    def __init__(
+        self,
+        app: ASGIApp,
+        keys: tuple[str, ...],
+        open_paths: frozenset[str] = HEALTH_PATHS,
+        open_prefixes: tuple[str, ...] = (),
+    ):
         self.app = app
         self.keys = keys
         self.open_paths = open_paths
+        self.open_prefixes = open_prefixes
+
+    def is_open(self, path: str) -> bool:
+        return path in self.open_paths or path.startswith(self.open_prefixes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.keys or scope.get("path", "") in self.open_paths:
+        if scope["type"] != "http" or not self.keys or self.is_open(scope.get("path", "")):
             await self.app(scope, receive, send)
             return
         if key_matches(presented_key(scope.get("headers", [])), self.keys):
@@ -95,14 +113,20 @@ def unauthorized_body(path: str) -> dict[str, Any]:
 
 
 def open_paths(settings: Settings) -> frozenset[str]:
-    return HEALTH_PATHS | {METRICS_PATH} if settings.metrics_public else HEALTH_PATHS
+    paths = HEALTH_PATHS | DOCS_PATHS
+    return paths | {METRICS_PATH} if settings.metrics_public else paths
 
 
 def protect(app: Any, settings: Settings) -> None:
     """Require the API key on ``app`` (a FastAPI/Starlette app) when ``VFT_API_KEY`` is set."""
     keys = parse_keys(settings.api_key)
     if keys:
-        app.add_middleware(ApiKeyMiddleware, keys=keys, open_paths=open_paths(settings))
+        app.add_middleware(
+            ApiKeyMiddleware,
+            keys=keys,
+            open_paths=open_paths(settings),
+            open_prefixes=(DOCS_ASSETS_PATH + "/",),
+        )
 
 
 async def send_json(

@@ -6,6 +6,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from voicefinetune.api_docs import install_docs
 from voicefinetune.bodylimit import limit_bodies
 from voicefinetune.error_ids import install_internal_error_handler
 from voicefinetune.openai_compat import install_openai_http_errors
@@ -36,7 +37,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="voicefinetune inference server",
         description="Many fine-tuned Qwen3-TTS voices on one GPU: VRAM and disk LRU caches, request fusion, S3 outputs.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    install_docs(app, settings)
     app.state.service = service
     install_validation_error_handler(app)
     install_internal_error_handler(app)

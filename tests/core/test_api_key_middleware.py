@@ -125,8 +125,13 @@ def test_presented_key_and_matching():
 def test_metrics_is_open_only_when_public():
     public = Settings.from_env({"VFT_METRICS_PUBLIC": "1"})
     private = Settings.from_env({"VFT_METRICS_PUBLIC": "0"})
-    assert open_paths(public) == HEALTH_PATHS | {"/metrics"}
-    assert open_paths(private) == HEALTH_PATHS
+    docs = {
+        "/docs",
+        "/redoc",
+        "/openapi.json",
+    }  # a browser loads Swagger UI before its Authorize button sends the key
+    assert open_paths(public) == HEALTH_PATHS | docs | {"/metrics"}
+    assert open_paths(private) == HEALTH_PATHS | docs
 
 
 def test_protect_adds_the_middleware_only_with_keys():
@@ -139,4 +144,13 @@ def test_protect_adds_the_middleware_only_with_keys():
     protect(App(), Settings.from_env({}))
     assert added == []
     protect(App(), Settings.from_env({"VFT_API_KEY": "a,b", "VFT_METRICS_PUBLIC": "0"}))
-    assert added == [(ApiKeyMiddleware, {"keys": ("a", "b"), "open_paths": HEALTH_PATHS})]
+    assert added == [
+        (
+            ApiKeyMiddleware,
+            {
+                "keys": ("a", "b"),
+                "open_paths": HEALTH_PATHS | {"/docs", "/redoc", "/openapi.json"},
+                "open_prefixes": ("/docs-assets/",),
+            },
+        )
+    ]

@@ -11,6 +11,7 @@ from typing import Protocol
 
 from fastapi import APIRouter, FastAPI, HTTPException
 
+from ..api_docs import install_docs
 from ..bodylimit import limit_bodies
 from ..error_ids import install_internal_error_handler
 from ..lifecycle import FAILED, READY, JobGate
@@ -75,7 +76,15 @@ def create_app(settings: Settings, backend: JobBackend, inference: InferenceMoun
             await backend.stop()
             await inference.stop()
 
-    app = FastAPI(title=TITLE, description=DESCRIPTION, version=_version(), lifespan=lifespan)
+    app = FastAPI(
+        title=TITLE,
+        description=DESCRIPTION,
+        version=_version(),
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    install_docs(app, settings)
     install_validation_error_handler(app)
     install_internal_error_handler(app)
     install_openai_http_errors(app)
