@@ -43,7 +43,7 @@ def bucket_for(rows: int, slots: int) -> int:
     return min(next((b for b in BUCKETS if b >= rows), slots), slots)
 
 
-@dataclass
+@dataclass(eq=False)  # each request is itself (its fields hold tensors)
 class Request:
     """One call's rows in the loop. ``events`` carries ``("frame", frame, rows, codes)``, ``("row", row, codes)``
     for a row that ends before the others, then ``("end", codes_per_row)`` or ``("error", exception)``."""

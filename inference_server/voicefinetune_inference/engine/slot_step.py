@@ -31,6 +31,7 @@ from voicefinetune_inference.engine.row_sampling import RowSettings, choose_rows
 from voicefinetune_inference.engine.sampling import SamplingParams
 from voicefinetune_inference.engine.slots import FrameKV, SlotKV
 
+SEED_MASK = 2**63 - 1  # seeds are kept as int64
 DRAWS_PER_FRAME = 16  # a row's draw counter advances by one per code: codebook 0, then the predictor's 15
 
 
@@ -144,7 +145,7 @@ class SlotDecoder:
         self.min_new[slot] = min_new
         self.eos[slot] = eos
         self.penalty[slot] = penalty
-        self.seeds[slot] = seed
+        self.seeds[slot] = seed & SEED_MASK
         self.start[slot] = start
         self.active[slot] = 1
         length = trailing.shape[0]
