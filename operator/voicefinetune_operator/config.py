@@ -88,6 +88,11 @@ class OperatorConfig:
     )
     train_ttl_seconds: int = field(default=86400, metadata={"env": "VFT_TRAIN_TTL_SECONDS", "parse": int})
     train_service_account: str = field(default="", metadata={"env": "VFT_TRAIN_SERVICE_ACCOUNT"})
+    # The trainer and inference pods' UID, GID and fsGroup (the chart's podSecurityContext); unset: the image's USER,
+    # or what the platform assigns (OpenShift's restricted profile).
+    run_as_user: int | None = field(default=None, metadata={"env": "VFT_RUN_AS_USER", "parse": int})
+    run_as_group: int | None = field(default=None, metadata={"env": "VFT_RUN_AS_GROUP", "parse": int})
+    fs_group: int | None = field(default=None, metadata={"env": "VFT_FS_GROUP", "parse": int})
     # Progress receiver: trainer pods POST to {progress_base_url}/progress/{namespace}/{name}.
     port: int = field(default=8081, metadata={"env": "VFT_OPERATOR_PORT", "parse": int})
     progress_base_url: str = field(default="", metadata={"env": "VFT_PROGRESS_BASE_URL"})

@@ -9,10 +9,10 @@ from voicefinetune_operator.config import GPU_RESOURCE, INFERENCE_PORT, Operator
 from voicefinetune_operator.crd import MANAGED_BY
 from voicefinetune_operator.jobs import (
     CONTAINER_SECURITY_CONTEXT,
-    POD_SECURITY_CONTEXT,
     TMP_ENV,
     TMP_MOUNT,
     TMP_VOLUME,
+    pod_security_context,
 )
 
 CACHE_DIR = "/data"
@@ -66,7 +66,7 @@ def build_inference_deployment(config: OperatorConfig, owner: dict[str, Any] | N
     probe = {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 10, "timeoutSeconds": 5}
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
-        "securityContext": POD_SECURITY_CONTEXT,
+        "securityContext": pod_security_context(config),
         "nodeSelector": dict(config.inference_node_selector),
         "tolerations": list(config.inference_tolerations),
         "containers": [

@@ -127,7 +127,7 @@ def build_training_job(
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
-        "securityContext": POD_SECURITY_CONTEXT,
+        "securityContext": pod_security_context(config),
         "nodeSelector": dict(
             scheduling.node_selector if scheduling.node_selector is not None else config.train_node_selector
         ),
@@ -200,13 +200,16 @@ def build_training_job(
     }
 
 
-POD_SECURITY_CONTEXT = {
-    "runAsNonRoot": True,
-    "runAsUser": 1000,
-    "runAsGroup": 1000,
-    "fsGroup": 1000,
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
+def pod_security_context(config: OperatorConfig) -> dict[str, Any]:
+    """Non-root with the configured IDs; those left unset are the platform's to assign."""
+    ids = {"runAsUser": config.run_as_user, "runAsGroup": config.run_as_group, "fsGroup": config.fs_group}
+    return {
+        "runAsNonRoot": True,
+        **{key: value for key, value in ids.items() if value is not None},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
 CONTAINER_SECURITY_CONTEXT = {
     "allowPrivilegeEscalation": False,
     "capabilities": {"drop": ["ALL"]},

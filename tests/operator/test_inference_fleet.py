@@ -181,7 +181,7 @@ def test_pods_the_operator_creates_run_as_non_root(cluster, start_operator, cust
     (job,) = wait_for(lambda: cluster.objects(JOBS), what="the training Job")
     (deployment,) = wait_for(lambda: cluster.objects("apps/v1/deployments"), what="the inference Deployment")
     for pod in (job["spec"]["template"]["spec"], deployment["spec"]["template"]["spec"]):
-        assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
+        assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"].get("runAsUser") != 0
         assert pod["automountServiceAccountToken"] is False
         for container in pod["containers"]:
             assert container["securityContext"]["allowPrivilegeEscalation"] is False

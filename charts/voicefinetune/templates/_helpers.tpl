@@ -54,9 +54,11 @@ app.kubernetes.io/component: {{ .component }}
 {{/* Non-root, no privilege escalation, no capabilities: every pod of the chart. */}}
 {{- define "voicefinetune.podSecurityContext" -}}
 runAsNonRoot: true
-runAsUser: 1000
-runAsGroup: 1000
-fsGroup: 1000
+{{- range $key := list "runAsUser" "runAsGroup" "fsGroup" }}
+{{- with index $.Values.podSecurityContext $key }}
+{{ $key }}: {{ . }}
+{{- end }}
+{{- end }}
 seccompProfile:
   type: RuntimeDefault
 {{- end }}
