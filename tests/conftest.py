@@ -29,6 +29,8 @@ LONG_MODULES = {
     "facade/test_local_backend_recovery.py": 300,  # runs and restarts training jobs
     "facade/test_training_faults.py": 300,
     "facade/test_fuzz_openapi.py": 300,  # fuzzes two real servers
+    "chapters/test_chapters.py": 300,  # a real `vft serve` renders chapters of up to 40 segments
+    "chapters/test_chapter_resume.py": 300,  # kills and restarts a real `vft serve` mid-chapter
     "operator/test_end_to_end.py": 600,  # trains and serves a voice through operator, facade and inference server
     "operator/test_operator.py": 300,  # real operators against KMock, waits of up to 90 s
     "operator/test_operator_ha.py": 300,

@@ -84,6 +84,8 @@ class Settings:
     inference_max_batch: int = field(default=8, metadata={"env": "VFT_INFERENCE_MAX_BATCH", "parse": int})
     # Optional API key(s), comma-separated (rotation); empty: no authentication (the original service's behaviour).
     api_key: str | None = field(default=None, repr=False, metadata={"env": "VFT_API_KEY"})
+    # Webhook events are signed with HMAC-SHA256 under this key (X-Voicefinetune-Signature); empty: sent unsigned.
+    webhook_secret: str | None = field(default=None, repr=False, metadata={"env": "VFT_WEBHOOK_SECRET"})
     # With an API key, /metrics stays open for Prometheus unless this is 0 (it carries counts, not request content).
     metrics_public: bool = field(default=True, metadata={"env": "VFT_METRICS_PUBLIC", "parse": parse_bool})
     # Caps on request sizes (bytes): JSON bodies (413 before parsing) and multipart dataset uploads (413 while streaming).

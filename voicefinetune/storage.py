@@ -209,6 +209,17 @@ class Storage:
         partial.replace(path)
         return path
 
+    def read_bytes(self, key: str) -> bytes | None:
+        """A small object's bytes; None when there is none under ``key``."""
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                return None
+            raise self._fail("download", key, exc) from exc
+        except BotoCoreError as exc:
+            raise self._fail("download", key, exc) from exc
+
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         try:
             for page in self.client.get_paginator("list_objects_v2").paginate(

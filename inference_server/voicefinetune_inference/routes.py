@@ -40,6 +40,8 @@ from voicefinetune.schemas import (
 from voicefinetune.storage import build_key
 from voicefinetune_inference import metrics
 from voicefinetune_inference.caches.voices import check_voice_id
+from voicefinetune_inference.chapters.routes import add_chapter_routes, chapter_lifespan
+from voicefinetune_inference.chapters.worker import ChapterWorker
 from voicefinetune_inference.errors import ServerBusy, message_for, status_for
 from voicefinetune_inference.openai_api.routes import add_openai_routes
 from voicefinetune_inference.serving.service import InferenceService
@@ -163,7 +165,8 @@ def audio_answer(result: bytes | InferS3Response) -> Response | InferS3Response:
 
 
 def build_router(service: InferenceService, job_gate: JobGate | None = None) -> APIRouter:
-    router = APIRouter(route_class=TimedRoute)
+    chapters = ChapterWorker(service)
+    router = APIRouter(route_class=TimedRoute, lifespan=chapter_lifespan(chapters))
     opslog: OpsLog = service.opslog
 
     async def gate(job_id: str) -> None:
@@ -326,4 +329,8 @@ def build_router(service: InferenceService, job_gate: JobGate | None = None) -> 
     # --- OpenAI-compatible audio API (/v1) -------------------------------------------------------------------
 
     add_openai_routes(router, service, job_gate=job_gate)
+
+    # --- audiobook chapters (/synthesis) ---------------------------------------------------------------------
+
+    add_chapter_routes(router, chapters)
     return router

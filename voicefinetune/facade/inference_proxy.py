@@ -37,6 +37,7 @@ class Routing(enum.Enum):
 
     JOB = enum.auto()  # the voice of the path's job id (after the job gate)
     SPEECH_VOICE = enum.auto()  # the voice in the body (`speech_key`); the answer streamed through
+    CHAPTER = enum.auto()  # a chapter's first voice (`chapter_key`): its work runs where that voice is
     VOICE_DESIGN = enum.auto()  # the VoiceDesign model's replica
     VOICE_CLONE = enum.auto()  # the Base model's replica
     EVERY = enum.auto()  # every replica at once (GPU settings apply to all); a failure anywhere is the answer
@@ -63,22 +64,48 @@ ROUTES: list[tuple[str, str, Routing]] = [
     ("GET", "/v1/models", Routing.FIRST),
     ("GET", "/v1/models/{model_id:path}", Routing.FIRST),
     ("GET", "/v1/audio/voices", Routing.FIRST),
+    # A chapter's state is in S3: any replica answers for it (and a cancel reaches its worker through S3).
+    ("POST", "/synthesis", Routing.CHAPTER),
+    ("GET", "/synthesis", Routing.FIRST),
+    ("GET", "/synthesis/{synthesis_id}", Routing.FIRST),
+    ("DELETE", "/synthesis/{synthesis_id}", Routing.FIRST),
+    ("POST", "/synthesis/{synthesis_id}/segments/{index}/regenerate", Routing.FIRST),
 ]
+
+
+def _body(body: bytes) -> dict:
+    try:
+        parsed = json.loads(body or b"{}")
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def _voice_key(voice: object) -> str | None:
+    if not isinstance(voice, str) or not voice.strip():
+        return None
+    voice = voice.strip()
+    designed = voice.lower() in DESIGN_VOICES or voice.lower().startswith("design:")
+    return MODEL_KEYS[Routing.VOICE_DESIGN] if designed else voice
 
 
 def speech_key(body: bytes) -> str | None:
     """The routing key of a speech request: its voice (the job id of a fine-tuned voice), or the VoiceDesign
     model's key for the voices that model speaks; None without a voice."""
-    try:
-        voice = json.loads(body or b"{}").get("voice")
-    except (ValueError, AttributeError):
-        voice = None
+    voice = _body(body).get("voice")
     if isinstance(voice, dict):  # OpenAI's {"id": ...} form
         voice = voice.get("id")
-    if not isinstance(voice, str) or not voice.strip():
-        return None
-    voice = voice.strip()
-    return MODEL_KEYS[Routing.VOICE_DESIGN] if voice.lower() in DESIGN_VOICES else voice
+    return _voice_key(voice)
+
+
+def chapter_key(body: bytes) -> str | None:
+    """The routing key of a chapter: its ``voice``, else its first item's (keyed like a speech request's)."""
+    parsed = _body(body)
+    voice = parsed.get("voice")
+    items = parsed.get("items")
+    if not voice and isinstance(items, list) and items and isinstance(items[0], dict):
+        voice = items[0].get("voice")
+    return _voice_key(voice)
 
 
 def routing_key(routing: Routing, request: Request, body: bytes) -> str | None:
@@ -87,6 +114,8 @@ def routing_key(routing: Routing, request: Request, body: bytes) -> str | None:
         return request.path_params["job_id"]
     if routing is Routing.SPEECH_VOICE:
         return speech_key(body)
+    if routing is Routing.CHAPTER:
+        return chapter_key(body)
     return MODEL_KEYS.get(routing)
 
 

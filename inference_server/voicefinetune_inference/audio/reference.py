@@ -1,8 +1,8 @@
 """Reference audio for voice cloning: an http(s) URL, a ``data:`` URL or plain base64.
 
 URLs are fetched defensively (server-side request forgery): the host is resolved first and every address it
-resolves to must be public unless ``allow_private_urls`` is set; the connection then goes to the checked address
-(no second lookup an attacker could rebind), redirects are re-checked hop by hop, and size and time are bounded.
+resolves to must be public (`voicefinetune.url_safety`, the policy webhooks share) unless ``allow_private_urls`` is
+set; the connection then goes to the checked address (no second lookup an attacker could rebind), redirects are re-checked hop by hop, and size and time are bounded.
 Private addresses are allowed with ``VFT_ALLOW_PRIVATE_URLS=1``, or only for the origins listed in
 ``VFT_TRUSTED_URL_ORIGINS`` (e.g. an in-cluster S3 endpoint). Cloud metadata addresses are refused even then.
 """
@@ -20,38 +20,17 @@ from urllib.parse import SplitResult, urljoin, urlsplit
 import httpx
 import numpy as np
 
+from voicefinetune.url_safety import IPAddress, Origin, address_refusal, url_origin
 from voicefinetune_inference.audio.wav import NotAudio, decode_audio
 from voicefinetune_inference.errors import RefAudioError
 
 MAX_REF_AUDIO_BYTES = 20 * 1024 * 1024
 FETCH_TIMEOUT_SECONDS = 15.0
 MAX_REDIRECTS = 3
-METADATA_ADDRESSES = frozenset(
-    ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200", "169.254.170.2")
-)
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-Origin = tuple[str, str, int]  # (scheme, lowercase host, port)
 HOW_TO_ALLOW = (
     "give a public URL, base64 or a data: URL; to allow private and loopback hosts set VFT_ALLOW_PRIVATE_URLS=1, "
     "or list trusted origins in VFT_TRUSTED_URL_ORIGINS (e.g. http://127.0.0.1:9000)"
 )
-
-
-def url_origin(url: str | SplitResult) -> Origin | None:
-    """(scheme, host, port) of an http(s) URL, default ports filled in; None for anything else."""
-    try:
-        parts = urlsplit(url) if isinstance(url, str) else url
-    except ValueError:  # malformed brackets
-        return None
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https") or not parts.hostname:
-        return None
-    try:
-        port = parts.port or (443 if scheme == "https" else 80)
-    except ValueError:
-        return None
-    return scheme, parts.hostname.lower(), port
 
 
 def split_url(url: str) -> SplitResult:
@@ -61,43 +40,6 @@ def split_url(url: str) -> SplitResult:
         return urlsplit(url)
     except ValueError as exc:
         raise RefAudioError(f"ref_audio_url {url!r} is not a valid URL: {exc}") from exc
-
-
-NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
-
-
-def embedded_ipv4(address: IPAddress) -> IPAddress:
-    """The IPv4 address an IPv6 address carries and reaches (IPv4-mapped, 6to4 2002::/16, NAT64 64:ff9b::/96,
-    Teredo's client), so that a wrapped loopback or private address is judged as what it is."""
-    if not isinstance(address, ipaddress.IPv6Address):
-        return address
-    if address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    if address.sixtofour is not None:
-        return address.sixtofour
-    if address in NAT64_PREFIX:
-        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    if address.teredo is not None:
-        return address.teredo[1]
-    return address
-
-
-def address_refusal(address: IPAddress, allow_private: bool) -> str | None:
-    """Why a connection to ``address`` is refused, or None when it is allowed."""
-    address = embedded_ipv4(address)
-    if address in METADATA_ADDRESSES:
-        return "a cloud metadata address"
-    if allow_private:
-        return None
-    if address.is_loopback:
-        return "a loopback address"
-    if address.is_link_local:
-        return "a link-local address"
-    if address.is_private:
-        return "a private address"
-    if address.is_multicast or address.is_unspecified or address.is_reserved or not address.is_global:
-        return "not a public address"
-    return None
 
 
 async def resolve_checked(host: str, port: int, allow_private: bool) -> IPAddress:

@@ -1,0 +1,450 @@
+"""`ChapterWorker`: runs chapters. Segments go through the normal engine path (`Generator.generate`, so concurrent
+segments fuse into batched calls with each other and with other traffic), each stored in S3 as it completes; when all
+are done they are joined and the file, its manifest and subtitles written. The state lives in S3 (`store`): a
+restarted process resumes its unfinished chapters without redoing their done segments, and a chapter whose owner
+stopped renewing its heartbeat is taken over by another process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+from voicefinetune.schemas import SAMPLE_RATE, InvalidInput
+from voicefinetune.webhooks import WebhookSender, check_webhook_url, event_body
+from voicefinetune_inference.chapters import metrics
+from voicefinetune_inference.chapters.files import FORMATS, encode
+from voicefinetune_inference.chapters.joining import join
+from voicefinetune_inference.chapters.planning import new_synthesis_id, output_keys, plan_chapter
+from voicefinetune_inference.chapters.protocol import (
+    ACTIVE_STATUSES,
+    RegenerateRequest,
+    SynthesisOutput,
+    SynthesisProgress,
+    SynthesisRequest,
+    SynthesisStatus,
+)
+from voicefinetune_inference.chapters.quality import MAX_ATTEMPTS, DurationNorms
+from voicefinetune_inference.chapters.segmenting import Segment
+from voicefinetune_inference.chapters.store import ChapterStore
+from voicefinetune_inference.chapters.subtitles import srt, webvtt
+from voicefinetune_inference.errors import message_for
+from voicefinetune_inference.openai_api.protocol import OpenAIError
+from voicefinetune_inference.openai_api.voices import OpenAIVoices, ResolvedVoice
+from voicefinetune_inference.serving.service import InferenceService
+
+log = logging.getLogger(__name__)
+
+DESIGN_PREFIX = "design:"
+IN_FLIGHT = 32  # segments of one chapter generating at once: enough to fill the batcher's fused calls
+HEARTBEAT_SECONDS = 10.0
+LEASE_SECONDS = 120.0  # a chapter whose owner has not saved it for this long is taken over
+
+
+class SynthesisNotFound(LookupError):
+    pass
+
+
+class SynthesisConflict(RuntimeError):
+    pass
+
+
+class SynthesisCancelled(Exception):
+    """Another process cancelled the chapter (its state in S3 says so)."""
+
+
+@dataclass
+class _Running:
+    task: asyncio.Task[None]
+    state: dict[str, Any]
+    pending: int = 0
+
+
+class ChapterWorker:
+    def __init__(self, service: InferenceService, owner: str | None = None):
+        self.settings = service.settings
+        self.service = service
+        self.store = ChapterStore(service.storage)
+        self.voices = OpenAIVoices(service.settings, service.catalog, service.speech.loader)
+        self.webhooks = WebhookSender(service.settings)
+        self.owner = owner or socket.gethostname()
+        self._running: dict[str, _Running] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._resumer: asyncio.Task[None] | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.service.storage.configured:
+            self._resumer = asyncio.create_task(self._resume_loop())
+
+    async def stop(self) -> None:
+        if self._resumer is not None:
+            self._resumer.cancel()
+        tasks = [running.task for running in self._running.values()]
+        for task in tasks:  # their state stays "running": the next start resumes them
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.webhooks.close()
+
+    async def _resume_loop(self) -> None:
+        while True:
+            try:
+                await self._resume()
+            except Exception:  # noqa: BLE001 - S3 away for a moment: the next round tries again
+                log.exception("resuming chapters failed")
+            await asyncio.sleep(LEASE_SECONDS / 2)
+
+    async def _resume(self) -> None:
+        now = time.time()
+        for state in await asyncio.to_thread(self.store.states):
+            synthesis_id = state["synthesis_id"]
+            if state["status"] not in ACTIVE_STATUSES or synthesis_id in self._running:
+                continue
+            if state.get("owner") == self.owner or now - state["updated_at"] > LEASE_SECONDS:
+                log.info("resuming chapter %s (%s)", synthesis_id, state["status"])
+                self._start(state)
+
+    # --- requests --------------------------------------------------------------------------------------------
+
+    async def submit(self, request: SynthesisRequest) -> SynthesisStatus:
+        self.service.outputs.require_storage()
+        plan = plan_chapter(request, self.settings)
+        await check_webhook_url(request.webhook_url, self.settings)
+        for voice, instruct in {(s["voice"], s["instruct"]) for s in plan["segments"]}:
+            await self._resolve(voice, instruct)
+        synthesis_id = request.synthesis_id or new_synthesis_id()
+        existing = await asyncio.to_thread(self.store.state, synthesis_id)
+        if existing is not None:
+            if existing.get("fingerprint") != plan["fingerprint"]:
+                raise SynthesisConflict(
+                    f"synthesis {synthesis_id!r} already exists with another request; choose another synthesis_id"
+                )
+            return await self.status(synthesis_id)
+        now = time.time()
+        state = {
+            "synthesis_id": synthesis_id,
+            "status": "queued",
+            "done_segments": 0,
+            "total_segments": len(plan["segments"]),
+            "error": None,
+            "output": None,
+            "book_id": plan["book_id"],
+            "chapter_id": plan["chapter_id"],
+            "format": plan["format"],
+            "webhook_url": plan["webhook_url"],
+            "fingerprint": plan["fingerprint"],
+            "owner": self.owner,
+            "created_at": now,
+            "updated_at": now,
+        }
+        await asyncio.to_thread(self.store.save_plan, synthesis_id, plan)
+        await asyncio.to_thread(self.store.save_state, synthesis_id, state)
+        self._start(state)
+        return self._view(state)
+
+    async def status(self, synthesis_id: str) -> SynthesisStatus:
+        running = self._running.get(synthesis_id)
+        if running is not None:
+            return self._view(running.state)
+        state = await self._state(synthesis_id)
+        if state["status"] in ACTIVE_STATUSES:  # run elsewhere, or before a restart: count what S3 holds
+            state["done_segments"] = len(await asyncio.to_thread(self.store.done_segments, synthesis_id))
+        return await asyncio.to_thread(self._view, state)
+
+    async def all(self) -> list[SynthesisStatus]:
+        states = await asyncio.to_thread(self.store.states)
+        states = [
+            self._running[s["synthesis_id"]].state if s["synthesis_id"] in self._running else s
+            for s in states
+        ]
+        views = await asyncio.to_thread(lambda: [self._view(s) for s in states])
+        return sorted(views, key=lambda view: view.created_at)
+
+    async def cancel_or_delete(self, synthesis_id: str) -> dict[str, Any]:
+        """Cancel a chapter under way; delete a finished one's outputs and records."""
+        running = self._running.get(synthesis_id)
+        state = running.state if running is not None else await self._state(synthesis_id)
+        if state["status"] in ACTIVE_STATUSES:
+            if running is not None:
+                running.task.cancel()
+                await asyncio.gather(running.task, return_exceptions=True)
+            await self._finish(state, "cancelled", error="cancelled by DELETE /synthesis")
+            return self._view(state).model_dump()
+        plan = await asyncio.to_thread(self.store.plan, synthesis_id)
+        keys = list(output_keys(synthesis_id, plan).values()) if plan else []
+        await asyncio.to_thread(self.store.delete, synthesis_id, keys)
+        return {"synthesis_id": synthesis_id, "deleted": True}
+
+    async def regenerate(self, synthesis_id: str, index: int, request: RegenerateRequest) -> SynthesisStatus:
+        """Render segment ``index`` again and join the chapter anew (the other segments are kept)."""
+        if synthesis_id in self._running:
+            raise SynthesisConflict(
+                f"synthesis {synthesis_id!r} is still running; regenerate once it has ended"
+            )
+        state = await self._state(synthesis_id)
+        if state["status"] in ACTIVE_STATUSES:
+            raise SynthesisConflict(
+                f"synthesis {synthesis_id!r} is {state['status']}; regenerate once it has ended"
+            )
+        plan = await asyncio.to_thread(self.store.plan, synthesis_id)
+        segments = plan["segments"]
+        if not 0 <= index < len(segments):
+            raise SynthesisNotFound(
+                f"synthesis {synthesis_id!r} has segments 0 to {len(segments) - 1}, not {index}"
+            )
+        if request.instruct is not None:
+            await self._resolve(segments[index]["voice"], request.instruct)
+            segments[index]["instruct"] = request.instruct
+        segments[index]["seed"] = request.seed
+        await asyncio.to_thread(self.store.save_plan, synthesis_id, plan)
+        await asyncio.to_thread(self.store.forget_segment, synthesis_id, index)
+        state.update(status="queued", error=None, owner=self.owner, done_segments=len(segments) - 1)
+        await self._save(state)
+        self._start(state)
+        return self._view(state)
+
+    # --- running ---------------------------------------------------------------------------------------------
+
+    def _start(self, state: dict[str, Any]) -> None:
+        synthesis_id = state["synthesis_id"]
+        task = asyncio.get_running_loop().create_task(self._run(state))
+        running = self._running[synthesis_id] = _Running(task, state)
+        metrics.ACTIVE_CHAPTERS.set(len(self._running))
+
+        def forget(_task: asyncio.Task[None]) -> None:
+            if self._running.get(synthesis_id) is running:
+                del self._running[synthesis_id]
+            metrics.ACTIVE_CHAPTERS.set(len(self._running))
+
+        task.add_done_callback(forget)
+
+    async def _run(self, state: dict[str, Any]) -> None:
+        synthesis_id = state["synthesis_id"]
+        try:
+            await self._work(state)
+            await self._finish(state, "succeeded")
+        except asyncio.CancelledError:
+            raise  # DELETE writes "cancelled" itself; a stopping server leaves the chapter to resume
+        except SynthesisCancelled:
+            log.info("chapter %s was cancelled elsewhere", synthesis_id)
+        except Exception as exc:
+            log.error("chapter %s failed", synthesis_id, exc_info=exc)
+            await self._finish(state, "failed", error=message_for(exc))
+
+    async def _work(self, state: dict[str, Any]) -> None:
+        synthesis_id = state["synthesis_id"]
+        plan = await asyncio.to_thread(self.store.plan, synthesis_id)
+        segments = [Segment(**{k: v for k, v in s.items() if k != "seed"}) for s in plan["segments"]]
+        done = await asyncio.to_thread(self.store.done_segments, synthesis_id)
+        todo = [s for s in segments if s.index not in done]
+        state.update(status="running", owner=self.owner, done_segments=len(segments) - len(todo))
+        await self._save(state)
+        running = self._running[synthesis_id]
+        running.pending = len(todo)
+        metrics.PENDING_SEGMENTS.inc(len(todo))
+        norms = DurationNorms()
+        gate = asyncio.Semaphore(IN_FLIGHT)
+        with self.service.opslog.track("synthesis_chapter", job_id=synthesis_id, segments=len(todo)):
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for seg in todo:
+                        group.create_task(self._render(state, seg, plan, norms, gate))
+            except BaseExceptionGroup as failures:  # the first failure stands for the chapter's
+                raise _first(failures) from None
+            finally:
+                metrics.PENDING_SEGMENTS.dec(running.pending)
+            await self._assemble(state, plan, segments)
+
+    async def _render(
+        self,
+        state: dict[str, Any],
+        seg: Segment,
+        plan: dict[str, Any],
+        norms: DurationNorms,
+        gate: asyncio.Semaphore,
+    ) -> None:
+        synthesis_id = state["synthesis_id"]
+        async with gate:
+            resolved = await self._resolve(seg.voice, seg.instruct)
+            problems: list[str] = []
+            for attempt in range(1, MAX_ATTEMPTS + 1):
+                wav = await self._generate(resolved, seg)
+                samples = sf.info(io.BytesIO(wav)).frames
+                problem = norms.problem(seg.voice, seg.text, samples, SAMPLE_RATE)
+                if problem is None or attempt == MAX_ATTEMPTS:
+                    break
+                problems.append(problem)
+                metrics.SEGMENTS.labels("regenerated").inc()
+            norms.add(seg.voice, seg.text, samples, SAMPLE_RATE)
+            record = {
+                "index": seg.index,
+                "attempts": attempt,
+                "problems": problems,
+                "samples": samples,
+                "seed": plan["segments"][seg.index].get("seed", plan.get("seed")),
+                "rendered_at": time.time(),
+            }
+            await asyncio.to_thread(self.store.put_segment, synthesis_id, seg.index, wav, record)
+        metrics.SEGMENTS.labels("ok").inc()
+        metrics.PENDING_SEGMENTS.dec()
+        self._running[synthesis_id].pending -= 1
+        state["done_segments"] += 1
+        await self._heartbeat(state)
+
+    async def _generate(self, resolved: ResolvedVoice, seg: Segment) -> bytes:
+        item = resolved.item(seg.text, seg.language)
+        generating = self.service.generator.generate(resolved.spec, item)
+        if resolved.job_id is None:
+            return await generating
+        return await self.service.catalog.work.run(resolved.job_id, generating)
+
+    async def _heartbeat(self, state: dict[str, Any]) -> None:
+        """Save progress now and then; stop when another process has cancelled the chapter."""
+        if time.time() - state["updated_at"] < HEARTBEAT_SECONDS:
+            return
+        saved = await asyncio.to_thread(self.store.state, state["synthesis_id"])
+        if saved is None or saved["status"] == "cancelled":
+            raise SynthesisCancelled(state["synthesis_id"])
+        await self._save(state)
+
+    async def _assemble(self, state: dict[str, Any], plan: dict[str, Any], segments: list[Segment]) -> None:
+        synthesis_id = state["synthesis_id"]
+
+        def fetch(index: int) -> tuple[np.ndarray, dict[str, Any]]:
+            wav, record = self.store.segment(synthesis_id, index)
+            samples, _rate = sf.read(io.BytesIO(wav), dtype="float32", always_2d=False)
+            return samples, record
+
+        fetched = await asyncio.gather(*(asyncio.to_thread(fetch, s.index) for s in segments))
+        audio, placed = await asyncio.to_thread(
+            join, [samples for samples, _ in fetched], [s.pause_ms for s in segments]
+        )
+        entries = [
+            {
+                "index": s.index,
+                "item": s.item,
+                "voice": s.voice,
+                "text": s.text,
+                "start": where.start / SAMPLE_RATE,
+                "end": where.end / SAMPLE_RATE,
+                "attempts": record["attempts"],
+                "seed": record.get("seed"),
+            }
+            for s, where, (_, record) in zip(segments, placed, fetched, strict=True)
+        ]
+        markers = _item_markers(segments, placed)
+        data = await asyncio.to_thread(encode, audio, plan["format"], markers)
+        keys = output_keys(synthesis_id, plan)
+        duration = audio.size / SAMPLE_RATE
+        manifest = {
+            "synthesis_id": synthesis_id,
+            "book_id": plan["book_id"],
+            "chapter_id": plan["chapter_id"],
+            "format": plan["format"],
+            "sample_rate": SAMPLE_RATE,
+            "duration_s": duration,
+            "audio_s3_key": keys["s3_key"],
+            "segments": entries,
+        }
+        cues = [(e["start"], e["end"], e["text"]) for e in entries]
+        outputs = [
+            (keys["s3_key"], data, FORMATS[plan["format"]][1]),
+            (keys["manifest_s3_key"], json.dumps(manifest, indent=1).encode(), "application/json"),
+            (keys["subtitles_s3_key"], webvtt(cues).encode(), "text/vtt"),
+            (keys["srt_s3_key"], srt(cues).encode(), "application/x-subrip"),
+        ]
+        await asyncio.gather(*(asyncio.to_thread(self.store.put_output, *output) for output in outputs))
+        metrics.AUDIO_SECONDS.inc(duration)
+        state["output"] = {**keys, "duration_s": round(duration, 3)}
+
+    async def _finish(self, state: dict[str, Any], status: str, error: str | None = None) -> None:
+        state.update(status=status, error=error)
+        if status == "succeeded":
+            state["done_segments"] = state["total_segments"]
+        await self._save(state)
+        extra: dict[str, Any] = {"error": error, "progress": self._progress(state).model_dump()}
+        if state.get("output"):
+            extra["output"] = {k: v for k, v in state["output"].items()}
+        self.webhooks.send(
+            state.get("webhook_url"), event_body("synthesis", state["synthesis_id"], status, **extra)
+        )
+
+    # --- helpers ---------------------------------------------------------------------------------------------
+
+    async def _resolve(self, voice: str, instruct: str) -> ResolvedVoice:
+        """The model and speaker of a chapter voice; InvalidInput for one no model speaks."""
+        try:
+            if voice.lower().startswith(DESIGN_PREFIX):
+                description = voice[len(DESIGN_PREFIX) :].strip()
+                if not description:
+                    raise InvalidInput("voice 'design:' needs a description of the voice after the colon")
+                return await self.voices.resolve("design", " ".join(filter(None, (description, instruct))))
+            return await self.voices.resolve(voice, instruct or None)
+        except OpenAIError as exc:
+            raise InvalidInput(f"unknown voice: {exc.message}") from exc
+
+    async def _state(self, synthesis_id: str) -> dict[str, Any]:
+        state = await asyncio.to_thread(self.store.state, synthesis_id)
+        if state is None:
+            raise SynthesisNotFound(f"synthesis {synthesis_id!r} not found")
+        return state
+
+    async def _save(self, state: dict[str, Any]) -> None:
+        lock = self._locks.setdefault(state["synthesis_id"], asyncio.Lock())
+        async with lock:  # one write at a time, the newest last
+            state["updated_at"] = time.time()
+            await asyncio.to_thread(self.store.save_state, state["synthesis_id"], dict(state))
+
+    @staticmethod
+    def _progress(state: dict[str, Any]) -> SynthesisProgress:
+        return SynthesisProgress(done_segments=state["done_segments"], total_segments=state["total_segments"])
+
+    def _view(self, state: dict[str, Any]) -> SynthesisStatus:
+        output = None
+        if state.get("output") and state["status"] == "succeeded":
+            keys = state["output"]
+            url = self.service.storage.presigned_url
+            output = SynthesisOutput(
+                **keys,
+                presigned_url=url(keys["s3_key"]),
+                manifest_url=url(keys["manifest_s3_key"]),
+                subtitles_url=url(keys["subtitles_s3_key"]),
+            )
+        return SynthesisStatus(
+            synthesis_id=state["synthesis_id"],
+            status=state["status"],
+            progress=self._progress(state),
+            output=output,
+            error=state.get("error"),
+            book_id=state.get("book_id"),
+            chapter_id=state.get("chapter_id"),
+            format=state["format"],
+            created_at=state["created_at"],
+            updated_at=state["updated_at"],
+        )
+
+
+def _first(group: BaseExceptionGroup) -> BaseException:
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _item_markers(segments: list[Segment], placed: list[Any]) -> list[tuple[int, int, str]]:
+    """One chapter mark per item: from its first segment's start to its last one's end."""
+    spans: dict[int, list[int]] = {}
+    for seg, where in zip(segments, placed, strict=True):
+        span = spans.setdefault(seg.item, [where.start, where.end])
+        span[1] = where.end
+    return [(start, end, f"{item + 1}") for item, (start, end) in sorted(spans.items())]
