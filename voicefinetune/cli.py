@@ -24,7 +24,7 @@ COMMANDS = {
     ),
     "models": (
         "voicefinetune.devtools.tiny_models",
-        "`vft models tiny DIR`: build tiny random Qwen3-TTS checkpoints",
+        "`vft models download [--dir DIR]`: fetch the real checkpoints; `vft models tiny DIR`: tiny random ones",
     ),
 }
 # Commands that load Qwen3-TTS models, in this process or in children that come back through `vft` (the local

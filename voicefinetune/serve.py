@@ -27,7 +27,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Serve the upstream-compatible fine-tuning and inference API. Configuration comes from the "
         "environment (see the README's table); the local backend keeps its jobs under VFT_DATA_DIR.",
     )
-    parser.add_argument("--host", default="0.0.0.0", help="interface to listen on (default 0.0.0.0)")
+    parser.add_argument(
+        "--host", default=None, help="interface to listen on (default 0.0.0.0; 127.0.0.1 with --dev)"
+    )
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     parser.add_argument(
         "--backend",
@@ -37,7 +39,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "kubernetes: jobs become VoiceFinetune resources, inference is forwarded to the inference Service",
     )
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--dev",
+        action="store_true",
+        help="everything local, offline: tiny random models, an S3 server (moto) on loopback, a temporary data "
+        "folder unless VFT_DATA_DIR is set (the local backend only)",
+    )
+    args = parser.parse_args(argv)
+    if args.dev and args.backend != "local":
+        parser.error("--dev runs the local backend")
+    if args.host is None:
+        args.host = "127.0.0.1" if args.dev else "0.0.0.0"
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,6 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if args.dev:
+        from .devtools.dev_server import dev_environment
+
+        with dev_environment(args.host, args.port):
+            return serve(args)
+    return serve(args)
+
+
+def serve(args: argparse.Namespace) -> int:
     from .facade.app import create_kubernetes_app
     from .http_server import run
 

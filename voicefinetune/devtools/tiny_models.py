@@ -64,10 +64,14 @@ def ensure_tiny_models(directory: str | Path, seed: int = 0) -> TinyModels:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .model_download import add_parser, download
+
     parser = argparse.ArgumentParser(
-        prog="vft models", description="Tiny random Qwen3-TTS checkpoints for tests."
+        prog="vft models",
+        description="Qwen3-TTS checkpoints: tiny random ones for tests, or the real ones downloaded.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    add_parser(sub)
     tiny = sub.add_parser(
         "tiny", help="build base/, voice_design/ and custom_voice/ under DIR; print paths as JSON"
     )
@@ -75,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     tiny.add_argument("--seed", type=int, default=0, help="random seed (same seed, same weights)")
     tiny.add_argument("--force", action="store_true", help="rebuild even when DIR already holds tiny models")
     args = parser.parse_args(argv)
+    if args.command == "download":
+        return download(args)
 
     started = time.monotonic()
     if args.force:
