@@ -245,7 +245,9 @@ def prepare(module: Module, work: Path, tree: Path) -> None:
         "source_paths": [module.source.split("/")[0]],
         "only_mutate": [module.source],
         "pytest_add_cli_args_test_selection": list(module.tests),
-        "pytest_add_cli_args": ["-p", "no:cacheprovider"],
+        # make test's 60 s per test guards CI; a mutation run shares the cores with its own parallel children,
+        # and mutmut times out a hanging mutant itself (from the unmutated run's durations)
+        "pytest_add_cli_args": ["-p", "no:cacheprovider", "--timeout", "600"],
         "use_git_change_detection": False,
         "process_isolation": "forkserver",
     }
