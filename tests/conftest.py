@@ -32,6 +32,7 @@ LONG_MODULES = {
     "facade/test_serve_dev.py": 180,  # `vft serve --dev` starts moto and loads tiny models (~40 s on 2 cores)
     "chapters/test_chapters.py": 300,  # a real `vft serve` renders chapters of up to 40 segments
     "chapters/test_chapter_resume.py": 300,  # kills and restarts a real `vft serve` mid-chapter
+    "chapters/test_finetune_webhook.py": 600,  # trains a voice through a real `vft serve` (up to 300 s)
     "operator/test_end_to_end.py": 600,  # trains and serves a voice through operator, facade and inference server
     "operator/test_operator.py": 300,  # real operators against KMock, waits of up to 90 s
     "operator/test_operator_ha.py": 300,

@@ -181,6 +181,11 @@ class FinetuneRequest(BaseModel):
         None,
         description="Optional client-chosen job id; repeating a call with an active job's id returns that job",
     )
+    webhook_url: str | None = Field(
+        None,
+        max_length=2048,
+        description="Called with a signed POST when the job is ready or failed (see docs/chapters.md, Webhooks)",
+    )
 
     @field_validator("speaker_name")
     @classmethod

@@ -21,6 +21,7 @@ import ipaddress
 import json
 import logging
 import socket
+import threading
 import time
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
@@ -107,12 +108,22 @@ class WebhookSender:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def send(self, url: str | None, body: bytes) -> None:
-        """Deliver ``body`` to ``url`` (nothing without a URL) in a task of its own."""
+        """Deliver ``body`` to ``url`` (nothing without a URL) in a task of its own; called outside an event loop
+        (a worker thread), in a thread of its own."""
         if not url:
             return
-        task = asyncio.get_running_loop().create_task(self._deliver(url, body))
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            threading.Thread(target=asyncio.run, args=(self._deliver(url, body),), daemon=True).start()
+            return
+        task = loop.create_task(self._deliver(url, body))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def job_finished(self, url: str | None, job_id: str, status: str, **fields: Any) -> None:
+        """The event of a fine-tune that ended (ready or failed)."""
+        self.send(url, event_body("finetune", job_id, status, **fields))
 
     async def close(self, grace: float = 2.0) -> None:
         if self._tasks:

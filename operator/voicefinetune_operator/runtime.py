@@ -15,6 +15,7 @@ from aiohttp import web
 from voicefinetune.cluster.client import KubeClient
 from voicefinetune.cluster.routing import EndpointResolver
 from voicefinetune.security import auth_headers
+from voicefinetune.webhooks import WebhookSender
 from voicefinetune_operator.config import OperatorConfig
 from voicefinetune_operator.events import EventRecorder
 from voicefinetune_operator.fleet import InferenceFleet
@@ -33,7 +34,7 @@ class Runtime:
     def __init__(self, config: OperatorConfig, kube: KubeClient):
         self.config = config
         self.kube = kube
-        self.writer = StatusWriter(kube, EventRecorder(kube))
+        self.writer = StatusWriter(kube, EventRecorder(kube), WebhookSender(config.settings))
         self.throttle = ProgressThrottle(self.writer.progress, config.progress_interval)
         self.fleet = InferenceFleet(
             EndpointResolver(config.inference_url), config.load_timeout, headers=auth_headers(config.settings)

@@ -16,7 +16,8 @@ from typing import Any
 
 from voicefinetune.cluster.client import Conflict, KubeClient
 from voicefinetune.cluster.resource import object_path
-from voicefinetune.lifecycle import STAGE_DONE, TERMINAL_PHASES
+from voicefinetune.lifecycle import STAGE_DONE, TERMINAL_PHASES, status_of
+from voicefinetune.webhooks import WebhookSender
 from voicefinetune_operator.events import NORMAL, WARNING, EventRecorder
 from voicefinetune_operator.status import (
     FAILED,
@@ -42,9 +43,10 @@ def acted_on(body: dict[str, Any]) -> int | None:
 
 
 class StatusWriter:
-    def __init__(self, kube: KubeClient, events: EventRecorder):
+    def __init__(self, kube: KubeClient, events: EventRecorder, webhooks: WebhookSender | None = None):
         self.kube = kube
         self.events = events
+        self.webhooks = webhooks  # a resource's spec.webhookUrl hears when it becomes Ready or Failed
         self._locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
 
     def forget(self, namespace: str, name: str) -> None:
@@ -104,6 +106,15 @@ class StatusWriter:
                 )
         await self.events.post(body, kind=WARNING if phase == FAILED else NORMAL, reason=reason, message=text)
         log.info("%s/%s: %s -> %s (%s)", namespace, name, status.get("phase"), phase, reason)
+        if self.webhooks is not None and phase in TERMINAL_PHASES:
+            spec = body.get("spec") or {}
+            self.webhooks.job_finished(
+                spec.get("webhookUrl"),
+                name,
+                status_of(phase),
+                speaker_name=spec.get("speakerName"),
+                error=(message or reason) if phase == FAILED else None,
+            )
         return body
 
     @staticmethod

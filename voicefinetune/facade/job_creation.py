@@ -13,6 +13,7 @@ from ..lifecycle import QUEUED
 from ..schemas import FinetuneConfig, FinetuneRequest, Job, Progress
 from ..settings import Settings
 from ..storage import Storage
+from ..webhooks import check_webhook_url
 from .backend import JobConflict, new_job_id
 from .dataset_checks import check_dataset_key, check_dataset_zip
 from .jobstore import JobRecord, JobStore
@@ -55,6 +56,7 @@ class JobCreator:
         return self.settings.data_dir / "uploads"
 
     async def create(self, request: FinetuneRequest, upload: Path | None = None) -> Job:
+        await check_webhook_url(request.webhook_url, self.settings)
         if request.job_id and (existing := self._existing(request)):
             return existing
         if upload is not None:

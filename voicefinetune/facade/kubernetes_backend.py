@@ -21,6 +21,7 @@ from ..lifecycle import DEFAULTS, progress_from_status, status_of
 from ..schemas import FinetuneConfig, FinetuneRequest, Job, Progress
 from ..settings import Settings
 from ..storage import Storage, StorageNotConfigured, build_key
+from ..webhooks import check_webhook_url
 from .backend import JobConflict, new_job_id
 from .dataset_checks import check_dataset_key, check_dataset_zip
 
@@ -199,6 +200,7 @@ class KubernetesBackend:
     # --- JobBackend ------------------------------------------------------------------------------------------
 
     async def create(self, request: FinetuneRequest, upload: Path | None = None) -> Job:
+        await check_webhook_url(request.webhook_url, self.settings)
         if request.job_id and (existing := await self._existing(request)):
             return existing
         job_id = request.job_id or new_job_id()

@@ -18,6 +18,7 @@ from ..public_text import PublicText
 from ..schemas import FinetuneRequest, Job
 from ..settings import Settings
 from ..storage import Storage
+from ..webhooks import WebhookSender
 from .dataset_validation import DatasetValidator
 from .job_creation import JobCreator
 from .job_deletion import JobDeleter
@@ -39,7 +40,8 @@ class LocalBackend:
         prune_disk: DiskPrune,
     ):
         self.store = JobStore(settings.state_dir / "jobs")
-        status = StatusUpdater(self.store, PublicText.of(settings))
+        self.webhooks = WebhookSender(settings)
+        status = StatusUpdater(self.store, PublicText.of(settings), self.webhooks)
         runner = JobRunner(settings, storage, opslog, self.store, status)
         voice_loader = VoiceLoader(settings, self.store, status, voices, prune_disk)
         validator = DatasetValidator(settings, storage, status)
@@ -57,6 +59,7 @@ class LocalBackend:
     async def stop(self) -> None:
         """End running trainings; their records stay as they are and the next start runs them again."""
         await self.queue.stop()
+        await self.webhooks.close()
 
     async def create(self, request: FinetuneRequest, upload: Path | None = None) -> Job:
         return await self.creator.create(request, upload)

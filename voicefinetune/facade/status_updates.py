@@ -1,5 +1,5 @@
 """Writing a job's changes through to its record: status, progress, warnings and failure (with the metrics of
-finished jobs). A deleted job is never saved again."""
+finished jobs and the job's webhook). A deleted job is never saved again."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..lifecycle import FAILED, TERMINAL_STATUSES
 from ..schemas import JobStatusName, Progress
+from ..webhooks import WebhookSender
 from .jobstore import JobRecord, JobStore
 from .metrics import JOB_DURATION, JOBS_FINISHED
 
@@ -21,8 +22,9 @@ def purge_upload(record: JobRecord) -> None:
 
 
 class StatusUpdater:
-    def __init__(self, store: JobStore, public: Callable[[str], str]):
+    def __init__(self, store: JobStore, public: Callable[[str], str], webhooks: WebhookSender | None = None):
         self.store = store
+        self.webhooks = webhooks
         self.public = (
             public  # a job's error and warnings are shown to clients: no server folders, no S3 endpoint
         )
@@ -41,6 +43,14 @@ class StatusUpdater:
         if status in TERMINAL_STATUSES:
             JOBS_FINISHED.labels(status=status).inc()
             JOB_DURATION.labels(status=status).observe(time.time() - (record.job.created_at or time.time()))
+            if self.webhooks is not None and record.job.job_id in self.store:
+                self.webhooks.job_finished(
+                    record.request.webhook_url,
+                    record.job.job_id,
+                    status,
+                    speaker_name=record.job.speaker_name,
+                    error=record.job.error,
+                )
 
     def fail(self, record: JobRecord, error: str) -> None:
         record.job.error = self.public(error)
