@@ -60,6 +60,8 @@ class OperatorConfig:
     allow_scheduling_overrides: bool = field(
         default=False, metadata={"env": "VFT_ALLOW_SCHEDULING_OVERRIDES", "parse": parse_bool}
     )
+    # False: the pods get no S3 keys (an endpoint that needs none, or credentials from a workload identity).
+    s3_keys: bool = field(default=True, metadata={"env": "VFT_S3_KEYS", "parse": parse_bool})
     # The Secret holding the S3 keys, and the keys in it.
     s3_secret: str = field(default="voicefinetune-s3", metadata={"env": "VFT_S3_SECRET"})
     s3_secret_access_key: str = field(default="E2E_ACCESS_KEY", metadata={"env": "VFT_S3_SECRET_ACCESS_KEY"})
@@ -187,6 +189,8 @@ class OperatorConfig:
 
     def s3_secret_env(self, secret: str | None = None) -> list[dict[str, Any]]:
         """S3 keys as references to the Secret (``secret``: its copy in another namespace): never in a spec."""
+        if not self.s3_keys:
+            return []
         return [
             {
                 "name": env_name,

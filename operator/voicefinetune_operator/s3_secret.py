@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 def s3_secret_name(config: OperatorConfig, namespace: str, resource_name: str) -> str:
     """The S3 Secret a training pod in ``namespace`` reads: the configured one at home, else the resource's copy."""
-    if namespace == config.namespace:
+    if namespace == config.namespace or not config.s3_keys:
         return config.s3_secret
     return f"{job_name(resource_name)}-s3"
 

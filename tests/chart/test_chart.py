@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers.chart import CHART, VALIDATE, helm, of_kind, render, rules_of
+from tests.helpers.chart import CHART, S3_KEYS, VALIDATE, helm, of_kind, render, rules_of
 from tests.helpers.k8s_harness import CRD
 
 VARIANTS = {
@@ -33,16 +33,16 @@ VARIANTS = {
 
 
 def test_helm_lint_strict():
-    result = helm("lint", "--strict", str(CHART))
+    result = helm("lint", "--strict", str(CHART), *S3_KEYS)
     assert result.returncode == 0, result.stdout + result.stderr
-    result = helm("lint", "--strict", str(CHART), "-f", str(CHART / "ci" / "kind-cpu-values.yaml"))
+    result = helm("lint", "--strict", str(CHART), *S3_KEYS, "-f", str(CHART / "ci" / "kind-cpu-values.yaml"))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_rendered_manifests_validate_for_kubernetes_1_30(variant, tmp_path):
     result = helm(
-        "template", "vft", str(CHART), "--namespace", "voices", "--include-crds", *VARIANTS[variant]
+        "template", "vft", str(CHART), "--namespace", "voices", "--include-crds", *S3_KEYS, *VARIANTS[variant]
     )
     assert result.returncode == 0, result.stderr
     manifest = tmp_path / "rendered.yaml"
@@ -164,7 +164,7 @@ def test_s3_keys_come_from_a_secret_and_monitoring_objects_render():
     ],
 )
 def test_values_schema_refuses_bad_values(setting, complaint):
-    result = helm("template", "vft", str(CHART), "--set", setting)
+    result = helm("template", "vft", str(CHART), *S3_KEYS, "--set", setting)
     assert result.returncode != 0
     assert complaint in result.stderr
 
@@ -177,7 +177,7 @@ def operator_env(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def test_renders_are_reproducible_so_gitops_never_rotates_the_progress_key():
-    first, second = helm("template", "vft", str(CHART)).stdout, helm("template", "vft", str(CHART)).stdout
+    first, second = (helm("template", "vft", str(CHART), *S3_KEYS).stdout for _ in range(2))
     assert first == second
     docs = render()
     assert operator_env(docs)["VFT_OPERATOR_KEY_SECRET"]["value"] == "vft-voicefinetune-operator-progress-key"

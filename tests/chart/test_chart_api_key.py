@@ -3,28 +3,9 @@ inference Deployment which Secret holds it, and no key value appears in any spec
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
-from pathlib import Path
-
 import yaml
 
-from tests.helpers.k8s_harness import REPO
-
-CHART = REPO / "charts" / "voicefinetune"
-HELM = shutil.which("helm", path=str(Path(sys.executable).parent)) or "helm"
-
-
-def render(*extra: str) -> list[dict]:
-    result = subprocess.run(
-        [HELM, "template", "vft", str(CHART), "--namespace", "voices", *extra],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+from tests.helpers.chart import render
 
 
 def api_key_env(docs: list[dict]) -> dict[str, dict]:

@@ -8,7 +8,7 @@ import subprocess
 from voicefinetune_operator.config import OperatorConfig
 from voicefinetune_operator.inference import build_inference_deployment
 
-from tests.helpers.chart import CHART, VALIDATE, helm, of_kind, render, rules_of
+from tests.helpers.chart import CHART, S3_KEYS, VALIDATE, helm, of_kind, render, rules_of
 
 PRODUCTION = [
     "--set",
@@ -91,9 +91,11 @@ def test_two_operator_replicas_roll_with_leader_election_on_a_lease():
 
 
 def test_production_values_lint_and_validate_for_kubernetes_1_30(tmp_path):
-    result = helm("lint", "--strict", str(CHART), *PRODUCTION)
+    result = helm("lint", "--strict", str(CHART), *S3_KEYS, *PRODUCTION)
     assert result.returncode == 0, result.stdout + result.stderr
-    rendered = helm("template", "vft", str(CHART), "--namespace", "voices", "--include-crds", *PRODUCTION)
+    rendered = helm(
+        "template", "vft", str(CHART), "--namespace", "voices", "--include-crds", *S3_KEYS, *PRODUCTION
+    )
     assert rendered.returncode == 0, rendered.stderr
     manifest = tmp_path / "rendered.yaml"
     manifest.write_text(rendered.stdout)
@@ -104,7 +106,7 @@ def test_production_values_lint_and_validate_for_kubernetes_1_30(tmp_path):
 
 
 def test_the_values_schema_refuses_more_than_one_training_gpu():
-    result = helm("template", "vft", str(CHART), "--set", "training.gpus=2")
+    result = helm("template", "vft", str(CHART), *S3_KEYS, "--set", "training.gpus=2")
     assert result.returncode != 0 and "maximum" in result.stderr
 
 

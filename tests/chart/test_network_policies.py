@@ -8,7 +8,6 @@ import pytest
 from tests.helpers.chart import of_kind, operator_built, render
 from tests.helpers.netpol import Address, Pod, pod_of, reaches, selected
 
-S3_KEYS = ("--set", "s3.accessKey=a,s3.secretKey=b")
 S3_ENDPOINT, OTHER_PUBLIC, METADATA = (
     Address("203.0.113.7"),
     Address("198.51.100.9"),
@@ -27,7 +26,7 @@ NARROW_S3 = (
 
 def cluster(*extra: str, namespace: str = "voices"):
     """The rendered policies and the pods: facade, operator, hook, training (in ``namespace``), inference."""
-    docs = render(*S3_KEYS, *extra)
+    docs = render(*extra)
     policies = of_kind(docs, "NetworkPolicy")
     deployments = {
         d["metadata"]["name"].removeprefix("vft-voicefinetune-"): d for d in of_kind(docs, "Deployment")

@@ -10,16 +10,15 @@ import yaml
 from voicefinetune_operator.config import OperatorConfig
 from voicefinetune_operator.jobs import pod_security_context
 
-from tests.helpers.chart import CHART, of_kind, operator_built, render
+from tests.helpers.chart import CHART, S3_KEYS, helm, of_kind, operator_built, render
 from tests.helpers.k8s_harness import REPO
 
-S3_KEYS = ("--set", "s3.accessKey=a,s3.secretKey=b")
 IDS = ("runAsUser", "runAsGroup", "fsGroup")
 DOCKERFILES = ("operator", "voicefinetune/facade", "trainer_image", "inference_server")
 
 
 def pod_security_contexts(*extra: str) -> list[dict]:
-    docs = render(*S3_KEYS, *extra)
+    docs = render(*extra)
     workloads = of_kind(docs, "Deployment") + of_kind(docs, "Job") + operator_built(docs)[:2]
     return [w["spec"]["template"]["spec"]["securityContext"] for w in workloads]
 
@@ -68,7 +67,5 @@ def test_an_operator_without_the_variables_leaves_the_ids_to_the_images_user():
 
 @pytest.mark.parametrize("value", ["0", "-5"])
 def test_the_values_schema_refuses_root_and_negative_ids(value):
-    from tests.helpers.chart import helm
-
     result = helm("template", "vft", str(CHART), *S3_KEYS, "--set", f"podSecurityContext.runAsUser={value}")
     assert result.returncode != 0 and "minimum" in result.stderr

@@ -16,7 +16,6 @@ HOOK_MODULE = (
     OPERATOR_PACKAGE / "release.py"
 )  # `vft operator --release-finalizers`, run by the pre-delete hook
 FACADE_PACKAGE = REPO / "voicefinetune" / "facade"
-S3 = ("--set", "s3.accessKey=a,s3.secretKey=b")
 
 
 def operator_files() -> list[Path]:
@@ -30,14 +29,14 @@ def granted(docs, *names: str) -> set[tuple[str, str, str]]:
 @pytest.mark.parametrize("scope", ["namespaced", "cluster-wide"])
 def test_operator_roles_grant_exactly_the_calls_of_its_source(scope):
     wide = ("--set", "operator.clusterWide=true") if scope == "cluster-wide" else ()
-    docs = render(*S3, *wide)
+    docs = render(*wide)
     watched = "voices-vft-voicefinetune-operator" if wide else "vft-voicefinetune-operator"
     derived = permissions_of(operator_files(), OPERATOR_PACKAGE)
     assert granted(docs, watched, "vft-voicefinetune-operator-inference") == derived
 
 
 def test_the_uninstall_hooks_role_grants_exactly_the_calls_of_release_finalizers():
-    docs = render(*S3)
+    docs = render()
     derived = permissions_of([HOOK_MODULE], OPERATOR_PACKAGE)
     assert granted(docs, "vft-voicefinetune-operator-release-finalizers") == derived
     (job,) = [d for d in docs if d["kind"] == "Job"]
@@ -49,4 +48,4 @@ def test_the_uninstall_hooks_role_grants_exactly_the_calls_of_release_finalizers
 
 def test_the_facades_role_grants_exactly_the_calls_of_its_source():
     derived = permissions_of(sorted(FACADE_PACKAGE.rglob("*.py")), FACADE_PACKAGE.parent)
-    assert granted(render(*S3), "vft-voicefinetune-facade") == derived
+    assert granted(render(), "vft-voicefinetune-facade") == derived

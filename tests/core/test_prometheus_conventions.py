@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.helpers.chart import S3_KEYS
+
 REPO = Path(__file__).resolve().parents[2]
 HELM = Path(sys.executable).parent / "helm"
 
@@ -40,6 +42,7 @@ def test_the_charts_alert_rules_load(tmp_path):
             "template",
             "t",
             str(REPO / "charts" / "voicefinetune"),
+            *S3_KEYS,
             "--set",
             "monitoring.prometheusRule.enabled=true",
             "--show-only",

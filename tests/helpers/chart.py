@@ -22,8 +22,13 @@ def helm(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([HELM, *args], capture_output=True, text=True, timeout=60)
 
 
+# The least a render needs (the chart refuses to run without S3 keys, an existing Secret or s3.keyless).
+S3_KEYS = ("--set", "s3.accessKey=test-access-key,s3.secretKey=test-secret-key")
+
+
 def render(*extra: str, crds: bool = False, namespace: str = "voices") -> list[dict[str, Any]]:
-    args = ["template", "vft", str(CHART), "--namespace", namespace, *extra]
+    """The objects ``helm template`` renders with the test S3 keys and ``extra`` (which may override them)."""
+    args = ["template", "vft", str(CHART), "--namespace", namespace, *S3_KEYS, *extra]
     result = helm(*args, *(["--include-crds"] if crds else []))
     assert result.returncode == 0, result.stderr
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]

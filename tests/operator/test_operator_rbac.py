@@ -53,7 +53,7 @@ def start_under_rbac(cluster, kubeconfig, start_operator, client, docs):
 def test_the_keeper_replaces_a_drifted_selector_with_the_charts_rbac(
     cluster, kubeconfig, start_operator, client
 ):
-    docs = render("--set", "s3.accessKey=a,s3.secretKey=b", namespace=NAMESPACE)
+    docs = render(namespace=NAMESPACE)
     start_under_rbac(cluster, kubeconfig, start_operator, client, docs)
     replaced = wait_for(
         lambda: [
@@ -72,7 +72,7 @@ def test_the_keeper_replaces_a_drifted_selector_with_the_charts_rbac(
 def test_without_the_delete_rule_the_keepers_replacement_is_forbidden(
     cluster, kubeconfig, start_operator, client
 ):
-    docs = render("--set", "s3.accessKey=a,s3.secretKey=b", namespace=NAMESPACE)
+    docs = render(namespace=NAMESPACE)
     for role in of_kind(docs, "Role"):
         for rule in role["rules"]:
             if rule["resources"] == ["deployments"]:

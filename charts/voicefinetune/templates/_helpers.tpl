@@ -42,6 +42,14 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s:%s" .image.repository (default .root.Chart.AppVersion .image.tag) }}
 {{- end }}
 
+{{/* Fails the render when the S3 keys are missing rather than making a Secret with empty keys. */}}
+{{- define "voicefinetune.s3Keys" -}}
+{{- $s3 := .Values.s3 }}
+{{- if and (not $s3.keyless) (not $s3.existingSecret) (not (and $s3.accessKey $s3.secretKey)) }}
+{{- fail "S3 keys missing: set s3.accessKey and s3.secretKey, or s3.existingSecret (a Secret holding them), or s3.keyless=true (the endpoint needs no keys, or the pods get credentials another way)" }}
+{{- end }}
+{{- end }}
+
 {{- define "voicefinetune.s3SecretName" -}}
 {{- default (printf "%s-s3" (include "voicefinetune.fullname" .)) .Values.s3.existingSecret }}
 {{- end }}
@@ -73,6 +81,7 @@ capabilities:
 
 {{/* S3 settings every component shares: keys from the Secret, never as plain values. */}}
 {{- define "voicefinetune.s3Env" -}}
+{{- if not .Values.s3.keyless }}
 - name: E2E_ACCESS_KEY
   valueFrom:
     secretKeyRef:
@@ -83,6 +92,7 @@ capabilities:
     secretKeyRef:
       name: {{ include "voicefinetune.s3SecretName" . }}
       key: {{ .Values.s3.secretKeyKey }}
+{{- end }}
 - name: E2E_BUCKET
   value: {{ .Values.s3.bucket | quote }}
 - name: E2E_ENDPOINT_URL
