@@ -79,6 +79,9 @@ class OperatorConfig:
         metadata={"env": "VFT_TRAIN_TOLERATIONS", "parse": _json},
     )
     train_cpu: str = field(default="4", metadata={"env": "VFT_TRAIN_CPU"})
+    # A CPU limit (empty: none; a namespace's limits.cpu quota needs one) and a PriorityClass for training pods.
+    train_cpu_limit: str = field(default="", metadata={"env": "VFT_TRAIN_CPU_LIMIT"})
+    train_priority_class: str = field(default="", metadata={"env": "VFT_TRAIN_PRIORITY_CLASS"})
     train_memory: str = field(default="32Gi", metadata={"env": "VFT_TRAIN_MEMORY"})
     train_shm_size: str = field(default="8Gi", metadata={"env": "VFT_TRAIN_SHM_SIZE"})
     train_scratch_size: str = field(
@@ -138,6 +141,9 @@ class OperatorConfig:
         default=False, metadata={"env": "VFT_INFERENCE_AUTOSCALING", "parse": parse_bool}
     )
     inference_cpu: str = field(default="1", metadata={"env": "VFT_INFERENCE_CPU"})
+    # The same for the inference pods.
+    inference_cpu_limit: str = field(default="", metadata={"env": "VFT_INFERENCE_CPU_LIMIT"})
+    inference_priority_class: str = field(default="", metadata={"env": "VFT_INFERENCE_PRIORITY_CLASS"})
     # The Helm release: its instance label joins the inference selector (two releases in one namespace).
     instance: str = field(default="", metadata={"env": "VFT_INSTANCE"})
     # Set by `vft operator` when it serves more than one namespace: ids outside the home namespace are qualified

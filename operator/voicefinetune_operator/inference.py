@@ -58,6 +58,8 @@ def build_inference_deployment(config: OperatorConfig, owner: dict[str, Any] | N
         "requests": {"cpu": config.inference_cpu, "memory": config.inference_memory},
         "limits": {"memory": config.inference_memory},
     }
+    if config.inference_cpu_limit:
+        resources["limits"]["cpu"] = config.inference_cpu_limit
     if config.inference_gpus:
         resources["requests"][GPU_RESOURCE] = str(config.inference_gpus)
         resources["limits"][GPU_RESOURCE] = str(config.inference_gpus)
@@ -97,6 +99,8 @@ def build_inference_deployment(config: OperatorConfig, owner: dict[str, Any] | N
     }
     if config.inference_service_account:
         pod_spec["serviceAccountName"] = config.inference_service_account
+    if config.inference_priority_class:
+        pod_spec["priorityClassName"] = config.inference_priority_class
     if config.image_pull_secrets:
         pod_spec["imagePullSecrets"] = config.pull_secrets()
     return {

@@ -120,6 +120,8 @@ def build_training_job(
         "requests": {"cpu": config.train_cpu, "memory": config.train_memory},
         "limits": {"memory": config.train_memory},
     }
+    if config.train_cpu_limit:
+        resources["limits"]["cpu"] = config.train_cpu_limit
     if gpus:
         resources["requests"][GPU_RESOURCE] = str(gpus)
         resources["limits"][GPU_RESOURCE] = str(gpus)
@@ -161,6 +163,8 @@ def build_training_job(
     }
     if config.train_service_account:
         pod_spec["serviceAccountName"] = config.train_service_account
+    if config.train_priority_class:
+        pod_spec["priorityClassName"] = config.train_priority_class
     if config.image_pull_secrets:
         pod_spec["imagePullSecrets"] = config.pull_secrets()
 
