@@ -150,3 +150,39 @@ def test_sample_writes_a_folder_that_make_turns_into_a_valid_zip(tmp_path):
     made = vft("dataset", "make", tmp_path / "sample")
     assert made.returncode == 0, made.stdout
     assert made.stdout.splitlines()[-1].startswith(f"OK {tmp_path / 'sample.zip'}: 3 clips")
+
+
+def test_make_from_a_train_jsonl_folder_keeps_each_lines_reference_and_language(tmp_path, clips, ref_clip):
+    folder = tmp_path / "export"
+    (folder / "audio").mkdir(parents=True)
+    for i, clip in enumerate(clips[:3], start=1):
+        soundfile.write(folder / "audio" / f"c{i}.wav", clip.waveform, clip.sample_rate)
+    soundfile.write(folder / "ref.wav", ref_clip.waveform, ref_clip.sample_rate)
+    lines = [
+        {"audio": "audio/c1.wav", "text": clips[0].text, "ref_audio": "ref.wav"},
+        {"audio": "audio/c2.wav", "text": clips[1].text, "ref_audio": "audio/c1.wav", "language": "German"},
+        {"audio": "audio/c3.wav", "text": clips[2].text},
+    ]
+    (folder / "train.jsonl").write_text("\n".join(map(json.dumps, lines)) + "\n", encoding="utf-8")
+    made = vft("dataset", "make", folder, "--ref", folder / "ref.wav")
+    assert made.returncode == 0, made.stdout
+    with zipfile.ZipFile(tmp_path / "export.zip") as archive:
+        written = [json.loads(line) for line in archive.read("train.jsonl").decode().splitlines()]
+        names = sorted(archive.namelist())
+    assert written == [
+        {"audio": "./data/seg_00000001.wav", "text": clips[0].text, "ref_audio": "./data/ref_audio.wav"},
+        {
+            "audio": "./data/seg_00000002.wav",
+            "text": clips[1].text,
+            "ref_audio": "./data/seg_00000001.wav",
+            "language": "German",
+        },
+        {"audio": "./data/seg_00000003.wav", "text": clips[2].text, "ref_audio": "./data/ref_audio.wav"},
+    ]
+    assert names == [
+        "data/ref_audio.wav",
+        "data/seg_00000001.wav",
+        "data/seg_00000002.wav",
+        "data/seg_00000003.wav",
+        "train.jsonl",
+    ]
