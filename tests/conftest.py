@@ -39,12 +39,13 @@ LONG_MODULES = {
     "operator/test_namespaces.py": 300,
     "operator/test_inference_fleet.py": 300,
     "trainer/test_train_cli.py": 600,  # `vft train` subprocesses
+    "trainer/test_lora_training.py": 600,  # `vft train --method lora` subprocesses
     "trainer/test_sft.py": 300,  # in-process training of the tiny model
     "trainer/test_compact_training.py": 300,
 }
 # pytest-timeout also counts a session fixture's setup against the test that first needs it: the first test (in run
 # order, after deselection) to use one of these gets its build time on top of its own limit.
-SESSION_SETUP_SECONDS = {"tiny_models": 120}
+SESSION_SETUP_SECONDS = {"tiny_models": 120, "lora_voices": 120}  # lora_voices: three tiny LoRA trainings
 
 
 @pytest.hookimpl(trylast=True)

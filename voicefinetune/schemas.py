@@ -270,11 +270,18 @@ class Job(BaseModel):
 
 # --- inference ---------------------------------------------------------------------------------------------------
 
+MAX_VOICE_STRENGTH = 2.0
+VOICE_STRENGTH_HELP = (
+    "LoRA voices: the adapter's scale, 0 (the base model's voice from the speaker embedding alone) to 2; "
+    "full voices ignore it"
+)
+
 
 class InferRequest(BaseModel):
     text: str = Field(description="Text to synthesize")
     language: str = Field("English", max_length=MAX_LANGUAGE_CHARS, description="Language name")
     instruct: str = Field("", max_length=MAX_INSTRUCT_CHARS, description="Style/emotion instruction")
+    voice_strength: float = Field(1.0, ge=0, le=MAX_VOICE_STRENGTH, description=VOICE_STRENGTH_HELP)
     upload_to_s3: bool | None = Field(
         None,
         description="Upload the result to S3 (the default when storage is configured); false returns the WAV",
@@ -306,6 +313,7 @@ class BatchInferRequest(BaseModel):
         "English", max_length=MAX_LANGUAGE_CHARS, description="Default language for all items"
     )
     instruct: str = Field("", max_length=MAX_INSTRUCT_CHARS, description="Default instruction for all items")
+    voice_strength: float = Field(1.0, ge=0, le=MAX_VOICE_STRENGTH, description=VOICE_STRENGTH_HELP)
     book_id: str | None = Field(None, pattern=ID_PATTERN)
     chapter_id: str | None = Field(None, pattern=ID_PATTERN)
     overwrite: bool = True
@@ -441,6 +449,9 @@ class GPUStatus(BaseModel):
     gpu_memory_free_gb: float | None
     loaded_models: list[dict[str, Any]] = Field(default_factory=list)
     max_models: int | None = None
+    max_adapters: int | None = Field(
+        None, description="LoRA voices attached per base model (GPU_MAX_ADAPTERS)"
+    )
     engine: str | None = Field(None, description="The decode loop in use (VFT_ENGINE): fast or upstream")
 
 

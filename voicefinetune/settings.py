@@ -45,6 +45,8 @@ class Settings:
     gpu_idle_timeout: int = field(default=300, metadata={"env": "GPU_IDLE_TIMEOUT", "parse": int})
     gpu_max_concurrency: int = field(default=16, metadata={"env": "GPU_MAX_CONCURRENCY", "parse": int})
     gpu_max_models: int = field(default=4, metadata={"env": "GPU_MAX_MODELS", "parse": int})
+    # LoRA voices attached to each resident base model (their own cache: they take no GPU_MAX_MODELS slot)
+    gpu_max_adapters: int = field(default=64, metadata={"env": "GPU_MAX_ADAPTERS", "parse": int})
     s3_access_key: str | None = field(default=None, metadata={"env": "E2E_ACCESS_KEY"})
     s3_secret_key: str | None = field(default=None, metadata={"env": "E2E_SECRET_KEY"})
     s3_bucket: str = field(default="qwen3-tts", metadata={"env": "E2E_BUCKET"})

@@ -14,6 +14,7 @@ from voicefinetune_inference import metrics
 from voicefinetune_inference.activity import RequestActivity
 from voicefinetune_inference.caches.model_cache import ModelCache
 from voicefinetune_inference.engine import tts_model
+from voicefinetune_inference.engine.lora import AdapterBank
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +54,22 @@ class GpuKeeper:
             total_loads=self.cache.total_loads,
             total_unloads=self.cache.total_unloads,
             **tts_model.gpu_memory(self.settings),
-            loaded_models=self.cache.describe(),
+            loaded_models=[self._with_adapters(entry) for entry in self.cache.describe()],
             max_models=self.cache.max_models,
+            max_adapters=self.settings.gpu_max_adapters,
             engine=self.settings.engine,
         )
+
+    def _with_adapters(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """A base model's entry also lists the LoRA voices attached to it (most recently used first)."""
+        models = {e.spec.key: e.model for e in self.cache.loaded()}
+        model = models.get(entry["key"])
+        bank = (
+            AdapterBank.existing(model.tts.model.talker)
+            if model is not None and model.tts is not None
+            else None
+        )
+        return {**entry, "adapters": None if bank is None else bank.describe()}
 
     async def unload_all(self) -> dict[str, Any]:
         count = await self.cache.unload()

@@ -13,9 +13,11 @@ from voicefinetune.storage import Storage
 from voicefinetune_inference.caches.checkpoints import CheckpointLocator
 from voicefinetune_inference.caches.disk_cache import DiskCache
 from voicefinetune_inference.caches.disk_keeper import DiskKeeper
+from voicefinetune_inference.caches.lora_voices import LoraVoice, LoraVoiceReader
 from voicefinetune_inference.caches.model_cache import ModelSpec
 from voicefinetune_inference.caches.registry import Voice
 from voicefinetune_inference.engine import tts_model
+from voicefinetune_inference.engine.lora import AdapterBank
 from voicefinetune_inference.errors import ModelLoadFailed, VoiceDeleted, VoiceNotReady
 
 
@@ -40,6 +42,7 @@ class ModelLoader:
         self.disk = disk
         self.keeper = keeper
         self._shared_paths: dict[str, str] = {}
+        self.lora_reader = LoraVoiceReader(settings.gpu_max_adapters)
 
     def voice_spec(self, voice: Voice) -> ModelSpec:
         return ModelSpec(
@@ -62,7 +65,6 @@ class ModelLoader:
 
     def _load_voice(self, voice: Voice) -> tts_model.LoadedModel:
         """(worker thread) Restore the folder from S3 if the disk LRU deleted it, then load it."""
-        restored = False
         with self.keeper.lock(voice.job_id):
             if (
                 self.keeper.registry.get(voice.job_id) is None
@@ -70,22 +72,7 @@ class ModelLoader:
                 raise VoiceDeleted.of(voice.job_id)
             folder = self.locator.model_folder(voice)
             with self.opslog.track("model_load", job_id=voice.job_id, checkpoint=str(folder)):
-                if not has_model(folder):
-                    if not self.storage.configured:
-                        raise VoiceNotReady(
-                            f"job {voice.job_id!r} is not ready: its checkpoint {self.locator.display_path(folder)} is "
-                            "not on disk and S3 "
-                            "storage is not configured"
-                        )
-                    try:
-                        self.disk.restore(folder, self.locator.s3_prefix(voice))
-                    except FileNotFoundError as exc:
-                        raise VoiceNotReady(
-                            f"job {voice.job_id!r} is not ready: its checkpoint {self.locator.display_path(folder)} is "
-                            "not on disk and S3 has "
-                            f"no copy ({exc})"
-                        ) from exc
-                    restored = True
+                folder, restored = self._on_disk(voice)
                 loaded = self._load_folder(folder)
                 self._check_servable(
                     voice, self.locator.display_path(folder), loaded
@@ -93,6 +80,58 @@ class ModelLoader:
         if restored:
             self.keeper.prune_quietly(exclude={voice.job_id})
         return loaded
+
+    def lora_voice(self, voice: Voice) -> LoraVoice | None:
+        """(worker thread) The voice's adapter and speaker embedding when it is a LoRA voice (its folder restored
+        from S3 first if the disk LRU deleted it), None when it is a full one."""
+        with self.keeper.lock(voice.job_id):
+            folder, restored = self._on_disk(voice)
+            found = self.lora_reader.read(voice.job_id, folder)
+        if restored:
+            self.keeper.prune_quietly(exclude={voice.job_id})
+        if found is not None and found.config.speaker_name.lower() != voice.speaker_name.lower():
+            raise VoiceNotReady(
+                f"job {voice.job_id!r} cannot be served: its LoRA voice is speaker "
+                f"{found.config.speaker_name!r}, not {voice.speaker_name!r}"
+            )
+        return found
+
+    def _on_disk(self, voice: Voice) -> tuple[Path, bool]:
+        """The voice's folder, restored from S3 when the disk LRU deleted it; and whether it was. The caller holds
+        the voice's keeper lock."""
+        if self.keeper.registry.get(voice.job_id) is None:  # unregistered meanwhile: its folder may be going
+            raise VoiceDeleted.of(voice.job_id)
+        folder = self.locator.model_folder(voice)
+        if has_model(folder):
+            return folder, False
+        if not self.storage.configured:
+            raise VoiceNotReady(
+                f"job {voice.job_id!r} is not ready: its checkpoint {self.locator.display_path(folder)} is "
+                "not on disk and S3 storage is not configured"
+            )
+        try:
+            self.disk.restore(folder, self.locator.s3_prefix(voice))
+        except FileNotFoundError as exc:
+            raise VoiceNotReady(
+                f"job {voice.job_id!r} is not ready: its checkpoint {self.locator.display_path(folder)} is "
+                f"not on disk and S3 has no copy ({exc})"
+            ) from exc
+        return folder, True
+
+    async def base_spec(self, voice: LoraVoice) -> ModelSpec:
+        """The resident base model a LoRA voice runs on: the server's Base model (shared with voice clones) when
+        the voice names it, else a model of its own per base checkpoint."""
+        shared = await self.shared_spec("base")
+        named = voice.config.base_model
+        if named in (shared.path, self.settings.base_model) or _same_folder(named, shared.path):
+            return shared
+        if not Path(named).is_dir() and Path(named).is_absolute():
+            raise VoiceNotReady(
+                f"LoRA voice {voice.key.split('@')[0]} was trained on the base model {Path(named).name}, "
+                "which this server does not have"
+            )
+        key = f"base:{named}"
+        return ModelSpec(key=key, kind="base", path=named, load=lambda: self._load_shared("base", named))
 
     @staticmethod
     def _check_servable(voice: Voice, folder: str, loaded: tts_model.LoadedModel) -> None:
@@ -110,7 +149,10 @@ class ModelLoader:
 
     def _load_shared(self, kind: str, path: str) -> tts_model.LoadedModel:
         with self.opslog.track("model_load", job_id=None, checkpoint=path, kind=kind):
-            return self._load_folder(path)
+            loaded = self._load_folder(path)
+        if kind == "base":  # LoRA voices attach to a Base model's talker
+            AdapterBank.of(loaded.tts.model.talker, self.settings.gpu_max_adapters)
+        return loaded
 
     def _load_folder(self, folder: Path | str) -> tts_model.LoadedModel:
         try:
@@ -119,3 +161,7 @@ class ModelLoader:
             raise ModelLoadFailed(
                 f"could not load the model at {folder}: {type(exc).__name__}: {exc}"
             ) from exc
+
+
+def _same_folder(one: str, other: str) -> bool:
+    return Path(one).is_dir() and Path(other).is_dir() and Path(one).resolve() == Path(other).resolve()

@@ -10,10 +10,11 @@ from voicefinetune.checkpoints import has_model
 from voicefinetune.schemas import InvalidInput, check_speaker_name, is_segment_id
 from voicefinetune_inference.caches.checkpoints import CheckpointLocator
 from voicefinetune_inference.caches.disk_keeper import DiskKeeper
-from voicefinetune_inference.caches.model_cache import ModelCache
+from voicefinetune_inference.caches.model_cache import ModelCache, ModelSpec
 from voicefinetune_inference.caches.model_loading import ModelLoader, voice_key
 from voicefinetune_inference.caches.registry import Voice, VoiceRegistry
 from voicefinetune_inference.caches.voice_work import VoiceWork
+from voicefinetune_inference.engine.lora import AdapterBank, AdapterUse
 from voicefinetune_inference.errors import VoiceNotFound
 
 
@@ -70,8 +71,7 @@ class VoiceCatalog:
             await self.cache.unload(voice_key(job_id))
         if preload:
             try:
-                async with self.cache.use(self.loader.voice_spec(voice)):
-                    pass
+                await self.preload(voice)
             except BaseException:
                 if previous is None:
                     self.registry.remove(job_id)
@@ -79,6 +79,26 @@ class VoiceCatalog:
                     self.registry.put(previous)
                 raise
         return self.describe(voice)
+
+    async def target(self, voice: Voice, strength: float = 1.0) -> tuple[ModelSpec, dict[str, Any]]:
+        """The model that speaks ``voice`` and what a `SpeechItem` of it carries: a full voice's own model and its
+        speaker; a LoRA voice's base model, its x-vector prompt and its adapter at ``strength``."""
+        if not any(entry.spec.key == voice_key(voice.job_id) for entry in self.cache.loaded()):
+            lora = await asyncio.to_thread(self.loader.lora_voice, voice)
+            if lora is not None:
+                use = AdapterUse(lora.key, lora.weights, strength)
+                return await self.loader.base_spec(lora), {
+                    "clone_prompt": lora.clone_prompt(),
+                    "adapter": use,
+                }
+        return self.loader.voice_spec(voice), {"speaker": voice.speaker_name}
+
+    async def preload(self, voice: Voice) -> None:
+        """Load the voice's model; a LoRA voice's adapter is attached to its base model too."""
+        spec, extra = await self.target(voice)
+        async with self.cache.use(spec) as loaded:
+            if extra.get("adapter") is not None:
+                await asyncio.to_thread(attach_now, loaded, extra["adapter"])
 
     async def unregister(self, job_id: str) -> bool:
         """Stop serving ``job_id``: new requests find no voice, running ones end with ``VoiceDeleted``, the model
@@ -89,6 +109,8 @@ class VoiceCatalog:
             return False
         await self.work.stop(job_id)
         await self.cache.discard(voice_key(job_id))
+        for loaded in [entry.model for entry in self.cache.loaded()]:
+            await asyncio.to_thread(detach_now, loaded, voice_key(job_id))
         await self.keeper.drop_copy(voice)
         return True
 
@@ -115,7 +137,7 @@ class VoiceCatalog:
             "s3_prefix": voice.s3_prefix,
             "local_path": str(folder),
             "on_disk": has_model(folder),
-            "loaded": any(e.spec.key == key for e in self.cache.loaded()),
+            "loaded": any(e.spec.key == key or attached(e.model, key) for e in self.cache.loaded()),
             "registered_at": voice.registered_at,
             "last_used": voice.last_used,
         }
@@ -127,3 +149,33 @@ def check_voice_id(job_id: str) -> str:
             f"job_id {job_id!r} must be 1-128 letters, digits, '.', '_' or '-' (starting with a letter or digit)"
         )
     return job_id
+
+
+def attach_now(loaded: Any, use: AdapterUse) -> None:
+    """(worker thread) Attach a LoRA voice's adapter to a loaded base model, holding the model."""
+    with loaded.lock:
+        bank = AdapterBank.existing(loaded.tts.model.talker)
+        if bank is None:
+            raise ValueError("this model takes no LoRA adapters: only a Base model serves LoRA voices")
+        bank.attach(use.key, use.weights)
+
+
+def detach_now(loaded: Any, voice: str) -> None:
+    """(worker thread) Drop every version of a voice's adapter from a loaded model, holding the model."""
+    bank = AdapterBank.existing(loaded.tts.model.talker) if loaded.tts is not None else None
+    if bank is None:
+        return
+    with loaded.lock:
+        for entry in bank.describe():
+            if entry["key"].split("@")[0] == voice:
+                bank.detach(entry["key"])
+
+
+def attached(loaded: Any, voice: str) -> bool:
+    """Whether a loaded model holds an adapter of ``voice`` (a voice key, any version)."""
+    bank = (
+        AdapterBank.existing(loaded.tts.model.talker)
+        if loaded is not None and loaded.tts is not None
+        else None
+    )
+    return bank is not None and any(entry["key"].split("@")[0] == voice for entry in bank.describe())

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from voicefinetune_inference.engine import lora
 from voicefinetune_inference.engine.kv_cache import StaticKV
 from voicefinetune_inference.engine.layers import (
     attention_function,
@@ -226,6 +227,7 @@ def run(
             past_hidden, trailing = past_hidden[keep], trailing[keep]
             loop.keep(keep)
             predictor.keep(keep)
+            lora.rows_kept(talker, keep)  # LoRA voices: the rows left keep their adapters
         frame = chosen - 1
         codes, summed = predictor.run(past_hidden, first, job.predictor, job.generator)
         out[rows, frame] = codes

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual name
 
+from voicefinetune_inference.engine.lora import MultiLoraLinear
+
 Rotate = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -26,6 +28,8 @@ def rms_norm(norm: Any, hidden: torch.Tensor) -> torch.Tensor:
 
 
 def _linear(module: Any, x: torch.Tensor) -> torch.Tensor:
+    if isinstance(module, MultiLoraLinear):  # a LoRA voice's rows add their adapters' updates
+        return module(x)
     return F.linear(x, module.weight, module.bias)
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from voicefinetune.settings import Settings
+from voicefinetune_inference.engine.lora import AdapterUse, adapters_for
 
 GIB = 1024**3
 # transformers' from_pretrained is not thread-safe (it switches global init state, e.g. meta-device
@@ -45,13 +46,15 @@ class LoadedModel:
 
 @dataclass(frozen=True)
 class SpeechItem:
-    """One utterance to generate; ``speaker`` for custom voices, ``clone_prompt`` for the Base model."""
+    """One utterance to generate; ``speaker`` for custom voices, ``clone_prompt`` for the Base model, plus
+    ``adapter`` (`lora.AdapterUse`) for a LoRA voice on it."""
 
     text: str
     language: str
     instruct: str = ""
     speaker: str | None = None
     clone_prompt: Any = None
+    adapter: AdapterUse | None = None
 
 
 def load(path: str, settings: Settings) -> LoadedModel:
@@ -73,7 +76,19 @@ def call_upstream(
     loaded: LoadedModel, items: list[SpeechItem], **kwargs: Any
 ) -> tuple[list[np.ndarray], int]:
     """Upstream's ``generate_*`` for ``items`` (one kind of model); ``kwargs`` go to it (e.g. sampling settings).
-    The caller holds ``loaded.lock`` and has put the engine's decode loop in place."""
+    The caller holds ``loaded.lock`` and has put the engine's decode loop in place. Rows with a LoRA voice get
+    their adapter for this call (`lora.adapters_for`)."""
+    uses = [item.adapter for item in items]
+    loop = getattr(loaded, "decode_loop", None)
+    if any(uses) and loop is not None and not getattr(loop, "takes_adapters", False):
+        raise ValueError("this model's decode loop cannot run LoRA voices")  # its thread runs the forwards
+    with adapters_for(loaded.tts.model.talker, uses):
+        return _call_upstream(loaded, items, **kwargs)
+
+
+def _call_upstream(
+    loaded: LoadedModel, items: list[SpeechItem], **kwargs: Any
+) -> tuple[list[np.ndarray], int]:
     texts = [item.text for item in items]
     languages = [item.language for item in items]
     if loaded.kind == "custom_voice":

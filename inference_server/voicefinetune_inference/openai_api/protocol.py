@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from voicefinetune.openai_compat import PRESET_VOICES, error_body
+from voicefinetune.schemas import MAX_VOICE_STRENGTH, VOICE_STRENGTH_HELP
 from voicefinetune_inference.audio.time_stretch import MAX_SPEED, MIN_SPEED
 
 ResponseFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
@@ -38,6 +39,9 @@ class SpeechRequest(BaseModel):
         "audio", description="audio: the file's bytes as they are encoded; sse: speech.audio.delta events"
     )
     language: str | None = Field(None, description="Extension: the language (default English; see /infer)")
+    voice_strength: float = Field(
+        1.0, ge=0, le=MAX_VOICE_STRENGTH, description="Extension: " + VOICE_STRENGTH_HELP
+    )
 
     @property
     def voice_name(self) -> str:

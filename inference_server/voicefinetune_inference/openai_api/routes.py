@@ -157,7 +157,7 @@ def add_openai_routes(
                     code="string_above_max_length",
                 )
             language = request_language(body.language)
-            voice = await voices.resolve(body.voice_name, body.instructions)
+            voice = await voices.resolve(body.voice_name, body.instructions, body.voice_strength)
             sentences = split_sentences(body.input, max_chars=min(settings.max_text_chars, 400))
             plan = StreamRequest(
                 spec=voice.spec,

@@ -8,7 +8,8 @@ VoiceDesign model (so clients that default to ``alloy`` get a consistent voice).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from voicefinetune.input_echo import short_repr
 from voicefinetune.openai_compat import DESIGN_VOICE, PRESET_VOICES
@@ -36,8 +37,11 @@ class ResolvedVoice:
     job_id: str | None
     speaker: str | None
     instruct: str
+    extra: dict[str, Any] = field(default_factory=dict)  # a fine-tuned voice's SpeechItem fields (`target`)
 
     def item(self, text: str, language: str) -> tts_model.SpeechItem:
+        if self.extra:
+            return tts_model.SpeechItem(text, language, self.instruct, **self.extra)
         return tts_model.SpeechItem(text, language, self.instruct, speaker=self.speaker)
 
 
@@ -88,13 +92,12 @@ class OpenAIVoices:
         ]
         return tuned + designed + presets
 
-    async def resolve(self, voice: str, instructions: str | None) -> ResolvedVoice:
+    async def resolve(self, voice: str, instructions: str | None, strength: float = 1.0) -> ResolvedVoice:
         tuned = self._fine_tuned(voice)
         if tuned is not None:
             self.catalog.touch(tuned.job_id)
-            return ResolvedVoice(
-                self.loader.voice_spec(tuned), tuned.job_id, tuned.speaker_name, instructions or ""
-            )
+            spec, extra = await self.catalog.target(tuned, strength)
+            return ResolvedVoice(spec, tuned.job_id, tuned.speaker_name, instructions or "", extra)
         lowered = voice.lower()
         if lowered == DESIGN_VOICE:
             if not instructions or not instructions.strip():

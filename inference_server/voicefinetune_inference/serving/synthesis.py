@@ -72,12 +72,12 @@ class SpeechRequests:
                 else auto_filename("tts")
             )
             key = audio_key(job_id, filename=filename, book_id=request.book_id, chapter_id=request.chapter_id)
-        spec = self.loader.voice_spec(voice)
         with self.activity.track("inference_custom_voice", job_id):
             self.voices.touch(job_id)
             if kept := await self.outputs.kept(key, overwrite=request.overwrite, text=text, job_id=job_id):
                 return kept
-            item = tts_model.SpeechItem(text, language, request.instruct or "", speaker=voice.speaker_name)
+            spec, extra = await self.voices.target(voice, request.voice_strength)
+            item = tts_model.SpeechItem(text, language, request.instruct or "", **extra)
             if key is None:
                 return await self.generator.generate(spec, item)
             return await self.generator.produce(spec, item, key=key, job_id=job_id)
@@ -100,12 +100,12 @@ class SpeechRequests:
             return Planned(index, text, language, instruct or "", filename, key)
 
         planned, results = self._plan_items(request.items, plan)
-        spec = self.loader.voice_spec(voice)
         with self.activity.track("inference_custom_voice", job_id, items=len(request.items)):
             self.voices.touch(job_id)
+            spec, extra = await self.voices.target(voice, request.voice_strength)
             results.update(
                 await self.generator.produce_all(
-                    spec, planned, job_id=job_id, overwrite=request.overwrite, speaker=voice.speaker_name
+                    spec, planned, job_id=job_id, overwrite=request.overwrite, **extra
                 )
             )
         return [results[index] for index in range(len(request.items))]
