@@ -18,6 +18,7 @@ from voicefinetune_trainer.recipe import Recipe
 from voicefinetune_trainer.step import TEXT_EMBEDDING_PREFIX
 
 GIB = 2**30
+ADAPTER_MARK = ".lora_"  # PEFT's adapter parameters (lora_A, lora_B)
 # Activation bytes per position and decoder layer, in units of (hidden, intermediate) sizes × the compute dtype's
 # bytes: what backward keeps of a layer without checkpointing, and with it (the layer's input, plus one layer
 # being recomputed).
@@ -70,15 +71,19 @@ def estimate_peak(
     """One optimizer step's peak for batches of `batch_size` sequences of `positions` talker positions holding
     `frames` codec frames each (the longest batch of the dataset)."""
     weights_bytes = recipe.weights_dtype(device_type).itemsize
-    trained = total = largest = 0
+    trained = largest = parameter_bytes = 0
     for name, parameter in model.named_parameters():
-        total += parameter.numel()
-        frozen = name.startswith("speaker_encoder.") or (
-            recipe.freeze_text_embedding and name.startswith(TEXT_EMBEDDING_PREFIX)
+        adapter = ADAPTER_MARK in name  # LoRA adapters stay fp32 over half-precision weights
+        parameter_bytes += parameter.numel() * (4 if adapter else weights_bytes)
+        frozen = (
+            name.startswith("speaker_encoder.")
+            or (recipe.freeze_text_embedding and name.startswith(TEXT_EMBEDDING_PREFIX))
+            or (recipe.adapters_only and not adapter)
         )
         if not frozen:
             trained += parameter.numel()
             largest = max(largest, parameter.numel())
+    trained_bytes = 4 if recipe.adapters_only else weights_bytes
     if (
         recipe.state_dtype is None
     ):  # torch AdamW: fp32 moments, and foreach's temporary the size of one of them
@@ -113,7 +118,7 @@ def estimate_peak(
     )
     if autocast is not None:  # the cast weights that backward keeps
         activations += trained * autocast.itemsize
-    return PeakEstimate(total * weights_bytes, trained * weights_bytes, optimizer, activations, temporaries)
+    return PeakEstimate(parameter_bytes, trained * trained_bytes, optimizer, activations, temporaries)
 
 
 def check_fit(
@@ -134,8 +139,10 @@ def check_fit(
         advice.append(
             f"lower batch_size to {smaller} with gradient_accumulation_steps {steps} (same effective batch)"
         )
-    if recipe.name != "compact":
+    if recipe.name == "seed":
         advice.append("use the compact recipe (VFT_TRAIN_RECIPE=compact)")
+    if not recipe.adapters_only:
+        advice.append("train a LoRA voice (method lora: about 10 GB at 1.7B, batch 2, 30 s clips)")
     advice += [
         "shorten the longest clips",
         "use a GPU with more free memory",

@@ -31,6 +31,7 @@ from voicefinetune_trainer.checkpoint import (
     TrainingState,
     _replace_dir,
 )
+from voicefinetune_trainer.fit import ADAPTER_MARK
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ def adapter_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     """The adapters' parameters; every other parameter of ``model`` stops training."""
     chosen = []
     for name, parameter in model.named_parameters():
-        trains = ".lora_" in name
+        trains = ADAPTER_MARK in name
         parameter.requires_grad_(trains)
         if trains:
             chosen.append(parameter)

@@ -33,11 +33,12 @@ class Recipe:
     gradient_checkpointing: bool
     # frozen half-precision weights may be fp16 on a card without bf16 (trained weights could not: fp16 rounds)
     fp16_without_bf16: bool = False
+    adapters_only: bool = False  # LoRA: only the (fp32) adapters train
 
     def weights_dtype(self, device_type: str) -> torch.dtype:
         if not (self.bf16_weights_on_cuda and device_type == "cuda"):
             return torch.float32
-        if self.fp16_without_bf16 and not torch.cuda.is_bf16_supported():
+        if self.fp16_without_bf16 and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
             return torch.float16
         return torch.bfloat16
 
@@ -73,6 +74,7 @@ RECIPES: dict[str, Recipe] = {
         state_dtype=None,
         gradient_checkpointing=True,
         fp16_without_bf16=True,
+        adapters_only=True,
     ),
 }
 
