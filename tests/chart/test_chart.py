@@ -29,14 +29,16 @@ VARIANTS = {
         "s3.existingSecret=my-s3",
     ],
     "kind-cpu": ["-f", str(CHART / "ci" / "kind-cpu-values.yaml")],
+    "production": ["-f", str(CHART / "ci" / "production-values.yaml")],
 }
 
 
 def test_helm_lint_strict():
     result = helm("lint", "--strict", str(CHART), *S3_KEYS)
     assert result.returncode == 0, result.stdout + result.stderr
-    result = helm("lint", "--strict", str(CHART), *S3_KEYS, "-f", str(CHART / "ci" / "kind-cpu-values.yaml"))
-    assert result.returncode == 0, result.stdout + result.stderr
+    for values in sorted((CHART / "ci").glob("*-values.yaml")):
+        result = helm("lint", "--strict", str(CHART), *S3_KEYS, "-f", str(values))
+        assert result.returncode == 0, values.name + result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
