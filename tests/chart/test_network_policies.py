@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers.chart import of_kind, operator_built, render
+from tests.helpers.chart import CHART, S3_KEYS, helm, of_kind, operator_built, render
 from tests.helpers.netpol import Address, Pod, pod_of, reaches, selected
 
 S3_ENDPOINT, OTHER_PUBLIC, METADATA = (
@@ -141,3 +141,17 @@ def test_policies_and_the_scraper_rule_can_be_switched_off(setting):
     else:
         assert not reaches(policies, SCRAPER, pods["operator"], 8081)
         assert reaches(policies, pods["trainer"], pods["operator"], 8081)
+
+
+@pytest.mark.parametrize(
+    ("setting", "complaint"),
+    [
+        ("networkPolicy.s3.ports={70000}", "maximum"),
+        ("networkPolicy.enabled=maybe", "want boolean"),
+        ("networkPolicy.referenceAudio.ipBlocks[0].port=1", "missing property 'cidr'"),
+        ("networkPolicy.dns.podLabels=null", "podLabels"),
+    ],
+)
+def test_the_values_schema_refuses_bad_network_policy_values(setting, complaint):
+    result = helm("template", "vft", str(CHART), *S3_KEYS, "--set", setting)
+    assert result.returncode != 0 and complaint in result.stderr, result.stderr
