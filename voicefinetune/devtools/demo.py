@@ -3,7 +3,8 @@
 It builds tiny random Qwen3-TTS models, starts an S3 server (moto) on loopback and `vft serve` with
 ``VFT_TINY_MODELS=1``, then acts as a client would: voice design → a dataset zip of that synthetic voice →
 ``POST /finetune`` (multipart upload) → polling with a progress bar → batch synthesis to S3 → a presigned URL
-fetched → ``/ops/averages``. The WAVs land in ``--output-dir`` (24 kHz). Tiny random models make noise-like
+fetched → ``/ops/averages`` → a short chapter of the fine-tuned and a designed voice through ``POST /synthesis``, with
+its manifest and subtitles. The WAVs land in ``--output-dir`` (24 kHz). Tiny random models make noise-like
 "speech": the demo shows the plumbing, not voice quality.
 """
 
@@ -47,6 +48,13 @@ BATCH_ITEMS = (
     {"text": "The hero stood tall.", "filename": "ch1_002.wav"},
     {"text": "A cold wind blew from the north.", "filename": "ch1_003.wav"},
 )
+CHAPTER_ITEMS = (
+    "The night train left the valley at nine.",
+    "Is this seat taken, or may I sit here?",
+    "She looked up from her book and smiled.",
+    "Of course. We have a long way to go.",
+)
+CHAPTER_TIMEOUT_SECONDS = 300.0
 MIN_CLIP_SECONDS = 0.6  # the trainer accepts clips of 0.3 s and more
 MAX_DESIGN_ATTEMPTS = 24
 SERVER_START_SECONDS = 180.0
@@ -331,6 +339,43 @@ def synthesize(api: str, job_id: str, out: Path, saved: list[tuple[Path, float]]
     console.print(f"   downloaded {len(items)} WAVs through their presigned URLs into {out / 'fine_tuned'}")
 
 
+def chapter(api: str, job_id: str, out: Path, saved: list[tuple[Path, float]]) -> None:
+    step(
+        "5. A two-voice chapter",
+        "POST /synthesis: the fine-tuned voice and a designed one, joined, with timings",
+    )
+    items = [
+        {"text": text, "voice": job_id if n % 2 == 0 else "design:a young man, warm and quick"}
+        for n, text in enumerate(CHAPTER_ITEMS)
+    ]
+    body: dict[str, Any] = {"items": items, "book_id": "demo-book", "chapter_id": "ch01"}
+    synthesis_id = check(API.post(f"{api}/synthesis", json=body, timeout=60), "chapter")["synthesis_id"]
+    deadline = time.monotonic() + CHAPTER_TIMEOUT_SECONDS
+    while (status := check(API.get(f"{api}/synthesis/{synthesis_id}", timeout=30), "chapter status"))[
+        "status"
+    ] in ("queued", "running"):
+        if time.monotonic() > deadline:
+            raise DemoFailed(f"the chapter did not finish within {CHAPTER_TIMEOUT_SECONDS:.0f}s: {status}")
+        time.sleep(0.3)
+    if status["status"] != "succeeded":
+        raise DemoFailed(f"the chapter {status['status']}: {status['error']}")
+    output = status["output"]
+    folder = out / "chapter"
+    for key in ("manifest_url", "subtitles_url"):
+        answer = requests.get(output[key], timeout=60)
+        answer.raise_for_status()
+        name = Path(output[key.replace("_url", "_s3_key")]).name
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(answer.content)
+    audio = requests.get(output["presigned_url"], timeout=60)
+    audio.raise_for_status()
+    path = folder / Path(output["s3_key"]).name
+    saved.append((path, save_wav(audio.content, path)))
+    console.print(
+        f"   {output['s3_key']}: {output['duration_s']:.2f}s, manifest and WebVTT subtitles in {folder}"
+    )
+
+
 def show_averages(api: str) -> None:
     step("4. Operation timing", "GET /ops/averages")
     averages = check(API.get(f"{api}/ops/averages", timeout=30), "ops averages")
@@ -383,6 +428,7 @@ def run(args: argparse.Namespace) -> list[tuple[Path, float]]:
         console.print(f"   ready: inference_url {job['inference_url']}, checkpoint {job['checkpoint_path']}")
         synthesize(api, job_id, out, saved)
         show_averages(api)
+        chapter(api, job_id, out, saved)
     return saved
 
 
