@@ -145,6 +145,15 @@ EQUIVALENT: dict[str, dict[tuple[str, str], str]] = {
             'if scope["type"] != "http" or not self.keys or scope.get("path", "XXXX") in self.open_paths:',
         ): ASGI_SCOPE,
         ("__call__", 'if key_matches(presented_key(scope.get("headers", None)), self.keys):'): ASGI_SCOPE,
+        ("__call__", 'if key_matches(presented_key(scope.get("headers", )), self.keys):'): ASGI_SCOPE,
+        (
+            "__call__",
+            'if scope["type"] != "http" or not self.keys or self.is_open(scope.get("path", "XXXX")):',
+        ): ASGI_SCOPE,
+        (
+            "__call__",
+            'if scope["type"] != "http" or not self.keys or self.is_open(scope.get("path", )):',
+        ): ASGI_SCOPE,
         ("__call__", 'await send_json(send, 401, unauthorized_body(scope.get("path", )),'): ASGI_SCOPE,
     },
     "SSRF guard": {
@@ -161,6 +170,14 @@ EQUIVALENT: dict[str, dict[tuple[str, str], str]] = {
             "infos = await asyncio.get_running_loop().getaddrinfo(host, port, )",
         ): "without a socket type getaddrinfo lists each address once per type (stream, datagram, raw): the same "
         "addresses in the same order, so the same checks and the same first address",
+        (
+            "fetch_url",
+            "follow_redirects=None, trust_env=False, timeout=FETCH_TIMEOUT_SECONDS",
+        ): "httpx only tests follow_redirects for truth: None follows no redirect, as False does",
+        (
+            "fetch_url",
+            'extensions = {"sni_hostname": parts.hostname} if (parts.scheme == "https") or True else {}',
+        ): "httpcore reads sni_hostname only when it starts TLS: a plain-http request ignores it",
     },
     "sampling": {
         (
