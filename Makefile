@@ -32,6 +32,7 @@ bench: setup
 	$(VENV)/bin/python -m bench.streaming --write-docs
 	$(VENV)/bin/python -m bench.engine --write-docs
 	$(VENV)/bin/python -m bench.longform --write-docs
+	$(VENV)/bin/python -m bench.lora --write-docs
 
 # Mutation testing over the safety-critical modules (slow; not part of `make test`): writes docs/testing.md.
 mutation: setup
