@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from voicefinetune_inference import metrics
+from voicefinetune_inference.engine import lora
 from voicefinetune_inference.engine.decode import DecodeJob
 from voicefinetune_inference.engine.sampling import suppression_mask
 from voicefinetune_inference.engine.slot_step import SlotDecoder
@@ -54,6 +55,7 @@ class Request:
     cancelled: threading.Event = field(default_factory=threading.Event)
     enqueued: float = field(default_factory=time.monotonic)
     slots: dict[int, int] = field(default_factory=dict)  # slot -> row
+    adapters: lora.AdapterRows | None = None  # LoRA voices: each row's adapter, as the caller set them
     codes: list[list[torch.Tensor]] = field(default_factory=list)
     frames: int = 0
 
@@ -66,6 +68,9 @@ class Request:
 
 
 class DecodeLoop:
+    # LoRA rows: the caller's adapter rows go with its request into the slots (`lora.SlotAdapters`)
+    takes_adapters = True
+
     def __init__(
         self,
         talker: Any,
@@ -83,6 +88,7 @@ class DecodeLoop:
         self._decoder: SlotDecoder | None = None
         self._free = list(range(self.slots))
         self._running: dict[int, Request] = {}  # slot -> request
+        self._adapters = lora.SlotAdapters(self.slots)
         self._lengths = [0] * self.slots  # host copy of each slot's cache length
         self._waiting: deque[Request] = deque()
         self._changed = threading.Condition()
@@ -96,7 +102,7 @@ class DecodeLoop:
     # --- callers --------------------------------------------------------------------------------------------------
 
     def submit(self, job: DecodeJob, seeds: list[int]) -> Request:
-        request = Request(job, seeds)
+        request = Request(job, seeds, adapters=lora.current_rows(self.talker))
         if request.rows > self.slots:
             raise ValueError(f"a request of {request.rows} rows does not fit {self.slots} decode slots")
         with self._changed:
@@ -161,6 +167,7 @@ class DecodeLoop:
 
     def _give_back(self, slot: int) -> None:
         del self._running[slot]
+        self._adapters.free(slot)
         if self._decoder is not None:
             self._decoder.free(slot)
         heapq.heappush(self._free, slot)
@@ -193,14 +200,15 @@ class DecodeLoop:
         job = request.job
         embeds, mask = job.inputs_embeds, job.attention_mask
         rows, length, _ = embeds.shape
-        prefill = self.talker(
-            inputs_embeds=embeds,
-            attention_mask=mask,
-            use_cache=True,
-            cache_position=torch.arange(length, device=embeds.device),
-            trailing_text_hidden=job.trailing_text_hidden,
-            tts_pad_embed=job.tts_pad_embed,
-        )
+        with lora.using(self.talker, request.adapters):
+            prefill = self.talker(
+                inputs_embeds=embeds,
+                attention_mask=mask,
+                use_cache=True,
+                cache_position=torch.arange(length, device=embeds.device),
+                trailing_text_hidden=job.trailing_text_hidden,
+                tts_pad_embed=job.tts_pad_embed,
+            )
         valid = [int(n) for n in mask.sum(dim=1).tolist()]
         deltas = [int(d) for d in self.talker.rope_deltas.view(-1).tolist()]
         need = max(valid) + max(job.frame_limits) + 2
@@ -217,6 +225,7 @@ class DecodeLoop:
             slot = self._take_slot()
             request.slots[slot] = row
             self._running[slot] = request
+            self._adapters.assign(slot, request.adapters, row)
             start = length - valid[row]
             decoder.admit(
                 slot,
@@ -245,7 +254,8 @@ class DecodeLoop:
         bucket = bucket_for(max(self._running) + 1, self.slots)
         longest = max(self._lengths[slot] for slot in self._running) + 1
         span = min(decoder.capacity, -(-longest // SPAN_STEP) * SPAN_STEP)
-        with self.step_context():
+        adapters = self._adapters.rows()  # read on the host before the step, never inside it
+        with lora.using(self.talker, adapters), self.step_context():
             decoder.frame(bucket, span)
         # the one read per frame: which rows ended, and their codes (a copy: the buffer is the next step's)
         out = decoder.out[:bucket].to("cpu", copy=True)
