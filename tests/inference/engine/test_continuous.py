@@ -181,8 +181,12 @@ def test_buffered_generate_through_the_loop_equals_the_one_call_engine(tiny_mode
 
 # --- graph readiness ---------------------------------------------------------------------------------------------
 
+# ops that read a tensor's value on the host (``bool(t)``, ``t.item()``, ``torch.equal``) or size their output by it
 SYNCING = {
     "aten::_local_scalar_dense",
+    "aten::is_nonzero",
+    "aten::item",
+    "aten::equal",
     "aten::nonzero",
     "aten::masked_select",
     "aten::unique",
