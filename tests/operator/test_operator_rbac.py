@@ -4,7 +4,6 @@ grant), so a call the chart forgot fails here as it would on a real cluster."""
 from __future__ import annotations
 
 import kubernetes
-import pytest
 
 from tests.helpers.chart import of_kind, render
 from tests.helpers.k8s_harness import operator_environment, wait_for
@@ -87,6 +86,3 @@ def test_without_the_delete_rule_the_keepers_replacement_is_forbidden(
     (kept,) = cluster.objects("apps/v1/deployments", NAMESPACE)
     assert kept["spec"]["selector"]["matchLabels"] == OLD_SELECTOR
     assert {access for access in cluster.call(lambda emulator: list(emulator.denied))} == {forbidden}
-
-
-pytestmark = pytest.mark.usefixtures("cluster")
