@@ -155,4 +155,9 @@ def test_lifecycle_spellings_line_up():
         "resumeJobId": "resume_job_id",
         "gradientAccumulationSteps": "gradient_accumulation_steps",
         "language": "language",
+        "method": "method",
+        "loraRank": "lora_rank",
+        "loraAlpha": "lora_alpha",
+        "loraTargets": "lora_targets",
+        "webhookUrl": "webhook_url",
     }
