@@ -239,7 +239,8 @@ BAD_REQUESTS = [
     (
         {"text": "Hello there, reader.", "voice": NARRATOR, "synthesis_id": "Bad/Id"},
         400,
-        "job_id must be 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit; got 'Bad/Id'",
+        "synthesis_id must be 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit; "
+        "got 'Bad/Id'",
     ),
     (
         {"text": "Hello there, reader.", "voice": NARRATOR, "format": "wma"},

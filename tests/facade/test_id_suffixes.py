@@ -48,6 +48,14 @@ SPEAKER_RULE = (
     "speaker_name must start with a letter and use only letters, digits, '_' or '-' (64 at most); got {!r}"
 )
 FILENAME_RULE = "unsafe {} {!r}: use letters, digits, '.', '_' or '-' only, no folders and no '..'"
+SYNTHESIS_ID_RULE = "synthesis_id must be 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit; got {!r}"
+SAFE_ID_RULE = (
+    "unsafe {} {!r}: use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit, and no '..'"
+)
+UNKNOWN_VOICE_RULE = (
+    "unknown voice: Invalid value: voice {!r} is neither a ready fine-tuned voice (job id or speaker name), "
+    "'design', nor a preset; GET /v1/audio/voices lists them"
+)
 
 
 def _is_id(name: str) -> bool:
@@ -256,6 +264,37 @@ for _app in (FACADE, INFERENCE):
                 ),
                 _refused_422(_field),
             )
+for _app in (FACADE, INFERENCE):  # audiobook chapters: checked before anything is written
+    for _method, _route in (
+        ("GET", "/synthesis/{synthesis_id}"),
+        ("DELETE", "/synthesis/{synthesis_id}"),
+        ("POST", "/synthesis/{synthesis_id}/segments/{index}/regenerate"),
+    ):
+        CASES[(_app, _method, _route, "path", "synthesis_id")] = (
+            lambda value, method=_method, route=_route: Sent(
+                method, route.replace("{synthesis_id}", quote(value, safe="")).replace("{index}", "0")
+            ),
+            _refused_400(SYNTHESIS_ID_RULE),
+        )
+    CASES[(_app, "POST", "/synthesis", "application/json", "synthesis_id")] = (
+        lambda value: Sent("POST", "/synthesis", json={**TEXT, "voice": "alloy", "synthesis_id": value}),
+        _refused_400(SYNTHESIS_ID_RULE),
+    )
+    for _field in ("book_id", "chapter_id"):
+        CASES[(_app, "POST", "/synthesis", "application/json", _field)] = (
+            lambda value, field=_field: Sent(
+                "POST", "/synthesis", json={**TEXT, "voice": "alloy", "book_id": "hero1", field: value}
+            ),
+            _refused_400(SAFE_ID_RULE, _field),
+        )
+    CASES[(_app, "POST", "/synthesis", "application/json", "voice")] = (
+        lambda value: Sent("POST", "/synthesis", json={**TEXT, "voice": value}),
+        _refused_400(UNKNOWN_VOICE_RULE),
+    )
+    CASES[(_app, "POST", "/synthesis", "application/json", "items[].voice")] = (
+        lambda value: Sent("POST", "/synthesis", json={"items": [{**TEXT, "voice": value}]}),
+        _refused_400(UNKNOWN_VOICE_RULE),
+    )
 CASES[(INFERENCE, "POST", "/infer/{job_id}", "application/json", "s3_filename")] = (
     lambda value: Sent("POST", f"/infer/{VOICE}", json={**TEXT, "s3_filename": value}),
     _refused_400(FILENAME_RULE, "s3_filename"),

@@ -10,9 +10,9 @@ from typing import Any
 
 from voicefinetune.input_echo import short_repr
 from voicefinetune.schemas import (
+    API_JOB_ID_PATTERN,
     MAX_INSTRUCT_CHARS,
     InvalidInput,
-    check_job_id,
     check_language,
     is_segment_id,
 )
@@ -33,6 +33,16 @@ def fingerprint(request: SynthesisRequest) -> str:
 
 def new_synthesis_id() -> str:
     return uuid.uuid4().hex[:12]
+
+
+def check_synthesis_id(value: str) -> str:
+    """A synthesis id: shaped like a job id (it names S3 folders and may become a resource name)."""
+    if not API_JOB_ID_PATTERN.fullmatch(value):
+        raise InvalidInput(
+            "synthesis_id must be 1-63 lowercase letters, digits or '-', starting and ending with a letter or "
+            f"digit; got {short_repr(value)}"
+        )
+    return value
 
 
 def _safe_id(value: str | None, field: str) -> str | None:
@@ -93,7 +103,7 @@ def plan_chapter(request: SynthesisRequest, settings: Settings) -> dict[str, Any
     if request.format not in FORMATS:
         raise InvalidInput(f"unknown format {short_repr(request.format)}; use one of: {', '.join(FORMATS)}")
     if request.synthesis_id is not None:
-        check_job_id(request.synthesis_id)
+        check_synthesis_id(request.synthesis_id)
     _safe_id(request.book_id, "book_id")
     _safe_id(request.chapter_id, "chapter_id")
     if request.chapter_id and not request.book_id:

@@ -24,7 +24,12 @@ from voicefinetune.webhooks import WebhookSender, check_webhook_url, event_body
 from voicefinetune_inference.chapters import metrics
 from voicefinetune_inference.chapters.files import FORMATS, encode
 from voicefinetune_inference.chapters.joining import join
-from voicefinetune_inference.chapters.planning import new_synthesis_id, output_keys, plan_chapter
+from voicefinetune_inference.chapters.planning import (
+    check_synthesis_id,
+    new_synthesis_id,
+    output_keys,
+    plan_chapter,
+)
 from voicefinetune_inference.chapters.protocol import (
     ACTIVE_STATUSES,
     RegenerateRequest,
@@ -153,6 +158,7 @@ class ChapterWorker:
         return self._view(state)
 
     async def status(self, synthesis_id: str) -> SynthesisStatus:
+        check_synthesis_id(synthesis_id)
         running = self._running.get(synthesis_id)
         if running is not None:
             return self._view(running.state)
@@ -172,6 +178,7 @@ class ChapterWorker:
 
     async def cancel_or_delete(self, synthesis_id: str) -> dict[str, Any]:
         """Cancel a chapter under way; delete a finished one's outputs and records."""
+        check_synthesis_id(synthesis_id)
         running = self._running.get(synthesis_id)
         state = running.state if running is not None else await self._state(synthesis_id)
         if state["status"] in ACTIVE_STATUSES:
@@ -187,6 +194,7 @@ class ChapterWorker:
 
     async def regenerate(self, synthesis_id: str, index: int, request: RegenerateRequest) -> SynthesisStatus:
         """Render segment ``index`` again and join the chapter anew (the other segments are kept)."""
+        check_synthesis_id(synthesis_id)
         if synthesis_id in self._running:
             raise SynthesisConflict(
                 f"synthesis {synthesis_id!r} is still running; regenerate once it has ended"
