@@ -31,6 +31,7 @@ bench: setup
 	$(VENV)/bin/python -m bench.operator
 	$(VENV)/bin/python -m bench.streaming --write-docs
 	$(VENV)/bin/python -m bench.engine --write-docs
+	$(VENV)/bin/python -m bench.concurrency --write-docs
 	$(VENV)/bin/python -m bench.longform --write-docs
 	$(VENV)/bin/python -m bench.lora --write-docs
 

@@ -1,0 +1,167 @@
+"""Concurrent streams on one model: the continuous decode loop vs the batcher's fused calls (``VFT_SCHEDULER``).
+
+A real inference server (uvicorn on loopback) per scheduler; the official `openai` client streams
+`POST /v1/audio/speech` (pcm): first a lone stream (the first-audio reference), then N concurrent streams of 5
+sentences each over 4 voices of one model. The OpenAI API speaks no voice-clone prompts, so the 4 voices are
+OpenAI preset names, i.e. 4 descriptions for the one VoiceDesign model (every voice on the same weights shares the
+loop, as clone voices of a Base model would). Tiny random checkpoints on CPU by default.
+
+    .venv/bin/python -m bench.concurrency [--streams 16] [--write-docs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import openai  # noqa: E402
+
+from bench.results import DOCS, write_section  # noqa: E402
+from bench.streaming import SAMPLE_RATE, start_server  # noqa: E402
+
+SECTION = "## Concurrent streams: continuous loop vs fused calls (`bench/concurrency.py`)"
+# (label, VFT_SCHEDULER, VFT_ENGINE_SLOTS or None for the default: 8 on CPU); the third gives every sentence under way
+# a slot (each stream generates its next sentence while sending one, so 2 per stream)
+CONFIGS = (
+    ("batch", "batch", None),
+    ("continuous", "continuous", None),
+    ("continuous, 2 slots per stream", "continuous", 0),
+)
+VOICES = ("alloy", "ash", "coral", "echo")
+SENTENCES = 5
+
+
+def text_for(stream: int) -> str:
+    return " ".join(f"Stream {stream} says line {n}." for n in range(1, SENTENCES + 1))
+
+
+def streamed(client: openai.OpenAI, voice: str, text: str) -> tuple[float, float]:
+    """(seconds to the first audio bytes, seconds of audio) of one streamed request."""
+    started = time.perf_counter()
+    first = None
+    size = 0
+    with client.audio.speech.with_streaming_response.create(
+        model="qwen3-tts", voice=voice, input=text, response_format="pcm"
+    ) as response:
+        for chunk in response.iter_bytes():
+            if first is None and chunk:
+                first = time.perf_counter() - started
+            size += len(chunk)
+    return first or 0.0, size / 2 / SAMPLE_RATE
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def run(settings, streams: int) -> dict:
+    url, server, thread = start_server(settings)
+    try:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="bench", max_retries=0, timeout=900)
+        streamed(client, VOICES[0], "Warm up.")
+        lone = [streamed(client, VOICES[0], text_for(100 + n))[0] for n in range(3)]
+        with ThreadPoolExecutor(streams) as pool:
+            started = time.perf_counter()
+            results = list(
+                pool.map(lambda i: streamed(client, VOICES[i % len(VOICES)], text_for(i)), range(streams))
+            )
+            wall = time.perf_counter() - started
+    finally:
+        server.should_exit = True
+        thread.join(30)
+    firsts = [first for first, _ in results]
+    return {
+        "lone_first": statistics.median(lone),
+        "audio_per_second": sum(audio for _, audio in results) / wall,
+        "p50": percentile(firsts, 0.5),
+        "p95": percentile(firsts, 0.95),
+        "wall": wall,
+    }
+
+
+def render(figures: dict, streams: int) -> str:
+    import torch
+
+    lines = [
+        f"{streams} concurrent `/v1/audio/speech` streams (pcm) of {SENTENCES} sentences each over {len(VOICES)} "
+        "voices of one model (OpenAI preset names: descriptions for the VoiceDesign model; the OpenAI API takes "
+        "no clone prompts), through the REST API of one inference server per scheduler. "
+        f"**CPU figures** (tiny random checkpoints, {platform.machine()}, torch {torch.__version__}, "
+        f"{os.cpu_count()} cores shared with other work while measured); not measured on a GPU.",
+        "",
+        "| scheduler | audio s per wall s | first audio p50 | first audio p95 | lone stream's first audio | wall |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, _, _ in CONFIGS:
+        f = figures[label]
+        lines.append(
+            f"| {label} (`{f['slots']}` slots) | {f['audio_per_second']:.2f} | {f['p50'] * 1000:.0f} ms | {f['p95'] * 1000:.0f} ms "
+            f"| {f['lone_first'] * 1000:.0f} ms | {f['wall']:.1f} s |"
+        )
+    lines.append("")
+    for label, _, _ in CONFIGS[1:]:
+        ratio = figures[label]["audio_per_second"] / max(figures["batch"]["audio_per_second"], 1e-9)
+        p95_ratio = figures[label]["p95"] / max(figures[label]["lone_first"], 1e-9)
+        lines.append(
+            f"- {label}: {ratio:.2f}× batch's aggregate audio-s/s (target ≥ 2×); p95 first audio "
+            f"{p95_ratio:.1f}× a lone stream's (target ≤ 3×)."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--streams", type=int, default=16)
+    parser.add_argument("--write-docs", action="store_true", help=f"write the table into {DOCS}")
+    args = parser.parse_args(argv)
+
+    from voicefinetune.devtools.tiny_models import ensure_tiny_models
+    from voicefinetune.settings import Settings
+
+    figures = {}
+    with tempfile.TemporaryDirectory(prefix="vft-bench-concurrency-") as tmp:
+        root = Path(tmp)
+        tiny = ensure_tiny_models(root / "tiny")
+        for label, scheduler, slots in CONFIGS:
+            environ = {
+                "DEVICE": os.environ.get("DEVICE", "cpu"),
+                "USE_FLASH_ATTN": "0",
+                "VFT_DATA_DIR": str(root / f"data-{len(figures)}"),
+                "VFT_TINY_MODELS": "1",
+                "VFT_TINY_MODELS_DIR": str(tiny.root),
+                "VFT_SCHEDULER": scheduler,
+            }
+            settings = replace(
+                Settings.from_env(environ),
+                s3_access_key=None,
+                s3_secret_key=None,
+                engine_slots=None if slots is None else 2 * args.streams,
+            )
+            figures[label] = run(settings, args.streams)
+            figures[label]["slots"] = (
+                "—" if scheduler == "batch" else settings.engine_slots_for(settings.device.startswith("cuda"))
+            )
+    table = render(figures, args.streams)
+    print(f"{SECTION}\n\n{table}")
+    if args.write_docs:
+        write_section(SECTION, table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
