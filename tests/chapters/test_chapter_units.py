@@ -130,3 +130,21 @@ def test_a_webhook_url_passes_the_reference_audio_address_policy(url, settings, 
     else:
         with pytest.raises(InvalidInput, match=refusal):
             asyncio.run(check_webhook_url(url, settings))
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        (b'{"text": "Hi.", "voice": "narrator-job"}', "narrator-job"),
+        (b'{"items": [{"text": "Hi.", "voice": "hero-job"}, {"text": "Yo.", "voice": "other"}]}', "hero-job"),
+        (b'{"items": [{"text": "Hi.", "voice": "design:a calm woman"}]}', "voice-design"),
+        (b'{"items": [{"text": "Hi."}], "voice": "alloy"}', "voice-design"),
+        (b'{"items": [{"text": "Hi."}]}', None),
+        (b"not json", None),
+        (b"[1, 2]", None),
+    ],
+)
+def test_the_facade_routes_a_chapter_by_its_first_voice(body: bytes, key: str | None):
+    from voicefinetune.facade.inference_proxy import chapter_key
+
+    assert chapter_key(body) == key

@@ -141,6 +141,33 @@ def test_an_items_chapter_alternates_voices_and_marks_each_item_in_m4b(server: S
         assert float(mark["start"] * mark["time_base"]) == pytest.approx(segment["start"], abs=0.002)
 
 
+def metric(server: Server, name: str, labels: str = "") -> float:
+    for line in httpx.get(f"{server.url}/metrics", timeout=30).text.splitlines():
+        if line.startswith(f"{name}{labels} "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_segments_are_counted_in_metrics_and_each_chapter_run_in_the_ops_history(server: Server):
+    ok = 'vft_inference_synthesis_segments_total{outcome="ok"}'
+    before = metric(server, ok)
+    response = httpx.post(
+        f"{server.url}/synthesis", json={"text": " ".join(sentences(3)), "voice": NARRATOR}, timeout=60
+    )
+    synthesis_id = response.json()["synthesis_id"]
+    assert wait_synthesis(server, synthesis_id)["status"] == "succeeded"
+    assert metric(server, ok) - before == 3
+    assert metric(server, "vft_inference_synthesis_pending_segments") == 0
+    history = httpx.get(
+        f"{server.url}/ops/history",
+        params={"op_name": "synthesis_chapter", "job_id": synthesis_id},
+        timeout=30,
+    ).json()
+    assert [(record["job_id"], record["segments"], record["ok"]) for record in history] == [
+        (synthesis_id, 3, True)
+    ]
+
+
 def test_the_same_synthesis_id_is_one_chapter_and_another_request_under_it_is_a_conflict(server: Server):
     body = {
         "text": "One short sentence for the idempotent chapter.",
