@@ -41,6 +41,8 @@ LONG_MODULES = {
     "operator/test_inference_fleet.py": 300,
     "trainer/test_train_cli.py": 600,  # `vft train` subprocesses
     "trainer/test_lora_training.py": 600,  # `vft train --method lora` subprocesses
+    "inference/engine/test_lora_rows.py": 240,  # 4-5 greedy generations per test; over 60 s on a loaded machine
+    "inference/test_lora_serving.py": 240,  # up to 10 requests through the service per test
     "trainer/test_sft.py": 300,  # in-process training of the tiny model
     "trainer/test_compact_training.py": 300,
 }
