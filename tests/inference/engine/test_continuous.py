@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from voicefinetune_inference.engine import batch, fast_engine, tts_model
+from voicefinetune_inference.engine import decode as fast_decode
 from voicefinetune_inference.engine.scheduler import DecodeLoop
 
 from .engine_helpers import GREEDY, load_tiny
@@ -259,3 +260,27 @@ def test_the_step_keeps_its_buffers_and_never_waits_for_the_device(tiny_models):
     assert len(storage) >= 2  # rows joined and left: the loop ran at more than one batch-size bucket
     for bucket, records in storage.items():
         assert len(records) == 1, f"bucket {bucket}: buffers changed storage or shape between steps"
+
+
+def test_a_cancelled_request_frees_its_slot_at_the_next_frame(custom):
+    """The caller stops waiting (a stream's consumer went away): its row leaves the loop long before its bound."""
+    stop = threading.Event()
+    row = Row()
+
+    def on_frame(step, rows, codes):
+        row.frames.append(codes)
+        if len(row.frames) == 3:
+            stop.set()
+
+    options = fast_engine.CallOptions(
+        frame_limits=[60], on_frame=on_frame, should_stop=stop.is_set, seeds=[0]
+    )
+    with pytest.raises(fast_decode.GenerationCancelled), fast_engine.decoding(custom, options):
+        tts_model.call_upstream(custom, [speaker(LONG)], **GREEDY)
+    loop = custom.decode_loop
+    steps_at_cancel = loop.frames
+    wait_for(lambda: loop.status()["rows_running"] == 0, "the slot to be freed")
+    assert loop.frames - steps_at_cancel <= 2  # it left at the next frame boundary, not at its bound
+    assert loop.status()["queue"] == 0
+    assert len(row.frames) >= 3
+    assert len(request(custom, speaker("Still serving."), frames=5).codes()) == 4  # the loop goes on
