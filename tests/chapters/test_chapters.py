@@ -224,6 +224,20 @@ def test_regenerating_one_segment_renders_only_it_and_joins_the_chapter_again(se
     assert missing.json() == {"detail": f"synthesis {synthesis_id!r} has segments 0 to 4, not 9"}
 
 
+def test_a_200000_character_chapter_is_accepted_and_split_into_its_sentences(server: Server):
+    lines = sentences(3300)
+    text = " ".join(lines)
+    assert len(text) >= 200_000
+    response = httpx.post(f"{server.url}/synthesis", json={"text": text, "voice": NARRATOR}, timeout=120)
+    assert response.status_code == 202, response.text
+    synthesis_id = response.json()["synthesis_id"]
+    assert response.json()["progress"] == {"done_segments": 0, "total_segments": len(lines)}
+    plan = object_json(server, f"synthesis/{synthesis_id}/plan.json")
+    assert [segment["text"] for segment in plan["segments"]] == lines
+    assert httpx.delete(f"{server.url}/synthesis/{synthesis_id}", timeout=60).json()["status"] == "cancelled"
+    assert httpx.delete(f"{server.url}/synthesis/{synthesis_id}", timeout=60).json()["deleted"] is True
+
+
 def test_delete_cancels_a_running_chapter_then_deletes_its_files(server: Server):
     response = httpx.post(
         f"{server.url}/synthesis", json={"text": " ".join(sentences(40)), "voice": NARRATOR}, timeout=60
