@@ -58,7 +58,11 @@ MODULES = (
     Module(
         "dataset",
         "voicefinetune/dataset.py",
-        ("tests/trainer/test_dataset.py", "tests/trainer/test_dataset_audio_caps.py"),
+        (
+            "tests/trainer/test_dataset.py",
+            "tests/trainer/test_dataset_audio_caps.py",
+            "tests/trainer/test_dataset_cli.py",
+        ),
     ),
     Module(
         "zip checks",
@@ -179,6 +183,9 @@ EQUIVALENT: dict[str, dict[tuple[str, str], str]] = {
             'extensions = {"sni_hostname": parts.hostname} if (parts.scheme == "https") or True else {}',
         ): "httpcore reads sni_hostname only when it starts TLS: a plain-http request ignores it",
     },
+    "body limit": {
+        ("__call__", 'headers = dict(scope.get("headers", ))'): ASGI_SCOPE,
+    },
     "sampling": {
         (
             "suppression_mask",
@@ -190,6 +197,10 @@ EQUIVALENT: dict[str, dict[tuple[str, str], str]] = {
             "open_dataset",
             "shutil.rmtree(dest, )",
         ): "dest is the folder this call has just extracted, so removing it cannot fail and ignore_errors never acts",
+        (
+            "seconds",
+            'reason = str(exc).split(": ", 1)[-1] if (str(exc)) or True else type(exc).__name__',
+        ): "soundfile raises its errors with libsndfile's message, never an empty one, so the fallback never acts",
     },
 }
 

@@ -117,3 +117,20 @@ def test_a_folder_already_gone_is_reported_as_such_even_while_its_lock_is_held(s
     report = DiskCache(jobs, storage).prune(0, [DiskCandidate("gone", jobs / "gone", "p", 0.0)], lock_for)
 
     assert report["kept"] == [{"job_id": "gone", "folder": str(jobs / "gone"), "reason": "not on disk"}]
+
+
+def test_the_report_gives_sizes_in_gigabytes_to_the_kilobyte(storage, tmp_path):
+    jobs = tmp_path / "jobs"
+    kept = model_folder(jobs, "kept", 1_234)  # 0.000001234 GB: six decimals show 0.000001, seven 0.0000012
+    locks, lock_for = free_locks()
+
+    report = DiskCache(jobs, storage).prune(
+        2_345, [DiskCandidate("kept", kept, "checkpoints/kept", 0.0)], lock_for
+    )
+
+    assert (report["threshold_gb"], report["used_gb_before"], report["used_gb"]) == (
+        0.000002,
+        0.000001,
+        0.000001,
+    )
+    assert report["deleted"] == []

@@ -237,6 +237,37 @@ async def test_a_model_still_loading_has_no_size_yet():
     await asyncio.wait_for(user, WAIT_SECONDS)
 
 
+async def test_a_model_whose_request_was_cancelled_while_it_loaded_stays_cached():
+    loading = threading.Event()
+    loads: list[str] = []
+    unloaded: list[str] = []
+    cache = ModelCache(1, lambda model: unloaded.append(model.name))
+
+    def load() -> Model:
+        loading.wait(WAIT_SECONDS)
+        loads.append("a")
+        return Model("a")
+
+    slow = ModelSpec(key="a", kind="base", path="/models/a", load=load)
+
+    async def use() -> None:
+        async with cache.use(slow):
+            pass
+
+    user = asyncio.create_task(use())
+    await until(lambda: cache.resident == 1, "loading")
+    user.cancel()  # the client went away; the load it started goes on in its thread
+    with pytest.raises(asyncio.CancelledError):
+        await user
+    loading.set()
+    await until(lambda: cache.total_loads == 1, "loaded")
+    await asyncio.wait_for(cache.settle(), WAIT_SECONDS)
+    assert (cache.resident, unloaded) == (1, [])  # nobody asked it to go: the next request finds it
+    async with cache.use(slow) as model:
+        assert model.name == "a"
+    assert loads == ["a"] and cache.hits == 1
+
+
 async def test_a_request_that_finds_every_slot_held_is_told_to_retry_after_a_quarter_of_the_wait():
     cache = ModelCache(1, lambda model: None, wait_timeout=2.2)
     release = asyncio.Event()

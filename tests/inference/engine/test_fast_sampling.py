@@ -116,3 +116,10 @@ def test_repetition_penalty_divides_positive_and_multiplies_negative_scores():
     history = torch.tensor([[0, 1]])
     out = restrict(logits, history=history, repetition_penalty=2.0)
     assert out.tolist() == [[1.0, -4.0, 1.0]]
+
+
+def test_the_suppression_mask_is_made_on_the_models_device():
+    # the meta device stands in for a GPU: a mask left on the CPU would cost a copy in every step
+    mask = suppression_mask(VOCAB, SUPPRESSED, "meta")
+    assert mask is not None and mask.device.type == "meta" and mask.shape == (VOCAB,)
+    assert suppression_mask(VOCAB, [], "meta") is None
