@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import io
 import json
+import time
 from collections.abc import Iterator
 
 import av
@@ -255,6 +256,27 @@ def test_delete_cancels_a_running_chapter_then_deletes_its_files(server: Server)
     gone = httpx.get(f"{server.url}/synthesis/{synthesis_id}", timeout=10)
     assert gone.status_code == 404
     assert gone.json() == {"detail": f"synthesis {synthesis_id!r} not found"}
+
+
+def test_a_cancel_written_by_another_process_stops_the_chapter_before_its_outputs(server: Server):
+    response = httpx.post(
+        f"{server.url}/synthesis", json={"text": " ".join(sentences(40)), "voice": NARRATOR}, timeout=60
+    )
+    synthesis_id = response.json()["synthesis_id"]
+    storage = storage_of(server)
+    state_key = f"synthesis/{synthesis_id}/state.json"
+    deadline = time.monotonic() + 60
+    while not any(o.key.endswith(".json") for o in storage.list(f"synthesis/{synthesis_id}/segments/")):
+        assert time.monotonic() < deadline, "no segment was done in 60 s"
+        time.sleep(0.02)
+    # what another replica's DELETE writes: the state says cancelled
+    state = object_json(server, state_key)
+    storage.upload_bytes(json.dumps({**state, "status": "cancelled"}).encode(), state_key, "application/json")
+
+    ended = wait_synthesis(server, synthesis_id, statuses=("succeeded", "failed", "cancelled"))
+    assert ended["status"] == "cancelled"
+    assert ended["output"] is None
+    assert list(storage.list(f"audio/synthesis/{synthesis_id}/")) == []
 
 
 BAD_REQUESTS = [

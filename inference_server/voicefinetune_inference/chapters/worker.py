@@ -271,6 +271,7 @@ class ChapterWorker:
                 raise _first(failures) from None
             finally:
                 metrics.PENDING_SEGMENTS.dec(running.pending)
+            await self._heartbeat(state, always=True)  # cancelled elsewhere meanwhile: no outputs
             await self._assemble(state, plan, segments)
 
     async def _render(
@@ -316,9 +317,9 @@ class ChapterWorker:
             return await generating
         return await self.service.catalog.work.run(resolved.job_id, generating)
 
-    async def _heartbeat(self, state: dict[str, Any]) -> None:
+    async def _heartbeat(self, state: dict[str, Any], always: bool = False) -> None:
         """Save progress now and then; stop when another process has cancelled the chapter."""
-        if time.time() - state["updated_at"] < HEARTBEAT_SECONDS:
+        if not always and time.time() - state["updated_at"] < HEARTBEAT_SECONDS:
             return
         saved = await asyncio.to_thread(self.store.state, state["synthesis_id"])
         if saved is None or saved["status"] == "cancelled":
