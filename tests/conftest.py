@@ -29,6 +29,7 @@ LONG_MODULES = {
     "facade/test_local_backend_recovery.py": 300,  # runs and restarts training jobs
     "facade/test_training_faults.py": 300,
     "facade/test_fuzz_openapi.py": 300,  # fuzzes two real servers
+    "facade/test_readme_examples.py": 600,  # the README's examples: `vft serve --dev`, a training, chapters (~130 s)
     "facade/test_serve_dev.py": 180,  # `vft serve --dev` starts moto and loads tiny models (~40 s on 2 cores)
     "chapters/test_chapters.py": 300,  # a real `vft serve` renders chapters of up to 40 segments
     "chapters/test_chapter_resume.py": 300,  # kills and restarts a real `vft serve` mid-chapter
