@@ -25,7 +25,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="vft serve",
         description="Serve the upstream-compatible fine-tuning and inference API. Configuration comes from the "
-        "environment (see the README's table); the local backend keeps its jobs under VFT_DATA_DIR.",
+        "environment (see docs/configuration.md); the local backend keeps its jobs under VFT_DATA_DIR.",
     )
     parser.add_argument(
         "--host", default=None, help="interface to listen on (default 0.0.0.0; 127.0.0.1 with --dev)"
