@@ -25,6 +25,7 @@ from voicefinetune_inference.engine.layers import (
     layer_forward,
     plain_rotation,
     rms_norm,
+    step_mask,
     talker_rotation,
 )
 from voicefinetune_inference.engine.row_sampling import RowSettings, choose_rows, restrict_rows
@@ -236,7 +237,7 @@ class SlotDecoder:
             self.sin[:, 0, positions].unsqueeze(2),
         )
         self.kv.bucket, self.kv.span = bucket, span
-        mask = self.kv.mask()
+        mask = step_mask(layers[0].self_attn, self.kv.keep(), embeds.dtype)
         hidden = embeds
         for layer in layers:
             hidden = layer_forward(layer, hidden, rotate=rotate, cache=self.kv, mask=mask, attend=self.attend)

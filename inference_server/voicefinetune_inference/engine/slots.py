@@ -64,10 +64,10 @@ class SlotKV:
             self.values[layer_idx][: self.bucket, :, : self.span],
         )
 
-    def mask(self) -> torch.Tensor:
-        """[bucket, 1, 1, span]: each row sees its positions up to and including the one just written."""
+    def keep(self) -> torch.Tensor:
+        """[bucket, span] (True: attend): each row sees its positions up to and including the one just written."""
         positions = torch.arange(self.span, device=self.write.device)
-        return (positions <= self.write[: self.bucket, None])[:, None, None, :]
+        return positions <= self.write[: self.bucket, None]
 
     def load(self, slot: int, layer: int, keys: torch.Tensor, values: torch.Tensor) -> None:
         """A prefilled row's keys and values [heads, n, D] into ``slot``'s first n positions."""

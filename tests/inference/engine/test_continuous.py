@@ -284,3 +284,22 @@ def test_a_cancelled_request_frees_its_slot_at_the_next_frame(custom):
     assert loop.status()["queue"] == 0
     assert len(row.frames) >= 3
     assert len(request(custom, speaker("Still serving."), frames=5).codes()) == 4  # the loop goes on
+
+
+def test_under_eager_attention_a_joined_request_makes_the_codes_it_makes_alone(tiny_models):
+    """Eager attention adds its mask to the scores: the step hands it the additive form (`layers.step_mask`), so
+    the positions a row must not see (other lengths, a former row's keys) stay hidden there too."""
+    loaded = load_tiny(tiny_models, "custom_voice")
+    loaded.tts.model.talker.config._attn_implementation = "eager"
+    loaded.tts.generate_defaults.update(max_new_tokens=64)
+    loop = DecodeLoop(loaded.tts.model.talker, slots=SLOTS, name="eager")
+    fast_engine.attach(loaded.tts.model, loop)
+    loaded.decode_loop = loop
+    try:
+        item = speaker("Hello there, this is the request that joins.")
+        alone = request(loaded, item, frames=12).codes()
+        _, joined = joined_after(loaded, speaker(LONG), item, offset=4, frames=12)
+    finally:
+        tts_model.release(loaded)
+    assert joined.rows_beside_first == 2
+    assert alone.shape == (11, 16) and torch.equal(joined.codes(), alone)
