@@ -29,14 +29,20 @@ class LoraVoice:
     config: LoraVoiceConfig
     weights: AdapterWeights
     speaker_embedding: Any  # torch.Tensor [H]
+    prompt: Any  # its x-vector voice-clone prompt (`x_vector_prompt`)
 
     def clone_prompt(self) -> Any:
-        """The base model's x-vector prompt of this voice: the speaker slot a full voice fills from its codec row."""
-        from qwen_tts.inference.qwen3_tts_model import VoiceClonePromptItem
+        return self.prompt
 
-        return VoiceClonePromptItem(
-            ref_code=None, ref_spk_embedding=self.speaker_embedding, x_vector_only_mode=True, icl_mode=False
-        )
+
+def x_vector_prompt(embedding: Any) -> Any:
+    """The base model's x-vector prompt of a speaker embedding: the speaker slot a full voice fills from its codec
+    row. (Built where the voice is read, in a worker thread: the first import of qwen_tts takes seconds.)"""
+    from qwen_tts.inference.qwen3_tts_model import VoiceClonePromptItem
+
+    return VoiceClonePromptItem(
+        ref_code=None, ref_spk_embedding=embedding, x_vector_only_mode=True, icl_mode=False
+    )
 
 
 def read_lora_voice(folder: Path, key: str, config: LoraVoiceConfig) -> LoraVoice:
@@ -44,7 +50,7 @@ def read_lora_voice(folder: Path, key: str, config: LoraVoiceConfig) -> LoraVoic
 
     weights = read_peft_adapter(load_file(str(Path(folder) / ADAPTER_WEIGHTS_FILE)), config.scaling)
     embedding = load_file(str(Path(folder) / SPEAKER_EMBEDDING_FILE))[SPEAKER_EMBEDDING_KEY]
-    return LoraVoice(key, config, weights, embedding)
+    return LoraVoice(key, config, weights, embedding, x_vector_prompt(embedding))
 
 
 class LoraVoiceReader:
