@@ -44,6 +44,7 @@ LONG_MODULES = {
     "trainer/test_lora_training.py": 600,  # `vft train --method lora` subprocesses
     "inference/engine/test_lora_rows.py": 240,  # 4-5 greedy generations per test; over 60 s on a loaded machine
     "inference/test_lora_serving.py": 240,  # up to 10 requests through the service per test
+    "facade/test_lora_job.py": 600,  # trains a LoRA voice through a real `vft serve` (up to 300 s)
     "trainer/test_sft.py": 300,  # in-process training of the tiny model
     "trainer/test_compact_training.py": 300,
 }
