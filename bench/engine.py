@@ -206,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if args.write_docs:
         write_section(SECTION, text)
+        from bench import ops_per_frame  # the step's operation count goes with its timings
+
+        write_section(ops_per_frame.SECTION, ops_per_frame.table())
     return 0
 
 

@@ -1,0 +1,52 @@
+"""bench/ops_per_frame.py counts a decode path's operations per frame on fake tensors of the 1.7B architecture."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+from bench import ops_per_frame
+
+
+def test_host_reads_are_answered_with_zero_and_counted():
+    fake = FakeTensorMode()
+    with fake:
+        values = torch.ones(2, 3)
+    seen: list[object] = []
+
+    def work() -> None:
+        sums = values.sum(1)  # one operation
+        seen.append(bool(sums.any()))  # one operation, one read
+        seen.append(sums.tolist())  # two reads
+
+    counts = ops_per_frame.counted(fake, work)
+    assert seen == [False, [0.0, 0.0]]
+    assert counts["computing"] == 2
+    assert counts["host_reads"] == 3
+
+
+@pytest.fixture(scope="module")
+def shallow():
+    """The 1.7B architecture's shapes with 2 talker layers and 1 predictor layer: the loop's reads per frame do not
+    depend on depth, and fake tensors cost time per operation."""
+    from bench.train_step import QWEN3_TTS_1_7B_BASE
+
+    config = copy.deepcopy(QWEN3_TTS_1_7B_BASE)
+    config["talker_config"]["num_hidden_layers"] = 2
+    config["talker_config"]["code_predictor_config"]["num_hidden_layers"] = 1
+    fake = FakeTensorMode(allow_non_fake_inputs=True)
+    return fake, ops_per_frame.fake_model(fake, config)
+
+
+@pytest.mark.timeout(300)  # imports qwen_tts, builds fake modules, runs 4 prefills: ~30 s idle, 180 s on a busy machine
+def test_the_fast_engine_reads_back_twice_per_frame_at_batch_1(shallow):
+    """Its loop reads `bool(done.any())` and `rows.tolist()` (one row) each frame."""
+    fake, model = shallow
+    counts = ops_per_frame.fast(fake, model, 1, False)
+    assert counts["host_reads"] == 2
+    deeper = ops_per_frame.fast(fake, model, 2, False)  # two rows: `rows.tolist()` reads two values
+    assert deeper["host_reads"] == 3
+    assert deeper["computing"] == counts["computing"]  # the same launches for one row or two
