@@ -41,7 +41,8 @@ def shallow():
     return fake, ops_per_frame.fake_model(fake, config)
 
 
-@pytest.mark.timeout(300)  # imports qwen_tts, builds fake modules, runs 4 prefills: ~30 s idle, 180 s on a busy machine
+# imports qwen_tts, builds fake modules and runs 4 prefills: about 30 s on an idle machine, 180 s on a busy one
+@pytest.mark.timeout(300)
 def test_the_fast_engine_reads_back_twice_per_frame_at_batch_1(shallow):
     """Its loop reads `bool(done.any())` and `rows.tolist()` (one row) each frame."""
     fake, model = shallow
