@@ -1,7 +1,7 @@
 """Incremental decoding and the per-utterance PCM stream on the tiny checkpoints.
 
-The tiny decoder has one transformer layer: chunks equal to a full decode here do not prove it for the real
-8-layer decoder (whose receptive field can exceed the default context; see codec_stream's docstring).
+The tiny decoder has one transformer layer; test_codec_context.py checks the chunks on a decoder with the released
+8 layers.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def joined(decoder: codec_stream.IncrementalDecoder, codes: torch.Tensor, step: 
 
 @pytest.mark.parametrize(("step", "frames"), [(1, 100), (5, 23)])
 def test_joined_chunks_equal_the_full_decode(design, step, frames):
-    """100 frames is more than the default context (sliding window 72 + 8), so the window slides."""
+    """100 frames are more than the tiny decoder's window (73 + 10 frames before a chunk), so the window slides."""
     codec = design.tts.model.speech_tokenizer.model.decoder
     codes = random_codes(frames)
     chunks = joined(codec_stream.IncrementalDecoder(codec), codes, step)
