@@ -41,7 +41,7 @@ def shallow():
     return fake, ops_per_frame.fake_model(fake, config)
 
 
-# imports qwen_tts, builds fake modules and runs 4 prefills: about 30 s on an idle machine, 180 s on a busy one
+# imports qwen_tts, builds fake modules and runs 4 prefills: about 12 s on an idle machine, 180 s on a busy one
 @pytest.mark.timeout(300)
 def test_the_fast_engine_reads_back_twice_per_frame_at_batch_1(shallow):
     """Its loop reads `bool(done.any())` and `rows.tolist()` (one row) each frame."""
