@@ -135,6 +135,10 @@ class DecodeLoop:
             "frames_per_second": round(self.row_frames / elapsed, 2),
         }
 
+    @property
+    def stopped(self) -> bool:
+        return not self._thread.is_alive()
+
     def close(self) -> None:
         with self._changed:
             self._closed = True
@@ -160,7 +164,8 @@ class DecodeLoop:
                 except Exception as exc:  # noqa: BLE001 - handed to every request in the loop
                     log.exception("decode loop of %s failed", self.name)
                     self._fail_all(exc)
-        self._fail_all(RuntimeError("the model's decode loop has stopped"))
+            # still in inference mode: freeing slots writes their (inference) buffers
+            self._fail_all(RuntimeError("the model's decode loop has stopped"))
 
     def _take_slot(self) -> int:
         return heapq.heappop(self._free)

@@ -303,3 +303,16 @@ def test_under_eager_attention_a_joined_request_makes_the_codes_it_makes_alone(t
         tts_model.release(loaded)
     assert joined.rows_beside_first == 2
     assert alone.shape == (11, 16) and torch.equal(joined.codes(), alone)
+
+
+def test_releasing_the_model_fails_its_running_requests_and_stops_the_loop(tiny_models):
+    loaded = with_loop(tiny_models, "custom_voice")
+    loop = loaded.decode_loop
+    running = Row()
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(request, loaded, speaker(LONG), frames=60, row=running)
+        wait_for(lambda: len(running.frames) >= 2, "the row to run")
+        tts_model.release(loaded)
+        with pytest.raises(RuntimeError, match="the model's decode loop has stopped"):
+            future.result(timeout=DEADLINE)
+    assert loop.stopped and loop.status()["rows_running"] == 0
