@@ -42,6 +42,9 @@ class DatasetValidator:
         folder = Path(tempfile.mkdtemp(prefix="validating-", dir=job_dir))
         try:
             error = await asyncio.to_thread(self._problems, record, folder)
+        except Exception:  # the trainer runs the same checks and reports what it finds
+            log.exception("job %s: dataset not validated ahead", job.job_id)
+            error = None
         finally:
             await asyncio.to_thread(shutil.rmtree, folder, True)
         if error:

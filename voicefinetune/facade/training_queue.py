@@ -64,15 +64,22 @@ class TrainingQueue:
                     await self.voice_loader.load(record)
                 return
             record = self.store.get(job_id)
-            if record is None or record.job.status != QUEUED or not await self.validator.passes(record):
+            if record is None or record.job.status != QUEUED:
                 return
-            async with self._slots:
-                record = self.store.get(job_id)
-                # A slot freed by stop() cancelling a training must not start the next one: it stays queued.
-                if record is None or record.job.status != QUEUED or self._stopping:
-                    return
-                if await self.runner.train(record):
-                    await self.voice_loader.load(record)
+            # The dataset is checked at once, while the job waits its turn: slots go in submission order.
+            validation = asyncio.create_task(self.validator.passes(record))
+            try:
+                async with self._slots:
+                    if not await validation:
+                        return
+                    record = self.store.get(job_id)
+                    # A slot freed by stop() cancelling a training must not start the next one: it stays queued.
+                    if record is None or record.job.status != QUEUED or self._stopping:
+                        return
+                    if await self.runner.train(record):
+                        await self.voice_loader.load(record)
+            finally:
+                validation.cancel()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
