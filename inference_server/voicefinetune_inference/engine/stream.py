@@ -1,7 +1,8 @@
 """One utterance as a stream of PCM chunks, produced while the engine is still generating its frames.
 
 `synthesize_stream` is the blocking half (a worker thread): upstream builds the prompt, the fast engine's loop hands
-each frame to an `IncrementalDecoder` (in this thread), and every finished chunk goes to ``emit``. With the model's
+each frame to an `IncrementalDecoder` on a thread of its own (`DecodeWorker`), and every finished chunk goes to
+``emit`` from there, in order. With the model's
 continuous loop (`scheduler`) the utterance is one row among others; without it, the utterance holds the model's
 lock. Upstream's own whole-utterance decode at the end is skipped (the chunks already are the audio). A row's draws
 follow from `utterance_seed`. ``should_stop`` is checked between frames: when it says so, the row stops.
@@ -65,7 +66,7 @@ def synthesize_stream(
 ) -> StreamStats:
     """(worker thread) Generate ``item`` and hand its waveform to ``emit`` chunk by chunk (float32, 24 kHz)."""
     from voicefinetune_inference.engine import fast_engine
-    from voicefinetune_inference.engine.codec_stream import IncrementalDecoder
+    from voicefinetune_inference.engine.codec_stream import DecodeWorker, IncrementalDecoder
 
     stats = StreamStats()
     started = time.monotonic()
@@ -96,11 +97,11 @@ def synthesize_stream(
         prefix=_reference_codes(loaded, item),
         context_frames=context_frames,
     )
+    worker = DecodeWorker(decoder, send)  # the codec runs beside the generation loop, not in it
 
     def on_frame(step: int, rows: Any, codes: Any) -> None:
         stats.frames += 1
-        for chunk in decoder.push(codes[0:1]):
-            send(chunk)
+        worker.push(codes[0:1])
 
     options = fast_engine.CallOptions(
         frame_limits=[fast_engine.frame_bound(item.text)],
@@ -118,9 +119,7 @@ def synthesize_stream(
             torch.manual_seed(seed)
             with fast_engine.substituted(loaded.tts.model, options), _without_final_decode(loaded.tts):
                 call_upstream(loaded, [item])
-    tail = decoder.flush()
-    if tail is not None:
-        send(tail)
+    worker.finish()
     stats.seconds = time.monotonic() - started
     return stats
 

@@ -98,3 +98,20 @@ def test_a_failed_decode_is_raised_by_finish_and_nothing_follows_it():
     with pytest.raises(RuntimeError):
         worker.finish()
     assert [len(c) for c in got] == [SAMPLES]
+
+
+def test_a_stream_decodes_on_its_codec_thread(tiny_models):
+    """The generation loop hands frames over; every chunk is decoded and emitted on the stream's codec thread."""
+    from voicefinetune_inference.engine import stream, tts_model
+
+    from .engine_helpers import GREEDY, load_tiny
+
+    loaded = load_tiny(tiny_models, "voice_design")
+    loaded.tts.generate_defaults.update(GREEDY, max_new_tokens=12)
+    names: list[str] = []
+    item = tts_model.SpeechItem("A short line.", "english", instruct="A calm voice.")
+    stats = stream.synthesize_stream(
+        loaded, item, emit=lambda chunk: names.append(threading.current_thread().name)
+    )
+    assert stats.chunks == len(names) > 1
+    assert all(name.startswith("vft-codec") for name in names)
