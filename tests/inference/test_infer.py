@@ -130,7 +130,8 @@ async def test_missing_checkpoint_without_s3_copy_is_409(make_service, tiny_mode
 
 
 async def test_batch_of_20_reports_two_bad_items_in_place(make_service, tiny_models, kit):
-    service = await make_service(scheduler="batch")  # the batcher's fused calls (the continuous loop has none)
+    # the batcher's fused calls (the continuous loop has none)
+    service = await make_service(scheduler="batch")
     await kit.add_voice(service, tiny_models, job_id="narrator")
     items = [{"text": f"Line number {i} of the chapter.", "filename": f"ch1_{i:03d}.wav"} for i in range(20)]
     items[7]["text"] = ""
