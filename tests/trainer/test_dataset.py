@@ -12,7 +12,14 @@ import numpy as np
 import pytest
 import soundfile
 
-from voicefinetune.dataset import DatasetError, DatasetLimits, load_audio, manifest_folder, open_dataset
+from voicefinetune.dataset import (
+    DatasetError,
+    DatasetLimits,
+    load_audio,
+    manifest_folder,
+    open_dataset,
+    validate_dataset,
+)
 from voicefinetune.devtools.sample_data import (
     Clip,
     manifest_lines,
@@ -194,6 +201,27 @@ def test_dataset_zipped_with_its_folder_is_accepted(tmp_path, clips, ref_clip):
     dataset = open_dataset(archive, tmp_path / "dataset")
     assert dataset.root == (tmp_path / "dataset" / "Hero1").resolve()
     assert len(dataset.entries) == 4
+
+
+def test_the_dataset_check_reports_a_good_zip_and_leaves_nothing_behind(tmp_path, clips, ref_clip):
+    archive = write_dataset_zip(tmp_path / "ds.zip", clips, ref=ref_clip)
+    work = tmp_path / "work"
+
+    report = validate_dataset(archive, work, speaker_name="hero_voice")
+
+    assert (report.problems, report.clips, report.message) == ([], len(clips), "")
+    assert report.seconds == pytest.approx(sum(clip.seconds for clip in clips), abs=0.01)
+    assert list(work.iterdir()) == []  # the extraction was temporary
+
+
+def test_the_dataset_check_names_a_bad_speaker_name_beside_a_good_zip(tmp_path, clips, ref_clip):
+    archive = write_dataset_zip(tmp_path / "ds.zip", clips, ref=ref_clip)
+
+    report = validate_dataset(archive, tmp_path / "work", speaker_name="9lives")
+
+    [problem] = report.problems
+    assert problem.startswith("speaker_name must start with a letter") and report.message == problem
+    assert report.clips == len(clips)
 
 
 def test_manifest_folder_rules():
