@@ -17,15 +17,12 @@ import argparse
 import asyncio
 import dataclasses
 import io
-import logging
 import os
 import platform
 import shutil
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -35,6 +32,7 @@ import httpx  # noqa: E402
 import soundfile as sf  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
 
+from bench.local_stack import local_stack
 from bench.results import DOCS, write_section
 
 SECTION = "## Inference: fusion and cold vs warm (`bench/inference.py`)"
@@ -58,7 +56,9 @@ async def open_bench(settings, tiny_models, storage_cls, opslog_cls) -> Bench:
     await service.start()
     folder = settings.job_dir(VOICE) / "output" / "checkpoint-epoch-0"
     shutil.copytree(tiny_models.custom_voice, folder)
-    prefix = f"{settings.data_dir.name}/{checkpoint_prefix(VOICE)}"
+    prefix = (
+        f"{checkpoint_prefix(VOICE)}/{settings.data_dir.name}"  # one copy per service, under its own prefix
+    )
     storage.upload_dir(folder, prefix)
     await service.catalog.register(VOICE, "tiny_speaker", checkpoint_path=str(folder), s3_prefix=prefix)
     app = FastAPI()
@@ -97,33 +97,12 @@ async def timed(coroutine) -> float:
 
 async def run(items: int, rounds: int) -> str:
     import torch
-    from moto.server import ThreadedMotoServer
 
-    from voicefinetune.devtools.tiny_models import ensure_tiny_models
     from voicefinetune.opslog import OpsLog
-    from voicefinetune.settings import Settings
     from voicefinetune.storage import Storage
 
     torch.manual_seed(0)
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's request log
-    work = Path(tempfile.mkdtemp(prefix="vft-bench-inference-"))
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    moto.start()
-    host, port = moto.get_host_and_port()
-    try:
-        tiny_dir = Path(os.environ.get("VFT_TINY_MODELS_DIR") or work / "tiny")
-        tiny = ensure_tiny_models(tiny_dir)
-        base = Settings(
-            device="cpu",
-            use_flash_attn=False,
-            tiny_models=True,
-            tiny_models_dir=tiny_dir,
-            s3_access_key="bench",
-            s3_secret_key="bench",
-            s3_bucket="bench",
-            s3_endpoint_url=f"http://{host}:{port}",
-            gpu_idle_timeout=0,
-        )
+    with local_stack("inference") as (work, tiny, base):
         fused = await open_bench(dataclasses.replace(base, data_dir=work / "fused"), tiny, Storage, OpsLog)
         unfused = await open_bench(
             dataclasses.replace(base, data_dir=work / "unfused", inference_max_batch=1), tiny, Storage, OpsLog
@@ -162,9 +141,6 @@ async def run(items: int, rounds: int) -> str:
             await bench.client.aclose()
             await bench.service.stop()
         return render(items, rounds, throughput, calls, latency, len(loads), torch.get_num_threads())
-    finally:
-        moto.stop()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def render(items, rounds, throughput, calls, latency, loads, threads) -> str:

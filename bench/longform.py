@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import io
 import json
-import logging
 import os
 import platform
 import shutil
-import tempfile
 import time
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -31,6 +29,7 @@ import httpx  # noqa: E402
 import soundfile as sf  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
 
+from bench.local_stack import local_stack  # noqa: E402
 from bench.results import write_section  # noqa: E402
 
 SECTION = "## Long-form chapters (`bench/longform.py`)"
@@ -51,35 +50,14 @@ def chapter(chars: int) -> str:
 
 async def run(chars: int) -> str:
     import torch
-    from moto.server import ThreadedMotoServer
     from voicefinetune_inference import InferenceService, build_router
 
-    from voicefinetune.devtools.tiny_models import ensure_tiny_models
     from voicefinetune.opslog import OpsLog
-    from voicefinetune.settings import Settings
     from voicefinetune.storage import Storage
 
     torch.manual_seed(0)
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    work = Path(tempfile.mkdtemp(prefix="vft-bench-longform-"))
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    moto.start()
-    host, port = moto.get_host_and_port()
-    try:
-        tiny_dir = Path(os.environ.get("VFT_TINY_MODELS_DIR") or work / "tiny")
-        tiny = ensure_tiny_models(tiny_dir)
-        settings = Settings(
-            device="cpu",
-            use_flash_attn=False,
-            tiny_models=True,
-            tiny_models_dir=tiny_dir,
-            s3_access_key="bench",
-            s3_secret_key="bench",
-            s3_bucket="bench",
-            s3_endpoint_url=f"http://{host}:{port}",
-            gpu_idle_timeout=0,
-            data_dir=work / "data",
-        )
+    with local_stack("longform") as (work, tiny, settings):
+        settings = dataclasses.replace(settings, data_dir=work / "data")
         storage = Storage(settings)
         storage.ensure_bucket()
         service = InferenceService(settings, storage, OpsLog(settings.state_dir / "ops.jsonl"))
@@ -128,9 +106,6 @@ async def run(chars: int) -> str:
             (single_wall, single_speech),
             torch.get_num_threads(),
         )
-    finally:
-        moto.stop()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def render(chars, segments, chapter, single, threads) -> str:

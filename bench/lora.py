@@ -17,11 +17,8 @@ import argparse
 import asyncio
 import dataclasses
 import io
-import logging
-import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +27,7 @@ import httpx
 import soundfile as sf
 from fastapi import FastAPI
 
+from bench.local_stack import local_stack
 from bench.results import DOCS, write_section
 
 SECTION = "## LoRA voices vs full voices (`bench/lora.py`)"
@@ -209,36 +207,14 @@ async def measure(served: Served) -> dict[str, float]:
 
 async def run() -> dict[str, Any]:
     import torch
-    from moto.server import ThreadedMotoServer
 
-    from voicefinetune.devtools.tiny_models import ensure_tiny_models
-    from voicefinetune.settings import Settings
     from voicefinetune.storage import Storage
 
     torch.set_num_threads(1)
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    work = Path(tempfile.mkdtemp(prefix="vft-bench-lora-"))
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    moto.start()
-    host, port = moto.get_host_and_port()
-    try:
-        tiny_dir = Path(os.environ.get("VFT_TINY_MODELS_DIR") or work / "tiny")
-        tiny = ensure_tiny_models(tiny_dir)
+    with local_stack("lora", gpu_max_models=1) as (work, tiny, settings):
         lora2, lora_step, lora_trainable = train_voices(Path(tiny.base), work / "train", 2, VOICES)
         (lora16,), _, lora16_trainable = train_voices(Path(tiny.base), work / "train16", 16, 1)
         full_step, full_trainable = full_step_seconds(Path(tiny.base), work / "train-full")
-        settings = Settings(
-            device="cpu",
-            use_flash_attn=False,
-            tiny_models=True,
-            tiny_models_dir=tiny_dir,
-            s3_access_key="bench",
-            s3_secret_key="bench",
-            s3_bucket="bench",
-            s3_endpoint_url=f"http://{host}:{port}",
-            gpu_idle_timeout=0,
-            gpu_max_models=1,
-        )
         results: dict[str, Any] = {}
         for name, folders, speakers in (
             ("full", [Path(tiny.custom_voice)] * VOICES, ["tiny_speaker"] * VOICES),
@@ -265,9 +241,6 @@ async def run() -> dict[str, Any]:
         }
         results["1p7b"] = estimates_1p7b()
         return results
-    finally:
-        moto.stop()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def render(r: dict[str, Any]) -> str:
