@@ -82,6 +82,17 @@ MODULES = (
         ),
     ),
     Module(
+        "URL safety",
+        "voicefinetune/url_safety.py",
+        (
+            "tests/core/test_url_safety.py",
+            "tests/inference/audio/test_ref_audio_unit.py",
+            "tests/inference/audio/test_ssrf_wrapped_addresses.py",
+            "tests/inference/audio/test_ref_audio_tls_and_dns.py",
+            "tests/chapters/test_chapter_units.py",
+        ),
+    ),
+    Module(
         "model cache",
         "voicefinetune_inference/caches/model_cache.py",
         (
@@ -162,18 +173,9 @@ EQUIVALENT: dict[str, dict[tuple[str, str], str]] = {
     },
     "SSRF guard": {
         (
-            "resolve_checked",
-            'addresses = [ipaddress.ip_address(info[4][0].split("%", 2)[0]) for info in infos]',
-        ): "element [0] of a split is the text before the first '%' whatever the split count",
-        (
             "fetch_url",
             '"GET", _pinned_url(parts, address), headers={"HOST": host_header}, extensions=extensions',
         ): "HTTP header names are case-insensitive: httpx sends the same Host header",
-        (
-            "resolve_checked",
-            "infos = await asyncio.get_running_loop().getaddrinfo(host, port, )",
-        ): "without a socket type getaddrinfo lists each address once per type (stream, datagram, raw): the same "
-        "addresses in the same order, so the same checks and the same first address",
         (
             "fetch_url",
             "follow_redirects=None, trust_env=False, timeout=FETCH_TIMEOUT_SECONDS",
@@ -182,6 +184,17 @@ EQUIVALENT: dict[str, dict[tuple[str, str], str]] = {
             "fetch_url",
             'extensions = {"sni_hostname": parts.hostname} if (parts.scheme == "https") or True else {}',
         ): "httpcore reads sni_hostname only when it starts TLS: a plain-http request ignores it",
+    },
+    "URL safety": {
+        (
+            "resolve_checked",
+            'addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 2)[0]) for info in infos]',
+        ): "element [0] of a split is the text before the first '%' whatever the split count",
+        (
+            "resolve_checked",
+            "infos = await asyncio.get_running_loop().getaddrinfo(host, port, )",
+        ): "without a socket type getaddrinfo lists each address once per type (stream, datagram, raw): the same "
+        "addresses in the same order, so the same checks and the same first address",
     },
     "body limit": {
         ("__call__", 'headers = dict(scope.get("headers", ))'): ASGI_SCOPE,

@@ -5,7 +5,9 @@ URLs and webhook URLs. Private, loopback and link-local addresses are refused un
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import socket
 from urllib.parse import SplitResult, urlsplit
 
 from .settings import Settings
@@ -73,3 +75,22 @@ def address_refusal(address: IPAddress, allow_private: bool) -> str | None:
     if address.is_multicast or address.is_unspecified or address.is_reserved or not address.is_global:
         return "not a public address"
     return None
+
+
+async def resolve_checked(
+    host: str, port: int, allow_private: bool, *, field: str, how_to_allow: str, error: type[Exception]
+) -> IPAddress:
+    """Resolve ``host`` and return an address to connect to, refusing the host if ANY of its addresses is refused:
+    ``error`` (the caller's kind of bad input) names the request's ``field`` and says ``how_to_allow`` the host."""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise error(f"{field} host {host!r} does not resolve: {exc}") from exc
+    addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
+    if not addresses:
+        raise error(f"{field} host {host!r} does not resolve")
+    for address in addresses:
+        reason = address_refusal(address, allow_private)
+        if reason:
+            raise error(f"{field} host {host!r} resolves to {address}, {reason}: refused ({how_to_allow})")
+    return addresses[0]

@@ -17,10 +17,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
-import socket
 import threading
 import time
 from typing import Any
@@ -31,7 +29,7 @@ import httpx
 from .input_echo import short_repr
 from .schemas import InvalidInput
 from .settings import Settings
-from .url_safety import IPAddress, address_refusal, trusted_origins, url_origin
+from .url_safety import IPAddress, resolve_checked, trusted_origins, url_origin
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +40,10 @@ SEND_TIMEOUT_SECONDS = 10.0
 ATTEMPTS = 5
 FIRST_BACKOFF_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 30.0
+HOW_TO_ALLOW = (
+    "give a public URL; to allow private hosts set VFT_ALLOW_PRIVATE_URLS=1 or list the origin in "
+    "VFT_TRUSTED_URL_ORIGINS"
+)
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -72,24 +74,14 @@ async def checked_address(url: str, settings: Settings) -> IPAddress:
     origin = url_origin(parts)
     assert origin is not None and parts.hostname  # _parts checked both
     allow_private = settings.allow_private_urls or origin in trusted_origins(settings)
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            parts.hostname, origin[2], type=socket.SOCK_STREAM
-        )
-    except socket.gaierror as exc:
-        raise InvalidInput(f"webhook_url host {parts.hostname!r} does not resolve: {exc}") from exc
-    addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
-    if not addresses:
-        raise InvalidInput(f"webhook_url host {parts.hostname!r} does not resolve")
-    for address in addresses:
-        reason = address_refusal(address, allow_private)
-        if reason:
-            raise InvalidInput(
-                f"webhook_url host {parts.hostname!r} resolves to {address}, {reason}: refused (give a public "
-                "URL; to allow private hosts set VFT_ALLOW_PRIVATE_URLS=1 or list the origin in "
-                "VFT_TRUSTED_URL_ORIGINS)"
-            )
-    return addresses[0]
+    return await resolve_checked(
+        parts.hostname,
+        origin[2],
+        allow_private,
+        field="webhook_url",
+        how_to_allow=HOW_TO_ALLOW,
+        error=InvalidInput,
+    )
 
 
 async def check_webhook_url(url: str | None, settings: Settings) -> str | None:

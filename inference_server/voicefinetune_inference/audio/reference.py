@@ -12,15 +12,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import ipaddress
-import socket
 from collections.abc import Collection
 from urllib.parse import SplitResult, urljoin, urlsplit
 
 import httpx
 import numpy as np
 
-from voicefinetune.url_safety import IPAddress, Origin, address_refusal, url_origin
+from voicefinetune import url_safety
+from voicefinetune.url_safety import IPAddress, Origin, url_origin
 from voicefinetune_inference.audio.wav import NotAudio, decode_audio
 from voicefinetune_inference.errors import RefAudioError
 
@@ -44,20 +43,9 @@ def split_url(url: str) -> SplitResult:
 
 async def resolve_checked(host: str, port: int, allow_private: bool) -> IPAddress:
     """Resolve ``host`` and return an address to connect to, refusing the host if ANY of its addresses is."""
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise RefAudioError(f"ref_audio_url host {host!r} does not resolve: {exc}") from exc
-    addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
-    if not addresses:
-        raise RefAudioError(f"ref_audio_url host {host!r} does not resolve")
-    for address in addresses:
-        reason = address_refusal(address, allow_private)
-        if reason:
-            raise RefAudioError(
-                f"ref_audio_url host {host!r} resolves to {address}, {reason}: refused ({HOW_TO_ALLOW})"
-            )
-    return addresses[0]
+    return await url_safety.resolve_checked(
+        host, port, allow_private, field="ref_audio_url", how_to_allow=HOW_TO_ALLOW, error=RefAudioError
+    )
 
 
 def _pinned_url(parts, address: IPAddress) -> str:

@@ -6,12 +6,9 @@ import base64
 import ipaddress
 
 import pytest
-from voicefinetune_inference.audio.reference import (
-    RefAudioError,
-    address_refusal,
-    load_reference_audio,
-    resolve_checked,
-)
+from voicefinetune_inference.audio.reference import RefAudioError, load_reference_audio, resolve_checked
+
+from voicefinetune.url_safety import address_refusal
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,9 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-from voicefinetune_inference.audio.reference import RefAudioError, address_refusal, resolve_checked
+from voicefinetune_inference.audio.reference import RefAudioError, resolve_checked
+
+from voicefinetune.url_safety import address_refusal
 
 WRAPPED = {
     "2002:7f00:1::": "a loopback address",  # 6to4 of 127.0.0.1
