@@ -7,6 +7,8 @@ import logging
 import uuid
 from typing import Any
 
+from .openai_compat import error_body_for
+
 log = logging.getLogger(__name__)
 
 
@@ -18,12 +20,13 @@ def internal_error_message(exc: BaseException, what: str = "the request") -> str
 
 
 def install_internal_error_handler(app: Any) -> None:
-    """Any exception no route handled becomes a JSON 500 with an error id instead of a bare 'Internal Server Error'."""
+    """Any exception no route handled becomes a JSON 500 with an error id instead of a bare 'Internal Server Error'
+    (in OpenAI's error shape on the OpenAI-compatible routes)."""
     from starlette.requests import Request
     from starlette.responses import JSONResponse
 
     async def handler(request: Request, exc: Exception) -> JSONResponse:
         message = internal_error_message(exc, f"{request.method} {request.url.path}")
-        return JSONResponse({"detail": message}, status_code=500)
+        return JSONResponse(error_body_for(request.url.path, 500, message), status_code=500)
 
     app.add_exception_handler(Exception, handler)
