@@ -359,7 +359,12 @@ class VoiceDesignRequest(BaseModel):
     instruct: str = Field(max_length=MAX_INSTRUCT_CHARS, description="Voice description")
     language: str = Field("English", max_length=MAX_LANGUAGE_CHARS)
     upload_to_s3: bool = Field(False, description="Upload to S3; defaults to true when s3_filename is given")
-    s3_filename: str | None = Field(None, max_length=MAX_FILENAME_CHARS)
+    s3_filename: str | None = Field(
+        None,
+        max_length=MAX_FILENAME_CHARS,
+        description="Uploaded to audio/design/{description}/{s3_filename}: one folder per voice description "
+        "(a digest of language and instruct), so designs of different voices never share an object",
+    )
     overwrite: bool = True
 
     @model_validator(mode="before")

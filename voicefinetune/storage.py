@@ -65,18 +65,24 @@ def build_key(*segments: str) -> str:
 
 
 def audio_key(
-    job_id: str | None, *, filename: str, book_id: str | None = None, chapter_id: str | None = None
+    job_id: str, *, filename: str, book_id: str | None = None, chapter_id: str | None = None
 ) -> str:
     """The original service's layout: audio/segments/{book_id}[/{chapter_id}]/{file} when book_id is set, else audio/{job_id}/{file}."""
     if book_id:
         return build_key("audio", "segments", book_id, *([chapter_id] if chapter_id else []), filename)
-    return build_key("audio", job_id or "shared", filename)
+    return build_key("audio", job_id, filename)
 
 
 def clone_key(reference_id: str, *, filename: str) -> str:
     """A voice clone's output: audio/clone/{reference_id}/{file}, one folder per reference voice, so clones of
     different references never share an object."""
     return build_key("audio", "clone", reference_id, filename)
+
+
+def design_key(description_id: str, *, filename: str) -> str:
+    """A voice design's output: audio/design/{description_id}/{file}, one folder per voice description, so designs
+    of different descriptions never share an object."""
+    return build_key("audio", "design", description_id, filename)
 
 
 def checkpoint_prefix(job_id: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import subprocess
@@ -171,7 +172,8 @@ async def test_voice_design_shapes_and_metrics(make_service, kit):
             "kept_existing",
             "note",
         }
-        assert body["s3_key"] == "audio/shared/ref_voice.wav" and body["job_id"] is None
+        digest = hashlib.sha256(b"English\nA warm voice").hexdigest()[:16]  # the description's folder
+        assert body["s3_key"] == f"audio/design/{digest}/ref_voice.wav" and body["job_id"] is None
         assert (await client.post("/voice-design", json={"text": "", "instruct": "x"})).status_code == 400
         assert (await client.post("/voice-design", json={"text": "Hi."})).status_code == 422
 

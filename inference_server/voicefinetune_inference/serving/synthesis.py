@@ -3,6 +3,7 @@ then hand it to the generator; a batch reports a bad item in its place rather th
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,7 +23,7 @@ from voicefinetune.schemas import (
     check_text,
 )
 from voicefinetune.settings import Settings
-from voicefinetune.storage import Storage, audio_key, clone_key
+from voicefinetune.storage import Storage, audio_key, clone_key, design_key
 from voicefinetune_inference.activity import RequestActivity
 from voicefinetune_inference.caches.model_loading import ModelLoader
 from voicefinetune_inference.caches.voices import VoiceCatalog
@@ -31,6 +32,13 @@ from voicefinetune_inference.errors import message_for, status_for
 from voicefinetune_inference.serving.cloning import VoiceCloner, check_ref_text, reference_id
 from voicefinetune_inference.serving.generation import Generator, Planned, Result
 from voicefinetune_inference.serving.outputs import AudioOutputs, auto_filename
+
+
+def description_id(instruct: str, language: str) -> str:
+    """A short digest of a designed voice's description (``{language}\n{instruct}``: no language name holds a line
+    break): the folder of its outputs, as ``reference_id`` is a clone's, so the same description finds its files
+    again and different ones never collide."""
+    return hashlib.sha256(f"{language}\n{instruct}".encode()).hexdigest()[:16]
 
 
 class SpeechRequests:
@@ -113,6 +121,7 @@ class SpeechRequests:
     async def voice_design(self, request: VoiceDesignRequest) -> bytes | InferS3Response:
         text = check_text(request.text, self.settings.max_text_chars)
         language = check_language(request.language)
+        instruct = request.instruct or ""
         key = None
         if request.upload_to_s3:
             self.outputs.require_storage()
@@ -121,12 +130,12 @@ class SpeechRequests:
                 if request.s3_filename
                 else auto_filename("design")
             )
-            key = audio_key(None, filename=filename)
+            key = design_key(description_id(instruct, language), filename=filename)
         spec = await self.loader.shared_spec("voice_design")
         with self.activity.track("inference_voice_design", None):
             if kept := await self.outputs.kept(key, overwrite=request.overwrite, text=text, job_id=None):
                 return kept
-            item = tts_model.SpeechItem(text, language, request.instruct or "")
+            item = tts_model.SpeechItem(text, language, instruct)
             if key is None:
                 return await self.generator.generate(spec, item)
             return await self.generator.produce(spec, item, key=key, job_id=None)
