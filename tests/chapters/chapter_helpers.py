@@ -9,7 +9,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -79,18 +78,7 @@ def receiver() -> Iterator[Receiver]:
 def wait_synthesis(
     server: Server, synthesis_id: str, statuses=("succeeded", "failed"), timeout=240.0
 ) -> dict:
-    deadline = time.monotonic() + timeout
-    body: dict = {}
-    while time.monotonic() < deadline:
-        response = httpx.get(f"{server.url}/synthesis/{synthesis_id}", timeout=10)
-        if response.status_code == 200:
-            body = response.json()
-            if body["status"] in statuses:
-                return body
-        time.sleep(0.1)
-    raise AssertionError(
-        f"synthesis {synthesis_id} not in {statuses} after {timeout} s: {body}\n{server.log_tail()}"
-    )
+    return server.wait_for(synthesis_id, statuses, timeout, collection="synthesis")
 
 
 SUBJECTS = ("The miller", "Dr. Hale", "A tired fox", "Old J. R. Mason", "The ferryman", "Our neighbour")

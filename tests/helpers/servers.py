@@ -100,17 +100,27 @@ class Server:
     def client(self, timeout: float = 60.0) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=timeout)
 
-    def wait_for(self, job_id: str, statuses: tuple[str, ...] = TERMINAL, timeout: float = 120.0) -> dict:
+    def wait_for(
+        self,
+        object_id: str,
+        statuses: tuple[str, ...] = TERMINAL,
+        timeout: float = 120.0,
+        *,
+        collection: str = "jobs",
+    ) -> dict:
+        """GET /{collection}/{object_id} (a job, a synthesis...) until its status is one of ``statuses``: its body."""
         deadline = time.monotonic() + timeout
-        job: dict = {}
+        body: dict = {}
         while time.monotonic() < deadline:
-            response = httpx.get(f"{self.url}/jobs/{job_id}", timeout=10)
+            response = httpx.get(f"{self.url}/{collection}/{object_id}", timeout=10)
             if response.status_code == 200:
-                job = response.json()
-                if job["status"] in statuses:
-                    return job
-            time.sleep(0.2)
-        raise AssertionError(f"job {job_id} not in {statuses} after {timeout}s: {job}\n{self.log_tail()}")
+                body = response.json()
+                if body["status"] in statuses:
+                    return body
+            time.sleep(0.1)
+        raise AssertionError(
+            f"{collection}/{object_id} not in {statuses} after {timeout} s: {body}\n{self.log_tail()}"
+        )
 
 
 def server_environment(data_dir: Path, *, s3_endpoint: str, bucket: str, tiny_root: Path) -> dict[str, str]:
