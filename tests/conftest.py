@@ -40,6 +40,7 @@ LONG_MODULES = {
     "operator/test_operator_ha.py": 300,
     "operator/test_namespaces.py": 300,
     "operator/test_inference_fleet.py": 300,
+    "operator/test_lora_placement.py": 300,  # two `vft inference` replicas load models and speak four voices
     "trainer/test_train_cli.py": 600,  # `vft train` subprocesses
     "trainer/test_lora_training.py": 600,  # `vft train --method lora` subprocesses
     "inference/engine/test_lora_rows.py": 240,  # 4-5 greedy generations per test; over 60 s on a loaded machine
@@ -86,6 +87,15 @@ def tiny_models(tmp_path_factory):
     from voicefinetune.devtools.tiny_models import build_tiny_models
 
     return build_tiny_models(tmp_path_factory.mktemp("tiny-models"))
+
+
+@pytest.fixture(scope="session")
+def lora_voices(tiny_models, tmp_path_factory):
+    """Three rank-2 LoRA voices trained on the tiny Base model (tests.helpers.lora_voices), for the serving and
+    the operator's placement tests."""
+    from tests.helpers.lora_voices import train_lora_voices
+
+    return train_lora_voices(tiny_models.base, tmp_path_factory.mktemp("lora-voices"))
 
 
 def s3_environment(endpoint: str, bucket: str) -> dict[str, str]:

@@ -1,7 +1,8 @@
 """The operator's calls to the inference replicas: register (and preload) a trained voice, unregister it.
 
 Every replica gets the registration, so any of them can serve the voice if the replicas change; only the one that
-rendezvous hashing assigns the voice to (where the facade sends its requests) preloads it.
+rendezvous hashing assigns the voice's key to (where the facade sends its requests) preloads it: a full voice's key
+is its id, a LoRA voice's its base model and book (``placement``), and preloading a LoRA voice attaches its adapter.
 """
 
 from __future__ import annotations
@@ -33,12 +34,15 @@ class InferenceFleet:
         self.load_timeout = load_timeout
         self.headers = dict(headers or {})  # the API key, when the inference servers require one
 
-    async def register(self, job_id: str, speaker_name: str, s3_prefix: str) -> str:
-        """Register the voice everywhere and preload it on its owner; returns the owner's URL."""
+    async def register(
+        self, job_id: str, speaker_name: str, s3_prefix: str, *, key: str | None = None
+    ) -> str:
+        """Register the voice everywhere and preload it on the owner of ``key`` (default: the voice id); returns
+        the owner's URL."""
         endpoints = await self.resolver.endpoints()
         if not endpoints:
             raise InferenceUnavailable("the inference Service has no ready replica")
-        owner, *others = rendezvous_order(job_id, endpoints)
+        owner, *others = rendezvous_order(key or job_id, endpoints)
         body = {"speaker_name": speaker_name, "s3_prefix": s3_prefix}
         async with httpx.AsyncClient(
             timeout=httpx.Timeout(self.load_timeout, connect=10.0), headers=self.headers

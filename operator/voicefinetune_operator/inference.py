@@ -44,6 +44,7 @@ def build_inference_deployment(config: OperatorConfig, owner: dict[str, Any] | N
     env = [
         *config.pod_settings_env(),
         {"name": "GPU_MAX_MODELS", "value": str(settings.gpu_max_models)},
+        {"name": "GPU_MAX_ADAPTERS", "value": str(settings.gpu_max_adapters)},
         {"name": "GPU_IDLE_TIMEOUT", "value": str(settings.gpu_idle_timeout)},
         {"name": "GPU_MAX_CONCURRENCY", "value": str(settings.gpu_max_concurrency)},
         {"name": "VFT_DISK_CACHE_GB", "value": str(settings.disk_cache_gb)},

@@ -34,6 +34,7 @@ from voicefinetune_operator.jobs import (
 )
 from voicefinetune_operator.metrics import JOB_SECONDS, PhaseCounter
 from voicefinetune_operator.overrides import check_overrides
+from voicefinetune_operator.placement import placement
 from voicefinetune_operator.pods import pod_problem, pod_running
 from voicefinetune_operator.progress import ProgressThrottle, progress_path, progress_token
 from voicefinetune_operator.progress_secret import ensure_progress_secret
@@ -244,8 +245,9 @@ class Reconciler:
             if body is None or body["metadata"].get("deletionTimestamp") or status.get("phase") != LOADING:
                 return
             voice, speaker, prefix = self._voice_record(body)
+            where = placement(self.config, voice, body)
             try:
-                replica = await self.fleet.register(voice, speaker, prefix)
+                replica = await self.fleet.register(voice, speaker, prefix, key=where.key)
             except VoiceRejected as exc:
                 await self.writer.transition(
                     namespace, name, phase=FAILED, reason="LoadFailed", message=str(exc)
@@ -275,8 +277,8 @@ class Reconciler:
                 name,
                 phase=READY,
                 reason="VoiceLoaded",
-                message=f"voice registered and preloaded on {replica}",
-                extra={"inferenceUrl": f"/infer/{voice}", "checkpointPath": prefix},
+                message=where.loaded_message(replica),
+                extra={"inferenceUrl": f"/infer/{voice}", "checkpointPath": prefix, **where.status(replica)},
             )
             return
 

@@ -12,17 +12,29 @@ from voicefinetune_inference.app import create_app as create_inference_app
 
 from tests.helpers.k8s_harness import GROUP, PLURAL, VERSION, voicefinetune
 from tests.helpers.servers import ServerThread
-from voicefinetune.cluster.routing import pick
-from voicefinetune.facade.app import ForwardedInference, create_app
+from voicefinetune.cluster.routing import pick, rendezvous_order
+from voicefinetune.facade.app import ForwardedInference, create_app, create_kubernetes_app
 from voicefinetune.facade.kubernetes_backend import KubernetesBackend
+
+
+def start_replicas(settings, tmp_path, count: int) -> list[ServerThread]:
+    return [
+        ServerThread(create_inference_app(replace(settings, data_dir=tmp_path / f"replica-{i}"))).start()
+        for i in range(count)
+    ]
 
 
 @pytest.fixture
 def replicas(settings, tmp_path):
-    servers = [
-        ServerThread(create_inference_app(replace(settings, data_dir=tmp_path / f"replica-{i}"))).start()
-        for i in range(2)
-    ]
+    servers = start_replicas(settings, tmp_path, 2)
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def three_replicas(settings, tmp_path):
+    servers = start_replicas(settings, tmp_path, 3)
     yield servers
     for server in servers:
         server.stop()
@@ -82,6 +94,84 @@ async def test_gpu_settings_reach_every_replica_and_a_gone_replica_fails_over(fa
     moved = await facade.post(f"/infer/{voice}", json={"text": "hi"})
     assert moved.headers["X-VFT-Replica"] == replicas[0].url
     assert (await facade.get("/metrics")).status_code == 200
+
+
+BASE = "Qwen/Qwen3-TTS-12Hz-1.7B-Base"
+BOOK = "moby-dick"
+CAST_KEY = f"lora:{BASE}#{BOOK}"  # the key the operator records for a LoRA voice of BASE in BOOK (docs/kubernetes.md)
+
+
+def cast_names(endpoints: list[str]) -> tuple[list[str], str]:
+    """Three LoRA voice names that routing by their own ids would split, over all replicas and over those left
+    when the cast's replica is gone, and a full voice whose id hashes away from the cast's replica (so it cannot
+    ride along by chance)."""
+    home = pick(CAST_KEY, endpoints)
+    rest = [endpoint for endpoint in endpoints if endpoint != home]
+    names = [f"cast-{i}" for i in range(64)]
+    cast = [next(n for n in names if pick(n, rest) == endpoint) for endpoint in rest]
+    cast.append(next(n for n in names if n not in cast and pick(n, endpoints) != home))
+    solo = next(n for n in names if n not in cast and pick(n, endpoints) != home)
+    return cast, solo
+
+
+@pytest.fixture
+async def cast_facade(settings, kubeconfig, custom, three_replicas):
+    """The Kubernetes facade as `vft serve --backend kubernetes` builds it, in front of three replicas, with three
+    Ready LoRA voices of one book whose status carries the routing key the operator records, and a full voice."""
+    endpoints = [server.url for server in three_replicas]
+    cast, solo = cast_names(endpoints)
+    for name in cast:
+        custom.create_namespaced_custom_object(
+            GROUP, VERSION, "default", PLURAL, voicefinetune(name, method="lora", bookId=BOOK)
+        )
+        status = {"phase": "Ready", "routingKey": CAST_KEY, "baseModel": BASE}
+        custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, "default", PLURAL, name, {"status": status}
+        )
+    custom.create_namespaced_custom_object(
+        GROUP, VERSION, "default", PLURAL, voicefinetune(solo, bookId=BOOK)
+    )
+    custom.patch_namespaced_custom_object_status(
+        GROUP, VERSION, "default", PLURAL, solo, {"status": {"phase": "Ready", "routingKey": solo}}
+    )
+    facade_settings = replace(settings, inference_url=",".join(endpoints))
+    app = create_kubernetes_app(facade_settings, kubeconfig=str(kubeconfig))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://facade") as client,
+    ):
+        yield client, cast, solo
+
+
+async def replica_of(facade: httpx.AsyncClient, voice: str) -> str:
+    answer = await facade.post(f"/infer/{voice}", json={"text": "hi"})
+    return answer.headers["X-VFT-Replica"]
+
+
+async def test_a_books_lora_voices_share_the_replica_of_their_base_and_a_full_voice_keeps_its_own(
+    cast_facade, three_replicas
+):
+    facade, cast, solo = cast_facade
+    endpoints = [server.url for server in three_replicas]
+    home = pick(CAST_KEY, endpoints)
+    assert [await replica_of(facade, voice) for voice in cast] == [home] * 3
+    speech = {"model": "qwen3-tts", "input": "hi", "response_format": "wav"}
+    for voice in cast:  # the OpenAI route and chapters go where /infer goes
+        spoken = await facade.post("/v1/audio/speech", json={**speech, "voice": voice})
+        assert spoken.headers["X-VFT-Replica"] == home
+        chapter = await facade.post("/synthesis", json={"voice": voice, "text": "hi"})
+        assert chapter.headers["X-VFT-Replica"] == home
+    assert await replica_of(facade, solo) == pick(solo, endpoints) != home
+
+
+async def test_when_the_replica_of_a_books_base_is_gone_its_lora_voices_move_together(
+    cast_facade, three_replicas
+):
+    facade, cast, _ = cast_facade
+    endpoints = [server.url for server in three_replicas]
+    home, runner_up, _ = rendezvous_order(CAST_KEY, endpoints)
+    next(server for server in three_replicas if server.url == home).stop()
+    assert [await replica_of(facade, voice) for voice in cast] == [runner_up] * 3
 
 
 @pytest.fixture

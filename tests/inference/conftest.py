@@ -166,11 +166,3 @@ def wav_server():
     )
     server.shutdown()
     server.server_close()
-
-
-@pytest.fixture(scope="session")
-def lora_voices(tiny_models, tmp_path_factory):
-    """Three rank-2 LoRA voices trained on the tiny Base model (tests.helpers.lora_voices)."""
-    from tests.helpers.lora_voices import train_lora_voices
-
-    return train_lora_voices(tiny_models.base, tmp_path_factory.mktemp("lora-voices"))

@@ -22,9 +22,11 @@ from voicefinetune_operator.jobs import (
     resource_of,
     termination_message,
 )
+from voicefinetune_operator.placement import placement
 from voicefinetune_operator.progress_key import progress_key
 from voicefinetune_operator.status import may_advance, merge_conditions, phase_conditions, progress_status
 
+from tests.helpers.chart import of_kind, render
 from voicefinetune.cluster.routing import pick, rendezvous_order
 from voicefinetune.settings import Settings
 
@@ -316,6 +318,38 @@ def test_rendezvous_keeps_voices_on_their_replica():
         if owners[voice] in survivors:
             assert pick(voice, survivors) == owners[voice]
     assert rendezvous_order("voice-1", replicas)[0] == owners["voice-1"]
+
+
+def test_a_lora_voice_is_placed_by_its_base_and_book_and_a_full_voice_by_its_id():
+    seed = Settings().base_model
+    cases = [
+        (resource("narrator"), "narrator", None),
+        (resource("narrator", bookId="b1"), "narrator", None),
+        (resource("hero", method="lora"), f"lora:{seed}", seed),
+        (resource("hero", method="lora", bookId="b1"), f"lora:{seed}#b1", seed),
+        (
+            resource("hero", method="lora", bookId="b1", baseModel="org/other"),
+            "lora:org/other#b1",
+            "org/other",
+        ),
+    ]
+    for body, key, base in cases:
+        where = placement(CONFIG, body["metadata"]["name"], body)
+        assert (where.key, where.lora_base) == (key, base)
+        expected = {"routingKey": key, "inferenceReplica": "http://r:8000"}
+        assert where.status("http://r:8000") == (
+            expected if base is None else {**expected, "baseModel": base}
+        )
+
+
+def test_the_charts_adapter_budget_reaches_the_inference_pods():
+    docs = render("--set", "inference.gpuMaxAdapters=8")
+    (data,) = [
+        c["data"] for c in of_kind(docs, "ConfigMap") if c["metadata"]["name"] == "vft-voicefinetune-operator"
+    ]
+    deployment = build_inference_deployment(OperatorConfig.from_env(data, secret_key="k"))
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert (env["GPU_MAX_ADAPTERS"], env["GPU_MAX_MODELS"]) == ("8", "4")
 
 
 def test_objects_the_operator_makes_validate_for_kubernetes_1_30(tmp_path):

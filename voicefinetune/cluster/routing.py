@@ -5,6 +5,11 @@ it. Rendezvous (highest-random-weight) hashing gives that without shared state: 
 replicas picks the same one for a voice, and when a replica comes or goes only the voices it owns move. The
 replicas are what the inference Service's name resolves to (a headless Service: one address per ready pod);
 the operator preloads a voice where the facade will later send its requests, because both use this module.
+
+A full voice is keyed by its own id. A LoRA voice is keyed by the base checkpoint its adapter attaches to (and its
+book, when it has one): a book's cast lands on one replica and shares one resident base model there, while
+different books still spread over the replicas. The operator records the key it preloaded by in the resource's
+``status.routingKey``; the facade routes by what it reads there.
 """
 
 from __future__ import annotations
@@ -15,10 +20,28 @@ import ipaddress
 import logging
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 log = logging.getLogger(__name__)
+
+
+ROUTING_KEY_FIELD = "routingKey"  # the VoiceFinetune status field that holds a Ready voice's key
+
+
+def voice_key(voice: str, *, lora_base: str | None = None, book_id: str | None = None) -> str:
+    """The rendezvous key of a voice: its id; for a LoRA voice (``lora_base``: its base checkpoint) the base
+    model and the book, so the voices that can share a resident base model share a replica."""
+    if lora_base is None:
+        return voice
+    return f"lora:{lora_base}" + (f"#{book_id}" if book_id else "")
+
+
+def recorded_key(voice: str, resource: Mapping[str, Any] | None) -> str:
+    """The key the operator recorded for ``voice`` (its resource's ``status.routingKey``), else the voice id."""
+    recorded = ((resource or {}).get("status") or {}).get(ROUTING_KEY_FIELD)
+    return recorded if isinstance(recorded, str) and recorded else voice
 
 
 def rendezvous_order(key: str, endpoints: Sequence[str]) -> list[str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from fastapi import APIRouter, FastAPI, HTTPException
 
@@ -22,6 +22,9 @@ from ..settings import Settings
 from ..validation_errors import install_validation_error_handler
 from .backend import JobBackend
 from .routes import FINETUNE_PATH, build_job_router, path_job_id, remove_stale_uploads
+
+if TYPE_CHECKING:
+    from .inference_proxy import VoiceKeys
 
 log = logging.getLogger(__name__)
 
@@ -107,15 +110,17 @@ def create_app(settings: Settings, backend: JobBackend, inference: InferenceMoun
 
 
 class ForwardedInference:
-    """The inference endpoints of a cluster: forwarded to the inference replicas (nothing to start here)."""
+    """The inference endpoints of a cluster: forwarded to the inference replicas (nothing to start here);
+    ``voice_keys``: a voice's rendezvous key (default: its id)."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, voice_keys: VoiceKeys | None = None):
         self.settings = settings
+        self.voice_keys = voice_keys
 
     def router(self, job_gate: JobGate) -> APIRouter:
-        from .inference_proxy import inference_proxy_router
+        from .inference_proxy import inference_proxy_router, own_key
 
-        return inference_proxy_router(self.settings, job_gate)
+        return inference_proxy_router(self.settings, job_gate, self.voice_keys or own_key)
 
     async def start(self) -> None:
         pass
@@ -124,11 +129,13 @@ class ForwardedInference:
         pass
 
 
-def create_kubernetes_app(settings: Settings) -> FastAPI:
-    """In a cluster: jobs are VoiceFinetune resources, inference calls go to the inference Service."""
+def create_kubernetes_app(settings: Settings, kubeconfig: str | None = None) -> FastAPI:
+    """In a cluster: jobs are VoiceFinetune resources, inference calls go to the inference Service, each voice to
+    the replica its resource's recorded routing key names."""
     from .kubernetes_backend import KubernetesBackend
 
-    return create_app(settings, KubernetesBackend(settings), ForwardedInference(settings))
+    backend = KubernetesBackend(settings, kubeconfig)
+    return create_app(settings, backend, ForwardedInference(settings, backend.routing_key))
 
 
 def _version() -> str:

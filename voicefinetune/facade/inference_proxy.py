@@ -1,11 +1,14 @@
 """The inference endpoints on a cluster, forwarded to the inference replicas.
 
-A voice always goes to the same replica: rendezvous hashing of the job_id over the replicas the inference
-Service's name resolves to (``voicefinetune.cluster.routing``; the operator preloads the voice on that same
-replica). Voice design and voice clone are keyed by their model, so each of those models stays warm on one replica
-too. ``POST /v1/audio/speech`` is routed by its body's ``voice`` like ``/infer/{job_id}`` (a fine-tuned voice's job
-id), its designed voices go where ``/voice-design`` goes, and its answer is relayed chunk by chunk as the replica
-sends it. ``ROUTES`` is the inference server's route table as seen from here (a test keeps the two equal).
+A voice always goes to the same replica: rendezvous hashing of its key over the replicas the inference Service's
+name resolves to (``voicefinetune.cluster.routing``; the operator preloads the voice on that same replica). A full
+voice's key is its job id; a LoRA voice's is its base model and book, as the operator recorded it in the
+resource's status (``voice_keys`` reads it), so a book's LoRA voices share the replica that holds their base. When
+that replica cannot be reached, the next one in rendezvous order takes the request. Voice design and voice clone
+are keyed by their model, so each of those models stays warm on one replica too. ``POST /v1/audio/speech`` is
+routed by its body's ``voice`` like ``/infer/{job_id}`` (a fine-tuned voice's job id), its designed voices go where
+``/voice-design`` goes, and its answer is relayed chunk by chunk as the replica sends it. ``ROUTES`` is the
+inference server's route table as seen from here (a test keeps the two equal).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 from fastapi import APIRouter, HTTPException, Request, Response
@@ -31,6 +34,9 @@ FORWARDED_HEADERS = ("content-type", "accept")
 RETURNED_HEADERS = ("content-type", "content-disposition")
 STREAMED_HEADERS = (*RETURNED_HEADERS, "cache-control", "www-authenticate")
 
+# A voice id -> its rendezvous key (the Kubernetes backend reads the key the operator recorded).
+VoiceKeys = Callable[[str], Awaitable[str]]
+
 
 class Routing(enum.Enum):
     """Which replica a forwarded request goes to."""
@@ -45,6 +51,7 @@ class Routing(enum.Enum):
 
 
 MODEL_KEYS = {Routing.VOICE_DESIGN: "voice-design", Routing.VOICE_CLONE: "voice-clone"}
+VOICE_ROUTINGS = (Routing.JOB, Routing.SPEECH_VOICE, Routing.CHAPTER)  # keyed by a voice (`VoiceKeys`)
 ROUTES: list[tuple[str, str, Routing]] = [
     ("POST", "/infer/{job_id}", Routing.JOB),
     ("POST", "/infer/{job_id}/batch", Routing.JOB),
@@ -119,8 +126,14 @@ def routing_key(routing: Routing, request: Request, body: bytes) -> str | None:
     return MODEL_KEYS.get(routing)
 
 
+async def own_key(voice: str) -> str:
+    """Without a record of voices (no cluster to ask), each voice is keyed by its id."""
+    return voice
+
+
 class InferenceProxy:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, voice_keys: VoiceKeys = own_key):
+        self.voice_keys = voice_keys
         self.resolver = EndpointResolver(
             settings.inference_url
             or f"http://voicefinetune-inference.{settings.namespace}.svc.cluster.local:8000"
@@ -150,7 +163,10 @@ class InferenceProxy:
             name: value for name, value in request.headers.items() if name.lower() in FORWARDED_HEADERS
         }
         headers.update(self.auth)
-        replicas = await self.replicas(routing_key(routing, request, body))
+        key = routing_key(routing, request, body)
+        if routing in VOICE_ROUTINGS and key is not None and key not in MODEL_KEYS.values():
+            key = await self.voice_keys(key)
+        replicas = await self.replicas(key)
         if routing is Routing.EVERY:
             answers = await asyncio.gather(
                 *(self._send(r, request, body, headers) for r in replicas), return_exceptions=True
@@ -207,10 +223,12 @@ async def _relay(answer: httpx.Response) -> AsyncIterator[bytes]:
         await answer.aclose()
 
 
-def inference_proxy_router(settings: Settings, job_gate: JobGate) -> APIRouter:
+def inference_proxy_router(
+    settings: Settings, job_gate: JobGate, voice_keys: VoiceKeys = own_key
+) -> APIRouter:
     """The inference endpoints, forwarded to the inference replicas; ``/infer/{job_id}*`` first passes
-    ``job_gate`` (404 unknown job, 409 not ready)."""
-    proxy = InferenceProxy(settings)
+    ``job_gate`` (404 unknown job, 409 not ready); ``voice_keys`` gives a voice's rendezvous key."""
+    proxy = InferenceProxy(settings, voice_keys)
     router = APIRouter()
 
     def add(method: str, path: str, routing: Routing) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..cluster.client import Conflict, KubeClient
 from ..cluster.resource import API_VERSION, KIND, object_path, request_to_spec, trains_with_flash_attention
+from ..cluster.routing import recorded_key
 from ..lifecycle import DEFAULTS, progress_from_status, status_of
 from ..schemas import FinetuneConfig, FinetuneRequest, Job, Progress
 from ..settings import Settings
@@ -266,6 +267,11 @@ class KubernetesBackend:
     async def get(self, job_id: str) -> Job | None:
         resource = (await self._cached()).get(job_id)
         return None if resource is None else job_from_resource(resource, self._flash_attn(resource))
+
+    async def routing_key(self, job_id: str) -> str:
+        """The rendezvous key of a voice: the one the operator recorded when it preloaded it (a LoRA voice's base
+        model and book), else its id."""
+        return recorded_key(job_id, (await self._cached()).get(job_id))
 
     async def list(self) -> list[Job]:
         return [job_from_resource(item, self._flash_attn(item)) for item in (await self._cached()).all()]
