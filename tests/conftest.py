@@ -45,6 +45,7 @@ LONG_MODULES = {
     "trainer/test_lora_training.py": 600,  # `vft train --method lora` subprocesses
     "inference/engine/test_lora_rows.py": 240,  # 4-5 greedy generations per test; over 60 s on a loaded machine
     "inference/engine/test_continuous.py": 180,  # 2-3 generations of up to 60 frames per test (~55 s on a loaded machine)
+    "inference/engine/test_cuda_graphs.py": 180,  # 3 eager rows, then 3 rows of replayed (CPU-recorded) frames (~35 s)
     "inference/openai_api/test_concurrent_streams.py": 180,  # 8 streams of 3 sentences through the service (~40-70 s)
     "inference/test_lora_serving.py": 240,  # up to 10 requests through the service per test
     "facade/test_lora_job.py": 600,  # trains a LoRA voice through a real `vft serve` (up to 300 s)

@@ -114,6 +114,8 @@ class Settings:
     )
     # Rows a model's continuous loop runs at once; unset: 16 on CUDA, 8 on CPU (`engine_slots_for`).
     engine_slots: int | None = field(default=None, metadata={"env": "VFT_ENGINE_SLOTS", "parse": int})
+    # On CUDA the continuous loop records each batch-size bucket's frame as a CUDA graph and replays it (0: eager).
+    cuda_graphs: bool = field(default=True, metadata={"env": "VFT_CUDA_GRAPHS", "parse": parse_bool})
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:  # a wrong VFT_ENGINE stops a server at start, not each request

@@ -29,6 +29,7 @@ import torch
 
 from voicefinetune_inference import metrics
 from voicefinetune_inference.engine import lora
+from voicefinetune_inference.engine.cuda_graphs import StepGraphs
 from voicefinetune_inference.engine.decode import DecodeJob
 from voicefinetune_inference.engine.sampling import suppression_mask
 from voicefinetune_inference.engine.slot_step import SlotDecoder
@@ -78,13 +79,17 @@ class DecodeLoop:
         slots: int,
         name: str = "model",
         step_context: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
+        graphs: StepGraphs | bool = True,
     ):
         self.talker = talker
         self.slots = max(1, slots)
         self.name = name
         # wraps each step (in the loop's thread): e.g. a dispatch mode that checks the step never syncs
         self.step_context = step_context or contextlib.nullcontext
-        self.graphs_captured = False  # CUDA graph capture is not done yet: every step runs eagerly
+        # each bucket's frame as a CUDA graph (True: on CUDA, False: never); without one every frame runs eagerly
+        if not isinstance(graphs, StepGraphs):
+            graphs = StepGraphs.for_device(next(talker.parameters()).device, enabled=graphs)
+        self.graphs = graphs
         self._decoder: SlotDecoder | None = None
         self._free = list(range(self.slots))
         self._running: dict[int, Request] = {}  # slot -> request
@@ -131,7 +136,7 @@ class DecodeLoop:
             "slots": self.slots,
             "rows_running": len(self._running),
             "queue": waiting,
-            "graphs_captured": self.graphs_captured,
+            "graphs": self.graphs.status(self._decoder),
             "frames_per_second": round(self.row_frames / elapsed, 2),
         }
 
@@ -166,6 +171,7 @@ class DecodeLoop:
                     self._fail_all(exc)
             # still in inference mode: freeing slots writes their (inference) buffers
             self._fail_all(RuntimeError("the model's decode loop has stopped"))
+            self.graphs.release()
 
     def _take_slot(self) -> int:
         return heapq.heappop(self._free)
@@ -223,6 +229,8 @@ class DecodeLoop:
         decoder = self._decoder
         if need > decoder.capacity:
             decoder.grow(max(need, 2 * decoder.capacity))
+        if not self._running:  # recording runs the step: only while no row holds a slot
+            self.graphs.capture(decoder, {bucket_for(rows, self.slots) for rows in range(1, self.slots + 1)})
         suppressed = suppression_mask(self.talker.config.vocab_size, job.suppress_ids, embeds.device)
         cache = prefill.past_key_values
         request.codes = [[] for _ in range(rows)]
@@ -261,7 +269,8 @@ class DecodeLoop:
         span = min(decoder.capacity, -(-longest // SPAN_STEP) * SPAN_STEP)
         adapters = self._adapters.rows()  # read on the host before the step, never inside it
         with lora.using(self.talker, adapters), self.step_context():
-            decoder.frame(bucket, span)
+            # LoRA rows' adapters are host state a graph would freeze: their frames run eagerly
+            self.graphs.frame(decoder, bucket, span, replay=adapters is None)
         # the one read per frame: which rows ended, and their codes (a copy: the buffer is the next step's)
         out = decoder.out[:bucket].to("cpu", copy=True)
         self.frames += 1

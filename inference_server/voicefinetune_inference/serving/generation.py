@@ -103,7 +103,7 @@ class Generator:
             talker = loaded.tts.model.talker
             if fast_engine.supported(talker):
                 slots = self.settings.engine_slots_for(choose_runtime(self.settings).on_gpu)
-                loop = DecodeLoop(talker, slots=slots, name=spec.key)
+                loop = DecodeLoop(talker, slots=slots, name=spec.key, graphs=self.settings.cuda_graphs)
                 fast_engine.attach(loaded.tts.model, loop)
                 loaded.decode_loop = loop
         return loaded

@@ -1,0 +1,152 @@
+"""CUDA graphs of a continuous decode loop's frame step: one graph per batch-size bucket, replayed every frame.
+
+A frame (`slot_step.SlotDecoder.frame`: codebook 0, the code predictor's 15 steps, one talker step) reads and writes
+only the decoder's fixed buffers, so it can be recorded once per bucket and replayed: rows join by `admit` copying
+into the slot buffers, and the replay reads them there. `StepGraphs` does the recording through a `Recorder`:
+`CudaRecorder` (``torch.cuda.CUDAGraph``, warmed up on a side stream, every bucket's graph in one memory pool per
+model) on CUDA with ``VFT_CUDA_GRAPHS`` on; elsewhere there is none and every frame runs eagerly, the same code.
+
+Recording runs the step for real (the CUDA warm-up does; a test double may), so it happens only while no row holds a
+slot: when the loop has just made its buffers and when it is idle again after they grew (a request longer than any
+before). The graphs attend over the whole slot capacity (positions past a row's length are masked, as in an eager
+step over a shorter span). Frames with LoRA rows run eagerly: which adapter each row uses is host state that a
+graph would freeze.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+import torch
+
+from voicefinetune_inference.engine.slot_step import SlotDecoder
+
+log = logging.getLogger(__name__)
+
+WARMUP_STEPS = 3  # eager runs on the side stream before capture (lazy initialisation, kernel choices)
+
+
+class Recorder(Protocol):
+    """Records a step once; what ``record`` returns replays it on the very same buffers."""
+
+    def record(self, step: Callable[[], None]) -> Callable[[], None]: ...
+
+    def held_bytes(self) -> int:
+        """Memory the recorded graphs hold (their pool)."""
+        ...
+
+    def release(self) -> None:
+        """Drop every recorded graph and its memory."""
+        ...
+
+
+class CudaRecorder:
+    """``torch.cuda.CUDAGraph`` per step, all in one private memory pool; its size is the growth of the device's
+    reserved memory across the captures (a pool's blocks are never shared with other allocations)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.stream = torch.cuda.Stream(device)
+        self.pool: Any = torch.cuda.graph_pool_handle()
+        self.graphs: list[torch.cuda.CUDAGraph] = []
+        self.bytes = 0
+
+    def record(self, step: Callable[[], None]) -> Callable[[], None]:
+        current = torch.cuda.current_stream(self.device)
+        self.stream.wait_stream(current)
+        with torch.cuda.stream(self.stream):
+            for _ in range(WARMUP_STEPS):
+                step()
+        current.wait_stream(self.stream)
+        torch.cuda.synchronize(self.device)
+        before = torch.cuda.memory_reserved(self.device)
+        graph = torch.cuda.CUDAGraph()
+        # thread_local: other models' decode loops keep running in their threads while this one captures
+        with torch.cuda.graph(graph, pool=self.pool, stream=self.stream, capture_error_mode="thread_local"):
+            step()
+        torch.cuda.synchronize(self.device)
+        self.bytes += max(0, torch.cuda.memory_reserved(self.device) - before)
+        self.graphs.append(graph)
+        return graph.replay
+
+    def held_bytes(self) -> int:
+        return self.bytes
+
+    def release(self) -> None:
+        self.graphs.clear()
+        self.pool = torch.cuda.graph_pool_handle()  # the old pool goes with its last graph
+        self.bytes = 0
+
+
+class StepGraphs:
+    """One decode loop's graphs: recorded per bucket while no row runs, replayed per frame, released with the loop."""
+
+    def __init__(self, recorder: Recorder | None, reason: str | None = None):
+        self.recorder = recorder
+        self.reason = reason  # why nothing is recorded: "disabled", "cpu", "released", "capture failed: ..."
+        self._replays: dict[int, Callable[[], None]] = {}
+        self._capacity = 0  # the slot capacity the graphs were recorded at
+        self.replayed = 0  # frames run by replaying a graph
+
+    @classmethod
+    def for_device(cls, device: torch.device, *, enabled: bool) -> StepGraphs:
+        """Graphs on CUDA when ``enabled`` (``VFT_CUDA_GRAPHS``); otherwise none and the reason."""
+        if not enabled:
+            return cls(None, "disabled")
+        if device.type != "cuda":
+            return cls(None, device.type)
+        return cls(CudaRecorder(device))
+
+    def ready(self, decoder: SlotDecoder) -> bool:
+        return bool(self._replays) and decoder.capacity == self._capacity
+
+    def capture(self, decoder: SlotDecoder, buckets: Iterable[int]) -> None:
+        """(no row holds a slot) Record a frame per bucket over the whole capacity, unless that is done already."""
+        if self.recorder is None or self.ready(decoder):
+            return
+        self.recorder.release()
+        self._replays = {}
+        capacity = decoder.capacity
+        try:
+            for bucket in sorted(set(buckets)):
+                self._replays[bucket] = self.recorder.record(
+                    functools.partial(decoder.frame, bucket, capacity)
+                )
+        except Exception as exc:  # noqa: BLE001 - the loop goes on eagerly
+            log.exception("recording the decode step's graphs failed: every frame runs eagerly")
+            self.release()
+            self.recorder, self.reason = None, f"capture failed: {exc}"
+            return
+        self._capacity = capacity
+
+    def frame(self, decoder: SlotDecoder, bucket: int, span: int, *, replay: bool = True) -> None:
+        """One frame over slots ``[0, bucket)``: its graph's replay when there is one (and ``replay``), else eager."""
+        if replay and self.ready(decoder) and bucket in self._replays:
+            self._replays[bucket]()
+            self.replayed += 1
+        else:
+            decoder.frame(bucket, span)
+
+    def status(self, decoder: SlotDecoder | None) -> dict[str, Any]:
+        captured = decoder is not None and self.ready(decoder)
+        reason = self.reason
+        if reason is None and not captured:
+            reason = "no request yet" if decoder is None else "buffers grew: recorded again when idle"
+        return {
+            "captured": captured,
+            "buckets": sorted(self._replays) if captured else [],
+            "bytes": self.recorder.held_bytes() if self.recorder is not None else 0,
+            "frames_replayed": self.replayed,
+            "reason": None if captured else reason,
+        }
+
+    def release(self) -> None:
+        """(the loop has stopped) Drop the graphs and their memory."""
+        self._replays = {}
+        self._capacity = 0
+        self.reason = "released"
+        if self.recorder is not None:
+            self.recorder.release()
