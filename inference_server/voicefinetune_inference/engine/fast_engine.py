@@ -20,6 +20,7 @@ import torch
 
 from voicefinetune_inference.engine import decode as fast_decode
 from voicefinetune_inference.engine.sampling import SamplingParams
+from voicefinetune_inference.engine.urgency import Urgency
 
 if TYPE_CHECKING:
     from voicefinetune_inference.engine.scheduler import DecodeLoop
@@ -48,6 +49,8 @@ class CallOptions:
     generator: torch.Generator | None = None
     # The continuous loop: per row, the seed of its draws (else drawn from ``generator`` or torch's own)
     seeds: list[int] | None = None
+    # The continuous loop: admitted before look-ahead work while urgent (the default: a caller waits on it)
+    urgency: Urgency | None = None
 
 
 class _TalkerOutput:
@@ -163,7 +166,7 @@ def _seeds(rows: int, options: CallOptions) -> list[int]:
 
 def _through_loop(loop: DecodeLoop, job: fast_decode.DecodeJob, options: CallOptions) -> list[torch.Tensor]:
     """(the caller's thread) Submit ``job`` to ``loop`` and wait for its rows, running the callbacks here."""
-    request = loop.submit(job, _seeds(job.inputs_embeds.shape[0], options))
+    request = loop.submit(job, _seeds(job.inputs_embeds.shape[0], options), options.urgency)
     try:
         while True:
             if options.should_stop is not None and options.should_stop():

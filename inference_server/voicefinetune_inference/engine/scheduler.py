@@ -1,12 +1,13 @@
 """The continuously batched decode loop of one resident model: its own thread over a fixed number of slots.
 
 Callers (`fast_engine.routed`: upstream's ``generate_*`` in the caller's thread builds the prompt, then waits here)
-`submit` a `decode.DecodeJob` with a seed per row. Between two frames the loop takes waiting requests first come,
-first served, as long as all of a request's rows find free slots: it prefills them (upstream's talker forward) and
-writes them into their slots (`slot_step.SlotDecoder.admit`). Then it runs one frame for every running row, reads
-the frame's end flags and codes once, and hands each request its frames; a row that ended (EOS, frame bound) gives
-its slot back at once and its codes go to its request then. A cancelled request's rows leave at the next frame
-boundary. Every voice on the same weights shares the loop: the voice is in the prompt.
+`submit` a `decode.DecodeJob` with a seed per row. Between two frames the loop takes waiting requests, urgent ones
+first (`urgency`: a consumer waits on them; a stream's look-ahead sentence waits while any urgent request does), first
+come, first served within each, as long as all of a request's rows find free slots: it prefills them (upstream's
+talker forward) and writes them into their slots (`slot_step.SlotDecoder.admit`). Then it runs one frame for every
+running row, reads the frame's end flags and codes once, and hands each request its frames; a row that ended (EOS,
+frame bound) gives its slot back at once and its codes go to its request then. A cancelled request's rows leave at
+the next frame boundary. Every voice on the same weights shares the loop: the voice is in the prompt.
 
 Requests hear of their rows through a queue of events, so callbacks (codec decoding for a stream, early results)
 run in the requesting thread, never in the loop's.
@@ -33,6 +34,7 @@ from voicefinetune_inference.engine.cuda_graphs import StepGraphs
 from voicefinetune_inference.engine.decode import DecodeJob
 from voicefinetune_inference.engine.sampling import suppression_mask
 from voicefinetune_inference.engine.slot_step import SlotDecoder
+from voicefinetune_inference.engine.urgency import Urgency
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,7 @@ class Request:
     enqueued: float = field(default_factory=time.monotonic)
     slots: dict[int, int] = field(default_factory=dict)  # slot -> row
     adapters: lora.AdapterRows | None = None  # LoRA voices: each row's adapter, as the caller set them
+    urgency: Urgency = field(default_factory=Urgency)
     codes: list[list[torch.Tensor]] = field(default_factory=list)
     frames: int = 0
 
@@ -106,8 +109,8 @@ class DecodeLoop:
 
     # --- callers --------------------------------------------------------------------------------------------------
 
-    def submit(self, job: DecodeJob, seeds: list[int]) -> Request:
-        request = Request(job, seeds, adapters=lora.current_rows(self.talker))
+    def submit(self, job: DecodeJob, seeds: list[int], urgency: Urgency | None = None) -> Request:
+        request = Request(job, seeds, adapters=lora.current_rows(self.talker), urgency=urgency or Urgency())
         if request.rows > self.slots:
             raise ValueError(f"a request of {request.rows} rows does not fit {self.slots} decode slots")
         with self._changed:
@@ -196,9 +199,10 @@ class DecodeLoop:
     def _admit(self) -> None:
         while True:
             with self._changed:
-                if not self._waiting or self._waiting[0].rows > len(self._free):
+                request = self._next()
+                if request is None:
                     return
-                request = self._waiting.popleft()
+                self._waiting.remove(request)
             metrics.ENGINE_QUEUE_WAIT_SECONDS.observe(time.monotonic() - request.enqueued)
             try:
                 self._prefill(request)
@@ -206,6 +210,14 @@ class DecodeLoop:
                 for slot in list(request.slots):
                     self._give_back(slot)
                 request.events.put(("error", exc))
+
+    def _next(self) -> Request | None:
+        """(under the lock) The request to admit now: the first urgent one, else (none waits) the first look-ahead
+        one; None when its rows do not fit the free slots (then no later request passes it)."""
+        first = next((r for r in self._waiting if r.urgency.urgent), None)
+        if first is None and self._waiting:
+            first = self._waiting[0]
+        return first if first is not None and first.rows <= len(self._free) else None
 
     def _prefill(self, request: Request) -> None:
         job = request.job

@@ -28,6 +28,7 @@ import numpy as np
 
 from voicefinetune.schemas import SAMPLE_RATE
 from voicefinetune_inference.engine.tts_model import LoadedModel, SpeechItem, call_upstream, decode_replaced
+from voicefinetune_inference.engine.urgency import Urgency
 
 
 @dataclass
@@ -63,6 +64,7 @@ def synthesize_stream(
     emit: Callable[[np.ndarray], None],
     should_stop: Callable[[], bool] | None = None,
     context_frames: int | None = None,
+    urgency: Urgency | None = None,
 ) -> StreamStats:
     """(worker thread) Generate ``item`` and hand its waveform to ``emit`` chunk by chunk (float32, 24 kHz)."""
     from voicefinetune_inference.engine import fast_engine
@@ -108,6 +110,7 @@ def synthesize_stream(
         on_frame=on_frame,
         should_stop=should_stop,
         seeds=[seed],
+        urgency=urgency,
     )
     if loaded.decode_loop is not None:
         with fast_engine.routed(options), _without_final_decode(loaded.tts):
@@ -134,10 +137,11 @@ _END = object()
 
 
 async def stream_chunks(
-    loaded: LoadedModel, item: SpeechItem, *, pool: Executor
+    loaded: LoadedModel, item: SpeechItem, *, pool: Executor, urgency: Urgency | None = None
 ) -> AsyncIterator[np.ndarray]:
     """Chunks of one utterance as they are decoded; runs `synthesize_stream` on ``pool``. Closing the iterator
-    early (or cancelling its consumer) stops generation at the next frame and waits until the model is free."""
+    early (or cancelling its consumer) stops generation at the next frame and waits until the model is free.
+    ``urgency``: with the continuous loop, whether a consumer waits on the utterance yet (`urgency.Urgency`)."""
     from voicefinetune_inference import metrics
 
     loop = asyncio.get_running_loop()
@@ -148,7 +152,10 @@ async def stream_chunks(
         loop.call_soon_threadsafe(queue.put_nowait, chunk)
 
     work = loop.run_in_executor(
-        pool, functools.partial(synthesize_stream, loaded, item, emit=emit, should_stop=stop.is_set)
+        pool,
+        functools.partial(
+            synthesize_stream, loaded, item, emit=emit, should_stop=stop.is_set, urgency=urgency
+        ),
     )
     work.add_done_callback(lambda _: queue.put_nowait(_END))
     try:

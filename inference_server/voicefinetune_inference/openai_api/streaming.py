@@ -1,8 +1,9 @@
 """Streamed speech: sentences in, encoded audio bytes out as they are generated.
 
 Each sentence's audio comes from a chunk source (an async stream of float32 24 kHz chunks per utterance: the
-engine's, ``Generator.stream``; cancelling it stops that utterance's generation). Sentence
-``i + 1`` starts generating while sentence ``i`` is being sent (``lookahead``), chunks pass through the optional
+engine's, ``Generator.stream``; cancelling it stops that utterance's generation). Sentence ``i + 1`` starts
+generating while sentence ``i`` is being sent (``lookahead``): look-ahead work, which the model's decode loop admits
+only while no urgent request waits, until the consumer reaches it (`Urgency`). Chunks pass through the optional
 pitch-preserving time stretch and the incremental encoder, and bytes leave as soon as the encoder emits them. When
 the consumer goes away (the client disconnected) every sentence still generating is cancelled.
 """
@@ -13,9 +14,9 @@ import asyncio
 import base64
 import json
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -26,9 +27,16 @@ from voicefinetune_inference.audio.encoding import make_encoder
 from voicefinetune_inference.audio.time_stretch import TimeStretch
 from voicefinetune_inference.caches.model_cache import ModelSpec
 from voicefinetune_inference.engine import tts_model
+from voicefinetune_inference.engine.urgency import Urgency
 from voicefinetune_inference.openai_api import stream_metrics
 
-ChunkSource = Callable[[ModelSpec, tts_model.SpeechItem], AsyncIterator[np.ndarray]]
+
+class ChunkSource(Protocol):
+    def __call__(
+        self, spec: ModelSpec, item: tts_model.SpeechItem, *, urgency: Urgency
+    ) -> AsyncIterator[np.ndarray]: ...
+
+
 FRAMES_PER_SECOND = 12.5
 
 
@@ -79,12 +87,13 @@ class SpeechStreamer:
         """The response's audio chunks in order; the next sentence generates while this one is consumed."""
         queues: list[asyncio.Queue] = []
         tasks: list[asyncio.Task] = []
+        urgencies: list[Urgency] = []
         outcome.sentences = len(request.items)
 
-        async def produce(item: tts_model.SpeechItem, queue: asyncio.Queue) -> None:
+        async def produce(item: tts_model.SpeechItem, queue: asyncio.Queue, urgency: Urgency) -> None:
             outcome.sentences_started += 1
             try:
-                async for chunk in self.source(request.spec, item):
+                async for chunk in self.source(request.spec, item, urgency=urgency):
                     queue.put_nowait(np.asarray(chunk, dtype=np.float32).reshape(-1))
                 queue.put_nowait(_End())
             except asyncio.CancelledError:
@@ -95,12 +104,14 @@ class SpeechStreamer:
         def start_next() -> None:
             queue: asyncio.Queue = asyncio.Queue()
             queues.append(queue)
-            tasks.append(asyncio.ensure_future(produce(request.items[len(tasks)], queue)))
+            urgencies.append(Urgency(urgent=False))
+            tasks.append(asyncio.ensure_future(produce(request.items[len(tasks)], queue, urgencies[-1])))
 
         try:
             for index in range(len(request.items)):
                 while len(tasks) < min(len(request.items), index + 1 + self.lookahead):
                     start_next()
+                urgencies[index].promote()  # the consumer waits on this sentence now
                 while True:
                     chunk = await queues[index].get()
                     if isinstance(chunk, _End):

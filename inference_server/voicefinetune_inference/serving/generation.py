@@ -22,6 +22,7 @@ from voicefinetune_inference.caches.model_cache import ModelCache, ModelSpec
 from voicefinetune_inference.engine import batch as engine_batch
 from voicefinetune_inference.engine import stream as engine_stream
 from voicefinetune_inference.engine import tts_model
+from voicefinetune_inference.engine.urgency import Urgency
 from voicefinetune_inference.errors import message_for, status_for
 from voicefinetune_inference.serving.batcher import Batcher
 from voicefinetune_inference.serving.outputs import AudioOutputs, inline_audio
@@ -188,16 +189,20 @@ class Generator:
         )
         return wavs
 
-    async def stream(self, spec: ModelSpec, item: tts_model.SpeechItem) -> AsyncIterator[np.ndarray]:
+    async def stream(
+        self, spec: ModelSpec, item: tts_model.SpeechItem, *, urgency: Urgency | None = None
+    ) -> AsyncIterator[np.ndarray]:
         """One utterance as float32 PCM chunks at 24 kHz (1, 2, 4, then 8 frames of 1920 samples each, the last one
         shorter), produced while it is generated; joined, they are the utterance. Runs apart from the fusion
         batcher, holding its model's lock for the utterance. Leaving the ``async for`` early (closing the iterator,
         or cancelling its task) stops generation at the next frame and frees the model. With the continuous
-        scheduler the utterance is one row of its model's decode loop instead."""
+        scheduler the utterance is one row of its model's decode loop instead, admitted before look-ahead work
+        while ``urgency`` says a consumer waits on it (the default)."""
         if self.continuous:
             async with self.cache.use(spec) as loaded:
                 self._with_loop(loaded, spec)
-                async for chunk in engine_stream.stream_chunks(loaded, item, pool=self._request_pool):
+                chunks = engine_stream.stream_chunks(loaded, item, pool=self._request_pool, urgency=urgency)
+                async for chunk in chunks:
                     yield chunk
             return
         async with self.cache.use(spec) as loaded, self.gpu_slots:

@@ -15,6 +15,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from voicefinetune_inference.engine import batch, fast_engine, tts_model
 from voicefinetune_inference.engine import decode as fast_decode
 from voicefinetune_inference.engine.scheduler import DecodeLoop
+from voicefinetune_inference.engine.urgency import Urgency
 
 from .engine_helpers import GREEDY, load_tiny
 
@@ -75,6 +76,7 @@ def request(
     seed: int = 0,
     sampled: bool = False,
     row: Row | None = None,
+    urgency: Urgency | None = None,
 ) -> Row:
     """One utterance through upstream's call and the model's loop; its codes as the loop produced them."""
     row = row or Row()
@@ -85,7 +87,7 @@ def request(
         row.frames.append(codes.clone())
         row.started.set()
 
-    options = fast_engine.CallOptions(frame_limits=[frames], on_frame=on_frame, seeds=[seed])
+    options = fast_engine.CallOptions(frame_limits=[frames], on_frame=on_frame, seeds=[seed], urgency=urgency)
     settings = {} if sampled else GREEDY
     with fast_engine.decoding(loaded, options):
         tts_model.call_upstream(loaded, [item], **settings)
@@ -178,6 +180,83 @@ def test_buffered_generate_through_the_loop_equals_the_one_call_engine(tiny_mode
     assert [len(w) for w in got] == [len(w) for w in want] == [63 * 1920, 63 * 1920]
     for g, w in zip(got, want, strict=True):
         np.testing.assert_array_equal(g, w)
+
+
+# --- admission -----------------------------------------------------------------------------------------------------
+
+
+class Gate:
+    """The loop's steps wait here: each runs once the test lets it (`step`), all of them once it is `opened`."""
+
+    def __init__(self) -> None:
+        self.permits = threading.Semaphore(0)
+        self.steps = 0
+        self.opened = False
+
+    def __call__(self) -> Gate:  # the loop's ``step_context``
+        return self
+
+    def __enter__(self) -> None:
+        if not self.opened and not self.permits.acquire(timeout=DEADLINE):
+            raise TimeoutError("the test never let this step run")
+
+    def __exit__(self, *exc) -> None:
+        self.steps += 1
+
+    def step(self) -> None:
+        target = self.steps + 1
+        self.permits.release()
+        wait_for(lambda: self.steps >= target, "a step")
+
+    def open(self) -> None:
+        self.opened = True
+        self.permits.release()
+
+
+def test_an_urgent_request_is_admitted_before_earlier_look_ahead_work_which_is_served_once_urgent(
+    tiny_models,
+):
+    """One slot, stepped by the test. While A runs, B (a stream's look-ahead sentence), then C and D (urgent: first
+    sentences) wait. A's slot goes to C, though B came first; then B's stream reaches B (promoted), so B, earlier than
+    D, goes next."""
+    gate = Gate()
+    loaded = load_tiny(tiny_models, "custom_voice")
+    loop = DecodeLoop(loaded.tts.model.talker, slots=1, name="admission", step_context=gate)
+    fast_engine.attach(loaded.tts.model, loop)
+    loaded.decode_loop = loop
+    rows = {name: Row() for name in "ABCD"}
+    look_ahead = Urgency(urgent=False)
+    order = ["A"]
+
+    def hand_over() -> None:
+        """Step until the running request is done, then once more: the first frame of the one admitted next."""
+        while not futures[order[-1]].done():
+            gate.step()
+        gate.step()
+        wait_for(lambda: any(rows[n].started.is_set() for n in rows if n not in order), "the next request")
+        order.extend(n for n in rows if n not in order and rows[n].started.is_set())
+
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            futures = {"A": pool.submit(request, loaded, speaker("Line A."), frames=6, row=rows["A"])}
+            wait_for(lambda: loop.status()["rows_running"] == 1, "A to be admitted")
+            for waiting, (name, urgency) in enumerate([("B", look_ahead), ("C", None), ("D", None)], start=1):
+                futures[name] = pool.submit(
+                    request, loaded, speaker(f"Line {name}."), frames=6, row=rows[name], urgency=urgency
+                )
+                wait_for(lambda n=waiting: loop.status()["queue"] == n, f"{name} to wait")
+            hand_over()
+            look_ahead.promote()  # B's stream has sent the sentence before B: B is what it waits on now
+            hand_over()
+            hand_over()
+            gate.open()
+            for future in futures.values():
+                future.result(timeout=DEADLINE)
+    finally:
+        gate.open()
+        tts_model.release(loaded)
+    assert order == ["A", "C", "B", "D"]
+    assert [len(rows[name].frames) for name in "ABCD"] == [5, 5, 5, 5]
 
 
 # --- graph readiness ---------------------------------------------------------------------------------------------

@@ -1,11 +1,14 @@
 """Concurrent streams share their model's continuous decode loop instead of taking turns per sentence: with 8 streams
 of 3 sentences on one voice, every stream's first audio arrives before any stream's third sentence is done. With a
 slot for every sentence under way (8 streams, each generating its next sentence ahead: 16), it even arrives before
-any stream's first sentence is done, which turns per sentence (``VFT_SCHEDULER=batch``) cannot do."""
+any stream's first sentence is done, which turns per sentence (``VFT_SCHEDULER=batch``) cannot do. A stream's
+next sentence, generated ahead while it sends one, never takes the slot a later stream's first sentence waits for."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 import time
 
 from voicefinetune_inference.engine import tts_model
@@ -42,3 +45,55 @@ async def test_eight_streams_all_start_before_any_third_sentence_is_done(make_se
     assert len(first_audio) == len(third_done) == STREAMS
     assert max(first_audio.values()) < min(third_done.values())
     assert max(first_audio.values()) < min(first_done.values())
+
+
+async def test_a_later_streams_first_sentence_goes_before_an_earlier_streams_look_ahead(
+    make_service, tiny_models, kit
+):
+    """One slot, the loop held before its next frame: X's first sentence runs, X's second (look-ahead) and then Y's
+    first wait. When X's first ends, its slot goes to Y's first sentence: first come, first served would give it to
+    X's second and make Y wait for all of it."""
+    service = await make_service(engine_slots=1)
+    await kit.add_voice(service, tiny_models, job_id="hero")
+    spec = service.speech.loader.voice_spec(service.catalog.get("hero"))
+    streamer = SpeechStreamer(service.generator.stream, activity=service.activity, opslog=service.opslog)
+    seen: list[str] = []  # stream and sentence of each sentence's first audio, in order of arrival
+    go = threading.Event()
+
+    async def stream(name: str, sentences: int) -> None:
+        items = [
+            tts_model.SpeechItem(f"{name} line {n}.", "english", speaker=TINY_SPEAKER)
+            for n in range(sentences)
+        ]
+        outcome = StreamOutcome()
+        async for _ in streamer.waveform(StreamRequest(spec, items, "pcm"), outcome):
+            if f"{name}{outcome.sentences_done}" not in seen:
+                seen.append(f"{name}{outcome.sentences_done}")
+        assert outcome.sentences_done == sentences
+
+    await stream("W", 1)  # loads the model and starts its decode loop
+    async with service.cache.use(spec) as loaded:
+        loop = loaded.decode_loop
+
+    @contextlib.contextmanager
+    def held():
+        go.wait(timeout=50)
+        yield
+
+    async def until(condition, what: str) -> None:
+        deadline = time.monotonic() + 50
+        while not condition():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            await asyncio.sleep(0.01)
+
+    loop.step_context = held
+    seen.clear()
+    x = asyncio.ensure_future(stream("X", 2))
+    await until(
+        lambda: loop.status()["rows_running"] == 1 and loop.status()["queue"] == 1, "X0 to run, X1 to wait"
+    )
+    y = asyncio.ensure_future(stream("Y", 1))
+    await until(lambda: loop.status()["queue"] == 2, "Y0 to wait")
+    go.set()
+    await asyncio.wait_for(asyncio.gather(x, y), timeout=50)
+    assert seen == ["X0", "Y0", "X1"]
