@@ -43,6 +43,15 @@ def _names(value: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in value.split(",") if name.strip())
 
 
+def secret_setting_env(setting: str, secret: str, key: str) -> list[dict[str, Any]]:
+    """The variable of the ``Settings`` field ``setting`` as a reference to ``key`` in the Secret ``secret`` (nothing
+    without a Secret): the value never appears in a spec."""
+    if not secret:
+        return []
+    ref = {"name": secret, "key": key}
+    return [{"name": Settings.env_name(setting), "valueFrom": {"secretKeyRef": ref}}]
+
+
 @dataclass(frozen=True)
 class OperatorConfig:
     settings: Settings = field(default_factory=Settings)
@@ -69,6 +78,11 @@ class OperatorConfig:
     # The Secret holding VFT_API_KEY for the inference pods (empty: no API key), and the key in it.
     api_key_secret: str = field(default="", metadata={"env": "VFT_API_KEY_SECRET"})
     api_key_secret_key: str = field(default="VFT_API_KEY", metadata={"env": "VFT_API_KEY_SECRET_KEY"})
+    # The Secret holding VFT_WEBHOOK_SECRET for the inference pods (empty: unsigned webhooks), and the key in it.
+    webhook_key_secret: str = field(default="", metadata={"env": "VFT_WEBHOOK_KEY_SECRET"})
+    webhook_key_secret_key: str = field(
+        default="VFT_WEBHOOK_SECRET", metadata={"env": "VFT_WEBHOOK_KEY_SECRET_KEY"}
+    )
     # Training Jobs
     train_gpus: int = field(default=1, metadata={"env": "VFT_TRAIN_GPUS", "parse": int})
     train_node_selector: dict[str, str] = field(
@@ -188,10 +202,11 @@ class OperatorConfig:
 
     def api_key_env(self) -> list[dict[str, Any]]:
         """VFT_API_KEY as a reference to its Secret (nothing when the inference servers need no key)."""
-        if not self.api_key_secret:
-            return []
-        ref = {"name": self.api_key_secret, "key": self.api_key_secret_key}
-        return [{"name": Settings.env_name("api_key"), "valueFrom": {"secretKeyRef": ref}}]
+        return secret_setting_env("api_key", self.api_key_secret, self.api_key_secret_key)
+
+    def webhook_secret_env(self) -> list[dict[str, Any]]:
+        """VFT_WEBHOOK_SECRET as a reference to its Secret (nothing when webhooks go unsigned)."""
+        return secret_setting_env("webhook_secret", self.webhook_key_secret, self.webhook_key_secret_key)
 
     def s3_secret_env(self, secret: str | None = None) -> list[dict[str, Any]]:
         """S3 keys as references to the Secret (``secret``: its copy in another namespace): never in a spec."""

@@ -53,6 +53,7 @@ def build_inference_deployment(config: OperatorConfig, owner: dict[str, Any] | N
         {"name": "PYTORCH_CUDA_ALLOC_CONF", "value": "expandable_segments:True"},
         *config.s3_secret_env(),
         *config.api_key_env(),
+        *config.webhook_secret_env(),
         *TMP_ENV,
     ]
     resources: dict[str, dict[str, str]] = {

@@ -119,6 +119,17 @@ capabilities:
 {{- end }}
 {{- end }}
 
+{{/* VFT_WEBHOOK_SECRET from its Secret (nothing without one: webhooks unsigned). */}}
+{{- define "voicefinetune.webhookSecretEnv" -}}
+{{- with .Values.webhooks.existingSecret }}
+- name: VFT_WEBHOOK_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $.Values.webhooks.key }}
+{{- end }}
+{{- end }}
+
 {{/* The names of imagePullSecrets, comma-separated: the operator puts them on training Jobs and inference pods. */}}
 {{- define "voicefinetune.pullSecretNames" -}}
 {{- $names := list }}
