@@ -5,17 +5,11 @@ from __future__ import annotations
 
 import yaml
 
-from tests.helpers.chart import render
+from tests.helpers.chart import env_entries, render
 
 
 def api_key_env(docs: list[dict]) -> dict[str, dict]:
-    found = {}
-    for doc in docs:
-        if doc["kind"] == "Deployment":
-            for item in doc["spec"]["template"]["spec"]["containers"][0].get("env", []):
-                if item["name"] == "VFT_API_KEY":
-                    found[doc["metadata"]["name"]] = item
-    return found
+    return env_entries(docs, "VFT_API_KEY")
 
 
 def test_without_a_key_nothing_mentions_one():

@@ -5,18 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.helpers.chart import CHART, S3_KEYS, helm, operator_built, render
+from tests.helpers.chart import CHART, S3_KEYS, env_entries, helm, operator_built, render
 
 
 def webhook_secret_env(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Each Deployment's VFT_WEBHOOK_SECRET entry, by Deployment name: the chart's and the operator-built one."""
-    found = {}
-    for doc in [*docs, *operator_built(docs)]:
-        if doc["kind"] == "Deployment":
-            for item in doc["spec"]["template"]["spec"]["containers"][0].get("env", []):
-                if item["name"] == "VFT_WEBHOOK_SECRET":
-                    found[doc["metadata"]["name"]] = item
-    return found
+    return env_entries([*docs, *operator_built(docs)], "VFT_WEBHOOK_SECRET")
 
 
 def test_without_a_secret_no_pod_gets_a_webhook_key():

@@ -38,6 +38,16 @@ def of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [doc for doc in docs if doc["kind"] == kind]
 
 
+def env_entries(docs: list[dict[str, Any]], name: str) -> dict[str, dict[str, Any]]:
+    """The env entry ``name`` of each Deployment's first container that has one, by Deployment name."""
+    found = {}
+    for doc in of_kind(docs, "Deployment"):
+        for item in doc["spec"]["template"]["spec"]["containers"][0].get("env", []):
+            if item["name"] == name:
+                found[doc["metadata"]["name"]] = item
+    return found
+
+
 def rules_of(docs: list[dict[str, Any]], name: str) -> set[tuple[str, str, str, str]]:
     """(apiGroup, resource, verb, resourceName or '') of every rule of the Roles/ClusterRoles called ``name``."""
     granted = set()
