@@ -44,12 +44,15 @@ class Recorder(Protocol):
 
 
 class CudaRecorder:
-    """``torch.cuda.CUDAGraph`` per step, all in one private memory pool; its size is the growth of the device's
-    reserved memory across the captures (a pool's blocks are never shared with other allocations)."""
+    """``torch.cuda.CUDAGraph`` per step, all in one private memory pool (the graphs' intermediates; their results
+    are the decoder's buffers, outside it, so the graphs may replay in any order); its size is the sum of the
+    allocator's segments that belong to the pool."""
 
     def __init__(self, device: torch.device):
-        self.device = device
-        self.stream = torch.cuda.Stream(device)
+        self.device = torch.device(
+            "cuda", torch.cuda.current_device() if device.index is None else device.index
+        )
+        self.stream = torch.cuda.Stream(self.device)
         self.pool: Any = torch.cuda.graph_pool_handle()
         self.graphs: list[torch.cuda.CUDAGraph] = []
         self.bytes = 0
@@ -62,14 +65,18 @@ class CudaRecorder:
                 step()
         current.wait_stream(self.stream)
         torch.cuda.synchronize(self.device)
-        before = torch.cuda.memory_reserved(self.device)
         graph = torch.cuda.CUDAGraph()
         # thread_local: other models' decode loops keep running in their threads while this one captures
         with torch.cuda.graph(graph, pool=self.pool, stream=self.stream, capture_error_mode="thread_local"):
             step()
         torch.cuda.synchronize(self.device)
-        self.bytes += max(0, torch.cuda.memory_reserved(self.device) - before)
         self.graphs.append(graph)
+        self.bytes = sum(
+            segment["total_size"]
+            for segment in torch.cuda.memory_snapshot()
+            if tuple(segment["segment_pool_id"]) == tuple(self.pool)
+            and segment["device"] == self.device.index
+        )
         return graph.replay
 
     def held_bytes(self) -> int:
@@ -111,7 +118,9 @@ class StepGraphs:
         self._replays = {}
         capacity = decoder.capacity
         try:
-            for bucket in sorted(set(buckets)):
+            for bucket in sorted(
+                set(buckets), reverse=True
+            ):  # the largest first: the others reuse its blocks
                 self._replays[bucket] = self.recorder.record(
                     functools.partial(decoder.frame, bucket, capacity)
                 )
