@@ -12,10 +12,12 @@ import pytest
 import torch
 from voicefinetune_inference.engine import tts_model
 from voicefinetune_inference.engine.cuda_graphs import StepGraphs
+from voicefinetune_inference.engine.slot_step import SlotDecoder
 
 from voicefinetune.settings import Settings
 
 from ..conftest import http_client
+from .engine_helpers import load_tiny
 from .tape_graphs import TapeRecorder
 from .test_continuous import DEADLINE, LONG, Row, request, speaker, wait_for, with_loop
 
@@ -142,3 +144,35 @@ def test_the_setting_defaults_to_on_and_reads_vft_cuda_graphs():
     assert Settings.from_env({}).cuda_graphs is True
     assert Settings.from_env({"VFT_CUDA_GRAPHS": "0"}).cuda_graphs is False
     assert Settings.from_env({"VFT_CUDA_GRAPHS": "on"}).cuda_graphs is True
+
+
+def test_graphs_of_buffers_that_grew_are_not_replayed_until_recorded_again(tiny_models):
+    """A request longer than any before grows the slot buffers (new tensors): the old graphs would read the old
+    ones, so frames run eagerly until the loop, idle again, records at the new capacity."""
+    loaded = load_tiny(tiny_models, "custom_voice")
+    try:
+        talker = loaded.tts.model.talker
+        decoder = SlotDecoder(talker, slots=2, capacity=64, like=talker.codec_head.weight)
+        recorder = TapeRecorder()
+        graphs = StepGraphs(recorder)
+        with torch.inference_mode():
+            graphs.capture(decoder, [1, 2])
+            graphs.frame(decoder, 2, 64)
+            decoder.grow(128)
+            grown = graphs.status(decoder)
+            graphs.frame(decoder, 2, 64)
+            stale = graphs.status(decoder)
+            graphs.capture(decoder, [1, 2])
+            graphs.frame(decoder, 2, 128)
+    finally:
+        tts_model.release(loaded)
+    assert (grown["captured"], grown["bytes"] > 0) == (False, True)  # dropped by the next frame
+    assert stale == {
+        "captured": False,
+        "buckets": [],
+        "bytes": 0,  # dropped at once
+        "frames_replayed": 1,
+        "reason": "buffers grew: recorded again when idle",
+    }
+    assert graphs.replayed == 2 and graphs.status(decoder)["buckets"] == [1, 2]
+    assert len(recorder.tapes) == 2  # those of the new capacity only
