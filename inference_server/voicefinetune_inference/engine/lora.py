@@ -4,7 +4,9 @@
 attention and MLP projections) once: ``y = base(x) + scale[r] * B[a_r](A[a_r](x))`` for batch row ``r`` with adapter
 ``a_r``. The adapters attached to the bank sit in stacked, zero-padded tables (``[slots, rank, in]`` and
 ``[slots, out, rank]``); a forward gathers each row's matrices and runs two batched matmuls, so rows of different
-adapters and rows without one (the base model's clone voices) share one batch, with the same shapes every step.
+adapters and rows without one (the base model's clone voices) share one batch, with the same shapes every step. Rows
+that keep their adapters across many forwards (a decode loop's slots: 15 code predictor steps per frame, frame after
+frame) gather each projection's matrices once (`AdapterRows.reused`).
 Slot 0 stays all zeros: adapter index -1 (or scale 0) is the base model itself.
 
 Which adapter each row uses is set by whoever runs the forwards, for its own thread (the model lock's caller, or a
@@ -27,7 +29,7 @@ import re
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -58,10 +60,14 @@ class AdapterWeights:
 
 @dataclass(frozen=True)
 class AdapterRows:
-    """Per batch row: the adapter slot (-1: none) and the scale (scaling × voice strength; 0: none)."""
+    """Per batch row: the adapter slot (-1: none) and the scale (scaling × voice strength; 0: none).
+
+    ``gathered`` (rows made `reused`) keeps what forwards gathered for these rows, per projection and batch size, and
+    the rows' copy on each device: rows used for many forwards gather once."""
 
     indices: torch.Tensor  # long [rows]
     scales: torch.Tensor  # float32 [rows]
+    gathered: dict[Any, Any] | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def of(cls, indices: Sequence[int], scales: Sequence[float]) -> AdapterRows:
@@ -69,8 +75,37 @@ class AdapterRows:
             torch.tensor(list(indices), dtype=torch.long), torch.tensor(list(scales), dtype=torch.float32)
         )
 
+    def reused(self) -> AdapterRows:
+        return AdapterRows(self.indices, self.scales, gathered={})
+
     def to(self, device: torch.device) -> AdapterRows:
-        return AdapterRows(self.indices.to(device), self.scales.to(device))
+        if self.indices.device == device:
+            return self
+        if self.gathered is None:
+            return AdapterRows(self.indices.to(device), self.scales.to(device))
+        moved = self.gathered.get(device)
+        if moved is None:
+            moved = self.gathered[device] = AdapterRows(
+                self.indices.to(device), self.scales.to(device)
+            ).reused()
+        return moved
+
+    def tables_for(
+        self, layer: MultiLoraLinear, tables: tuple[torch.Tensor, torch.Tensor], batch: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``batch`` rows' matrices of ``layer``: ``A^T [batch, in, rank]`` and ``scale × B^T
+        [batch, rank, out]``, gathered from its ``tables`` (again when the tables were swapped)."""
+        key = (layer, batch)
+        kept = None if self.gathered is None else self.gathered.get(key)
+        if kept is not None and kept[0] is tables:
+            return kept[1], kept[2]
+        slots = (self.indices[:batch] + 1).clamp(min=0)  # -1 -> slot 0, the zero adapter
+        scales = self.scales[:batch].to(tables[1].dtype).view(batch, 1, 1)
+        a = tables[0].index_select(0, slots).transpose(1, 2)
+        b = (tables[1].index_select(0, slots) * scales).transpose(1, 2)
+        if self.gathered is not None:
+            self.gathered[key] = (tables, a, b)
+        return a, b
 
     def select(self, rows: torch.Tensor) -> AdapterRows:
         rows = rows.to(self.indices.device)
@@ -100,17 +135,18 @@ class MultiLoraLinear(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)
+        update = self.delta(x)
+        return y if update is None else y + update.reshape(y.shape).to(y.dtype)
+
+    def delta(self, x: torch.Tensor) -> torch.Tensor | None:
+        """This thread's rows' low-rank updates for ``x`` [b, ..., in] as [b, n, out] in the tables' dtype; None
+        without rows (a fused projection adds them on its slice of the fused output)."""
         rows, tables = self.bank.active(), self.tables
         if rows is None or tables is None:
-            return y
-        a, b = tables
+            return None
         batch = x.shape[0]
-        slots = (rows.indices[:batch] + 1).clamp(min=0)  # -1 -> slot 0, the zero adapter
-        flat = x.reshape(batch, -1, x.shape[-1]).to(a.dtype)
-        low = torch.bmm(flat, a.index_select(0, slots).transpose(1, 2))  # [b, n, rank]
-        update = torch.bmm(low, b.index_select(0, slots).transpose(1, 2))  # [b, n, out]
-        update = update * rows.scales[:batch].to(update.dtype).view(batch, 1, 1)
-        return y + update.reshape(y.shape).to(y.dtype)
+        a, b = rows.tables_for(self, tables, batch)
+        return torch.bmm(torch.bmm(x.reshape(batch, -1, x.shape[-1]).to(a.dtype), a), b)  # [b, n, out]
 
     def store(self, slot: int, a: torch.Tensor | None, b: torch.Tensor | None) -> None:
         """Write one adapter's matrices into table slot ``slot`` (zeros when this module has none)."""
@@ -311,19 +347,29 @@ class SlotAdapters:
     def __init__(self, slots: int):
         self.indices = torch.full((slots,), -1, dtype=torch.long)
         self.scales = torch.zeros(slots, dtype=torch.float32)
+        self._rows: AdapterRows | None = None
+        self._changed = False
 
     def assign(self, slot: int, rows: AdapterRows | None, row: int) -> None:
         self.indices[slot] = -1 if rows is None else int(rows.indices[row])
         self.scales[slot] = 0.0 if rows is None else float(rows.scales[row])
+        self._changed = True
 
     def free(self, slot: int) -> None:
         self.indices[slot], self.scales[slot] = -1, 0.0
+        self._changed = True
 
     def rows(self) -> AdapterRows | None:
-        """None while no slot has an adapter (the step is the base model's alone)."""
-        if bool((self.indices < 0).all()):
-            return None
-        return AdapterRows(self.indices.clone(), self.scales.clone())
+        """None while no slot has an adapter (the step is the base model's alone); the same rows, with what their
+        forwards gathered, until a slot changes."""
+        if self._changed:
+            self._changed = False
+            self._rows = (
+                None
+                if bool((self.indices < 0).all())
+                else AdapterRows(self.indices.clone(), self.scales.clone()).reused()
+            )
+        return self._rows
 
 
 def rows_kept(talker: Any, rows: torch.Tensor) -> None:
