@@ -107,42 +107,39 @@ class StepGraphs:
             return cls(None, device.type)
         return cls(CudaRecorder(device))
 
-    def ready(self, decoder: SlotDecoder) -> bool:
-        return bool(self._replays) and decoder.capacity == self._capacity
-
     def capture(self, decoder: SlotDecoder, buckets: Iterable[int]) -> None:
         """(no row holds a slot) Record a frame per bucket over the whole capacity, unless that is done already."""
-        if self.recorder is None or self.ready(decoder):
+        if self.recorder is None or (self._replays and decoder.capacity == self._capacity):
             return
-        self.recorder.release()
-        self._replays = {}
+        self._forget()
         capacity = decoder.capacity
         try:
             for bucket in sorted(
                 set(buckets), reverse=True
             ):  # the largest first: the others reuse its blocks
-                self._replays[bucket] = self.recorder.record(
-                    functools.partial(decoder.frame, bucket, capacity)
-                )
+                step = functools.partial(decoder.frame, bucket, capacity)
+                self._replays[bucket] = self.recorder.record(step)
         except Exception as exc:  # noqa: BLE001 - the loop goes on eagerly
             log.exception("recording the decode step's graphs failed: every frame runs eagerly")
-            self.release()
+            self._forget()
             self.recorder, self.reason = None, f"capture failed: {exc}"
             return
         self._capacity = capacity
 
     def frame(self, decoder: SlotDecoder, bucket: int, span: int, *, replay: bool = True) -> None:
         """One frame over slots ``[0, bucket)``: its graph's replay when there is one (and ``replay``), else eager."""
-        if replay and self.ready(decoder) and bucket in self._replays:
+        if self._replays and decoder.capacity != self._capacity:
+            self._forget()  # the buffers grew: the graphs read the old ones (recorded again when the loop is idle)
+        if replay and bucket in self._replays:
             self._replays[bucket]()
             self.replayed += 1
-        else:
-            decoder.frame(bucket, span)
+        else:  # a bucket of greedy rows only leaves the draws out (host state, read before the step)
+            decoder.frame(bucket, span, sampling=decoder.samples(bucket))
 
     def status(self, decoder: SlotDecoder | None) -> dict[str, Any]:
-        captured = decoder is not None and self.ready(decoder)
+        captured = decoder is not None and bool(self._replays) and decoder.capacity == self._capacity
         reason = self.reason
-        if reason is None and not captured:
+        if reason is None:
             reason = "no request yet" if decoder is None else "buffers grew: recorded again when idle"
         return {
             "captured": captured,
@@ -154,8 +151,11 @@ class StepGraphs:
 
     def release(self) -> None:
         """(the loop has stopped) Drop the graphs and their memory."""
+        self._forget()
+        self.reason = "released"
+
+    def _forget(self) -> None:
         self._replays = {}
         self._capacity = 0
-        self.reason = "released"
         if self.recorder is not None:
             self.recorder.release()
