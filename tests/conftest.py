@@ -41,6 +41,7 @@ LONG_MODULES = {
     "operator/test_namespaces.py": 300,
     "operator/test_inference_fleet.py": 300,
     "operator/test_lora_placement.py": 300,  # two `vft inference` replicas load models and speak four voices
+    "operator/test_trainer_attention.py": 300,  # a `vft train` of the Job's command, with an operator and a facade
     "trainer/test_train_cli.py": 600,  # `vft train` subprocesses
     "trainer/test_lora_training.py": 600,  # `vft train --method lora` subprocesses
     "inference/engine/test_lora_rows.py": 240,  # 4-5 greedy generations per test; over 60 s on a loaded machine

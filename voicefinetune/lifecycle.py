@@ -80,6 +80,18 @@ def event_progress(event: Mapping[str, Any]) -> dict[str, int | float]:
     return numbers
 
 
+# --- the attention a trainer loaded: ``flash_attn`` in its events (as in the REST ``config``), a status field ------
+FLASH_ATTN_EVENT = "flash_attn"
+FLASH_ATTENTION_STATUS = "flashAttention"
+
+
+def event_flash_attention(event: Mapping[str, Any]) -> bool | None:
+    """Whether the trainer of ``event`` trains with flash attention; None when the event does not say (not loaded
+    yet, or not a boolean)."""
+    value = event.get(FLASH_ATTN_EVENT)
+    return value if isinstance(value, bool) else None
+
+
 def progress_from_status(progress: dict[str, Any]) -> dict[str, Any]:
     """The REST progress fields of a ``status.progress`` object (camelCase in, snake_case out)."""
     return {snake: progress[camel] for snake, camel in PROGRESS_CAMEL.items() if camel in progress}

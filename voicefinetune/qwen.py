@@ -119,6 +119,10 @@ class Runtime:
     def on_gpu(self) -> bool:
         return self.device.startswith("cuda")
 
+    @property
+    def flash_attention(self) -> bool:
+        return self.attn_implementation == "flash_attention_2"
+
     def as_dict(self) -> dict[str, str]:
         return {
             "device": self.device,

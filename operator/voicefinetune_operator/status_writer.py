@@ -16,7 +16,13 @@ from typing import Any
 
 from voicefinetune.cluster.client import Conflict, KubeClient
 from voicefinetune.cluster.resource import object_path
-from voicefinetune.lifecycle import STAGE_DONE, TERMINAL_PHASES, status_of
+from voicefinetune.lifecycle import (
+    FLASH_ATTENTION_STATUS,
+    STAGE_DONE,
+    TERMINAL_PHASES,
+    event_flash_attention,
+    status_of,
+)
 from voicefinetune.webhooks import WebhookSender
 from voicefinetune_operator.events import NORMAL, WARNING, EventRecorder
 from voicefinetune_operator.status import (
@@ -182,8 +188,9 @@ class StatusWriter:
         return True
 
     async def progress(self, namespace: str, name: str, event: dict[str, Any]) -> bool:
-        """Record a trainer progress event; moves Queued/Preparing forward with the trainer's stage. False when the
-        resource is gone or finished (a late report changes nothing)."""
+        """Record a trainer progress event (and the attention it trains with, once it says); moves Queued/Preparing
+        forward with the trainer's stage. False when the resource is gone or finished (a late report changes
+        nothing)."""
         async with self._locks[(namespace, name)]:
             for _ in range(CONFLICT_RETRIES):
                 body = await self._fresh(namespace, name)
@@ -197,6 +204,8 @@ class StatusWriter:
                 patch: dict[str, Any] = {"progress": progress_status(event, timestamp)}
                 if event.get("stage") == STAGE_DONE and event.get("s3_prefix"):
                     patch["checkpointPath"] = str(event["s3_prefix"])
+                if (flash_attention := event_flash_attention(event)) is not None:
+                    patch[FLASH_ATTENTION_STATUS] = flash_attention  # config.flash_attn on the REST API
                 proposed = STAGE_PHASE.get(str(event.get("stage")))
                 entered = proposed if proposed is not None and may_advance(current, proposed) else None
                 if entered:

@@ -145,6 +145,18 @@ def test_training_reports_progress_and_loss_goes_down(trained):
     assert set(done["timings"]) == {"preparing", "training", "uploading"}
 
 
+def test_events_say_the_attention_of_the_loaded_model_from_its_loading_on(trained):
+    """On the CPU the model loads with sdpa: from the first event after loading (encoding the audio codes) every
+    event says flash_attn false; the events before it cannot know."""
+    encoding = next(
+        i for i, e in enumerate(trained.events) if e.get("message", "").startswith("encoding audio")
+    )
+    assert [e.get("flash_attn") for e in trained.events[:encoding]] == [None] * encoding
+    assert [e.get("flash_attn") for e in trained.events[encoding:]] == [False] * (
+        len(trained.events) - encoding
+    )
+
+
 def test_progress_is_posted_with_the_bearer_token(trained, module_progress_sink):
     posted = module_progress_sink.events
     assert posted and set(module_progress_sink.authorizations) == {f"Bearer {TOKEN}"}

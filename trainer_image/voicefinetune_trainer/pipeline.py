@@ -6,9 +6,10 @@
 - uploading: the final checkpoint to ``checkpoints/{job_id}`` on S3, verified; the local copy stays.
 
 Whatever happens, the raw dataset is removed from the job folder at the end. Every event carries the six
-progress fields; the last one is ``done`` (with ``checkpoint_path`` and, when uploaded, ``s3_prefix``) or
-``failed`` (with an ``error`` saying what to fix). Heavy imports (torch, qwen_tts) wait until the inputs are
-known to be good, so bad input fails in about a second.
+progress fields, and once the base model is loaded ``flash_attn`` (whether it runs with flash attention); the last
+one is ``done`` (with ``checkpoint_path`` and, when uploaded, ``s3_prefix``) or ``failed`` (with an ``error``
+saying what to fix). Heavy imports (torch, qwen_tts) wait until the inputs are known to be good, so bad input
+fails in about a second.
 """
 
 from __future__ import annotations
@@ -265,12 +266,17 @@ class TrainingPipeline:
         return LoraSettings(self.request.lora_rank, self.request.lora_alpha, self.request.lora_targets)
 
     def load_base_model(self, base_model: str, recipe: str) -> Any:
+        """The Base model, loaded; from now on every event says whether it runs with flash attention (only the
+        trainer knows: a flash_attn that fails to load falls back to sdpa)."""
+        from voicefinetune.qwen import loaded_runtime
         from voicefinetune_trainer.sft import load_base_model
 
         try:
-            return load_base_model(base_model, self.settings, recipe)
+            model = load_base_model(base_model, self.settings, recipe)
         except ValueError as exc:  # not a Base checkpoint
             raise JobFailed(str(exc)) from exc
+        self.progress.flash_attention = loaded_runtime(model).flash_attention
+        return model
 
     def encode(self, dataset: Dataset, model: Any) -> list[Any]:
         from voicefinetune_trainer.codes import encode_samples

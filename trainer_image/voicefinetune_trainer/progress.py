@@ -1,5 +1,6 @@
-"""A training job's progress events: the six progress fields and the time on every event; the texts a client sees
-(the job's error, warnings and messages) made fit to show."""
+"""A training job's progress events: the six progress fields and the time on every event, and once the model is
+loaded the attention it runs with (``flash_attn``); the texts a client sees (the job's error, warnings and
+messages) made fit to show."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from voicefinetune.lifecycle import STAGE_PREPARING
+from voicefinetune.lifecycle import FLASH_ATTN_EVENT, STAGE_PREPARING
 from voicefinetune_trainer.reporter import Event, Reporter
 
 SHOWN_TEXTS = ("error", "warning", "message")
@@ -28,6 +29,7 @@ class Progress:
         self.step = 0
         self.loss: float | None = None
         self.global_step = 0
+        self.flash_attention: bool | None = None  # known once the model is loaded
         self.timings: dict[str, float] = {}
         self._stage_started = time.monotonic()
 
@@ -42,6 +44,8 @@ class Progress:
             "job_id": self.job_id,
             "time": round(time.time(), 3),
         }
+        if self.flash_attention is not None:
+            event[FLASH_ATTN_EVENT] = self.flash_attention
         event.update(
             {
                 key: self.public(value) if key in SHOWN_TEXTS and isinstance(value, str) else value

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..lifecycle import SPEC_FIELDS
+from ..lifecycle import FLASH_ATTENTION_STATUS, SPEC_FIELDS
 from ..schemas import FinetuneRequest
 
 GROUP = "voicefinetune.io"
@@ -46,7 +46,7 @@ def trains_with_flash_attention(
     """Whether the resource's training pod uses flash attention: what its trainer reported
     (``status.flashAttention``) once known, else the prediction: USE_FLASH_ATTN on, a GPU device, a pod with a
     GPU (``spec.gpus`` 0 trains on the CPU) and real models (the trainer image carries flash-attn)."""
-    reported = (resource.get("status") or {}).get("flashAttention")
+    reported = (resource.get("status") or {}).get(FLASH_ATTENTION_STATUS)
     if isinstance(reported, bool):
         return reported
     gpus = (resource.get("spec") or {}).get("gpus")

@@ -25,12 +25,13 @@ def _flash_attn_for(device: str, use_flash_attn: bool) -> bool:
     from ..qwen import choose_runtime
 
     settings = Settings(device=device, use_flash_attn=use_flash_attn)
-    return choose_runtime(settings).attn_implementation == "flash_attention_2"
+    return choose_runtime(settings).flash_attention
 
 
 def flash_attn_enabled(settings: Settings) -> bool:
     """Whether trainings will actually use flash attention: USE_FLASH_ATTN=1, CUDA present and flash_attn
-    installed (the response's ``config.flash_attn`` reports this, not just the setting)."""
+    installed (the response's ``config.flash_attn`` reports this, not just the setting, until the trainer says
+    which attention it loaded)."""
     return settings.use_flash_attn and _flash_attn_for(settings.device, settings.use_flash_attn)
 
 

@@ -8,7 +8,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..checkpoints import training_output_dir
-from ..lifecycle import PREPARING, STAGE_FAILED, STAGE_PREPARING, STAGE_STATUS, event_progress
+from ..lifecycle import (
+    PREPARING,
+    STAGE_FAILED,
+    STAGE_PREPARING,
+    STAGE_STATUS,
+    event_flash_attention,
+    event_progress,
+)
 from ..opslog import OpsLog
 from ..schemas import Progress
 from ..settings import Settings
@@ -118,6 +125,10 @@ class JobRunner:
             self.status.warn(record, str(event["warning"]), save=False)
         if stage == STAGE_FAILED:
             return
+        # The attention the trainer loaded: flash attention may have fallen back to sdpa.
+        flash_attention = event_flash_attention(event)
+        if flash_attention is not None and record.job.config is not None:
+            record.job.config.flash_attn = flash_attention
         record.job.progress = Progress.model_validate(
             {"stage": stage, "total_epochs": record.request.num_epochs, **event_progress(event)}
         )
