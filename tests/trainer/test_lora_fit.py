@@ -30,3 +30,23 @@ def test_a_lora_voice_of_the_1_7b_model_fits_a_16_gb_card_where_the_full_fine_tu
     frozen = sum(p.numel() for name, p in model.named_parameters() if ".lora_" not in name)
     assert lora.parameters == frozen * 2 + trained * 4  # bf16 base, fp32 adapters
     assert lora.total <= 10 * GIB < compact.total, (lora.describe(), compact.describe())
+
+
+def test_the_lora_step_runs_on_fake_tensors_with_a_frozen_bf16_base_and_fp32_adapters(tiny_models):
+    from argparse import Namespace
+
+    from qwen_tts.core.models import Qwen3TTSConfig
+
+    from bench.train_memory import fake_peak
+
+    config = Qwen3TTSConfig.from_pretrained(tiny_models.base)
+    config._attn_implementation = "sdpa"
+    peak = fake_peak(RECIPES["lora"], Namespace(batch_size=2, frames=40, text_tokens=10), config)
+    model = build_model(config, torch.float32, "meta")
+    attach_adapters(model.talker, LoraSettings(rank=16))
+    trained = sum(p.numel() for p in adapter_parameters(model))
+    frozen = sum(p.numel() for name, p in model.named_parameters() if ".lora_" not in name)
+    buffers = sum(b.numel() * b.element_size() for b in model.buffers())
+    assert peak["parameters"] == frozen * 2 + trained * 4 + buffers  # bf16 base, fp32 adapters
+    assert peak["optimizer"] >= trained * 8  # fp32 AdamW moments over the adapters only
+    assert peak["total"] >= peak["parameters"] + peak["optimizer"]
