@@ -8,6 +8,9 @@ from typing import Any
 
 OPENAI_PREFIX = "/v1/"
 DESIGN_VOICE = "design"  # the VoiceDesign model itself: the request's `instructions` describe the voice
+CLONE_VOICE = (
+    "clone"  # extension: the Base model in the voice of the request's reference audio (as /voice-clone)
+)
 # OpenAI's speech voices (its API reference, and the `openai` client's `voice` literal).
 PRESET_VOICES = {
     "alloy": "A neutral, balanced adult voice, clear and even, at a moderate pace.",

@@ -3,6 +3,8 @@ unbuffered: real inference replicas and a real facade, each a uvicorn server on 
 
 from __future__ import annotations
 
+import base64
+import json
 import shutil
 from dataclasses import replace
 
@@ -12,7 +14,9 @@ from voicefinetune_inference.app import create_app as create_inference_app
 
 from tests.helpers.servers import ServerThread
 from voicefinetune.cluster.routing import pick
+from voicefinetune.devtools.sample_data import REF_TEXT, reference_clip
 from voicefinetune.facade.app import ForwardedInference, create_app
+from voicefinetune.facade.inference_proxy import speech_key
 from voicefinetune.facade.kubernetes_backend import KubernetesBackend
 
 TEN_SENTENCES = " ".join(f"This is sentence number {n} of the story." for n in range(1, 11))
@@ -74,6 +78,19 @@ def test_speech_goes_to_the_voices_replica_and_streams_through(facade, replicas)
     assert total > 0 and total % 2 == 0
     assert sent_at_first < total / 3
     assert bytes_streamed(owner) - before == total
+
+
+def test_a_clone_voice_goes_where_voice_clone_goes(facade, replicas):
+    endpoints = [server.url for server in replicas]
+    reference = base64.b64encode(reference_clip(use_espeak=False).wav_bytes()).decode()
+    body = {"model": "qwen3-tts", "input": "Hello.", "response_format": "wav", "ref_audio_url": reference}
+    spoken = httpx.post(
+        f"{facade.url}/v1/audio/speech", timeout=120, json={**body, "voice": "Clone", "ref_text": REF_TEXT}
+    )
+    assert spoken.status_code == 200, spoken.text
+    assert spoken.headers["x-vft-replica"] == pick("voice-clone", endpoints)
+    assert spoken.content[:4] == b"RIFF"
+    assert speech_key(json.dumps({**body, "voice": {"id": "clone"}}).encode()) == "voice-clone"
 
 
 def test_designed_voices_go_where_voice_design_goes_and_errors_pass_through(facade, replicas):

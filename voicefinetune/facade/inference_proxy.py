@@ -25,7 +25,7 @@ from fastapi.responses import StreamingResponse
 from ..cluster.routing import EndpointResolver, rendezvous_order
 from ..lifecycle import JobGate
 from ..metrics import exposition
-from ..openai_compat import DESIGN_VOICES
+from ..openai_compat import CLONE_VOICE, DESIGN_VOICES
 from ..security import auth_headers
 from ..settings import Settings
 
@@ -92,13 +92,15 @@ def _voice_key(voice: object) -> str | None:
     if not isinstance(voice, str) or not voice.strip():
         return None
     voice = voice.strip()
+    if voice.lower() == CLONE_VOICE:  # the Base model, in the voice of the body's reference
+        return MODEL_KEYS[Routing.VOICE_CLONE]
     designed = voice.lower() in DESIGN_VOICES or voice.lower().startswith("design:")
     return MODEL_KEYS[Routing.VOICE_DESIGN] if designed else voice
 
 
 def speech_key(body: bytes) -> str | None:
     """The routing key of a speech request: its voice (the job id of a fine-tuned voice), or the VoiceDesign
-    model's key for the voices that model speaks; None without a voice."""
+    model's key for the voices that model speaks, the Base model's for ``clone``; None without a voice."""
     voice = _body(body).get("voice")
     if isinstance(voice, dict):  # OpenAI's {"id": ...} form
         voice = voice.get("id")

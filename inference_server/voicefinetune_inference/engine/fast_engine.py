@@ -167,6 +167,9 @@ def _seeds(rows: int, options: CallOptions) -> list[int]:
 def _through_loop(loop: DecodeLoop, job: fast_decode.DecodeJob, options: CallOptions) -> list[torch.Tensor]:
     """(the caller's thread) Submit ``job`` to ``loop`` and wait for its rows, running the callbacks here."""
     request = loop.submit(job, _seeds(job.inputs_embeds.shape[0], options), options.urgency)
+    delivered = (
+        -1
+    )  # the last frame handed to ``on_frame``: a request the loop took back out redoes its frames
     try:
         while True:
             if options.should_stop is not None and options.should_stop():
@@ -175,8 +178,10 @@ def _through_loop(loop: DecodeLoop, job: fast_decode.DecodeJob, options: CallOpt
                 event = request.events.get(timeout=STOP_POLL_SECONDS)
             except queue.Empty:
                 continue
-            if event[0] == "frame" and options.on_frame is not None:
-                options.on_frame(event[1], event[2], event[3])
+            if event[0] == "frame" and event[1] > delivered:
+                delivered = event[1]
+                if options.on_frame is not None:
+                    options.on_frame(event[1], event[2], event[3])
             elif event[0] == "row" and options.on_row_done is not None:
                 options.on_row_done(event[1], event[2])
             elif event[0] == "end":

@@ -2,12 +2,13 @@
 
 Callers (`fast_engine.routed`: upstream's ``generate_*`` in the caller's thread builds the prompt, then waits here)
 `submit` a `decode.DecodeJob` with a seed per row. Between two frames the loop takes waiting requests, urgent ones
-first (`urgency`: a consumer waits on them; a stream's look-ahead sentence waits while any urgent request does), first
-come, first served within each, as long as all of a request's rows find free slots: it prefills them (upstream's
-talker forward) and writes them into their slots (`slot_step.SlotDecoder.admit`). Then it runs one frame for every
-running row, reads the frame's end flags and codes once, and hands each request its frames; a row that ended (EOS,
-frame bound) gives its slot back at once and its codes go to its request then. A cancelled request's rows leave at
-the next frame boundary. Every voice on the same weights shares the loop: the voice is in the prompt.
+first (`urgency`: a consumer waits on them; a stream's look-ahead sentence waits while any urgent request does, and
+gives its slot back to one that finds none free), first come, first served within each, as long as all of a
+request's rows find free slots: it prefills them (upstream's talker forward) and writes them into their slots
+(`slot_step.SlotDecoder.admit`). Then it runs one frame for every running row, reads the frame's end flags and
+codes once, and hands each request its frames; a row that ended (EOS, frame bound) gives its slot back at once and
+its codes go to its request then. A cancelled request's rows leave at the next frame boundary. Every voice on the
+same weights shares the loop: the voice is in the prompt.
 
 Requests hear of their rows through a queue of events, so callbacks (codec decoding for a stream, early results)
 run in the requesting thread, never in the loop's.
@@ -60,6 +61,7 @@ class Request:
     slots: dict[int, int] = field(default_factory=dict)  # slot -> row
     adapters: lora.AdapterRows | None = None  # LoRA voices: each row's adapter, as the caller set them
     urgency: Urgency = field(default_factory=Urgency)
+    admitted: float = 0.0  # when its rows last took their slots
     codes: list[list[torch.Tensor]] = field(default_factory=list)
     frames: int = 0
 
@@ -199,6 +201,7 @@ class DecodeLoop:
     def _admit(self) -> None:
         while True:
             with self._changed:
+                self._make_room()
                 request = self._next()
                 if request is None:
                     return
@@ -218,6 +221,28 @@ class DecodeLoop:
         if first is None and self._waiting:
             first = self._waiting[0]
         return first if first is not None and first.rows <= len(self._free) else None
+
+    def _make_room(self) -> None:
+        """(under the lock) When the first urgent request's rows do not fit, take look-ahead requests (the latest
+        admitted first) back out of their slots: they wait again at their place in the queue and later redo their
+        frames, the same codes (a seeded row does not depend on when it runs), which their callers skip."""
+        urgent = next((r for r in self._waiting if r.urgency.urgent), None)
+        if urgent is None or urgent.rows <= len(self._free):
+            return
+        running = {id(r): r for r in self._running.values()}.values()
+        # only requests whose rows all still run: a row that ended has handed over its codes
+        movable = sorted(
+            (r for r in running if not r.urgency.urgent and len(r.slots) == r.rows), key=lambda r: r.admitted
+        )
+        if urgent.rows > len(self._free) + sum(r.rows for r in movable):
+            return
+        while urgent.rows > len(self._free):
+            request = movable.pop()
+            for slot in list(request.slots):
+                self._give_back(slot)
+            request.slots.clear()
+            later = (i for i, r in enumerate(self._waiting) if r.enqueued > request.enqueued)
+            self._waiting.insert(next(later, len(self._waiting)), request)
 
     def _prefill(self, request: Request) -> None:
         job = request.job
@@ -246,6 +271,7 @@ class DecodeLoop:
         suppressed = suppression_mask(self.talker.config.vocab_size, job.suppress_ids, embeds.device)
         cache = prefill.past_key_values
         request.codes = [[] for _ in range(rows)]
+        request.admitted = time.monotonic()
         for row in range(rows):
             slot = self._take_slot()
             request.slots[slot] = row

@@ -8,7 +8,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from voicefinetune.openai_compat import PRESET_VOICES, error_body
-from voicefinetune.schemas import MAX_VOICE_STRENGTH, VOICE_STRENGTH_HELP
+from voicefinetune.schemas import (
+    MAX_REF_TEXT_CHARS,
+    MAX_VOICE_STRENGTH,
+    REF_AUDIO_URL_HELP,
+    VOICE_STRENGTH_HELP,
+)
 from voicefinetune_inference.audio.time_stretch import MAX_SPEED, MIN_SPEED
 
 ResponseFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
@@ -27,8 +32,9 @@ class SpeechRequest(BaseModel):
     )
     voice: str | VoiceId = Field(
         description="A ready fine-tuned voice (its job id or speaker name), 'design' (the VoiceDesign model: describe "
-        "the voice in `instructions`), or a preset voice (" + ", ".join(PRESET_VOICES) + ": stock voice "
-        'descriptions for the VoiceDesign model), as a string or as {"id": ...}. GET /v1/audio/voices lists them.'
+        "the voice in `instructions`), a preset voice (" + ", ".join(PRESET_VOICES) + ": stock voice "
+        "descriptions for the VoiceDesign model) or, an extension, 'clone' (the Base model in the voice of "
+        '`ref_audio_url`, as /voice-clone), as a string or as {"id": ...}. GET /v1/audio/voices lists them.'
     )
     response_format: ResponseFormat = Field("mp3", description="pcm = raw 16-bit little-endian mono 24 kHz")
     speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED, description="Pitch-preserving tempo, 0.25-4.0")
@@ -41,6 +47,19 @@ class SpeechRequest(BaseModel):
     language: str | None = Field(None, description="Extension: the language (default English; see /infer)")
     voice_strength: float = Field(
         1.0, ge=0, le=MAX_VOICE_STRENGTH, description="Extension: " + VOICE_STRENGTH_HELP
+    )
+    # Extension, voice 'clone': /voice-clone's reference fields, under the same names and limits
+    ref_audio_url: str | None = Field(
+        None, description="Extension, with voice 'clone': " + REF_AUDIO_URL_HELP
+    )
+    ref_text: str = Field(
+        "",
+        max_length=MAX_REF_TEXT_CHARS,
+        description="Extension, with voice 'clone': the transcript of the reference audio (ignored with use_xvec)",
+    )
+    use_xvec: bool = Field(
+        False,
+        description="Extension, with voice 'clone': clone from the speaker embedding alone (no ref_text)",
     )
 
     @property
@@ -77,7 +96,7 @@ class ModelList(BaseModel):
 class VoiceCard(BaseModel):
     id: str = Field(description="What to pass as `voice`")
     name: str
-    type: Literal["fine-tuned", "designed", "preset"]
+    type: Literal["fine-tuned", "designed", "preset", "cloned"]
     speaker_name: str | None = None
     description: str | None = None
 

@@ -21,6 +21,7 @@ from voicefinetune.lifecycle import JobGate
 from voicefinetune_inference.audio.encoding import media_type
 from voicefinetune_inference.audio.sentences import split_sentences
 from voicefinetune_inference.errors import message_for, status_for
+from voicefinetune_inference.openai_api.clone_voice import clone_voice, wants_clone
 from voicefinetune_inference.openai_api.protocol import (
     ERROR_RESPONSES,
     MAX_INPUT_CHARS,
@@ -41,7 +42,8 @@ log = logging.getLogger(__name__)
 SPEECH_HELP = """OpenAI's `audio.speech.create`. The audio streams as it is generated (chunked transfer encoding):
 long inputs are split into sentences and the next sentence generates while the current one is sent.
 `stream_format: sse` sends `speech.audio.delta` events (base64 of the chosen format's bytes) and a final
-`speech.audio.done`. `language` is an extension (default English)."""
+`speech.audio.done`. `language` is an extension (default English); so is voice `clone`, the Base model in the
+voice of `ref_audio_url` (with `ref_text`, or `use_xvec`), the fields of /voice-clone."""
 # Pydantic's error types as OpenAI's error codes (any other invalid value is `invalid_value`).
 VALIDATION_CODES = {
     "missing": "missing_required_parameter",
@@ -157,7 +159,10 @@ def add_openai_routes(
                     code="string_above_max_length",
                 )
             language = request_language(body.language)
-            voice = await voices.resolve(body.voice_name, body.instructions, body.voice_strength)
+            if wants_clone(body):
+                voice = await clone_voice(body, service.cloner)
+            else:
+                voice = await voices.resolve(body.voice_name, body.instructions, body.voice_strength)
             sentences = split_sentences(body.input, max_chars=min(settings.max_text_chars, 400))
             plan = StreamRequest(
                 spec=voice.spec,

@@ -3,7 +3,8 @@ the model to load and the utterances to generate.
 
 Voices: a registered fine-tuned voice (by job id, or by its speaker name), ``design`` (the VoiceDesign model; the
 request's ``instructions`` describe the voice) and OpenAI's preset names, each a stock description for the
-VoiceDesign model (so clients that default to ``alloy`` get a consistent voice).
+VoiceDesign model (so clients that default to ``alloy`` get a consistent voice). ``clone`` is listed here and
+resolved by `clone_voice` (it needs the request's reference fields).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from voicefinetune.input_echo import short_repr
-from voicefinetune.openai_compat import DESIGN_VOICE, PRESET_VOICES
+from voicefinetune.openai_compat import CLONE_VOICE, DESIGN_VOICE, PRESET_VOICES
 from voicefinetune.schemas import InvalidInput, check_language
 from voicefinetune.settings import Settings
 from voicefinetune_inference.caches.model_cache import ModelSpec
@@ -86,11 +87,20 @@ class OpenAIVoices:
                 description="The VoiceDesign model: describe the voice in `instructions`",
             )
         ]
+        cloned = [
+            VoiceCard(
+                id=CLONE_VOICE,
+                name="Voice clone",
+                type="cloned",
+                description="The Base model in the voice of a reference recording: `ref_audio_url` and `ref_text` "
+                "(extension fields, as /voice-clone)",
+            )
+        ]
         presets = [
             VoiceCard(id=name, name=name, type="preset", description=text)
             for name, text in PRESET_VOICES.items()
         ]
-        return tuned + designed + presets
+        return tuned + designed + cloned + presets
 
     async def resolve(self, voice: str, instructions: str | None, strength: float = 1.0) -> ResolvedVoice:
         tuned = self._fine_tuned(voice)

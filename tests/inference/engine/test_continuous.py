@@ -259,6 +259,45 @@ def test_an_urgent_request_is_admitted_before_earlier_look_ahead_work_which_is_s
     assert [len(rows[name].frames) for name in "ABCD"] == [5, 5, 5, 5]
 
 
+def test_a_look_ahead_request_gives_its_slot_to_an_urgent_one_and_redoes_its_frames_unseen(tiny_models):
+    """One slot, stepped by the test: a look-ahead request runs alone (no urgent one waits) until an urgent one
+    arrives; at the next frame boundary it leaves its slot to it, waits, then runs again from its prompt. Its
+    caller sees each frame once, and the same codes as when it runs without interruption."""
+    gate = Gate()
+    loaded = load_tiny(tiny_models, "custom_voice")
+    loop = DecodeLoop(loaded.tts.model.talker, slots=1, name="make-room", step_context=gate)
+    fast_engine.attach(loaded.tts.model, loop)
+    loaded.decode_loop = loop
+    ahead, urgent = Row(), Row()
+    line = speaker("A sentence generated ahead.")
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            behind = pool.submit(request, loaded, line, frames=8, row=ahead, urgency=Urgency(urgent=False))
+            wait_for(lambda: loop.status()["rows_running"] == 1, "the look-ahead request to run")
+            gate.step()
+            gate.step()
+            wait_for(lambda: len(ahead.frames) == 2, "its first two frames")  # the loop waits in its third
+            first = pool.submit(request, loaded, speaker("Urgent."), frames=4, row=urgent)
+            wait_for(lambda: loop.status()["queue"] == 1, "the urgent request to wait")
+            gate.step()  # the frame the loop had admitted rows for before the urgent request came
+            wait_for(lambda: len(ahead.frames) == 3, "its third frame")
+            gate.step()
+            wait_for(lambda: urgent.started.is_set() or len(ahead.frames) > 3, "the next frame")
+            assert urgent.started.is_set() and len(ahead.frames) == 3
+            assert (
+                loop.status()["rows_running"] == 1 and loop.status()["queue"] == 1
+            )  # the look-ahead waits again
+            gate.open()
+            first.result(timeout=DEADLINE)
+            behind.result(timeout=DEADLINE)
+            alone = request(loaded, line, frames=8).codes()
+    finally:
+        gate.open()
+        tts_model.release(loaded)
+    assert len(urgent.frames) == 3
+    assert alone.shape == (7, 16) and torch.equal(ahead.codes(), alone)
+
+
 # --- graph readiness ---------------------------------------------------------------------------------------------
 
 # ops that read a tensor's value on the host (``bool(t)``, ``t.item()``, ``torch.equal``) or size their output by it

@@ -50,14 +50,15 @@ async def test_eight_streams_all_start_before_any_third_sentence_is_done(make_se
 async def test_a_later_streams_first_sentence_goes_before_an_earlier_streams_look_ahead(
     make_service, tiny_models, kit
 ):
-    """One slot, the loop held before its next frame: X's first sentence runs, X's second (look-ahead) and then Y's
-    first wait. When X's first ends, its slot goes to Y's first sentence: first come, first served would give it to
-    X's second and make Y wait for all of it."""
+    """One slot, the loop held before its next frame: X's two sentences (the second a look-ahead) and then Y's first
+    are under way. Y's first sentence runs before X's second is done (it takes the slot as soon as X's first ends, or
+    takes it from X's second if that got it first): first come, first served would make Y wait for all of X."""
     service = await make_service(engine_slots=1)
     await kit.add_voice(service, tiny_models, job_id="hero")
     spec = service.speech.loader.voice_spec(service.catalog.get("hero"))
     streamer = SpeechStreamer(service.generator.stream, activity=service.activity, opslog=service.opslog)
-    seen: list[str] = []  # stream and sentence of each sentence's first audio, in order of arrival
+    first_audio: dict[str, float] = {}
+    done: dict[str, float] = {}
     go = threading.Event()
 
     async def stream(name: str, sentences: int) -> None:
@@ -67,9 +68,9 @@ async def test_a_later_streams_first_sentence_goes_before_an_earlier_streams_loo
         ]
         outcome = StreamOutcome()
         async for _ in streamer.waveform(StreamRequest(spec, items, "pcm"), outcome):
-            if f"{name}{outcome.sentences_done}" not in seen:
-                seen.append(f"{name}{outcome.sentences_done}")
+            first_audio.setdefault(name, time.monotonic())
         assert outcome.sentences_done == sentences
+        done[name] = time.monotonic()
 
     await stream("W", 1)  # loads the model and starts its decode loop
     async with service.cache.use(spec) as loaded:
@@ -87,13 +88,12 @@ async def test_a_later_streams_first_sentence_goes_before_an_earlier_streams_loo
             await asyncio.sleep(0.01)
 
     loop.step_context = held
-    seen.clear()
     x = asyncio.ensure_future(stream("X", 2))
     await until(
-        lambda: loop.status()["rows_running"] == 1 and loop.status()["queue"] == 1, "X0 to run, X1 to wait"
+        lambda: loop.status()["rows_running"] == 1 and loop.status()["queue"] == 1, "X's two sentences"
     )
     y = asyncio.ensure_future(stream("Y", 1))
-    await until(lambda: loop.status()["queue"] == 2, "Y0 to wait")
+    await until(lambda: loop.status()["queue"] == 2, "Y's sentence to wait")
     go.set()
     await asyncio.wait_for(asyncio.gather(x, y), timeout=50)
-    assert seen == ["X0", "Y0", "X1"]
+    assert first_audio["X"] < first_audio["Y"] < done["X"]

@@ -1,0 +1,88 @@
+"""Extension of /v1/audio/speech: voice 'clone' streams the Base model in the voice of a reference recording, with
+/voice-clone's fields (ref_audio_url, ref_text, use_xvec) checked as /voice-clone checks them; bad or missing ones are
+400s in OpenAI's shape naming the field."""
+
+from __future__ import annotations
+
+import base64
+
+MISSING_REF_TEXT = "ref_text (the transcript of the reference audio) is required unless use_xvec is true"
+
+
+def speech(reference: str | None = None, **extra) -> dict:
+    body = {
+        "model": "qwen3-tts",
+        "voice": "clone",
+        "input": "Hello there.",
+        "response_format": "pcm",
+        **extra,
+    }
+    if reference is not None:
+        body.update(ref_audio_url=reference, ref_text="This is the reference spoken text.")
+    return body
+
+
+def error(message: str, param: str, code: str) -> dict:
+    return {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}
+
+
+async def test_a_clone_voice_streams_in_the_voice_of_its_reference(make_service, kit):
+    service = await make_service()
+    low = base64.b64encode(kit.reference_wav()).decode()
+    other = base64.b64encode(kit.reference_wav(seconds=1.5)).decode()
+    async with kit.http_client(service) as client:
+        first = await client.post("/v1/audio/speech", json=speech(low))
+        again = await client.post("/v1/audio/speech", json=speech(f"data:audio/wav;base64,{low}"))
+        different = await client.post("/v1/audio/speech", json=speech(other))
+        xvec = await client.post(
+            "/v1/audio/speech", json={**speech(), "ref_audio_url": low, "use_xvec": True}
+        )
+    for answer in (first, again, different, xvec):
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["content-type"] == "audio/pcm"
+        assert len(answer.content) > 0 and len(answer.content) % 2 == 0
+    assert again.content == first.content  # the same reference and text: the same seed, the same voice
+    assert different.content != first.content  # another reference: another voice
+    assert service.cloner.clone_prompts == 4  # one prompt per request
+
+
+async def test_missing_or_bad_reference_fields_are_400_naming_the_field(make_service, kit):
+    service = await make_service()
+    encoded = base64.b64encode(kit.reference_wav()).decode()
+    private = "http://10.0.0.1/a.wav"
+    async with kit.http_client(service) as client:
+        no_audio = await client.post("/v1/audio/speech", json=speech())
+        no_text = await client.post("/v1/audio/speech", json={**speech(), "ref_audio_url": encoded})
+        refused = await client.post("/v1/audio/speech", json=speech(private))
+        garbage = await client.post("/v1/audio/speech", json=speech("ftp://example.com/a.wav"))
+        too_long = await client.post("/v1/audio/speech", json={**speech(encoded), "ref_text": "x" * 2001})
+        elsewhere = await client.post("/v1/audio/speech", json={**speech(encoded), "voice": "alloy"})
+        # /voice-clone's own answers for the same values: the same checks
+        clone_refused = await client.post(
+            "/voice-clone", json={"ref_audio_url": private, "ref_text": "Ref.", "text": "Hi."}
+        )
+        clone_garbage = await client.post(
+            "/voice-clone",
+            json={"ref_audio_url": "ftp://example.com/a.wav", "ref_text": "Ref.", "text": "Hi."},
+        )
+    assert [a.status_code for a in (no_audio, no_text, refused, garbage, too_long, elsewhere)] == [400] * 6
+    assert no_audio.json() == error(
+        "voice 'clone' needs ref_audio_url (the reference audio: a URL, base64 or a data: URL)",
+        "ref_audio_url",
+        "missing_required_parameter",
+    )
+    assert no_text.json() == error(MISSING_REF_TEXT, "ref_text", "missing_required_parameter")
+    assert clone_refused.status_code == clone_garbage.status_code == 400
+    assert refused.json() == error(clone_refused.json()["detail"], "ref_audio_url", "invalid_value")
+    assert refused.json()["error"]["message"].startswith("ref_audio_url host '10.0.0.1' resolves to 10.0.0.1")
+    assert garbage.json() == error(clone_garbage.json()["detail"], "ref_audio_url", "invalid_value")
+    assert garbage.json()["error"]["message"] == (
+        "ref_audio_url scheme 'ftp' is not supported: use http(s), data: or base64"
+    )
+    assert too_long.json() == error(
+        "ref_text: String should have at most 2000 characters", "ref_text", "invalid_value"
+    )
+    assert elsewhere.json() == error(
+        "ref_audio_url is only used with voice 'clone'", "ref_audio_url", "invalid_value"
+    )
+    assert service.cloner.clone_prompts == 0 and service.activity.total_requests == 0
