@@ -12,39 +12,30 @@ from typing import Any
 import torch
 
 
+def layer_buffers(
+    attention: Any, *, layers: int, rows: int, positions: int, like: torch.Tensor
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Zeroed key and value buffers [rows, key heads, positions, D], one pair per layer, sized from one of the
+    model's attention modules (``k_proj`` and ``head_dim``) in ``like``'s dtype and device."""
+    shape = (rows, attention.k_proj.out_features // attention.head_dim, positions, attention.head_dim)
+
+    def zeros() -> list[torch.Tensor]:
+        return [torch.zeros(shape, dtype=like.dtype, device=like.device) for _ in range(layers)]
+
+    return zeros(), zeros()
+
+
 class StaticKV:
-    def __init__(
-        self,
-        *,
-        layers: int,
-        batch: int,
-        heads: int,
-        capacity: int,
-        head_dim: int,
-        dtype: torch.dtype,
-        device: torch.device,
-    ):
-        shape = (batch, heads, capacity, head_dim)
-        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
-        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
-        self.capacity = capacity
+    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor]):
+        self.keys, self.values = keys, values
+        self.capacity = keys[0].shape[2]
         self.position = 0  # where the next update writes; the caller moves it once per forward
 
     @classmethod
     def for_layers(
         cls, attention: Any, *, layers: int, batch: int, capacity: int, like: torch.Tensor
     ) -> StaticKV:
-        """Sized from one of the model's attention modules (``k_proj`` and ``head_dim``)."""
-        heads = attention.k_proj.out_features // attention.head_dim
-        return cls(
-            layers=layers,
-            batch=batch,
-            heads=heads,
-            capacity=capacity,
-            head_dim=attention.head_dim,
-            dtype=like.dtype,
-            device=like.device,
-        )
+        return cls(*layer_buffers(attention, layers=layers, rows=batch, positions=capacity, like=like))
 
     def update(
         self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, cache_kwargs: dict | None = None

@@ -26,12 +26,28 @@ def _mix(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 15)
 
 
-def uniform(seeds: torch.Tensor, counters: torch.Tensor, width: int) -> torch.Tensor:
-    """[B, width] float64 in (0, 1): a fixed function of each row's seed (int64), counter and the column."""
-    columns = torch.arange(width, device=seeds.device)
+def seed_keys(seeds: torch.Tensor) -> torch.Tensor:
+    """Each row's hashed seed (int64 [B] from int64 seeds): the part of its noise the seed alone decides, made once
+    when the row joins."""
     low, high = seeds & _MASK32, (seeds >> 32) & _MASK32
-    row = _mix(_mix(low ^ _mix(high)) ^ (counters & _MASK32))
-    bits = _mix(row[:, None] ^ _mix(columns[None, :] + 0x9E3779B9 & _MASK32))
+    return _mix(low ^ _mix(high))
+
+
+def column_keys(width: int, device: torch.device) -> torch.Tensor:
+    """Each id's hashed column [width]: the part of the noise the id alone decides, made once per vocabulary."""
+    return _mix(torch.arange(width, device=device) + 0x9E3779B9 & _MASK32)
+
+
+def draw_keys(keys: torch.Tensor, counters: torch.Tensor) -> torch.Tensor:
+    """The hash of each draw (int64, ``counters``' shape): its row's `seed_keys` (broadcast) with its counter. One
+    call can make a frame's draws for every code predictor step at once ([B, steps])."""
+    return _mix(keys ^ (counters & _MASK32))
+
+
+def uniform(draws: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """[B, width] float64 in (0, 1): a fixed function of each row's draw (`draw_keys`: seed and counter) and the
+    column (`column_keys`)."""
+    bits = _mix(draws[:, None] ^ columns[None, :])
     return (bits.double() + 0.5) / 2.0**32
 
 
@@ -100,10 +116,11 @@ def warp_rows(logits: torch.Tensor, settings: RowSettings) -> torch.Tensor:
 
 
 def choose_rows(
-    logits: torch.Tensor, settings: RowSettings, seeds: torch.Tensor, counters: torch.Tensor
+    logits: torch.Tensor, settings: RowSettings, draws: torch.Tensor, columns: torch.Tensor
 ) -> torch.Tensor:
-    """[B] ids from restricted logits [B, V]: each row's argmax, or its draw from its warped distribution."""
+    """[B] ids from restricted logits [B, V]: each row's argmax, or its draw from its warped distribution (Gumbel
+    noise from each row's `draw_keys` and the vocabulary's `column_keys`)."""
     greedy = torch.argmax(logits, dim=-1)
-    noise = -torch.log(-torch.log(uniform(seeds, counters, logits.shape[-1])))
-    drawn = torch.argmax(warp_rows(logits, settings).double() + noise, dim=-1)
+    log_exponential = torch.log(-torch.log(uniform(draws, columns)))  # the Gumbel noise, negated
+    drawn = torch.argmax(warp_rows(logits, settings).double() - log_exponential, dim=-1)
     return torch.where(settings.do_sample, drawn, greedy)

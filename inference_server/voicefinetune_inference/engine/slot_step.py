@@ -21,14 +21,21 @@ from typing import Any
 import torch
 
 from voicefinetune_inference.engine.layers import (
-    attention_function,
-    layer_forward,
-    plain_rotation,
-    rms_norm,
+    FusedLayer,
+    fused_attention,
+    fused_layer_forward,
+    normed,
+    rotary_tables,
     step_mask,
-    talker_rotation,
 )
-from voicefinetune_inference.engine.row_sampling import RowSettings, choose_rows, restrict_rows
+from voicefinetune_inference.engine.row_sampling import (
+    RowSettings,
+    choose_rows,
+    column_keys,
+    draw_keys,
+    restrict_rows,
+    seed_keys,
+)
 from voicefinetune_inference.engine.sampling import SamplingParams
 from voicefinetune_inference.engine.slots import FrameKV, SlotKV
 
@@ -51,10 +58,13 @@ class SlotDecoder:
         self.frame_kv = FrameKV(
             predictor[0].self_attn, layers=len(predictor), slots=slots, positions=self.groups, like=like
         )
-        self.attend = attention_function(layers[0].self_attn)
-        self.predictor_attend = attention_function(predictor[0].self_attn)
+        self.layers = [FusedLayer.of(layer) for layer in layers]
+        self.predictor_layers = [FusedLayer.of(layer) for layer in predictor]
+        self.attend = fused_attention(layers[0].self_attn)
+        self.predictor_attend = fused_attention(predictor[0].self_attn)
         positions = torch.arange(self.groups, device=device).unsqueeze(0)
-        self.predictor_cos, self.predictor_sin = talker.code_predictor.model.rotary_emb(like, positions)
+        cos, sin = rotary_tables(*talker.code_predictor.model.rotary_emb(like, positions))
+        self.predictor_cos, self.predictor_sin = cos[0, :, None], sin[0, :, None]  # [positions, 1, D]
         self._rotary_table(like, capacity)
 
         def zeros(*shape: int, dtype: torch.dtype = torch.long) -> torch.Tensor:
@@ -69,7 +79,12 @@ class SlotDecoder:
         self.min_new = zeros(slots)
         self.eos = zeros(slots)
         self.penalty = torch.ones(slots, device=device)
-        self.seeds = zeros(slots)
+        self.seed_keys = zeros(slots)  # per row: its seed hashed (`row_sampling.seed_keys`)
+        self.talker_columns = column_keys(vocab, device)
+        self.predictor_columns = column_keys(talker.code_predictor.config.vocab_size, device)
+        self.predictor_steps = torch.arange(
+            1, self.groups, device=device
+        )  # a predictor step's draw counter offset
         self.start = zeros(slots)  # rotary position of the row's first decode step
         self.active = zeros(slots)  # 1 while a row holds the slot
         self.talker_settings = RowSettings.empty(slots, device)
@@ -77,10 +92,15 @@ class SlotDecoder:
         self.trailing = zeros(slots, capacity, hidden, dtype=like.dtype)
         self.out = zeros(slots, 1 + self.groups)  # per row: ended (0/1), then the frame's codes
         self.rows = torch.arange(slots, device=device)
+        self._sampled = [False] * slots  # host side, per slot: does its row sample (talker or predictor)?
 
     def _rotary_table(self, like: torch.Tensor, capacity: int) -> None:
+        """cos and signed sin per position [capacity + 1, D]. The talker's rotary is multimodal (sections of the
+        head rotate by three position axes), but a decode step's three positions are equal, so every section reads
+        the same table: the merged table is the first axis's."""
         table = torch.arange(capacity + 1, device=like.device).view(1, 1, -1).expand(3, 1, -1)
-        self.cos, self.sin = self.talker.model.rotary_emb(like, table)  # [3, 1, capacity + 1, D]
+        cos, sin = rotary_tables(*self.talker.model.rotary_emb(like, table))  # [3, 1, capacity + 1, D]
+        self.cos, self.sin = cos[0, 0], sin[0, 0]
 
     @property
     def capacity(self) -> int:
@@ -146,9 +166,10 @@ class SlotDecoder:
         self.min_new[slot] = min_new
         self.eos[slot] = eos
         self.penalty[slot] = penalty
-        self.seeds[slot] = seed & SEED_MASK
+        self.seed_keys[slot] = seed_keys(torch.tensor([seed & SEED_MASK], device=self.seed_keys.device))[0]
         self.start[slot] = start
         self.active[slot] = 1
+        self._sampled[slot] = talker.do_sample or predictor.do_sample
         length = trailing.shape[0]
         self.trailing[slot, :length] = trailing
         self.trailing[slot, length:] = pad
@@ -163,11 +184,17 @@ class SlotDecoder:
 
     def free(self, slot: int) -> None:
         self.active[slot] = 0
+        self._sampled[slot] = False
 
     # --- the step ---------------------------------------------------------------------------------------------
 
-    def frame(self, bucket: int, span: int) -> None:
-        """One frame for slots ``[0, bucket)``, attending over ``span`` cached positions; results in ``out``."""
+    def samples(self, bucket: int) -> bool:
+        """(host side) Whether a row in slots ``[0, bucket)`` samples: otherwise a frame may skip the draws."""
+        return any(self._sampled[:bucket])
+
+    def frame(self, bucket: int, span: int, *, sampling: bool = True) -> None:
+        """One frame for slots ``[0, bucket)``, attending over ``span`` cached positions; results in ``out``.
+        ``sampling=False`` leaves out the draws, for a bucket whose rows are all greedy (`samples`)."""
         count, active = self.count[:bucket], self.active[:bucket]
         restricted = restrict_rows(
             self.logits[:bucket],
@@ -177,48 +204,60 @@ class SlotDecoder:
             eos=self.eos[:bucket],
             block_eos=count < self.min_new[:bucket],
         )
-        seeds, draws = self.seeds[:bucket], count * DRAWS_PER_FRAME
-        first = choose_rows(restricted, self.talker_settings.rows(bucket), seeds, draws)
+        keys, draws = self.seed_keys[:bucket], count * DRAWS_PER_FRAME
+        first = (
+            choose_rows(
+                restricted, self.talker_settings.rows(bucket), draw_keys(keys, draws), self.talker_columns
+            )
+            if sampling
+            else restricted.argmax(dim=-1)
+        )
         count += active
         self.seen[:bucket].scatter_(1, first[:, None], True)
         ended = (first == self.eos[:bucket]) | (self.limit[:bucket] <= count)
-        codes, summed = self._predict(bucket, first, seeds, draws)
+        codes, summed = self._predict(bucket, first, keys, draws if sampling else None)
         frame = (count - 1).clamp(min=0)
         text = self.trailing[self.rows[:bucket], frame.clamp(max=self.trailing.shape[1] - 1)].unsqueeze(1)
         logits, hidden = self._talker_step(bucket, span, summed + text, frame)
         self.logits[:bucket] = logits
         self.past_hidden[:bucket] = hidden
         self.kv.write[:bucket] += active
-        self.out[:bucket, 0] = ended.long()
+        self.out[:bucket, 0] = ended
         self.out[:bucket, 1:] = codes
 
     def _predictor_forward(self, embeds: torch.Tensor, start: int) -> torch.Tensor:
         cp = self.talker.code_predictor
         hidden = cp.small_to_mtp_projection(embeds)
         end = start + hidden.shape[1]
-        rotate = plain_rotation(self.predictor_cos[:, start:end], self.predictor_sin[:, start:end])
+        rotary = (self.predictor_cos[start:end], self.predictor_sin[start:end])
         self.frame_kv.position = start
-        for layer in cp.model.layers:
-            hidden = layer_forward(
-                layer, hidden, rotate=rotate, cache=self.frame_kv, mask=None, attend=self.predictor_attend
+        for fused in self.predictor_layers:
+            hidden = fused_layer_forward(
+                fused, hidden, rotary=rotary, cache=self.frame_kv, mask=None, attend=self.predictor_attend
             )
-        return rms_norm(cp.model.norm, hidden[:, -1])
+        norm = cp.model.norm
+        return normed(hidden[:, -1], norm.weight, norm.variance_epsilon)
 
     def _predict(
-        self, bucket: int, first: torch.Tensor, seeds: torch.Tensor, draws: torch.Tensor
+        self, bucket: int, first: torch.Tensor, keys: torch.Tensor, draws: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The code predictor's 15 steps: the frame's codes [b, 16] and its summed code embedding [b, 1, H]."""
+        """The code predictor's 15 steps: the frame's codes [b, 16] and its summed code embedding [b, 1, H].
+        ``draws`` None: every row is greedy (the argmax of the logits in their own dtype picks what float32's does)."""
         cp = self.talker.code_predictor
         settings = self.predictor_settings.rows(bucket)
         self.frame_kv.bucket = bucket
-        past_hidden = self.past_hidden[:bucket]
         first_embed = self.talker.get_input_embeddings()(first.unsqueeze(1))
         embeds = [first_embed]
         codes = [first]
-        hidden = self._predictor_forward(torch.cat((past_hidden, first_embed), dim=1), 0)
+        hidden = self._predictor_forward(torch.cat((self.past_hidden[:bucket], first_embed), dim=1), 0)
+        if draws is not None:  # every step's draw at once: counters draws + 1 ... draws + 15
+            step_draws = draw_keys(keys[:, None], draws[:, None] + self.predictor_steps)
         for step in range(self.groups - 1):
-            logits = cp.lm_head[step](hidden).float()
-            code = choose_rows(logits, settings, seeds, draws + step + 1)
+            logits = cp.lm_head[step](hidden)
+            if draws is None:
+                code = logits.argmax(dim=-1)
+            else:
+                code = choose_rows(logits.float(), settings, step_draws[:, step], self.predictor_columns)
             codes.append(code)
             embeds.append(cp.model.codec_embedding[step](code.unsqueeze(1)))
             if step + 1 < self.groups - 1:
@@ -229,17 +268,15 @@ class SlotDecoder:
         self, bucket: int, span: int, embeds: torch.Tensor, frame: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits [b, V] (float32) and the last hidden state [b, 1, H] after one input per row."""
-        layers = self.talker.model.layers
-        positions = (self.start[:bucket] + frame).clamp(0, self.cos.shape[2] - 1)
-        rotate = talker_rotation(
-            layers[0].self_attn,
-            self.cos[:, 0, positions].unsqueeze(2),
-            self.sin[:, 0, positions].unsqueeze(2),
-        )
+        positions = (self.start[:bucket] + frame).clamp(0, self.cos.shape[0] - 1)
+        rotary = (self.cos[positions][:, None, None], self.sin[positions][:, None, None])  # [b, 1, 1, D]
         self.kv.bucket, self.kv.span = bucket, span
-        mask = step_mask(layers[0].self_attn, self.kv.keep(), embeds.dtype)
+        mask = step_mask(self.talker.model.layers[0].self_attn, self.kv.keep(), embeds.dtype)
         hidden = embeds
-        for layer in layers:
-            hidden = layer_forward(layer, hidden, rotate=rotate, cache=self.kv, mask=mask, attend=self.attend)
-        hidden = rms_norm(self.talker.model.norm, hidden)
+        for fused in self.layers:
+            hidden = fused_layer_forward(
+                fused, hidden, rotary=rotary, cache=self.kv, mask=mask, attend=self.attend
+            )
+        norm = self.talker.model.norm
+        hidden = normed(hidden, norm.weight, norm.variance_epsilon)
         return self.talker.codec_head(hidden[:, -1]).float(), hidden

@@ -14,43 +14,26 @@ from typing import Any
 
 import torch
 
+from voicefinetune_inference.engine.kv_cache import layer_buffers
+
 
 class SlotKV:
-    def __init__(
-        self,
-        *,
-        layers: int,
-        slots: int,
-        heads: int,
-        capacity: int,
-        head_dim: int,
-        dtype: torch.dtype,
-        device: torch.device,
-    ):
-        shape = (slots, heads, capacity, head_dim)
-        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
-        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
+    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor]):
+        self.keys, self.values = keys, values
+        slots, _, self.capacity, _ = keys[0].shape
         self.slots = slots
-        self.capacity = capacity
         self.bucket = slots  # the step runs over slots [0, bucket)
-        self.span = capacity  # and attends over positions [0, span)
+        self.span = self.capacity  # and attends over positions [0, span)
+        device = keys[0].device
         self.write = torch.zeros(slots, dtype=torch.long, device=device)  # per slot: where the next key goes
         self._rows = torch.arange(slots, device=device)
+        self._positions = torch.arange(self.capacity, device=device)
 
     @classmethod
     def for_layers(
         cls, attention: Any, *, layers: int, slots: int, capacity: int, like: torch.Tensor
     ) -> SlotKV:
-        """Sized from one of the model's attention modules (``k_proj`` and ``head_dim``)."""
-        return cls(
-            layers=layers,
-            slots=slots,
-            heads=attention.k_proj.out_features // attention.head_dim,
-            capacity=capacity,
-            head_dim=attention.head_dim,
-            dtype=like.dtype,
-            device=like.device,
-        )
+        return cls(*layer_buffers(attention, layers=layers, rows=slots, positions=capacity, like=like))
 
     def update(
         self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, cache_kwargs: dict | None = None
@@ -66,8 +49,7 @@ class SlotKV:
 
     def keep(self) -> torch.Tensor:
         """[bucket, span] (True: attend): each row sees its positions up to and including the one just written."""
-        positions = torch.arange(self.span, device=self.write.device)
-        return positions <= self.write[: self.bucket, None]
+        return self._positions[: self.span] <= self.write[: self.bucket, None]
 
     def load(self, slot: int, layer: int, keys: torch.Tensor, values: torch.Tensor) -> None:
         """A prefilled row's keys and values [heads, n, D] into ``slot``'s first n positions."""
@@ -85,16 +67,16 @@ class SlotKV:
                 new[:, :, : self.capacity] = old
                 buffers[index] = new
         self.capacity = capacity
+        self._positions = torch.arange(capacity, device=self.write.device)
 
 
 class FrameKV:
     """The code predictor's cache: the same 16 positions for every row, rewritten every frame."""
 
     def __init__(self, attention: Any, *, layers: int, slots: int, positions: int, like: torch.Tensor):
-        heads = attention.k_proj.out_features // attention.head_dim
-        shape = (slots, heads, positions, attention.head_dim)
-        self.keys = [torch.zeros(shape, dtype=like.dtype, device=like.device) for _ in range(layers)]
-        self.values = [torch.zeros(shape, dtype=like.dtype, device=like.device) for _ in range(layers)]
+        self.keys, self.values = layer_buffers(
+            attention, layers=layers, rows=slots, positions=positions, like=like
+        )
         self.bucket = slots
         self.position = 0  # where the next update writes; the caller moves it once per forward
 

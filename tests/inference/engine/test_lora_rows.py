@@ -8,6 +8,7 @@ from peft import PeftModel
 from voicefinetune_inference.caches.lora_voices import LoraVoice, read_lora_voice
 from voicefinetune_inference.engine import fast_engine, tts_model
 from voicefinetune_inference.engine.lora import AdapterBank, AdapterUse
+from voicefinetune_inference.engine.scheduler import DecodeLoop
 
 from voicefinetune.lora_voice import LoraVoiceConfig
 
@@ -91,3 +92,28 @@ def test_the_bank_evicts_the_least_recently_used_adapter_beyond_its_capacity(tin
     assert [entry["key"] for entry in bank.describe()] == [voices[2].key, voices[1].key]
     assert (bank.attaches, bank.evictions) == (3, 1)
     assert torch.equal(codes_of(loaded, [lora_item(voices[0])])[0], first)  # attached again, same voice
+
+
+def test_lora_rows_in_the_continuous_loop_get_the_one_call_engines_codes(tiny_models, base, voices):
+    """The loop's step runs fused q/k/v and gate/up projections: each row's adapter adds its update on its
+    projection's slice, so a batch mixing adapters and a clone voice decodes as the one-call engine does."""
+    items = [
+        lora_item(voices[0], TEXT),
+        tts_model.SpeechItem(OTHER, "english", clone_prompt=voices[1].clone_prompt()),
+        lora_item(voices[2], OTHER, strength=0.5),
+    ]
+    want = codes_of(base, items)
+    looped = load_tiny(tiny_models, "base")
+    AdapterBank.of(looped.tts.model.talker, capacity=8)
+    loop = DecodeLoop(looped.tts.model.talker, slots=4, name="lora")
+    fast_engine.attach(looped.tts.model, loop)
+    looped.decode_loop = loop
+    try:
+        with decoded_codes(looped) as got, fast_engine.decoding(looped):
+            tts_model.call_upstream(looped, items, max_new_tokens=FRAMES, **GREEDY)
+    finally:
+        tts_model.release(looped)
+    assert loop.frames > 0  # the loop did decode them
+    assert len(got) == len(want) == 3
+    for row, (g, w) in enumerate(zip(got, want, strict=True)):
+        assert torch.equal(g, w), f"row {row}"

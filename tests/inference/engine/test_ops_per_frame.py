@@ -28,6 +28,24 @@ def test_host_reads_are_answered_with_zero_and_counted():
     assert counts["host_reads"] == 3
 
 
+def test_casts_and_copies_dispatched_whole_in_inference_mode_count_as_computing():
+    """Inference mode hands the counter `to`, `reshape` and `contiguous` before they decompose; they may alias
+    (views) or copy (a kernel on a GPU): only the copies compute."""
+    fake = FakeTensorMode()
+    with fake:
+        values = torch.ones(2, 3, 4, dtype=torch.bfloat16)
+
+    def work() -> None:
+        values.to(torch.float32)  # a cast: computes
+        values.to(torch.bfloat16)  # the same dtype: the tensor itself
+        values.transpose(1, 2).reshape(2, 12)  # a view, then a copy of strided data
+        values.reshape(6, 4)  # a view
+
+    with torch.inference_mode():
+        counts = ops_per_frame.counted(fake, work)
+    assert counts == {"computing": 2, "views": 3, "host_reads": 0}
+
+
 @pytest.fixture(scope="module")
 def shallow():
     """The 1.7B architecture's shapes with 2 talker layers and 1 predictor layer: the loop's reads per frame do not
