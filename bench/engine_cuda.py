@@ -36,15 +36,17 @@ class Case:
     audio_per_second: float  # audio seconds per wall second, all rows together
     first_audio: float  # seconds: one row's prefill, admit and first frame
     graph_bytes: int
+    graphs_missing: str | None = None  # graphs asked for but not captured: the reason `/gpu/status` gives
 
 
 def real_size_talker() -> Any:
-    """The 1.7B Base talker with random weights in bf16 on the GPU (flash attention where installed)."""
+    """The 1.7B Base talker with random weights in bf16 on the GPU, SDPA attention (a step under flash attention
+    cannot be captured: `cuda_graphs.StepGraphs.for_talker`)."""
     import torch
 
-    from bench.train_step import flash_attn_available, real_size_model
+    from bench.train_step import real_size_model
 
-    model = real_size_model("flash_attention_2" if flash_attn_available() else "sdpa")
+    model = real_size_model("sdpa")
     return model.to(torch.bfloat16).eval().talker
 
 
@@ -104,7 +106,7 @@ def run_case(talker: Any, streams: int, graphs: bool, frames: int = FRAMES) -> C
     with torch.inference_mode():
         result = prefill(talker, generator)
         decoder = SlotDecoder(talker, slots=streams, capacity=INITIAL_CAPACITY, like=result.past_hidden)
-        steps = StepGraphs.for_device(device, enabled=graphs)
+        steps = StepGraphs.for_talker(talker, enabled=graphs)
         steps.capture(decoder, [streams])
 
         def frame(length: int) -> None:
@@ -128,9 +130,12 @@ def run_case(talker: Any, streams: int, graphs: bool, frames: int = FRAMES) -> C
             frame(PROMPT + 1 + n)
             decoder.out[:streams].to("cpu")
         wall = time.perf_counter() - started
-        graph_bytes = steps.status(decoder)["bytes"]
+        status = steps.status(decoder)
         steps.release()
-    return Case(streams, graphs, streams * frames * FRAME_SECONDS / wall, first_audio, graph_bytes)
+    missing = status["reason"] if graphs and not status["captured"] else None
+    return Case(
+        streams, graphs, streams * frames * FRAME_SECONDS / wall, first_audio, status["bytes"], missing
+    )
 
 
 def synchronize(device: Any) -> None:
@@ -173,8 +178,11 @@ def render(cases: list[Case] | None) -> str:
     import torch
 
     for case in cases:
+        graphs = "on" if case.graphs else "off"
+        if case.graphs_missing:
+            graphs = f"on, not captured ({case.graphs_missing}): eager"
         lines.append(
-            f"| {case.streams} | {'on' if case.graphs else 'off'} | {case.audio_per_second:.1f} "
+            f"| {case.streams} | {graphs} | {case.audio_per_second:.1f} "
             f"| {case.audio_per_second / case.streams:.2f}x | {case.first_audio * 1000:.0f} "
             f"| {case.graph_bytes / 2**20:.0f} |"
         )

@@ -1,4 +1,5 @@
-"""CUDA graphs of a continuous decode loop's frame step: one graph per batch-size bucket, replayed every frame.
+"""CUDA graphs of a continuous decode loop's frame step, per batch-size bucket (with the draws and without, for
+buckets of greedy rows), replayed every frame.
 
 A frame (`slot_step.SlotDecoder.frame`: codebook 0, the code predictor's 15 steps, one talker step) reads and writes
 only the decoder's fixed buffers, so it can be recorded once per bucket and replayed: rows join by `admit` copying
@@ -26,7 +27,7 @@ from voicefinetune_inference.engine.slot_step import SlotDecoder
 
 log = logging.getLogger(__name__)
 
-WARMUP_STEPS = 3  # eager runs on the side stream before capture (lazy initialisation, kernel choices)
+WARMUP_STEPS = 1  # eager runs on the side stream before each capture (lazy initialisation, kernel choices)
 
 
 class Recorder(Protocol):
@@ -93,16 +94,23 @@ class StepGraphs:
 
     def __init__(self, recorder: Recorder | None, reason: str | None = None):
         self.recorder = recorder
-        self.reason = reason  # why nothing is recorded: "disabled", "cpu", "released", "capture failed: ..."
-        self._replays: dict[int, Callable[[], None]] = {}
+        self.reason = (
+            reason  # why nothing is recorded: "disabled", "cpu", "released", "capture failed: ...", ...
+        )
+        self._replays: dict[tuple[int, bool], Callable[[], None]] = {}  # (bucket, sampling) -> replay
         self._capacity = 0  # the slot capacity the graphs were recorded at
         self.replayed = 0  # frames run by replaying a graph
 
     @classmethod
-    def for_device(cls, device: torch.device, *, enabled: bool) -> StepGraphs:
+    def for_talker(cls, talker: Any, *, enabled: bool) -> StepGraphs:
         """Graphs on CUDA when ``enabled`` (``VFT_CUDA_GRAPHS``); otherwise none and the reason."""
         if not enabled:
             return cls(None, "disabled")
+        if "flash" in talker.config._attn_implementation:
+            # Hugging Face's flash attention unpads the talker's 2D mask with host reads (`.item()`, `nonzero`):
+            # such a step cannot be captured (graphs need `flash_attn_with_kvcache` with device-side lengths)
+            return cls(None, "flash attention reads the mask on the host")
+        device = next(talker.parameters()).device
         if device.type != "cuda":
             return cls(None, device.type)
         return cls(CudaRecorder(device))
@@ -114,11 +122,11 @@ class StepGraphs:
         self._forget()
         capacity = decoder.capacity
         try:
-            for bucket in sorted(
-                set(buckets), reverse=True
-            ):  # the largest first: the others reuse its blocks
-                step = functools.partial(decoder.frame, bucket, capacity)
-                self._replays[bucket] = self.recorder.record(step)
+            # the largest bucket first (the others reuse its blocks); a bucket of greedy rows leaves out the draws
+            for bucket in sorted(set(buckets), reverse=True):
+                for sampling in (True, False):
+                    step = functools.partial(decoder.frame, bucket, capacity, sampling=sampling)
+                    self._replays[bucket, sampling] = self.recorder.record(step)
         except Exception as exc:  # noqa: BLE001 - the loop goes on eagerly
             log.exception("recording the decode step's graphs failed: every frame runs eagerly")
             self._forget()
@@ -130,11 +138,12 @@ class StepGraphs:
         """One frame over slots ``[0, bucket)``: its graph's replay when there is one (and ``replay``), else eager."""
         if self._replays and decoder.capacity != self._capacity:
             self._forget()  # the buffers grew: the graphs read the old ones (recorded again when the loop is idle)
-        if replay and bucket in self._replays:
-            self._replays[bucket]()
+        sampling = decoder.samples(bucket)  # host state: whether a row of the bucket samples
+        if replay and (bucket, sampling) in self._replays:
+            self._replays[bucket, sampling]()
             self.replayed += 1
-        else:  # a bucket of greedy rows only leaves the draws out (host state, read before the step)
-            decoder.frame(bucket, span, sampling=decoder.samples(bucket))
+        else:
+            decoder.frame(bucket, span, sampling=sampling)
 
     def status(self, decoder: SlotDecoder | None) -> dict[str, Any]:
         captured = decoder is not None and bool(self._replays) and decoder.capacity == self._capacity
@@ -143,7 +152,7 @@ class StepGraphs:
             reason = "no request yet" if decoder is None else "buffers grew: recorded again when idle"
         return {
             "captured": captured,
-            "buckets": sorted(self._replays) if captured else [],
+            "buckets": sorted({bucket for bucket, _ in self._replays}) if captured else [],
             "bytes": self.recorder.held_bytes() if self.recorder is not None else 0,
             "frames_replayed": self.replayed,
             "reason": None if captured else reason,

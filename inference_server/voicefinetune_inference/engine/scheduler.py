@@ -93,7 +93,7 @@ class DecodeLoop:
         self.step_context = step_context or contextlib.nullcontext
         # each bucket's frame as a CUDA graph (True: on CUDA, False: never); without one every frame runs eagerly
         if not isinstance(graphs, StepGraphs):
-            graphs = StepGraphs.for_device(next(talker.parameters()).device, enabled=graphs)
+            graphs = StepGraphs.for_talker(talker, enabled=graphs)
         self.graphs = graphs
         self._decoder: SlotDecoder | None = None
         self._free = list(range(self.slots))

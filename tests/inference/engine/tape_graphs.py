@@ -35,7 +35,8 @@ class _Tape(TorchDispatchMode):
 class Tape:
     """One recorded step."""
 
-    def __init__(self, ops: list[Op]):
+    def __init__(self, step: Callable[[], None], ops: list[Op]):
+        self.step = step  # what was recorded (e.g. a `functools.partial` of the decoder's frame)
         self.ops = ops
         self.replays = 0
         # per op: its flattened arguments, which of them earlier ops produced (a replay swaps those for what it
@@ -93,7 +94,7 @@ class TapeRecorder:
     def record(self, step: Callable[[], None]) -> Callable[[], None]:
         with _Tape() as recording:
             step()
-        tape = Tape(recording.ops)
+        tape = Tape(step, recording.ops)
         self.tapes.append(tape)
         return tape.replay
 

@@ -58,7 +58,9 @@ def test_replayed_frames_make_the_codes_eager_frames_make_alone(tiny_models, eag
         together = run_together(taped)
         loop = taped.decode_loop
         status = loop.status()["graphs"]
-        replays = [tape.replays for tape in reversed(recorder.tapes)]  # recorded largest bucket first
+        replays = {
+            (tape.step.args[0], tape.step.keywords["sampling"]): tape.replays for tape in recorder.tapes
+        }
         frames = loop.frames
     finally:
         tts_model.release(taped)
@@ -73,8 +75,10 @@ def test_replayed_frames_make_the_codes_eager_frames_make_alone(tiny_models, eag
         "reason": None,
     }
     assert status["bytes"] > 0
-    assert sum(replays) == frames  # every frame was a replay ...
-    assert replays[0] > 0 and replays[1] + replays[2] > 0  # ... at one row and at more than one
+    assert sorted(replays) == [(b, s) for b in (1, 2, 4) for s in (False, True)]
+    assert sum(replays.values()) == frames  # every frame was a replay ...
+    assert replays[1, False] > 0  # ... of the first row alone (greedy: no draws) ...
+    assert replays[2, True] + replays[4, True] > 0  # ... and of more rows, one of them sampled
     assert recorder.tapes == [] and recorder.held_bytes() == 0  # released with the model
 
 
@@ -91,7 +95,7 @@ def test_the_recorded_step_reads_only_weights_and_the_decoders_buffers(tiny_mode
         constants = [t for tape in recorder.tapes for t in tape.constants.values()]
     finally:
         tts_model.release(loaded)
-    assert len(read) == 3
+    assert len(read) == 6  # buckets 1, 2 and 4, with and without the draws
     for inputs in read:
         assert inputs and inputs <= storages
     # the step's constants are literals of its code (``drop[..., -1:] = False``), never host data
@@ -175,4 +179,17 @@ def test_graphs_of_buffers_that_grew_are_not_replayed_until_recorded_again(tiny_
         "reason": "buffers grew: recorded again when idle",
     }
     assert graphs.replayed == 2 and graphs.status(decoder)["buckets"] == [1, 2]
-    assert len(recorder.tapes) == 2  # those of the new capacity only
+    assert len(recorder.tapes) == 4  # those of the new capacity only
+
+
+def test_a_talker_under_flash_attention_gets_no_graphs_and_says_why(tiny_models):
+    """Hugging Face's flash attention unpads the step's mask with host reads: nothing to capture (on any device)."""
+    loaded = load_tiny(tiny_models, "custom_voice")
+    try:
+        talker = loaded.tts.model.talker
+        talker.config._attn_implementation = "flash_attention_2"
+        graphs = StepGraphs.for_talker(talker, enabled=True)
+    finally:
+        tts_model.release(loaded)
+    assert graphs.recorder is None
+    assert graphs.status(None)["reason"] == "flash attention reads the mask on the host"
