@@ -65,13 +65,16 @@ def start_server(settings) -> tuple[str, object, threading.Thread]:
     return f"http://127.0.0.1:{port}", server, thread
 
 
-def streamed(client: openai.OpenAI, text: str) -> tuple[float, float, float]:
-    """(seconds to the first audio bytes, seconds to the last, seconds of audio) of one streamed request."""
+def streamed(
+    client: openai.OpenAI, text: str, voice: str = VOICE, extra_body: dict | None = None
+) -> tuple[float, float, float]:
+    """(seconds to the first audio bytes, seconds to the last, seconds of audio) of one streamed pcm request;
+    ``extra_body``: the server's extension fields (e.g. a clone voice's reference)."""
     started = time.perf_counter()
     first = None
     size = 0
     with client.audio.speech.with_streaming_response.create(
-        model="qwen3-tts", voice=VOICE, input=text, response_format="pcm"
+        model="qwen3-tts", voice=voice, input=text, response_format="pcm", extra_body=extra_body
     ) as response:
         for chunk in response.iter_bytes():
             if first is None and chunk:
@@ -123,10 +126,10 @@ def run(settings, checkpoint: Path, speaker: str, rounds: int, concurrent: int) 
     finally:
         server.should_exit = True
         thread.join(30)
-    return render(rows, results, wall, rounds, concurrent)
+    return render(rows, results, wall, rounds, concurrent, "continuous" if settings.continuous else "batch")
 
 
-def render(rows, results, wall: float, rounds: int, concurrent: int) -> str:
+def render(rows, results, wall: float, rounds: int, concurrent: int, scheduler: str) -> str:
     import torch
 
     med = statistics.median
@@ -162,8 +165,14 @@ def render(rows, results, wall: float, rounds: int, concurrent: int) -> str:
         "utterance, so its audio stays short however long the input, while the stream says each sentence; compare "
         "first / whole, not the two totals. The real-time factor of tiny random models says little about real "
         "voices; the buffered endpoint's first byte is its last.",
-        "- Concurrent streams of one voice take turns on its model utterance by utterance (the engine holds the "
-        "model for a whole utterance), so a stream's first audio can wait for other streams' sentences.",
+        f"- Scheduler `{scheduler}`: "
+        + (
+            "concurrent streams share their model's decode loop frame by frame, each stream's current sentence "
+            "before other streams' look-ahead ones (`bench/concurrency.py` compares the schedulers)."
+            if scheduler == "continuous"
+            else "concurrent streams of one voice take turns on its model utterance by utterance, so a stream's "
+            "first audio can wait for other streams' sentences."
+        ),
     ]
     return "\n".join(lines)
 
