@@ -154,9 +154,10 @@ def render(cases: list[Case] | None) -> str:
     """The table; ``cases`` None (no GPU): every figure reads "not measured (no GPU)"."""
     lines = [
         "`python -m bench.engine --cuda-only --write-docs`: the continuous loop's step (`SlotDecoder` with",
-        "`cuda_graphs.StepGraphs`) on the 1.7B Base architecture with random weights in bf16, sampled rows (top-k 50,",
-        f"temperature 0.9), a {PROMPT}-position prompt per row, {FRAMES} frames timed per case. First audio: one row's",
-        "prefill, admit and first frame (the codec's decode of that frame is not included).",
+        "`cuda_graphs.StepGraphs`) on the 1.7B Base architecture with random weights in bf16 and SDPA attention (a",
+        "talker under flash attention gets no graphs), sampled rows (top-k 50, temperature 0.9), a",
+        f"{PROMPT}-position prompt per row, {FRAMES} frames timed per case. First audio: one row's prefill, admit and",
+        "first frame (the codec's decode of that frame is not included).",
         "",
         "| Streams | CUDA graphs | Audio s per wall s | Real-time factor per stream | First audio ms | Graph memory MiB |",
         "|---:|---|---:|---:|---:|---:|",
