@@ -7,12 +7,14 @@ import torch
 from peft import PeftModel
 from voicefinetune_inference.caches.lora_voices import LoraVoice, read_lora_voice
 from voicefinetune_inference.engine import fast_engine, tts_model
+from voicefinetune_inference.engine.cuda_graphs import StepGraphs
 from voicefinetune_inference.engine.lora import AdapterBank, AdapterUse
 from voicefinetune_inference.engine.scheduler import DecodeLoop
 
 from voicefinetune.lora_voice import LoraVoiceConfig
 
 from .engine_helpers import GREEDY, clone_prompt, decoded_codes, load_tiny
+from .tape_graphs import TapeRecorder
 
 TEXT = "A line the narrator reads."
 OTHER = "Another, somewhat longer line that the hero answers with."
@@ -117,3 +119,31 @@ def test_lora_rows_in_the_continuous_loop_get_the_one_call_engines_codes(tiny_mo
     assert len(got) == len(want) == 3
     for row, (g, w) in enumerate(zip(got, want, strict=True)):
         assert torch.equal(g, w), f"row {row}"
+
+
+def test_with_graphs_frames_of_lora_rows_run_eagerly_and_keep_their_codes(tiny_models, base, voices):
+    """A loop with graphs (recorded by the CPU stand-in `tape_graphs.TapeRecorder`) replays the frames of base
+    rows; a frame with a LoRA row runs eagerly (a graph would freeze which adapter each row uses)."""
+    plain = tts_model.SpeechItem(OTHER, "english", clone_prompt=voices[1].clone_prompt())
+    items = [lora_item(voices[0], TEXT), plain]
+    want_plain, want = codes_of(base, [plain]), codes_of(base, items)
+    looped = load_tiny(tiny_models, "base")
+    AdapterBank.of(looped.tts.model.talker, capacity=8)
+    loop = DecodeLoop(looped.tts.model.talker, slots=4, name="lora", graphs=StepGraphs(TapeRecorder()))
+    fast_engine.attach(looped.tts.model, loop)
+    looped.decode_loop = loop
+    try:
+        with decoded_codes(looped) as got_plain, fast_engine.decoding(looped):
+            tts_model.call_upstream(looped, [plain], max_new_tokens=FRAMES, **GREEDY)
+        alone = (loop.frames, loop.graphs.replayed)
+        with decoded_codes(looped) as got, fast_engine.decoding(looped):
+            tts_model.call_upstream(looped, items, max_new_tokens=FRAMES, **GREEDY)
+        mixed = (loop.frames - alone[0], loop.graphs.replayed - alone[1])
+    finally:
+        tts_model.release(looped)
+    assert [len(got_plain), len(got)] == [1, 2]
+    assert torch.equal(got_plain[0], want_plain[0])
+    for row, (g, w) in enumerate(zip(got, want, strict=True)):
+        assert torch.equal(g, w), f"row {row}"
+    assert alone[0] > 0 and alone[1] == alone[0]  # the base row alone: every frame replayed
+    assert mixed[0] > 0 and mixed[1] < mixed[0]  # beside a LoRA row: eager
