@@ -2,13 +2,16 @@
 
 - bytes per voice on disk and in S3 (a full tiny voice vs rank-2 and rank-16 LoRA voices), and the 1.7B figures
   by arithmetic (the adapter's parameter count on the meta device, fp32 as PEFT saves it);
-- switching between two voices with ``GPU_MAX_MODELS=1`` (full: a reload per switch; LoRA: none);
+- the latency of a voice switch with ``GPU_MAX_MODELS=1`` (full: a reload; LoRA: none): the median time of the
+  first request after a change minus that of a second request in the same voice;
 - 4 voices × 4 concurrent requests through the REST API (httpx over ASGI, the real router and service) with
-  ``GPU_MAX_MODELS=1``: audio seconds per second, full vs LoRA;
+  ``GPU_MAX_MODELS=1``: audio seconds per second and CPU seconds, full vs LoRA, at ``VFT_ENGINE_SLOTS=16`` (the GPU
+  default: all 16 in one continuous batch) and LoRA again at the CPU default of 8 slots;
 - trainable parameters and train step time, full (compact recipe) vs LoRA rank 16 (tiny, CPU), and the 1.7B
-  trainable parameters and peak-memory estimates of the fit check.
+  trainable parameters and peak-memory estimates: the fit check's formula, and the LoRA step's on fake tensors
+  (`bench.train_memory.fake_peak`; ``--skip-fake`` leaves it out).
 
-    .venv/bin/python -m bench.lora [--write-docs]
+    .venv/bin/python -m bench.lora [--write-docs] [--skip-fake]
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import argparse
 import asyncio
 import dataclasses
 import io
+import os
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -34,6 +39,9 @@ SECTION = "## LoRA voices vs full voices (`bench/lora.py`)"
 VOICES = 4
 REQUESTS_PER_VOICE = 4
 SWITCHES = 6
+SLOTS = 16  # VFT_ENGINE_SLOTS of the mixed workload: the GPU default, so that its 16 requests share one batch
+CPU_SLOTS = 8  # the CPU default
+LINE = "A short line."
 SPEAKERS = ("Narrator", "Hero", "Villain", "Sidekick")
 
 
@@ -109,7 +117,7 @@ def full_step_seconds(base: Path, root: Path) -> tuple[float, int]:
     return seconds, sum(p.numel() for p in tts.model.parameters() if p.requires_grad)
 
 
-def estimates_1p7b() -> dict[str, Any]:
+def estimates_1p7b(fake: bool) -> dict[str, Any]:
     import torch
     from voicefinetune_trainer.fit import estimate_peak
     from voicefinetune_trainer.lora import LoraSettings, adapter_parameters, attach_adapters
@@ -131,11 +139,18 @@ def estimates_1p7b() -> dict[str, Any]:
         model, RECIPES["lora"], device_type="cuda", batch_size=2, positions=positions, frames=frames
     )
     frozen = sum(p.numel() for n, p in model.named_parameters() if ".lora_" not in n)
+    lora_fake = None
+    if fake:
+        from bench.train_memory import fake_peak
+
+        options = argparse.Namespace(batch_size=2, frames=frames, text_tokens=100)
+        lora_fake = fake_peak(RECIPES["lora"], options)["total"]
     return {
         "full_trainable": full_trainable,
         "lora_trainable": lora_trainable,
         "full_peak": full.total,
         "lora_peak": lora.total,
+        "lora_fake_peak": lora_fake,
         "full_voice_bytes": frozen * 2,  # the bf16 checkpoint a full voice publishes (about its model's size)
         "lora_voice_bytes": lora_trainable * 4,
     }
@@ -181,31 +196,52 @@ async def say(served: Served, job_id: str, text: str) -> float:
     return info.frames / info.samplerate
 
 
-async def measure(served: Served) -> dict[str, float]:
-    await say(served, served.jobs[0], "Warm up.")
-    loads_before = served.service.cache.total_loads
+async def timed_say(served: Served, job_id: str) -> tuple[float, float]:
+    """(seconds the request took, seconds of audio it returned)"""
     started = time.perf_counter()
+    audio = await say(served, job_id, LINE)
+    return time.perf_counter() - started, audio
+
+
+async def switches(served: Served) -> dict[str, float]:
+    """Two voices in turn, two requests each: the first after the change pays the switch, the second does not. The
+    tiny models say a line in a random number of frames, so a switch costs the first request's time less what a
+    same-voice request takes for that much audio (their median seconds per audio second)."""
+    for job in served.jobs[:2]:
+        await say(served, job, "Warm up.")
+    loads_before = served.service.cache.total_loads
+    first, again = [], []
     for index in range(SWITCHES):
-        await say(served, served.jobs[index % 2], "A short line.")
-    switch = (time.perf_counter() - started) / SWITCHES
-    switch_loads = served.service.cache.total_loads - loads_before
+        first.append(await timed_say(served, served.jobs[index % 2]))
+        again.append(await timed_say(served, served.jobs[index % 2]))
+    per_audio = statistics.median(seconds / audio for seconds, audio in again)
+    return {
+        "switch_seconds": statistics.median(seconds - per_audio * audio for seconds, audio in first),
+        "switch_first": statistics.median(seconds for seconds, _ in first),
+        "switch_same": statistics.median(seconds for seconds, _ in again),
+        "switch_loads": served.service.cache.total_loads - loads_before,
+    }
+
+
+async def mixed(served: Served) -> dict[str, float]:
+    """Every voice at once: ``REQUESTS_PER_VOICE`` concurrent requests each."""
+    await say(served, served.jobs[-1], "Warm up.")
     loads_before = served.service.cache.total_loads
     texts = [
         f"Line {i}: the cast speaks in turn, one voice after another." for i in range(REQUESTS_PER_VOICE)
     ]
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     audio = await asyncio.gather(*(say(served, job, text) for text in texts for job in served.jobs))
     seconds = time.perf_counter() - started
     return {
-        "switch_seconds": switch,
-        "switch_loads": switch_loads,
         "mixed_audio_per_second": sum(audio) / seconds,
         "mixed_seconds": seconds,
+        "mixed_cpu_per_audio": (time.process_time() - cpu) / sum(audio),
         "mixed_loads": served.service.cache.total_loads - loads_before,
     }
 
 
-async def run() -> dict[str, Any]:
+async def run(fake: bool) -> dict[str, Any]:
     import torch
 
     from voicefinetune.storage import Storage
@@ -216,12 +252,19 @@ async def run() -> dict[str, Any]:
         (lora16,), _, lora16_trainable = train_voices(Path(tiny.base), work / "train16", 16, 1)
         full_step, full_trainable = full_step_seconds(Path(tiny.base), work / "train-full")
         results: dict[str, Any] = {}
-        for name, folders, speakers in (
-            ("full", [Path(tiny.custom_voice)] * VOICES, ["tiny_speaker"] * VOICES),
-            ("lora", lora2, list(SPEAKERS[:VOICES])),
+        for name, folders, speakers, slots in (
+            ("full", [Path(tiny.custom_voice)] * VOICES, ["tiny_speaker"] * VOICES, SLOTS),
+            ("lora", lora2, list(SPEAKERS[:VOICES]), SLOTS),
+            ("lora_cpu_slots", lora2, list(SPEAKERS[:VOICES]), CPU_SLOTS),
         ):
-            served = await serve(dataclasses.replace(settings, data_dir=work / name), name, folders, speakers)
-            results[name] = await measure(served)
+            served = await serve(
+                dataclasses.replace(settings, data_dir=work / name, engine_slots=slots),
+                name,
+                folders,
+                speakers,
+            )
+            results[name] = {} if slots == CPU_SLOTS else await switches(served)
+            results[name].update(await mixed(served))
             results[name]["s3_bytes"] = sum(
                 o.size for o in Storage(served.service.settings).list(f"checkpoints/{served.jobs[0]}/")
             )
@@ -239,17 +282,43 @@ async def run() -> dict[str, Any]:
             "lora2_trainable": lora_trainable,
             "lora16_trainable": lora16_trainable,
         }
-        results["1p7b"] = estimates_1p7b()
+        results["1p7b"] = estimates_1p7b(fake)
+        results["load_average"] = os.getloadavg()
         return results
 
 
 def render(r: dict[str, Any]) -> str:
-    b, t, big, full, lora = r["bytes"], r["train"], r["1p7b"], r["full"], r["lora"]
+    b, t, big, full, lora, lora8 = (
+        r["bytes"],
+        r["train"],
+        r["1p7b"],
+        r["full"],
+        r["lora"],
+        r["lora_cpu_slots"],
+    )
     mib, gib = 2**20, 2**30
+    aps = "mixed_audio_per_second"
+
+    def switch(m: dict[str, float]) -> str:
+        return (
+            f"**{m['switch_seconds']:+.2f} s** (requests took {m['switch_first']:.2f} s after a change, "
+            f"{m['switch_same']:.2f} s again; {m['switch_loads']} model loads in {SWITCHES} switches)"
+        )
+
+    def mix(m: dict[str, float]) -> str:
+        return f"{m[aps]:.2f} audio-s/s, {m['mixed_cpu_per_audio']:.2f} CPU-s per audio-s ({m['mixed_loads']} loads)"
+
+    fake_peak = (
+        f"{big['lora_fake_peak'] / gib:.1f} GiB ({big['lora_fake_peak'] / 1e9:.1f} GB)"
+        if big["lora_fake_peak"]
+        else "not run (`--skip-fake`)"
+    )
     return "\n".join(
         [
             "`python -m bench.lora --write-docs` on the tiny models, CPU (no GPU in this run), one thread; "
-            f"{VOICES} voices, `GPU_MAX_MODELS=1`, rank-2 LoRA voices unless said.",
+            f"{VOICES} voices, `GPU_MAX_MODELS=1`, rank-2 LoRA voices unless said; load average "
+            f"{r['load_average'][0]:.1f} (1 min) / {r['load_average'][1]:.1f} (5 min) at the end of the run, on 2 "
+            "shared cores.",
             "",
             "| | full voice | LoRA voice | LoRA / full |",
             "|---|---|---|---|",
@@ -259,30 +328,31 @@ def render(r: dict[str, Any]) -> str:
             f"{lora['s3_bytes'] / full['s3_bytes']:.1%} |",
             f"| bytes per voice, 1.7B (arithmetic, rank 16, fp32 adapter) | {big['full_voice_bytes'] / gib:.2f} GiB "
             f"| {big['lora_voice_bytes'] / mib:.0f} MiB | {big['lora_voice_bytes'] / big['full_voice_bytes']:.1%} |",
-            f"| one request alternating between 2 voices | {full['switch_seconds']:.2f} s, "
-            f"{full['switch_loads']} model loads in {SWITCHES} | {lora['switch_seconds']:.2f} s, "
-            f"{lora['switch_loads']} model loads | {lora['switch_seconds'] / full['switch_seconds']:.2f}× |",
-            f"| {VOICES} voices × {REQUESTS_PER_VOICE} concurrent requests (REST API) | "
-            f"{full['mixed_audio_per_second']:.2f} audio-s/s ({full['mixed_loads']} loads) | "
-            f"{lora['mixed_audio_per_second']:.2f} audio-s/s ({lora['mixed_loads']} loads) | "
-            f"{lora['mixed_audio_per_second'] / full['mixed_audio_per_second']:.1f}× faster |",
+            f"| voice switch latency (median of {SWITCHES}: the first request after a change less a same-voice "
+            f"request's time for as much audio) | {switch(full)} | {switch(lora)} | |",
+            f"| {VOICES} voices × {REQUESTS_PER_VOICE} concurrent requests (REST API, `VFT_ENGINE_SLOTS={SLOTS}`) | "
+            f"{mix(full)} | {mix(lora)} | **{lora[aps] / full[aps]:.1f}× faster**; "
+            f"{full['mixed_cpu_per_audio'] / lora['mixed_cpu_per_audio']:.1f}× less CPU |",
+            f"| the same, LoRA at the CPU default `VFT_ENGINE_SLOTS={CPU_SLOTS}` (two waves of 8) | | {mix(lora8)} | "
+            f"{lora8[aps] / full[aps]:.1f}× faster |",
             f"| trainable parameters (tiny) | {t['full_trainable']:,} (compact) | {t['lora2_trainable']:,} (rank 2); "
             f"{t['lora16_trainable']:,} (rank 16) | {t['lora2_trainable'] / t['full_trainable']:.1%} |",
             f"| train step, batch 2 (tiny, CPU) | {t['full_step'] * 1000:.0f} ms | {t['lora_step'] * 1000:.0f} ms | "
             f"{t['lora_step'] / t['full_step']:.2f}× |",
             f"| trainable parameters, 1.7B (rank 16) | {big['full_trainable'] / 1e6:,.0f} M (compact) | "
             f"{big['lora_trainable'] / 1e6:.1f} M | {big['lora_trainable'] / big['full_trainable']:.1%} |",
-            f"| training peak, 1.7B, batch 2, 30 s clips (fit-check formula) | {big['full_peak'] / gib:.1f} GiB "
-            f"(compact) | {big['lora_peak'] / gib:.1f} GiB | |",
+            f"| training peak, 1.7B, batch 2, 30 s clips: fit-check formula (estimate) | "
+            f"{big['full_peak'] / gib:.1f} GiB (compact) | {big['lora_peak'] / gib:.1f} GiB | |",
+            f"| training peak, 1.7B, batch 2, 30 s clips: FakeTensor + MemTracker (estimate; `bench/train_memory.py`) "
+            f"| see `bench/train_memory.py` | {fake_peak} (target ≤ 10 GB) | |",
             "",
             "Full voices at `GPU_MAX_MODELS=1` reload a model whenever the voice changes (the tiny model loads in "
             "a fraction of a second; a 1.7B checkpoint takes seconds), and their requests cannot share a batch. "
             "LoRA voices share the resident Base model: the adapters are attached once and each batch row adds "
-            "its own. The 1.7B rows are arithmetic and the fit check's formula, not measurements: no GPU was lent. "
-            "The timings come from one run on a shared 2-core machine under heavy load from other jobs (load "
-            "average about 10): they vary about 2× between runs, and the tiny model reloads in a fraction of a "
-            "second, so neither the switch latency nor the mixed-voice ratio (target ≥ 5×) says what a 1.7B "
-            "checkpoint on a GPU would show.",
+            "its own; a decode loop's rows gather their adapters' matrices once, not at every forward. The 1.7B "
+            "rows are arithmetic and estimates, not measurements: no GPU was lent. The timings come from one run on "
+            "a shared 2-core machine (load average above): wall-clock figures vary about 2× between runs; the "
+            "CPU seconds per audio second vary less.",
         ]
     )
 
@@ -292,8 +362,11 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--write-docs", action="store_true", help=f"replace the section of {DOCS.name}")
+    parser.add_argument(
+        "--skip-fake", action="store_true", help="no FakeTensor run of the 1.7B LoRA step (it takes minutes)"
+    )
     args = parser.parse_args(argv)
-    text = render(asyncio.run(run()))
+    text = render(asyncio.run(run(fake=not args.skip_fake)))
     print(text)
     if args.write_docs:
         write_section(SECTION, text)
