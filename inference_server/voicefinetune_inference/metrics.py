@@ -90,6 +90,14 @@ DISK_DELETIONS = Counter(
     **_name("disk_deletions"),
 )
 DISK_RESTORES = Counter(documentation="Model folders restored from S3", **_name("disk_restores"))
+CLONE_PROMPT_CACHE_HITS = Counter(
+    documentation="Voice-clone requests whose reference's prompt the loaded Base model had (or was computing)",
+    **_name("clone_prompt_cache_hits"),
+)
+CLONE_PROMPTS_COMPUTED = Counter(
+    documentation="Voice-clone prompts computed (speaker encoder and codec encoding of a reference)",
+    **_name("clone_prompts_computed"),
+)
 # The decode engine (VFT_ENGINE) per generate call or stream; mode: "batch" (whole utterances) or "stream".
 ENGINE_FIRST_AUDIO_SECONDS = Histogram(
     documentation="Time from the start of generation to its first audio (a whole batch's end without streaming)",

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from voicefinetune.settings import Settings
+from voicefinetune_inference.engine.clone_prompts import ClonePrompts, prompt_key
 from voicefinetune_inference.engine.lora import AdapterUse, adapters_for
 
 GIB = 1024**3
@@ -35,6 +36,7 @@ class LoadedModel:
     lock: threading.Lock = field(default_factory=threading.Lock)
     engine: str = "fast"  # Settings.engine: the decode loop `batch` and `stream` use
     decode_loop: Any = None  # the model's continuous loop (`scheduler.DecodeLoop`), when it has one
+    clone_prompts: ClonePrompts = field(default_factory=ClonePrompts)  # (Base model) by reference
 
     def speakers(self) -> list[str]:
         return self.tts.get_supported_speakers() or []
@@ -119,6 +121,7 @@ def release(loaded: LoadedModel) -> None:
     if loaded.decode_loop is not None:
         loaded.decode_loop.close()
         loaded.decode_loop = None
+    loaded.clone_prompts.clear()
     loaded.tts = None
     import torch
 
@@ -137,6 +140,18 @@ def clone_prompt(
             ref_text=None if use_xvec else ref_text,
             x_vector_only_mode=use_xvec,
         )[0]
+
+
+def shared_clone_prompt(
+    loaded: LoadedModel, waveform: np.ndarray, *, sample_rate: int, ref_text: str, use_xvec: bool
+) -> tuple[Any, bool]:
+    """`clone_prompt`, computed once per reference while the model stays loaded (`clone_prompts`); also whether
+    it was found there (or computed by a request that asked at the same time)."""
+    key = prompt_key(waveform, sample_rate, ref_text=ref_text, use_xvec=use_xvec)
+    return loaded.clone_prompts.get(
+        key,
+        lambda: clone_prompt(loaded, waveform, sample_rate=sample_rate, ref_text=ref_text, use_xvec=use_xvec),
+    )
 
 
 def gpu_memory(settings: Settings) -> dict[str, Any]:

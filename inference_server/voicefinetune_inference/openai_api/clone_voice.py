@@ -1,6 +1,6 @@
 """Extension of ``POST /v1/audio/speech``: voice ``clone`` speaks with the Base model in the voice of a reference
 recording, given in /voice-clone's fields (``ref_audio_url``, ``ref_text``, ``use_xvec``) and checked as /voice-clone
-checks them; errors in OpenAI's shape name the field. One clone prompt per request, shared by its sentences."""
+checks them; errors in OpenAI's shape name the field. One clone prompt per reference (`engine.clone_prompts`), shared by its sentences."""
 
 from __future__ import annotations
 

@@ -1,28 +1,27 @@
 """Voice clone inputs: the reference audio (fetched under the private-URL rules) and the clone prompt the Base
-model computes from it once per request."""
+model computes from it, once per reference while the model stays loaded (`engine.clone_prompts`)."""
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import numpy as np
 
 from voicefinetune.schemas import InvalidInput
 from voicefinetune.settings import Settings
+from voicefinetune_inference import metrics
 from voicefinetune_inference.audio.reference import Origin, RefAudioError, load_reference_audio, url_origin
 from voicefinetune_inference.caches.model_cache import ModelCache, ModelSpec
 from voicefinetune_inference.caches.model_loading import ModelLoader
 from voicefinetune_inference.engine import tts_model
+from voicefinetune_inference.engine.clone_prompts import reference_digest
 from voicefinetune_inference.serving.generation import Generator
 
 
 def reference_id(waveform: np.ndarray, rate: int, *, ref_text: str, use_xvec: bool) -> str:
     """A short digest of the reference voice (its audio, and its transcript unless only the x-vector is used): the
     folder of its clone outputs, so the same reference finds its files again and different ones never collide."""
-    digest = hashlib.sha256(f"{rate}:{use_xvec}:{'' if use_xvec else ref_text.strip()}:".encode())
-    digest.update(np.ascontiguousarray(waveform, dtype=np.float32).tobytes())
-    return digest.hexdigest()[:16]
+    return reference_digest(waveform, rate, text="" if use_xvec else ref_text.strip(), use_xvec=use_xvec)[:16]
 
 
 def check_ref_text(ref_text: str, use_xvec: bool) -> None:
@@ -38,7 +37,10 @@ class VoiceCloner:
         self.cache = cache
         self.loader = loader
         self.generator = generator
-        self.clone_prompts = 0  # voice-clone prompts computed (one per clone request, however many items)
+        self.clone_prompts = (
+            0  # voice-clone prompts computed (one per reference while its model stays loaded)
+        )
+        self.clone_prompt_hits = 0  # clone requests that found their reference's prompt (or waited for it)
 
     async def reference_audio(self, value: str) -> tuple[np.ndarray, int]:
         return await load_reference_audio(value, self.settings.allow_private_urls, self._trusted_origins())
@@ -54,8 +56,8 @@ class VoiceCloner:
         spec = await self.loader.shared_spec("base")
         async with self.cache.use(spec) as loaded, self.generator.gpu_slots:
             try:
-                prompt = await self.generator.on_gpu(
-                    tts_model.clone_prompt,
+                prompt, found = await self.generator.on_gpu(
+                    tts_model.shared_clone_prompt,
                     loaded,
                     waveform,
                     sample_rate=rate,
@@ -64,5 +66,10 @@ class VoiceCloner:
                 )
             except (ValueError, RuntimeError) as exc:
                 raise RefAudioError(f"the reference audio could not be used for cloning: {exc}") from exc
-        self.clone_prompts += 1
+        if found:
+            self.clone_prompt_hits += 1
+            metrics.CLONE_PROMPT_CACHE_HITS.inc()
+        else:
+            self.clone_prompts += 1
+            metrics.CLONE_PROMPTS_COMPUTED.inc()
         return spec, prompt

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
 MISSING_REF_TEXT = "ref_text (the transcript of the reference audio) is required unless use_xvec is true"
@@ -32,8 +33,8 @@ async def test_a_clone_voice_streams_in_the_voice_of_its_reference(make_service,
     other = base64.b64encode(kit.reference_wav(seconds=1.5)).decode()
     async with kit.http_client(service) as client:
         first = await client.post("/v1/audio/speech", json=speech(low))
-        again = await client.post("/v1/audio/speech", json=speech(f"data:audio/wav;base64,{low}"))
         different = await client.post("/v1/audio/speech", json=speech(other))
+        again = await client.post("/v1/audio/speech", json=speech(f"data:audio/wav;base64,{low}"))
         xvec = await client.post(
             "/v1/audio/speech", json={**speech(), "ref_audio_url": low, "use_xvec": True}
         )
@@ -41,9 +42,46 @@ async def test_a_clone_voice_streams_in_the_voice_of_its_reference(make_service,
         assert answer.status_code == 200, answer.text
         assert answer.headers["content-type"] == "audio/pcm"
         assert len(answer.content) > 0 and len(answer.content) % 2 == 0
-    assert again.content == first.content  # the same reference and text: the same seed, the same voice
+    # the same reference (another encoding of its bytes) after another one: its own kept prompt, the same audio
+    assert again.content == first.content
     assert different.content != first.content  # another reference: another voice
-    assert service.cloner.clone_prompts == 4  # one prompt per request
+    # computed: the first reference, the other one, the first in x-vector mode; found: the first again
+    assert (service.cloner.clone_prompts, service.cloner.clone_prompt_hits) == (3, 1)
+
+
+HITS_METRIC = "vft_inference_clone_prompt_cache_hits_total "
+
+
+def hits_in(metrics_text: str) -> float:
+    (line,) = [line for line in metrics_text.splitlines() if line.startswith(HITS_METRIC)]
+    return float(line.split()[-1])
+
+
+async def test_one_reference_is_encoded_once_for_concurrent_requests_until_its_model_is_unloaded(
+    make_service, kit
+):
+    service = await make_service()
+    reference = base64.b64encode(kit.reference_wav()).decode()
+    fields = {"ref_audio_url": reference, "ref_text": "This is the reference spoken text."}
+    async with kit.http_client(service) as client:
+        before = hits_in((await client.get("/metrics")).text)
+        together = await asyncio.gather(
+            *(client.post("/v1/audio/speech", json=speech(reference)) for _ in range(4))
+        )
+        cloned = await client.post("/voice-clone", json={**fields, "text": "Hi.", "upload_to_s3": False})
+        after = hits_in((await client.get("/metrics")).text)
+        computed_before_unload = service.cloner.clone_prompts
+        unloaded = await client.post("/gpu/unload")
+        reloaded = await client.post("/v1/audio/speech", json=speech(reference))
+    assert [answer.status_code for answer in together] == [200] * 4
+    assert {answer.content for answer in together} == {together[0].content}
+    assert cloned.status_code == 200 and cloned.headers["content-type"] == "audio/wav"
+    # four streams and /voice-clone asked at once or later: one computation, four hits (metric and service alike)
+    assert (computed_before_unload, service.cloner.clone_prompt_hits, after - before) == (1, 4, 4)
+    assert unloaded.status_code == 200
+    # unloading the model drops its prompts: computed again, and the same voice as before
+    assert reloaded.status_code == 200 and reloaded.content == together[0].content
+    assert (service.cloner.clone_prompts, service.cloner.clone_prompt_hits) == (2, 4)
 
 
 async def test_missing_or_bad_reference_fields_are_400_naming_the_field(make_service, kit):
