@@ -11,6 +11,7 @@ import json
 import numpy as np
 import pytest
 from voicefinetune_inference.chapters.joining import TARGET_RMS, join
+from voicefinetune_inference.chapters.planning import segment_seed
 from voicefinetune_inference.chapters.quality import SAMPLES_PER_FRAME, DurationNorms
 from voicefinetune_inference.chapters.segmenting import Part, segment, sentences
 from voicefinetune_inference.chapters.subtitles import srt, webvtt
@@ -58,6 +59,14 @@ def test_segments_carry_their_item_voice_and_the_pause_after_them():
         (2, 1, "design:a child", "A character speaks now.", 900),
         (3, 2, "narrator", "The narrator ends the chapter.", 0),
     ]
+
+
+def test_a_segments_seed_is_the_documented_hash_of_the_chapter_seed_its_index_and_the_attempt():
+    # docs/chapters.md: SHA-256 of "{seed}:{index}:{attempt}", first 8 bytes little-endian, top bit cleared
+    digest = hashlib.sha256(b"7:12:1").digest()
+    assert segment_seed(7, 12, 1) == int.from_bytes(digest[:8], "little") % 2**63
+    seeds = {segment_seed(seed, index, attempt) for seed in (7, 8) for index in (0, 1) for attempt in (1, 2)}
+    assert len(seeds) == 8 and all(0 <= seed < 2**63 for seed in seeds)
 
 
 def test_joining_puts_the_pauses_between_segments_and_brings_them_to_one_loudness():

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import io
 import json
+import shutil
 import time
 from collections.abc import Iterator
 
@@ -223,6 +224,75 @@ def test_regenerating_one_segment_renders_only_it_and_joins_the_chapter_again(se
     missing = httpx.post(f"{server.url}/synthesis/{synthesis_id}/segments/9/regenerate", json={}, timeout=30)
     assert missing.status_code == 404
     assert missing.json() == {"detail": f"synthesis {synthesis_id!r} has segments 0 to 4, not 9"}
+
+
+def segment_wavs(server: Server, synthesis_id: str, count: int) -> list[bytes]:
+    wavs = []
+    for n in range(count):
+        wav = storage_of(server).read_bytes(f"synthesis/{synthesis_id}/segments/{n:05d}.wav")
+        assert wav, f"segment {n} of {synthesis_id} has no audio"
+        wavs.append(wav)
+    return wavs
+
+
+def seeded_chapter(server: Server, lines: list[str], seed: int, book_id: str) -> str:
+    body = {"text": " ".join(lines), "voice": NARRATOR, "seed": seed, "book_id": book_id}
+    response = httpx.post(f"{server.url}/synthesis", json=body, timeout=60)
+    assert response.status_code == 202, response.text
+    synthesis_id = response.json()["synthesis_id"]
+    done = wait_synthesis(server, synthesis_id)
+    assert done["status"] == "succeeded", done
+    return synthesis_id
+
+
+def regenerate(server: Server, synthesis_id: str, index: int, body: dict) -> dict:
+    response = httpx.post(
+        f"{server.url}/synthesis/{synthesis_id}/segments/{index}/regenerate", json=body, timeout=60
+    )
+    assert response.status_code == 202, response.text
+    done = wait_synthesis(server, synthesis_id)
+    assert done["status"] == "succeeded", done
+    return done
+
+
+def test_a_seeded_segment_regenerated_with_its_seed_is_the_same_audio_and_another_seed_is_not(server: Server):
+    lines = sentences(4)
+    seeded = seeded_chapter(server, lines, seed=7, book_id="seeds-7")
+    other = seeded_chapter(server, lines, seed=8, book_id="seeds-8")
+    first = segment_wavs(server, seeded, 4)
+    # every segment of another seed samples other audio
+    assert all(a != b for a, b in zip(first, segment_wavs(server, other, 4), strict=True))
+
+    # rendered alone now, beside three other segments before: the same bytes
+    done = regenerate(server, seeded, 2, {"seed": 7})
+    assert segment_wavs(server, seeded, 4) == first
+    manifest = object_json(server, done["output"]["manifest_s3_key"])
+    assert [s["seed"] for s in manifest["segments"]] == [7, 7, 7, 7]
+
+    done = regenerate(server, seeded, 1, {})  # no seed: a new sample, recorded as unseeded
+    again = segment_wavs(server, seeded, 4)
+    assert again[1] != first[1] and again[:1] + again[2:] == first[:1] + first[2:]
+    manifest = object_json(server, done["output"]["manifest_s3_key"])
+    assert [s["seed"] for s in manifest["segments"]] == [7, None, 7, 7]
+
+
+def test_a_cast_of_a_lora_voice_and_a_full_voice_renders_each_item_in_its_voice(server: Server, lora_voices):
+    hero = lora_voices[1]
+    folder = server.settings.job_dir("hero-lora") / "output" / "checkpoint-epoch-1"
+    shutil.copytree(hero.folder, folder)
+    registered = httpx.post(
+        f"{server.url}/voices/hero-lora", json={"speaker_name": hero.speaker, "preload": True}, timeout=120
+    )
+    assert registered.status_code == 200, registered.text
+    voices = [NARRATOR, "hero-lora"]
+    items = [{"text": line, "voice": voices[n % 2]} for n, line in enumerate(sentences(4))]
+    response = httpx.post(f"{server.url}/synthesis", json={"items": items}, timeout=60)
+    assert response.status_code == 202, response.text
+    done = wait_synthesis(server, response.json()["synthesis_id"])
+    assert done["status"] == "succeeded", done
+    manifest = object_json(server, done["output"]["manifest_s3_key"])
+    assert [(s["voice"], s["text"]) for s in manifest["segments"]] == [(i["voice"], i["text"]) for i in items]
+    assert all(s["end"] > s["start"] for s in manifest["segments"])
 
 
 def test_a_200000_character_chapter_is_accepted_and_split_into_its_sentences(server: Server):

@@ -51,7 +51,11 @@ class SynthesisRequest(BaseModel):
     item_pause_ms: int = Field(
         ITEM_PAUSE_MS, ge=0, le=MAX_PAUSE_MS, description="Silence between items and paragraphs"
     )
-    seed: int | None = Field(None, description="Recorded in the manifest (see docs/chapters.md)")
+    seed: int | None = Field(
+        None,
+        description="Fixes each segment's sampling (a seed per segment derived from it; continuous scheduler, see "
+        "docs/chapters.md); recorded in the manifest",
+    )
     webhook_url: str | None = Field(None, description="Called (signed POST) when the chapter ends")
     synthesis_id: str | None = Field(
         None, description="Your own id: sending the same request again is a no-op"
@@ -75,7 +79,11 @@ class SynthesisRequest(BaseModel):
 
 
 class RegenerateRequest(BaseModel):
-    seed: int | None = None
+    seed: int | None = Field(
+        None,
+        description="Renders the segment as in a chapter of this seed (the chapter's own seed reproduces it); "
+        "none: a new sample",
+    )
     instruct: str | None = Field(None, description="A new instruction for this segment")
 
 

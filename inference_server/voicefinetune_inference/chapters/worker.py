@@ -8,6 +8,7 @@ stopped renewing its heartbeat is taken over by another process.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
 import logging
@@ -29,6 +30,7 @@ from voicefinetune_inference.chapters.planning import (
     new_synthesis_id,
     output_keys,
     plan_chapter,
+    segment_seed,
 )
 from voicefinetune_inference.chapters.protocol import (
     ACTIVE_STATUSES,
@@ -283,11 +285,15 @@ class ChapterWorker:
         gate: asyncio.Semaphore,
     ) -> None:
         synthesis_id = state["synthesis_id"]
+        # a regeneration's own seed, else the chapter's
+        seed = plan["segments"][seg.index].get("seed", plan.get("seed"))
         async with gate:
             resolved = await self._resolve(seg.voice, seg.instruct)
             problems: list[str] = []
             for attempt in range(1, MAX_ATTEMPTS + 1):
-                wav = await self._generate(resolved, seg)
+                wav = await self._generate(
+                    resolved, seg, None if seed is None else segment_seed(seed, seg.index, attempt)
+                )
                 samples = sf.info(io.BytesIO(wav)).frames
                 problem = norms.problem(seg.voice, seg.text, samples, SAMPLE_RATE)
                 if problem is None or attempt == MAX_ATTEMPTS:
@@ -300,7 +306,7 @@ class ChapterWorker:
                 "attempts": attempt,
                 "problems": problems,
                 "samples": samples,
-                "seed": plan["segments"][seg.index].get("seed", plan.get("seed")),
+                "seed": seed,
                 "rendered_at": time.time(),
             }
             await asyncio.to_thread(self.store.put_segment, synthesis_id, seg.index, wav, record)
@@ -310,8 +316,8 @@ class ChapterWorker:
         state["done_segments"] += 1
         await self._heartbeat(state)
 
-    async def _generate(self, resolved: ResolvedVoice, seg: Segment) -> bytes:
-        item = resolved.item(seg.text, seg.language)
+    async def _generate(self, resolved: ResolvedVoice, seg: Segment, seed: int | None) -> bytes:
+        item = dataclasses.replace(resolved.item(seg.text, seg.language), seed=seed)
         generating = self.service.generator.generate(resolved.spec, item)
         if resolved.job_id is None:
             return await generating

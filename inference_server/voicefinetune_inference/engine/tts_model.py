@@ -49,7 +49,8 @@ class LoadedModel:
 @dataclass(frozen=True)
 class SpeechItem:
     """One utterance to generate; ``speaker`` for custom voices, ``clone_prompt`` for the Base model, plus
-    ``adapter`` (`lora.AdapterUse`) for a LoRA voice on it."""
+    ``adapter`` (`lora.AdapterUse`) for a LoRA voice on it. ``seed``: the seed of its draws in the continuous loop
+    (`batch.generate`; None: a random one)."""
 
     text: str
     language: str
@@ -57,6 +58,7 @@ class SpeechItem:
     speaker: str | None = None
     clone_prompt: Any = None
     adapter: AdapterUse | None = None
+    seed: int | None = None
 
 
 def load(path: str, settings: Settings) -> LoadedModel:
