@@ -1,7 +1,11 @@
-"""The clone prompt cache of a loaded model: least recently used prompts go beyond its capacity, and a failed
-computation is not kept."""
+"""The clone prompt cache of a loaded model: least recently used prompts go beyond its capacity, a caller that asks
+while another computes the same prompt waits for that computation, and a failed computation is not kept."""
 
 from __future__ import annotations
+
+import sys
+import threading
+import time
 
 import pytest
 from voicefinetune_inference.engine.clone_prompts import ClonePrompts
@@ -33,3 +37,54 @@ def test_a_failed_computation_is_not_kept():
     with pytest.raises(ValueError, match="not a voice"):
         prompts.get("a", fail)
     assert prompts.get("a", lambda: "prompt") == ("prompt", False) and len(prompts) == 1
+
+
+def _waits_on_a_future(thread: threading.Thread) -> bool:
+    frame = sys._current_frames().get(thread.ident or 0)
+    while frame is not None:
+        if frame.f_code.co_name == "result" and "concurrent" in frame.f_code.co_filename:
+            return True
+        frame = frame.f_back
+    return False
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_caller_asking_during_the_computation_waits_for_it(fails):
+    prompts = ClonePrompts()
+    started, release = threading.Event(), threading.Event()
+    calls: list[str] = []
+    answers: dict[str, object] = {}
+
+    def compute(name: str):
+        calls.append(name)
+        started.set()
+        assert release.wait(30)
+        if fails:
+            raise ValueError("not a voice")
+        return f"prompt by {name}"
+
+    def ask(name: str) -> None:
+        try:
+            answers[name] = prompts.get("ref", lambda: compute(name))
+        except ValueError as exc:
+            answers[name] = str(exc)
+
+    first = threading.Thread(target=ask, args=("first",))
+    first.start()
+    assert started.wait(30)
+    second = threading.Thread(target=ask, args=("second",))
+    second.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not _waits_on_a_future(second):
+            assert time.monotonic() < deadline and calls == ["first"], calls
+            time.sleep(0.01)
+    finally:
+        release.set()
+    first.join(30)
+    second.join(30)
+    assert calls == ["first"]
+    if fails:
+        assert answers == {"first": "not a voice", "second": "not a voice"} and len(prompts) == 0
+    else:
+        assert answers == {"first": ("prompt by first", False), "second": ("prompt by first", True)}
