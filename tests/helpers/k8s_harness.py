@@ -192,6 +192,35 @@ def pod_command(
     return command, {**os.environ, **env, **overrides}
 
 
+def play_training_pod(
+    job: dict[str, Any],
+    s3: dict[str, str],
+    *,
+    tiny_models_root: Path,
+    data_dir: Path,
+    hf_home: Path,
+    core: kubernetes.client.CoreV1Api | None = None,
+) -> None:
+    """Play the Job's training pod on this machine: its own command on the CPU with the tiny models, with ``s3`` and
+    local folders standing in for what the Secret and the node would provide; it must succeed."""
+    command, env = pod_command(
+        job,
+        {
+            **s3,
+            "DEVICE": "cpu",
+            "USE_FLASH_ATTN": "0",
+            "VFT_TINY_MODELS": "1",
+            "VFT_TINY_MODELS_DIR": str(tiny_models_root),
+            "VFT_DATA_DIR": str(data_dir),
+            "HF_HOME": str(hf_home),
+            "VFT_S3_MAX_ATTEMPTS": "2",
+        },
+        core,
+    )
+    trained = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+
+
 def mark_job(
     batch: kubernetes.client.BatchV1Api,
     name: str,

@@ -5,7 +5,6 @@ succeeded, the voice loaded into a real `vft inference`, audio through the facad
 from __future__ import annotations
 
 import os
-import subprocess
 
 import httpx
 
@@ -14,7 +13,7 @@ from tests.helpers.k8s_harness import (
     VFT,
     mark_job,
     operator_environment,
-    pod_command,
+    play_training_pod,
     wait_for,
 )
 from voicefinetune.devtools.sample_data import make_dataset_zip
@@ -90,22 +89,14 @@ def test_finetune_train_load_infer_delete_on_the_cluster(
     assert [j["metadata"]["uid"] for j in cluster.objects(JOBS)] == [job["metadata"]["uid"]]
 
     # Play the pod: the Job's own command, with what the Secret and the node would provide.
-    command, env = pod_command(
+    play_training_pod(
         job,
-        {
-            **s3,
-            "DEVICE": "cpu",
-            "USE_FLASH_ATTN": "0",
-            "VFT_TINY_MODELS": "1",
-            "VFT_TINY_MODELS_DIR": str(tiny_models.root),
-            "VFT_DATA_DIR": str(tmp_path / "trainer-pod"),
-            "HF_HOME": str(tmp_path / "hf"),
-            "VFT_S3_MAX_ATTEMPTS": "2",
-        },
-        core,
+        s3,
+        tiny_models_root=tiny_models.root,
+        data_dir=tmp_path / "trainer-pod",
+        hf_home=tmp_path / "hf",
+        core=core,
     )
-    trained = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert trained.returncode == 0, trained.stderr[-3000:]
     status = resource(cluster, job_id)["status"]
     assert status["phase"] == "Training"
     assert status["progress"]["totalEpochs"] == 2 and status["progress"]["stage"] in ("uploading", "done")

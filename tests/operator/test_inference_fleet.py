@@ -5,7 +5,6 @@ operator makes run as non-root."""
 from __future__ import annotations
 
 import socket
-import subprocess
 
 import httpx
 import kubernetes
@@ -20,7 +19,7 @@ from tests.helpers.k8s_harness import (
     Process,
     mark_job,
     operator_environment,
-    pod_command,
+    play_training_pod,
     voicefinetune,
     wait_for,
 )
@@ -83,22 +82,14 @@ def test_two_replicas_preload_on_the_owner_survive_a_restart_and_unregister_ever
         replica.wait_healthy()
     create(custom, "fleet")
     (job,) = wait_for(lambda: cluster.objects(JOBS), what="the training Job")
-    command, env = pod_command(
+    play_training_pod(
         job,
-        {
-            **s3,
-            "DEVICE": "cpu",
-            "USE_FLASH_ATTN": "0",
-            "VFT_TINY_MODELS": "1",
-            "VFT_TINY_MODELS_DIR": str(tiny_models.root),
-            "VFT_DATA_DIR": str(tmp_path / "trainer-pod"),
-            "HF_HOME": str(tmp_path / "hf"),
-            "VFT_S3_MAX_ATTEMPTS": "2",
-        },
-        core,
+        s3,
+        tiny_models_root=tiny_models.root,
+        data_dir=tmp_path / "trainer-pod",
+        hf_home=tmp_path / "hf",
+        core=core,
     )
-    trained = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert trained.returncode == 0, trained.stderr[-3000:]
     mark_job(batch, job["metadata"]["name"], outcome="Complete")
     wait_for(lambda: status_of(cluster, "fleet").get("phase") == "Ready", timeout=120, what="phase Ready")
 

@@ -3,8 +3,6 @@ reaching the training pods of other namespaces, and pods that cannot start said 
 
 from __future__ import annotations
 
-import subprocess
-
 import httpx
 import kubernetes
 import pytest
@@ -17,7 +15,7 @@ from tests.helpers.k8s_harness import (
     VFT,
     mark_job,
     operator_environment,
-    pod_command,
+    play_training_pod,
     wait_for,
 )
 from voicefinetune.cluster.identity import voice_id
@@ -129,22 +127,14 @@ def test_same_name_in_two_namespaces_trains_and_serves_apart(
     for namespace in ("team-a", "team-b"):
         create_in(custom, namespace, "hero", deletionPolicy="Delete")
         job = job_of(cluster, namespace)
-        command, env = pod_command(
+        play_training_pod(
             job,
-            {
-                **s3,
-                "DEVICE": "cpu",
-                "USE_FLASH_ATTN": "0",
-                "VFT_TINY_MODELS": "1",
-                "VFT_TINY_MODELS_DIR": str(tiny_models.root),
-                "VFT_DATA_DIR": str(tmp_path / f"{namespace}-pod"),
-                "HF_HOME": str(tmp_path / "hf"),
-                "VFT_S3_MAX_ATTEMPTS": "2",
-            },
-            core,
+            s3,
+            tiny_models_root=tiny_models.root,
+            data_dir=tmp_path / f"{namespace}-pod",
+            hf_home=tmp_path / "hf",
+            core=core,
         )
-        trained = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-        assert trained.returncode == 0, trained.stderr[-3000:]
         mark_job(batch, job["metadata"]["name"], outcome="Complete", namespace=namespace)
         status = wait_for(
             lambda ns=namespace: (

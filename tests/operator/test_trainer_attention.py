@@ -6,13 +6,12 @@ it as ``config.flash_attn`` instead of its prediction."""
 from __future__ import annotations
 
 import os
-import subprocess
 from typing import Any
 
 import httpx
 import yaml
 
-from tests.helpers.k8s_harness import CRD, JOBS, VFT, operator_environment, pod_command, wait_for
+from tests.helpers.k8s_harness import CRD, JOBS, VFT, operator_environment, play_training_pod, wait_for
 from voicefinetune.devtools.sample_data import make_dataset_zip
 
 S3_KEYS = ("E2E_ACCESS_KEY", "E2E_SECRET_KEY", "E2E_BUCKET", "E2E_ENDPOINT_URL")
@@ -69,22 +68,14 @@ def test_the_trainer_reports_its_attention_into_status_and_the_facades_job(
     (job,) = wait_for(lambda: cluster.objects(JOBS), what="the training Job")
 
     # The pod, played here: tiny models on the CPU, so the trainer loads sdpa attention.
-    command, env = pod_command(
+    play_training_pod(
         job,
-        {
-            **s3,
-            "DEVICE": "cpu",
-            "USE_FLASH_ATTN": "0",
-            "VFT_TINY_MODELS": "1",
-            "VFT_TINY_MODELS_DIR": str(tiny_models.root),
-            "VFT_DATA_DIR": str(tmp_path / "trainer-pod"),
-            "HF_HOME": str(tmp_path / "hf"),
-            "VFT_S3_MAX_ATTEMPTS": "2",
-        },
-        core,
+        s3,
+        tiny_models_root=tiny_models.root,
+        data_dir=tmp_path / "trainer-pod",
+        hf_home=tmp_path / "hf",
+        core=core,
     )
-    trained = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
-    assert trained.returncode == 0, trained.stderr[-3000:]
     status = wait_for(
         lambda: (
             status_of(cluster, job_id).get("progress", {}).get("stage") == "done"
