@@ -35,7 +35,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from bench.results import write_section  # noqa: E402
+from bench.results import load_average, write_section  # noqa: E402
 
 SECTION = "## Generation engine: fast vs upstream (`bench/engine.py`)"
 ENGINES = ("upstream", "fast")
@@ -169,7 +169,7 @@ def render(figures: dict, *, rounds: int, frames: int, threads: int) -> str:
         first = median([f for f, _ in figures[(engine, "first")]])
         whole = median([w for _, w in figures[(engine, "first")]])
         lines.append(f"| {engine} | {first * 1000:.0f} | {whole * 1000:.0f} | {first / whole:.2f} |")
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load = load_average()
     lines += [
         "",
         f"- Tiny checkpoints on CPU (no GPU was available: the H100/H200 targets, CUDA graphs and bf16 are not "

@@ -16,10 +16,11 @@ Without CUDA every row reads "not measured (no GPU)": `--cuda-only` runs just th
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from typing import Any
+
+from bench.results import load_average
 
 SECTION = "## Continuous loop on CUDA: graphs on vs off (`bench/engine.py --cuda-only`)"
 STREAMS = (1, 16, 64)
@@ -187,7 +188,7 @@ def render(cases: list[Case] | None) -> str:
             f"| {case.audio_per_second / case.streams:.2f}x | {case.first_audio * 1000:.0f} "
             f"| {case.graph_bytes / 2**20:.0f} |"
         )
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load = load_average()
     lines += [
         "",
         f"- {torch.cuda.get_device_name()}, torch {torch.__version__}, load average {load:.1f}; measured "

@@ -33,7 +33,7 @@ import soundfile as sf  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
 
 from bench.local_stack import local_stack
-from bench.results import DOCS, write_section
+from bench.results import DOCS, load_average, write_section
 
 SECTION = "## Inference: fusion and cold vs warm (`bench/inference.py`)"
 VOICE = "bench"
@@ -185,7 +185,7 @@ def render(items, rounds, throughput, calls, latency, loads, threads) -> str:
         rows.append(
             f"| {label} | {statistics.median(values):.0f} | {min(values):.0f} | {max(values):.0f} | {len(values)} |"
         )
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load = load_average()
     rows += [
         "",
         f"- Tiny checkpoints (24 codec frames at most per utterance) on CPU: {os.cpu_count()} cores, torch threads "

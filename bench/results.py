@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
@@ -14,3 +15,8 @@ def write_section(heading: str, text: str) -> None:
     end = docs.find("\n## ", start)
     end = len(docs) if end < 0 else end
     DOCS.write_text(docs[:start] + "\n\n" + text.rstrip("\n") + "\n" + docs[end:], encoding="utf-8")
+
+
+def load_average() -> float:
+    """The one-minute load average, NaN where the platform has none: printed beside timings (shared machines)."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
