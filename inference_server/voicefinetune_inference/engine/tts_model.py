@@ -63,9 +63,11 @@ class SpeechItem:
 
 def load(path: str, settings: Settings) -> LoadedModel:
     from voicefinetune.qwen import load_model
+    from voicefinetune_inference.engine import codec_mask
 
     with _LOAD_LOCK:
         tts = load_model(path, settings)
+    codec_mask.install(tts.model.speech_tokenizer.model.decoder)
     size = sum(p.numel() * p.element_size() for p in tts.model.parameters())
     return LoadedModel(
         tts=tts,
@@ -126,6 +128,10 @@ def release(loaded: LoadedModel) -> None:
     loaded.clone_prompts.clear()
     loaded.tts = None
     import torch
+
+    from voicefinetune_inference.engine import codec_mask
+
+    codec_mask.forget()
 
     if torch.cuda.is_available():
         gc.collect()

@@ -8,12 +8,14 @@ The released shape itself is measured by bench/codec_context.py.
 
 from __future__ import annotations
 
+import cProfile
+import pstats
 import threading
 
 import numpy as np
 import pytest
 import torch
-from voicefinetune_inference.engine import codec_stream
+from voicefinetune_inference.engine import codec_mask, codec_stream
 
 from voicefinetune.devtools.random_codec import random_decoder
 
@@ -115,3 +117,90 @@ def test_a_stream_decodes_on_its_codec_thread(tiny_models):
     )
     assert stats.chunks == len(names) > 1
     assert all(name.startswith("vft-codec") for name in names)
+
+
+def upstream_and_plain(decoder, decode):
+    """``decode()`` with transformers' masks, then with `codec_mask`'s (the decoder keeps the state it came in)."""
+    was = codec_mask.installed(decoder)
+    try:
+        codec_mask.uninstall(decoder)
+        upstream = decode()
+        codec_mask.install(decoder)
+        assert codec_mask.installed(decoder)
+        return upstream, decode()
+    finally:
+        (codec_mask.install if was else codec_mask.uninstall)(decoder)
+
+
+@pytest.mark.parametrize("frames", [1, 40, 71, 72, 73, 160])
+def test_plain_masks_equal_transformers_masks(eight_layers, frames):
+    """What upstream's transformer asks masking_utils for on a decode (positions, no cache), for two rows."""
+    from transformers.masking_utils import create_sliding_window_causal_mask
+
+    config = eight_layers.pre_transformer.config
+    embeds = torch.zeros(2, frames, config.hidden_size)
+    positions = torch.arange(frames)
+    want = create_sliding_window_causal_mask(
+        config, embeds, None, positions, None, position_ids=positions[None]
+    )
+    got = codec_mask.masks(config, 2, frames, embeds.device)
+    assert list(got) == ["sliding_attention"]
+    assert got["sliding_attention"].dtype == want.dtype == torch.bool
+    assert torch.equal(got["sliding_attention"], want)
+
+
+@pytest.mark.parametrize("frames", [40, 160])  # below and above the 72-frame window
+def test_the_eight_layer_decoder_decodes_the_same_samples_with_plain_masks(eight_layers, frames):
+    codes = codes_of(frames, seed=frames).T.unsqueeze(0)
+    with torch.inference_mode():
+        upstream, plain = upstream_and_plain(eight_layers, lambda: eight_layers(codes))
+    assert upstream.shape == (1, 1, frames * SAMPLES) and float(upstream.std()) > 0.05
+    assert torch.equal(plain, upstream)
+
+
+def test_a_loaded_model_decodes_with_plain_masks_and_the_same_samples(tiny_models):
+    """The speech tokenizer a loaded model decodes with (buffered: upstream's decode of two utterances below and
+    above the window; streamed: `IncrementalDecoder`'s chunks) gives transformers' masks' samples."""
+    from .engine_helpers import load_tiny
+
+    loaded = load_tiny(tiny_models, "voice_design")
+    tokenizer = loaded.tts.model.speech_tokenizer
+    decoder = tokenizer.model.decoder
+    assert codec_mask.installed(decoder) and decoder.config.sliding_window == 72
+    short, long = (
+        torch.randint(
+            0, decoder.config.codebook_size, (frames, 16), generator=torch.Generator().manual_seed(frames)
+        )
+        for frames in (30, 150)
+    )
+
+    def buffered():
+        wavs, _ = tokenizer.decode([{"audio_codes": short}, {"audio_codes": long}])
+        return wavs
+
+    def streamed():
+        stream = codec_stream.IncrementalDecoder(decoder, prefix=long[:100], schedule=(8,))
+        return stream.push(long[100:])
+
+    for decode in (buffered, streamed):
+        upstream, plain = upstream_and_plain(decoder, decode)
+        assert len(upstream) == len(plain) > 1
+        for a, b in zip(upstream, plain, strict=True):
+            assert a.size > 0 and float(np.abs(a).max()) > 0
+            np.testing.assert_array_equal(b, a)
+
+
+def test_with_plain_masks_the_decoder_never_asks_masking_utils(eight_layers):
+    """The cost this avoids: upstream's forward builds its masks with masking_utils' vmap; the hooked one does not."""
+    codes = codes_of(80, seed=9).T.unsqueeze(0)
+
+    def functions_called():
+        profile = cProfile.Profile()
+        with torch.inference_mode():
+            profile.runcall(eight_layers, codes)
+        return {name for _, _, name in pstats.Stats(profile).stats}
+
+    upstream, plain = upstream_and_plain(eight_layers, functions_called)
+    masking = {"create_causal_mask", "create_sliding_window_causal_mask", "_vmap_for_bhqkv"}
+    assert masking <= upstream
+    assert not masking & plain and "masks" in plain
