@@ -9,8 +9,9 @@ chunk's CPU time.
 `install` hooks the loaded decoder's transformer so that such a call gets its masks ready-made (the forward takes a
 dict of masks per layer type): the same boolean [batch, 1, frames, frames] masks, query i attending to keys j with
 ``i - window < j <= i`` (one sequence: the packed-sequence test finds one; no padding), so the samples are the same
-bit for bit. A call with anything else (a cache, positions, a mask) goes upstream's way. `uninstall` restores
-upstream's path (tests and bench/codec_mask.py compare the two).
+bit for bit. A call with anything else (a cache, also one the config asks for; positions; a mask) goes upstream's
+way: with a cache masking_utils may skip the mask for SDPA's ``is_causal``, which need not round the same.
+`uninstall` restores upstream's path (tests and bench/codec_mask.py compare the two).
 
 A mask function registered with transformers' ``AttentionMaskInterface`` would not do: it is not told whether the
 input was packed, only handed the combined mask function to evaluate.
@@ -24,7 +25,7 @@ from typing import Any
 import torch
 
 _HANDLE = "_vft_plain_masks"  # the hook's handle, on the decoder's transformer
-_UPSTREAM_KWARGS = ("attention_mask", "position_ids", "past_key_values", "cache_position", "use_cache")
+_UPSTREAM_KWARGS = ("attention_mask", "position_ids", "past_key_values", "cache_position")
 
 
 def masks(config: Any, batch: int, frames: int, device: torch.device) -> dict[str, torch.Tensor]:
@@ -35,7 +36,7 @@ def masks(config: Any, batch: int, frames: int, device: torch.device) -> dict[st
         if layer_type not in windows:
             raise ValueError(f"no plain mask for {layer_type!r} layers")
         mask = _mask(frames, windows[layer_type], device, torch.is_inference_mode_enabled())
-        built[layer_type] = mask.expand(batch, 1, frames, frames)
+        built[layer_type] = mask.expand(batch, 1, frames, frames).contiguous()  # masking_utils' layout
     return built
 
 
@@ -53,7 +54,9 @@ def _mask(frames: int, window: int | None, device: torch.device, inference: bool
 
 def _supply_masks(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any] | None:
     embeds = kwargs.get("inputs_embeds")
-    if args or embeds is None or any(kwargs.get(name) is not None for name in _UPSTREAM_KWARGS):
+    caching = kwargs.get("use_cache")  # None: the config's, as the forward's check_model_inputs resolves it
+    caching = getattr(module.config, "use_cache", None) if caching is None else caching
+    if args or embeds is None or caching or any(kwargs.get(name) is not None for name in _UPSTREAM_KWARGS):
         return None
     batch, frames = embeds.shape[:2]
     return args, {**kwargs, "attention_mask": masks(module.config, batch, frames, embeds.device)}

@@ -204,3 +204,20 @@ def test_with_plain_masks_the_decoder_never_asks_masking_utils(eight_layers):
     masking = {"create_causal_mask", "create_sliding_window_causal_mask", "_vmap_for_bhqkv"}
     assert masking <= upstream
     assert not masking & plain and "masks" in plain
+
+
+def test_a_decoder_whose_config_asks_for_a_cache_keeps_transformers_masks(eight_layers):
+    """With a cache masking_utils may hand SDPA no mask (``is_causal``): then plain masks could round differently."""
+    codes = codes_of(40, seed=10).T.unsqueeze(0)
+    config = eight_layers.pre_transformer.config
+    profile = cProfile.Profile()
+    codec_mask.install(eight_layers)
+    config.use_cache = True
+    try:
+        with torch.inference_mode():
+            profile.runcall(eight_layers, codes)
+    finally:
+        del config.use_cache
+        codec_mask.uninstall(eight_layers)
+    called = {name for _, _, name in pstats.Stats(profile).stats}
+    assert "create_sliding_window_causal_mask" in called and "masks" not in called
