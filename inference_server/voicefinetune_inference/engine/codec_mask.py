@@ -3,8 +3,8 @@
 On every forward, upstream's decoder transformer asks transformers' masking_utils for a causal and a sliding-window
 causal mask. The decoder passes position ids (``cache_position[None]``) and no cache, so masking_utils treats the
 input as possibly packed sequences: it never takes SDPA's ``is_causal`` shortcut and builds both masks element by
-element with ``torch.vmap`` (the causal one is built even though every layer slides). That was most of a codec
-chunk's CPU time.
+element with ``torch.vmap`` (the causal one is built even though every layer slides). On the tiny checkpoints that
+was half a codec chunk's CPU time or more; on the released decoder its convolutions dwarf it (bench/codec_mask.py).
 
 `install` hooks the loaded decoder's transformer so that such a call gets its masks ready-made (the forward takes a
 dict of masks per layer type): the same boolean [batch, 1, frames, frames] masks, query i attending to keys j with
