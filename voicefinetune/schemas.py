@@ -7,11 +7,12 @@ can report one bad item in its place without refusing the whole request.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 from .input_echo import short_repr
+from .seeds import SEED_HELP, SEED_LIMIT
 
 SERVICE_NAME = "qwen3-tts-finetune-api"
 SAMPLE_RATE = 24000
@@ -275,6 +276,8 @@ VOICE_STRENGTH_HELP = (
     "LoRA voices: the adapter's scale, 0 (the base model's voice from the speaker embedding alone) to 2; "
     "full voices ignore it"
 )
+# strict: 1.0, "1" or true are not seeds
+Seed = Annotated[int, Field(strict=True, ge=0, lt=SEED_LIMIT)]
 
 
 class InferRequest(BaseModel):
@@ -282,6 +285,7 @@ class InferRequest(BaseModel):
     language: str = Field("English", max_length=MAX_LANGUAGE_CHARS, description="Language name")
     instruct: str = Field("", max_length=MAX_INSTRUCT_CHARS, description="Style/emotion instruction")
     voice_strength: float = Field(1.0, ge=0, le=MAX_VOICE_STRENGTH, description=VOICE_STRENGTH_HELP)
+    seed: Seed | None = Field(None, description=SEED_HELP)
     upload_to_s3: bool | None = Field(
         None,
         description="Upload the result to S3 (the default when storage is configured); false returns the WAV",
@@ -305,6 +309,7 @@ class BatchItem(BaseModel):
     filename: str | None = Field(None, max_length=MAX_FILENAME_CHARS)
     language: str | None = Field(None, max_length=MAX_LANGUAGE_CHARS)
     instruct: str | None = Field(None, max_length=MAX_INSTRUCT_CHARS)
+    seed: Seed | None = Field(None, description=SEED_HELP)
 
 
 class BatchInferRequest(BaseModel):
@@ -366,6 +371,7 @@ class VoiceDesignRequest(BaseModel):
         "(a digest of language and instruct), so designs of different voices never share an object",
     )
     overwrite: bool = True
+    seed: Seed | None = Field(None, description=SEED_HELP)
 
     @model_validator(mode="before")
     @classmethod
@@ -386,6 +392,7 @@ REF_AUDIO_URL_HELP = (
 class CloneItem(BaseModel):
     text: str | None = None
     filename: str | None = Field(None, max_length=MAX_FILENAME_CHARS)
+    seed: Seed | None = Field(None, description=SEED_HELP)
 
 
 class VoiceCloneBatchRequest(BaseModel):
@@ -426,6 +433,7 @@ class VoiceCloneRequest(BaseModel):
     upload_to_s3: bool | None = None
     s3_filename: str | None = Field(None, max_length=MAX_FILENAME_CHARS)
     overwrite: bool = False
+    seed: Seed | None = Field(None, description=SEED_HELP)
 
 
 # --- service -----------------------------------------------------------------------------------------------------

@@ -11,12 +11,12 @@ import json
 import numpy as np
 import pytest
 from voicefinetune_inference.chapters.joining import TARGET_RMS, join
-from voicefinetune_inference.chapters.planning import segment_seed
 from voicefinetune_inference.chapters.quality import SAMPLES_PER_FRAME, DurationNorms
 from voicefinetune_inference.chapters.segmenting import Part, segment, sentences
 from voicefinetune_inference.chapters.subtitles import srt, webvtt
 
 from voicefinetune.schemas import SAMPLE_RATE, InvalidInput
+from voicefinetune.seeds import derived_seed
 from voicefinetune.settings import Settings
 from voicefinetune.webhooks import WebhookSender, check_webhook_url, event_body, signature
 
@@ -64,8 +64,8 @@ def test_segments_carry_their_item_voice_and_the_pause_after_them():
 def test_a_segments_seed_is_the_documented_hash_of_the_chapter_seed_its_index_and_the_attempt():
     # docs/chapters.md: SHA-256 of "{seed}:{index}:{attempt}", first 8 bytes little-endian, top bit cleared
     digest = hashlib.sha256(b"7:12:1").digest()
-    assert segment_seed(7, 12, 1) == int.from_bytes(digest[:8], "little") % 2**63
-    seeds = {segment_seed(seed, index, attempt) for seed in (7, 8) for index in (0, 1) for attempt in (1, 2)}
+    assert derived_seed(7, 12, 1) == int.from_bytes(digest[:8], "little") % 2**63
+    seeds = {derived_seed(seed, index, attempt) for seed in (7, 8) for index in (0, 1) for attempt in (1, 2)}
     assert len(seeds) == 8 and all(0 <= seed < 2**63 for seed in seeds)
 
 

@@ -31,14 +31,6 @@ def fingerprint(request: SynthesisRequest) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-def segment_seed(seed: int, index: int, attempt: int) -> int:
-    """The sampling seed of rendering ``attempt`` (1 the first) of segment ``index`` in a chapter of ``seed``: the
-    first 8 bytes of the SHA-256 of ``"{seed}:{index}:{attempt}"`` (ASCII decimals), little-endian, top bit
-    cleared. Segments and retries draw apart from each other, and each one the same every time."""
-    digest = hashlib.sha256(f"{seed}:{index}:{attempt}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
-
-
 def new_synthesis_id() -> str:
     return uuid.uuid4().hex[:12]
 

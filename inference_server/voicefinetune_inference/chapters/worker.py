@@ -21,6 +21,7 @@ import numpy as np
 import soundfile as sf
 
 from voicefinetune.schemas import SAMPLE_RATE, InvalidInput
+from voicefinetune.seeds import derived_seed
 from voicefinetune.webhooks import WebhookSender, check_webhook_url, event_body
 from voicefinetune_inference.chapters import metrics
 from voicefinetune_inference.chapters.files import FORMATS, encode
@@ -30,7 +31,6 @@ from voicefinetune_inference.chapters.planning import (
     new_synthesis_id,
     output_keys,
     plan_chapter,
-    segment_seed,
 )
 from voicefinetune_inference.chapters.protocol import (
     ACTIVE_STATUSES,
@@ -292,7 +292,7 @@ class ChapterWorker:
             problems: list[str] = []
             for attempt in range(1, MAX_ATTEMPTS + 1):
                 wav = await self._generate(
-                    resolved, seg, None if seed is None else segment_seed(seed, seg.index, attempt)
+                    resolved, seg, None if seed is None else derived_seed(seed, seg.index, attempt)
                 )
                 samples = sf.info(io.BytesIO(wav)).frames
                 problem = norms.problem(seg.voice, seg.text, samples, SAMPLE_RATE)

@@ -81,7 +81,7 @@ def synthesize_stream(
         emit(chunk)
 
     # The same utterance of the same voice sounds the same every time it is streamed (sentence by sentence).
-    seed = utterance_seed(loaded, item)
+    seed = utterance_seed(loaded, item) if item.seed is None else item.seed
     if loaded.engine != "fast":  # upstream's loop has no frames to hand out: the whole utterance is one chunk
         import torch
 

@@ -49,8 +49,8 @@ class LoadedModel:
 @dataclass(frozen=True)
 class SpeechItem:
     """One utterance to generate; ``speaker`` for custom voices, ``clone_prompt`` for the Base model, plus
-    ``adapter`` (`lora.AdapterUse`) for a LoRA voice on it. ``seed``: the seed of its draws in the continuous loop
-    (`batch.generate`; None: a random one)."""
+    ``adapter`` (`lora.AdapterUse`) for a LoRA voice on it. ``seed``: the seed of its draws: in the continuous loop
+    (`batch.generate`; None: a random one) and in a stream with any engine (`stream`; None: `utterance_seed`)."""
 
     text: str
     language: str

@@ -13,6 +13,7 @@ from voicefinetune.schemas import (
     MAX_VOICE_STRENGTH,
     REF_AUDIO_URL_HELP,
     VOICE_STRENGTH_HELP,
+    Seed,
 )
 from voicefinetune_inference.audio.time_stretch import MAX_SPEED, MIN_SPEED
 
@@ -47,6 +48,12 @@ class SpeechRequest(BaseModel):
     language: str | None = Field(None, description="Extension: the language (default English; see /infer)")
     voice_strength: float = Field(
         1.0, ge=0, le=MAX_VOICE_STRENGTH, description="Extension: " + VOICE_STRENGTH_HELP
+    )
+    seed: Seed | None = Field(
+        None,
+        description="Extension: fixes the sampling (0 to 2^63-1); sentence i of the input draws from a seed derived "
+        "from this one and i (voicefinetune/seeds.py), so the same seed, input, voice and settings give the same "
+        "audio; none: each sentence's seed follows from the voice's model and what is said",
     )
     # Extension, voice 'clone': /voice-clone's reference fields, under the same names and limits
     ref_audio_url: str | None = Field(

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 
 from voicefinetune.lifecycle import JobGate
+from voicefinetune.seeds import derived_seed
 from voicefinetune_inference.audio.encoding import media_type
 from voicefinetune_inference.audio.sentences import split_sentences
 from voicefinetune_inference.errors import message_for, status_for
@@ -48,10 +49,12 @@ voice of `ref_audio_url` (with `ref_text`, or `use_xvec`), the fields of /voice-
 VALIDATION_CODES = {
     "missing": "missing_required_parameter",
     "less_than_equal": "decimal_above_max_value",
+    "less_than": "decimal_above_max_value",
     "greater_than_equal": "decimal_below_min_value",
     "string_type": "invalid_type",
     "float_type": "invalid_type",
     "float_parsing": "invalid_type",
+    "int_type": "invalid_type",
     "model_type": "invalid_type",
 }
 
@@ -166,7 +169,10 @@ def add_openai_routes(
             sentences = split_sentences(body.input, max_chars=min(settings.max_text_chars, 400))
             plan = StreamRequest(
                 spec=voice.spec,
-                items=[voice.item(text, language) for text in sentences],
+                items=[
+                    voice.item(text, language, None if body.seed is None else derived_seed(body.seed, index))
+                    for index, text in enumerate(sentences)
+                ],
                 response_format=body.response_format,
                 speed=body.speed,
                 voice=body.voice_name,

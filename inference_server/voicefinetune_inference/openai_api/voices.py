@@ -40,10 +40,10 @@ class ResolvedVoice:
     instruct: str
     extra: dict[str, Any] = field(default_factory=dict)  # a fine-tuned voice's SpeechItem fields (`target`)
 
-    def item(self, text: str, language: str) -> tts_model.SpeechItem:
+    def item(self, text: str, language: str, seed: int | None = None) -> tts_model.SpeechItem:
         if self.extra:
-            return tts_model.SpeechItem(text, language, self.instruct, **self.extra)
-        return tts_model.SpeechItem(text, language, self.instruct, speaker=self.speaker)
+            return tts_model.SpeechItem(text, language, self.instruct, **self.extra, seed=seed)
+        return tts_model.SpeechItem(text, language, self.instruct, speaker=self.speaker, seed=seed)
 
 
 class OpenAIVoices:

@@ -51,6 +51,7 @@ class Planned:
     instruct: str
     filename: str
     key: str | None
+    seed: int | None = None
 
 
 def limit_cpu_threads(settings: Settings) -> None:
@@ -239,7 +240,7 @@ class Generator:
                     plan.key, overwrite=overwrite, text=plan.text, job_id=job_id
                 ):
                     return kept
-                item = tts_model.SpeechItem(plan.text, plan.language, plan.instruct, **extra)
+                item = tts_model.SpeechItem(plan.text, plan.language, plan.instruct, **extra, seed=plan.seed)
                 if plan.key is None:
                     wav = await self.generate(spec, item)
                     return inline_audio(wav, text=plan.text, filename=plan.filename, job_id=job_id)

@@ -85,7 +85,7 @@ class SpeechRequests:
             if kept := await self.outputs.kept(key, overwrite=request.overwrite, text=text, job_id=job_id):
                 return kept
             spec, extra = await self.voices.target(voice, request.voice_strength)
-            item = tts_model.SpeechItem(text, language, request.instruct or "", **extra)
+            item = tts_model.SpeechItem(text, language, request.instruct or "", **extra, seed=request.seed)
             if key is None:
                 return await self.generator.generate(spec, item)
             return await self.generator.produce(spec, item, key=key, job_id=job_id)
@@ -105,7 +105,7 @@ class SpeechRequests:
             filename = check_filename(entry.filename) if entry.filename else auto_filename("tts")
             key = audio_key(job_id, filename=filename, book_id=request.book_id, chapter_id=request.chapter_id)
             instruct = request.instruct if entry.instruct is None else entry.instruct
-            return Planned(index, text, language, instruct or "", filename, key)
+            return Planned(index, text, language, instruct or "", filename, key, entry.seed)
 
         planned, results = self._plan_items(request.items, plan)
         with self.activity.track("inference_custom_voice", job_id, items=len(request.items)):
@@ -135,7 +135,7 @@ class SpeechRequests:
         with self.activity.track("inference_voice_design", None):
             if kept := await self.outputs.kept(key, overwrite=request.overwrite, text=text, job_id=None):
                 return kept
-            item = tts_model.SpeechItem(text, language, instruct)
+            item = tts_model.SpeechItem(text, language, instruct, seed=request.seed)
             if key is None:
                 return await self.generator.generate(spec, item)
             return await self.generator.produce(spec, item, key=key, job_id=None)
@@ -162,7 +162,7 @@ class SpeechRequests:
             spec, prompt = await self.cloner.clone_prompt(
                 waveform, rate=rate, ref_text=request.ref_text, use_xvec=request.use_xvec
             )
-            item = tts_model.SpeechItem(text, language, clone_prompt=prompt)
+            item = tts_model.SpeechItem(text, language, clone_prompt=prompt, seed=request.seed)
             if key is None:
                 return await self.generator.generate(spec, item)
             return await self.generator.produce(spec, item, key=key, job_id=None)
@@ -182,7 +182,7 @@ class SpeechRequests:
             text = check_text(entry.text, self.settings.max_text_chars)
             filename = check_filename(entry.filename) if entry.filename else auto_filename("clone")
             key = clone_key(reference, filename=filename) if request.upload_to_s3 else None
-            return Planned(index, text, language, "", filename, key)
+            return Planned(index, text, language, "", filename, key, entry.seed)
 
         planned, results = self._plan_items(request.items, plan)
         with self.activity.track("inference_voice_clone", None, items=len(request.items)):
