@@ -305,6 +305,9 @@ def render(r: dict[str, Any]) -> str:
             f"{m['switch_same']:.2f} s again; {m['switch_loads']} model loads in {SWITCHES} switches)"
         )
 
+    def speed(ratio: float) -> str:
+        return f"{ratio:.1f}× faster" if ratio >= 1 else f"{1 / ratio:.1f}× slower"
+
     def mix(m: dict[str, float]) -> str:
         return f"{m[aps]:.2f} audio-s/s, {m['mixed_cpu_per_audio']:.2f} CPU-s per audio-s ({m['mixed_loads']} loads)"
 
@@ -331,10 +334,10 @@ def render(r: dict[str, Any]) -> str:
             f"| voice switch latency (median of {SWITCHES}: the first request after a change less a same-voice "
             f"request's time for as much audio) | {switch(full)} | {switch(lora)} | |",
             f"| {VOICES} voices × {REQUESTS_PER_VOICE} concurrent requests (REST API, `VFT_ENGINE_SLOTS={SLOTS}`) | "
-            f"{mix(full)} | {mix(lora)} | **{lora[aps] / full[aps]:.1f}× faster**; "
+            f"{mix(full)} | {mix(lora)} | **{speed(lora[aps] / full[aps])}**; "
             f"{full['mixed_cpu_per_audio'] / lora['mixed_cpu_per_audio']:.1f}× less CPU |",
             f"| the same, LoRA at the CPU default `VFT_ENGINE_SLOTS={CPU_SLOTS}` (two waves of 8) | | {mix(lora8)} | "
-            f"{lora8[aps] / full[aps]:.1f}× faster |",
+            f"{speed(lora8[aps] / full[aps])} |",
             f"| trainable parameters (tiny) | {t['full_trainable']:,} (compact) | {t['lora2_trainable']:,} (rank 2); "
             f"{t['lora16_trainable']:,} (rank 16) | {t['lora2_trainable'] / t['full_trainable']:.1%} |",
             f"| train step, batch 2 (tiny, CPU) | {t['full_step'] * 1000:.0f} ms | {t['lora_step'] * 1000:.0f} ms | "
