@@ -85,7 +85,8 @@ class ChapterWorker:
         self.webhooks = WebhookSender(service.settings)
         self.owner = owner or socket.gethostname()
         self._running: dict[str, _Running] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: dict[str, asyncio.Lock] = {}  # one state write at a time
+        self._transitions: dict[str, asyncio.Lock] = {}  # one start, cancel or delete at a time
         self._resumer: asyncio.Task[None] | None = None
 
     # --- lifecycle -------------------------------------------------------------------------------------------
@@ -106,20 +107,26 @@ class ChapterWorker:
     async def _resume_loop(self) -> None:
         while True:
             try:
-                await self._resume()
+                await self.resume(await asyncio.to_thread(self.store.states))
             except Exception:  # noqa: BLE001 - S3 away for a moment: the next round tries again
                 log.exception("resuming chapters failed")
             await asyncio.sleep(LEASE_SECONDS / 2)
 
-    async def _resume(self) -> None:
-        now = time.time()
-        for state in await asyncio.to_thread(self.store.states):
-            synthesis_id = state["synthesis_id"]
-            if state["status"] not in ACTIVE_STATUSES or synthesis_id in self._running:
-                continue
-            if state.get("owner") == self.owner or now - state["updated_at"] > LEASE_SECONDS:
-                log.info("resuming chapter %s (%s)", synthesis_id, state["status"])
-                self._start(state)
+    async def resume(self, listed: list[dict[str, Any]]) -> None:
+        """Run the chapters among ``listed`` (states read from S3) that are unfinished and have no live owner.
+        Each is read again before it is taken up: a DELETE may have ended it since the listing."""
+        for candidate in listed:
+            if self._orphaned(candidate):
+                async with self._transition(candidate["synthesis_id"]):
+                    state = await asyncio.to_thread(self.store.state, candidate["synthesis_id"])
+                    if state is not None and self._orphaned(state):
+                        log.info("resuming chapter %s (%s)", state["synthesis_id"], state["status"])
+                        self._start(state)
+
+    def _orphaned(self, state: dict[str, Any]) -> bool:
+        if state["status"] not in ACTIVE_STATUSES or state["synthesis_id"] in self._running:
+            return False
+        return state.get("owner") == self.owner or time.time() - state["updated_at"] > LEASE_SECONDS
 
     # --- requests --------------------------------------------------------------------------------------------
 
@@ -181,6 +188,10 @@ class ChapterWorker:
     async def cancel_or_delete(self, synthesis_id: str) -> dict[str, Any]:
         """Cancel a chapter under way; delete a finished one's outputs and records."""
         check_synthesis_id(synthesis_id)
+        async with self._transition(synthesis_id):
+            return await self._cancel_or_delete(synthesis_id)
+
+    async def _cancel_or_delete(self, synthesis_id: str) -> dict[str, Any]:
         running = self._running.get(synthesis_id)
         state = running.state if running is not None else await self._state(synthesis_id)
         if state["status"] in ACTIVE_STATUSES:
@@ -197,6 +208,10 @@ class ChapterWorker:
     async def regenerate(self, synthesis_id: str, index: int, request: RegenerateRequest) -> SynthesisStatus:
         """Render segment ``index`` again and join the chapter anew (the other segments are kept)."""
         check_synthesis_id(synthesis_id)
+        async with self._transition(synthesis_id):
+            return await self._regenerate(synthesis_id, index, request)
+
+    async def _regenerate(self, synthesis_id: str, index: int, request: RegenerateRequest) -> SynthesisStatus:
         if synthesis_id in self._running:
             raise SynthesisConflict(
                 f"synthesis {synthesis_id!r} is still running; regenerate once it has ended"
@@ -413,6 +428,9 @@ class ChapterWorker:
         if state is None:
             raise SynthesisNotFound(f"synthesis {synthesis_id!r} not found")
         return state
+
+    def _transition(self, synthesis_id: str) -> asyncio.Lock:
+        return self._transitions.setdefault(synthesis_id, asyncio.Lock())
 
     async def _save(self, state: dict[str, Any]) -> None:
         lock = self._locks.setdefault(state["synthesis_id"], asyncio.Lock())
