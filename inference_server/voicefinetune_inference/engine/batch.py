@@ -29,9 +29,8 @@ def generate(
 
     options = fast_engine.CallOptions(frame_limits=[fast_engine.frame_bound(item.text) for item in items])
     # each row's own draws: the continuous loop takes them, the one-call loop shares one generator instead
-    seeds = [item.seed for item in items if item.seed is not None]
-    if len(seeds) == len(items):
-        options.seeds = seeds
+    if any(item.seed is not None for item in items):
+        options.seeds = [item.seed for item in items]
     delivery: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
     if on_ready is not None and loaded.engine == "fast" and len(items) > 1:
         references = (

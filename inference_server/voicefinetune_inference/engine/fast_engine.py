@@ -47,8 +47,9 @@ class CallOptions:
     on_row_done: fast_decode.RowCallback | None = None
     should_stop: Callable[[], bool] | None = None
     generator: torch.Generator | None = None
-    # The continuous loop: per row, the seed of its draws (else drawn from ``generator`` or torch's own)
-    seeds: list[int] | None = None
+    # The continuous loop: per row, the seed of its draws (a row without one, and every row where this is None:
+    # drawn from ``generator`` or torch's own)
+    seeds: list[int | None] | None = None
     # The continuous loop: admitted before look-ahead work while urgent (the default: a caller waits on it)
     urgency: Urgency | None = None
 
@@ -159,9 +160,9 @@ _calls = threading.local()  # the options of the upstream call this thread is ma
 
 
 def _seeds(rows: int, options: CallOptions) -> list[int]:
-    if options.seeds is not None:
-        return list(options.seeds)
-    return [int(s) for s in torch.randint(0, 2**62, (rows,), generator=options.generator).tolist()]
+    drawn = [int(s) for s in torch.randint(0, 2**62, (rows,), generator=options.generator).tolist()]
+    given = options.seeds if options.seeds is not None else [None] * rows
+    return [draw if seed is None else seed for seed, draw in zip(given, drawn, strict=True)]
 
 
 def _through_loop(loop: DecodeLoop, job: fast_decode.DecodeJob, options: CallOptions) -> list[torch.Tensor]:

@@ -4,6 +4,7 @@ and the step is graph-ready (its buffers keep their storage per bucket, nothing 
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -180,6 +181,15 @@ def test_buffered_generate_through_the_loop_equals_the_one_call_engine(tiny_mode
     assert [len(w) for w in got] == [len(w) for w in want] == [63 * 1920, 63 * 1920]
     for g, w in zip(got, want, strict=True):
         np.testing.assert_array_equal(g, w)
+
+
+def test_a_seeded_item_fused_with_unseeded_ones_keeps_its_seed(custom):
+    """`batch.generate` of items of which only some carry a seed: a seeded row samples as it does alone."""
+    seeded = dataclasses.replace(speaker("A sampled line of speech."), seed=4321)
+    (alone,) = batch.generate(custom, [seeded])
+    fused = batch.generate(custom, [speaker(LONG), seeded])
+    assert len(fused[1]) == len(alone)
+    np.testing.assert_allclose(fused[1], alone, atol=1e-3)  # the same codes; the codec decodes a padded batch
 
 
 # --- admission -----------------------------------------------------------------------------------------------------
