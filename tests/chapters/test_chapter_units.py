@@ -10,7 +10,9 @@ import json
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 from voicefinetune_inference.chapters.joining import TARGET_RMS, join
+from voicefinetune_inference.chapters.protocol import RegenerateRequest, SynthesisRequest
 from voicefinetune_inference.chapters.quality import SAMPLES_PER_FRAME, DurationNorms
 from voicefinetune_inference.chapters.segmenting import Part, segment, sentences
 from voicefinetune_inference.chapters.subtitles import srt, webvtt
@@ -67,6 +69,16 @@ def test_a_segments_seed_is_the_documented_hash_of_the_chapter_seed_its_index_an
     assert derived_seed(7, 12, 1) == int.from_bytes(digest[:8], "little") % 2**63
     seeds = {derived_seed(seed, index, attempt) for seed in (7, 8) for index in (0, 1) for attempt in (1, 2)}
     assert len(seeds) == 8 and all(0 <= seed < 2**63 for seed in seeds)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**63, "7", 7.0, True])
+@pytest.mark.parametrize("body", [{"text": "One line.", "voice": "alloy"}, {}], ids=["chapter", "regenerate"])
+def test_a_chapter_seed_is_a_strict_integer_in_the_seed_range(body, seed):
+    model = SynthesisRequest if body else RegenerateRequest
+    with pytest.raises(ValidationError) as refused:
+        model.model_validate({**body, "seed": seed})
+    assert [error["loc"] for error in refused.value.errors()] == [("seed",)]
+    assert model.model_validate({**body, "seed": 2**63 - 1}).seed == 2**63 - 1
 
 
 def test_joining_puts_the_pauses_between_segments_and_brings_them_to_one_loudness():

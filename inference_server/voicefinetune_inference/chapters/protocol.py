@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from voicefinetune.schemas import Seed
+
 SENTENCE_PAUSE_MS = 250
 ITEM_PAUSE_MS = 600
 MAX_PAUSE_MS = 10_000
@@ -51,7 +53,7 @@ class SynthesisRequest(BaseModel):
     item_pause_ms: int = Field(
         ITEM_PAUSE_MS, ge=0, le=MAX_PAUSE_MS, description="Silence between items and paragraphs"
     )
-    seed: int | None = Field(
+    seed: Seed | None = Field(
         None,
         description="Fixes each segment's sampling (a seed per segment derived from it; continuous scheduler, see "
         "docs/chapters.md); recorded in the manifest",
@@ -79,7 +81,7 @@ class SynthesisRequest(BaseModel):
 
 
 class RegenerateRequest(BaseModel):
-    seed: int | None = Field(
+    seed: Seed | None = Field(
         None,
         description="Renders the segment as in a chapter of this seed (the chapter's own seed reproduces it); "
         "none: a new sample",
