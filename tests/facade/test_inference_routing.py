@@ -122,7 +122,11 @@ async def cast_facade(settings, kubeconfig, custom, three_replicas):
     cast, solo = cast_names(endpoints)
     for name in cast:
         custom.create_namespaced_custom_object(
-            GROUP, VERSION, "default", PLURAL, voicefinetune(name, method="lora", bookId=BOOK)
+            GROUP,
+            VERSION,
+            "default",
+            PLURAL,
+            voicefinetune(name, method="lora", bookId=BOOK, speakerName=f"{name}_speaker"),
         )
         status = {"phase": "Ready", "routingKey": CAST_KEY, "baseModel": BASE}
         custom.patch_namespaced_custom_object_status(
@@ -162,6 +166,17 @@ async def test_a_books_lora_voices_share_the_replica_of_their_base_and_a_full_vo
         chapter = await facade.post("/synthesis", json={"voice": voice, "text": "hi"})
         assert chapter.headers["X-VFT-Replica"] == home
     assert await replica_of(facade, solo) == pick(solo, endpoints) != home
+
+
+async def test_a_lora_voice_named_by_its_speaker_name_goes_to_the_replica_of_its_base(
+    cast_facade, three_replicas
+):
+    facade, cast, _ = cast_facade
+    home = pick(CAST_KEY, [server.url for server in three_replicas])
+    speech = {"model": "qwen3-tts", "input": "hi", "response_format": "wav"}
+    for voice in cast:
+        spoken = await facade.post("/v1/audio/speech", json={**speech, "voice": f"{voice.upper()}_SPEAKER"})
+        assert spoken.headers["X-VFT-Replica"] == home
 
 
 async def test_when_the_replica_of_a_books_base_is_gone_its_lora_voices_move_together(

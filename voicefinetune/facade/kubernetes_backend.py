@@ -268,10 +268,20 @@ class KubernetesBackend:
         resource = (await self._cached()).get(job_id)
         return None if resource is None else job_from_resource(resource, self._flash_attn(resource))
 
-    async def routing_key(self, job_id: str) -> str:
-        """The rendezvous key of a voice: the one the operator recorded when it preloaded it (a LoRA voice's base
-        model and book), else its id."""
-        return recorded_key(job_id, (await self._cached()).get(job_id))
+    async def routing_key(self, voice: str) -> str:
+        """The rendezvous key of a voice, named by its job id or (as `/v1/audio/speech` allows) by the speaker
+        name of exactly one voice: the key the operator recorded when it preloaded it (a LoRA voice's base model
+        and book), else the name as given."""
+        cache = await self._cached()
+        resource = cache.get(voice)
+        if resource is None:
+            named = [
+                item
+                for item in cache.all()
+                if str(item.get("spec", {}).get("speakerName", "")).lower() == voice.lower()
+            ]
+            resource = named[0] if len(named) == 1 else None
+        return recorded_key(voice, resource)
 
     async def list(self) -> list[Job]:
         return [job_from_resource(item, self._flash_attn(item)) for item in (await self._cached()).all()]
