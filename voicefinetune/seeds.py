@@ -4,6 +4,7 @@ of a streamed speech request)."""
 from __future__ import annotations
 
 import hashlib
+from typing import overload
 
 SEED_LIMIT = 2**63  # a seed is 0 <= seed < SEED_LIMIT: the decode loop keeps each row's seed as an int64
 SEED_HELP = (
@@ -13,9 +14,16 @@ SEED_HELP = (
 )
 
 
-def derived_seed(seed: int, *path: int) -> int:
+@overload
+def derived_seed(seed: int, *path: int) -> int: ...
+@overload
+def derived_seed(seed: None, *path: int) -> None: ...
+def derived_seed(seed: int | None, *path: int) -> int | None:
     """The seed of the part at ``path`` of work seeded with ``seed`` (a chapter's segment and attempt, a stream's
     sentence): the first 8 bytes of the SHA-256 of ``seed`` and ``path`` as ASCII decimals joined by ``:``,
-    little-endian, top bit cleared. Parts draw apart from each other, and each one the same every time."""
+    little-endian, top bit cleared. Parts draw apart from each other, and each one the same every time. Unseeded
+    work (None) has unseeded parts."""
+    if seed is None:
+        return None
     digest = hashlib.sha256(":".join(str(part) for part in (seed, *path)).encode()).digest()
     return int.from_bytes(digest[:8], "little") & (SEED_LIMIT - 1)

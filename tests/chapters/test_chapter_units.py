@@ -69,6 +69,7 @@ def test_a_segments_seed_is_the_documented_hash_of_the_chapter_seed_its_index_an
     assert derived_seed(7, 12, 1) == int.from_bytes(digest[:8], "little") % 2**63
     seeds = {derived_seed(seed, index, attempt) for seed in (7, 8) for index in (0, 1) for attempt in (1, 2)}
     assert len(seeds) == 8 and all(0 <= seed < 2**63 for seed in seeds)
+    assert derived_seed(None, 12, 1) is None  # an unseeded chapter's segments are unseeded
 
 
 @pytest.mark.parametrize("seed", [-1, 2**63, "7", 7.0, True])

@@ -8,7 +8,6 @@ stopped renewing its heartbeat is taken over by another process.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import io
 import json
 import logging
@@ -306,9 +305,7 @@ class ChapterWorker:
             resolved = await self._resolve(seg.voice, seg.instruct)
             problems: list[str] = []
             for attempt in range(1, MAX_ATTEMPTS + 1):
-                wav = await self._generate(
-                    resolved, seg, None if seed is None else derived_seed(seed, seg.index, attempt)
-                )
+                wav = await self._generate(resolved, seg, derived_seed(seed, seg.index, attempt))
                 samples = sf.info(io.BytesIO(wav)).frames
                 problem = norms.problem(seg.voice, seg.text, samples, SAMPLE_RATE)
                 if problem is None or attempt == MAX_ATTEMPTS:
@@ -332,7 +329,7 @@ class ChapterWorker:
         await self._heartbeat(state)
 
     async def _generate(self, resolved: ResolvedVoice, seg: Segment, seed: int | None) -> bytes:
-        item = dataclasses.replace(resolved.item(seg.text, seg.language), seed=seed)
+        item = resolved.item(seg.text, seg.language, seed)
         generating = self.service.generator.generate(resolved.spec, item)
         if resolved.job_id is None:
             return await generating

@@ -170,7 +170,7 @@ def add_openai_routes(
             plan = StreamRequest(
                 spec=voice.spec,
                 items=[
-                    voice.item(text, language, None if body.seed is None else derived_seed(body.seed, index))
+                    voice.item(text, language, derived_seed(body.seed, index))
                     for index, text in enumerate(sentences)
                 ],
                 response_format=body.response_format,
