@@ -117,7 +117,7 @@ class StepGraphs:
 
     def capture(self, decoder: SlotDecoder, buckets: Iterable[int]) -> None:
         """(no row holds a slot) Record a frame per bucket over the whole capacity, unless that is done already."""
-        if self.recorder is None or (self._replays and decoder.capacity == self._capacity):
+        if self.recorder is None or self._current(decoder):
             return
         self._forget()
         capacity = decoder.capacity
@@ -136,7 +136,7 @@ class StepGraphs:
 
     def frame(self, decoder: SlotDecoder, bucket: int, span: int, *, replay: bool = True) -> None:
         """One frame over slots ``[0, bucket)``: its graph's replay when there is one (and ``replay``), else eager."""
-        if self._replays and decoder.capacity != self._capacity:
+        if self._replays and not self._current(decoder):
             self._forget()  # the buffers grew: the graphs read the old ones (recorded again when the loop is idle)
         sampling = decoder.samples(bucket)  # host state: whether a row of the bucket samples
         if replay and (bucket, sampling) in self._replays:
@@ -146,7 +146,7 @@ class StepGraphs:
             decoder.frame(bucket, span, sampling=sampling)
 
     def status(self, decoder: SlotDecoder | None) -> dict[str, Any]:
-        captured = decoder is not None and bool(self._replays) and decoder.capacity == self._capacity
+        captured = decoder is not None and self._current(decoder)
         reason = self.reason
         if reason is None:
             reason = "no request yet" if decoder is None else "buffers grew: recorded again when idle"
@@ -162,6 +162,10 @@ class StepGraphs:
         """(the loop has stopped) Drop the graphs and their memory."""
         self._forget()
         self.reason = "released"
+
+    def _current(self, decoder: SlotDecoder) -> bool:
+        """Graphs are recorded, over ``decoder``'s buffers as they are now."""
+        return bool(self._replays) and decoder.capacity == self._capacity
 
     def _forget(self) -> None:
         self._replays = {}

@@ -178,6 +178,10 @@ class DecodeLoop:
             self._fail_all(RuntimeError("the model's decode loop has stopped"))
             self.graphs.release()
 
+    def _requests(self) -> list[Request]:
+        """The requests holding slots, each once."""
+        return list({id(r): r for r in self._running.values()}.values())
+
     def _take_slot(self) -> int:
         return heapq.heappop(self._free)
 
@@ -190,7 +194,7 @@ class DecodeLoop:
         metrics.ENGINE_SLOTS_OCCUPIED.labels(self.name).set(len(self._running))
 
     def _drop_cancelled(self) -> None:
-        for request in {id(r): r for r in self._running.values() if r.cancelled.is_set()}.values():
+        for request in [r for r in self._requests() if r.cancelled.is_set()]:
             for slot in list(request.slots):
                 self._give_back(slot)
         with self._changed:
@@ -201,8 +205,9 @@ class DecodeLoop:
     def _admit(self) -> None:
         while True:
             with self._changed:
-                self._make_room()
-                request = self._next()
+                urgent = next((r for r in self._waiting if r.urgency.urgent), None)
+                self._make_room(urgent)
+                request = self._next(urgent)
                 if request is None:
                     return
                 self._waiting.remove(request)
@@ -214,25 +219,22 @@ class DecodeLoop:
                     self._give_back(slot)
                 request.events.put(("error", exc))
 
-    def _next(self) -> Request | None:
-        """(under the lock) The request to admit now: the first urgent one, else (none waits) the first look-ahead
-        one; None when its rows do not fit the free slots (then no later request passes it)."""
-        first = next((r for r in self._waiting if r.urgency.urgent), None)
-        if first is None and self._waiting:
-            first = self._waiting[0]
+    def _next(self, urgent: Request | None) -> Request | None:
+        """(under the lock) The request to admit now: the first ``urgent`` one, else (none waits) the first
+        look-ahead one; None when its rows do not fit the free slots (then no later request passes it)."""
+        first = urgent if urgent is not None else (self._waiting[0] if self._waiting else None)
         return first if first is not None and first.rows <= len(self._free) else None
 
-    def _make_room(self) -> None:
-        """(under the lock) When the first urgent request's rows do not fit, take look-ahead requests (the latest
-        admitted first) back out of their slots: they wait again at their place in the queue and later redo their
-        frames, the same codes (a seeded row does not depend on when it runs), which their callers skip."""
-        urgent = next((r for r in self._waiting if r.urgency.urgent), None)
+    def _make_room(self, urgent: Request | None) -> None:
+        """(under the lock) When the first ``urgent`` request's rows do not fit, take look-ahead requests (the
+        latest admitted first) back out of their slots: they wait again at their place in the queue and later redo
+        their frames, the same codes (a seeded row does not depend on when it runs), which their callers skip."""
         if urgent is None or urgent.rows <= len(self._free):
             return
-        running = {id(r): r for r in self._running.values()}.values()
         # only requests whose rows all still run: a row that ended has handed over its codes
         movable = sorted(
-            (r for r in running if not r.urgency.urgent and len(r.slots) == r.rows), key=lambda r: r.admitted
+            (r for r in self._requests() if not r.urgency.urgent and len(r.slots) == r.rows),
+            key=lambda r: r.admitted,
         )
         if urgent.rows > len(self._free) + sum(r.rows for r in movable):
             return
@@ -338,7 +340,7 @@ class DecodeLoop:
             request.events.put(("end", done))
 
     def _fail_all(self, exc: BaseException) -> None:
-        for request in {id(r): r for r in self._running.values()}.values():
+        for request in self._requests():
             for slot in list(request.slots):
                 self._give_back(slot)
             request.events.put(("error", exc))
