@@ -36,6 +36,15 @@ class ClonePrompts:
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, Future[Any]] = OrderedDict()
 
+    def ready(self, key: str) -> Any | None:
+        """(never blocks) The prompt of ``key`` if it is computed already, else None."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or not entry.done() or entry.exception() is not None:
+                return None
+            self._entries.move_to_end(key)
+        return entry.result()
+
     def get(self, key: str, compute: Callable[[], Any]) -> tuple[Any, bool]:
         """(blocking) The prompt of ``key`` and whether it was there already (or being computed by another
         caller, which this one waited for); else ``compute()``'s, kept. A failed computation is not kept: its

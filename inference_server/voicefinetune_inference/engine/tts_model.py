@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from voicefinetune.settings import Settings
-from voicefinetune_inference.engine.clone_prompts import ClonePrompts, prompt_key
+from voicefinetune_inference.engine.clone_prompts import ClonePrompts
 from voicefinetune_inference.engine.lora import AdapterUse, adapters_for
 
 GIB = 1024**3
@@ -151,11 +151,10 @@ def clone_prompt(
 
 
 def shared_clone_prompt(
-    loaded: LoadedModel, waveform: np.ndarray, *, sample_rate: int, ref_text: str, use_xvec: bool
+    loaded: LoadedModel, key: str, waveform: np.ndarray, *, sample_rate: int, ref_text: str, use_xvec: bool
 ) -> tuple[Any, bool]:
-    """`clone_prompt`, computed once per reference while the model stays loaded (`clone_prompts`); also whether
-    it was found there (or computed by a request that asked at the same time)."""
-    key = prompt_key(waveform, sample_rate, ref_text=ref_text, use_xvec=use_xvec)
+    """`clone_prompt`, computed once per reference (``key``: its `prompt_key`) while the model stays loaded
+    (`clone_prompts`); also whether it was found there (or computed by a request that asked at the same time)."""
     return loaded.clone_prompts.get(
         key,
         lambda: clone_prompt(loaded, waveform, sample_rate=sample_rate, ref_text=ref_text, use_xvec=use_xvec),

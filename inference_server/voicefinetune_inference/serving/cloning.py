@@ -14,7 +14,7 @@ from voicefinetune_inference.audio.reference import Origin, RefAudioError, load_
 from voicefinetune_inference.caches.model_cache import ModelCache, ModelSpec
 from voicefinetune_inference.caches.model_loading import ModelLoader
 from voicefinetune_inference.engine import tts_model
-from voicefinetune_inference.engine.clone_prompts import reference_digest
+from voicefinetune_inference.engine.clone_prompts import prompt_key, reference_digest
 from voicefinetune_inference.serving.generation import Generator
 
 
@@ -54,18 +54,26 @@ class VoiceCloner:
         self, waveform: np.ndarray, *, rate: int, ref_text: str, use_xvec: bool
     ) -> tuple[ModelSpec, Any]:
         spec = await self.loader.shared_spec("base")
-        async with self.cache.use(spec) as loaded, self.generator.gpu_slots:
-            try:
-                prompt, found = await self.generator.on_gpu(
-                    tts_model.shared_clone_prompt,
-                    loaded,
-                    waveform,
-                    sample_rate=rate,
-                    ref_text=ref_text,
-                    use_xvec=use_xvec,
-                )
-            except (ValueError, RuntimeError) as exc:
-                raise RefAudioError(f"the reference audio could not be used for cloning: {exc}") from exc
+        key = prompt_key(waveform, rate, ref_text=ref_text, use_xvec=use_xvec)
+        async with self.cache.use(spec) as loaded:
+            prompt = loaded.clone_prompts.ready(key)  # a computed prompt needs no GPU slot
+            found = prompt is not None
+            if not found:
+                async with self.generator.gpu_slots:
+                    try:
+                        prompt, found = await self.generator.on_gpu(
+                            tts_model.shared_clone_prompt,
+                            loaded,
+                            key,
+                            waveform,
+                            sample_rate=rate,
+                            ref_text=ref_text,
+                            use_xvec=use_xvec,
+                        )
+                    except (ValueError, RuntimeError) as exc:
+                        raise RefAudioError(
+                            f"the reference audio could not be used for cloning: {exc}"
+                        ) from exc
         if found:
             self.clone_prompt_hits += 1
             metrics.CLONE_PROMPT_CACHE_HITS.inc()

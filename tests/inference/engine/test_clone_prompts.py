@@ -88,3 +88,16 @@ def test_a_caller_asking_during_the_computation_waits_for_it(fails):
         assert answers == {"first": "not a voice", "second": "not a voice"} and len(prompts) == 0
     else:
         assert answers == {"first": ("prompt by first", False), "second": ("prompt by first", True)}
+
+
+def test_ready_answers_only_a_computed_prompt_without_waiting():
+    prompts = ClonePrompts(capacity=2)
+    assert prompts.ready("a") is None
+    with pytest.raises(ValueError):
+        prompts.get("a", lambda: (_ for _ in ()).throw(ValueError("not a voice")))
+    assert prompts.ready("a") is None  # a failure is not a prompt
+    prompts.get("a", lambda: "prompt of a")
+    prompts.get("b", lambda: "prompt of b")
+    assert prompts.ready("a") == "prompt of a"  # and a is now the most recently used
+    prompts.get("c", lambda: "prompt of c")
+    assert (prompts.ready("a"), prompts.ready("b")) == ("prompt of a", None)

@@ -84,6 +84,18 @@ async def test_one_reference_is_encoded_once_for_concurrent_requests_until_its_m
     assert (service.cloner.clone_prompts, service.cloner.clone_prompt_hits) == (2, 4)
 
 
+async def test_a_kept_prompt_is_served_while_every_gpu_slot_is_taken(make_service, kit):
+    service = await make_service(gpu_max_concurrency=1)
+    reference = base64.b64encode(kit.reference_wav()).decode()
+    async with kit.http_client(service) as client:
+        first = await client.post("/v1/audio/speech", json=speech(reference))
+        assert first.status_code == 200, first.text
+        async with service.generator.gpu_slots:  # e.g. a fused batch of the batch scheduler holds it
+            again = await asyncio.wait_for(client.post("/v1/audio/speech", json=speech(reference)), 20)
+    assert again.status_code == 200 and again.content == first.content
+    assert (service.cloner.clone_prompts, service.cloner.clone_prompt_hits) == (1, 1)
+
+
 async def test_missing_or_bad_reference_fields_are_400_naming_the_field(make_service, kit):
     service = await make_service()
     encoded = base64.b64encode(kit.reference_wav()).decode()
