@@ -35,21 +35,22 @@ def masks(config: Any, batch: int, frames: int, device: torch.device) -> dict[st
     for layer_type in set(config.layer_types):
         if layer_type not in windows:
             raise ValueError(f"no plain mask for {layer_type!r} layers")
-        mask = _mask(frames, windows[layer_type], device, torch.is_inference_mode_enabled())
-        built[layer_type] = mask.expand(batch, 1, frames, frames).contiguous()  # masking_utils' layout
+        built[layer_type] = _mask(
+            batch, frames, windows[layer_type], device, torch.is_inference_mode_enabled()
+        )
     return built
 
 
 @functools.lru_cache(maxsize=32)
-def _mask(frames: int, window: int | None, device: torch.device, inference: bool) -> torch.Tensor:
-    """Cached: a stream asks for the same few lengths chunk after chunk, and on shared cores even these few ops
+def _mask(batch: int, frames: int, window: int | None, device: torch.device, inference: bool) -> torch.Tensor:
+    """Cached: a stream asks for the same few shapes chunk after chunk, and on shared cores even these few ops
     can wait for a busy thread. ``inference`` keys the cache because a mask made in inference mode cannot be used
-    where autograd records."""
+    where autograd records. Laid out as masking_utils' (the batch materialised), read only by attention."""
     position = torch.arange(frames, device=device)
     mask = position[None, :] <= position[:, None]
     if window is not None:
         mask &= position[None, :] > position[:, None] - window
-    return mask[None, None]
+    return mask.expand(batch, 1, frames, frames).contiguous()
 
 
 def _supply_masks(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any] | None:

@@ -3,12 +3,14 @@ while another computes the same prompt waits for that computation, and a failed 
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 import time
 
+import numpy as np
 import pytest
-from voicefinetune_inference.engine.clone_prompts import ClonePrompts
+from voicefinetune_inference.engine.clone_prompts import ClonePrompts, prompt_key
 
 
 def test_the_least_recently_used_prompt_goes_beyond_the_capacity():
@@ -101,3 +103,16 @@ def test_ready_answers_only_a_computed_prompt_without_waiting():
     assert prompts.ready("a") == "prompt of a"  # and a is now the most recently used
     prompts.get("c", lambda: "prompt of c")
     assert (prompts.ready("a"), prompts.ready("b")) == ("prompt of a", None)
+
+
+def test_the_prompt_key_ignores_the_transcript_only_in_x_vector_mode():
+    samples = np.sin(np.arange(2400, dtype=np.float32) / 7)
+    key = functools.partial(prompt_key, samples, 24000)
+    assert key(ref_text="one", use_xvec=True) == key(ref_text="two", use_xvec=True)
+    assert key(ref_text="one", use_xvec=False) != key(ref_text="two", use_xvec=False)
+    assert key(ref_text="one", use_xvec=False) != key(ref_text="one ", use_xvec=False)  # as the model gets it
+    assert key(ref_text="", use_xvec=True) != key(ref_text="", use_xvec=False)
+    assert prompt_key(samples, 16000, ref_text="one", use_xvec=False) != key(ref_text="one", use_xvec=False)
+    assert prompt_key(samples[1:], 24000, ref_text="one", use_xvec=False) != key(
+        ref_text="one", use_xvec=False
+    )

@@ -8,6 +8,7 @@ The released shape itself is measured by bench/codec_context.py.
 
 from __future__ import annotations
 
+import copy
 import cProfile
 import pstats
 import threading
@@ -147,6 +148,32 @@ def test_plain_masks_equal_transformers_masks(eight_layers, frames):
     assert list(got) == ["sliding_attention"]
     assert got["sliding_attention"].dtype == want.dtype == torch.bool
     assert torch.equal(got["sliding_attention"], want)
+
+
+@pytest.mark.parametrize("frames", [1, 72, 160])
+def test_a_full_attention_layer_gets_transformers_causal_mask(eight_layers, frames):
+    """The released decoder's layers all slide; a config with full-attention layers gets masking_utils' causal
+    mask for those (and still the sliding one for the others)."""
+    from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
+
+    config = copy.deepcopy(eight_layers.pre_transformer.config)
+    # the decoder's config derives layer_types (all sliding) in a read-only property
+    config.__class__ = type(
+        "MixedLayers", (type(config),), {"layer_types": ["full_attention", "sliding_attention"] * 4}
+    )
+    embeds = torch.zeros(3, frames, config.hidden_size)
+    positions = torch.arange(frames)
+    arguments = (config, embeds, None, positions, None)
+    want = {
+        "full_attention": create_causal_mask(*arguments, position_ids=positions[None]),
+        "sliding_attention": create_sliding_window_causal_mask(*arguments, position_ids=positions[None]),
+    }
+    got = codec_mask.masks(config, 3, frames, embeds.device)
+    assert sorted(got) == sorted(want)
+    for layer_type, mask in want.items():
+        assert torch.equal(got[layer_type], mask), layer_type
+    if frames > 72:
+        assert not torch.equal(got["full_attention"], got["sliding_attention"])
 
 
 @pytest.mark.parametrize("frames", [40, 160])  # below and above the 72-frame window
