@@ -89,6 +89,15 @@ def test_bad_form_fields_are_refused_like_json(client: TestClient, dataset_zip: 
     assert client.get("/jobs").json() == []
 
 
+def test_a_multipart_method_other_than_full_or_lora_names_both(client: TestClient, dataset_zip: Path) -> None:
+    with open(dataset_zip, "rb") as handle:
+        r = client.post(
+            "/finetune", files={"dataset": handle}, data={"speaker_name": "Hero", "method": "dora"}
+        )
+    assert r.status_code == 422, r.text
+    assert "method" in r.json()["detail"] and "Input should be 'full' or 'lora'" in r.json()["detail"]
+
+
 def test_missing_dataset_key_is_named(client: TestClient) -> None:
     r = client.post("/finetune", json=body(dataset_s3_key="datasets/nobody/missing.zip"))
     assert r.status_code == 400
