@@ -33,6 +33,7 @@ bench: setup
 	$(VENV)/bin/python -m bench.engine --write-docs
 	$(VENV)/bin/python -m bench.concurrency --write-docs
 	$(VENV)/bin/python -m bench.longform --write-docs
+	$(VENV)/bin/python -m bench.chapter_assembly --write-docs
 	$(VENV)/bin/python -m bench.lora --write-docs
 
 # Mutation testing over the safety-critical modules (slow; not part of `make test`): writes docs/testing.md.

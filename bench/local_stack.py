@@ -14,38 +14,47 @@ from typing import Any
 
 
 @contextlib.contextmanager
-def local_stack(name: str, **settings: Any) -> Iterator[tuple[Path, Any, Any]]:
-    """(work folder, tiny models, Settings) for the benchmark ``name``; ``settings`` override the defaults.
-    ``VFT_TINY_MODELS_DIR`` reuses tiny models built before."""
+def moto_server() -> Iterator[str]:
+    """A moto S3 server over HTTP on loopback: its endpoint URL."""
     from moto.server import ThreadedMotoServer
 
-    from voicefinetune.devtools.tiny_models import ensure_tiny_models
-    from voicefinetune.settings import Settings
-
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's request log
-    work = Path(tempfile.mkdtemp(prefix=f"vft-bench-{name}-"))
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     moto.start()
     host, port = moto.get_host_and_port()
     try:
-        tiny_dir = Path(os.environ.get("VFT_TINY_MODELS_DIR") or work / "tiny")
-        tiny = ensure_tiny_models(tiny_dir)
-        yield (
-            work,
-            tiny,
-            Settings(
-                device="cpu",
-                use_flash_attn=False,
-                tiny_models=True,
-                tiny_models_dir=tiny_dir,
-                s3_access_key="bench",
-                s3_secret_key="bench",
-                s3_bucket="bench",
-                s3_endpoint_url=f"http://{host}:{port}",
-                gpu_idle_timeout=0,
-                **settings,
-            ),
-        )
+        yield f"http://{host}:{port}"
     finally:
         moto.stop()
+
+
+@contextlib.contextmanager
+def local_stack(name: str, **settings: Any) -> Iterator[tuple[Path, Any, Any]]:
+    """(work folder, tiny models, Settings) for the benchmark ``name``; ``settings`` override the defaults.
+    ``VFT_TINY_MODELS_DIR`` reuses tiny models built before."""
+    from voicefinetune.devtools.tiny_models import ensure_tiny_models
+    from voicefinetune.settings import Settings
+
+    work = Path(tempfile.mkdtemp(prefix=f"vft-bench-{name}-"))
+    try:
+        with moto_server() as endpoint:
+            tiny_dir = Path(os.environ.get("VFT_TINY_MODELS_DIR") or work / "tiny")
+            tiny = ensure_tiny_models(tiny_dir)
+            yield (
+                work,
+                tiny,
+                Settings(
+                    device="cpu",
+                    use_flash_attn=False,
+                    tiny_models=True,
+                    tiny_models_dir=tiny_dir,
+                    s3_access_key="bench",
+                    s3_secret_key="bench",
+                    s3_bucket="bench",
+                    s3_endpoint_url=endpoint,
+                    gpu_idle_timeout=0,
+                    **settings,
+                ),
+            )
+    finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -183,9 +183,13 @@ class Storage:
             lambda: self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type),
         )
 
-    def upload_file(self, path: Path, key: str) -> None:
+    def upload_file(self, path: Path, key: str, content_type: str | None = None) -> None:
+        extra = {"ContentType": content_type} if content_type else None
         self._upload(
-            key, lambda: self.client.upload_file(str(path), self.bucket, key, Config=self._transfer())
+            key,
+            lambda: self.client.upload_file(
+                str(path), self.bucket, key, ExtraArgs=extra, Config=self._transfer()
+            ),
         )
 
     def _upload(self, key: str, send: Callable[[], object]) -> None:

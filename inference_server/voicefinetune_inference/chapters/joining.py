@@ -40,16 +40,30 @@ def levelled(samples: np.ndarray) -> np.ndarray:
     return out
 
 
-def join(segments: list[np.ndarray], pauses_ms: list[int]) -> tuple[np.ndarray, list[Placed]]:
-    """The chapter's samples and where each segment lies in them; ``pauses_ms[i]`` of silence follow segment i."""
-    pieces: list[np.ndarray] = []
+def silence(pause_ms: int) -> np.ndarray:
+    return np.zeros(round(pause_ms * SAMPLE_RATE / 1000), dtype=np.float32)
+
+
+def placements(sizes: list[int], pauses_ms: list[int]) -> tuple[list[Placed], int]:
+    """Where segments of ``sizes`` samples lie when each is followed by its pause (levelling keeps a size), and
+    the whole chapter's length in samples."""
     placed: list[Placed] = []
     cursor = 0
-    for samples, pause_ms in zip(segments, pauses_ms, strict=True):
-        speech = levelled(samples)
-        placed.append(Placed(cursor, cursor + speech.size))
-        silence = np.zeros(round(pause_ms * SAMPLE_RATE / 1000), dtype=np.float32)
-        pieces += [speech, silence]
-        cursor += speech.size + silence.size
+    for size, pause_ms in zip(sizes, pauses_ms, strict=True):
+        placed.append(Placed(cursor, cursor + size))
+        cursor += size + silence(pause_ms).size
+    return placed, cursor
+
+
+def join(segments: list[np.ndarray], pauses_ms: list[int]) -> tuple[np.ndarray, list[Placed]]:
+    """The chapter's samples, in memory, and where each segment lies in them; ``pauses_ms[i]`` of silence follow
+    segment i. (A chapter is written segment by segment, `assembly`; this is the same sum at once.)"""
+    pieces = [
+        piece
+        for samples, pause_ms in zip(segments, pauses_ms, strict=True)
+        for piece in (levelled(samples), silence(pause_ms))
+    ]
     audio = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
+    placed, length = placements([np.asarray(s).size for s in segments], pauses_ms)
+    assert audio.size == length
     return audio, placed

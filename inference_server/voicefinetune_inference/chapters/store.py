@@ -10,6 +10,7 @@ Every call blocks (boto3): callers run them in threads.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from voicefinetune.storage import Storage, build_key
@@ -71,15 +72,26 @@ class ChapterStore:
         keys = (o.key for o in self.storage.list(work_prefix(synthesis_id) + "segments/"))
         return {int(key.rsplit("/", 1)[1].split(".")[0]) for key in keys if key.endswith(".json")}
 
-    def segment(self, synthesis_id: str, index: int) -> tuple[bytes, dict[str, Any]]:
-        wav = self.storage.read_bytes(_segment(synthesis_id, index, "wav"))
-        record = self._get_json(_segment(synthesis_id, index, "json"))
-        if wav is None or record is None:
-            raise FileNotFoundError(f"segment {index} of synthesis {synthesis_id} is missing from S3")
-        return wav, record
+    def segment_record(self, synthesis_id: str, index: int) -> dict[str, Any]:
+        return self._present(self._get_json(_segment(synthesis_id, index, "json")), synthesis_id, index)
 
-    def put_output(self, key: str, data: bytes, content_type: str) -> None:
-        self.storage.upload_bytes(data, key, content_type=content_type)
+    def segment_audio(self, synthesis_id: str, index: int) -> bytes:
+        return self._present(
+            self.storage.read_bytes(_segment(synthesis_id, index, "wav")), synthesis_id, index
+        )
+
+    @staticmethod
+    def _present(value: Any, synthesis_id: str, index: int) -> Any:
+        if value is None:
+            raise FileNotFoundError(f"segment {index} of synthesis {synthesis_id} is missing from S3")
+        return value
+
+    def put_output(self, key: str, data: bytes | Path, content_type: str) -> None:
+        """An output from memory, or from a file (the chapter's audio: a multipart upload when large)."""
+        if isinstance(data, Path):
+            self.storage.upload_file(data, key, content_type=content_type)
+        else:
+            self.storage.upload_bytes(data, key, content_type=content_type)
 
     def delete(self, synthesis_id: str, output_keys: list[str]) -> None:
         for key in output_keys:

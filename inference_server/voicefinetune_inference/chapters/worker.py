@@ -12,19 +12,21 @@ import io
 import json
 import logging
 import socket
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-import numpy as np
 import soundfile as sf
 
 from voicefinetune.schemas import SAMPLE_RATE, InvalidInput
 from voicefinetune.seeds import derived_seed
 from voicefinetune.webhooks import WebhookSender, check_webhook_url, event_body
 from voicefinetune_inference.chapters import metrics
-from voicefinetune_inference.chapters.files import FORMATS, encode
-from voicefinetune_inference.chapters.joining import join
+from voicefinetune_inference.chapters.assembly import write_chapter
+from voicefinetune_inference.chapters.files import FORMATS
+from voicefinetune_inference.chapters.joining import placements
 from voicefinetune_inference.chapters.planning import (
     check_synthesis_id,
     new_synthesis_id,
@@ -346,16 +348,20 @@ class ChapterWorker:
 
     async def _assemble(self, state: dict[str, Any], plan: dict[str, Any], segments: list[Segment]) -> None:
         synthesis_id = state["synthesis_id"]
-
-        def fetch(index: int) -> tuple[np.ndarray, dict[str, Any]]:
-            wav, record = self.store.segment(synthesis_id, index)
-            samples, _rate = sf.read(io.BytesIO(wav), dtype="float32", always_2d=False)
-            return samples, record
-
-        fetched = await asyncio.gather(*(asyncio.to_thread(fetch, s.index) for s in segments))
-        audio, placed = await asyncio.to_thread(
-            join, [samples for samples, _ in fetched], [s.pause_ms for s in segments]
+        records = await asyncio.gather(
+            *(asyncio.to_thread(self.store.segment_record, synthesis_id, s.index) for s in segments)
         )
+        placed, length = placements([r["samples"] for r in records], [s.pause_ms for s in segments])
+        markers = _item_markers(segments, placed)
+        extension, content_type = FORMATS[plan["format"]]
+        keys = output_keys(synthesis_id, plan)
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="chapter-", dir=self.settings.data_dir) as scratch:
+            audio_file = Path(scratch) / f"{synthesis_id}.{extension}"
+            await asyncio.to_thread(
+                write_chapter, self.store, synthesis_id, segments, placed, plan["format"], markers, audio_file
+            )
+            await asyncio.to_thread(self.store.put_output, keys["s3_key"], audio_file, content_type)
         entries = [
             {
                 "index": s.index,
@@ -367,12 +373,9 @@ class ChapterWorker:
                 "attempts": record["attempts"],
                 "seed": record.get("seed"),
             }
-            for s, where, (_, record) in zip(segments, placed, fetched, strict=True)
+            for s, where, record in zip(segments, placed, records, strict=True)
         ]
-        markers = _item_markers(segments, placed)
-        data = await asyncio.to_thread(encode, audio, plan["format"], markers)
-        keys = output_keys(synthesis_id, plan)
-        duration = audio.size / SAMPLE_RATE
+        duration = length / SAMPLE_RATE
         manifest = {
             "synthesis_id": synthesis_id,
             "book_id": plan["book_id"],
@@ -385,7 +388,6 @@ class ChapterWorker:
         }
         cues = [(e["start"], e["end"], e["text"]) for e in entries]
         outputs = [
-            (keys["s3_key"], data, FORMATS[plan["format"]][1]),
             (keys["manifest_s3_key"], json.dumps(manifest, indent=1).encode(), "application/json"),
             (keys["subtitles_s3_key"], webvtt(cues).encode(), "text/vtt"),
             (keys["srt_s3_key"], srt(cues).encode(), "application/x-subrip"),
