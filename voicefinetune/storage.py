@@ -38,6 +38,10 @@ class StorageNotConfigured(StorageError):
     """S3 credentials are not set (E2E_ACCESS_KEY / E2E_SECRET_KEY)."""
 
 
+class ObjectChanged(StorageError):
+    """A conditional write found the object changed since it was read (S3's 412 Precondition Failed)."""
+
+
 class UnsafeKey(ValueError):
     """A key segment that could escape its prefix or confuse S3 tools."""
 
@@ -183,6 +187,23 @@ class Storage:
             lambda: self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type),
         )
 
+    def replace_if_unchanged(self, data: bytes, key: str, etag: str, content_type: str) -> None:
+        """Overwrite ``key`` only if it still has ``etag`` (S3's conditional write, ``If-Match``); ObjectChanged
+        when another writer came first. A store without conditional writes (501) gets a plain overwrite."""
+        try:
+            self.client.put_object(
+                Bucket=self.bucket, Key=key, Body=data, ContentType=content_type, IfMatch=etag
+            )
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if code in {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}:
+                raise ObjectChanged(f"s3://{self.bucket}/{key} changed since it was read") from exc
+            if code not in {"NotImplemented", "501"}:
+                raise self._fail("upload", key, exc) from exc
+            self.upload_bytes(data, key, content_type=content_type)
+        except BotoCoreError as exc:
+            raise self._fail("upload", key, exc) from exc
+
     def upload_file(self, path: Path, key: str, content_type: str | None = None) -> None:
         extra = {"ContentType": content_type} if content_type else None
         self._upload(
@@ -221,8 +242,14 @@ class Storage:
 
     def read_bytes(self, key: str) -> bytes | None:
         """A small object's bytes; None when there is none under ``key``."""
+        read = self.read_versioned(key)
+        return None if read is None else read[0]
+
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        """A small object's bytes and its ETag (for `replace_if_unchanged`); None when there is none."""
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            answer = self.client.get_object(Bucket=self.bucket, Key=key)
+            return answer["Body"].read(), answer["ETag"]
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
                 return None

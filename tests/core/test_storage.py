@@ -4,7 +4,15 @@ import pytest
 import requests
 
 from voicefinetune.settings import Settings
-from voicefinetune.storage import Storage, StorageError, StorageNotConfigured, UnsafeKey, audio_key, build_key
+from voicefinetune.storage import (
+    ObjectChanged,
+    Storage,
+    StorageError,
+    StorageNotConfigured,
+    UnsafeKey,
+    audio_key,
+    build_key,
+)
 
 
 def test_build_key_joins_safe_segments():
@@ -58,6 +66,18 @@ def test_roundtrip_on_a_real_s3_server(storage, tmp_path):
     with pytest.raises(FileNotFoundError, match="missing-key"):
         storage.download_file("missing-key", tmp_path / "x")
     assert storage.delete_prefix("checkpoints/j") == 2
+
+
+def test_a_conditional_write_over_a_version_another_writer_replaced_is_refused(storage):
+    storage.upload_bytes(b"first", "state/x.json", content_type="application/json")
+    data, version = storage.read_versioned("state/x.json")
+    _, same_version = storage.read_versioned("state/x.json")
+    assert (data, same_version) == (b"first", version)
+    storage.replace_if_unchanged(b"mine", "state/x.json", version, "application/json")
+    with pytest.raises(ObjectChanged, match="state/x.json changed since it was read"):
+        storage.replace_if_unchanged(b"theirs", "state/x.json", same_version, "application/json")
+    assert storage.read_bytes("state/x.json") == b"mine"
+    assert storage.read_versioned("missing.json") is None
 
 
 def test_unreachable_server_fails_clearly(tmp_path):

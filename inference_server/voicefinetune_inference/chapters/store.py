@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from voicefinetune.storage import Storage, build_key
+from voicefinetune.storage import ObjectChanged, Storage, build_key
 
 WORK_PREFIX = "synthesis"
 
@@ -55,6 +55,25 @@ class ChapterStore:
 
     def state(self, synthesis_id: str) -> dict[str, Any] | None:
         return self._get_json(work_prefix(synthesis_id) + "state.json")
+
+    def versioned_state(self, synthesis_id: str) -> tuple[dict[str, Any], str] | None:
+        """The state and its version (ETag), for `claim`."""
+        read = self.storage.read_versioned(work_prefix(synthesis_id) + "state.json")
+        return None if read is None else (json.loads(read[0]), read[1])
+
+    def claim(self, synthesis_id: str, state: dict[str, Any], version: str) -> bool:
+        """Save ``state`` (naming its new owner) only over ``version``: False when another process saved the
+        chapter since, e.g. took it over first."""
+        try:
+            self.storage.replace_if_unchanged(
+                json.dumps(state).encode(),
+                work_prefix(synthesis_id) + "state.json",
+                version,
+                "application/json",
+            )
+        except ObjectChanged:
+            return False
+        return True
 
     def states(self) -> list[dict[str, Any]]:
         keys = [o.key for o in self.storage.list(WORK_PREFIX + "/") if o.key.endswith("/state.json")]

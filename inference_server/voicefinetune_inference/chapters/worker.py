@@ -115,14 +115,24 @@ class ChapterWorker:
 
     async def resume(self, listed: list[dict[str, Any]]) -> None:
         """Run the chapters among ``listed`` (states read from S3) that are unfinished and have no live owner.
-        Each is read again before it is taken up: a DELETE may have ended it since the listing."""
+        Each is read again before it is taken up (a DELETE may have ended it since the listing) and claimed with a
+        conditional write of that version: of two processes that find a chapter stale at once, one runs it."""
         for candidate in listed:
             if self._orphaned(candidate):
                 async with self._transition(candidate["synthesis_id"]):
-                    state = await asyncio.to_thread(self.store.state, candidate["synthesis_id"])
-                    if state is not None and self._orphaned(state):
-                        log.info("resuming chapter %s (%s)", state["synthesis_id"], state["status"])
-                        self._start(state)
+                    await self._take_over(candidate["synthesis_id"])
+
+    async def _take_over(self, synthesis_id: str) -> None:
+        read = await asyncio.to_thread(self.store.versioned_state, synthesis_id)
+        if read is None or not self._orphaned(read[0]):
+            return
+        state, version = read
+        state.update(owner=self.owner, updated_at=time.time())
+        if not await asyncio.to_thread(self.store.claim, synthesis_id, state, version):
+            log.info("chapter %s was taken over by another process first", synthesis_id)
+            return
+        log.info("resuming chapter %s (%s)", synthesis_id, state["status"])
+        self._start(state)
 
     def _orphaned(self, state: dict[str, Any]) -> bool:
         if state["status"] not in ACTIVE_STATUSES or state["synthesis_id"] in self._running:
