@@ -9,8 +9,11 @@ DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
 
 def write_section(heading: str, text: str) -> None:
-    """Replace what stands under ``heading`` (up to the next ``## `` heading) with ``text``."""
+    """Replace what stands under ``heading`` (up to the next ``## `` heading) with ``text``; a new heading goes
+    at the end."""
     docs = DOCS.read_text(encoding="utf-8")
+    if heading not in docs:
+        docs = docs.rstrip("\n") + "\n\n" + heading + "\n"
     start = docs.index(heading) + len(heading)
     end = docs.find("\n## ", start)
     end = len(docs) if end < 0 else end
