@@ -68,15 +68,23 @@ async def test_the_resumer_takes_over_a_stale_chapter_of_another_process_as_its_
     await service.start()
     gone, taker = ChapterWorker(service, owner="gone"), ChapterWorker(service, owner="taker")
     try:
-        submitted = await gone.submit(SynthesisRequest(text=" ".join(sentences(3)), voice="alloy"))
+        submitted = await gone.submit(SynthesisRequest(text=" ".join(sentences(12)), voice="alloy"))
         synthesis_id = submitted.synthesis_id
+        deadline = time.monotonic() + 30
+        while len(done := await asyncio.to_thread(gone.store.done_segments, synthesis_id)) < 2:
+            assert time.monotonic() < deadline, "the first process rendered no segments"
+            await asyncio.sleep(0.02)
         await gone.stop()  # its process stops: the chapter stays running in S3, its lease runs out
         state = await asyncio.to_thread(taker.store.state, synthesis_id)
-        state["updated_at"] = time.time() - LEASE_SECONDS - 1
+        assert state["status"] in ACTIVE_STATUSES
+        # as its last heartbeat left it: before any segment was done, long ago
+        state.update(done_segments=0, updated_at=time.time() - LEASE_SECONDS - 1)
         await asyncio.to_thread(taker.store.save_state, synthesis_id, state)
 
         await taker.resume(await asyncio.to_thread(taker.store.states))
         assert (await asyncio.to_thread(taker.store.state, synthesis_id))["owner"] == "taker"
+        # counted from S3 at once, not from the last heartbeat of the process that is gone
+        assert (await taker.status(synthesis_id)).progress.done_segments >= len(done)
         deadline = time.monotonic() + 45
         while (await taker.status(synthesis_id)).status in ACTIVE_STATUSES:
             assert time.monotonic() < deadline, "the taken-over chapter did not finish"

@@ -127,7 +127,9 @@ class ChapterWorker:
         if read is None or not self._orphaned(read[0]):
             return
         state, version = read
-        state.update(owner=self.owner, updated_at=time.time())
+        # its last heartbeat may predate segments done since: a status read before `_work` counts them is right
+        done = await asyncio.to_thread(self.store.done_segments, synthesis_id)
+        state.update(owner=self.owner, updated_at=time.time(), done_segments=len(done))
         if not await asyncio.to_thread(self.store.claim, synthesis_id, state, version):
             log.info("chapter %s was taken over by another process first", synthesis_id)
             return
