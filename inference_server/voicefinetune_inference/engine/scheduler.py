@@ -135,12 +135,14 @@ class DecodeLoop:
     def status(self) -> dict[str, Any]:
         with self._changed:
             waiting = len(self._waiting)
+            look_ahead = sum(not request.urgency.urgent for request in self._waiting)
         elapsed = max(time.monotonic() - self._started, 1e-9)
         return {
             "scheduler": "continuous",
             "slots": self.slots,
             "rows_running": len(self._running),
             "queue": waiting,
+            "queue_look_ahead": look_ahead,  # of which a stream's sentences its client does not wait on yet
             "graphs": self.graphs.status(self._decoder),
             "frames_per_second": round(self.row_frames / elapsed, 2),
         }
