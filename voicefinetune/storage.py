@@ -17,7 +17,7 @@ from pathlib import Path
 import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from .public_text import PublicText
 from .schemas import PRESIGNED_URL_SECONDS
@@ -189,17 +189,20 @@ class Storage:
 
     def replace_if_unchanged(self, data: bytes, key: str, etag: str, content_type: str) -> None:
         """Overwrite ``key`` only if it still has ``etag`` (S3's conditional write, ``If-Match``); ObjectChanged
-        when another writer came first. A store without conditional writes (501) gets a plain overwrite."""
+        when another writer came first or the object is gone. A store without conditional writes (501), or a
+        botocore too old to send ``If-Match``, gets a plain overwrite."""
         try:
             self.client.put_object(
                 Bucket=self.bucket, Key=key, Body=data, ContentType=content_type, IfMatch=etag
             )
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code")
-            if code in {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}:
+            if code in {"PreconditionFailed", "412", "ConditionalRequestConflict", "409", "NoSuchKey", "404"}:
                 raise ObjectChanged(f"s3://{self.bucket}/{key} changed since it was read") from exc
             if code not in {"NotImplemented", "501"}:
                 raise self._fail("upload", key, exc) from exc
+            self.upload_bytes(data, key, content_type=content_type)
+        except ParamValidationError:
             self.upload_bytes(data, key, content_type=content_type)
         except BotoCoreError as exc:
             raise self._fail("upload", key, exc) from exc

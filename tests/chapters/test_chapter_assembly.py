@@ -5,12 +5,18 @@ is random); segments come from S3 (moto) and their records' sample counts place 
 from __future__ import annotations
 
 import io
+import threading
 
 import numpy as np
 import pytest
 import soundfile as sf
 from voicefinetune_inference.audio.wav import to_wav_bytes
-from voicefinetune_inference.chapters.assembly import write_chapter
+from voicefinetune_inference.chapters.assembly import (
+    AssemblyStopped,
+    clear_scratch,
+    publish_chapter,
+    write_chapter,
+)
 from voicefinetune_inference.chapters.files import FORMATS, ChapterAudio, encode
 from voicefinetune_inference.chapters.joining import join, placements
 from voicefinetune_inference.chapters.segmenting import Segment
@@ -59,7 +65,7 @@ def stored_segments(
     return store, segments
 
 
-@pytest.mark.parametrize("audio_format", ["wav", "m4b", "opus"])
+@pytest.mark.parametrize("audio_format", sorted(FORMATS))
 def test_a_chapter_from_s3_is_the_in_memory_join_encoded_whole(storage, tmp_path, audio_format):
     sizes, pauses = [24_000, 7_000, 31_000, 12_345, 40_000, 1_920], [250, 600, 250, 0, 250, 600]
     store, segments = stored_segments(storage, sizes, pauses)
@@ -79,3 +85,25 @@ def test_a_segment_whose_audio_disagrees_with_its_record_is_refused(storage, tmp
     placed, _ = placements([24_000, 7_001], [250, 250])
     with pytest.raises(ValueError, match="segment 1 of synthesis assembled has 7000 samples in S3 but 7001"):
         write_chapter(store, SYNTHESIS, segments, placed, "wav", [], tmp_path / "chapter.wav")
+
+
+def test_a_stopped_assembly_uploads_nothing_and_leaves_no_folder(storage, tmp_path):
+    store, segments = stored_segments(storage, [24_000, 7_000, 12_000], [250, 250, 0])
+    placed, _ = placements([24_000, 7_000, 12_000], [250, 250, 0])
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(AssemblyStopped):
+        publish_chapter(store, SYNTHESIS, segments, placed, "wav", [], "audio/x/chapter.wav", tmp_path, stop)
+    assert list(tmp_path.iterdir()) == [] and not storage.exists("audio/x/chapter.wav")
+
+    publish_chapter(
+        store, SYNTHESIS, segments, placed, "wav", [], "audio/x/chapter.wav", tmp_path, threading.Event()
+    )
+    assert list(tmp_path.iterdir()) == [] and storage.head("audio/x/chapter.wav").size > 0
+
+
+def test_folders_a_stopped_process_left_are_cleared(tmp_path):
+    (tmp_path / "chapter-abc" / "inner").mkdir(parents=True)
+    (tmp_path / "jobs").mkdir()
+    clear_scratch(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["jobs"]

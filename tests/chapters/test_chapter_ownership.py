@@ -77,9 +77,16 @@ async def test_the_resumer_takes_over_a_stale_chapter_of_another_process_as_its_
         await gone.stop()  # its process stops: the chapter stays running in S3, its lease runs out
         state = await asyncio.to_thread(taker.store.state, synthesis_id)
         assert state["status"] in ACTIVE_STATUSES
-        # as its last heartbeat left it: before any segment was done, long ago
+        # as its last heartbeat left it: before any segment was done, long ago (written again until it stays: a
+        # write of the stopped process may still have been on its way)
         state.update(done_segments=0, updated_at=time.time() - LEASE_SECONDS - 1)
-        await asyncio.to_thread(taker.store.save_state, synthesis_id, state)
+        deadline = time.monotonic() + 10
+        while True:
+            await asyncio.to_thread(taker.store.save_state, synthesis_id, state)
+            await asyncio.sleep(0.2)
+            if await asyncio.to_thread(taker.store.state, synthesis_id) == state:
+                break
+            assert time.monotonic() < deadline, "the stopped process kept writing the chapter's state"
 
         await taker.resume(await asyncio.to_thread(taker.store.states))
         assert (await asyncio.to_thread(taker.store.state, synthesis_id))["owner"] == "taker"

@@ -5,21 +5,26 @@ read (the M4B file's chapter marks are written first); each segment's audio is c
 
 from __future__ import annotations
 
+import contextlib
 import io
+import shutil
+import tempfile
+import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
-from voicefinetune_inference.chapters.files import ChapterAudio
+from voicefinetune_inference.chapters.files import FORMATS, ChapterAudio
 from voicefinetune_inference.chapters.joining import Placed, levelled, silence
 from voicefinetune_inference.chapters.segmenting import Segment
 from voicefinetune_inference.chapters.store import ChapterStore
 
 LOOKAHEAD = 4  # segments fetched ahead of the one being written
+SCRATCH_PREFIX = "chapter-"  # the folder of a file being written, under VFT_DATA_DIR
 
 
 def segment_samples(store: ChapterStore, synthesis_id: str, index: int) -> np.ndarray:
@@ -27,7 +32,9 @@ def segment_samples(store: ChapterStore, synthesis_id: str, index: int) -> np.nd
     return samples.reshape(-1)
 
 
-def _in_order(store: ChapterStore, synthesis_id: str, segments: list[Segment]) -> Iterator[np.ndarray]:
+def _in_order(
+    store: ChapterStore, synthesis_id: str, segments: list[Segment]
+) -> Generator[np.ndarray, None, None]:
     """Each segment's samples in order, at most ``LOOKAHEAD`` fetched ahead of the caller."""
     with ThreadPoolExecutor(LOOKAHEAD, thread_name_prefix="vft-chapter-fetch") as pool:
         ahead: deque[Future[np.ndarray]] = deque()
@@ -44,6 +51,10 @@ def _in_order(store: ChapterStore, synthesis_id: str, segments: list[Segment]) -
                 future.cancel()
 
 
+class AssemblyStopped(Exception):
+    """The chapter's run was cancelled while its file was being written."""
+
+
 def write_chapter(
     store: ChapterStore,
     synthesis_id: str,
@@ -52,11 +63,18 @@ def write_chapter(
     audio_format: str,
     markers: list[tuple[int, int, str]],
     path: Path,
+    stop: threading.Event | None = None,
 ) -> None:
-    """(blocking) The chapter's file at ``path``: every segment levelled at its place, its pause after it."""
-    fetched = _in_order(store, synthesis_id, segments)
-    with open(path, "wb") as sink, ChapterAudio(sink, audio_format, markers) as audio:
+    """(blocking) The chapter's file at ``path``: every segment levelled at its place, its pause after it.
+    AssemblyStopped as soon as ``stop`` is set (checked at each segment)."""
+    with (
+        contextlib.closing(_in_order(store, synthesis_id, segments)) as fetched,
+        open(path, "wb") as sink,
+        ChapterAudio(sink, audio_format, markers) as audio,
+    ):
         for seg, where, samples in zip(segments, placed, fetched, strict=True):
+            if stop is not None and stop.is_set():
+                raise AssemblyStopped(synthesis_id)
             if samples.size != where.end - where.start:
                 raise ValueError(
                     f"segment {seg.index} of synthesis {synthesis_id} has {samples.size} samples in S3 but "
@@ -64,3 +82,32 @@ def write_chapter(
                 )
             audio.write(levelled(samples))
             audio.write(silence(seg.pause_ms))
+
+
+def publish_chapter(
+    store: ChapterStore,
+    synthesis_id: str,
+    segments: list[Segment],
+    placed: list[Placed],
+    audio_format: str,
+    markers: list[tuple[int, int, str]],
+    key: str,
+    scratch: Path,
+    stop: threading.Event,
+) -> None:
+    """(blocking) `write_chapter` into a folder of its own under ``scratch``, uploaded to ``key`` (its format's
+    content type) unless ``stop`` is set by then, and removed."""
+    extension, content_type = FORMATS[audio_format]
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX, dir=scratch) as folder:
+        path = Path(folder) / f"{synthesis_id}.{extension}"
+        write_chapter(store, synthesis_id, segments, placed, audio_format, markers, path, stop)
+        if stop.is_set():
+            raise AssemblyStopped(synthesis_id)
+        store.put_output(key, path, content_type)
+
+
+def clear_scratch(scratch: Path) -> None:
+    """Folders a stopped process left behind (their chapters are written again when resumed)."""
+    for folder in scratch.glob(f"{SCRATCH_PREFIX}*"):
+        shutil.rmtree(folder, ignore_errors=True)

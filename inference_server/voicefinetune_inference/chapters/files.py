@@ -3,6 +3,7 @@ encoders (`audio.encoding`), or M4B (AAC in MP4) with one chapter marker per ite
 
 from __future__ import annotations
 
+import contextlib
 import io
 from fractions import Fraction
 from typing import BinaryIO
@@ -67,8 +68,12 @@ class ChapterAudio:
     def __enter__(self) -> ChapterAudio:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is None:
+            self.close()
+        else:  # the error that stopped the writing is the one to report
+            with contextlib.suppress(Exception):
+                self.close()
 
 
 def encode(samples: np.ndarray, audio_format: str, markers: list[tuple[int, int, str]]) -> bytes:

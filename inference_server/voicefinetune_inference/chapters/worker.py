@@ -12,10 +12,10 @@ import io
 import json
 import logging
 import socket
-import tempfile
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import soundfile as sf
@@ -24,8 +24,7 @@ from voicefinetune.schemas import SAMPLE_RATE, InvalidInput
 from voicefinetune.seeds import derived_seed
 from voicefinetune.webhooks import WebhookSender, check_webhook_url, event_body
 from voicefinetune_inference.chapters import metrics
-from voicefinetune_inference.chapters.assembly import write_chapter
-from voicefinetune_inference.chapters.files import FORMATS
+from voicefinetune_inference.chapters.assembly import clear_scratch, publish_chapter
 from voicefinetune_inference.chapters.joining import placements
 from voicefinetune_inference.chapters.planning import (
     check_synthesis_id,
@@ -67,7 +66,7 @@ class SynthesisConflict(RuntimeError):
 
 
 class SynthesisCancelled(Exception):
-    """Another process cancelled the chapter (its state in S3 says so)."""
+    """Another process cancelled, deleted or took over the chapter (its state in S3 says so)."""
 
 
 @dataclass
@@ -93,6 +92,7 @@ class ChapterWorker:
     # --- lifecycle -------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        await asyncio.to_thread(clear_scratch, self.settings.data_dir)
         if self.service.storage.configured:
             self._resumer = asyncio.create_task(self._resume_loop())
 
@@ -119,8 +119,11 @@ class ChapterWorker:
         conditional write of that version: of two processes that find a chapter stale at once, one runs it."""
         for candidate in listed:
             if self._orphaned(candidate):
-                async with self._transition(candidate["synthesis_id"]):
-                    await self._take_over(candidate["synthesis_id"])
+                try:
+                    async with self._transition(candidate["synthesis_id"]):
+                        await self._take_over(candidate["synthesis_id"])
+                except Exception:  # noqa: BLE001 - the others are still taken up; the next round tries again
+                    log.exception("taking chapter %s over failed", candidate["synthesis_id"])
 
     async def _take_over(self, synthesis_id: str) -> None:
         read = await asyncio.to_thread(self.store.versioned_state, synthesis_id)
@@ -213,6 +216,8 @@ class ChapterWorker:
                 await asyncio.gather(running.task, return_exceptions=True)
             await self._finish(state, "cancelled", error="cancelled by DELETE /synthesis")
             return self._view(state).model_dump()
+        if running is not None:  # ended but still saving its last state: deleted after that write
+            await asyncio.gather(running.task, return_exceptions=True)
         plan = await asyncio.to_thread(self.store.plan, synthesis_id)
         keys = list(output_keys(synthesis_id, plan).values()) if plan else []
         await asyncio.to_thread(self.store.delete, synthesis_id, keys)
@@ -274,7 +279,7 @@ class ChapterWorker:
         except asyncio.CancelledError:
             raise  # DELETE writes "cancelled" itself; a stopping server leaves the chapter to resume
         except SynthesisCancelled:
-            log.info("chapter %s was cancelled elsewhere", synthesis_id)
+            log.info("chapter %s was cancelled or taken over elsewhere", synthesis_id)
         except Exception as exc:
             log.error("chapter %s failed", synthesis_id, exc_info=exc)
             await self._finish(state, "failed", error=message_for(exc))
@@ -302,7 +307,12 @@ class ChapterWorker:
             finally:
                 metrics.PENDING_SEGMENTS.dec(running.pending)
             await self._heartbeat(state, always=True)  # cancelled elsewhere meanwhile: no outputs
-            await self._assemble(state, plan, segments)
+            keeper = asyncio.create_task(self._keep_alive(state))
+            try:
+                await self._assemble(state, plan, segments)
+            finally:
+                keeper.cancel()
+                await asyncio.gather(keeper, return_exceptions=True)
 
     async def _render(
         self,
@@ -354,9 +364,18 @@ class ChapterWorker:
         if not always and time.time() - state["updated_at"] < HEARTBEAT_SECONDS:
             return
         saved = await asyncio.to_thread(self.store.state, state["synthesis_id"])
-        if saved is None or saved["status"] == "cancelled":
-            raise SynthesisCancelled(state["synthesis_id"])
+        if saved is None or saved["status"] == "cancelled" or saved.get("owner") != self.owner:
+            raise SynthesisCancelled(state["synthesis_id"])  # cancelled, deleted, or taken over by another
         await self._save(state)
+
+    async def _keep_alive(self, state: dict[str, Any]) -> None:
+        """Renew the chapter's lease while a long step (the file's assembly) writes no progress."""
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            try:
+                await self._save(state)
+            except Exception:  # noqa: BLE001 - S3 away for a moment: the next beat tries again
+                log.warning("renewing chapter %s failed", state["synthesis_id"], exc_info=True)
 
     async def _assemble(self, state: dict[str, Any], plan: dict[str, Any], segments: list[Segment]) -> None:
         synthesis_id = state["synthesis_id"]
@@ -365,15 +384,22 @@ class ChapterWorker:
         )
         placed, length = placements([r["samples"] for r in records], [s.pause_ms for s in segments])
         markers = _item_markers(segments, placed)
-        extension, content_type = FORMATS[plan["format"]]
         keys = output_keys(synthesis_id, plan)
-        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="chapter-", dir=self.settings.data_dir) as scratch:
-            audio_file = Path(scratch) / f"{synthesis_id}.{extension}"
-            await asyncio.to_thread(
-                write_chapter, self.store, synthesis_id, segments, placed, plan["format"], markers, audio_file
-            )
-            await asyncio.to_thread(self.store.put_output, keys["s3_key"], audio_file, content_type)
+        # a cancelled run's thread stops at its next segment; its folder goes with it
+        stop = threading.Event()
+        await _in_thread_to_its_end(
+            publish_chapter,
+            self.store,
+            synthesis_id,
+            segments,
+            placed,
+            plan["format"],
+            markers,
+            keys["s3_key"],
+            self.settings.data_dir,
+            stop,
+            on_cancel=stop.set,
+        )
         entries = [
             {
                 "index": s.index,
@@ -447,7 +473,8 @@ class ChapterWorker:
         lock = self._locks.setdefault(state["synthesis_id"], asyncio.Lock())
         async with lock:  # one write at a time, the newest last
             state["updated_at"] = time.time()
-            await asyncio.to_thread(self.store.save_state, state["synthesis_id"], dict(state))
+            # a cancelled run's write still lands before the next one (a DELETE's "cancelled" goes after it)
+            await _in_thread_to_its_end(self.store.save_state, state["synthesis_id"], dict(state))
 
     @staticmethod
     def _progress(state: dict[str, Any]) -> SynthesisProgress:
@@ -483,6 +510,22 @@ def _first(group: BaseExceptionGroup) -> BaseException:
     while isinstance(exc, BaseExceptionGroup):
         exc = exc.exceptions[0]
     return exc
+
+
+async def _in_thread_to_its_end(
+    function: Callable[..., Any], *args: Any, on_cancel: Callable[[], None] | None = None
+) -> Any:
+    """``function(*args)`` in a thread. A caller cancelled meanwhile waits for the thread to end (after
+    ``on_cancel``, e.g. asking it to stop) before its cancellation goes on, so nothing the thread writes lands after
+    the caller has moved on."""
+    running = asyncio.ensure_future(asyncio.to_thread(function, *args))
+    try:
+        return await asyncio.shield(running)
+    except asyncio.CancelledError:
+        if on_cancel is not None:
+            on_cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        raise
 
 
 def _item_markers(segments: list[Segment], placed: list[Any]) -> list[tuple[int, int, str]]:
