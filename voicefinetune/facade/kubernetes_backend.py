@@ -274,14 +274,18 @@ class KubernetesBackend:
         and book), else the name as given."""
         cache = await self._cached()
         resource = cache.get(voice)
-        if resource is None:
-            named = [
-                item
-                for item in cache.all()
-                if str(item.get("spec", {}).get("speakerName", "")).lower() == voice.lower()
-            ]
-            resource = named[0] if len(named) == 1 else None
-        return recorded_key(voice, resource)
+        if resource is not None:
+            return recorded_key(voice, resource)
+        # as the inference server resolves a name: among the voices it serves (Ready ones)
+        named = [
+            item
+            for item in cache.all()
+            if str(item.get("spec", {}).get("speakerName", "")).lower() == voice.lower()
+            and (item.get("status") or {}).get("phase") == "Ready"
+        ]
+        if len(named) != 1:
+            return voice
+        return recorded_key(named[0]["metadata"]["name"], named[0])
 
     async def list(self) -> list[Job]:
         return [job_from_resource(item, self._flash_attn(item)) for item in (await self._cached()).all()]
