@@ -160,9 +160,11 @@ _calls = threading.local()  # the options of the upstream call this thread is ma
 
 
 def _seeds(rows: int, options: CallOptions) -> list[int]:
-    drawn = [int(s) for s in torch.randint(0, 2**62, (rows,), generator=options.generator).tolist()]
+    """Each row's seed: its own where given, else drawn (only for those rows: torch's generator moves no further)."""
     given = options.seeds if options.seeds is not None else [None] * rows
-    return [draw if seed is None else seed for seed, draw in zip(given, drawn, strict=True)]
+    missing = sum(seed is None for seed in given)
+    drawn = iter(torch.randint(0, 2**62, (missing,), generator=options.generator).tolist() if missing else [])
+    return [int(next(drawn)) if seed is None else seed for seed in given]
 
 
 def _through_loop(loop: DecodeLoop, job: fast_decode.DecodeJob, options: CallOptions) -> list[torch.Tensor]:

@@ -3,6 +3,7 @@ model computes from it, once per reference while the model stays loaded (`engine
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import numpy as np
@@ -54,7 +55,7 @@ class VoiceCloner:
         self, waveform: np.ndarray, *, rate: int, ref_text: str, use_xvec: bool
     ) -> tuple[ModelSpec, Any]:
         spec = await self.loader.shared_spec("base")
-        key = prompt_key(waveform, rate, ref_text=ref_text, use_xvec=use_xvec)
+        key = await asyncio.to_thread(prompt_key, waveform, rate, ref_text=ref_text, use_xvec=use_xvec)
         async with self.cache.use(spec) as loaded:
             prompt = loaded.clone_prompts.ready(key)  # a computed prompt needs no GPU slot
             found = prompt is not None
