@@ -68,11 +68,11 @@ def in_memory(store, segments, sizes, audio_format: str, path: Path) -> None:
 
 
 def streamed(store, segments, sizes, audio_format: str, path: Path) -> None:
-    from voicefinetune_inference.chapters.assembly import write_chapter
+    from voicefinetune_inference.chapters.assembly import ChapterLayout, write_chapter
     from voicefinetune_inference.chapters.joining import placements
 
     placed, _ = placements(sizes, [s.pause_ms for s in segments])
-    write_chapter(store, SYNTHESIS, segments, placed, audio_format, [], path)
+    write_chapter(store, ChapterLayout(SYNTHESIS, segments, placed, audio_format, []), path)
 
 
 def measure(path_fn: Callable, store, segments, sizes, audio_format: str, scratch: Path) -> dict:

@@ -13,6 +13,7 @@ import soundfile as sf
 from voicefinetune_inference.audio.wav import to_wav_bytes
 from voicefinetune_inference.chapters.assembly import (
     AssemblyStopped,
+    ChapterLayout,
     clear_scratch,
     publish_chapter,
     write_chapter,
@@ -72,7 +73,7 @@ def test_a_chapter_from_s3_is_the_in_memory_join_encoded_whole(storage, tmp_path
     placed, length = placements(sizes, pauses)
     markers = [(p.start, p.end, str(n)) for n, p in enumerate(placed, 1)]
     path = tmp_path / f"chapter.{audio_format}"
-    write_chapter(store, SYNTHESIS, segments, placed, audio_format, markers, path)
+    write_chapter(store, ChapterLayout(SYNTHESIS, segments, placed, audio_format, markers), path)
 
     in_s3 = [decoded(store.segment_audio(SYNTHESIS, index)) for index in range(len(sizes))]
     audio, joined = join(in_s3, pauses)
@@ -84,21 +85,20 @@ def test_a_segment_whose_audio_disagrees_with_its_record_is_refused(storage, tmp
     store, segments = stored_segments(storage, [24_000, 7_000], [250, 250])
     placed, _ = placements([24_000, 7_001], [250, 250])
     with pytest.raises(ValueError, match="segment 1 of synthesis assembled has 7000 samples in S3 but 7001"):
-        write_chapter(store, SYNTHESIS, segments, placed, "wav", [], tmp_path / "chapter.wav")
+        write_chapter(store, ChapterLayout(SYNTHESIS, segments, placed, "wav", []), tmp_path / "chapter.wav")
 
 
 def test_a_stopped_assembly_uploads_nothing_and_leaves_no_folder(storage, tmp_path):
     store, segments = stored_segments(storage, [24_000, 7_000, 12_000], [250, 250, 0])
     placed, _ = placements([24_000, 7_000, 12_000], [250, 250, 0])
+    layout = ChapterLayout(SYNTHESIS, segments, placed, "wav", [])
     stop = threading.Event()
     stop.set()
     with pytest.raises(AssemblyStopped):
-        publish_chapter(store, SYNTHESIS, segments, placed, "wav", [], "audio/x/chapter.wav", tmp_path, stop)
+        publish_chapter(store, layout, "audio/x/chapter.wav", tmp_path, stop)
     assert list(tmp_path.iterdir()) == [] and not storage.exists("audio/x/chapter.wav")
 
-    publish_chapter(
-        store, SYNTHESIS, segments, placed, "wav", [], "audio/x/chapter.wav", tmp_path, threading.Event()
-    )
+    publish_chapter(store, layout, "audio/x/chapter.wav", tmp_path, threading.Event())
     assert list(tmp_path.iterdir()) == [] and storage.head("audio/x/chapter.wav").size > 0
 
 

@@ -13,6 +13,7 @@ import threading
 from collections import deque
 from collections.abc import Generator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -55,24 +56,30 @@ class AssemblyStopped(Exception):
     """The chapter's run was cancelled while its file was being written."""
 
 
+@dataclass(frozen=True)
+class ChapterLayout:
+    """What a chapter's file is made of: its segments in order, where each lies (`joining.placements`), the
+    format and the M4B chapter marks (start, end in samples, title)."""
+
+    synthesis_id: str
+    segments: list[Segment]
+    placed: list[Placed]
+    audio_format: str
+    markers: list[tuple[int, int, str]]
+
+
 def write_chapter(
-    store: ChapterStore,
-    synthesis_id: str,
-    segments: list[Segment],
-    placed: list[Placed],
-    audio_format: str,
-    markers: list[tuple[int, int, str]],
-    path: Path,
-    stop: threading.Event | None = None,
+    store: ChapterStore, layout: ChapterLayout, path: Path, stop: threading.Event | None = None
 ) -> None:
     """(blocking) The chapter's file at ``path``: every segment levelled at its place, its pause after it.
     AssemblyStopped as soon as ``stop`` is set (checked at each segment)."""
+    synthesis_id = layout.synthesis_id
     with (
-        contextlib.closing(_in_order(store, synthesis_id, segments)) as fetched,
+        contextlib.closing(_in_order(store, synthesis_id, layout.segments)) as fetched,
         open(path, "wb") as sink,
-        ChapterAudio(sink, audio_format, markers) as audio,
+        ChapterAudio(sink, layout.audio_format, layout.markers) as audio,
     ):
-        for seg, where, samples in zip(segments, placed, fetched, strict=True):
+        for seg, where, samples in zip(layout.segments, layout.placed, fetched, strict=True):
             if stop is not None and stop.is_set():
                 raise AssemblyStopped(synthesis_id)
             if samples.size != where.end - where.start:
@@ -85,25 +92,17 @@ def write_chapter(
 
 
 def publish_chapter(
-    store: ChapterStore,
-    synthesis_id: str,
-    segments: list[Segment],
-    placed: list[Placed],
-    audio_format: str,
-    markers: list[tuple[int, int, str]],
-    key: str,
-    scratch: Path,
-    stop: threading.Event,
+    store: ChapterStore, layout: ChapterLayout, key: str, scratch: Path, stop: threading.Event
 ) -> None:
     """(blocking) `write_chapter` into a folder of its own under ``scratch``, uploaded to ``key`` (its format's
     content type) unless ``stop`` is set by then, and removed."""
-    extension, content_type = FORMATS[audio_format]
+    extension, content_type = FORMATS[layout.audio_format]
     scratch.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX, dir=scratch) as folder:
-        path = Path(folder) / f"{synthesis_id}.{extension}"
-        write_chapter(store, synthesis_id, segments, placed, audio_format, markers, path, stop)
+        path = Path(folder) / f"{layout.synthesis_id}.{extension}"
+        write_chapter(store, layout, path, stop)
         if stop.is_set():
-            raise AssemblyStopped(synthesis_id)
+            raise AssemblyStopped(layout.synthesis_id)
         store.put_output(key, path, content_type)
 
 

@@ -24,7 +24,7 @@ from voicefinetune.schemas import SAMPLE_RATE, InvalidInput
 from voicefinetune.seeds import derived_seed
 from voicefinetune.webhooks import WebhookSender, check_webhook_url, event_body
 from voicefinetune_inference.chapters import metrics
-from voicefinetune_inference.chapters.assembly import clear_scratch, publish_chapter
+from voicefinetune_inference.chapters.assembly import ChapterLayout, clear_scratch, publish_chapter
 from voicefinetune_inference.chapters.joining import placements
 from voicefinetune_inference.chapters.planning import (
     check_synthesis_id,
@@ -387,14 +387,11 @@ class ChapterWorker:
         keys = output_keys(synthesis_id, plan)
         # a cancelled run's thread stops at its next segment; its folder goes with it
         stop = threading.Event()
+        layout = ChapterLayout(synthesis_id, segments, placed, plan["format"], markers)
         await _in_thread_to_its_end(
             publish_chapter,
             self.store,
-            synthesis_id,
-            segments,
-            placed,
-            plan["format"],
-            markers,
+            layout,
             keys["s3_key"],
             self.settings.data_dir,
             stop,
