@@ -150,17 +150,6 @@ def clone_prompt(
         )[0]
 
 
-def shared_clone_prompt(
-    loaded: LoadedModel, key: str, waveform: np.ndarray, *, sample_rate: int, ref_text: str, use_xvec: bool
-) -> tuple[Any, bool]:
-    """`clone_prompt`, computed once per reference (``key``: its `prompt_key`) while the model stays loaded
-    (`clone_prompts`); also whether it was found there (or computed by a request that asked at the same time)."""
-    return loaded.clone_prompts.get(
-        key,
-        lambda: clone_prompt(loaded, waveform, sample_rate=sample_rate, ref_text=ref_text, use_xvec=use_xvec),
-    )
-
-
 def gpu_memory(settings: Settings) -> dict[str, Any]:
     """GPU name and memory figures in GB from torch.cuda; all None when no CUDA device is used."""
     figures: dict[str, Any] = dict.fromkeys(

@@ -4,6 +4,7 @@ model computes from it, once per reference while the model stays loaded (`engine
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 import numpy as np
@@ -38,9 +39,8 @@ class VoiceCloner:
         self.cache = cache
         self.loader = loader
         self.generator = generator
-        self.clone_prompts = (
-            0  # voice-clone prompts computed (one per reference while its model stays loaded)
-        )
+        # voice-clone prompts computed (one per reference while its model stays loaded)
+        self.clone_prompts = 0
         self.clone_prompt_hits = 0  # clone requests that found their reference's prompt (or waited for it)
 
     async def reference_audio(self, value: str) -> tuple[np.ndarray, int]:
@@ -62,14 +62,19 @@ class VoiceCloner:
             if not found:
                 async with self.generator.gpu_slots:
                     try:
+                        # computed once per reference while the model stays loaded (or awaited from a
+                        # request computing it now)
                         prompt, found = await self.generator.on_gpu(
-                            tts_model.shared_clone_prompt,
-                            loaded,
+                            loaded.clone_prompts.get,
                             key,
-                            waveform,
-                            sample_rate=rate,
-                            ref_text=ref_text,
-                            use_xvec=use_xvec,
+                            functools.partial(
+                                tts_model.clone_prompt,
+                                loaded,
+                                waveform,
+                                sample_rate=rate,
+                                ref_text=ref_text,
+                                use_xvec=use_xvec,
+                            ),
                         )
                     except (ValueError, RuntimeError) as exc:
                         raise RefAudioError(
