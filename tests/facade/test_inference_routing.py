@@ -114,6 +114,15 @@ def cast_names(endpoints: list[str]) -> tuple[list[str], str]:
     return cast, solo
 
 
+def speaker_of(name: str, endpoints: list[str]) -> str:
+    """The speaker name of cast voice ``name``: one whose upper-case spelling hashes away from the cast's replica,
+    so that routing by the name as given would miss it."""
+    home = pick(CAST_KEY, endpoints)
+    return next(
+        f"{name}_speaker{i}" for i in range(64) if pick(f"{name}_speaker{i}".upper(), endpoints) != home
+    )
+
+
 @pytest.fixture
 async def cast_facade(settings, kubeconfig, custom, three_replicas):
     """The Kubernetes facade as `vft serve --backend kubernetes` builds it, in front of three replicas, with three
@@ -126,7 +135,7 @@ async def cast_facade(settings, kubeconfig, custom, three_replicas):
             VERSION,
             "default",
             PLURAL,
-            voicefinetune(name, method="lora", bookId=BOOK, speakerName=f"{name}_speaker"),
+            voicefinetune(name, method="lora", bookId=BOOK, speakerName=speaker_of(name, endpoints)),
         )
         status = {"phase": "Ready", "routingKey": CAST_KEY, "baseModel": BASE}
         custom.patch_namespaced_custom_object_status(
@@ -134,7 +143,11 @@ async def cast_facade(settings, kubeconfig, custom, three_replicas):
         )
     # an earlier, failed training of the first cast voice's speaker: not a voice the servers serve
     custom.create_namespaced_custom_object(
-        GROUP, VERSION, "default", PLURAL, voicefinetune("cast-failed", speakerName=f"{cast[0]}_speaker")
+        GROUP,
+        VERSION,
+        "default",
+        PLURAL,
+        voicefinetune("cast-failed", speakerName=speaker_of(cast[0], endpoints)),
     )
     custom.patch_namespaced_custom_object_status(
         GROUP, VERSION, "default", PLURAL, "cast-failed", {"status": {"phase": "Failed"}}
@@ -179,10 +192,12 @@ async def test_a_lora_voice_named_by_its_speaker_name_goes_to_the_replica_of_its
     cast_facade, three_replicas
 ):
     facade, cast, _ = cast_facade
-    home = pick(CAST_KEY, [server.url for server in three_replicas])
+    endpoints = [server.url for server in three_replicas]
+    home = pick(CAST_KEY, endpoints)
     speech = {"model": "qwen3-tts", "input": "hi", "response_format": "wav"}
     for voice in cast:
-        spoken = await facade.post("/v1/audio/speech", json={**speech, "voice": f"{voice.upper()}_SPEAKER"})
+        speaker = speaker_of(voice, endpoints).upper()  # any case, as the servers match it
+        spoken = await facade.post("/v1/audio/speech", json={**speech, "voice": speaker})
         assert spoken.headers["X-VFT-Replica"] == home  # the first one's failed namesake is no voice
 
 
